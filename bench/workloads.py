@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""One benchmark measurement: start a system, run one workload, print one JSON line.
+
+bench/run starts this script in a fresh process, in the venv of the system under test, so no
+measurement inherits another's warm caches or leaked threads. Only the standard library is
+imported at module level: the driver imports this module (from any Python) to read
+``WORKLOADS``, and each backend imports its own system lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import logging
+import math
+import platform
+import random
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+N_WORKERS = 2
+THREADS_PER_WORKER = 1
+EVENT_TOPIC = "bench"
+DONE_TOPIC = "bench-done"
+WORKER_EVENT_TASKS = 10
+STORY_LOOKUPS = 200
+POLL_INTERVAL_S = 0.02
+SETTLE_S = 1.0
+WAIT_DEADLINE_S = 300.0
+
+FUTURES_SYSTEMS = frozenset({"storied", "dask"})
+TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
+ALL_SYSTEMS = TASK_SYSTEMS | {"pool"}
+SYSTEM_MODULES = {"storied": "storied", "dask": "distributed"}
+
+
+# --- task functions (shipped by value: this file runs as __main__) -----------------------------
+
+
+def noop(x: int) -> None:
+    return None
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def log_event_range(module_name: str, first: int, count: int) -> int:
+    """Log ``count`` events from inside a task, then a marker saying this task's share is sent."""
+    worker = importlib.import_module(module_name).get_worker()
+    for i in range(first, first + count):
+        worker.log_event(EVENT_TOPIC, {"i": i})
+    worker.log_event(DONE_TOPIC, {"first": first})
+    return count
+
+
+# --- functions run on the scheduler via run_on_scheduler ---------------------------------------
+
+
+def time_story_lookups(keys: list[str], dask_scheduler: Any = None) -> dict[str, float]:
+    """Time ``scheduler.story(key)`` for each key where the scheduler lives."""
+    seconds = []
+    shortest = math.inf
+    for key in keys:
+        started = time.perf_counter()
+        story = dask_scheduler.story(key)
+        seconds.append(time.perf_counter() - started)
+        shortest = min(shortest, len(story))
+    return {"median_s": statistics.median(seconds), "shortest_story": shortest}
+
+
+def scheduler_task_count(dask_scheduler: Any = None) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def scheduler_rss() -> int:
+    """Resident memory of the process hosting the scheduler, after a full collection."""
+    import psutil
+
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+
+class Backend:
+    """The handful of operations the task workloads need, over one system's native API."""
+
+    name: str
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def result(self, handle: Any) -> Any:
+        raise NotImplementedError
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return [self.submit(fn, item) for item in items]
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return [self.result(handle) for handle in handles]
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+
+class FuturesBackend(Backend):
+    """storied or dask.distributed: both speak the same Client/Future API."""
+
+    def __init__(self, name: str, client: Any) -> None:
+        self.name = name
+        self.module_name = SYSTEM_MODULES[name]
+        self.client = client
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result()
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return self.client.map(fn, items)
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return self.client.gather(handles)
+
+    def versions(self) -> dict[str, str]:
+        if self.name == "dask":
+            import dask
+            import distributed
+
+            return {"dask": dask.__version__, "distributed": distributed.__version__}
+        from importlib.metadata import version
+
+        return {"storied": version("storied")}
+
+
+class PoolBackend(Backend):
+    name = "pool"
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.pool.submit(fn, *args)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result()
+
+
+class RayBackend(Backend):
+    name = "ray"
+
+    def __init__(self, ray: Any) -> None:
+        self.ray = ray
+        self._remotes: dict[Callable[..., Any], Any] = {}
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if fn not in self._remotes:
+            self._remotes[fn] = self.ray.remote(fn)
+        return self._remotes[fn].remote(*args)
+
+    def result(self, handle: Any) -> Any:
+        return self.ray.get(handle)
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return self.ray.get(handles)
+
+    def versions(self) -> dict[str, str]:
+        return {"ray": self.ray.__version__}
+
+
+@contextmanager
+def open_backend(system: str, dask_config: dict[str, Any]) -> Iterator[Backend]:
+    """Start ``system`` with the common cluster shape (2 worker processes x 1 thread), warmed up."""
+    if system in FUTURES_SYSTEMS:
+        backend_cm = _futures_backend(system, dask_config)
+    elif system == "pool":
+        backend_cm = _pool_backend()
+    elif system == "ray":
+        backend_cm = _ray_backend()
+    else:
+        raise ValueError(f"unknown system {system!r}; expected one of {sorted(ALL_SYSTEMS)}")
+    with backend_cm as backend:
+        backend.gather(backend.map(inc, range(-4 * N_WORKERS, 0)))
+        yield backend
+
+
+@contextmanager
+def _futures_backend(system: str, dask_config: dict[str, Any]) -> Iterator[Backend]:
+    module = importlib.import_module(SYSTEM_MODULES[system])
+    logging.getLogger(module.__name__).setLevel(logging.ERROR)
+    cluster_kwargs: dict[str, Any] = {
+        "n_workers": N_WORKERS,
+        "threads_per_worker": THREADS_PER_WORKER,
+        "processes": True,
+        "dashboard_address": None,
+    }
+    if system == "dask":
+        import dask
+
+        cluster_kwargs["silence_logs"] = logging.ERROR
+        config_cm: Any = dask.config.set(dask_config)
+    else:
+        config_cm = nullcontext()
+    with (
+        config_cm,
+        module.LocalCluster(**cluster_kwargs) as cluster,
+        module.Client(cluster) as client,
+    ):
+        yield FuturesBackend(system, client)
+
+
+@contextmanager
+def _pool_backend() -> Iterator[Backend]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=N_WORKERS * THREADS_PER_WORKER) as pool:
+        yield PoolBackend(pool)
+
+
+@contextmanager
+def _ray_backend() -> Iterator[Backend]:
+    import ray
+
+    ray.init(
+        num_cpus=N_WORKERS * THREADS_PER_WORKER,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    try:
+        yield RayBackend(ray)
+    finally:
+        ray.shutdown()
+
+
+# --- workloads --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    default_size: int
+    full_size: int
+    size_unit: str
+    metrics: tuple[Metric, ...]
+    systems: frozenset[str]
+    run: Callable[[Any, int], dict[str, float]]
+    dask_config: dict[str, Any] = field(default_factory=dict)
+
+
+def run_map(backend: Backend, size: int) -> dict[str, float]:
+    started = time.perf_counter()
+    backend.gather(backend.map(noop, range(size)))
+    return {"tasks_per_s": size / (time.perf_counter() - started)}
+
+
+def run_tree(backend: Backend, leaves: int) -> dict[str, float]:
+    """Sum inc(i) over ``leaves`` leaf tasks pairwise, one level of futures at a time."""
+    started = time.perf_counter()
+    level = backend.map(inc, range(leaves))
+    task_count = len(level)
+    while len(level) > 1:
+        pairs = [backend.submit(add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        task_count += len(pairs)
+        level = pairs + level[len(pairs) * 2 :]
+    total = backend.result(level[0])
+    elapsed = time.perf_counter() - started
+    expected = leaves * (leaves + 1) // 2
+    if total != expected:
+        raise RuntimeError(f"tree reduced to {total}, expected {expected}")
+    return {"tasks_per_s": task_count / elapsed}
+
+
+def run_roundtrip(backend: Backend, count: int) -> dict[str, float]:
+    latencies = []
+    for i in range(count):
+        started = time.perf_counter()
+        backend.result(backend.submit(inc, i))
+        latencies.append(time.perf_counter() - started)
+    return {
+        "median_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+    }
+
+
+def run_worker_events(backend: FuturesBackend, count: int) -> dict[str, float]:
+    task_count = min(WORKER_EVENT_TASKS, count)
+    started = time.perf_counter()
+    futures = [
+        backend.submit(log_event_range, backend.module_name, first, share)
+        for first, share in split_range(count, task_count)
+    ]
+    elapsed, kept = wait_for_events(backend.client, count, task_count, started)
+    backend.gather(futures)
+    return {"events_per_s": count / elapsed, "kept": kept}
+
+
+def run_client_events(backend: FuturesBackend, count: int) -> dict[str, float]:
+    client = backend.client
+    started = time.perf_counter()
+    for i in range(count):
+        client.log_event(EVENT_TOPIC, {"i": i})
+    client.log_event(DONE_TOPIC, {"first": 0})
+    elapsed, kept = wait_for_events(client, count, 1, started)
+    return {"events_per_s": count / elapsed, "kept": kept}
+
+
+def run_story(backend: FuturesBackend, count: int) -> dict[str, float]:
+    futures = backend.map(noop, range(count))
+    backend.gather(futures)
+    keys = random.Random(0).sample([future.key for future in futures], min(STORY_LOOKUPS, count))
+    timing = backend.client.run_on_scheduler(time_story_lookups, keys)
+    if timing["shortest_story"] == 0:
+        raise RuntimeError("a finished task has an empty story: the transition log is too short")
+    return {"story_us": timing["median_s"] * 1e6}
+
+
+def run_scheduler_memory(backend: FuturesBackend, count: int) -> dict[str, float]:
+    client = backend.client
+    baseline = client.run_on_scheduler(scheduler_rss)
+    futures = backend.map(noop, range(count))
+    backend.gather(futures)
+    held = client.run_on_scheduler(scheduler_rss)
+    del futures
+    poll_until(lambda: client.run_on_scheduler(scheduler_task_count) == 0, "tasks released")
+    released = client.run_on_scheduler(scheduler_rss)
+    return {
+        "held_bytes_per_task": (held - baseline) / count,
+        "released_bytes_per_task": (released - baseline) / count,
+    }
+
+
+def wait_for_events(client: Any, expected: int, markers: int, started: float) -> tuple[float, int]:
+    """Seconds from ``started`` until the events are readable, and how many the system kept.
+
+    Each sender logs a marker after its events, on the same connection, so once every marker is
+    readable its events have arrived even where the system keeps fewer than were sent. Polling
+    the small marker topic keeps the poll itself from loading the scheduler.
+    """
+    poll_until(lambda: len(client.get_events(DONE_TOPIC)) >= markers, "event markers")
+    finished = time.perf_counter()
+    kept = len(client.get_events(EVENT_TOPIC))
+    stable_since = finished
+    while kept < expected and time.perf_counter() - stable_since < SETTLE_S:
+        time.sleep(POLL_INTERVAL_S)
+        now_kept = len(client.get_events(EVENT_TOPIC))
+        if now_kept != kept:
+            kept, finished = now_kept, time.perf_counter()
+            stable_since = finished
+    return finished - started, kept
+
+
+def poll_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {WAIT_DEADLINE_S:.0f} s")
+        time.sleep(POLL_INTERVAL_S)
+
+
+def split_range(count: int, parts: int) -> list[tuple[int, int]]:
+    """(first, length) of ``parts`` contiguous slices covering range(count), sizes within one."""
+    base, extra = divmod(count, parts)
+    slices = []
+    first = 0
+    for part in range(parts):
+        length = base + (part < extra)
+        slices.append((first, length))
+        first += length
+    return slices
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile: a value that was actually observed."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+TASKS_PER_S = Metric("tasks_per_s", "tasks/s", higher_is_better=True)
+EVENTS_PER_S = Metric("events_per_s", "events/s", higher_is_better=True)
+KEPT = Metric("kept", "events", higher_is_better=True)
+ROUNDTRIP_MS = (Metric("median_ms", "ms", False), Metric("p99_ms", "ms", False))
+STORY_US = (Metric("story_us", "us/lookup", False),)
+BYTES_PER_TASK = (
+    Metric("held_bytes_per_task", "B/task", False),
+    Metric("released_bytes_per_task", "B/task", False),
+)
+# Older distributed names the scheduler's transition log length the first way; the current one
+# sizes it (and every event topic) with the second.
+LONG_TRANSITION_LOG = {
+    "distributed.scheduler.transition-log-length": 1_000_000,
+    "distributed.admin.low-level-log-length": 1_000_000,
+}
+
+# Sizes: (default, full). Defaults keep `make bench` near ten minutes on a 2-core machine, where
+# dask.distributed runs about 500 tasks/s; --full runs the sizes of the benchmark's design.
+WORKLOADS: dict[str, Workload] = {
+    workload.name: workload
+    for workload in (
+        Workload("map", 3_000, 10_000, "tasks", (TASKS_PER_S,), ALL_SYSTEMS, run_map),
+        Workload("tree", 1_024, 4_096, "leaves", (TASKS_PER_S,), TASK_SYSTEMS, run_tree),
+        Workload("roundtrip", 300, 300, "calls", ROUNDTRIP_MS, ALL_SYSTEMS, run_roundtrip),
+        Workload(
+            "worker_events",
+            50_000,
+            50_000,
+            "events",
+            (EVENTS_PER_S, KEPT),
+            FUTURES_SYSTEMS,
+            run_worker_events,
+        ),
+        Workload(
+            "client_events",
+            10_000,
+            20_000,
+            "events",
+            (EVENTS_PER_S, KEPT),
+            FUTURES_SYSTEMS,
+            run_client_events,
+        ),
+        Workload(
+            "story",
+            5_000,
+            20_000,
+            "tasks",
+            STORY_US,
+            FUTURES_SYSTEMS,
+            run_story,
+            dask_config=LONG_TRANSITION_LOG,
+        ),
+        Workload(
+            "scheduler_memory",
+            10_000,
+            50_000,
+            "tasks",
+            BYTES_PER_TASK,
+            FUTURES_SYSTEMS,
+            run_scheduler_memory,
+        ),
+    )
+}
+
+
+def measure(system: str, workload_name: str, size: int) -> dict[str, Any]:
+    workload = WORKLOADS[workload_name]
+    if system not in workload.systems:
+        raise ValueError(f"{system} has no {workload_name} workload")
+    with open_backend(system, workload.dask_config) as backend:
+        metrics = workload.run(backend, size)
+        versions = {"python": platform.python_version(), **backend.versions()}
+    return {
+        "system": system,
+        "workload": workload_name,
+        "size": size,
+        "metrics": metrics,
+        "versions": versions,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", required=True, choices=sorted(ALL_SYSTEMS))
+    parser.add_argument("--workload", required=True, choices=list(WORKLOADS))
+    parser.add_argument("--size", type=int, help="defaults to the workload's own size")
+    args = parser.parse_args(argv)
+    size = args.size or WORKLOADS[args.workload].default_size
+    try:
+        result = measure(args.system, args.workload, size)
+    except Exception as error:
+        traceback.print_exc()
+        error_text = f"{type(error).__name__}: {error}"
+        result = {
+            "system": args.system,
+            "workload": args.workload,
+            "size": size,
+            "error": error_text,
+        }
+        print(json.dumps(result), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

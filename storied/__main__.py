@@ -1,0 +1,3 @@
+from storied.cli.main import cli
+
+cli()

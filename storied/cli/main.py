@@ -1,0 +1,150 @@
+"""``storied scheduler``, ``storied worker`` and the history commands."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from storied import config
+from storied.comm import Security
+from storied.loop import new_event_loop
+
+DEFAULT_LEDGER = Path("~/.local/share/storied/ledger.db")
+
+
+def _security_options(func: Any) -> Any:
+    options = [
+        click.option("--auth-token", envvar="STORIED_AUTH_TOKEN", default=None,
+                     help="Shared secret; peers must prove they hold it (env STORIED_AUTH_TOKEN)."),
+        click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False),
+                     help="CA certificate that signs every peer's certificate."),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+                     help="This process's certificate."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+                     help="This process's private key."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _security(auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None,
+              tls_key: str | None) -> Security:
+    try:
+        return Security(token=auth_token or config.get("comm.auth-token") or None,
+                        tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(server: Any) -> None:
+    """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly."""
+
+    async def main() -> None:
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
+        await server.finished()
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="storied")
+def cli() -> None:
+    """storied: a distributed task scheduler that keeps everything on the record.
+
+    Start a scheduler in one terminal and workers in others (or on other machines), then
+    connect with storied.Client("tcp://HOST:PORT"). The history commands read a ledger file,
+    with no cluster running.
+    """
+    config.configure_logging()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8786, show_default=True, type=int, help="Port (0 for any).")
+@click.option("--ledger", type=click.Path(dir_okay=False), default=None,
+              help=f"SQLite file keeping the whole history [default: {DEFAULT_LEDGER}].")
+@click.option("--no-ledger", is_flag=True, help="Keep history in memory only.")
+@click.option("--insecure", is_flag=True,
+              help="Allow listening on a non-loopback address without a token or TLS.")
+@_security_options
+def scheduler(host: str, port: int, ledger: str | None, no_ledger: bool, insecure: bool,
+              auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None,
+              tls_key: str | None) -> None:
+    """Start a scheduler."""
+    from storied.scheduler.server import Scheduler
+
+    security = _security(auth_token, tls_ca_file, tls_cert, tls_key)
+    if security.is_open and not _is_loopback(host) and not insecure:
+        raise click.UsageError(
+            f"refusing to listen on {host} without credentials: anyone who can reach it could "
+            "run code on your workers. Pass --auth-token (or STORIED_AUTH_TOKEN) or TLS "
+            "options, or --insecure if this network is trusted."
+        )
+    ledger_path: str | None = None
+    if not no_ledger:
+        ledger_path = ledger or config.get("scheduler.ledger") or str(DEFAULT_LEDGER.expanduser())
+        Path(ledger_path).parent.mkdir(parents=True, exist_ok=True)
+    server = Scheduler(host, port, security=security, ledger=ledger_path)
+    logging.getLogger("storied.scheduler").setLevel(logging.INFO)
+    _serve(server)
+
+
+@cli.command()
+@click.argument("scheduler_address")
+@click.option("--nthreads", default=1, show_default=True, type=int, help="Threads running tasks.")
+@click.option("--name", default=None, help="Worker name [default: its address].")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on for peers.")
+@click.option("--port", default=0, show_default=True, type=int, help="Port for peers (0: any).")
+@_security_options
+def worker(scheduler_address: str, nthreads: int, name: str | None, host: str, port: int,
+           auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None,
+           tls_key: str | None) -> None:
+    """Start a worker connected to SCHEDULER_ADDRESS (tcp://HOST:PORT)."""
+    from storied.worker.server import Worker
+
+    security = _security(auth_token, tls_ca_file, tls_cert, tls_key)
+    server = Worker(scheduler_address, nthreads=nthreads, name=name, host=host, port=port,
+                    security=security)
+    try:
+        _serve(server)
+    except (OSError, TimeoutError, ConnectionError) as exc:
+        click.echo(f"storied worker: {exc}", err=True)
+        sys.exit(1)
+
+
+def _add_history_commands() -> None:
+    try:
+        from storied.cli.history import history_commands
+    except ImportError:
+        return
+    for command in history_commands:
+        cli.add_command(command)
+
+
+_add_history_commands()
+

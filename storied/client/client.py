@@ -1,0 +1,912 @@
+"""The user's handle on a cluster: submit work, gather results, read the record."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+from storied import config
+from storied.client.future import Future, FutureState
+from storied.comm import ConnectionPool, Security, connect
+from storied.comm.stream import Stream
+from storied.loop import LoopThread
+from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
+from storied.protocol.serialize import (
+    dumps_with_refs,
+    pickle_dumps,
+    pickle_loads,
+    token,
+    typename,
+)
+from storied.record import check_event
+
+logger = logging.getLogger("storied.client")
+
+_default_client: Client | None = None
+
+
+def _task_ref(obj: Any) -> str | None:
+    return obj.key if type(obj) is Future else None
+
+
+def funcname(func: Callable[..., Any]) -> str:
+    """The name a task key starts with: lambdas are ``lambda``, partials their function's."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return "lambda" if name == "<lambda>" else name
+
+
+def _stimulus(prefix: str) -> str:
+    return f"{prefix}-{time.time()}"
+
+
+class Client:
+    """Connect to a scheduler (or start a LocalCluster) and run Python functions on it."""
+
+    def __init__(
+        self,
+        address: Any = None,
+        *,
+        asynchronous: bool = False,
+        security: Security | None = None,
+        timeout: float | str | None = None,
+        name: str | None = None,
+        set_as_default: bool = True,
+        **cluster_kwargs: Any,
+    ) -> None:
+        self.id = f"Client-{uuid.uuid4()}"
+        self.name = name
+        self.asynchronous = asynchronous
+        self.cluster: Any = None
+        self._owns_cluster = False
+        self._timeout = config.parse_timedelta(
+            timeout if timeout is not None else config.get("comm.connect-timeout")
+        ) or 10.0
+        if address is None:
+            from storied.deploy.local import LocalCluster
+
+            self.cluster = LocalCluster(asynchronous=asynchronous, **cluster_kwargs)
+            self._owns_cluster = True
+        elif hasattr(address, "scheduler_address"):
+            self.cluster = address
+        elif not isinstance(address, str):
+            raise TypeError(
+                f"Client() takes a scheduler address like 'tcp://127.0.0.1:8786' or a cluster "
+                f"object, not {type(address).__name__}"
+            )
+        if cluster_kwargs and not self._owns_cluster:
+            raise TypeError(f"unexpected keyword arguments: {sorted(cluster_kwargs)}")
+        self._address = address if isinstance(address, str) else None
+        self.security = security or (
+            self.cluster.security if self.cluster is not None else Security.from_config()
+        )
+        self._states: dict[str, FutureState] = {}
+        self._refcount: collections.Counter[str] = collections.Counter()
+        self._ref_lock = threading.Lock()
+        self._outbox: collections.deque[Any] = collections.deque()
+        self._outbox_lock = threading.Lock()
+        self._outbox_wake = False
+        self._function_cache: dict[Any, tuple[str, bytes]] = {}
+        self._handlers: dict[str, Callable[[Any], Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._callback_executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="storied-callback"
+        )
+        self.status = "newly-created"
+        self._stream: Stream | None = None
+        self._pool: ConnectionPool | None = None
+        self._loop_thread: LoopThread | None = None
+        if asynchronous:
+            self._loop = asyncio.get_event_loop()
+            self._started: asyncio.Task[Client] | None = None
+        else:
+            self._loop_thread = LoopThread.acquire()
+            self._loop = self._loop_thread.loop
+            try:
+                self._loop_thread.run(self._start())
+            except BaseException:
+                self._callback_executor.shutdown(wait=False)
+                self._loop_thread.release()
+                self._loop_thread = None
+                raise
+        if set_as_default:
+            global _default_client
+            _default_client = self
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def scheduler_address(self) -> str:
+        if self._address is None and self.cluster is not None:
+            return self.cluster.scheduler_address
+        assert self._address is not None
+        return self._address
+
+    async def _start(self) -> Client:
+        if self.cluster is not None and self._address is None:
+            if self.asynchronous and hasattr(self.cluster, "_started"):
+                await self.cluster
+            self._address = self.cluster.scheduler_address
+        comm = await connect(self.scheduler_address, self.security, self._timeout)
+        comm.name = "client->scheduler"
+        await comm.send({"op": "register-client", "client": self.id,
+                         "topics": list(self._handlers)})
+        reply = await comm.read(self._timeout)
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            await comm.close()
+            raise ConnectionError(f"scheduler refused the client: {reply!r}")
+        self.scheduler_id = reply.get("id")
+        self._stream = Stream(comm, self._stream_handlers(), "client stream")
+        self._pool = ConnectionPool(self.security, self._timeout)
+        self.status = "running"
+        self._spawn(self._stream.run())
+        logger.info("Client %s connected to %s", self.id, self.scheduler_address)
+        return self
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._start().__await__()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        if self.status != "running":
+            await self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    def __repr__(self) -> str:
+        return f"<Client: {self.id} scheduler={self._address!r} status={self.status}>"
+
+    def close(self) -> Any:
+        """Release every future, disconnect, and close the cluster if this client made it."""
+        if self.asynchronous:
+            return self._close()
+        if self._loop_thread is None:
+            return None
+        try:
+            if self.status == "running":
+                self._loop_thread.run(self._close(), timeout=30)
+        finally:
+            if self._owns_cluster and self.cluster is not None:
+                self.cluster.close()
+            self._callback_executor.shutdown(wait=True)
+            self._loop_thread.release()
+            self._loop_thread = None
+        return None
+
+    async def _close(self) -> None:
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        global _default_client
+        if _default_client is self:
+            _default_client = None
+        self._flush_outbox()
+        if self._stream is not None:
+            await self._stream.close()
+        if self._pool is not None:
+            await self._pool.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.asynchronous:
+            if self._owns_cluster and self.cluster is not None:
+                await self.cluster._close()
+            self._callback_executor.shutdown(wait=False)
+        self.status = "closed"
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _sync(self, func: Callable[..., Any], *args: Any, timeout: float | None = None,
+              **kwargs: Any) -> Any:
+        """Run coroutine function ``func`` on the loop: awaitable if asynchronous, else blocking."""
+        if self.asynchronous:
+            return func(*args, **kwargs)
+        if self._loop_thread is None or self.status != "running":
+            raise RuntimeError(f"the client is {self.status}; create a new Client")
+        return self._loop_thread.run(func(*args, **kwargs))
+
+    # ------------------------------------------------------------------ messages out
+
+    def _send(self, msg: Any) -> None:
+        """Queue a message for the scheduler from any thread; one loop wake-up per burst."""
+        self._outbox.append(msg)
+        with self._outbox_lock:
+            if self._outbox_wake:
+                return
+            self._outbox_wake = True
+        if _running_loop() is self._loop:
+            self._loop.call_soon(self._flush_outbox)
+        else:
+            self._loop.call_soon_threadsafe(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            self._outbox_wake = False
+        outbox = self._outbox
+        msgs: list[dict[str, Any]] = []
+        graph: dict[str, Any] | None = None
+        releases: dict[str, Any] | None = None
+        while outbox:
+            item = outbox.popleft()
+            if isinstance(item, _Release):
+                if self._refcount.get(item.key):
+                    continue  # a new Future for this key appeared meanwhile
+                self._states.pop(item.key, None)
+                if releases is None:
+                    releases = {"op": "client-releases-keys", "keys": [],
+                                "stimulus_id": _stimulus("client-releases")}
+                    msgs.append(releases)
+                    graph = None
+                releases["keys"].append(item.key)
+            elif isinstance(item, _GraphPart):
+                releases = None
+                if graph is None:
+                    graph = {"op": "update-graph", "tasks": [], "functions": {}, "wanted": [],
+                             "stimulus_id": _stimulus("update-graph")}
+                    msgs.append(graph)
+                graph["tasks"].extend(item.tasks)
+                graph["functions"][item.function_id] = item.function
+                graph["wanted"].extend(item.wanted)
+            else:
+                graph = releases = None
+                msgs.append(item)
+        stream = self._stream
+        if msgs and stream is not None and not stream.closed:
+            stream.extend(msgs)
+
+    # ------------------------------------------------------------------ messages in
+
+    def _stream_handlers(self) -> dict[str, Callable[..., Any]]:
+        states = self._states
+
+        def key_in_memory(key: str, type: str | None = None,
+                          workers: list[str] | None = None) -> None:
+            state = states.get(key)
+            if state is not None:
+                state.finish(type, workers or [])
+
+        def task_erred(key: str, **error: Any) -> None:
+            state = states.get(key)
+            if state is not None:
+                state.fail(error)
+
+        def lost_data(key: str) -> None:
+            state = states.get(key)
+            if state is not None:
+                state.reset()
+
+        def lost_key(key: str) -> None:
+            state = states.get(key)
+            if state is not None:
+                state.lose()
+
+        def cancelled_keys(keys: list[str]) -> None:
+            for key in keys:
+                state = states.get(key)
+                if state is not None and not state.done:
+                    state.cancel()
+
+        def graph_rejected(keys: list[str], text: str) -> None:
+            for key in keys:
+                state = states.get(key)
+                if state is not None:
+                    state.fail({"exception": pickle_dumps(ValueError(text)), "text": text})
+
+        return {
+            "key-in-memory": key_in_memory,
+            "task-erred": task_erred,
+            "lost-data": lost_data,
+            "lost-key": lost_key,
+            "cancelled-keys": cancelled_keys,
+            "graph-rejected": graph_rejected,
+            "event": self._handle_event,
+        }
+
+    def _handle_event(self, topic: str, event: list[Any]) -> None:
+        handler = self._handlers.get(topic)
+        if handler is None:
+            return
+        try:
+            result = handler((event[0], event[1]))
+            if inspect.isawaitable(result):
+                self._spawn(self._await_handler(topic, result))
+        except Exception:
+            logger.exception("Event handler for topic %r failed", topic)
+
+    async def _await_handler(self, topic: str, awaitable: Any) -> None:
+        try:
+            await awaitable
+        except Exception:
+            logger.exception("Event handler for topic %r failed", topic)
+
+    # ------------------------------------------------------------------ futures
+
+    def _state_for(self, key: str) -> FutureState:
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = FutureState()
+        return state
+
+    def _inc_ref(self, key: str) -> None:
+        with self._ref_lock:
+            self._refcount[key] += 1
+
+    def _dec_ref(self, key: str) -> None:
+        with self._ref_lock:
+            self._refcount[key] -= 1
+            if self._refcount[key] > 0:
+                return
+            del self._refcount[key]
+        if self.status != "running":
+            return
+        self._send(_Release(key))
+
+    def _function_payload(self, func: Callable[..., Any]) -> tuple[str, bytes]:
+        try:
+            cached = self._function_cache.get(func)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+        payload = pickle_dumps(func)
+        entry = (token(payload), payload)
+        try:
+            if len(self._function_cache) > 1000:
+                self._function_cache.clear()
+            self._function_cache[func] = entry
+        except TypeError:
+            pass
+        return entry
+
+    def submit(
+        self, func: Callable[..., Any], *args: Any, key: str | None = None, pure: bool = True,
+        retries: int = 0, workers: Any = None, **kwargs: Any,
+    ) -> Future:
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result."""
+        if not callable(func):
+            raise TypeError(f"submit() needs a callable as its first argument, not {func!r}")
+        return self._submit_many(
+            func, [(args, kwargs)], [key] if key is not None else None, pure, retries, workers
+        )[0]
+
+    def map(
+        self, func: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
+        pure: bool = True, retries: int = 0, workers: Any = None, **kwargs: Any,
+    ) -> list[Future]:
+        """``submit`` for each element of the iterables, in one message to the scheduler."""
+        if not callable(func):
+            raise TypeError(f"map() needs a callable as its first argument, not {func!r}")
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
+        keys = None
+        if isinstance(key, list):
+            if len(key) != len(calls):
+                raise ValueError(f"map() got {len(key)} keys for {len(calls)} tasks")
+            keys = key
+        return self._submit_many(func, calls, keys, pure, retries, workers,
+                                 prefix=key if isinstance(key, str) else None)
+
+    def _submit_many(
+        self, func: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        keys: list[str] | None, pure: bool, retries: int, workers: Any, prefix: str | None = None,
+    ) -> list[Future]:
+        if self.status != "running":
+            raise RuntimeError(f"the client is {self.status}; cannot submit")
+        if not isinstance(retries, int) or retries < 0:
+            raise TypeError(f"retries must be a non-negative int, not {retries!r}")
+        restrictions = _restrictions(workers)
+        function_id, function = self._function_payload(func)
+        name = prefix or funcname(func)
+        tasks: list[list[Any]] = []
+        futures: list[Future] = []
+        for i, (args, kwargs) in enumerate(calls):
+            payload, deps = dumps_with_refs((args, kwargs), _task_ref)
+            if keys is not None:
+                key = keys[i]
+                if not isinstance(key, str):
+                    raise TypeError(f"key must be a str, not {type(key).__name__}")
+            elif pure:
+                key = f"{name}-{token(function_id.encode(), payload)}"
+            else:
+                key = f"{name}-{uuid.uuid4().hex}"
+            tasks.append([key, function_id, payload, deps, retries, restrictions])
+            futures.append(Future(key, self))
+        self._send(_GraphPart(tasks, function_id, function, [t[0] for t in tasks]))
+        return futures
+
+    # ------------------------------------------------------------------ results
+
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values."""
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        return self._sync(self._gather_structure, futures, errors)
+
+    async def _gather_structure(self, structure: Any, errors: str) -> Any:
+        found: list[Future] = []
+        _collect_futures(structure, found)
+        values = await self._gather_async(found, errors)
+        by_key = {f.key: v for f, v in zip(found, values, strict=True) if v is not _SKIPPED}
+        return _rebuild(structure, by_key, errors)
+
+    async def _gather_async(self, futures: list[Future], errors: str,
+                            timeout: float | None = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        unique = {f.key: f._state for f in futures}
+        values: dict[str, Any] = {}
+        while True:
+            for state in unique.values():
+                if not state.done:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    try:
+                        await asyncio.wait_for(state.wait(), remaining)
+                    except TimeoutError:
+                        raise TimeoutError(f"result not ready within {timeout}s") from None
+            by_worker: dict[str, list[str]] = collections.defaultdict(list)
+            for key, state in unique.items():
+                if key in values:
+                    continue
+                if state.status == "finished":
+                    if state.workers:
+                        by_worker[state.workers[0]].append(key)
+                    else:
+                        state.reset()
+                        self._send({"op": "client-desires-keys", "keys": [key]})
+                elif errors == "raise":
+                    raise state.exception_object()
+                else:
+                    values[key] = _SKIPPED
+            if not by_worker and all(s.done for s in unique.values()):
+                if all(k in values for k in unique):
+                    break
+            replies = await asyncio.gather(
+                *(self._fetch(worker, keys) for worker, keys in by_worker.items()),
+                return_exceptions=True,
+            )
+            missing: list[str] = []
+            for (worker, keys), reply in zip(by_worker.items(), replies, strict=True):
+                if isinstance(reply, BaseException):
+                    if isinstance(reply, TypeError):
+                        raise reply
+                    missing.extend(keys)
+                    continue
+                for key in keys:
+                    if key in reply:
+                        values[key] = reply[key]
+                    else:
+                        missing.append(key)
+            if missing:
+                await self._refresh_locations(missing)
+            elif all(k in values for k in unique):
+                break
+        return [values[f.key] for f in futures]
+
+    async def _fetch(self, worker: str, keys: list[str]) -> dict[str, Any]:
+        assert self._pool is not None
+        reply = await self._pool.request(worker, {"op": "get_data", "keys": keys})
+        errors = reply.get("errors") or {}
+        if errors:
+            key, text = next(iter(errors.items()))
+            raise TypeError(f"the result of {key!r} could not be sent from its worker: {text}")
+        return {key: pickle_loads(payload) for key, payload in reply.get("data", {}).items()}
+
+    async def _refresh_locations(self, keys: list[str]) -> None:
+        assert self._stream is not None
+        who_has = await self._stream.request("who-has", keys=keys)
+        for key, workers in who_has.items():
+            state = self._states.get(key)
+            if state is None:
+                continue
+            if workers:
+                state.workers = workers
+            else:
+                state.reset()
+                self._send({"op": "client-desires-keys", "keys": [key]})
+        await asyncio.sleep(0.01)
+
+    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False) -> Any:
+        """Send local data to workers; returns futures in the same shape as ``data``."""
+        return self._sync(self._scatter, data, workers, broadcast)
+
+    async def _scatter(self, data: Any, workers: Any, broadcast: bool) -> Any:
+        assert self._stream is not None and self._pool is not None
+        if isinstance(data, dict):
+            items = list(data.items())
+        elif isinstance(data, (list, tuple, set, frozenset)):
+            items = []
+            for value in data:
+                payload = pickle_dumps(value)
+                items.append((f"{typename(value).split('.')[-1]}-{token(payload)}", value))
+        else:
+            payload = pickle_dumps(data)
+            items = [(f"{typename(data).split('.')[-1]}-{token(payload)}", data)]
+        info = await self._stream.request("scheduler-info")
+        addresses = list(info["workers"])
+        if workers is not None:
+            wanted = set(_restrictions(workers) or ())
+            addresses = [a for a in addresses
+                         if a in wanted or info["workers"][a]["name"] in wanted]
+        if not addresses:
+            raise RuntimeError("no workers to scatter to; wait_for_workers() first")
+        placement: dict[str, dict[str, bytes]] = collections.defaultdict(dict)
+        for i, (key, value) in enumerate(items):
+            payload = pickle_dumps(value)
+            targets = addresses if broadcast else [addresses[i % len(addresses)]]
+            for address in targets:
+                placement[address][key] = payload
+        replies = await asyncio.gather(*(
+            self._pool.request(address, {"op": "update_data", "data": chunk})
+            for address, chunk in placement.items()
+        ))
+        who_has: dict[str, list[str]] = collections.defaultdict(list)
+        nbytes: dict[str, int] = {}
+        types: dict[str, str] = {}
+        for address, reply in zip(placement, replies, strict=True):
+            for key in placement[address]:
+                who_has[key].append(address)
+            nbytes.update(reply["nbytes"])
+            types.update(reply["types"])
+        futures = {key: Future(key, self) for key, _ in items}
+        await self._stream.request("update-data", who_has=dict(who_has), nbytes=nbytes,
+                                   types=types)
+        if isinstance(data, dict):
+            return futures
+        ordered = [futures[key] for key, _ in items]
+        if isinstance(data, (list, tuple, set, frozenset)):
+            return type(data)(ordered) if not isinstance(data, (set, frozenset)) else ordered
+        return ordered[0]
+
+    def cancel(self, futures: Any) -> Any:
+        """Stop computing these futures; they become ``cancelled``."""
+        found: list[Future] = []
+        _collect_futures(futures, found)
+        keys = list(dict.fromkeys(f.key for f in found))
+        for future in found:
+            state = future._state
+            if not state.done:
+                self._loop.call_soon_threadsafe(_cancel_state, state)
+        self._send({"op": "cancel", "keys": keys})
+        return None if not self.asynchronous else _done_coroutine()
+
+    # ------------------------------------------------------------------ cluster
+
+    def run(self, func: Callable[..., Any], *args: Any, workers: Any = None,
+            **kwargs: Any) -> Any:
+        """Run ``func`` on every worker (or ``workers``); returns ``{address: result}``."""
+        return self._sync(self._run, func, args, kwargs, workers)
+
+    async def _run(self, func: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any], workers: Any) -> dict[str, Any]:
+        assert self._stream is not None
+        replies = await self._stream.request(
+            "broadcast", function=pickle_dumps(func), args=pickle_dumps((args, kwargs)),
+            workers=_restrictions(workers),
+        )
+        return {address: pickle_loads(payload) for address, payload in replies.items()}
+
+    def run_on_scheduler(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``func`` in the scheduler's process (it may take ``dask_scheduler``)."""
+        return self._sync(self._run_on_scheduler, func, args, kwargs)
+
+    async def _run_on_scheduler(self, func: Callable[..., Any], args: tuple[Any, ...],
+                                kwargs: dict[str, Any]) -> Any:
+        return pickle_loads(await self._request(
+            "run-on-scheduler", function=pickle_dumps(func), args=pickle_dumps((args, kwargs))
+        ))
+
+    async def _request(self, method: str, **kwargs: Any) -> Any:
+        self._flush_outbox()
+        assert self._stream is not None
+        return await self._stream.request(method, **kwargs)
+
+    def scheduler_info(self) -> Any:
+        return self._sync(self._request, "scheduler-info")
+
+    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> Any:
+        """Block until at least ``n_workers`` workers have joined."""
+        if not isinstance(n_workers, int) or n_workers < 0:
+            raise TypeError(f"n_workers must be a non-negative int, not {n_workers!r}")
+        return self._sync(self._wait_for_workers, n_workers, timeout)
+
+    async def _wait_for_workers(self, n_workers: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = await self._request("scheduler-info")
+            if len(info["workers"]) >= n_workers:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {len(info['workers'])} of {n_workers} workers after {timeout}s"
+                )
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------------ the record
+
+    def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
+        """The cluster-wide story: scheduler and worker transitions merged in time order."""
+        if on_error not in ("raise", "ignore"):
+            raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
+        keys = [k.key if isinstance(k, Future) else k for k in keys_or_stimulus_ids]
+        for key in keys:
+            if not isinstance(key, str):
+                raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
+        return self._sync(self._request, "cluster-story", keys=keys)
+
+    def log_event(self, topic: str | list[str], msg: Any) -> None:
+        """Log a structured event to the scheduler's ledger (no round trip)."""
+        topics = check_event(topic, msg)
+        self._send({"op": "log-event", "topic": topics, "msg": msg})
+        return None if not self.asynchronous else _done_coroutine()  # type: ignore[return-value]
+
+    def get_events(self, topic: str | None = None, detail: bool = False) -> Any:
+        """Events of ``topic`` as ``((timestamp, msg), ...)`` oldest first; all topics if None."""
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"topic must be a str or None, not {type(topic).__name__}")
+        return self._sync(self._get_events, topic, detail)
+
+    async def _get_events(self, topic: str | None, detail: bool) -> Any:
+        reply = await self._request("get-events", topic=topic, detail=detail)
+        if detail:
+            return reply
+        if topic is None:
+            return {t: tuple((e[0], e[1]) for e in events) for t, events in reply.items()}
+        return tuple((e[0], e[1]) for e in reply)
+
+    def subscribe_topic(self, topic: str, handler: Callable[[Any], Any]) -> None:
+        """Call ``handler((timestamp, msg))`` for each new event of ``topic``."""
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {handler!r}")
+        self._handlers[topic] = handler
+        self._send({"op": "subscribe-topic", "topic": topic})
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        if topic not in self._handlers:
+            raise ValueError(f"not subscribed to topic {topic!r}")
+        del self._handlers[topic]
+        self._send({"op": "unsubscribe-topic", "topic": topic})
+
+    def get_scheduler_logs(self, n: int | None = None) -> Any:
+        """The scheduler's recent log records as (level, message), newest first."""
+        return self._sync(self._request_list, "get-scheduler-logs", n=n)
+
+    def get_worker_logs(self, n: int | None = None, workers: Any = None) -> Any:
+        """Each worker's recent log records, keyed by worker address."""
+        return self._sync(self._worker_logs, n, workers)
+
+    async def _request_list(self, method: str, **kwargs: Any) -> list[tuple[str, str]]:
+        return [tuple(entry) for entry in await self._request(method, **kwargs)]  # type: ignore[misc]
+
+    async def _worker_logs(self, n: int | None, workers: Any) -> dict[str, list[tuple[str, str]]]:
+        reply = await self._request("get-worker-logs", n=n, workers=_restrictions(workers))
+        return {address: [tuple(e) for e in entries] for address, entries in reply.items()}  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ plugins
+
+    def register_plugin(self, plugin: SchedulerPlugin | WorkerPlugin,
+                        name: str | None = None) -> Any:
+        """Register a scheduler or worker plugin (workers joining later get it too)."""
+        if isinstance(plugin, SchedulerPlugin):
+            method = "register-scheduler-plugin"
+        elif isinstance(plugin, WorkerPlugin):
+            method = "register-worker-plugin"
+        else:
+            raise TypeError(
+                f"register_plugin() takes a SchedulerPlugin or WorkerPlugin instance, "
+                f"not {type(plugin).__name__}"
+            )
+        return self._sync(self._request, method, plugin=pickle_dumps(plugin),
+                          name=plugin_name(plugin, name),
+                          idempotent=bool(getattr(plugin, "idempotent", False)))
+
+    def unregister_scheduler_plugin(self, name: str) -> Any:
+        return self._sync(self._request, "unregister-scheduler-plugin", name=name)
+
+    def unregister_worker_plugin(self, name: str) -> Any:
+        return self._sync(self._request, "unregister-worker-plugin", name=name)
+
+    def _run_callback(self, fn: Callable[[Future], Any], future: Future) -> None:
+        try:
+            fn(future)
+        except Exception:
+            logger.exception("Future callback %r failed", fn)
+
+
+class _GraphPart(NamedTuple):
+    tasks: list[list[Any]]
+    function_id: str
+    function: bytes
+    wanted: list[str]
+
+
+class _Release(NamedTuple):
+    key: str
+
+
+_SKIPPED = object()
+
+
+def _cancel_state(state: FutureState) -> None:
+    if not state.done:
+        state.cancel()
+
+
+async def _done_coroutine() -> None:
+    return None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _restrictions(workers: Any) -> list[str] | None:
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        return [workers]
+    if isinstance(workers, Iterable):
+        names = [str(w) for w in workers]
+        return names or None
+    raise TypeError(f"workers must be an address, a name or a list of them, not {workers!r}")
+
+
+def _collect_futures(structure: Any, found: list[Future]) -> None:
+    if isinstance(structure, Future):
+        found.append(structure)
+    elif isinstance(structure, (list, tuple, set, frozenset)):
+        for item in structure:
+            _collect_futures(item, found)
+    elif isinstance(structure, dict):
+        for item in structure.values():
+            _collect_futures(item, found)
+    elif isinstance(structure, Iterator):
+        raise TypeError("gather() takes futures or collections of them, not an iterator")
+
+
+def _rebuild(structure: Any, values: dict[str, Any], errors: str) -> Any:
+    if isinstance(structure, Future):
+        return values.get(structure.key)
+    if isinstance(structure, (list, tuple)):
+        items = [
+            _rebuild(item, values, errors) for item in structure
+            if not (isinstance(item, Future) and item.key not in values)
+        ]
+        return type(structure)(items) if isinstance(structure, tuple) else items
+    if isinstance(structure, (set, frozenset)):
+        return type(structure)(_rebuild(item, values, errors) for item in structure)
+    if isinstance(structure, dict):
+        return {
+            k: _rebuild(v, values, errors) for k, v in structure.items()
+            if not (isinstance(v, Future) and v.key not in values)
+        }
+    return structure
+
+
+class DoneAndNotDoneFutures(NamedTuple):
+    done: set[Future]
+    not_done: set[Future]
+
+
+def wait(futures: Any, timeout: float | None = None,
+         return_when: str = "ALL_COMPLETED") -> DoneAndNotDoneFutures:
+    """Wait until all (or the first of) ``futures`` are done; like ``concurrent.futures.wait``."""
+    if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
+        raise ValueError(f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}")
+    found: list[Future] = []
+    _collect_futures(futures, found)
+    if not found:
+        return DoneAndNotDoneFutures(set(), set())
+    client = found[0].client
+    if client.asynchronous:
+        return _wait_async(found, timeout, return_when)  # type: ignore[return-value]
+    return client._sync(_wait_async, found, timeout, return_when)
+
+
+async def _wait_async(found: list[Future], timeout: float | None,
+                      return_when: str) -> DoneAndNotDoneFutures:
+    waits = [asyncio.ensure_future(f._state.wait()) for f in found]
+    when = asyncio.ALL_COMPLETED if return_when == "ALL_COMPLETED" else asyncio.FIRST_COMPLETED
+    _, pending = await asyncio.wait(waits, timeout=timeout, return_when=when)
+    for task in pending:
+        task.cancel()
+    if return_when == "ALL_COMPLETED" and pending:
+        raise TimeoutError(f"{len(pending)} futures not done within {timeout}s")
+    done = {f for f in found if f.done()}
+    return DoneAndNotDoneFutures(done, set(found) - done)
+
+
+class as_completed:  # noqa: N801 - named as in dask.distributed
+    """Iterate over futures in the order they finish (``with_results`` yields pairs)."""
+
+    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
+        self.with_results = with_results
+        self._queue: collections.deque[Future] = collections.deque()
+        self._pending = 0
+        self._condition = threading.Condition()
+        self._async_event: asyncio.Event | None = None
+        self._client: Client | None = None
+        for future in futures:
+            self.add(future)
+
+    def add(self, future: Future) -> None:
+        if not isinstance(future, Future):
+            raise TypeError(f"as_completed() takes futures, not {type(future).__name__}")
+        self._client = future.client
+        with self._condition:
+            self._pending += 1
+        future.client._loop.call_soon_threadsafe(
+            future._state.on_done, functools.partial(self._finished, future)
+        )
+
+    def _finished(self, future: Future) -> None:
+        with self._condition:
+            self._queue.append(future)
+            self._condition.notify_all()
+        if self._async_event is not None:
+            self._async_event.set()
+
+    def count(self) -> int:
+        with self._condition:
+            return self._pending
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        with self._condition:
+            if self._pending == 0:
+                raise StopIteration
+            while not self._queue:
+                self._condition.wait()
+            future = self._queue.popleft()
+            self._pending -= 1
+        if self.with_results:
+            return future, future.result()
+        return future
+
+    def __aiter__(self) -> as_completed:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._async_event is None:
+            self._async_event = asyncio.Event()
+        while True:
+            with self._condition:
+                if self._pending == 0:
+                    raise StopAsyncIteration
+                if self._queue:
+                    future = self._queue.popleft()
+                    self._pending -= 1
+                    break
+                self._async_event.clear()
+            await self._async_event.wait()
+        if self.with_results:
+            return future, await future._result()
+        return future
+

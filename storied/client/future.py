@@ -1,0 +1,197 @@
+"""Futures: handles on remote results, reference counted so the cluster forgets unused ones."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import tblib
+
+from storied.exceptions import CancelledError, FutureLostError
+from storied.protocol.serialize import pickle_loads
+
+if TYPE_CHECKING:
+    from storied.client.client import Client
+
+
+class FutureState:
+    """What the client knows of one key; shared by every Future of that key."""
+
+    __slots__ = ("_callbacks", "_event", "error", "status", "type", "workers")
+
+    def __init__(self) -> None:
+        self.status = "pending"
+        self.type: str | None = None
+        self.workers: list[str] = []
+        self.error: dict[str, Any] | None = None
+        self._event: asyncio.Event | None = None
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def done(self) -> bool:
+        return self.status != "pending"
+
+    def _wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def finish(self, type_name: str | None, workers: list[str]) -> None:
+        self.status, self.type, self.workers = "finished", type_name, workers
+        self._wake()
+
+    def fail(self, error: dict[str, Any]) -> None:
+        self.status, self.error = "error", error
+        self._wake()
+
+    def cancel(self) -> None:
+        self.status = "cancelled"
+        self._wake()
+
+    def lose(self) -> None:
+        self.status = "lost"
+        self._wake()
+
+    def reset(self) -> None:
+        """The data was lost and is being recomputed."""
+        self.status, self.workers = "pending", []
+        if self._event is not None:
+            self._event.clear()
+
+    async def wait(self) -> None:
+        """Wait on the client's loop until done."""
+        while not self.done:
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()
+            if not self.done:
+                self._event.clear()
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the client's loop) once done; at once if already done."""
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def exception_object(self) -> BaseException:
+        if self.status == "cancelled":
+            return CancelledError("the future was cancelled")
+        if self.status == "lost":
+            return FutureLostError("the data was lost and cannot be recomputed")
+        error = self.error or {}
+        try:
+            exc = pickle_loads(error["exception"])
+        except Exception:
+            exc = RuntimeError(error.get("text", "the task failed"))
+        traceback = self.traceback_object()
+        if traceback is not None:
+            exc = exc.with_traceback(traceback)
+        return exc
+
+    def traceback_object(self) -> Any:
+        error = self.error or {}
+        tb_dict = error.get("traceback")
+        if not tb_dict:
+            return None
+        try:
+            return tblib.Traceback.from_dict(tb_dict).as_traceback()
+        except Exception:
+            return None
+
+
+class Future:
+    """A remote result. ``result()`` waits for it; dropping the last Future releases it."""
+
+    __slots__ = ("__weakref__", "_client", "_state", "key")
+
+    def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
+        self.key = key
+        self._client = client
+        self._state = state if state is not None else client._state_for(key)
+        client._inc_ref(key)
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    @property
+    def type(self) -> str | None:
+        return self._state.type
+
+    def done(self) -> bool:
+        return self._state.done
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The value, raising the task's exception (with its remote traceback) if it failed."""
+        return self._client._sync(self._result, timeout, timeout=timeout)
+
+    async def _result(self, timeout: float | None = None) -> Any:
+        results = await self._client._gather_async([self], errors="raise", timeout=timeout)
+        return results[0]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._client._sync(self._exception, timeout, timeout=timeout)
+
+    async def _exception(self, timeout: float | None = None) -> BaseException | None:
+        await asyncio.wait_for(self._state.wait(), timeout)
+        if self._state.status == "error":
+            return self._state.exception_object()
+        return None
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._client._sync(self._traceback, timeout, timeout=timeout)
+
+    async def _traceback(self, timeout: float | None = None) -> Any:
+        await asyncio.wait_for(self._state.wait(), timeout)
+        return self._state.traceback_object()
+
+    def cancel(self) -> None:
+        self._client.cancel([self])
+
+    def cancelled(self) -> bool:
+        return self._state.status == "cancelled"
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` in a separate thread once this future is done, however it ends."""
+        client = self._client
+
+        def schedule() -> None:
+            client._callback_executor.submit(client._run_callback, fn, self)
+
+        client._loop.call_soon_threadsafe(self._state.on_done, schedule)
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._result().__await__()
+
+    def __repr__(self) -> str:
+        if self._state.status == "finished" and self._state.type:
+            return f"<Future: finished, type: {self._state.type}, key: {self.key}>"
+        return f"<Future: {self._state.status}, key: {self.key}>"
+
+    def __del__(self) -> None:
+        try:
+            self._client._dec_ref(self.key)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a Future cannot be pickled on its own; pass it as an argument to submit/map "
+            "so the task receives its value"
+        )
+
+
+def await_state_on(loop: asyncio.AbstractEventLoop, state: FutureState) -> threading.Event:
+    """A threading.Event set when ``state`` is done (for ``wait``/``as_completed`` in threads)."""
+    event = threading.Event()
+    loop.call_soon_threadsafe(state.on_done, event.set)
+    return event

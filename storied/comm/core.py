@@ -1,0 +1,377 @@
+"""Framed msgpack connections over asyncio, with the handshake done before anything else."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from storied.comm.security import Security
+from storied.protocol import handshake
+from storied.protocol.frames import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, ProtocolError, encode_frame
+from storied.protocol.serialize import dumps, loads
+
+logger = logging.getLogger("storied.comm")
+
+HANDSHAKE_MAX_FRAME = 4096
+_READ_QUEUE_HIGH_WATER = 64
+
+
+class CommClosedError(ConnectionError):
+    """The connection is closed; ``reason`` says why when known."""
+
+
+def parse_address(address: str) -> tuple[str, str, int]:
+    """Split ``tcp://host:port`` into its parts, with a clear error for anything else."""
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str like 'tcp://127.0.0.1:8786', not {address!r}")
+    scheme, sep, rest = address.rpartition("://")
+    if not sep:
+        scheme = "tcp"
+    if scheme not in ("tcp", "tls"):
+        raise ValueError(f"unsupported address scheme {scheme!r} in {address!r}: use tcp:// or tls://")
+    host, sep, port_text = rest.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"address {address!r} has no port: use tcp://HOST:PORT")
+    return scheme, host.strip("[]") or "0.0.0.0", int(port_text)
+
+
+def format_address(scheme: str, host: str, port: int) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+class _FramedProtocol(asyncio.Protocol):
+    """Buffers decoded messages for ``Comm.read`` and applies back-pressure both ways."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.decoder = FrameDecoder(max_frame_size)
+        self.messages: collections.deque[Any] = collections.deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed_reason: str | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for frame in self.decoder.feed(data):
+                self.messages.append(loads(frame))
+        except (ProtocolError, ValueError) as exc:
+            self.fail(f"protocol error: {exc}")
+            return
+        if len(self.messages) > _READ_QUEUE_HIGH_WATER and not self._reading_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._reading_paused = True
+        self._wake_reader()
+
+    def fail(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = f"connection lost: {exc}" if exc else "closed by peer"
+        self._wake_reader()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        self._drain_waiter = None
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_message(self) -> Any:
+        while not self.messages:
+            if self.closed_reason is not None:
+                raise CommClosedError(self.closed_reason)
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        msg = self.messages.popleft()
+        if self._reading_paused and len(self.messages) < _READ_QUEUE_HIGH_WATER // 2:
+            assert self.transport is not None
+            self.transport.resume_reading()
+            self._reading_paused = False
+        return msg
+
+    async def drain(self) -> None:
+        if self._drain_waiter is not None:
+            await self._drain_waiter
+
+
+class Comm:
+    """One connection carrying msgpack messages, each in its own frame."""
+
+    def __init__(self, protocol: _FramedProtocol, peer: str, local: str) -> None:
+        self._protocol = protocol
+        self.peer_address = peer
+        self.local_address = local
+        self.name: str = ""
+
+    def __repr__(self) -> str:
+        return f"<Comm {self.name or ''} {self.local_address} -> {self.peer_address}>"
+
+    @property
+    def closed(self) -> bool:
+        transport = self._protocol.transport
+        return self._protocol.closed_reason is not None or transport is None or (
+            transport.is_closing()
+        )
+
+    @property
+    def closed_reason(self) -> str | None:
+        return self._protocol.closed_reason
+
+    async def read(self, timeout: float | None = None) -> Any:
+        if timeout is None:
+            return await self._protocol.next_message()
+        try:
+            return await asyncio.wait_for(self._protocol.next_message(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no message from {self.peer_address} within {timeout}s") from None
+
+    def write(self, msg: Any) -> None:
+        if self.closed:
+            raise CommClosedError(self._protocol.closed_reason or "closed")
+        transport = self._protocol.transport
+        assert transport is not None
+        transport.write(encode_frame(dumps(msg)))
+
+    async def send(self, msg: Any) -> None:
+        self.write(msg)
+        await self._protocol.drain()
+
+    async def request(self, msg: Any, timeout: float | None = None) -> Any:
+        """Send one message and wait for the one reply."""
+        await self.send(msg)
+        return await self.read(timeout)
+
+    def set_max_frame_size(self, size: int) -> None:
+        self._protocol.decoder.max_frame_size = size
+
+    def abort(self, reason: str = "closed locally") -> None:
+        self._protocol.fail(reason)
+
+    async def close(self) -> None:
+        transport = self._protocol.transport
+        if transport is not None and not transport.is_closing():
+            if self._protocol.closed_reason is None:
+                self._protocol.closed_reason = "closed locally"
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._protocol.drain(), 1)
+            transport.close()
+
+
+def _addresses(transport: asyncio.BaseTransport, scheme: str) -> tuple[str, str]:
+    peer = transport.get_extra_info("peername") or ("?", 0)
+    local = transport.get_extra_info("sockname") or ("?", 0)
+    return format_address(scheme, peer[0], peer[1]), format_address(scheme, local[0], local[1])
+
+
+async def connect(
+    address: str,
+    security: Security | None = None,
+    timeout: float = 10.0,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> Comm:
+    """Open an authenticated connection, retrying refused connects until ``timeout``."""
+    security = security or Security()
+    scheme, host, port = parse_address(address)
+    if scheme == "tls" and not security.uses_tls:
+        raise ValueError(f"{address} is a tls:// address but no TLS certificates were given")
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _FramedProtocol(HANDSHAKE_MAX_FRAME),
+                    host,
+                    port,
+                    ssl=security.client_context(),
+                    server_hostname="" if security.uses_tls else None,
+                ),
+                max(remaining, 0.001),
+            )
+            break
+        except TimeoutError:
+            raise TimeoutError(f"could not connect to {address} within {timeout}s") from None
+        except OSError as exc:
+            if time.monotonic() + delay > deadline:
+                raise OSError(
+                    f"could not connect to {address} within {timeout}s: {exc.strerror or exc}"
+                ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    peer, local = _addresses(transport, scheme)
+    comm = Comm(protocol, peer, local)
+    try:
+        hello = await comm.read(max(deadline - time.monotonic(), 1.0))
+        answer = handshake.client_answer(hello, security.token)
+        comm.write(answer)
+        welcome = await comm.read(max(deadline - time.monotonic(), 1.0))
+        handshake.client_verify(hello, answer, welcome, security.token)
+    except BaseException:
+        comm.abort("handshake failed")
+        raise
+    comm.set_max_frame_size(max_frame_size)
+    return comm
+
+
+Handler = Callable[[Comm], Awaitable[None]]
+
+
+class Listener:
+    """Accepts connections, authenticates them, and hands each to ``handler`` in its own task."""
+
+    def __init__(
+        self,
+        address: str,
+        handler: Handler,
+        security: Security | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.security = security or Security()
+        self.scheme, self.host, self.port = parse_address(address)
+        if self.security.uses_tls:
+            self.scheme = "tls"
+        self.handler = handler
+        self.max_frame_size = max_frame_size
+        self.handshake_timeout = handshake_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._comms: set[Comm] = set()
+
+    @property
+    def address(self) -> str:
+        return format_address(self.scheme, self.host, self.port)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_protocol, self.host, self.port, ssl=self.security.server_context()
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def _make_protocol(self) -> _FramedProtocol:
+        protocol = _FramedProtocol(HANDSHAKE_MAX_FRAME)
+        task = asyncio.ensure_future(self._serve(protocol))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return protocol
+
+    async def _serve(self, protocol: _FramedProtocol) -> None:
+        await protocol.connected
+        assert protocol.transport is not None
+        peer, local = _addresses(protocol.transport, self.scheme)
+        comm = Comm(protocol, peer, local)
+        token = self.security.token
+        try:
+            hello = handshake.server_hello(bool(token))
+            comm.write(hello)
+            answer = await comm.read(self.handshake_timeout)
+            comm.write(handshake.server_verify(hello, answer, token))
+        except handshake.AuthenticationError as exc:
+            logger.warning("Refused connection from %s: %s", peer, exc)
+            with contextlib.suppress(CommClosedError):
+                comm.write({"op": "refused", "reason": str(exc)})
+            await comm.close()
+            return
+        except (CommClosedError, TimeoutError) as exc:
+            logger.info("Connection from %s dropped during handshake: %s", peer, exc)
+            comm.abort("handshake failed")
+            return
+        comm.set_max_frame_size(self.max_frame_size)
+        self._comms.add(comm)
+        try:
+            await self.handler(comm)
+        except CommClosedError:
+            pass
+        except Exception:
+            logger.exception("Error while serving connection from %s", peer)
+        finally:
+            self._comms.discard(comm)
+            await comm.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for comm in list(self._comms):
+            comm.abort("listener closed")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class ConnectionPool:
+    """Reuses connections to peers (worker-to-worker and client-to-worker transfers)."""
+
+    def __init__(self, security: Security | None, timeout: float = 10.0) -> None:
+        self.security = security
+        self.timeout = timeout
+        self._idle: dict[str, list[Comm]] = collections.defaultdict(list)
+        self._busy: set[Comm] = set()
+
+    async def request(self, address: str, msg: Any, timeout: float | None = None) -> Any:
+        """One request/reply exchange with ``address`` on a pooled connection."""
+        idle = self._idle[address]
+        comm = None
+        while idle:
+            candidate = idle.pop()
+            if not candidate.closed:
+                comm = candidate
+                break
+        if comm is None:
+            comm = await connect(address, self.security, self.timeout)
+        self._busy.add(comm)
+        try:
+            reply = await comm.request(msg, timeout)
+        except BaseException:
+            comm.abort("request failed")
+            raise
+        finally:
+            self._busy.discard(comm)
+        if not comm.closed:
+            idle.append(comm)
+        return reply
+
+    def remove(self, address: str) -> None:
+        for comm in self._idle.pop(address, []):
+            comm.abort("peer removed")
+
+    async def close(self) -> None:
+        comms = [c for idle in self._idle.values() for c in idle] + list(self._busy)
+        self._idle.clear()
+        for comm in comms:
+            comm.abort("pool closed")

@@ -1,0 +1,219 @@
+"""A scheduler in this process and workers beside it: processes, or in-process for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from storied import config
+from storied.comm import Security
+from storied.loop import LoopThread
+from storied.scheduler.server import Scheduler
+from storied.worker.server import Worker
+
+logger = logging.getLogger("storied.deploy")
+
+
+class WorkerProcess:
+    """A worker running in its own Python process (``storied worker``)."""
+
+    def __init__(self, name: str, scheduler_address: str, nthreads: int, host: str,
+                 security: Security) -> None:
+        self.name = name
+        command = [
+            sys.executable, "-m", "storied", "worker", scheduler_address,
+            "--nthreads", str(nthreads), "--name", name, "--host", host,
+        ]
+        env = config.environ_for_subprocess()
+        if security.token:
+            env["STORIED_AUTH_TOKEN"] = security.token
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess {self.name!r} pid={self.pid}>"
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
+                break
+            await asyncio.sleep(0.02)
+
+
+class LocalCluster:
+    """A scheduler in this process plus ``n_workers`` workers, as in dask.distributed."""
+
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
+        host: str = "127.0.0.1",
+        scheduler_port: int = 0,
+        dashboard_address: str | None = None,
+        *,
+        asynchronous: bool = False,
+        security: Security | bool = True,
+        ledger: str | os.PathLike[str] | None = None,
+        silence_logs: int | bool = logging.WARNING,
+        **scheduler_kwargs: Any,
+    ) -> None:
+        del dashboard_address  # accepted for compatibility; storied has no dashboard
+        if n_workers is None:
+            n_workers = 2 if processes else 1
+        if threads_per_worker is None:
+            threads_per_worker = max(1, (os.cpu_count() or 1) // max(n_workers, 1))
+        for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+            if not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be a non-negative int, not {value!r}")
+        if security is True:
+            security = Security.generate()
+        elif security is False:
+            security = Security()
+        self.security: Security = security
+        self.processes = processes
+        self.host = host
+        self.threads_per_worker = threads_per_worker
+        self.asynchronous = asynchronous
+        config.configure_logging()
+        if silence_logs:
+            for name in ("storied.scheduler", "storied.worker", "storied.comm"):
+                if logging.getLogger(name).level == logging.NOTSET:
+                    logging.getLogger(name).setLevel(silence_logs)
+        self.scheduler = Scheduler(host, scheduler_port, security=self.security, ledger=ledger,
+                                   **scheduler_kwargs)
+        self.workers: dict[str, Worker | WorkerProcess] = {}
+        self._n_workers = n_workers
+        self._next_name = 0
+        self.status = "created"
+        self._loop_thread: LoopThread | None = None
+        if asynchronous:
+            self._started = asyncio.ensure_future(self._start())
+        else:
+            self._loop_thread = LoopThread.acquire()
+            self.loop = self._loop_thread.loop
+            try:
+                self._loop_thread.run(self._start())
+            except BaseException:
+                self._loop_thread.run(self._close())
+                self._loop_thread.release()
+                self._loop_thread = None
+                raise
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        async def started() -> LocalCluster:
+            await self._started
+            return self
+
+        return started().__await__()
+
+    async def _start(self) -> None:
+        await self.scheduler.start()
+        self.status = "running"
+        await self._scale(self._n_workers)
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.scheduler.address
+
+    def __repr__(self) -> str:
+        return f"LocalCluster({self.scheduler.address!r}, workers={len(self.workers)})"
+
+    def scale(self, n: int) -> Any:
+        """Grow or shrink to ``n`` workers, waiting until they have joined or left."""
+        if self.asynchronous:
+            return self._scale(n)
+        assert self._loop_thread is not None
+        return self._loop_thread.run(self._scale(n))
+
+    async def _scale(self, n: int) -> None:
+        while len(self.workers) < n:
+            name = str(self._next_name)
+            self._next_name += 1
+            if self.processes:
+                self.workers[name] = WorkerProcess(
+                    name, self.scheduler.address, self.threads_per_worker, self.host,
+                    self.security,
+                )
+            else:
+                self.workers[name] = await Worker(
+                    self.scheduler.address, nthreads=self.threads_per_worker, name=name,
+                    host=self.host, security=self.security,
+                ).start()
+        surplus = list(self.workers)[n:]
+        for name in surplus:
+            await self._stop_worker(self.workers.pop(name))
+        await self._wait_for_workers(len(self.workers))
+
+    async def _wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.scheduler.workers) != n:
+            for name, worker in list(self.workers.items()):
+                if isinstance(worker, WorkerProcess) and worker.process.poll() is not None:
+                    raise RuntimeError(
+                        f"worker process {name} exited with code {worker.process.returncode} "
+                        "before joining the scheduler"
+                    )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(self.scheduler.workers)} of {n} workers joined within {timeout}s"
+                )
+            await asyncio.sleep(0.01)
+
+    async def _stop_worker(self, worker: Worker | WorkerProcess) -> None:
+        if isinstance(worker, WorkerProcess):
+            worker.terminate()
+            await worker.wait_closed()
+        else:
+            await worker.close()
+
+    def close(self) -> Any:
+        if self.asynchronous:
+            return self._close()
+        if self._loop_thread is None:
+            return None
+        try:
+            self._loop_thread.run(self._close())
+        finally:
+            self._loop_thread.release()
+            self._loop_thread = None
+        return None
+
+    async def _close(self) -> None:
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        workers = list(self.workers.values())
+        self.workers.clear()
+        await asyncio.gather(*(self._stop_worker(w) for w in workers), return_exceptions=True)
+        await self.scheduler.close()
+        self.status = "closed"
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LocalCluster:
+        await self
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()

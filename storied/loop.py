@@ -1,0 +1,73 @@
+"""One background event-loop thread per process, shared by sync clients and clusters.
+
+Reference counted: the thread stops when the last user releases it, so ``close()`` leaves no
+thread behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (faster), else the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class LoopThread:
+    _lock = threading.Lock()
+    _shared: LoopThread | None = None
+
+    def __init__(self) -> None:
+        self.loop = new_event_loop()
+        self._users = 0
+        self._thread = threading.Thread(target=self._run, name="storied-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @classmethod
+    def acquire(cls) -> LoopThread:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = LoopThread()
+            cls._shared._users += 1
+            return cls._shared
+
+    def release(self) -> None:
+        with LoopThread._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if LoopThread._shared is self:
+                LoopThread._shared = None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(10)
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop thread and wait for its result from this thread."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError(
+                "a blocking storied call was made from inside the event loop thread "
+                "(e.g. in an event handler); use an asynchronous client there"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise

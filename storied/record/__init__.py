@@ -1,0 +1,298 @@
+"""The record: the one place a process's history lives.
+
+State machines write through the narrow write side of ``Record`` (``transition``, ``event``,
+``execution`` and the log handler); every read (stories, events, logs) goes through its read
+side, which answers from memory and, when a ``Ledger`` is attached, from disk too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from storied.record.events import EventLedger, EventRecord, check_event
+from storied.record.ledger import Ledger, LedgerError
+from storied.record.logcapture import LogCapture, LogRecordEntry
+from storied.record.trace import chrome_trace
+from storied.record.transitions import TransitionLog, TransitionRecord
+
+__all__ = [
+    "EventLedger",
+    "EventRecord",
+    "Ledger",
+    "LedgerError",
+    "LogCapture",
+    "LogRecordEntry",
+    "Record",
+    "TransitionLog",
+    "TransitionRecord",
+    "check_event",
+    "chrome_trace",
+]
+
+
+class _Sequenced(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+_R = TypeVar("_R", bound=_Sequenced)
+
+
+def _merge(disk: Iterable[_R], memory: Iterable[_R]) -> list[_R]:
+    """Records from both sources, each once (memory wins), in seq order."""
+    unique = {rec.seq: rec for rec in disk}
+    unique.update((rec.seq, rec) for rec in memory)
+    return [unique[seq] for seq in sorted(unique)]
+
+
+class Record:
+    """One process's history: transitions, events, executions, logs; optionally durable.
+
+    Sequence numbers come from one counter shared by every log of the Record; with a ledger
+    they continue after the last run on file, so memory and disk records merge by seq. Read
+    results are ordered by seq: the order in which this Record learnt of them.
+    """
+
+    def __init__(
+        self,
+        where: str = "scheduler",
+        *,
+        transition_log_length: int = 100_000,
+        worker_transition_log_length: int = 10_000,
+        events_per_topic: int = 100_000,
+        log_length: int = 10_000,
+        execution_log_length: int = 100_000,
+        ledger: Ledger | None = None,
+        run_info: dict[str, Any] | None = None,
+    ) -> None:
+        """``run_info`` is stored with the run in the ledger (e.g. the scheduler address)."""
+        self.where = where
+        self.run_id: int | None = None
+        self._ledger = ledger
+        self._worker_transition_log_length = worker_transition_log_length
+        first_seq = 1
+        self._put_transition: Callable[[TransitionRecord], None] | None = None
+        self._put_event: Callable[[EventRecord], None] | None = None
+        self._put_execution: Callable[..., None] | None = None
+        put_log: Callable[[LogRecordEntry], None] | None = None
+        if ledger is not None:
+            info = {"where": where, "pid": os.getpid(), "host": socket.gethostname()}
+            self.run_id = ledger.start_run({**info, **(run_info or {})})
+            first_seq = ledger.first_seq(self.run_id)
+            self._put_transition = partial(ledger.put_transition, self.run_id)
+            self._put_event = partial(ledger.put_event, self.run_id)
+            self._put_execution = partial(ledger.put_execution, self.run_id)
+            put_log = partial(ledger.put_log, self.run_id)
+        self._seq = itertools.count(first_seq)
+        self._log = TransitionLog(transition_log_length, where, seq=self._seq)
+        self._worker_logs: dict[str, TransitionLog] = {}
+        self._events = EventLedger(events_per_topic, seq=self._seq)
+        self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
+        self._log_capture = LogCapture(log_length, where, on_record=put_log)
+
+    # ------------------------------------------------------------------ write side
+
+    def transition(
+        self,
+        key: str,
+        start: str,
+        finish: str,
+        recommendations: dict[str, str],
+        stimulus_id: str,
+        worker: str | None = None,
+        timestamp: float | None = None,
+        where: str | None = None,
+    ) -> None:
+        """Record one transition; ``where`` names the worker that made it, if not this process.
+
+        Worker transitions go to a separate bounded log per worker, so a chatty worker cannot
+        evict the scheduler's own history.
+        """
+        log = self._log if where is None or where == self.where else self._worker_log(where)
+        rec = log.append(
+            key,
+            start,
+            finish,
+            recommendations,
+            stimulus_id,
+            time.time() if timestamp is None else timestamp,
+            worker,
+        )
+        if self._put_transition is not None:
+            self._put_transition(rec)
+
+    def _worker_log(self, where: str) -> TransitionLog:
+        log = self._worker_logs.get(where)
+        if log is None:
+            log = TransitionLog(self._worker_transition_log_length, where, seq=self._seq)
+            self._worker_logs[where] = log
+        return log
+
+    def event(
+        self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
+    ) -> float:
+        """Record an event under each topic; validate it with ``check_event`` first."""
+        stamp = time.time() if timestamp is None else timestamp
+        for topic in topics:
+            rec = self._events.append(topic, msg, source, stamp)
+            if self._put_event is not None:
+                self._put_event(rec)
+        return stamp
+
+    def execution(
+        self, key: str, worker: str, thread: int, start: float, stop: float, outcome: str
+    ) -> None:
+        """Record one run of a task on a worker thread (``outcome``: "memory" or "erred")."""
+        self._executions.append(
+            {
+                "key": key,
+                "worker": worker,
+                "thread": thread,
+                "start": start,
+                "stop": stop,
+                "outcome": outcome,
+            }
+        )
+        if self._put_execution is not None:
+            self._put_execution(key, worker, thread, start, stop, outcome)
+
+    def log_handler(self) -> LogCapture:
+        """The handler to attach to this process's loggers (e.g. "storied.scheduler")."""
+        return self._log_capture
+
+    # ------------------------------------------------------------------ read side
+
+    def _logs_for(self, where: str | None) -> list[TransitionLog]:
+        if where is None:
+            return [self._log, *self._worker_logs.values()]
+        if where == self.where:
+            return [self._log]
+        log = self._worker_logs.get(where)
+        return [log] if log is not None else []
+
+    def _readable_ledger(self) -> Ledger | None:
+        """The ledger, flushed so that whatever fell out of memory is on disk."""
+        if self._ledger is not None:
+            self._ledger.flush()
+        return self._ledger
+
+    @staticmethod
+    def _disk_bound(where: str | None, logs: list[TransitionLog]) -> int | None:
+        """For one process's log, disk records from its oldest seq on are still in memory."""
+        return logs[0].oldest_seq if where is not None and logs else None
+
+    def story(
+        self, *keys_or_stimulus_ids: str
+    ) -> list[tuple[str, str, str, dict[str, str], float]]:
+        """This process's own transitions concerning the keys or stimulus ids, as 5-tuples."""
+        records = self.story_records(*keys_or_stimulus_ids, where=self.where)
+        return [rec.as_tuple() for rec in records]
+
+    def story_records(
+        self, *keys_or_stimulus_ids: str, where: str | None = None
+    ) -> list[TransitionRecord]:
+        """Full records; ``where=None`` merges this process's and every worker's log."""
+        logs = self._logs_for(where)
+        memory = [rec for log in logs for rec in log.story(*keys_or_stimulus_ids)]
+        ledger = self._readable_ledger()
+        if ledger is None:
+            return memory if len(logs) == 1 else _merge((), memory)
+        disk = ledger.story(
+            *keys_or_stimulus_ids, where=where, max_seq=self._disk_bound(where, logs)
+        )
+        return _merge(disk, memory)
+
+    def transitions(
+        self,
+        keys: Iterable[str] | None = None,
+        stimulus_id: str | None = None,
+        start: str | None = None,
+        finish: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        *,
+        where: str | None = None,
+    ) -> list[TransitionRecord]:
+        """Filters ANDed (see ``TransitionLog.query``); ``limit`` keeps the newest."""
+        key_list = None if keys is None else list(keys)
+        filters = {
+            "keys": key_list,
+            "stimulus_id": stimulus_id,
+            "start": start,
+            "finish": finish,
+            "since": since,
+            "until": until,
+            "limit": limit,
+        }
+        logs = self._logs_for(where)
+        memory = [rec for log in logs for rec in log.query(**filters)]
+        ledger = self._readable_ledger()
+        disk = (
+            ledger.transitions(**filters, where=where, max_seq=self._disk_bound(where, logs))
+            if ledger is not None
+            else []
+        )
+        merged = _merge(disk, memory)
+        return merged if limit is None else merged[max(len(merged) - limit, 0) :]
+
+    def events(self, topic: str | None = None, detail: bool = False) -> Any:
+        """Events as ``Client.get_events`` returns them: ``(timestamp, msg)`` tuples per topic.
+
+        With ``detail`` the full ``EventRecord``s come back instead, as lists.
+        """
+        if topic is not None:
+            records = self._event_records(topic)
+            return records if detail else tuple((rec.timestamp, rec.msg) for rec in records)
+        by_topic = self._all_event_records()
+        if detail:
+            return by_topic
+        return {
+            name: tuple((rec.timestamp, rec.msg) for rec in records)
+            for name, records in by_topic.items()
+        }
+
+    def _event_records(self, topic: str) -> list[EventRecord]:
+        memory = self._events.get_detail(topic)
+        ledger = self._readable_ledger()
+        if ledger is None:
+            return memory
+        return _merge(ledger.events(topic, max_seq=self._events.oldest_seq(topic)), memory)
+
+    def _all_event_records(self) -> dict[str, list[EventRecord]]:
+        memory = self._events.get_detail()
+        ledger = self._readable_ledger()
+        if ledger is None:
+            return memory
+        disk: dict[str, list[EventRecord]] = {}
+        for rec in ledger.events():
+            disk.setdefault(rec.topic, []).append(rec)
+        return {
+            name: _merge(disk.get(name, ()), memory.get(name, ())) for name in {**disk, **memory}
+        }
+
+    def event_counts(self) -> dict[str, int]:
+        """Events logged per topic by this run, counting those that fell out of memory."""
+        return self._events.counts()
+
+    def executions(self) -> list[dict[str, Any]]:
+        """The most recent task executions (the full timeline is in the ledger)."""
+        return list(self._executions)
+
+    def logs(self, n: int | None = None) -> list[tuple[str, str]]:
+        """``(levelname, formatted message)``, newest first, as dask's ``get_scheduler_logs``."""
+        return self._log_capture.get(n)
+
+    def close(self) -> None:
+        """Flush and close the ledger, if any; history stays readable from memory and disk."""
+        self._log_capture.on_record = None
+        self._put_transition = self._put_event = self._put_execution = None
+        if self._ledger is not None:
+            self._ledger.close()

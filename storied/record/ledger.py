@@ -1,0 +1,694 @@
+"""Durable history in one SQLite file, written from a background thread.
+
+Callers on the scheduler's hot path only append to an in-memory queue; one writer thread takes
+batches off it and commits each batch in one transaction. When the queue is full the record is
+dropped and counted (``Ledger.dropped``, plus a rate-limited WARNING on ``storied.record``):
+recording must never slow the scheduler down, and must never lose anything silently.
+
+Crash bound: a crash loses at most what was queued but not yet committed, i.e. about
+``flush_interval`` seconds of records or one backlog of at most ``queue_size`` records.
+See docs/ledger.md for the schema and the guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from storied.record.events import EventRecord
+from storied.record.logcapture import LogRecordEntry
+from storied.record.transitions import TransitionRecord
+
+logger = logging.getLogger("storied.record")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY,
+    started REAL NOT NULL,
+    ended REAL,
+    first_seq INTEGER NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    start TEXT NOT NULL,
+    finish TEXT NOT NULL,
+    recommendations TEXT NOT NULL,
+    stimulus_id TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    "where" TEXT NOT NULL,
+    worker TEXT
+);
+CREATE TABLE IF NOT EXISTS transition_keys (
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (key, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS transitions_by_stimulus ON transitions (stimulus_id);
+CREATE INDEX IF NOT EXISTS transitions_by_run ON transitions (run_id);
+CREATE INDEX IF NOT EXISTS transitions_by_time ON transitions (timestamp);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    msg BLOB NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_topic_time ON events (topic, timestamp);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id);
+CREATE TABLE IF NOT EXISTS executions (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    thread INTEGER NOT NULL,
+    start REAL NOT NULL,
+    stop REAL NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_run ON executions (run_id);
+CREATE INDEX IF NOT EXISTS executions_by_stop ON executions (stop);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    level TEXT NOT NULL,
+    levelno INTEGER NOT NULL,
+    logger TEXT NOT NULL,
+    message TEXT NOT NULL,
+    "where" TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_time ON logs (timestamp);
+CREATE INDEX IF NOT EXISTS logs_by_run ON logs (run_id);
+"""
+
+_TRANSITION_COLUMNS = (
+    'seq, key, start, finish, recommendations, stimulus_id, timestamp, "where", worker'
+)
+_EVENT_COLUMNS = "seq, topic, timestamp, msg, source"
+_LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where"'
+_PRUNE_CHUNK = 5_000
+_DROP_WARNING_INTERVAL = 1.0
+
+# Queue item kinds; items are tuples whose first element is one of these.
+_TRANSITION, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH = range(6)
+
+
+class LedgerError(RuntimeError):
+    """The file is not a ledger this version of storied can read."""
+
+
+def _transition_from_row(row: tuple[Any, ...]) -> TransitionRecord:
+    seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker = row
+    return TransitionRecord(
+        seq, key, start, finish, json.loads(recommendations), stimulus_id, timestamp, where, worker
+    )
+
+
+def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
+    seq, topic, timestamp, msg, source = row
+    return EventRecord(seq, topic, timestamp, msgpack.unpackb(msg), source)
+
+
+def _pack_msg(msg: Any) -> bytes:
+    """msgpack the message; anything that bypassed ``check_event`` is stored as its repr."""
+    return msgpack.packb(msg, default=repr)
+
+
+def _placeholders(values: Iterable[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+class _Filters:
+    """Builds a WHERE clause and its parameters from optional filters."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[object] = []
+
+    def add(self, clause: str, *params: object) -> None:
+        self.clauses.append(clause)
+        self.params.extend(params)
+
+    def where(self) -> str:
+        return f"WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+
+
+def _select(
+    columns: str, table: str, filters: _Filters, order: str, limit: int | None
+) -> tuple[str, list[object]]:
+    """SQL returning matching rows oldest first, keeping only the newest ``limit`` of them."""
+    matching = f"SELECT * FROM {table} {filters.where()}"
+    if limit is None:
+        return f"SELECT {columns} FROM ({matching}) ORDER BY {order}", filters.params
+    return (
+        f"SELECT {columns} FROM ({matching} ORDER BY {order} DESC LIMIT ?) ORDER BY {order}",
+        [*filters.params, limit],
+    )
+
+
+class Ledger:
+    """A durable, queryable history of runs, transitions, events, executions and logs."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        queue_size: int = 100_000,
+        batch_size: int = 2_000,
+        flush_interval: float = 0.2,
+        retain: float | None = None,
+        prune_every: float = 60.0,
+    ) -> None:
+        """Nothing touches the file until ``start_run`` (writing) or a query (reading)."""
+        self.path = Path(path)
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retain = retain
+        self.prune_every = prune_every
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._capacity = queue_size
+        self._wake = threading.Event()
+        self._stopping = False
+        self._writer: threading.Thread | None = None
+        self._open_runs: list[int] = []
+        self._first_seqs: dict[int, int] = {}
+        self._drop_lock = threading.Lock()
+        self._dropped = 0
+        self._dropped_reported = 0
+        self._last_drop_warning = 0.0
+
+    # ------------------------------------------------------------------ writing
+
+    def start_run(self, info: dict[str, Any]) -> int:
+        """Record the start of a run (one scheduler start) and start the writer thread."""
+        with _writing_connection(self.path) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            _create_or_check_schema(conn)
+            first_seq = _next_free_seq(conn)
+            cursor = conn.execute(
+                "INSERT INTO runs (started, first_seq, info) VALUES (?, ?, ?)",
+                (time.time(), first_seq, json.dumps(info, default=repr)),
+            )
+            conn.execute("COMMIT")
+        run_id = cursor.lastrowid
+        assert run_id is not None
+        self._first_seqs[run_id] = first_seq
+        self._open_runs.append(run_id)
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_forever, name=f"storied-ledger-{self.path.name}", daemon=True
+            )
+            self._writer.start()
+        return run_id
+
+    def first_seq(self, run_id: int) -> int:
+        """The first sequence number ``run_id`` may use: seqs stay unique across the file's runs,
+        so records of every run can be merged and de-duplicated by seq."""
+        return self._first_seqs[run_id]
+
+    def put_transition(self, run_id: int, rec: TransitionRecord) -> None:
+        self._put((_TRANSITION, run_id, rec))
+
+    def put_event(self, run_id: int, rec: EventRecord) -> None:
+        self._put((_EVENT, run_id, rec))
+
+    def put_execution(
+        self,
+        run_id: int,
+        key: str,
+        worker: str,
+        thread: int,
+        start: float,
+        stop: float,
+        outcome: str,
+    ) -> None:
+        self._put((_EXECUTION, run_id, key, worker, thread, start, stop, outcome))
+
+    def put_log(self, run_id: int, entry: LogRecordEntry) -> None:
+        self._put((_LOG, run_id, entry))
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        """Enqueue without ever blocking; count the item as dropped when the queue is full."""
+        pending = self._pending
+        if len(pending) >= self._capacity:
+            with self._drop_lock:
+                self._dropped += 1
+            return
+        pending.append(item)
+        if len(pending) == self.batch_size:
+            self._wake.set()
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until everything queued so far is committed to disk."""
+        if self._writer is None or not self._writer.is_alive():
+            return
+        committed = threading.Event()
+        self._pending.append((_FLUSH, committed))
+        self._wake.set()
+        if not committed.wait(timeout):
+            raise TimeoutError(f"ledger {self.path} did not flush within {timeout} s")
+
+    def close(self) -> None:
+        """Flush, mark this object's runs ended, stop and join the writer thread."""
+        if self._writer is None:
+            return
+        ended = time.time()
+        for run_id in self._open_runs:
+            self._pending.append((_END_RUN, run_id, ended))
+        self._open_runs.clear()
+        self._capacity = 0  # later puts are counted as dropped, not silently lost
+        self._stopping = True
+        self._wake.set()
+        self._writer.join()
+        self._writer = None
+        self._warn_about_drops(force=True)
+
+    def _write_forever(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-32768")
+        next_prune = time.monotonic()
+        try:
+            while True:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                stopping = self._stopping
+                while self._pending:
+                    self._write_batch(conn)
+                if self.retain is not None and time.monotonic() >= next_prune:
+                    more = self._prune_safely(conn)
+                    next_prune = time.monotonic() + (0 if more else self.prune_every)
+                self._warn_about_drops()
+                if stopping and not self._pending:
+                    return
+        finally:
+            conn.close()
+
+    def _write_batch(self, conn: sqlite3.Connection) -> None:
+        """Commit up to ``batch_size`` queued items in one transaction, then release flushers."""
+        batch: list[tuple[Any, ...]] = []
+        flushed: list[threading.Event] = []
+        pending = self._pending
+        while pending and len(batch) < self.batch_size:
+            item = pending.popleft()
+            if item[0] == _FLUSH:
+                flushed.append(item[1])
+            else:
+                batch.append(item)
+        if batch:
+            try:
+                conn.execute("BEGIN")
+                _insert(conn, batch)
+                conn.execute("COMMIT")
+            except Exception:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                with self._drop_lock:
+                    self._dropped += len(batch)
+                logger.exception("ledger %s could not write %d records", self.path, len(batch))
+        for event in flushed:
+            event.set()
+
+    def _prune_safely(self, conn: sqlite3.Connection) -> bool:
+        """Apply retention to one chunk; a failure is logged and retried at the next period."""
+        assert self.retain is not None
+        try:
+            return self._prune(conn, time.time() - self.retain)
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            logger.exception(
+                "ledger %s could not delete records older than %s s", self.path, self.retain
+            )
+            return False
+
+    def _prune(self, conn: sqlite3.Connection, cutoff: float) -> bool:
+        """Delete one chunk of records older than ``cutoff``; return True if more remain."""
+        conn.execute("BEGIN")
+        old = conn.execute(
+            "SELECT seq, key, recommendations FROM transitions WHERE timestamp < ? LIMIT ?",
+            (cutoff, _PRUNE_CHUNK),
+        ).fetchall()
+        key_rows = [
+            (name, seq)
+            for seq, key, recommendations in old
+            for name in {key, *json.loads(recommendations)}
+        ]
+        conn.executemany("DELETE FROM transition_keys WHERE key = ? AND seq = ?", key_rows)
+        conn.executemany("DELETE FROM transitions WHERE seq = ?", [(row[0],) for row in old])
+        more = len(old) == _PRUNE_CHUNK
+        for table, row_id, time_column in (
+            ("events", "seq", "timestamp"),
+            ("logs", "id", "timestamp"),
+            ("executions", "id", "stop"),
+        ):
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE {row_id} IN "
+                f"(SELECT {row_id} FROM {table} WHERE {time_column} < ? LIMIT ?)",
+                (cutoff, _PRUNE_CHUNK),
+            ).rowcount
+            more = more or deleted == _PRUNE_CHUNK
+        conn.execute("COMMIT")
+        return more
+
+    def _warn_about_drops(self, force: bool = False) -> None:
+        """At most once a second, say how many records were dropped since the last warning."""
+        now = time.monotonic()
+        if self._dropped == self._dropped_reported:
+            return
+        if not force and now - self._last_drop_warning < _DROP_WARNING_INTERVAL:
+            return
+        newly = self._dropped - self._dropped_reported
+        self._dropped_reported = self._dropped
+        self._last_drop_warning = now
+        logger.warning(
+            "ledger %s dropped %d records because its write queue (%d) was full; %d dropped in "
+            "all. Recording never blocks the scheduler: raise queue_size or batch_size, or use "
+            "faster storage",
+            self.path,
+            newly,
+            self.queue_size,
+            self._dropped_reported,
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own: readers never wait for (or block) the writer."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"no ledger at {self.path}")
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            version = _schema_version(conn)
+            if version is None:
+                raise LedgerError(f"{self.path} is not a storied ledger")
+            if version != SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.path} has ledger schema version {version}; "
+                    f"this storied reads version {SCHEMA_VERSION}"
+                )
+            yield conn
+        finally:
+            conn.close()
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT run_id, started, ended, first_seq, info FROM runs ORDER BY run_id"
+            ).fetchall()
+        return [
+            {
+                "run_id": run_id,
+                "started": started,
+                "ended": ended,
+                "first_seq": first_seq,
+                "info": json.loads(info),
+            }
+            for run_id, started, ended, first_seq, info in rows
+        ]
+
+    def story(
+        self,
+        *keys_or_stimulus_ids: str,
+        run_id: int | None = None,
+        max_seq: int | None = None,
+        where: str | None = None,
+    ) -> list[TransitionRecord]:
+        """Like ``TransitionLog.story``, across every run on file unless ``run_id`` is given.
+
+        ``max_seq`` keeps records with a smaller seq (the Record uses it to skip what it still
+        has in memory); ``where`` keeps those logged by one process.
+        """
+        if not keys_or_stimulus_ids:
+            return []
+        names = keys_or_stimulus_ids
+        filters = _Filters()
+        filters.add(
+            f"seq IN (SELECT seq FROM transition_keys WHERE key IN ({_placeholders(names)}) "
+            f"UNION SELECT seq FROM transitions WHERE stimulus_id IN ({_placeholders(names)}))",
+            *names,
+            *names,
+        )
+        _add_common_filters(filters, run_id, max_seq, where)
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_TRANSITION_COLUMNS} FROM transitions {filters.where()} ORDER BY seq",
+                filters.params,
+            ).fetchall()
+        return [_transition_from_row(row) for row in rows]
+
+    def transitions(
+        self,
+        keys: Iterable[str] | None = None,
+        stimulus_id: str | None = None,
+        start: str | None = None,
+        finish: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        *,
+        run_id: int | None = None,
+        max_seq: int | None = None,
+        where: str | None = None,
+    ) -> list[TransitionRecord]:
+        """Like ``TransitionLog.query``: filters ANDed, oldest first, ``limit`` keeps the newest."""
+        filters = _Filters()
+        if keys is not None:
+            key_list = list(keys)
+            marks = _placeholders(key_list)
+            filters.add(
+                f"seq IN (SELECT seq FROM transition_keys WHERE key IN ({marks})) "
+                f"AND key IN ({marks})",
+                *key_list,
+                *key_list,
+            )
+        for clause, value in (
+            ("stimulus_id = ?", stimulus_id),
+            ("start = ?", start),
+            ("finish = ?", finish),
+            ("timestamp >= ?", since),
+            ("timestamp < ?", until),
+        ):
+            if value is not None:
+                filters.add(clause, value)
+        _add_common_filters(filters, run_id, max_seq, where)
+        sql, params = _select(_TRANSITION_COLUMNS, "transitions", filters, "seq", limit)
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_transition_from_row(row) for row in rows]
+
+    def events(
+        self,
+        topic: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        *,
+        run_id: int | None = None,
+        max_seq: int | None = None,
+        after_seq: int | None = None,
+    ) -> list[EventRecord]:
+        """Events oldest first; ``after_seq`` serves followers polling for new rows."""
+        filters = _Filters()
+        for clause, value in (
+            ("topic = ?", topic),
+            ("timestamp >= ?", since),
+            ("timestamp < ?", until),
+            ("seq > ?", after_seq),
+        ):
+            if value is not None:
+                filters.add(clause, value)
+        _add_common_filters(filters, run_id, max_seq, None)
+        sql, params = _select(_EVENT_COLUMNS, "events", filters, "seq", limit)
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_event_from_row(row) for row in rows]
+
+    def logs(
+        self,
+        level: str | int | None = None,
+        where: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        *,
+        run_id: int | None = None,
+    ) -> list[LogRecordEntry]:
+        """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number."""
+        filters = _Filters()
+        if level is not None:
+            filters.add("levelno >= ?", _level_number(level))
+        for clause, value in (('"where" = ?', where), ("timestamp >= ?", since)):
+            if value is not None:
+                filters.add(clause, value)
+        _add_common_filters(filters, run_id, None, None)
+        sql, params = _select(_LOG_COLUMNS, "logs", filters, "id", limit)
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [LogRecordEntry(*row) for row in rows]
+
+    def executions(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        """Task executions (the timeline), in the order they were recorded."""
+        filters = _Filters()
+        _add_common_filters(filters, run_id, None, None)
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT run_id, key, worker, thread, start, stop, outcome FROM executions "
+                f"{filters.where()} ORDER BY id",
+                filters.params,
+            ).fetchall()
+        fields = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
+        return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
+def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
+    """Encode queued items into rows and insert each table's rows with one executemany."""
+    transitions: list[tuple[Any, ...]] = []
+    transition_keys: list[tuple[str, int]] = []
+    events: list[tuple[Any, ...]] = []
+    executions: list[tuple[Any, ...]] = []
+    logs: list[tuple[Any, ...]] = []
+    ended_runs: list[tuple[float, int]] = []
+    for item in batch:
+        kind = item[0]
+        if kind == _TRANSITION:
+            _, run_id, rec = item
+            transitions.append(
+                (
+                    rec.seq,
+                    run_id,
+                    rec.key,
+                    rec.start,
+                    rec.finish,
+                    json.dumps(rec.recommendations),
+                    rec.stimulus_id,
+                    rec.timestamp,
+                    rec.where,
+                    rec.worker,
+                )
+            )
+            transition_keys.extend((name, rec.seq) for name in rec.concerned_keys())
+        elif kind == _EVENT:
+            _, run_id, ev = item
+            events.append((ev.seq, run_id, ev.topic, ev.timestamp, _pack_msg(ev.msg), ev.source))
+        elif kind == _EXECUTION:
+            executions.append(item[1:])
+        elif kind == _LOG:
+            _, run_id, entry = item
+            logs.append(
+                (
+                    run_id,
+                    entry.timestamp,
+                    entry.level,
+                    entry.levelno,
+                    entry.logger,
+                    entry.message,
+                    entry.where,
+                )
+            )
+        else:
+            _, run_id, ended = item
+            ended_runs.append((ended, run_id))
+    conn.executemany(
+        "INSERT INTO transitions (seq, run_id, key, start, finish, recommendations, "
+        f'stimulus_id, timestamp, "where", worker) VALUES ({_placeholders(range(10))})',
+        transitions,
+    )
+    conn.executemany("INSERT INTO transition_keys VALUES (?, ?)", transition_keys)
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+    conn.executemany(
+        "INSERT INTO executions (run_id, key, worker, thread, start, stop, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        executions,
+    )
+    conn.executemany(
+        'INSERT INTO logs (run_id, timestamp, level, levelno, logger, message, "where") '
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        logs,
+    )
+    conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
+
+
+def _add_common_filters(
+    filters: _Filters, run_id: int | None, max_seq: int | None, where: str | None
+) -> None:
+    if run_id is not None:
+        filters.add("run_id = ?", run_id)
+    if max_seq is not None:
+        filters.add("seq < ?", max_seq)
+    if where is not None:
+        filters.add('"where" = ?', where)
+
+
+def _level_number(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(level.upper())
+    if not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}")
+    return number
+
+
+@contextmanager
+def _writing_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    return int(row[0]) if row else None
+
+
+def _create_or_check_schema(conn: sqlite3.Connection) -> None:
+    version = _schema_version(conn)
+    if version is None:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    elif version != SCHEMA_VERSION:
+        raise LedgerError(
+            f"ledger schema version {version} is not {SCHEMA_VERSION}; use a new ledger file"
+        )
+
+
+def _next_free_seq(conn: sqlite3.Connection) -> int:
+    """One past the highest seq any run on this file has used or reserved."""
+    (highest,) = conn.execute(
+        "SELECT max(coalesce((SELECT max(seq) FROM transitions), 0), "
+        "coalesce((SELECT max(seq) FROM events), 0), "
+        "coalesce((SELECT max(first_seq) - 1 FROM runs), 0))"
+    ).fetchone()
+    return highest + 1

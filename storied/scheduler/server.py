@@ -1,0 +1,627 @@
+"""The scheduler's I/O shell: connections, streams, plugins and the record.
+
+Task logic lives in ``SchedulerState``; this module turns messages into its stimuli, sends the
+messages it returns, and writes admin events and logs to the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import os
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from storied import config
+from storied.comm import Comm, CommClosedError, Listener, Security
+from storied.comm.stream import Stream
+from storied.plugin import SchedulerPlugin, plugin_name, run_plugin_hook
+from storied.protocol.serialize import pickle_dumps, pickle_loads
+from storied.record import Record, check_event
+from storied.scheduler.state import Effects, SchedulerState, TaskSpec
+
+logger = logging.getLogger("storied.scheduler")
+T = TypeVar("T")
+
+
+def _stimulus(prefix: str) -> str:
+    return f"{prefix}-{time.time()}"
+
+
+class _WorkerLink:
+    __slots__ = ("address", "last_seen", "name", "pid", "stream")
+
+    def __init__(self, address: str, name: str, pid: int | None, stream: Stream) -> None:
+        self.address, self.name, self.pid, self.stream = address, name, pid, stream
+        self.last_seen = time.monotonic()
+
+
+class Scheduler:
+    """Tracks every task through its life and places it on workers; keeps the record."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        security: Security | None = None,
+        ledger: str | os.PathLike[str] | None = None,
+        transition_log_length: int | None = None,
+        events_per_topic: int | None = None,
+        log_length: int | None = None,
+        allowed_failures: int | None = None,
+        worker_ttl: float | str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.security = security or Security()
+        self.id = f"Scheduler-{uuid.uuid4()}"
+        self._ledger_path = ledger
+        self._record_options = {
+            "transition_log_length": transition_log_length
+            or config.get("scheduler.transition-log-length"),
+            "events_per_topic": events_per_topic or config.get("scheduler.events-per-topic"),
+            "log_length": log_length or config.get("scheduler.log-length"),
+        }
+        self.allowed_failures = (
+            allowed_failures
+            if allowed_failures is not None
+            else config.get("scheduler.allowed-failures")
+        )
+        self.worker_ttl = config.parse_timedelta(
+            worker_ttl if worker_ttl is not None else config.get("scheduler.worker-ttl")
+        )
+        self.workers: dict[str, _WorkerLink] = {}
+        self.clients: dict[str, Stream] = {}
+        self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
+        self.plugins: dict[str, SchedulerPlugin] = {}
+        self.worker_plugins: dict[str, bytes] = {}
+        self.status = "created"
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.record: Record
+        self.state: SchedulerState
+
+    def __repr__(self) -> str:
+        return f"<Scheduler {self.address if self.status == 'running' else ''} {self.status}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Scheduler:
+        self.loop = asyncio.get_running_loop()
+        ledger = None
+        if self._ledger_path is not None:
+            from storied.record.ledger import Ledger
+
+            ledger = Ledger(self._ledger_path)
+        self.record = Record("scheduler", ledger=ledger, **self._record_options)
+        self._log_handler = self.record.log_handler()
+        logging.getLogger("storied.scheduler").addHandler(self._log_handler)
+        self.state = SchedulerState(
+            self.record, self.allowed_failures, on_transition=self._plugin_transition
+        )
+        self._listener = Listener(
+            f"tcp://{self.host}:{self.port}", self._handle_comm, self.security,
+            max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
+        )
+        await self._listener.start()
+        self.port = self._listener.port
+        self.status = "running"
+        if self.worker_ttl:
+            self._spawn(self._check_worker_ttl())
+        logger.info("Scheduler at %s", self.address)
+        return self
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.start().__await__()
+
+    @property
+    def address(self) -> str:
+        return self._listener.address
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        logger.info("Scheduler %s closing", self.address)
+        for name, plugin in list(self.plugins.items()):
+            await run_plugin_hook(name, plugin.close)
+        for link in list(self.workers.values()):
+            link.stream.send({"op": "close", "reason": "scheduler-close"})
+            link.stream.batched.flush()
+        for stream in list(self.clients.values()):
+            stream.batched.flush()
+        await self._listener.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        logging.getLogger("storied.scheduler").removeHandler(self._log_handler)
+        self.record.close()
+        self.status = "closed"
+
+    async def finished(self) -> None:
+        while self.status != "closed":
+            await asyncio.sleep(0.1)
+
+    # ------------------------------------------------------------------ connections
+
+    async def _handle_comm(self, comm: Comm) -> None:
+        msg = await comm.read()
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op == "register-worker":
+            await self._serve_worker(comm, msg)
+        elif op == "register-client":
+            await self._serve_client(comm, msg)
+        elif op == "identity":
+            await comm.send(self.identity())
+        else:
+            logger.warning("Closing connection from %s: unexpected first message %r",
+                           comm.peer_address, op)
+
+    async def _serve_worker(self, comm: Comm, msg: dict[str, Any]) -> None:
+        address, name, nthreads = msg.get("address"), msg.get("name"), msg.get("nthreads")
+        if not isinstance(address, str) or not isinstance(nthreads, int):
+            logger.warning("Refusing malformed worker registration from %s", comm.peer_address)
+            return
+        if address in self.workers:
+            await comm.send({"status": "error", "message": f"worker {address} already registered"})
+            return
+        name = str(name if name is not None else address)
+        stream = Stream(comm, self._worker_handlers(address), f"stream from worker {address}")
+        link = _WorkerLink(address, name, msg.get("pid"), stream)
+        self.workers[address] = link
+        await comm.send({
+            "status": "OK",
+            "plugins": [{"plugin": p, "name": n} for n, p in self.worker_plugins.items()],
+        })
+        stimulus_id = _stimulus("add-worker")
+        self._apply(self.state.add_worker(address, name, nthreads, stimulus_id))
+        logger.info("Register worker %s (name: %s, threads: %d)", address, name, nthreads)
+        self.log_event(["all", address], {"action": "add-worker", "worker": address, "name": name})
+        for plugin_key, plugin in list(self.plugins.items()):
+            self._run_hook(plugin_key, plugin.add_worker, self, address)
+        try:
+            await stream.run()
+        finally:
+            if self.workers.get(address) is link:
+                reason = stream.comm.closed_reason or "connection closed"
+                self._remove_worker(address, reason, expected=False)
+
+    def _remove_worker(self, address: str, reason: str, *, expected: bool) -> None:
+        link = self.workers.pop(address, None)
+        if link is None:
+            return
+        lost = self.state.lost_tasks(address)
+        stimulus_id = _stimulus("worker-left" if expected else "worker-lost")
+        self._apply(self.state.remove_worker(address, stimulus_id, expected=expected))
+        log = logger.info if expected else logger.warning
+        log("Remove worker %s (name: %s): %s; %d tasks lost", address, link.name, reason, len(lost))
+        self.log_event(["all", address], {
+            "action": "remove-worker", "worker": address, "name": link.name,
+            "reason": reason, "lost-tasks": lost, "stimulus_id": stimulus_id,
+        })
+        for plugin_key, plugin in list(self.plugins.items()):
+            self._run_hook(plugin_key, plugin.remove_worker, self, address,
+                           stimulus_id=stimulus_id, reason=reason)
+        if not link.stream.closed:
+            link.stream.comm.abort(reason)
+
+    async def _check_worker_ttl(self) -> None:
+        assert self.worker_ttl
+        while self.status == "running":
+            await asyncio.sleep(min(self.worker_ttl / 4, 1.0))
+            now = time.monotonic()
+            for address, link in list(self.workers.items()):
+                silent = now - link.last_seen
+                if silent > self.worker_ttl:
+                    self._remove_worker(
+                        address, f"worker-ttl-timed-out: silent for {silent:.1f}s", expected=False
+                    )
+
+    def _worker_handlers(self, address: str) -> dict[str, Callable[..., Any]]:
+        state = self.state
+
+        def task_finished(key: str, nbytes: int, type: str | None, stimulus_id: str,
+                          startstops: list[float] | None = None) -> None:
+            duration = None
+            if startstops:
+                duration = startstops[1] - startstops[0]
+                self.record.execution(key, address, 0, startstops[0], startstops[1], "memory")
+            self._apply(state.task_finished(address, key, nbytes, type, stimulus_id, duration))
+
+        def task_erred(key: str, error: dict[str, Any], stimulus_id: str,
+                       startstops: list[float] | None = None) -> None:
+            duration = None
+            if startstops:
+                duration = startstops[1] - startstops[0]
+                self.record.execution(key, address, 0, startstops[0], startstops[1], "erred")
+            ts = state.tasks.get(key)
+            will_err = ts is not None and ts.state == "processing" and ts.retries == 0
+            self._apply(state.task_erred(address, key, error, stimulus_id, duration))
+            if will_err:
+                logger.warning("Task %s erred on %s: %s", key, address, error.get("text"))
+                self.log_event("erred", {
+                    "action": "task-erred", "key": key, "exception": error.get("text"),
+                    "worker": address,
+                })
+
+        def missing_data(key: str, errant_worker: str, stimulus_id: str) -> None:
+            self._apply(state.missing_data(key, errant_worker, stimulus_id))
+
+        def reschedule(key: str, stimulus_id: str) -> None:
+            self._apply(state.reschedule(key, address, stimulus_id))
+
+        def log_event(topic: list[str], msg: Any) -> None:
+            self._log_event(topic, msg, address)
+
+        def heartbeat() -> None:
+            link = self.workers.get(address)
+            if link is not None:
+                link.last_seen = time.monotonic()
+
+        def unregister(reason: str = "worker-close") -> None:
+            self._remove_worker(address, reason, expected=True)
+
+        def touch(handler: Callable[..., None]) -> Callable[..., None]:
+            def handle(**kwargs: Any) -> None:
+                link = self.workers.get(address)
+                if link is not None:
+                    link.last_seen = time.monotonic()
+                handler(**kwargs)
+
+            return handle
+
+        return {
+            "task-finished": touch(task_finished),
+            "task-erred": touch(task_erred),
+            "missing-data": missing_data,
+            "reschedule": reschedule,
+            "log-event": log_event,
+            "heartbeat": heartbeat,
+            "unregister": unregister,
+        }
+
+    async def _serve_client(self, comm: Comm, msg: dict[str, Any]) -> None:
+        client = msg.get("client")
+        if not isinstance(client, str) or not client:
+            logger.warning("Refusing malformed client registration from %s", comm.peer_address)
+            return
+        previous = self.clients.get(client)
+        if previous is not None:
+            previous.comm.abort("client reconnected")
+        stream = Stream(comm, self._client_handlers(client), f"stream from client {client}")
+        self.clients[client] = stream
+        self.state.add_client(client)
+        await comm.send({"status": "OK", "id": self.id})
+        for topic in msg.get("topics") or []:
+            self.subscriptions[topic].add(client)
+        logger.info("Receive client connection: %s from %s", client, comm.peer_address)
+        if previous is None:
+            self.log_event(["all", client], {"action": "add-client", "client": client})
+            for plugin_key, plugin in list(self.plugins.items()):
+                self._run_hook(plugin_key, plugin.add_client, self, client)
+        try:
+            await stream.run()
+        finally:
+            if self.clients.get(client) is stream:
+                self._remove_client(client, stream.comm.closed_reason or "closed")
+
+    def _remove_client(self, client: str, reason: str) -> None:
+        del self.clients[client]
+        for subscribers in self.subscriptions.values():
+            subscribers.discard(client)
+        self._apply(self.state.remove_client(client, _stimulus("client-releases")))
+        logger.info("Remove client %s: %s", client, reason)
+        self.log_event(["all", client], {"action": "remove-client", "client": client})
+        for plugin_key, plugin in list(self.plugins.items()):
+            self._run_hook(plugin_key, plugin.remove_client, self, client)
+
+    def _client_handlers(self, client: str) -> dict[str, Callable[..., Any]]:
+        state = self.state
+
+        def update_graph(tasks: list[list[Any]], functions: dict[str, bytes], wanted: list[str],
+                         stimulus_id: str) -> None:
+            specs = [TaskSpec(*task) for task in tasks]
+            try:
+                effects = state.update_graph(client, specs, functions, wanted, stimulus_id)
+            except ValueError as exc:
+                logger.warning("Rejected graph from %s: %s", client, exc)
+                self.clients[client].send({"op": "graph-rejected", "keys": wanted,
+                                           "text": str(exc)})
+                return
+            self._apply(effects)
+            self.log_event("scheduler", {
+                "action": "update-graph", "client": client, "n_tasks": len(specs),
+            })
+            if self.plugins:
+                keys = set(wanted)
+                task_keys = [spec.key for spec in specs]
+                for plugin_key, plugin in list(self.plugins.items()):
+                    self._run_hook(plugin_key, plugin.update_graph, self, client=client,
+                                   keys=keys, tasks=task_keys, stimulus_id=stimulus_id)
+
+        def releases(keys: list[str], stimulus_id: str | None = None) -> None:
+            self._apply(state.client_releases_keys(
+                client, keys, stimulus_id or _stimulus("client-releases")
+            ))
+
+        def desires(keys: list[str]) -> None:
+            self._apply(state.client_desires_keys(client, keys, _stimulus("client-desires")))
+
+        def cancel(keys: list[str]) -> None:
+            self._apply(state.cancel(client, keys, _stimulus("client-cancels")))
+
+        def log_event(topic: list[str], msg: Any) -> None:
+            self._log_event(topic, msg, client)
+
+        def subscribe(topic: str) -> None:
+            self.subscriptions[topic].add(client)
+
+        def unsubscribe(topic: str) -> None:
+            self.subscriptions[topic].discard(client)
+
+        async def update_data(who_has: dict[str, list[str]], nbytes: dict[str, int],
+                              types: dict[str, str]) -> None:
+            self._apply(state.update_data(client, who_has, nbytes, types, _stimulus("scatter")))
+
+        return {
+            "update-graph": update_graph,
+            "client-releases-keys": releases,
+            "client-desires-keys": desires,
+            "cancel": cancel,
+            "log-event": log_event,
+            "subscribe-topic": subscribe,
+            "unsubscribe-topic": unsubscribe,
+            "heartbeat": lambda: None,
+            "update-data": update_data,
+            "who-has": lambda keys: state.who_has(keys),
+            "story": lambda keys: [list(t) for t in self.story(*keys)],
+            "cluster-story": self._cluster_story,
+            "transitions": lambda **kw: [r.as_dict() for r in self.transitions(**kw)],
+            "get-events": self._get_events,
+            "scheduler-info": self.identity,
+            "run-on-scheduler": self._run_on_scheduler,
+            "broadcast": self._broadcast,
+            "register-scheduler-plugin": self._register_scheduler_plugin,
+            "unregister-scheduler-plugin": self._unregister_scheduler_plugin,
+            "register-worker-plugin": self._register_worker_plugin,
+            "unregister-worker-plugin": self._unregister_worker_plugin,
+            "get-scheduler-logs": lambda n=None: self.record.logs(n),
+            "get-worker-logs": self._get_worker_logs,
+        }
+
+    # ------------------------------------------------------------------ effects
+
+    def _apply(self, effects: Effects) -> None:
+        for address, msgs in effects.workers.items():
+            link = self.workers.get(address)
+            if link is not None:
+                link.stream.extend(msgs)
+        for client, msgs in effects.clients.items():
+            stream = self.clients.get(client)
+            if stream is not None:
+                stream.extend(msgs)
+
+    def _plugin_transition(
+        self, key: str, start: str, finish: str, stimulus_id: str, info: dict[str, Any]
+    ) -> None:
+        for plugin_key, plugin in self.plugins.items():
+            try:
+                plugin.transition(key, start, finish, stimulus_id=stimulus_id, **info)
+            except Exception:
+                logger.exception("Plugin %r failed in transition(%r, %r, %r)",
+                                 plugin_key, key, start, finish)
+
+    def _run_hook(self, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._spawn(run_plugin_hook(name, hook, *args, **kwargs))
+
+    # ------------------------------------------------------------------ the record
+
+    def _call_on_loop(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``func`` on the scheduler's loop thread (the state is owned by that thread)."""
+        loop = self.loop
+        if loop is None or _running_loop() is loop or not loop.is_running():
+            return func(*args, **kwargs)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(func(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result()
+
+    def story(self, *keys_or_stimulus_ids: str) -> list[tuple[str, str, str, dict[str, str], float]]:
+        """Every transition of these keys (or caused by these stimuli), oldest first."""
+        return self._call_on_loop(self.record.story, *keys_or_stimulus_ids)
+
+    def transitions(self, **filters: Any) -> list[Any]:
+        """Rich transition records: see ``Record.transitions`` for the filters."""
+        return self._call_on_loop(self.record.transitions, **filters)
+
+    def log_event(self, topic: str | list[str], msg: Any) -> None:
+        """Log a structured event to the ledger under ``topic`` (a str or a list of them)."""
+        topics = check_event(topic, msg)
+        self._call_on_loop(self._log_event, topics, msg, "scheduler")
+
+    def get_events(self, topic: str | None = None) -> Any:
+        return self._call_on_loop(self.record.events, topic)
+
+    def _log_event(self, topics: Any, msg: Any, source: str) -> None:
+        try:
+            topics = check_event(topics, msg)
+        except TypeError as exc:
+            logger.warning("Dropped malformed event from %s: %s", source, exc)
+            return
+        timestamp = self.record.event(topics, msg, source)
+        for topic in topics:
+            subscribers = self.subscriptions.get(topic)
+            if subscribers:
+                event = {"op": "event", "topic": topic, "event": [timestamp, msg]}
+                for client in subscribers:
+                    stream = self.clients.get(client)
+                    if stream is not None:
+                        stream.send(event)
+            for plugin_key, plugin in self.plugins.items():
+                try:
+                    plugin.log_event(topic, msg)
+                except Exception:
+                    logger.exception("Plugin %r failed in log_event(%r)", plugin_key, topic)
+
+    def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
+        if detail:
+            found = self.record.events(topic, detail=True)
+            if isinstance(found, dict):
+                return {t: [_event_dict(r) for r in records] for t, records in found.items()}
+            return [_event_dict(r) for r in found]
+        events = self.record.events(topic)
+        if isinstance(events, dict):
+            return {t: [list(e) for e in evs] for t, evs in events.items()}
+        return [list(e) for e in events]
+
+    async def _cluster_story(self, keys: list[str]) -> list[dict[str, Any]]:
+        entries = [r.as_dict() for r in self.record.story_records(*keys)]
+        replies = await asyncio.gather(
+            *(link.stream.request("story", keys=keys) for link in self.workers.values()),
+            return_exceptions=True,
+        )
+        for link, reply in zip(list(self.workers.values()), replies, strict=False):
+            if isinstance(reply, BaseException):
+                logger.info("Could not get the story from %s: %s", link.address, reply)
+                continue
+            entries.extend(reply)
+        entries.sort(key=lambda entry: entry["timestamp"])
+        return entries
+
+    async def _get_worker_logs(
+        self, n: int | None = None, workers: list[str] | None = None
+    ) -> dict[str, Any]:
+        return await self._broadcast_request("get-logs", workers, n=n)
+
+    async def _broadcast_request(
+        self, method: str, workers: list[str] | None, **kwargs: Any
+    ) -> dict[str, Any]:
+        targets = [self.workers[w] for w in (workers or list(self.workers)) if w in self.workers]
+        replies = await asyncio.gather(
+            *(link.stream.request(method, **kwargs) for link in targets),
+            return_exceptions=True,
+        )
+        results: dict[str, Any] = {}
+        for link, reply in zip(targets, replies, strict=False):
+            if isinstance(reply, CommClosedError):
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            results[link.address] = reply
+        return results
+
+    # ------------------------------------------------------------------ remote calls
+
+    def identity(self) -> dict[str, Any]:
+        nthreads = {ws.address: ws.nthreads for ws in self.state.workers.values()}
+        return {
+            "type": "Scheduler",
+            "id": self.id,
+            "address": self.address,
+            "workers": {
+                address: {
+                    "name": link.name,
+                    "nthreads": nthreads.get(address, 0),
+                    "pid": link.pid,
+                    **(self.state.workers[address].identity()
+                       if address in self.state.workers else {}),
+                }
+                for address, link in self.workers.items()
+            },
+            "tasks": len(self.state.tasks),
+            "clients": len(self.clients),
+        }
+
+    async def _run_on_scheduler(self, function: bytes, args: bytes) -> bytes:
+        func = pickle_loads(function)
+        positional, keywords = pickle_loads(args)
+        params = _parameters(func)
+        if "dask_scheduler" in params:
+            keywords["dask_scheduler"] = self
+        elif "scheduler" in params and "scheduler" not in keywords:
+            keywords["scheduler"] = self
+        result = func(*positional, **keywords)
+        if inspect.isawaitable(result):
+            result = await result
+        return pickle_dumps(result)
+
+    async def _broadcast(self, function: bytes, args: bytes,
+                         workers: list[str] | None = None) -> dict[str, bytes]:
+        return await self._broadcast_request("run", workers, function=function, args=args)
+
+    async def _register_scheduler_plugin(self, plugin: bytes, name: str | None,
+                                         idempotent: bool) -> str:
+        instance: SchedulerPlugin = pickle_loads(plugin)
+        name = plugin_name(instance, name)
+        if name in self.plugins:
+            if idempotent:
+                return name
+            await self._unregister_scheduler_plugin(name)
+        self.plugins[name] = instance
+        await run_plugin_hook(name, instance.start, self)
+        logger.info("Registered scheduler plugin %r", name)
+        return name
+
+    async def _unregister_scheduler_plugin(self, name: str) -> None:
+        plugin = self.plugins.pop(name, None)
+        if plugin is None:
+            raise ValueError(f"no scheduler plugin named {name!r} is registered")
+        await run_plugin_hook(name, plugin.close)
+
+    async def _register_worker_plugin(self, plugin: bytes, name: str, idempotent: bool) -> str:
+        if name in self.worker_plugins and idempotent:
+            return name
+        self.worker_plugins[name] = plugin
+        await self._broadcast_request("add-plugin", None, plugin=plugin, name=name)
+        logger.info("Registered worker plugin %r", name)
+        return name
+
+    async def _unregister_worker_plugin(self, name: str) -> None:
+        if self.worker_plugins.pop(name, None) is None:
+            raise ValueError(f"no worker plugin named {name!r} is registered")
+        await self._broadcast_request("remove-plugin", None, name=name)
+
+    def add_plugin(self, plugin: SchedulerPlugin, name: str | None = None) -> None:
+        """Register a plugin from code running in the scheduler's process."""
+        name = plugin_name(plugin, name)
+        self.plugins[name] = plugin
+        if self.loop is not None:
+            self._call_on_loop(self._run_hook, name, plugin.start, self)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _parameters(func: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _event_dict(record: Any) -> dict[str, Any]:
+    return {"topic": record.topic, "timestamp": record.timestamp, "msg": record.msg,
+            "source": record.source}
+

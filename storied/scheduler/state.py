@@ -1,0 +1,704 @@
+"""The scheduler's task state machine: stimuli in, transitions and messages out.
+
+Nothing here touches sockets, asyncio or clocks other than through what it is given, so the
+whole lifecycle of a task is unit-tested by calling these methods and reading ``Effects``.
+Every transition is written to the record through ``Recorder.transition`` with the stimulus
+that caused it, which is how ``story`` can say *why*.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from storied.exceptions import KilledWorker
+from storied.protocol.serialize import pickle_dumps
+
+Recommendations = dict[str, str]
+
+#: States a task can be in on the scheduler.
+STATES = ("released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten")
+
+
+class Recorder(Protocol):
+    """The narrow interface through which the state machine writes history."""
+
+    def transition(
+        self,
+        key: str,
+        start: str,
+        finish: str,
+        recommendations: Mapping[str, str],
+        stimulus_id: str,
+        worker: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class TaskState:
+    key: str
+    function_id: str | None
+    args: bytes | None
+    priority: int
+    state: str = "released"
+    dependencies: set[TaskState] = field(default_factory=set)
+    dependents: set[TaskState] = field(default_factory=set)
+    #: dependencies not yet in memory
+    waiting_on: set[TaskState] = field(default_factory=set)
+    #: dependents that still need this task's result
+    waiters: set[TaskState] = field(default_factory=set)
+    who_wants: set[str] = field(default_factory=set)
+    who_has: set[str] = field(default_factory=set)
+    processing_on: str | None = None
+    retries: int = 0
+    suspicious: int = 0
+    restrictions: frozenset[str] | None = None
+    nbytes: int = 0
+    type: str | None = None
+    error: dict[str, Any] | None = None
+    erred_on: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+
+@dataclass(eq=False, slots=True)
+class WorkerInfo:
+    address: str
+    name: str
+    nthreads: int
+    processing: set[TaskState] = field(default_factory=set)
+    has_what: set[TaskState] = field(default_factory=set)
+    known_functions: set[str] = field(default_factory=set)
+
+    @property
+    def occupancy(self) -> float:
+        return len(self.processing) / self.nthreads
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "name": self.name,
+            "nthreads": self.nthreads,
+            "processing": len(self.processing),
+            "in_memory": len(self.has_what),
+        }
+
+
+class Effects:
+    """Messages a stimulus produced, by recipient; the server shell sends them."""
+
+    __slots__ = ("clients", "workers")
+
+    def __init__(self) -> None:
+        self.workers: collections.defaultdict[str, list[dict[str, Any]]] = (
+            collections.defaultdict(list)
+        )
+        self.clients: collections.defaultdict[str, list[dict[str, Any]]] = (
+            collections.defaultdict(list)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task as a client submits it."""
+
+    key: str
+    function_id: str
+    args: bytes
+    dependencies: tuple[str, ...] = ()
+    retries: int = 0
+    restrictions: tuple[str, ...] | None = None
+
+
+TransitionHook = Callable[[str, str, str, str, dict[str, Any]], None]
+
+
+class SchedulerState:
+    """All tasks, workers and clients the scheduler knows, and how tasks move between states."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        allowed_failures: int = 3,
+        on_transition: TransitionHook | None = None,
+    ) -> None:
+        self.record = recorder
+        self.allowed_failures = allowed_failures
+        self.on_transition = on_transition
+        self.tasks: dict[str, TaskState] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self.clients: set[str] = set()
+        self.functions: dict[str, bytes] = {}
+        self._function_users: collections.Counter[str] = collections.Counter()
+        self.unrunnable: set[TaskState] = set()
+        self._priority = 0
+        self._table: dict[tuple[str, str], Callable[..., Recommendations]] = {
+            ("released", "waiting"): self._released_waiting,
+            ("released", "forgotten"): self._released_forgotten,
+            ("released", "erred"): self._waiting_erred,
+            ("waiting", "processing"): self._waiting_processing,
+            ("waiting", "no-worker"): self._waiting_no_worker,
+            ("waiting", "released"): self._waiting_released,
+            ("waiting", "erred"): self._waiting_erred,
+            ("no-worker", "processing"): self._waiting_processing,
+            ("no-worker", "released"): self._waiting_released,
+            ("no-worker", "erred"): self._waiting_erred,
+            ("processing", "memory"): self._processing_memory,
+            ("processing", "erred"): self._processing_erred,
+            ("processing", "released"): self._processing_released,
+            ("memory", "released"): self._memory_released,
+            ("erred", "released"): self._erred_released,
+        }
+
+    # ------------------------------------------------------------------ stimuli
+
+    def update_graph(
+        self,
+        client: str,
+        tasks: Iterable[TaskSpec],
+        functions: Mapping[str, bytes],
+        wanted: Iterable[str],
+        stimulus_id: str,
+    ) -> Effects:
+        """A client submitted tasks (new ones are created; known keys are just wanted again)."""
+        effects = Effects()
+        for function_id, payload in functions.items():
+            self.functions.setdefault(function_id, payload)
+        recommendations: list[tuple[str, str]] = []
+        for spec in tasks:
+            ts = self.tasks.get(spec.key)
+            if ts is not None and ts.function_id is not None:
+                continue
+            if spec.function_id not in self.functions:
+                raise ValueError(f"task {spec.key!r} names unknown function {spec.function_id!r}")
+            self._priority += 1
+            if ts is None:
+                ts = self.tasks[spec.key] = TaskState(
+                    spec.key, spec.function_id, spec.args, self._priority
+                )
+            else:
+                ts.function_id, ts.args, ts.priority = spec.function_id, spec.args, self._priority
+            self._function_users[spec.function_id] += 1
+            ts.retries = spec.retries
+            ts.restrictions = frozenset(spec.restrictions) if spec.restrictions else None
+            for dep_key in spec.dependencies:
+                dep = self.tasks.get(dep_key)
+                if dep is None:
+                    dep = self.tasks[dep_key] = TaskState(dep_key, None, None, self._priority)
+                ts.dependencies.add(dep)
+                dep.dependents.add(ts)
+            if ts.state == "released":
+                recommendations.append((ts.key, "waiting"))
+        for key in wanted:
+            self._desire(client, key, effects)
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def update_data(
+        self, client: str, who_has: Mapping[str, Iterable[str]], nbytes: Mapping[str, int],
+        types: Mapping[str, str], stimulus_id: str,
+    ) -> Effects:
+        """A client scattered data straight to workers; the tasks start in memory."""
+        effects = Effects()
+        for key, addresses in who_has.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                self._priority += 1
+                ts = self.tasks[key] = TaskState(key, None, None, self._priority)
+            start = ts.state
+            for address in addresses:
+                ws = self.workers.get(address)
+                if ws is not None:
+                    ts.who_has.add(address)
+                    ws.has_what.add(ts)
+            ts.nbytes, ts.type = nbytes.get(key, 0), types.get(key)
+            if ts.who_has and start != "memory":
+                ts.state = "memory"
+                self._record(ts.key, start, "memory", {}, stimulus_id, next(iter(ts.who_has)))
+            self._desire(client, key, effects)
+        return effects
+
+    def add_worker(self, address: str, name: str, nthreads: int, stimulus_id: str) -> Effects:
+        effects = Effects()
+        self.workers[address] = WorkerInfo(address, name, max(1, nthreads))
+        recommendations = [(ts.key, "processing") for ts in self.unrunnable]
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def remove_worker(self, address: str, stimulus_id: str, *, expected: bool) -> Effects:
+        """A worker left (``expected``) or died; reschedule its work and recompute lost data."""
+        effects = Effects()
+        ws = self.workers.pop(address, None)
+        if ws is None:
+            return effects
+        recommendations: list[tuple[str, str]] = []
+        for ts in sorted(ws.processing, key=lambda t: t.priority):
+            if not expected:
+                ts.suspicious += 1
+                if ts.suspicious > self.allowed_failures:
+                    ts.error = _error_payload(
+                        KilledWorker(ts.key, address, self.allowed_failures)
+                    )
+                    recommendations.append((ts.key, "erred"))
+                    continue
+            recommendations.append((ts.key, "released"))
+        for ts in ws.has_what:
+            ts.who_has.discard(address)
+            if not ts.who_has:
+                recommendations.append((ts.key, "released"))
+        ws.processing.clear()
+        ws.has_what.clear()
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def lost_tasks(self, address: str) -> list[str]:
+        """Keys a worker is running or solely holds: lost if it goes now."""
+        ws = self.workers.get(address)
+        if ws is None:
+            return []
+        lost = [ts.key for ts in ws.processing]
+        lost += [ts.key for ts in ws.has_what if ts.who_has == {address}]
+        return lost
+
+    def task_finished(
+        self, worker: str, key: str, nbytes: int, type_name: str | None, stimulus_id: str,
+        duration: float | None = None,
+    ) -> Effects:
+        effects = Effects()
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != "processing" or ts.processing_on != worker:
+            if ts is not None and ts.state == "memory" and worker in self.workers:
+                ts.who_has.add(worker)
+                self.workers[worker].has_what.add(ts)
+            elif worker in self.workers:
+                effects.workers[worker].append(
+                    {"op": "free-keys", "keys": [key], "stimulus_id": stimulus_id}
+                )
+            return effects
+        recommendations = self._transition(
+            ts, "memory", stimulus_id, effects,
+            worker=worker, nbytes=nbytes, type_name=type_name, duration=duration,
+        )
+        self._transitions(recommendations.items(), stimulus_id, effects)
+        return effects
+
+    def task_erred(
+        self, worker: str, key: str, error: dict[str, Any], stimulus_id: str,
+        duration: float | None = None,
+    ) -> Effects:
+        effects = Effects()
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != "processing" or ts.processing_on != worker:
+            return effects
+        if ts.retries > 0:
+            ts.retries -= 1
+            self._transitions([(key, "released")], stimulus_id, effects)
+            return effects
+        ts.error = error
+        recommendations = self._transition(
+            ts, "erred", stimulus_id, effects, worker=worker, duration=duration
+        )
+        self._transitions(recommendations.items(), stimulus_id, effects)
+        return effects
+
+    def missing_data(self, key: str, errant_worker: str, stimulus_id: str) -> Effects:
+        """A worker could not fetch ``key`` from ``errant_worker``: that replica is gone."""
+        effects = Effects()
+        ts = self.tasks.get(key)
+        ws = self.workers.get(errant_worker)
+        if ts is None:
+            return effects
+        ts.who_has.discard(errant_worker)
+        if ws is not None:
+            ws.has_what.discard(ts)
+        if ts.state == "memory" and not ts.who_has:
+            self._transitions([(key, "released")], stimulus_id, effects)
+        return effects
+
+    def reschedule(self, key: str, worker: str, stimulus_id: str) -> Effects:
+        """A worker gave a task back (its inputs could not be fetched); place it again."""
+        effects = Effects()
+        ts = self.tasks.get(key)
+        if ts is not None and ts.state == "processing" and ts.processing_on == worker:
+            self._transitions([(key, "released")], stimulus_id, effects)
+        return effects
+
+    def add_client(self, client: str) -> None:
+        self.clients.add(client)
+
+    def remove_client(self, client: str, stimulus_id: str) -> Effects:
+        self.clients.discard(client)
+        wanted = [ts.key for ts in self.tasks.values() if client in ts.who_wants]
+        return self.client_releases_keys(client, wanted, stimulus_id)
+
+    def client_desires_keys(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        effects = Effects()
+        for key in keys:
+            self._desire(client, key, effects)
+        return effects
+
+    def client_releases_keys(
+        self, client: str, keys: Iterable[str], stimulus_id: str
+    ) -> Effects:
+        effects = Effects()
+        recommendations: list[tuple[str, str]] = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or client not in ts.who_wants:
+                continue
+            ts.who_wants.discard(client)
+            if not ts.who_wants and not ts.waiters:
+                recommendations.append((key, "forgotten" if ts.state != "memory" else "released"))
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def cancel(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """Stop wanting ``keys`` for this client; computations nobody else wants are dropped."""
+        keys = list(keys)
+        effects = self.client_releases_keys(client, keys, stimulus_id)
+        effects.clients[client].append({"op": "cancelled-keys", "keys": keys})
+        return effects
+
+    # ------------------------------------------------------------------ queries
+
+    def who_has(self, keys: Iterable[str]) -> dict[str, list[str]]:
+        result = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            result[key] = sorted(ts.who_has) if ts is not None else []
+        return result
+
+    def processing_count(self) -> int:
+        return sum(len(ws.processing) for ws in self.workers.values())
+
+    # ------------------------------------------------------------------ engine
+
+    def _desire(self, client: str, key: str, effects: Effects) -> None:
+        ts = self.tasks.get(key)
+        if ts is None:
+            effects.clients[client].append({"op": "lost-key", "key": key})
+            return
+        ts.who_wants.add(client)
+        if ts.state == "memory":
+            effects.clients[client].append(_key_in_memory(ts))
+        elif ts.state == "erred":
+            effects.clients[client].append(_task_erred(ts))
+
+    def _transitions(
+        self, recommendations: Iterable[tuple[str, str]], stimulus_id: str, effects: Effects
+    ) -> None:
+        queue = collections.deque(recommendations)
+        tasks = self.tasks
+        while queue:
+            key, finish = queue.popleft()
+            ts = tasks.get(key)
+            if ts is None or ts.state == finish:
+                continue
+            queue.extend(self._transition(ts, finish, stimulus_id, effects).items())
+
+    def _transition(
+        self, ts: TaskState, finish: str, stimulus_id: str, effects: Effects, **kwargs: Any
+    ) -> Recommendations:
+        start = ts.state
+        handler = self._table.get((start, finish))
+        if handler is None:
+            if start == "released" or finish == "released" or finish == "forgotten":
+                if finish == "forgotten" and start != "released":
+                    recommendations = self._transition(ts, "released", stimulus_id, effects)
+                    if ts.state == "released" and recommendations.get(ts.key) == "forgotten":
+                        recommendations.pop(ts.key)
+                        recommendations.update(
+                            self._transition(ts, "forgotten", stimulus_id, effects)
+                        )
+                    return recommendations
+                return {}
+            recommendations = self._transition(ts, "released", stimulus_id, effects)
+            recommendations.pop(ts.key, None)
+            if ts.state == "released":
+                recommendations.update(self._transition(ts, finish, stimulus_id, effects))
+            return recommendations
+        worker = ts.processing_on
+        recommendations = handler(ts, stimulus_id, effects, **kwargs)
+        worker = kwargs.get("worker") or worker or ts.processing_on
+        self._record(ts.key, start, ts.state, recommendations, stimulus_id, worker)
+        if self.on_transition is not None:
+            info = {k: v for k, v in kwargs.items() if v is not None and k != "type_name"}
+            if ts.error is not None and ts.state == "erred":
+                info["exception"] = ts.error.get("text")
+            if worker is not None:
+                info["worker"] = worker
+            self.on_transition(ts.key, start, ts.state, stimulus_id, info)
+        return recommendations
+
+    def _record(
+        self, key: str, start: str, finish: str, recommendations: Recommendations,
+        stimulus_id: str, worker: str | None,
+    ) -> None:
+        self.record.transition(key, start, finish, recommendations, stimulus_id, worker)
+
+    # ------------------------------------------------------------------ transitions
+
+    def _released_waiting(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+        if ts.function_id is None:
+            # scattered data that was lost: nothing can recompute it
+            return self._lose(ts, effects)
+        recommendations: Recommendations = {}
+        ts.state = "waiting"
+        for dep in ts.dependencies:
+            dep.waiters.add(ts)
+            if dep.state == "erred":
+                ts.error = _blame(dep)
+                return {ts.key: "erred"}
+            if dep.state != "memory":
+                ts.waiting_on.add(dep)
+                if dep.state == "released":
+                    recommendations[dep.key] = "waiting"
+        if not ts.waiting_on:
+            recommendations[ts.key] = "processing"
+        return recommendations
+
+    def _lose(self, ts: TaskState, effects: Effects) -> Recommendations:
+        for client in ts.who_wants:
+            effects.clients[client].append({"op": "lost-key", "key": ts.key})
+        ts.who_wants.clear()
+        ts.state = "released"
+        return {ts.key: "forgotten"} if not ts.dependents else {}
+
+    def _waiting_processing(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
+        ws = self._choose_worker(ts)
+        if ws is None:
+            if ts.state == "waiting":
+                return {ts.key: "no-worker"}
+            return {}
+        self.unrunnable.discard(ts)
+        ts.state = "processing"
+        ts.processing_on = ws.address
+        ws.processing.add(ts)
+        msg: dict[str, Any] = {
+            "op": "compute-task",
+            "key": ts.key,
+            "function_id": ts.function_id,
+            "args": ts.args,
+            "priority": ts.priority,
+            "stimulus_id": stimulus_id,
+        }
+        if ts.function_id not in ws.known_functions:
+            ws.known_functions.add(ts.function_id)  # type: ignore[arg-type]
+            msg["function"] = self.functions[ts.function_id]  # type: ignore[index]
+        if ts.dependencies:
+            msg["who_has"] = {dep.key: list(dep.who_has) for dep in ts.dependencies}
+        effects.workers[ws.address].append(msg)
+        return {}
+
+    def _waiting_no_worker(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
+        ts.state = "no-worker"
+        self.unrunnable.add(ts)
+        return {}
+
+    def _choose_worker(self, ts: TaskState) -> WorkerInfo | None:
+        workers = self.workers
+        if not workers:
+            return None
+        if ts.restrictions is not None:
+            candidates = [
+                ws for ws in workers.values()
+                if ws.address in ts.restrictions or ws.name in ts.restrictions
+            ]
+            if not candidates:
+                return None
+        elif ts.dependencies:
+            holders: collections.Counter[str] = collections.Counter()
+            for dep in ts.dependencies:
+                for address in dep.who_has:
+                    holders[address] += dep.nbytes + 1
+            if holders:
+                best = max(holders.values())
+                candidates = [workers[a] for a, n in holders.items() if n == best and a in workers]
+                if candidates:
+                    return min(candidates, key=_occupancy)
+            candidates = workers.values()  # type: ignore[assignment]
+        else:
+            candidates = workers.values()  # type: ignore[assignment]
+        return min(candidates, key=_occupancy)
+
+    def _processing_memory(
+        self, ts: TaskState, stimulus_id: str, effects: Effects, *, worker: str,
+        nbytes: int, type_name: str | None, duration: float | None = None,
+    ) -> Recommendations:
+        ws = self.workers[worker]
+        ws.processing.discard(ts)
+        ts.processing_on = None
+        ts.state = "memory"
+        ts.nbytes, ts.type = nbytes, type_name
+        ts.who_has.add(worker)
+        ws.has_what.add(ts)
+        recommendations: Recommendations = {}
+        for dependent in ts.waiters:
+            dependent.waiting_on.discard(ts)
+            if not dependent.waiting_on and dependent.state == "waiting":
+                recommendations[dependent.key] = "processing"
+        self._finished_with_dependencies(ts, recommendations)
+        if not ts.waiters and not ts.who_wants:
+            recommendations[ts.key] = "released"
+        if ts.who_wants:
+            msg = _key_in_memory(ts)
+            for client in ts.who_wants:
+                effects.clients[client].append(msg)
+        return recommendations
+
+    def _finished_with_dependencies(self, ts: TaskState, recommendations: Recommendations) -> None:
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+            if not dep.waiters and not dep.who_wants and dep.state == "memory":
+                recommendations[dep.key] = "released"
+
+    def _processing_erred(
+        self, ts: TaskState, stimulus_id: str, effects: Effects, *, worker: str | None = None,
+        duration: float | None = None,
+    ) -> Recommendations:
+        address = ts.processing_on
+        ws = self.workers.get(address) if address else None
+        if ws is not None:
+            ws.processing.discard(ts)
+        ts.erred_on = worker or address
+        ts.processing_on = None
+        return self._erred(ts, effects)
+
+    def _waiting_erred(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+        self.unrunnable.discard(ts)
+        if ts.error is None:
+            blamed = next((d for d in ts.dependencies if d.state == "erred"), None)
+            ts.error = _blame(blamed) if blamed else _error_payload(RuntimeError("dependency erred"))
+        return self._erred(ts, effects)
+
+    def _erred(self, ts: TaskState, effects: Effects) -> Recommendations:
+        ts.state = "erred"
+        ts.waiting_on.clear()
+        recommendations: Recommendations = {}
+        for dependent in ts.dependents:
+            if dependent.state in ("waiting", "no-worker", "released") and (
+                dependent.function_id is not None
+            ):
+                dependent.error = _blame(ts)
+                recommendations[dependent.key] = "erred"
+        self._finished_with_dependencies(ts, recommendations)
+        if ts.who_wants:
+            msg = _task_erred(ts)
+            for client in ts.who_wants:
+                effects.clients[client].append(msg)
+        return recommendations
+
+    def _processing_released(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
+        address = ts.processing_on
+        ws = self.workers.get(address) if address else None
+        if ws is not None:
+            ws.processing.discard(ts)
+            effects.workers[ws.address].append(
+                {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id}
+            )
+        ts.processing_on = None
+        return self._released(ts)
+
+    def _waiting_released(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+        self.unrunnable.discard(ts)
+        return self._released(ts)
+
+    def _memory_released(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+        for address in ts.who_has:
+            ws = self.workers.get(address)
+            if ws is not None:
+                ws.has_what.discard(ts)
+                effects.workers[address].append(
+                    {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id}
+                )
+        ts.who_has.clear()
+        recommendations: Recommendations = {}
+        for dependent in ts.waiters:
+            if dependent.state == "processing":
+                recommendations[dependent.key] = "released"
+            elif dependent.state in ("waiting", "no-worker"):
+                dependent.waiting_on.add(ts)
+        if ts.who_wants:
+            for client in ts.who_wants:
+                effects.clients[client].append({"op": "lost-data", "key": ts.key})
+        recommendations.update(self._released(ts))
+        return recommendations
+
+    def _erred_released(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+        ts.error = None
+        ts.erred_on = None
+        recommendations = self._released(ts)
+        for dependent in ts.dependents:
+            if dependent.state == "erred":
+                recommendations[dependent.key] = "released"
+        return recommendations
+
+    def _released(self, ts: TaskState) -> Recommendations:
+        """Common tail of every transition to released: recompute if needed, else forget."""
+        ts.state = "released"
+        ts.waiting_on.clear()
+        recommendations: Recommendations = {}
+        for dep in ts.dependencies:
+            dep.waiters.discard(ts)
+            if not dep.waiters and not dep.who_wants and dep.state == "memory":
+                recommendations[dep.key] = "released"
+        if ts.who_wants or ts.waiters:
+            recommendations[ts.key] = "waiting"
+        elif not ts.dependents:
+            recommendations[ts.key] = "forgotten"
+        return recommendations
+
+    def _released_forgotten(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
+        if ts.who_wants or ts.waiters or ts.dependents:
+            return {}
+        ts.state = "forgotten"
+        del self.tasks[ts.key]
+        if ts.function_id is not None:
+            users = self._function_users
+            users[ts.function_id] -= 1
+            if users[ts.function_id] <= 0:
+                del users[ts.function_id]
+                self.functions.pop(ts.function_id, None)
+                for ws in self.workers.values():
+                    ws.known_functions.discard(ts.function_id)
+        recommendations: Recommendations = {}
+        for dep in ts.dependencies:
+            dep.dependents.discard(ts)
+            dep.waiters.discard(ts)
+            if not dep.dependents and not dep.who_wants and not dep.waiters:
+                if dep.state in ("released", "erred", "memory", "waiting", "no-worker"):
+                    recommendations[dep.key] = "forgotten"
+        return recommendations
+
+
+def _occupancy(ws: WorkerInfo) -> float:
+    return ws.occupancy
+
+
+def _key_in_memory(ts: TaskState) -> dict[str, Any]:
+    return {"op": "key-in-memory", "key": ts.key, "type": ts.type, "workers": list(ts.who_has)}
+
+
+def _task_erred(ts: TaskState) -> dict[str, Any]:
+    return {"op": "task-erred", "key": ts.key, **(ts.error or {})}
+
+
+def _blame(dep: TaskState) -> dict[str, Any]:
+    error = dict(dep.error or {})
+    error.setdefault("blame", dep.key)
+    return error
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    return {"exception": pickle_dumps(exc), "traceback": None, "text": f"{type(exc).__name__}: {exc}"}

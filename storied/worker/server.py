@@ -1,0 +1,537 @@
+"""The worker's I/O shell: talks to the scheduler and peers, runs tasks in threads.
+
+Decisions are ``WorkerState``'s; this module carries out its instructions (execute, gather,
+send, forget) and feeds the outcomes back in as stimuli.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import tblib
+
+from storied import config
+from storied.comm import Comm, ConnectionPool, Listener, Security, connect
+from storied.comm.stream import Stream
+from storied.protocol.serialize import (
+    loads_with_refs,
+    pickle_dumps,
+    pickle_loads,
+    typename,
+)
+from storied.record import Record, check_event
+from storied.plugin import WorkerPlugin, run_plugin_hook
+from storied.worker.state import (
+    Execute,
+    ForgetData,
+    GatherDep,
+    Instruction,
+    SendMessage,
+    WorkerState,
+)
+
+logger = logging.getLogger("storied.worker")
+
+_thread_state = threading.local()
+_CACHED_PICKLE_LIMIT = 64 * 1024
+_FUNCTION_CACHE_SIZE = 1024
+
+
+def get_worker() -> Worker:
+    """The worker running the current task; ``ValueError`` outside a task."""
+    worker = getattr(_thread_state, "worker", None)
+    if worker is None:
+        raise ValueError(
+            "get_worker() was called outside a task: it only works inside a function "
+            "running on a storied worker"
+        )
+    return worker
+
+
+def _stimulus(prefix: str) -> str:
+    return f"{prefix}-{time.time()}"
+
+
+class _Executor:
+    """Threads that run tasks and hand results back with one loop wake-up per burst."""
+
+    def __init__(self, worker: Worker, nthreads: int) -> None:
+        self._worker = worker
+        self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
+        self._done: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake_pending = False
+        self._lock = threading.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(
+                target=self._run, name=f"storied-task-{worker.name}-{i}", daemon=True
+            )
+            for i in range(nthreads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, instruction: Execute) -> None:
+        self._queue.put(instruction)
+
+    def _run(self) -> None:
+        _thread_state.worker = self._worker
+        while True:
+            instruction = self._queue.get()
+            if instruction is None:
+                return
+            outcome = self._worker._execute(instruction)
+            self._done.append(outcome)
+            with self._lock:
+                if self._wake_pending:
+                    continue
+                self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        done = self._done
+        while done:
+            self._worker._task_done(*done.popleft())
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class Worker:
+    """Runs tasks the scheduler assigns and serves their results to peers and clients."""
+
+    def __init__(
+        self,
+        scheduler_address: str,
+        *,
+        nthreads: int = 1,
+        name: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        security: Security | None = None,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        self.scheduler_address = scheduler_address
+        self.nthreads = nthreads
+        self.name = name
+        self.host = host
+        self.port = port
+        self.security = security or Security()
+        self.heartbeat_interval = heartbeat_interval
+        self.data: dict[str, Any] = {}
+        self._pickled: dict[str, bytes] = {}
+        self._function_payloads: dict[str, bytes] = {}
+        self._functions: collections.OrderedDict[str, Callable[..., Any]] = (
+            collections.OrderedDict()
+        )
+        self._functions_lock = threading.Lock()
+        self.plugins: dict[str, WorkerPlugin] = {}
+        self.status = "created"
+        self.address = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._events_out: collections.deque[dict[str, Any]] = collections.deque()
+        self._events_wake = False
+        self._events_lock = threading.Lock()
+        self.record: Record
+        self.state: WorkerState
+        self.stream: Stream
+        self.loop: asyncio.AbstractEventLoop
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name!r} {self.address} {self.status}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Worker:
+        self.loop = asyncio.get_running_loop()
+        self._listener = Listener(
+            f"tcp://{self.host}:{self.port}", self._serve_peer, self.security,
+            max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
+        )
+        await self._listener.start()
+        self.address = self._listener.address
+        if self.name is None:
+            self.name = self.address
+        self.record = Record(
+            self.address,
+            transition_log_length=config.get("worker.transition-log-length"),
+            log_length=config.get("worker.log-length"),
+        )
+        self._log_handler = self.record.log_handler()
+        logging.getLogger("storied.worker").addHandler(self._log_handler)
+        self.state = WorkerState(self.nthreads, self.record, self._plugin_transition)
+        self.pool = ConnectionPool(self.security)
+        self.executor = _Executor(self, self.nthreads)
+        timeout = config.parse_timedelta(config.get("comm.connect-timeout"))
+        comm = await connect(self.scheduler_address, self.security, timeout or 10)
+        comm.name = "worker->scheduler"
+        await comm.send({
+            "op": "register-worker", "address": self.address, "name": self.name,
+            "nthreads": self.nthreads, "pid": os.getpid(),
+        })
+        reply = await comm.read(timeout)
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            await comm.close()
+            raise RuntimeError(f"scheduler refused registration: {reply!r}")
+        self.stream = Stream(comm, self._stream_handlers(), "worker stream")
+        self.status = "running"
+        self._spawn(self._run_stream())
+        self._spawn(self._heartbeat())
+        for payload in reply.get("plugins", []):
+            await self._add_plugin(**payload)
+        logger.info("Worker %s (%s) at %s, connected to %s, %d threads",
+                    self.name, os.getpid(), self.address, self.scheduler_address, self.nthreads)
+        return self
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.start().__await__()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run_stream(self) -> None:
+        await self.stream.run()
+        if self.status == "running":
+            logger.warning("Lost connection to scheduler %s: %s; shutting down",
+                           self.scheduler_address, self.stream.comm.closed_reason)
+            self._spawn(self.close(report=False))
+
+    async def _heartbeat(self) -> None:
+        while self.status == "running":
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self.stream.closed:
+                self.stream.send({"op": "heartbeat"})
+
+    async def close(self, report: bool = True, reason: str = "worker-close") -> None:
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        logger.info("Worker %s closing: %s", self.address, reason)
+        for name, plugin in list(self.plugins.items()):
+            await run_plugin_hook(name, plugin.teardown, self)
+        if report and not self.stream.closed:
+            self.stream.send({"op": "unregister", "reason": reason})
+        self._flush_events()
+        await self.stream.close()
+        await self._listener.close()
+        await self.pool.close()
+        self.executor.shutdown()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current),
+                             return_exceptions=True)
+        logging.getLogger("storied.worker").removeHandler(self._log_handler)
+        self.record.close()
+        self.status = "closed"
+
+    async def finished(self) -> None:
+        """Wait until the worker has closed (for the CLI)."""
+        while self.status != "closed":
+            await asyncio.sleep(0.1)
+
+    # ------------------------------------------------------------------ scheduler stream
+
+    def _stream_handlers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "compute-task": self._compute_task,
+            "free-keys": self._free_keys,
+            "close": self._close_requested,
+            "run": self._run_function,
+            "story": self.story_records,
+            "get-logs": self.get_logs,
+            "add-plugin": self._add_plugin,
+            "remove-plugin": self._remove_plugin,
+        }
+
+    def _compute_task(
+        self, key: str, function_id: str, args: bytes, priority: int, stimulus_id: str,
+        function: bytes | None = None, who_has: dict[str, list[str]] | None = None,
+    ) -> None:
+        if function is not None:
+            self._function_payloads[function_id] = function
+        self._handle(self.state.compute_task(
+            key, function_id, args, priority, who_has or {}, stimulus_id
+        ))
+
+    def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
+        self._handle(self.state.free_keys(keys, stimulus_id))
+
+    def _close_requested(self, reason: str = "scheduler-close") -> None:
+        self._spawn(self.close(report=False, reason=reason))
+
+    async def _run_function(self, function: bytes, args: bytes) -> Any:
+        func = pickle_loads(function)
+        positional, keywords = pickle_loads(args)
+        if "dask_worker" in _parameters(func):
+            keywords["dask_worker"] = self
+        result = func(*positional, **keywords)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return pickle_dumps(result)
+
+    # ------------------------------------------------------------------ instructions
+
+    def _handle(self, instructions: Iterable[Instruction]) -> None:
+        for instruction in instructions:
+            if isinstance(instruction, SendMessage):
+                self.stream.send(instruction.msg)
+            elif isinstance(instruction, Execute):
+                self.executor.submit(instruction)
+            elif isinstance(instruction, GatherDep):
+                self._spawn(self._gather(instruction))
+            elif isinstance(instruction, ForgetData):
+                for key in instruction.keys:
+                    self.data.pop(key, None)
+                    self._pickled.pop(key, None)
+
+    def _function(self, function_id: str) -> Callable[..., Any]:
+        with self._functions_lock:
+            func = self._functions.get(function_id)
+            if func is not None:
+                self._functions.move_to_end(function_id)
+                return func
+        func = pickle_loads(self._function_payloads[function_id])
+        with self._functions_lock:
+            self._functions[function_id] = func
+            if len(self._functions) > _FUNCTION_CACHE_SIZE:
+                self._functions.popitem(last=False)
+        return func
+
+    def _execute(self, instruction: Execute) -> tuple[Any, ...]:
+        """Runs in an executor thread; returns the outcome for ``_task_done``."""
+        key = instruction.key
+        start = time.time()
+        try:
+            func = self._function(instruction.function_id)
+            args, kwargs = loads_with_refs(instruction.args, self.data)
+            _thread_state.key = key
+            result = func(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - any task failure is reported, not raised
+            return (key, False, _error_payload(exc), start, time.time(), None)
+        finally:
+            _thread_state.key = None
+        stop = time.time()
+        try:
+            pickled = pickle_dumps(result)
+        except TypeError as exc:
+            error = TypeError(
+                f"task {key!r} returned an object of type {typename(result)} that could not "
+                f"be serialized ({exc.__cause__ or exc}); return a picklable value instead"
+            )
+            return (key, False, _error_payload(error), start, stop, None)
+        return (key, True, result, start, stop, pickled)
+
+    def _task_done(
+        self, key: str, ok: bool, value: Any, start: float, stop: float, pickled: bytes | None
+    ) -> None:
+        if ok:
+            nbytes = len(pickled) if pickled is not None else sys.getsizeof(value)
+            self.data[key] = value
+            if pickled is not None and len(pickled) <= _CACHED_PICKLE_LIMIT:
+                self._pickled[key] = pickled
+            instructions = self.state.execute_success(
+                key, nbytes, typename(value), start, stop, _stimulus("task-finished")
+            )
+        else:
+            logger.warning("Compute failed: key=%s %s", key, value["text"])
+            instructions = self.state.execute_failure(
+                key, value, start, stop, _stimulus("task-erred")
+            )
+        self._handle(instructions)
+
+    async def _gather(self, instruction: GatherDep) -> None:
+        worker, keys = instruction.worker, list(instruction.keys)
+        try:
+            reply = await self.pool.request(worker, {"op": "get_data", "keys": keys})
+            payloads: dict[str, bytes] = reply.get("data", {})
+        except (OSError, TimeoutError) as exc:
+            logger.info("Could not fetch %d keys from %s: %s", len(keys), worker, exc)
+            self.pool.remove(worker)
+            payloads = {}
+        received = []
+        for key, payload in payloads.items():
+            ts = self.state.tasks.get(key)
+            if ts is not None and ts.state == "flight":
+                self.data[key] = pickle_loads(payload)
+                received.append(key)
+        instructions = self.state.gather_success(worker, received, _stimulus("gather-dep-success"))
+        missing = [k for k in keys if k not in payloads]
+        if missing:
+            instructions += self.state.gather_failure(
+                worker, missing, _stimulus("gather-dep-failure")
+            )
+        self._handle(instructions)
+
+    # ------------------------------------------------------------------ peers
+
+    async def _serve_peer(self, comm: Comm) -> None:
+        while True:
+            msg = await comm.read()
+            if not isinstance(msg, dict):
+                logger.warning("Closing connection from %s: malformed request", comm.peer_address)
+                return
+            op = msg.get("op")
+            if op == "get_data":
+                comm.write(self._get_data(msg.get("keys", [])))
+            elif op == "update_data":
+                comm.write(self._update_data(msg.get("data", {})))
+            else:
+                logger.warning("Closing connection from %s: unknown request %r",
+                               comm.peer_address, op)
+                return
+
+    def _get_data(self, keys: list[str]) -> dict[str, Any]:
+        data: dict[str, bytes] = {}
+        errors: dict[str, str] = {}
+        for key in keys:
+            if not isinstance(key, str) or key not in self.data:
+                continue
+            payload = self._pickled.get(key)
+            if payload is None:
+                try:
+                    payload = pickle_dumps(self.data[key])
+                except TypeError as exc:
+                    errors[key] = str(exc)
+                    continue
+            data[key] = payload
+        return {"status": "OK", "data": data, "errors": errors}
+
+    def _update_data(self, data: dict[str, bytes]) -> dict[str, Any]:
+        """Scattered data arriving from a client."""
+        nbytes, types = {}, {}
+        for key, payload in data.items():
+            value = pickle_loads(payload)
+            self.data[key] = value
+            self._pickled[key] = payload
+            nbytes[key], types[key] = len(payload), typename(value)
+            self.state.tasks.setdefault(key, _scattered_task(key))
+        return {"status": "OK", "nbytes": nbytes, "types": types}
+
+    # ------------------------------------------------------------------ the record
+
+    def log_event(self, topic: str | list[str], msg: Any) -> None:
+        """Log a structured event to the scheduler's ledger; never blocks the calling task."""
+        topics = check_event(topic, msg)
+        self._events_out.append({"op": "log-event", "topic": topics, "msg": msg})
+        with self._events_lock:
+            if self._events_wake:
+                return
+            self._events_wake = True
+        if _on_loop(self.loop):
+            self.loop.call_soon(self._flush_events)
+        else:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._flush_events)
+
+    def _flush_events(self) -> None:
+        with self._events_lock:
+            self._events_wake = False
+        events = self._events_out
+        msgs = []
+        while events:
+            msgs.append(events.popleft())
+        if msgs and not self.stream.closed:
+            self.stream.extend(msgs)
+
+    def story(self, *keys_or_stimulus_ids: str) -> list[tuple[Any, ...]]:
+        """This worker's transitions for these keys: (key, start, finish, recs, stimulus, time)."""
+        return [
+            (r.key, r.start, r.finish, r.recommendations, r.stimulus_id, r.timestamp)
+            for r in self.record.story_records(*keys_or_stimulus_ids)
+        ]
+
+    def story_records(self, keys: list[str]) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.record.story_records(*keys)]
+
+    def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:
+        return self.record.logs(n)
+
+    # ------------------------------------------------------------------ plugins
+
+    async def _add_plugin(self, plugin: bytes, name: str) -> None:
+        instance: WorkerPlugin = pickle_loads(plugin)
+        if name in self.plugins:
+            await self._remove_plugin(name)
+        self.plugins[name] = instance
+        await run_plugin_hook(name, instance.setup, self)
+
+    async def _remove_plugin(self, name: str) -> None:
+        plugin = self.plugins.pop(name, None)
+        if plugin is not None:
+            await run_plugin_hook(name, plugin.teardown, self)
+
+    def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
+        for name, plugin in self.plugins.items():
+            try:
+                plugin.transition(key, start, finish, stimulus_id=stimulus_id)
+            except Exception:
+                logger.exception("Plugin %r failed in transition(%r, %r, %r)",
+                                 name, key, start, finish)
+
+
+def _parameters(func: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _scattered_task(key: str) -> Any:
+    from storied.worker.state import WorkerTask
+
+    return WorkerTask(key, state="memory", assigned=True)
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    """What the scheduler and client need to re-raise ``exc`` with its remote traceback."""
+    text = f"{type(exc).__name__}: {exc}"
+    try:
+        payload = pickle_dumps(exc)
+        pickle_loads(payload)
+    except Exception:
+        payload = pickle_dumps(RuntimeError(text))
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # skip storied's own frame
+    try:
+        tb_dict = tblib.Traceback(tb).as_dict() if tb is not None else None
+    except Exception:
+        tb_dict = None
+    return {
+        "exception": payload,
+        "traceback": tb_dict,
+        "text": text,
+        "traceback_text": "".join(traceback.format_exception(exc)),
+    }
+

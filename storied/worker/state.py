@@ -1,0 +1,310 @@
+"""The worker's task state machine: stimuli in, instructions out.
+
+It decides what to fetch from which peer, what to run next and what to tell the scheduler; the
+server shell (``storied.worker.server``) carries out the instructions and turns their outcomes
+back into stimuli. Every transition goes to the record with the stimulus that caused it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storied.scheduler.state import Recorder
+
+#: States a task can be in on a worker.
+STATES = ("released", "fetch", "flight", "waiting", "ready", "executing", "memory", "error")
+
+
+@dataclass(eq=False, slots=True)
+class WorkerTask:
+    key: str
+    state: str = "released"
+    priority: int = 0
+    function_id: str | None = None
+    args: bytes | None = None
+    #: True once the scheduler asked this worker to compute it (else it is a fetched input)
+    assigned: bool = False
+    dependencies: set[WorkerTask] = field(default_factory=set)
+    dependents: set[WorkerTask] = field(default_factory=set)
+    waiting_for: set[WorkerTask] = field(default_factory=set)
+    who_has: list[str] = field(default_factory=list)
+    #: the scheduler released it while it ran; drop the result when it finishes
+    cancelled: bool = False
+
+    def __repr__(self) -> str:
+        return f"<WorkerTask {self.key!r} {self.state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    key: str
+    function_id: str
+    args: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GatherDep:
+    worker: str
+    keys: tuple[str, ...]
+    stimulus_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    msg: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetData:
+    keys: tuple[str, ...]
+
+
+Instruction = Execute | GatherDep | SendMessage | ForgetData
+TransitionHook = Callable[[str, str, str, str], None]
+
+
+class WorkerState:
+    """The tasks one worker knows about and what it should do next."""
+
+    def __init__(
+        self, nthreads: int, recorder: Recorder, on_transition: TransitionHook | None = None
+    ) -> None:
+        self.nthreads = nthreads
+        self.record = recorder
+        self.on_transition = on_transition
+        self.tasks: dict[str, WorkerTask] = {}
+        self.executing: set[WorkerTask] = set()
+        self._ready: list[tuple[int, str]] = []
+
+    # ------------------------------------------------------------------ stimuli
+
+    def compute_task(
+        self, key: str, function_id: str, args: bytes, priority: int,
+        who_has: Mapping[str, Iterable[str]], stimulus_id: str,
+    ) -> list[Instruction]:
+        instructions: list[Instruction] = []
+        ts = self.tasks.get(key)
+        if ts is None:
+            ts = self.tasks[key] = WorkerTask(key)
+        if ts.state == "executing" and ts.cancelled:
+            ts.cancelled = False
+            return instructions
+        if ts.state == "memory":
+            if not ts.assigned:
+                ts.assigned = True
+            instructions.append(SendMessage(self._finished_msg(ts, 0, None, stimulus_id)))
+            return instructions
+        if ts.state not in ("released", "fetch", "flight"):
+            return instructions
+        ts.assigned = True
+        ts.function_id, ts.args, ts.priority = function_id, args, priority
+        fetch: dict[str, list[str]] = {}
+        for dep_key, holders in who_has.items():
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                dep = self.tasks[dep_key] = WorkerTask(dep_key, priority=priority)
+            dep.dependents.add(ts)
+            ts.dependencies.add(dep)
+            if dep.state != "memory":
+                ts.waiting_for.add(dep)
+                if dep.state == "released":
+                    dep.who_has = [h for h in holders]
+                    self._transition(dep, "fetch", stimulus_id)
+                    if dep.who_has:
+                        fetch.setdefault(dep.who_has[0], []).append(dep.key)
+        if ts.waiting_for:
+            self._transition(ts, "waiting", stimulus_id)
+        else:
+            self._make_ready(ts, stimulus_id)
+        for worker, keys in fetch.items():
+            for dep_key in keys:
+                self._transition(self.tasks[dep_key], "flight", stimulus_id)
+            instructions.append(GatherDep(worker, tuple(keys), stimulus_id))
+        missing = [self.tasks[k] for k in who_has if not self.tasks[k].who_has]
+        for dep in missing:
+            if dep.state == "fetch":
+                instructions.extend(self._missing_dependency(dep, stimulus_id))
+        instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    def execute_success(
+        self, key: str, nbytes: int, type_name: str, start: float, stop: float, stimulus_id: str
+    ) -> list[Instruction]:
+        ts = self.tasks.get(key)
+        instructions: list[Instruction] = []
+        if ts is None or ts.state != "executing":
+            return instructions
+        self.executing.discard(ts)
+        if ts.cancelled:
+            self._transition(ts, "released", stimulus_id)
+            instructions.append(ForgetData((key,)))
+            self._forget(ts, instructions)
+        else:
+            self._transition(ts, "memory", stimulus_id)
+            msg = self._finished_msg(ts, nbytes, type_name, stimulus_id)
+            msg["startstops"] = [start, stop]
+            instructions.append(SendMessage(msg))
+            self._release_inputs(ts, instructions)
+        instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    def execute_failure(
+        self, key: str, error: dict[str, Any], start: float, stop: float, stimulus_id: str
+    ) -> list[Instruction]:
+        ts = self.tasks.get(key)
+        instructions: list[Instruction] = []
+        if ts is None or ts.state != "executing":
+            return instructions
+        self.executing.discard(ts)
+        if ts.cancelled:
+            self._transition(ts, "released", stimulus_id)
+            self._forget(ts, instructions)
+        else:
+            self._transition(ts, "error", stimulus_id)
+            instructions.append(SendMessage({
+                "op": "task-erred", "key": key, "error": error, "startstops": [start, stop],
+                "stimulus_id": stimulus_id,
+            }))
+            self._release_inputs(ts, instructions)
+        instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    def gather_success(
+        self, worker: str, received: Iterable[str], stimulus_id: str
+    ) -> list[Instruction]:
+        instructions: list[Instruction] = []
+        for key in received:
+            dep = self.tasks.get(key)
+            if dep is None or dep.state != "flight":
+                continue
+            self._transition(dep, "memory", stimulus_id)
+            for dependent in list(dep.dependents):
+                dependent.waiting_for.discard(dep)
+                if not dependent.waiting_for and dependent.state == "waiting":
+                    self._make_ready(dependent, stimulus_id)
+            if not dep.dependents:
+                self._forget(dep, instructions)
+                instructions.append(ForgetData((key,)))
+        instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    def gather_failure(
+        self, worker: str, keys: Iterable[str], stimulus_id: str
+    ) -> list[Instruction]:
+        """``worker`` could not give us ``keys``: try other holders, else report them missing."""
+        instructions: list[Instruction] = []
+        retry: dict[str, list[str]] = {}
+        for key in keys:
+            dep = self.tasks.get(key)
+            if dep is None or dep.state != "flight":
+                continue
+            if worker in dep.who_has:
+                dep.who_has.remove(worker)
+            instructions.append(SendMessage({
+                "op": "missing-data", "key": key, "errant_worker": worker,
+                "stimulus_id": stimulus_id,
+            }))
+            self._transition(dep, "fetch", stimulus_id)
+            if dep.who_has:
+                retry.setdefault(dep.who_has[0], []).append(key)
+            else:
+                instructions.extend(self._missing_dependency(dep, stimulus_id))
+        for peer, peer_keys in retry.items():
+            for key in peer_keys:
+                self._transition(self.tasks[key], "flight", stimulus_id)
+            instructions.append(GatherDep(peer, tuple(peer_keys), stimulus_id))
+        return instructions
+
+    def free_keys(self, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
+        """The scheduler no longer needs these tasks here."""
+        instructions: list[Instruction] = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.assigned = False
+            if ts.state == "executing":
+                ts.cancelled = True
+                continue
+            if ts.dependents and ts.state == "memory":
+                continue  # still an input of a task here; dropped when that one is done
+            self._release(ts, stimulus_id, instructions)
+        instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    # ------------------------------------------------------------------ internals
+
+    def _finished_msg(
+        self, ts: WorkerTask, nbytes: int, type_name: str | None, stimulus_id: str
+    ) -> dict[str, Any]:
+        return {
+            "op": "task-finished", "key": ts.key, "nbytes": nbytes, "type": type_name,
+            "stimulus_id": stimulus_id,
+        }
+
+    def _missing_dependency(self, dep: WorkerTask, stimulus_id: str) -> list[Instruction]:
+        """No peer holds ``dep``: give its dependents back to the scheduler to place again."""
+        instructions: list[Instruction] = []
+        for dependent in list(dep.dependents):
+            instructions.append(SendMessage({
+                "op": "reschedule", "key": dependent.key, "stimulus_id": stimulus_id,
+            }))
+            dependent.assigned = False
+            self._release(dependent, stimulus_id, instructions)
+        return instructions
+
+    def _make_ready(self, ts: WorkerTask, stimulus_id: str) -> None:
+        self._transition(ts, "ready", stimulus_id)
+        heapq.heappush(self._ready, (ts.priority, ts.key))
+
+    def _start_ready(self, stimulus_id: str) -> list[Instruction]:
+        instructions: list[Instruction] = []
+        ready = self._ready
+        while ready and len(self.executing) < self.nthreads:
+            _, key = heapq.heappop(ready)
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != "ready":
+                continue
+            self._transition(ts, "executing", stimulus_id)
+            self.executing.add(ts)
+            instructions.append(Execute(key, ts.function_id, ts.args))  # type: ignore[arg-type]
+        return instructions
+
+    def _release_inputs(self, ts: WorkerTask, instructions: list[Instruction]) -> None:
+        """A task finished: inputs fetched only for it can go."""
+        for dep in ts.dependencies:
+            dep.dependents.discard(ts)
+            if not dep.dependents and not dep.assigned and dep.state == "memory":
+                self._transition(dep, "released", "inputs-done")
+                instructions.append(ForgetData((dep.key,)))
+                self._forget(dep, instructions)
+        ts.dependencies.clear()
+        ts.args = None
+
+    def _release(self, ts: WorkerTask, stimulus_id: str, instructions: list[Instruction]) -> None:
+        had_data = ts.state == "memory"
+        if ts.state != "released":
+            self._transition(ts, "released", stimulus_id)
+        if had_data:
+            instructions.append(ForgetData((ts.key,)))
+        for dep in ts.dependencies:
+            dep.dependents.discard(ts)
+            if not dep.dependents and not dep.assigned:
+                self._release(dep, stimulus_id, instructions)
+        ts.dependencies.clear()
+        ts.waiting_for.clear()
+        self._forget(ts, instructions)
+
+    def _forget(self, ts: WorkerTask, instructions: list[Instruction]) -> None:
+        if not ts.dependents and self.tasks.get(ts.key) is ts:
+            del self.tasks[ts.key]
+
+    def _transition(self, ts: WorkerTask, finish: str, stimulus_id: str) -> None:
+        start = ts.state
+        ts.state = finish
+        self.record.transition(ts.key, start, finish, {}, stimulus_id)
+        if self.on_transition is not None:
+            self.on_transition(ts.key, start, finish, stimulus_id)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+
+from storied.record.events import EventLedger, check_event
+
+
+class Int64:
+    """Stands in for numpy.int64: an integer-like type msgpack cannot pack."""
+
+
+Int64.__module__ = "numpy"
+Int64.__qualname__ = "int64"
+
+
+def test_check_event_accepts_plain_values_and_normalises_topics():
+    msg = {"a": [1, 2.5, None, True, b"x", ("t", {"n": -(2**63)})], "b": 2**64 - 1}
+    assert check_event("runtimes", msg) == ["runtimes"]
+    assert check_event(("a", "b"), None) == ["a", "b"]
+    assert check_event(["a"], "text") == ["a"]
+
+
+@pytest.mark.parametrize("topic", [1, None, [], ["a", 2], {"a"}])
+def test_check_event_rejects_bad_topics(topic):
+    with pytest.raises(TypeError, match="event topic must be a str"):
+        check_event(topic, {})
+
+
+def test_check_event_names_the_path_and_type_of_an_unserializable_value():
+    with pytest.raises(TypeError) as info:
+        check_event("t", {"x": [0, 1, Int64()]})
+    assert str(info.value).startswith(
+        "event message is not msgpack-serializable: msg['x'][2] is numpy.int64; convert it to a "
+        "plain Python type"
+    )
+
+
+@pytest.mark.parametrize(
+    ("msg", "fragment"),
+    [
+        ({1: "a"}, "msg has a key 1 of type int; keys must be str"),
+        ({"n": 2**64}, "msg['n'] is an int outside the 64-bit range"),
+        ([{1, 2}], "msg[0] is set"),
+        (object(), "msg is object"),
+    ],
+)
+def test_check_event_error_messages(msg, fragment):
+    with pytest.raises(TypeError, match="not msgpack-serializable") as info:
+        check_event("t", msg)
+    assert fragment in str(info.value)
+
+
+def test_check_event_refuses_self_reference_and_deep_nesting_without_recursion_error():
+    looped: dict = {"a": []}
+    looped["a"].append(looped)
+    with pytest.raises(TypeError, match=r"msg\['a'\]\[0\] contains itself"):
+        check_event("t", looped)
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="nested deeper"):
+        check_event("t", deep)
+
+
+def test_shared_but_not_cyclic_values_are_fine():
+    shared = [1, 2]
+    assert check_event("t", {"a": shared, "b": shared, "c": (shared, shared)}) == ["t"]
+
+
+def test_event_ledger_keeps_the_newest_per_topic_and_counts_all():
+    ledger = EventLedger(maxlen_per_topic=3)
+    for number in range(5):
+        ledger.add(["a"], {"n": number}, "scheduler", timestamp=float(number))
+    stamp = ledger.add(["a", "b"], "both", "client-1")
+    assert ledger.get("a") == ((3.0, {"n": 3}), (4.0, {"n": 4}), (stamp, "both"))
+    assert ledger.get("b") == ((stamp, "both"),)
+    assert ledger.get("unknown") == ()
+    assert ledger.counts() == {"a": 6, "b": 1}
+    assert set(ledger.get()) == {"a", "b"}
+    assert ledger.topics() == ["a", "b"]
+    detail = ledger.get_detail("b")
+    assert detail[0].source == "client-1" and detail[0].topic == "b"
+    assert [rec.seq for rec in ledger.get_detail()["a"]] == [4, 5, 6]
+    assert ledger.oldest_seq("a") == 4 and ledger.oldest_seq("unknown") is None
+
+
+def test_event_ledger_stores_the_message_as_is():
+    ledger = EventLedger(10)
+    msg = {"start": 1.0}
+    ledger.add(["t"], msg, "scheduler", timestamp=2.0)
+    assert ledger.get("t")[0][1] is msg
+    assert msg == {"start": 1.0}

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from storied.record.events import EventRecord
+from storied.record.ledger import SCHEMA_VERSION, Ledger, LedgerError
+from storied.record.logcapture import LogRecordEntry
+from storied.record.transitions import TransitionLog
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "history.db"
+
+
+def make_story(first_seq: int, timestamp: float = 100.0):
+    log = TransitionLog(100, seq=iter(range(first_seq, first_seq + 100)))
+    return [
+        log.append("x", "released", "waiting", {"x": "processing"}, "graph", timestamp),
+        log.append("x", "waiting", "processing", {}, "plan", timestamp + 1),
+        log.append("y", "released", "waiting", {"x": "memory"}, "graph", timestamp + 2),
+        log.append("x", "processing", "memory", {}, "done", timestamp + 3),
+    ]
+
+
+def write_story(ledger: Ledger, run_id: int, first_seq: int, timestamp: float = 100.0):
+    records = make_story(first_seq, timestamp)
+    for rec in records:
+        ledger.put_transition(run_id, rec)
+    return records
+
+
+def test_write_flush_and_read_back(path):
+    ledger = Ledger(path)
+    run_id = ledger.start_run({"address": "tcp://s:1"})
+    records = write_story(ledger, run_id, ledger.first_seq(run_id))
+    ledger.put_event(run_id, EventRecord(900, "runtimes", 5.0, {"b": b"\x00", "t": (1,)}, "w"))
+    ledger.put_execution(run_id, "x", "tcp://w:1", 7, 10.0, 10.5, "memory")
+    entry = LogRecordEntry(6.0, "WARNING", 30, "storied.scheduler", "careful", "scheduler")
+    ledger.put_log(run_id, entry)
+    ledger.flush()
+
+    assert ledger.story("x") == records
+    assert ledger.story("graph") == [records[0], records[2]]
+    assert ledger.story("x", run_id=run_id + 1) == []
+    assert ledger.story("x", max_seq=records[2].seq) == records[:2]
+    assert ledger.transitions(keys=["x"], finish="memory") == [records[3]]
+    assert ledger.transitions(since=101.0, until=103.0) == records[1:3]
+    assert ledger.transitions(limit=2) == records[2:]
+    (event,) = ledger.events("runtimes")
+    assert event == EventRecord(900, "runtimes", 5.0, {"b": b"\x00", "t": [1]}, "w")
+    assert ledger.events("other") == []
+    assert ledger.logs(level="WARNING") == [entry]
+    assert ledger.logs(level="ERROR") == [] and ledger.logs(where="tcp://w:1") == []
+    assert ledger.executions() == [
+        {"run_id": run_id, "key": "x", "worker": "tcp://w:1", "thread": 7, "start": 10.0,
+         "stop": 10.5, "outcome": "memory"}
+    ]
+    (run,) = ledger.runs()
+    assert run["info"] == {"address": "tcp://s:1"} and run["ended"] is None
+    ledger.close()
+    assert ledger.runs()[0]["ended"] is not None
+    assert not any(t.name.startswith("storied-ledger") for t in threading.enumerate())
+
+
+def test_reopen_reads_earlier_runs_and_seqs_continue(path):
+    first = Ledger(path)
+    run_one = first.start_run({})
+    old = write_story(first, run_one, first.first_seq(run_one))
+    first.close()
+
+    second = Ledger(path)
+    run_two = second.start_run({})
+    assert run_two == run_one + 1
+    assert second.first_seq(run_two) == old[-1].seq + 1
+    new = write_story(second, run_two, second.first_seq(run_two), timestamp=200.0)
+    second.close()
+
+    reader = Ledger(path)  # a fresh object that never writes
+    assert reader.story("x") == old + new
+    assert reader.story("x", run_id=run_one) == old
+    assert [run["run_id"] for run in reader.runs()] == [run_one, run_two]
+
+
+def test_a_full_queue_drops_counts_and_warns_without_blocking(path, caplog):
+    ledger = Ledger(path, queue_size=5, batch_size=1_000, flush_interval=30)
+    run_id = ledger.start_run({})
+    records = make_story(1) + make_story(10)
+    started = time.monotonic()
+    for rec in records:
+        ledger.put_transition(run_id, rec)
+    assert time.monotonic() - started < 0.5
+    assert ledger.dropped == len(records) - 5 == 3
+    with caplog.at_level(logging.WARNING, logger="storied.record"):
+        ledger.close()
+    assert len(ledger.story("x", "y")) == 5
+    (warning,) = [r for r in caplog.records if r.name == "storied.record"]
+    assert f"dropped {ledger.dropped} records" in warning.getMessage()
+    ledger.put_transition(run_id, records[0])  # after close: counted, not silently lost
+    assert ledger.dropped == 4
+
+
+def test_retention_deletes_old_records_in_the_writer(path):
+    ledger = Ledger(path, retain=3600, prune_every=0.05, flush_interval=0.02)
+    run_id = ledger.start_run({})
+    now = time.time()
+    old = write_story(ledger, run_id, 1, timestamp=now - 7200)
+    fresh = write_story(ledger, run_id, 10, timestamp=now)
+    ledger.put_event(run_id, EventRecord(50, "t", now - 7200, "old", "scheduler"))
+    ledger.put_event(run_id, EventRecord(51, "t", now, "new", "scheduler"))
+    ledger.put_execution(run_id, "x", "w", 1, now - 7200, now - 7199, "memory")
+    ledger.flush()
+    wait_until(lambda: ledger.story("x") == fresh)
+    wait_until(lambda: [e.msg for e in ledger.events("t")] == ["new"])
+    wait_until(lambda: ledger.executions() == [])
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        (orphans,) = conn.execute(
+            "SELECT count(*) FROM transition_keys WHERE seq NOT IN (SELECT seq FROM transitions)"
+        ).fetchone()
+    assert orphans == 0
+    assert old[0] not in ledger.story("graph")
+
+
+def test_schema_is_versioned_and_checked(path, tmp_path):
+    ledger = Ledger(path)
+    ledger.start_run({})
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+        conn.execute("UPDATE meta SET value = '99'")
+    with pytest.raises(LedgerError, match="version 99"):
+        Ledger(path).runs()
+    with pytest.raises(LedgerError, match="version 99"):
+        Ledger(path).start_run({})
+    with pytest.raises(FileNotFoundError):
+        Ledger(tmp_path / "missing.db").runs()
+    not_a_ledger = tmp_path / "other.db"
+    sqlite3.connect(not_a_ledger).close()
+    not_a_ledger.write_bytes(b"")
+    with pytest.raises(LedgerError, match="not a storied ledger"):
+        Ledger(not_a_ledger).runs()
+
+
+def test_story_query_uses_the_key_index(path):
+    ledger = Ledger(path)
+    ledger.start_run({})
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(
+            row[-1]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM transitions WHERE seq IN (SELECT seq FROM "
+                "transition_keys WHERE key IN ('x') UNION SELECT seq FROM transitions WHERE "
+                "stimulus_id IN ('x'))"
+            )
+        )
+    assert "SCAN transitions" not in plan
+    assert "transitions_by_stimulus" in plan

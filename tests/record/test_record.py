@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from storied.record import Ledger, Record
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    return tmp_path / "ledger.db"
+
+
+def run_task(record: Record, key: str, where: str | None = None) -> None:
+    record.transition(key, "released", "waiting", {key: "processing"}, f"graph-{key}", where=where)
+    record.transition(key, "waiting", "processing", {}, f"plan-{key}", worker="tcp://w:1",
+                      where=where)
+    record.transition(key, "processing", "memory", {}, f"done-{key}", where=where)
+
+
+def test_memory_story_has_the_seed_format():
+    record = Record()
+    run_task(record, "inc-1")
+    story = record.story("inc-1")
+    assert [(k, s, f, r) for k, s, f, r, _ in story] == [
+        ("inc-1", "released", "waiting", {"inc-1": "processing"}),
+        ("inc-1", "waiting", "processing", {}),
+        ("inc-1", "processing", "memory", {}),
+    ]
+    assert all(isinstance(entry[4], float) for entry in story)
+    assert record.story("plan-inc-1") == story[1:2]
+    assert record.story_records("inc-1")[1].worker == "tcp://w:1"
+    assert record.run_id is None
+
+
+def test_worker_transitions_live_in_their_own_log():
+    record = Record(transition_log_length=3, worker_transition_log_length=2)
+    run_task(record, "a")
+    for number in range(5):
+        record.transition("a", "executing", "memory", {}, f"w{number}", where="tcp://w:1")
+    assert len(record.story("a")) == 3  # the worker did not evict the scheduler's records
+    assert [r.stimulus_id for r in record.story_records("a", where="tcp://w:1")] == ["w3", "w4"]
+    assert [r.where for r in record.story_records("a")] == ["scheduler"] * 3 + ["tcp://w:1"] * 2
+    assert record.story_records("a", where="tcp://nobody") == []
+    assert len(record.transitions(keys=["a"], limit=4)) == 4
+    assert record.transitions(finish="memory", where="tcp://w:1", limit=1)[0].stimulus_id == "w4"
+
+
+def test_events_logs_and_executions_in_memory():
+    record = Record(events_per_topic=2, log_length=2)
+    for number in range(3):
+        record.event(["runtimes"], {"n": number}, "tcp://w:1", timestamp=float(number))
+    stamp = record.event(["a", "b"], "x", "scheduler")
+    assert record.events("runtimes") == ((1.0, {"n": 1}), (2.0, {"n": 2}))
+    assert record.events() == {
+        "runtimes": ((1.0, {"n": 1}), (2.0, {"n": 2})), "a": ((stamp, "x"),), "b": ((stamp, "x"),)
+    }
+    assert record.events("a", detail=True)[0].source == "scheduler"
+    assert record.event_counts() == {"runtimes": 3, "a": 1, "b": 1}
+
+    logger = logging.getLogger("storied.test.record")
+    logger.addHandler(record.log_handler())
+    try:
+        logger.warning("first")
+        logger.error("second")
+    finally:
+        logger.removeHandler(record.log_handler())
+    assert [level for level, _ in record.logs()] == ["ERROR", "WARNING"]
+
+    record.execution("k", "tcp://w:1", 3, 1.0, 2.0, "memory")
+    assert record.executions()[0]["outcome"] == "memory"
+
+
+def test_story_comes_back_whole_from_memory_and_disk(ledger_path):
+    record = Record(transition_log_length=4, ledger=Ledger(ledger_path))
+    assert record.run_id == 1
+    for number in range(10):
+        run_task(record, f"k{number}")
+    assert len(record.story_records("k0", "k9")) == 6
+    story = record.story("k0")
+    assert [(start, finish) for _, start, finish, _, _ in story] == [
+        ("released", "waiting"), ("waiting", "processing"), ("processing", "memory")
+    ]
+    records = record.story_records("k3", "k9", where=None)
+    assert [r.seq for r in records] == sorted({r.seq for r in records}) and len(records) == 6
+    assert len(record.transitions(finish="memory")) == 10
+    assert [r.key for r in record.transitions(finish="memory", limit=2)] == ["k8", "k9"]
+    record.close()
+
+
+def test_a_new_run_on_the_same_file_sees_the_earlier_story(ledger_path):
+    first = Record(ledger=Ledger(ledger_path), run_info={"address": "tcp://s:1"})
+    run_task(first, "shared")
+    first.event(["topic"], "from run one", "scheduler")
+    first.close()
+
+    second = Record(ledger=Ledger(ledger_path))
+    assert second.run_id == 2
+    run_task(second, "shared")
+    stories = second.story("shared")
+    assert len(stories) == 6
+    assert [entry[4] for entry in stories] == sorted(entry[4] for entry in stories)
+    assert second.events("topic")[0][1] == "from run one"
+    assert second.event_counts() == {}
+    second.close()
+    runs = Ledger(ledger_path).runs()
+    assert runs[0]["info"]["address"] == "tcp://s:1"
+    assert all(run["ended"] is not None for run in runs)
+
+
+def test_events_merge_memory_and_disk(ledger_path):
+    record = Record(events_per_topic=2, ledger=Ledger(ledger_path))
+    for number in range(5):
+        record.event(["t", "u"], number, "scheduler", timestamp=float(number))
+    assert [msg for _, msg in record.events("t")] == [0, 1, 2, 3, 4]
+    everything = record.events()
+    assert set(everything) == {"t", "u"} and len(everything["u"]) == 5
+    detail = record.events("u", detail=True)
+    assert [rec.topic for rec in detail] == ["u"] * 5
+    assert record.event_counts() == {"t": 5, "u": 5}
+    record.close()
+
+
+def test_logs_and_executions_reach_the_ledger_and_close_stops_writing(ledger_path):
+    ledger = Ledger(ledger_path)
+    record = Record(ledger=ledger)
+    logger = logging.getLogger("storied.test.record.ledger")
+    logger.addHandler(record.log_handler())
+    try:
+        logger.warning("persist me")
+        record.execution("k", "tcp://w:1", 3, 1.0, 2.0, "erred")
+        record.close()
+        logger.warning("after close")
+    finally:
+        logger.removeHandler(record.log_handler())
+    assert [entry.message for entry in ledger.logs()] == ["persist me"]
+    assert ledger.executions()[0]["outcome"] == "erred"
+    record.transition("late", "released", "waiting", {}, "s")  # memory only after close
+    assert len(record.story("late")) == 1
+    assert ledger.dropped == 0
