@@ -82,7 +82,9 @@ def time_story_lookups(keys: list[str], dask_scheduler: Any = None) -> dict[str,
 
 
 def scheduler_task_count(dask_scheduler: Any = None) -> int:
-    return len(dask_scheduler.tasks)
+    """Tasks the scheduler still tracks: dask keeps them on the server, storied on its state."""
+    owner = dask_scheduler if hasattr(dask_scheduler, "tasks") else dask_scheduler.state
+    return len(owner.tasks)
 
 
 def scheduler_rss() -> int:

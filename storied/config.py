@@ -44,6 +44,7 @@ __all__ = [
     "refresh",
     "serialize_for_env",
     "set",
+    "silence_console",
 ]
 
 ENV_PREFIX = "STORIED_"
@@ -59,15 +60,18 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         "worker-ttl": "30s",
         "allowed-failures": 3,
+        "client-grace": "10s",
         "ledger": None,
         "retain": None,
     },
     "worker": {
         "transition-log-length": 100_000,
         "log-length": 10_000,
+        "heartbeat-interval": "1s",
     },
     "comm": {
         "connect-timeout": "10s",
+        "reconnect-timeout": "60s",
         "max-frame-size": "256MiB",
         "auth-token": None,
         "tls": {"ca-file": None, "cert": None, "key": None},
@@ -417,6 +421,17 @@ def configure_logging(config: Mapping[str, Any] | None = None) -> None:
         storied_logger.addHandler(handler)
         # the handler steps aside once root has handlers, so records must reach root
         storied_logger.propagate = True
+
+
+def silence_console(level: int | str) -> None:
+    """Show only records at ``level`` or above on storied's own stderr handler.
+
+    LocalCluster uses this (its ``silence_logs``) for the scheduler and workers it starts: the
+    console stays quiet while every record still reaches the in-memory log capture and ledger.
+    """
+    numeric = _parse_level("silence_logs", level)
+    for handler in _default_handlers(logging.getLogger("storied")):
+        handler.setLevel(max(handler.level, numeric))
 
 
 def _default_handlers(logger: logging.Logger) -> list[logging.Handler]:

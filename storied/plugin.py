@@ -26,7 +26,12 @@ class SchedulerPlugin:
     def start(self, scheduler: Scheduler) -> Any: ...
     def close(self) -> Any: ...
     def update_graph(
-        self, scheduler: Scheduler, *, client: str, keys: set[str], tasks: list[str],
+        self,
+        scheduler: Scheduler,
+        *,
+        client: str,
+        keys: set[str],
+        tasks: list[str],
         **kwargs: Any,
     ) -> None: ...
     def transition(

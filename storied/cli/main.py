@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,25 +22,43 @@ DEFAULT_LEDGER = Path("~/.local/share/storied/ledger.db")
 
 def _security_options(func: Any) -> Any:
     options = [
-        click.option("--auth-token", envvar="STORIED_AUTH_TOKEN", default=None,
-                     help="Shared secret; peers must prove they hold it (env STORIED_AUTH_TOKEN)."),
-        click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False),
-                     help="CA certificate that signs every peer's certificate."),
-        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
-                     help="This process's certificate."),
-        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
-                     help="This process's private key."),
+        click.option(
+            "--auth-token",
+            envvar="STORIED_AUTH_TOKEN",
+            default=None,
+            help="Shared secret; peers must prove they hold it (env STORIED_AUTH_TOKEN).",
+        ),
+        click.option(
+            "--tls-ca-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA certificate that signs every peer's certificate.",
+        ),
+        click.option(
+            "--tls-cert",
+            type=click.Path(exists=True, dir_okay=False),
+            help="This process's certificate.",
+        ),
+        click.option(
+            "--tls-key",
+            type=click.Path(exists=True, dir_okay=False),
+            help="This process's private key.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _security(auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None,
-              tls_key: str | None) -> Security:
+def _security(
+    auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
+) -> Security:
     try:
-        return Security(token=auth_token or config.get("comm.auth-token") or None,
-                        tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
+        return Security(
+            token=auth_token or config.get("comm.auth-token") or None,
+            tls_ca_file=tls_ca_file,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -85,15 +104,30 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8786, show_default=True, type=int, help="Port (0 for any).")
-@click.option("--ledger", type=click.Path(dir_okay=False), default=None,
-              help=f"SQLite file keeping the whole history [default: {DEFAULT_LEDGER}].")
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"SQLite file keeping the whole history [default: {DEFAULT_LEDGER}].",
+)
 @click.option("--no-ledger", is_flag=True, help="Keep history in memory only.")
-@click.option("--insecure", is_flag=True,
-              help="Allow listening on a non-loopback address without a token or TLS.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow listening on a non-loopback address without a token or TLS.",
+)
 @_security_options
-def scheduler(host: str, port: int, ledger: str | None, no_ledger: bool, insecure: bool,
-              auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None,
-              tls_key: str | None) -> None:
+def scheduler(
+    host: str,
+    port: int,
+    ledger: str | None,
+    no_ledger: bool,
+    insecure: bool,
+    auth_token: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
     """Start a scheduler."""
     from storied.scheduler.server import Scheduler
 
@@ -117,19 +151,32 @@ def scheduler(host: str, port: int, ledger: str | None, no_ledger: bool, insecur
 @click.argument("scheduler_address")
 @click.option("--nthreads", default=1, show_default=True, type=int, help="Threads running tasks.")
 @click.option("--name", default=None, help="Worker name [default: its address].")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on for peers.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on for peers."
+)
 @click.option("--port", default=0, show_default=True, type=int, help="Port for peers (0: any).")
 @_security_options
-def worker(scheduler_address: str, nthreads: int, name: str | None, host: str, port: int,
-           auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None,
-           tls_key: str | None) -> None:
+def worker(
+    scheduler_address: str,
+    nthreads: int,
+    name: str | None,
+    host: str,
+    port: int,
+    auth_token: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
     """Start a worker connected to SCHEDULER_ADDRESS (tcp://HOST:PORT)."""
+    from storied.deploy.local import SILENCE_ENV_VAR
     from storied.worker.server import Worker
 
+    if os.environ.get(SILENCE_ENV_VAR):
+        config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
     security = _security(auth_token, tls_ca_file, tls_cert, tls_key)
-    server = Worker(scheduler_address, nthreads=nthreads, name=name, host=host, port=port,
-                    security=security)
+    server = Worker(
+        scheduler_address, nthreads=nthreads, name=name, host=host, port=port, security=security
+    )
     try:
         _serve(server)
     except (OSError, TimeoutError, ConnectionError) as exc:
@@ -147,4 +194,3 @@ def _add_history_commands() -> None:
 
 
 _add_history_commands()
-

@@ -69,9 +69,12 @@ class Client:
         self.asynchronous = asynchronous
         self.cluster: Any = None
         self._owns_cluster = False
-        self._timeout = config.parse_timedelta(
-            timeout if timeout is not None else config.get("comm.connect-timeout")
-        ) or 10.0
+        self._timeout = (
+            config.parse_timedelta(
+                timeout if timeout is not None else config.get("comm.connect-timeout")
+            )
+            or 10.0
+        )
         if address is None:
             from storied.deploy.local import LocalCluster
 
@@ -137,21 +140,51 @@ class Client:
             if self.asynchronous and hasattr(self.cluster, "_started"):
                 await self.cluster
             self._address = self.cluster.scheduler_address
-        comm = await connect(self.scheduler_address, self.security, self._timeout)
+        self._pool = ConnectionPool(self.security, self._timeout)
+        await self._connect(self._timeout)
+        self._spawn(self._keep_connected())
+        return self
+
+    async def _connect(self, timeout: float) -> None:
+        comm = await connect(self.scheduler_address, self.security, timeout)
         comm.name = "client->scheduler"
-        await comm.send({"op": "register-client", "client": self.id,
-                         "topics": list(self._handlers)})
+        await comm.send(
+            {"op": "register-client", "client": self.id, "topics": list(self._handlers)}
+        )
         reply = await comm.read(self._timeout)
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             await comm.close()
             raise ConnectionError(f"scheduler refused the client: {reply!r}")
         self.scheduler_id = reply.get("id")
         self._stream = Stream(comm, self._stream_handlers(), "client stream")
-        self._pool = ConnectionPool(self.security, self._timeout)
         self.status = "running"
-        self._spawn(self._stream.run())
-        logger.info("Client %s connected to %s", self.id, self.scheduler_address)
-        return self
+        logger.debug("Client %s connected to %s", self.id, self.scheduler_address)
+
+    async def _keep_connected(self) -> None:
+        """Serve the stream; when it drops, reconnect and re-sync futures and subscriptions."""
+        reconnect_timeout = config.parse_timedelta(config.get("comm.reconnect-timeout")) or 0.0
+        while True:
+            assert self._stream is not None
+            await self._stream.run()
+            if self.status != "running":
+                return
+            self.status = "connecting"
+            logger.warning(
+                "Lost connection to scheduler %s: %s; reconnecting",
+                self.scheduler_address,
+                self._stream.comm.closed_reason,
+            )
+            try:
+                await self._connect(reconnect_timeout)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                logger.error("Could not reconnect to %s: %s", self.scheduler_address, exc)
+                self.status = "closed"
+                for state in self._states.values():
+                    if not state.done:
+                        state.lose()
+                return
+            logger.info("Reconnected to %s", self.scheduler_address)
+            self._send({"op": "client-desires-keys", "keys": list(self._states)})
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self._start().__await__()
@@ -199,6 +232,7 @@ class Client:
             _default_client = None
         self._flush_outbox()
         if self._stream is not None:
+            self._stream.send({"op": "close-client"})
             await self._stream.close()
         if self._pool is not None:
             await self._pool.close()
@@ -217,8 +251,9 @@ class Client:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _sync(self, func: Callable[..., Any], *args: Any, timeout: float | None = None,
-              **kwargs: Any) -> Any:
+    def _sync(
+        self, func: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Run coroutine function ``func`` on the loop: awaitable if asynchronous, else blocking."""
         if self.asynchronous:
             return func(*args, **kwargs)
@@ -254,16 +289,24 @@ class Client:
                     continue  # a new Future for this key appeared meanwhile
                 self._states.pop(item.key, None)
                 if releases is None:
-                    releases = {"op": "client-releases-keys", "keys": [],
-                                "stimulus_id": _stimulus("client-releases")}
+                    releases = {
+                        "op": "client-releases-keys",
+                        "keys": [],
+                        "stimulus_id": _stimulus("client-releases"),
+                    }
                     msgs.append(releases)
                     graph = None
                 releases["keys"].append(item.key)
             elif isinstance(item, _GraphPart):
                 releases = None
                 if graph is None:
-                    graph = {"op": "update-graph", "tasks": [], "functions": {}, "wanted": [],
-                             "stimulus_id": _stimulus("update-graph")}
+                    graph = {
+                        "op": "update-graph",
+                        "tasks": [],
+                        "functions": {},
+                        "wanted": [],
+                        "stimulus_id": _stimulus("update-graph"),
+                    }
                     msgs.append(graph)
                 graph["tasks"].extend(item.tasks)
                 graph["functions"][item.function_id] = item.function
@@ -280,8 +323,9 @@ class Client:
     def _stream_handlers(self) -> dict[str, Callable[..., Any]]:
         states = self._states
 
-        def key_in_memory(key: str, type: str | None = None,
-                          workers: list[str] | None = None) -> None:
+        def key_in_memory(
+            key: str, type: str | None = None, workers: list[str] | None = None
+        ) -> None:
             state = states.get(key)
             if state is not None:
                 state.finish(type, workers or [])
@@ -380,8 +424,14 @@ class Client:
         return entry
 
     def submit(
-        self, func: Callable[..., Any], *args: Any, key: str | None = None, pure: bool = True,
-        retries: int = 0, workers: Any = None, **kwargs: Any,
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+        pure: bool = True,
+        retries: int = 0,
+        workers: Any = None,
+        **kwargs: Any,
     ) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result."""
         if not callable(func):
@@ -391,8 +441,14 @@ class Client:
         )[0]
 
     def map(
-        self, func: Callable[..., Any], *iterables: Iterable[Any], key: str | list[str] | None = None,
-        pure: bool = True, retries: int = 0, workers: Any = None, **kwargs: Any,
+        self,
+        func: Callable[..., Any],
+        *iterables: Iterable[Any],
+        key: str | list[str] | None = None,
+        pure: bool = True,
+        retries: int = 0,
+        workers: Any = None,
+        **kwargs: Any,
     ) -> list[Future]:
         """``submit`` for each element of the iterables, in one message to the scheduler."""
         if not callable(func):
@@ -405,12 +461,19 @@ class Client:
             if len(key) != len(calls):
                 raise ValueError(f"map() got {len(key)} keys for {len(calls)} tasks")
             keys = key
-        return self._submit_many(func, calls, keys, pure, retries, workers,
-                                 prefix=key if isinstance(key, str) else None)
+        return self._submit_many(
+            func, calls, keys, pure, retries, workers, prefix=key if isinstance(key, str) else None
+        )
 
     def _submit_many(
-        self, func: Callable[..., Any], calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-        keys: list[str] | None, pure: bool, retries: int, workers: Any, prefix: str | None = None,
+        self,
+        func: Callable[..., Any],
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        keys: list[str] | None,
+        pure: bool,
+        retries: int,
+        workers: Any,
+        prefix: str | None = None,
     ) -> list[Future]:
         if self.status != "running":
             raise RuntimeError(f"the client is {self.status}; cannot submit")
@@ -451,8 +514,9 @@ class Client:
         by_key = {f.key: v for f, v in zip(found, values, strict=True) if v is not _SKIPPED}
         return _rebuild(structure, by_key, errors)
 
-    async def _gather_async(self, futures: list[Future], errors: str,
-                            timeout: float | None = None) -> list[Any]:
+    async def _gather_async(
+        self, futures: list[Future], errors: str, timeout: float | None = None
+    ) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         unique = {f.key: f._state for f in futures}
         values: dict[str, Any] = {}
@@ -478,15 +542,16 @@ class Client:
                     raise state.exception_object()
                 else:
                     values[key] = _SKIPPED
-            if not by_worker and all(s.done for s in unique.values()):
-                if all(k in values for k in unique):
+            if not by_worker:
+                if all(state.done for state in unique.values()):
                     break
+                continue  # some data was lost: wait for it to be recomputed
             replies = await asyncio.gather(
                 *(self._fetch(worker, keys) for worker, keys in by_worker.items()),
                 return_exceptions=True,
             )
             missing: list[str] = []
-            for (worker, keys), reply in zip(by_worker.items(), replies, strict=True):
+            for keys, reply in zip(by_worker.values(), replies, strict=True):
                 if isinstance(reply, BaseException):
                     if isinstance(reply, TypeError):
                         raise reply
@@ -499,8 +564,6 @@ class Client:
                         missing.append(key)
             if missing:
                 await self._refresh_locations(missing)
-            elif all(k in values for k in unique):
-                break
         return [values[f.key] for f in futures]
 
     async def _fetch(self, worker: str, keys: list[str]) -> dict[str, Any]:
@@ -546,8 +609,9 @@ class Client:
         addresses = list(info["workers"])
         if workers is not None:
             wanted = set(_restrictions(workers) or ())
-            addresses = [a for a in addresses
-                         if a in wanted or info["workers"][a]["name"] in wanted]
+            addresses = [
+                a for a in addresses if a in wanted or info["workers"][a]["name"] in wanted
+            ]
         if not addresses:
             raise RuntimeError("no workers to scatter to; wait_for_workers() first")
         placement: dict[str, dict[str, bytes]] = collections.defaultdict(dict)
@@ -556,10 +620,12 @@ class Client:
             targets = addresses if broadcast else [addresses[i % len(addresses)]]
             for address in targets:
                 placement[address][key] = payload
-        replies = await asyncio.gather(*(
-            self._pool.request(address, {"op": "update_data", "data": chunk})
-            for address, chunk in placement.items()
-        ))
+        replies = await asyncio.gather(
+            *(
+                self._pool.request(address, {"op": "update_data", "data": chunk})
+                for address, chunk in placement.items()
+            )
+        )
         who_has: dict[str, list[str]] = collections.defaultdict(list)
         nbytes: dict[str, int] = {}
         types: dict[str, str] = {}
@@ -569,8 +635,7 @@ class Client:
             nbytes.update(reply["nbytes"])
             types.update(reply["types"])
         futures = {key: Future(key, self) for key, _ in items}
-        await self._stream.request("update-data", who_has=dict(who_has), nbytes=nbytes,
-                                   types=types)
+        await self._stream.request("update-data", who_has=dict(who_has), nbytes=nbytes, types=types)
         if isinstance(data, dict):
             return futures
         ordered = [futures[key] for key, _ in items]
@@ -592,16 +657,18 @@ class Client:
 
     # ------------------------------------------------------------------ cluster
 
-    def run(self, func: Callable[..., Any], *args: Any, workers: Any = None,
-            **kwargs: Any) -> Any:
+    def run(self, func: Callable[..., Any], *args: Any, workers: Any = None, **kwargs: Any) -> Any:
         """Run ``func`` on every worker (or ``workers``); returns ``{address: result}``."""
         return self._sync(self._run, func, args, kwargs, workers)
 
-    async def _run(self, func: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any], workers: Any) -> dict[str, Any]:
+    async def _run(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], workers: Any
+    ) -> dict[str, Any]:
         assert self._stream is not None
         replies = await self._stream.request(
-            "broadcast", function=pickle_dumps(func), args=pickle_dumps((args, kwargs)),
+            "broadcast",
+            function=pickle_dumps(func),
+            args=pickle_dumps((args, kwargs)),
             workers=_restrictions(workers),
         )
         return {address: pickle_loads(payload) for address, payload in replies.items()}
@@ -610,11 +677,14 @@ class Client:
         """Run ``func`` in the scheduler's process (it may take ``dask_scheduler``)."""
         return self._sync(self._run_on_scheduler, func, args, kwargs)
 
-    async def _run_on_scheduler(self, func: Callable[..., Any], args: tuple[Any, ...],
-                                kwargs: dict[str, Any]) -> Any:
-        return pickle_loads(await self._request(
-            "run-on-scheduler", function=pickle_dumps(func), args=pickle_dumps((args, kwargs))
-        ))
+    async def _run_on_scheduler(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return pickle_loads(
+            await self._request(
+                "run-on-scheduler", function=pickle_dumps(func), args=pickle_dumps((args, kwargs))
+            )
+        )
 
     async def _request(self, method: str, **kwargs: Any) -> Any:
         self._flush_outbox()
@@ -652,7 +722,7 @@ class Client:
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._request, "cluster-story", keys=keys)
+        return self._sync(self._request, "cluster-story", keys=keys, on_error=on_error)
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
@@ -706,8 +776,9 @@ class Client:
 
     # ------------------------------------------------------------------ plugins
 
-    def register_plugin(self, plugin: SchedulerPlugin | WorkerPlugin,
-                        name: str | None = None) -> Any:
+    def register_plugin(
+        self, plugin: SchedulerPlugin | WorkerPlugin, name: str | None = None
+    ) -> Any:
         """Register a scheduler or worker plugin (workers joining later get it too)."""
         if isinstance(plugin, SchedulerPlugin):
             method = "register-scheduler-plugin"
@@ -718,9 +789,13 @@ class Client:
                 f"register_plugin() takes a SchedulerPlugin or WorkerPlugin instance, "
                 f"not {type(plugin).__name__}"
             )
-        return self._sync(self._request, method, plugin=pickle_dumps(plugin),
-                          name=plugin_name(plugin, name),
-                          idempotent=bool(getattr(plugin, "idempotent", False)))
+        return self._sync(
+            self._request,
+            method,
+            plugin=pickle_dumps(plugin),
+            name=plugin_name(plugin, name),
+            idempotent=bool(getattr(plugin, "idempotent", False)),
+        )
 
     def unregister_scheduler_plugin(self, name: str) -> Any:
         return self._sync(self._request, "unregister-scheduler-plugin", name=name)
@@ -794,7 +869,8 @@ def _rebuild(structure: Any, values: dict[str, Any], errors: str) -> Any:
         return values.get(structure.key)
     if isinstance(structure, (list, tuple)):
         items = [
-            _rebuild(item, values, errors) for item in structure
+            _rebuild(item, values, errors)
+            for item in structure
             if not (isinstance(item, Future) and item.key not in values)
         ]
         return type(structure)(items) if isinstance(structure, tuple) else items
@@ -802,7 +878,8 @@ def _rebuild(structure: Any, values: dict[str, Any], errors: str) -> Any:
         return type(structure)(_rebuild(item, values, errors) for item in structure)
     if isinstance(structure, dict):
         return {
-            k: _rebuild(v, values, errors) for k, v in structure.items()
+            k: _rebuild(v, values, errors)
+            for k, v in structure.items()
             if not (isinstance(v, Future) and v.key not in values)
         }
     return structure
@@ -813,11 +890,14 @@ class DoneAndNotDoneFutures(NamedTuple):
     not_done: set[Future]
 
 
-def wait(futures: Any, timeout: float | None = None,
-         return_when: str = "ALL_COMPLETED") -> DoneAndNotDoneFutures:
+def wait(
+    futures: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED"
+) -> DoneAndNotDoneFutures:
     """Wait until all (or the first of) ``futures`` are done; like ``concurrent.futures.wait``."""
     if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
-        raise ValueError(f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}")
+        raise ValueError(
+            f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"
+        )
     found: list[Future] = []
     _collect_futures(futures, found)
     if not found:
@@ -828,8 +908,9 @@ def wait(futures: Any, timeout: float | None = None,
     return client._sync(_wait_async, found, timeout, return_when)
 
 
-async def _wait_async(found: list[Future], timeout: float | None,
-                      return_when: str) -> DoneAndNotDoneFutures:
+async def _wait_async(
+    found: list[Future], timeout: float | None, return_when: str
+) -> DoneAndNotDoneFutures:
     waits = [asyncio.ensure_future(f._state.wait()) for f in found]
     when = asyncio.ALL_COMPLETED if return_when == "ALL_COMPLETED" else asyncio.FIRST_COMPLETED
     _, pending = await asyncio.wait(waits, timeout=timeout, return_when=when)
@@ -841,7 +922,7 @@ async def _wait_async(found: list[Future], timeout: float | None,
     return DoneAndNotDoneFutures(done, set(found) - done)
 
 
-class as_completed:  # noqa: N801 - named as in dask.distributed
+class as_completed:
     """Iterate over futures in the order they finish (``with_results`` yields pairs)."""
 
     def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
@@ -909,4 +990,3 @@ class as_completed:  # noqa: N801 - named as in dask.distributed
         if self.with_results:
             return future, await future._result()
         return future
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -178,10 +179,8 @@ class Future:
         return f"<Future: {self._state.status}, key: {self.key}>"
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the client may be half torn down at exit
             self._client._dec_ref(self.key)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
     def __reduce__(self) -> Any:
         raise TypeError(

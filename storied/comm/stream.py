@@ -156,7 +156,10 @@ def _error_reply(request_id: Any, exc: BaseException) -> dict[str, Any]:
     except TypeError:
         payload = None
     return {
-        "op": "reply", "id": request_id, "status": "error", "exception": payload,
+        "op": "reply",
+        "id": request_id,
+        "status": "error",
+        "exception": payload,
         "text": f"{type(exc).__name__}: {exc}",
     }
 

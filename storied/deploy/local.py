@@ -19,18 +19,39 @@ from storied.worker.server import Worker
 
 logger = logging.getLogger("storied.deploy")
 
+#: set by LocalCluster for its worker processes: their console shows only this level and up
+SILENCE_ENV_VAR = "STORIED_INTERNAL_SILENCE_LOGS"
+
 
 class WorkerProcess:
     """A worker running in its own Python process (``storied worker``)."""
 
-    def __init__(self, name: str, scheduler_address: str, nthreads: int, host: str,
-                 security: Security) -> None:
+    def __init__(
+        self,
+        name: str,
+        scheduler_address: str,
+        nthreads: int,
+        host: str,
+        security: Security,
+        log_level: int | None,
+    ) -> None:
         self.name = name
         command = [
-            sys.executable, "-m", "storied", "worker", scheduler_address,
-            "--nthreads", str(nthreads), "--name", name, "--host", host,
+            sys.executable,
+            "-m",
+            "storied",
+            "worker",
+            scheduler_address,
+            "--nthreads",
+            str(nthreads),
+            "--name",
+            name,
+            "--host",
+            host,
         ]
         env = config.environ_for_subprocess()
+        if log_level is not None:
+            env[SILENCE_ENV_VAR] = str(log_level)
         if security.token:
             env["STORIED_AUTH_TOKEN"] = security.token
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
@@ -92,12 +113,12 @@ class LocalCluster:
         self.threads_per_worker = threads_per_worker
         self.asynchronous = asynchronous
         config.configure_logging()
+        self._worker_log_level = int(silence_logs) if silence_logs else None
         if silence_logs:
-            for name in ("storied.scheduler", "storied.worker", "storied.comm"):
-                if logging.getLogger(name).level == logging.NOTSET:
-                    logging.getLogger(name).setLevel(silence_logs)
-        self.scheduler = Scheduler(host, scheduler_port, security=self.security, ledger=ledger,
-                                   **scheduler_kwargs)
+            config.silence_console(int(silence_logs))
+        self.scheduler = Scheduler(
+            host, scheduler_port, security=self.security, ledger=ledger, **scheduler_kwargs
+        )
         self.workers: dict[str, Worker | WorkerProcess] = {}
         self._n_workers = n_workers
         self._next_name = 0
@@ -148,13 +169,20 @@ class LocalCluster:
             self._next_name += 1
             if self.processes:
                 self.workers[name] = WorkerProcess(
-                    name, self.scheduler.address, self.threads_per_worker, self.host,
+                    name,
+                    self.scheduler.address,
+                    self.threads_per_worker,
+                    self.host,
                     self.security,
+                    self._worker_log_level,
                 )
             else:
                 self.workers[name] = await Worker(
-                    self.scheduler.address, nthreads=self.threads_per_worker, name=name,
-                    host=self.host, security=self.security,
+                    self.scheduler.address,
+                    nthreads=self.threads_per_worker,
+                    name=name,
+                    host=self.host,
+                    security=self.security,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:

@@ -186,7 +186,7 @@ class Ledger:
         self.retain = retain
         self.prune_every = prune_every
         self._pending: deque[tuple[Any, ...]] = deque()
-        self._capacity = queue_size
+        self._capacity = 0  # nothing is accepted until a run starts the writer
         self._wake = threading.Event()
         self._stopping = False
         self._writer: threading.Thread | None = None
@@ -206,16 +206,16 @@ class Ledger:
             conn.execute("BEGIN IMMEDIATE")
             _create_or_check_schema(conn)
             first_seq = _next_free_seq(conn)
-            cursor = conn.execute(
-                "INSERT INTO runs (started, first_seq, info) VALUES (?, ?, ?)",
+            run_id = conn.execute(
+                "INSERT INTO runs (started, first_seq, info) VALUES (?, ?, ?) RETURNING run_id",
                 (time.time(), first_seq, json.dumps(info, default=repr)),
-            )
+            ).fetchone()[0]
             conn.execute("COMMIT")
-        run_id = cursor.lastrowid
-        assert run_id is not None
         self._first_seqs[run_id] = first_seq
         self._open_runs.append(run_id)
         if self._writer is None:
+            self._capacity = self.queue_size
+            self._stopping = False
             self._writer = threading.Thread(
                 target=self._write_forever, name=f"storied-ledger-{self.path.name}", daemon=True
             )
@@ -585,7 +585,7 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
                     rec.key,
                     rec.start,
                     rec.finish,
-                    json.dumps(rec.recommendations),
+                    json.dumps(rec.recommendations) if rec.recommendations else "{}",
                     rec.stimulus_id,
                     rec.timestamp,
                     rec.where,

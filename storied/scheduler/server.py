@@ -81,6 +81,9 @@ class Scheduler:
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
         self.worker_plugins: dict[str, bytes] = {}
+        self.client_grace = config.parse_timedelta(config.get("scheduler.client-grace")) or 0.0
+        self._client_removals: dict[str, asyncio.Task[None]] = {}
+        self._clients_leaving: set[str] = set()
         self.status = "created"
         self._tasks: set[asyncio.Task[Any]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -106,7 +109,9 @@ class Scheduler:
             self.record, self.allowed_failures, on_transition=self._plugin_transition
         )
         self._listener = Listener(
-            f"tcp://{self.host}:{self.port}", self._handle_comm, self.security,
+            f"tcp://{self.host}:{self.port}",
+            self._handle_comm,
+            self.security,
             max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
         )
         await self._listener.start()
@@ -166,8 +171,9 @@ class Scheduler:
         elif op == "identity":
             await comm.send(self.identity())
         else:
-            logger.warning("Closing connection from %s: unexpected first message %r",
-                           comm.peer_address, op)
+            logger.warning(
+                "Closing connection from %s: unexpected first message %r", comm.peer_address, op
+            )
 
     async def _serve_worker(self, comm: Comm, msg: dict[str, Any]) -> None:
         address, name, nthreads = msg.get("address"), msg.get("name"), msg.get("nthreads")
@@ -181,10 +187,12 @@ class Scheduler:
         stream = Stream(comm, self._worker_handlers(address), f"stream from worker {address}")
         link = _WorkerLink(address, name, msg.get("pid"), stream)
         self.workers[address] = link
-        await comm.send({
-            "status": "OK",
-            "plugins": [{"plugin": p, "name": n} for n, p in self.worker_plugins.items()],
-        })
+        await comm.send(
+            {
+                "status": "OK",
+                "plugins": [{"plugin": p, "name": n} for n, p in self.worker_plugins.items()],
+            }
+        )
         stimulus_id = _stimulus("add-worker")
         self._apply(self.state.add_worker(address, name, nthreads, stimulus_id))
         logger.info("Register worker %s (name: %s, threads: %d)", address, name, nthreads)
@@ -207,13 +215,26 @@ class Scheduler:
         self._apply(self.state.remove_worker(address, stimulus_id, expected=expected))
         log = logger.info if expected else logger.warning
         log("Remove worker %s (name: %s): %s; %d tasks lost", address, link.name, reason, len(lost))
-        self.log_event(["all", address], {
-            "action": "remove-worker", "worker": address, "name": link.name,
-            "reason": reason, "lost-tasks": lost, "stimulus_id": stimulus_id,
-        })
+        self.log_event(
+            ["all", address],
+            {
+                "action": "remove-worker",
+                "worker": address,
+                "name": link.name,
+                "reason": reason,
+                "lost-tasks": lost,
+                "stimulus_id": stimulus_id,
+            },
+        )
         for plugin_key, plugin in list(self.plugins.items()):
-            self._run_hook(plugin_key, plugin.remove_worker, self, address,
-                           stimulus_id=stimulus_id, reason=reason)
+            self._run_hook(
+                plugin_key,
+                plugin.remove_worker,
+                self,
+                address,
+                stimulus_id=stimulus_id,
+                reason=reason,
+            )
         if not link.stream.closed:
             link.stream.comm.abort(reason)
 
@@ -232,29 +253,42 @@ class Scheduler:
     def _worker_handlers(self, address: str) -> dict[str, Callable[..., Any]]:
         state = self.state
 
-        def task_finished(key: str, nbytes: int, type: str | None, stimulus_id: str,
-                          startstops: list[float] | None = None) -> None:
-            duration = None
+        def task_finished(
+            key: str,
+            nbytes: int,
+            type: str | None,
+            stimulus_id: str,
+            startstops: list[float] | None = None,
+        ) -> None:
             if startstops:
-                duration = startstops[1] - startstops[0]
-                self.record.execution(key, address, 0, startstops[0], startstops[1], "memory")
-            self._apply(state.task_finished(address, key, nbytes, type, stimulus_id, duration))
+                self.record.execution(
+                    key, address, startstops[2], startstops[0], startstops[1], "memory"
+                )
+            self._apply(
+                state.task_finished(address, key, nbytes, type, stimulus_id, _startstop(startstops))
+            )
 
-        def task_erred(key: str, error: dict[str, Any], stimulus_id: str,
-                       startstops: list[float] | None = None) -> None:
-            duration = None
+        def task_erred(
+            key: str, error: dict[str, Any], stimulus_id: str, startstops: list[float] | None = None
+        ) -> None:
             if startstops:
-                duration = startstops[1] - startstops[0]
-                self.record.execution(key, address, 0, startstops[0], startstops[1], "erred")
+                self.record.execution(
+                    key, address, startstops[2], startstops[0], startstops[1], "erred"
+                )
             ts = state.tasks.get(key)
             will_err = ts is not None and ts.state == "processing" and ts.retries == 0
-            self._apply(state.task_erred(address, key, error, stimulus_id, duration))
+            self._apply(state.task_erred(address, key, error, stimulus_id, _startstop(startstops)))
             if will_err:
                 logger.warning("Task %s erred on %s: %s", key, address, error.get("text"))
-                self.log_event("erred", {
-                    "action": "task-erred", "key": key, "exception": error.get("text"),
-                    "worker": address,
-                })
+                self.log_event(
+                    "erred",
+                    {
+                        "action": "task-erred",
+                        "key": key,
+                        "exception": error.get("text"),
+                        "worker": address,
+                    },
+                )
 
         def missing_data(key: str, errant_worker: str, stimulus_id: str) -> None:
             self._apply(state.missing_data(key, errant_worker, stimulus_id))
@@ -300,22 +334,47 @@ class Scheduler:
         previous = self.clients.get(client)
         if previous is not None:
             previous.comm.abort("client reconnected")
+        pending_removal = self._client_removals.pop(client, None)
+        if pending_removal is not None:
+            pending_removal.cancel()
         stream = Stream(comm, self._client_handlers(client), f"stream from client {client}")
         self.clients[client] = stream
         self.state.add_client(client)
         await comm.send({"status": "OK", "id": self.id})
         for topic in msg.get("topics") or []:
             self.subscriptions[topic].add(client)
-        logger.info("Receive client connection: %s from %s", client, comm.peer_address)
         if previous is None:
+            logger.info("Receive client connection: %s from %s", client, comm.peer_address)
             self.log_event(["all", client], {"action": "add-client", "client": client})
             for plugin_key, plugin in list(self.plugins.items()):
                 self._run_hook(plugin_key, plugin.add_client, self, client)
+        else:
+            logger.info("Client %s reconnected from %s", client, comm.peer_address)
         try:
             await stream.run()
         finally:
             if self.clients.get(client) is stream:
-                self._remove_client(client, stream.comm.closed_reason or "closed")
+                if client in self._clients_leaving or self.status != "running":
+                    self._clients_leaving.discard(client)
+                    self._remove_client(client, "client closed")
+                else:
+                    reason = stream.comm.closed_reason or "connection closed"
+                    logger.info(
+                        "Lost connection to client %s (%s); it has %.0fs to reconnect",
+                        client,
+                        reason,
+                        self.client_grace,
+                    )
+                    self._client_removals[client] = self._spawn(
+                        self._remove_client_later(client, stream, reason)
+                    )
+
+    async def _remove_client_later(self, client: str, stream: Stream, reason: str) -> None:
+        """A client that dropped off keeps its futures for a grace period to reconnect."""
+        await asyncio.sleep(self.client_grace)
+        if self.clients.get(client) is stream:
+            self._client_removals.pop(client, None)
+            self._remove_client(client, f"{reason}; did not reconnect")
 
     def _remove_client(self, client: str, reason: str) -> None:
         del self.clients[client]
@@ -330,31 +389,47 @@ class Scheduler:
     def _client_handlers(self, client: str) -> dict[str, Callable[..., Any]]:
         state = self.state
 
-        def update_graph(tasks: list[list[Any]], functions: dict[str, bytes], wanted: list[str],
-                         stimulus_id: str) -> None:
+        def update_graph(
+            tasks: list[list[Any]], functions: dict[str, bytes], wanted: list[str], stimulus_id: str
+        ) -> None:
             specs = [TaskSpec(*task) for task in tasks]
             try:
                 effects = state.update_graph(client, specs, functions, wanted, stimulus_id)
             except ValueError as exc:
                 logger.warning("Rejected graph from %s: %s", client, exc)
-                self.clients[client].send({"op": "graph-rejected", "keys": wanted,
-                                           "text": str(exc)})
+                self.clients[client].send(
+                    {"op": "graph-rejected", "keys": wanted, "text": str(exc)}
+                )
                 return
             self._apply(effects)
-            self.log_event("scheduler", {
-                "action": "update-graph", "client": client, "n_tasks": len(specs),
-            })
+            self.log_event(
+                "scheduler",
+                {
+                    "action": "update-graph",
+                    "client": client,
+                    "n_tasks": len(specs),
+                },
+            )
             if self.plugins:
                 keys = set(wanted)
                 task_keys = [spec.key for spec in specs]
                 for plugin_key, plugin in list(self.plugins.items()):
-                    self._run_hook(plugin_key, plugin.update_graph, self, client=client,
-                                   keys=keys, tasks=task_keys, stimulus_id=stimulus_id)
+                    self._run_hook(
+                        plugin_key,
+                        plugin.update_graph,
+                        self,
+                        client=client,
+                        keys=keys,
+                        tasks=task_keys,
+                        stimulus_id=stimulus_id,
+                    )
 
         def releases(keys: list[str], stimulus_id: str | None = None) -> None:
-            self._apply(state.client_releases_keys(
-                client, keys, stimulus_id or _stimulus("client-releases")
-            ))
+            self._apply(
+                state.client_releases_keys(
+                    client, keys, stimulus_id or _stimulus("client-releases")
+                )
+            )
 
         def desires(keys: list[str]) -> None:
             self._apply(state.client_desires_keys(client, keys, _stimulus("client-desires")))
@@ -371,8 +446,9 @@ class Scheduler:
         def unsubscribe(topic: str) -> None:
             self.subscriptions[topic].discard(client)
 
-        async def update_data(who_has: dict[str, list[str]], nbytes: dict[str, int],
-                              types: dict[str, str]) -> None:
+        async def update_data(
+            who_has: dict[str, list[str]], nbytes: dict[str, int], types: dict[str, str]
+        ) -> None:
             self._apply(state.update_data(client, who_has, nbytes, types, _stimulus("scatter")))
 
         return {
@@ -384,6 +460,7 @@ class Scheduler:
             "subscribe-topic": subscribe,
             "unsubscribe-topic": unsubscribe,
             "heartbeat": lambda: None,
+            "close-client": lambda: self._clients_leaving.add(client),
             "update-data": update_data,
             "who-has": lambda keys: state.who_has(keys),
             "story": lambda keys: [list(t) for t in self.story(*keys)],
@@ -420,8 +497,9 @@ class Scheduler:
             try:
                 plugin.transition(key, start, finish, stimulus_id=stimulus_id, **info)
             except Exception:
-                logger.exception("Plugin %r failed in transition(%r, %r, %r)",
-                                 plugin_key, key, start, finish)
+                logger.exception(
+                    "Plugin %r failed in transition(%r, %r, %r)", plugin_key, key, start, finish
+                )
 
     def _run_hook(self, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self._spawn(run_plugin_hook(name, hook, *args, **kwargs))
@@ -444,7 +522,9 @@ class Scheduler:
         loop.call_soon_threadsafe(run)
         return future.result()
 
-    def story(self, *keys_or_stimulus_ids: str) -> list[tuple[str, str, str, dict[str, str], float]]:
+    def story(
+        self, *keys_or_stimulus_ids: str
+    ) -> list[tuple[str, str, str, dict[str, str], float]]:
         """Every transition of these keys (or caused by these stimuli), oldest first."""
         return self._call_on_loop(self.record.story, *keys_or_stimulus_ids)
 
@@ -492,14 +572,21 @@ class Scheduler:
             return {t: [list(e) for e in evs] for t, evs in events.items()}
         return [list(e) for e in events]
 
-    async def _cluster_story(self, keys: list[str]) -> list[dict[str, Any]]:
-        entries = [r.as_dict() for r in self.record.story_records(*keys)]
+    async def _cluster_story(
+        self, keys: list[str], on_error: str = "raise"
+    ) -> list[dict[str, Any]]:
+        entries = [r.as_dict() for r in self.record.story_records(*keys, where="scheduler")]
+        links = list(self.workers.values())
         replies = await asyncio.gather(
-            *(link.stream.request("story", keys=keys) for link in self.workers.values()),
+            *(link.stream.request("story", keys=keys) for link in links),
             return_exceptions=True,
         )
-        for link, reply in zip(list(self.workers.values()), replies, strict=False):
+        for link, reply in zip(links, replies, strict=True):
             if isinstance(reply, BaseException):
+                if on_error == "raise" and not isinstance(reply, CommClosedError):
+                    raise RuntimeError(
+                        f"could not get the story from worker {link.address}: {reply}"
+                    ) from reply
                 logger.info("Could not get the story from %s: %s", link.address, reply)
                 continue
             entries.extend(reply)
@@ -541,8 +628,11 @@ class Scheduler:
                     "name": link.name,
                     "nthreads": nthreads.get(address, 0),
                     "pid": link.pid,
-                    **(self.state.workers[address].identity()
-                       if address in self.state.workers else {}),
+                    **(
+                        self.state.workers[address].identity()
+                        if address in self.state.workers
+                        else {}
+                    ),
                 }
                 for address, link in self.workers.items()
             },
@@ -563,12 +653,14 @@ class Scheduler:
             result = await result
         return pickle_dumps(result)
 
-    async def _broadcast(self, function: bytes, args: bytes,
-                         workers: list[str] | None = None) -> dict[str, bytes]:
+    async def _broadcast(
+        self, function: bytes, args: bytes, workers: list[str] | None = None
+    ) -> dict[str, bytes]:
         return await self._broadcast_request("run", workers, function=function, args=args)
 
-    async def _register_scheduler_plugin(self, plugin: bytes, name: str | None,
-                                         idempotent: bool) -> str:
+    async def _register_scheduler_plugin(
+        self, plugin: bytes, name: str | None, idempotent: bool
+    ) -> str:
         instance: SchedulerPlugin = pickle_loads(plugin)
         name = plugin_name(instance, name)
         if name in self.plugins:
@@ -607,6 +699,10 @@ class Scheduler:
             self._call_on_loop(self._run_hook, name, plugin.start, self)
 
 
+def _startstop(startstops: list[Any] | None) -> tuple[float, float] | None:
+    return (startstops[0], startstops[1]) if startstops else None
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -622,6 +718,9 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
 
 
 def _event_dict(record: Any) -> dict[str, Any]:
-    return {"topic": record.topic, "timestamp": record.timestamp, "msg": record.msg,
-            "source": record.source}
-
+    return {
+        "topic": record.topic,
+        "timestamp": record.timestamp,
+        "msg": record.msg,
+        "source": record.source,
+    }

@@ -93,11 +93,11 @@ class Effects:
     __slots__ = ("clients", "workers")
 
     def __init__(self) -> None:
-        self.workers: collections.defaultdict[str, list[dict[str, Any]]] = (
-            collections.defaultdict(list)
+        self.workers: collections.defaultdict[str, list[dict[str, Any]]] = collections.defaultdict(
+            list
         )
-        self.clients: collections.defaultdict[str, list[dict[str, Any]]] = (
-            collections.defaultdict(list)
+        self.clients: collections.defaultdict[str, list[dict[str, Any]]] = collections.defaultdict(
+            list
         )
 
 
@@ -198,8 +198,12 @@ class SchedulerState:
         return effects
 
     def update_data(
-        self, client: str, who_has: Mapping[str, Iterable[str]], nbytes: Mapping[str, int],
-        types: Mapping[str, str], stimulus_id: str,
+        self,
+        client: str,
+        who_has: Mapping[str, Iterable[str]],
+        nbytes: Mapping[str, int],
+        types: Mapping[str, str],
+        stimulus_id: str,
     ) -> Effects:
         """A client scattered data straight to workers; the tasks start in memory."""
         effects = Effects()
@@ -239,9 +243,7 @@ class SchedulerState:
             if not expected:
                 ts.suspicious += 1
                 if ts.suspicious > self.allowed_failures:
-                    ts.error = _error_payload(
-                        KilledWorker(ts.key, address, self.allowed_failures)
-                    )
+                    ts.error = _error_payload(KilledWorker(ts.key, address, self.allowed_failures))
                     recommendations.append((ts.key, "erred"))
                     continue
             recommendations.append((ts.key, "released"))
@@ -264,8 +266,13 @@ class SchedulerState:
         return lost
 
     def task_finished(
-        self, worker: str, key: str, nbytes: int, type_name: str | None, stimulus_id: str,
-        duration: float | None = None,
+        self,
+        worker: str,
+        key: str,
+        nbytes: int,
+        type_name: str | None,
+        stimulus_id: str,
+        startstops: tuple[float, float] | None = None,
     ) -> Effects:
         effects = Effects()
         ts = self.tasks.get(key)
@@ -279,15 +286,25 @@ class SchedulerState:
                 )
             return effects
         recommendations = self._transition(
-            ts, "memory", stimulus_id, effects,
-            worker=worker, nbytes=nbytes, type_name=type_name, duration=duration,
+            ts,
+            "memory",
+            stimulus_id,
+            effects,
+            worker=worker,
+            nbytes=nbytes,
+            type_name=type_name,
+            startstops=startstops,
         )
         self._transitions(recommendations.items(), stimulus_id, effects)
         return effects
 
     def task_erred(
-        self, worker: str, key: str, error: dict[str, Any], stimulus_id: str,
-        duration: float | None = None,
+        self,
+        worker: str,
+        key: str,
+        error: dict[str, Any],
+        stimulus_id: str,
+        startstops: tuple[float, float] | None = None,
     ) -> Effects:
         effects = Effects()
         ts = self.tasks.get(key)
@@ -299,7 +316,7 @@ class SchedulerState:
             return effects
         ts.error = error
         recommendations = self._transition(
-            ts, "erred", stimulus_id, effects, worker=worker, duration=duration
+            ts, "erred", stimulus_id, effects, worker=worker, startstops=startstops
         )
         self._transitions(recommendations.items(), stimulus_id, effects)
         return effects
@@ -340,9 +357,7 @@ class SchedulerState:
             self._desire(client, key, effects)
         return effects
 
-    def client_releases_keys(
-        self, client: str, keys: Iterable[str], stimulus_id: str
-    ) -> Effects:
+    def client_releases_keys(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
         effects = Effects()
         recommendations: list[tuple[str, str]] = []
         for key in keys:
@@ -426,6 +441,8 @@ class SchedulerState:
         self._record(ts.key, start, ts.state, recommendations, stimulus_id, worker)
         if self.on_transition is not None:
             info = {k: v for k, v in kwargs.items() if v is not None and k != "type_name"}
+            if "startstops" in info:
+                info["duration"] = info["startstops"][1] - info["startstops"][0]
             if ts.error is not None and ts.state == "erred":
                 info["exception"] = ts.error.get("text")
             if worker is not None:
@@ -434,14 +451,21 @@ class SchedulerState:
         return recommendations
 
     def _record(
-        self, key: str, start: str, finish: str, recommendations: Recommendations,
-        stimulus_id: str, worker: str | None,
+        self,
+        key: str,
+        start: str,
+        finish: str,
+        recommendations: Recommendations,
+        stimulus_id: str,
+        worker: str | None,
     ) -> None:
         self.record.transition(key, start, finish, recommendations, stimulus_id, worker)
 
     # ------------------------------------------------------------------ transitions
 
-    def _released_waiting(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+    def _released_waiting(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
         if ts.function_id is None:
             # scattered data that was lost: nothing can recompute it
             return self._lose(ts, effects)
@@ -508,7 +532,8 @@ class SchedulerState:
             return None
         if ts.restrictions is not None:
             candidates = [
-                ws for ws in workers.values()
+                ws
+                for ws in workers.values()
                 if ws.address in ts.restrictions or ws.name in ts.restrictions
             ]
             if not candidates:
@@ -529,8 +554,15 @@ class SchedulerState:
         return min(candidates, key=_occupancy)
 
     def _processing_memory(
-        self, ts: TaskState, stimulus_id: str, effects: Effects, *, worker: str,
-        nbytes: int, type_name: str | None, duration: float | None = None,
+        self,
+        ts: TaskState,
+        stimulus_id: str,
+        effects: Effects,
+        *,
+        worker: str,
+        nbytes: int,
+        type_name: str | None,
+        startstops: tuple[float, float] | None = None,
     ) -> Recommendations:
         ws = self.workers[worker]
         ws.processing.discard(ts)
@@ -560,8 +592,13 @@ class SchedulerState:
                 recommendations[dep.key] = "released"
 
     def _processing_erred(
-        self, ts: TaskState, stimulus_id: str, effects: Effects, *, worker: str | None = None,
-        duration: float | None = None,
+        self,
+        ts: TaskState,
+        stimulus_id: str,
+        effects: Effects,
+        *,
+        worker: str | None = None,
+        startstops: tuple[float, float] | None = None,
     ) -> Recommendations:
         address = ts.processing_on
         ws = self.workers.get(address) if address else None
@@ -575,7 +612,9 @@ class SchedulerState:
         self.unrunnable.discard(ts)
         if ts.error is None:
             blamed = next((d for d in ts.dependencies if d.state == "erred"), None)
-            ts.error = _blame(blamed) if blamed else _error_payload(RuntimeError("dependency erred"))
+            ts.error = (
+                _blame(blamed) if blamed else _error_payload(RuntimeError("dependency erred"))
+            )
         return self._erred(ts, effects)
 
     def _erred(self, ts: TaskState, effects: Effects) -> Recommendations:
@@ -608,11 +647,15 @@ class SchedulerState:
         ts.processing_on = None
         return self._released(ts)
 
-    def _waiting_released(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+    def _waiting_released(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
         self.unrunnable.discard(ts)
         return self._released(ts)
 
-    def _memory_released(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+    def _memory_released(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
         for address in ts.who_has:
             ws = self.workers.get(address)
             if ws is not None:
@@ -677,8 +720,7 @@ class SchedulerState:
             dep.dependents.discard(ts)
             dep.waiters.discard(ts)
             if not dep.dependents and not dep.who_wants and not dep.waiters:
-                if dep.state in ("released", "erred", "memory", "waiting", "no-worker"):
-                    recommendations[dep.key] = "forgotten"
+                recommendations[dep.key] = "forgotten"
         return recommendations
 
 
@@ -701,4 +743,8 @@ def _blame(dep: TaskState) -> dict[str, Any]:
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:
-    return {"exception": pickle_dumps(exc), "traceback": None, "text": f"{type(exc).__name__}: {exc}"}
+    return {
+        "exception": pickle_dumps(exc),
+        "traceback": None,
+        "text": f"{type(exc).__name__}: {exc}",
+    }

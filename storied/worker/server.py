@@ -25,6 +25,7 @@ import tblib
 from storied import config
 from storied.comm import Comm, ConnectionPool, Listener, Security, connect
 from storied.comm.stream import Stream
+from storied.plugin import WorkerPlugin, run_plugin_hook
 from storied.protocol.serialize import (
     loads_with_refs,
     pickle_dumps,
@@ -32,7 +33,6 @@ from storied.protocol.serialize import (
     typename,
 )
 from storied.record import Record, check_event
-from storied.plugin import WorkerPlugin, run_plugin_hook
 from storied.worker.state import (
     Execute,
     ForgetData,
@@ -76,7 +76,7 @@ class _Executor:
         self._loop = asyncio.get_running_loop()
         self._threads = [
             threading.Thread(
-                target=self._run, name=f"storied-task-{worker.name}-{i}", daemon=True
+                target=self._run, args=(i,), name=f"storied-task-{worker.name}-{i}", daemon=True
             )
             for i in range(nthreads)
         ]
@@ -86,14 +86,13 @@ class _Executor:
     def submit(self, instruction: Execute) -> None:
         self._queue.put(instruction)
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         _thread_state.worker = self._worker
         while True:
             instruction = self._queue.get()
             if instruction is None:
                 return
-            outcome = self._worker._execute(instruction)
-            self._done.append(outcome)
+            self._done.append((*self._worker._execute(instruction), index))
             with self._lock:
                 if self._wake_pending:
                     continue
@@ -148,6 +147,8 @@ class Worker:
         self.status = "created"
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._gather_queue: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
+        self._gathering: set[str] = set()
         self._events_out: collections.deque[dict[str, Any]] = collections.deque()
         self._events_wake = False
         self._events_lock = threading.Lock()
@@ -164,7 +165,9 @@ class Worker:
     async def start(self) -> Worker:
         self.loop = asyncio.get_running_loop()
         self._listener = Listener(
-            f"tcp://{self.host}:{self.port}", self._serve_peer, self.security,
+            f"tcp://{self.host}:{self.port}",
+            self._serve_peer,
+            self.security,
             max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
         )
         await self._listener.start()
@@ -181,26 +184,77 @@ class Worker:
         self.state = WorkerState(self.nthreads, self.record, self._plugin_transition)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
-        timeout = config.parse_timedelta(config.get("comm.connect-timeout"))
-        comm = await connect(self.scheduler_address, self.security, timeout or 10)
+        timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
+        await self._register(timeout)
+        self.status = "running"
+        self._spawn(self._keep_connected())
+        self._spawn(self._heartbeat())
+        logger.info(
+            "Worker %s (%s) at %s, connected to %s, %d threads",
+            self.name,
+            os.getpid(),
+            self.address,
+            self.scheduler_address,
+            self.nthreads,
+        )
+        return self
+
+    async def _register(self, timeout: float) -> None:
+        comm = await connect(self.scheduler_address, self.security, timeout)
         comm.name = "worker->scheduler"
-        await comm.send({
-            "op": "register-worker", "address": self.address, "name": self.name,
-            "nthreads": self.nthreads, "pid": os.getpid(),
-        })
+        await comm.send(
+            {
+                "op": "register-worker",
+                "address": self.address,
+                "name": self.name,
+                "nthreads": self.nthreads,
+                "pid": os.getpid(),
+            }
+        )
         reply = await comm.read(timeout)
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             await comm.close()
-            raise RuntimeError(f"scheduler refused registration: {reply!r}")
+            raise ConnectionError(f"scheduler refused registration: {reply!r}")
         self.stream = Stream(comm, self._stream_handlers(), "worker stream")
-        self.status = "running"
-        self._spawn(self._run_stream())
-        self._spawn(self._heartbeat())
         for payload in reply.get("plugins", []):
             await self._add_plugin(**payload)
-        logger.info("Worker %s (%s) at %s, connected to %s, %d threads",
-                    self.name, os.getpid(), self.address, self.scheduler_address, self.nthreads)
-        return self
+
+    async def _keep_connected(self) -> None:
+        """Serve the scheduler stream; if it drops, start afresh and rejoin, or give up."""
+        reconnect_timeout = config.parse_timedelta(config.get("comm.reconnect-timeout")) or 0.0
+        while True:
+            await self.stream.run()
+            if self.status != "running":
+                return
+            reason = self.stream.comm.closed_reason
+            logger.warning(
+                "Lost connection to scheduler %s: %s; trying to rejoin for %.0fs",
+                self.scheduler_address,
+                reason,
+                reconnect_timeout,
+            )
+            self._reset()
+            deadline = time.monotonic() + reconnect_timeout
+            while True:
+                try:
+                    await self._register(max(deadline - time.monotonic(), 0.5))
+                    break
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    if time.monotonic() >= deadline or self.status != "running":
+                        logger.error(
+                            "Could not rejoin %s: %s; shutting down", self.scheduler_address, exc
+                        )
+                        self._spawn(self.close(report=False, reason="scheduler lost"))
+                        return
+                    await asyncio.sleep(0.5)
+            logger.info("Worker %s rejoined %s", self.address, self.scheduler_address)
+
+    def _reset(self) -> None:
+        """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
+        self.state = WorkerState(self.nthreads, self.record, self._plugin_transition)
+        self.data.clear()
+        self._pickled.clear()
+        self._gather_queue.clear()
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self.start().__await__()
@@ -210,13 +264,6 @@ class Worker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    async def _run_stream(self) -> None:
-        await self.stream.run()
-        if self.status == "running":
-            logger.warning("Lost connection to scheduler %s: %s; shutting down",
-                           self.scheduler_address, self.stream.comm.closed_reason)
-            self._spawn(self.close(report=False))
 
     async def _heartbeat(self) -> None:
         while self.status == "running":
@@ -242,8 +289,7 @@ class Worker:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await asyncio.gather(*(t for t in self._tasks if t is not current),
-                             return_exceptions=True)
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         logging.getLogger("storied.worker").removeHandler(self._log_handler)
         self.record.close()
         self.status = "closed"
@@ -268,14 +314,20 @@ class Worker:
         }
 
     def _compute_task(
-        self, key: str, function_id: str, args: bytes, priority: int, stimulus_id: str,
-        function: bytes | None = None, who_has: dict[str, list[str]] | None = None,
+        self,
+        key: str,
+        function_id: str,
+        args: bytes,
+        priority: int,
+        stimulus_id: str,
+        function: bytes | None = None,
+        who_has: dict[str, list[str]] | None = None,
     ) -> None:
         if function is not None:
             self._function_payloads[function_id] = function
-        self._handle(self.state.compute_task(
-            key, function_id, args, priority, who_has or {}, stimulus_id
-        ))
+        self._handle(
+            self.state.compute_task(key, function_id, args, priority, who_has or {}, stimulus_id)
+        )
 
     def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
         self._handle(self.state.free_keys(keys, stimulus_id))
@@ -302,7 +354,7 @@ class Worker:
             elif isinstance(instruction, Execute):
                 self.executor.submit(instruction)
             elif isinstance(instruction, GatherDep):
-                self._spawn(self._gather(instruction))
+                self._queue_gather(instruction.worker, instruction.keys)
             elif isinstance(instruction, ForgetData):
                 for key in instruction.keys:
                     self.data.pop(key, None)
@@ -330,7 +382,7 @@ class Worker:
             args, kwargs = loads_with_refs(instruction.args, self.data)
             _thread_state.key = key
             result = func(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - any task failure is reported, not raised
+        except BaseException as exc:
             return (key, False, _error_payload(exc), start, time.time(), None)
         finally:
             _thread_state.key = None
@@ -346,25 +398,49 @@ class Worker:
         return (key, True, result, start, stop, pickled)
 
     def _task_done(
-        self, key: str, ok: bool, value: Any, start: float, stop: float, pickled: bytes | None
+        self,
+        key: str,
+        ok: bool,
+        value: Any,
+        start: float,
+        stop: float,
+        pickled: bytes | None,
+        thread: int,
     ) -> None:
+        ts = self.state.tasks.get(key)
+        if ts is None or ts.state != "executing":
+            return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
             nbytes = len(pickled) if pickled is not None else sys.getsizeof(value)
             self.data[key] = value
             if pickled is not None and len(pickled) <= _CACHED_PICKLE_LIMIT:
                 self._pickled[key] = pickled
             instructions = self.state.execute_success(
-                key, nbytes, typename(value), start, stop, _stimulus("task-finished")
+                key, nbytes, typename(value), start, stop, _stimulus("task-finished"), thread
             )
         else:
             logger.warning("Compute failed: key=%s %s", key, value["text"])
             instructions = self.state.execute_failure(
-                key, value, start, stop, _stimulus("task-erred")
+                key, value, start, stop, _stimulus("task-erred"), thread
             )
         self._handle(instructions)
 
-    async def _gather(self, instruction: GatherDep) -> None:
-        worker, keys = instruction.worker, list(instruction.keys)
+    def _queue_gather(self, worker: str, keys: Iterable[str]) -> None:
+        """One transfer in flight per peer; keys asked for meanwhile go in the next one."""
+        self._gather_queue[worker].update(keys)
+        if worker not in self._gathering:
+            self._gathering.add(worker)
+            self._spawn(self._gather_from(worker))
+
+    async def _gather_from(self, worker: str) -> None:
+        try:
+            while self._gather_queue.get(worker):
+                keys = list(self._gather_queue.pop(worker))
+                await self._gather(worker, keys)
+        finally:
+            self._gathering.discard(worker)
+
+    async def _gather(self, worker: str, keys: list[str]) -> None:
         try:
             reply = await self.pool.request(worker, {"op": "get_data", "keys": keys})
             payloads: dict[str, bytes] = reply.get("data", {})
@@ -400,8 +476,9 @@ class Worker:
             elif op == "update_data":
                 comm.write(self._update_data(msg.get("data", {})))
             else:
-                logger.warning("Closing connection from %s: unknown request %r",
-                               comm.peer_address, op)
+                logger.warning(
+                    "Closing connection from %s: unknown request %r", comm.peer_address, op
+                )
                 return
 
     def _get_data(self, keys: list[str]) -> dict[str, Any]:
@@ -489,8 +566,9 @@ class Worker:
             try:
                 plugin.transition(key, start, finish, stimulus_id=stimulus_id)
             except Exception:
-                logger.exception("Plugin %r failed in transition(%r, %r, %r)",
-                                 name, key, start, finish)
+                logger.exception(
+                    "Plugin %r failed in transition(%r, %r, %r)", name, key, start, finish
+                )
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:
@@ -534,4 +612,3 @@ def _error_payload(exc: BaseException) -> dict[str, Any]:
         "text": text,
         "traceback_text": "".join(traceback.format_exception(exc)),
     }
-

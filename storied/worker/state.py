@@ -82,8 +82,13 @@ class WorkerState:
     # ------------------------------------------------------------------ stimuli
 
     def compute_task(
-        self, key: str, function_id: str, args: bytes, priority: int,
-        who_has: Mapping[str, Iterable[str]], stimulus_id: str,
+        self,
+        key: str,
+        function_id: str,
+        args: bytes,
+        priority: int,
+        who_has: Mapping[str, Iterable[str]],
+        stimulus_id: str,
     ) -> list[Instruction]:
         instructions: list[Instruction] = []
         ts = self.tasks.get(key)
@@ -131,7 +136,14 @@ class WorkerState:
         return instructions
 
     def execute_success(
-        self, key: str, nbytes: int, type_name: str, start: float, stop: float, stimulus_id: str
+        self,
+        key: str,
+        nbytes: int,
+        type_name: str,
+        start: float,
+        stop: float,
+        stimulus_id: str,
+        thread: int = 0,
     ) -> list[Instruction]:
         ts = self.tasks.get(key)
         instructions: list[Instruction] = []
@@ -145,14 +157,20 @@ class WorkerState:
         else:
             self._transition(ts, "memory", stimulus_id)
             msg = self._finished_msg(ts, nbytes, type_name, stimulus_id)
-            msg["startstops"] = [start, stop]
+            msg["startstops"] = [start, stop, thread]
             instructions.append(SendMessage(msg))
             self._release_inputs(ts, instructions)
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
 
     def execute_failure(
-        self, key: str, error: dict[str, Any], start: float, stop: float, stimulus_id: str
+        self,
+        key: str,
+        error: dict[str, Any],
+        start: float,
+        stop: float,
+        stimulus_id: str,
+        thread: int = 0,
     ) -> list[Instruction]:
         ts = self.tasks.get(key)
         instructions: list[Instruction] = []
@@ -164,10 +182,17 @@ class WorkerState:
             self._forget(ts, instructions)
         else:
             self._transition(ts, "error", stimulus_id)
-            instructions.append(SendMessage({
-                "op": "task-erred", "key": key, "error": error, "startstops": [start, stop],
-                "stimulus_id": stimulus_id,
-            }))
+            instructions.append(
+                SendMessage(
+                    {
+                        "op": "task-erred",
+                        "key": key,
+                        "error": error,
+                        "startstops": [start, stop, thread],
+                        "stimulus_id": stimulus_id,
+                    }
+                )
+            )
             self._release_inputs(ts, instructions)
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
@@ -203,10 +228,16 @@ class WorkerState:
                 continue
             if worker in dep.who_has:
                 dep.who_has.remove(worker)
-            instructions.append(SendMessage({
-                "op": "missing-data", "key": key, "errant_worker": worker,
-                "stimulus_id": stimulus_id,
-            }))
+            instructions.append(
+                SendMessage(
+                    {
+                        "op": "missing-data",
+                        "key": key,
+                        "errant_worker": worker,
+                        "stimulus_id": stimulus_id,
+                    }
+                )
+            )
             self._transition(dep, "fetch", stimulus_id)
             if dep.who_has:
                 retry.setdefault(dep.who_has[0], []).append(key)
@@ -241,7 +272,10 @@ class WorkerState:
         self, ts: WorkerTask, nbytes: int, type_name: str | None, stimulus_id: str
     ) -> dict[str, Any]:
         return {
-            "op": "task-finished", "key": ts.key, "nbytes": nbytes, "type": type_name,
+            "op": "task-finished",
+            "key": ts.key,
+            "nbytes": nbytes,
+            "type": type_name,
             "stimulus_id": stimulus_id,
         }
 
@@ -249,9 +283,15 @@ class WorkerState:
         """No peer holds ``dep``: give its dependents back to the scheduler to place again."""
         instructions: list[Instruction] = []
         for dependent in list(dep.dependents):
-            instructions.append(SendMessage({
-                "op": "reschedule", "key": dependent.key, "stimulus_id": stimulus_id,
-            }))
+            instructions.append(
+                SendMessage(
+                    {
+                        "op": "reschedule",
+                        "key": dependent.key,
+                        "stimulus_id": stimulus_id,
+                    }
+                )
+            )
             dependent.assigned = False
             self._release(dependent, stimulus_id, instructions)
         return instructions

@@ -66,8 +66,15 @@ def test_write_flush_and_read_back(path):
     assert ledger.logs(level="WARNING") == [entry]
     assert ledger.logs(level="ERROR") == [] and ledger.logs(where="tcp://w:1") == []
     assert ledger.executions() == [
-        {"run_id": run_id, "key": "x", "worker": "tcp://w:1", "thread": 7, "start": 10.0,
-         "stop": 10.5, "outcome": "memory"}
+        {
+            "run_id": run_id,
+            "key": "x",
+            "worker": "tcp://w:1",
+            "thread": 7,
+            "start": 10.0,
+            "stop": 10.5,
+            "outcome": "memory",
+        }
     ]
     (run,) = ledger.runs()
     assert run["info"] == {"address": "tcp://s:1"} and run["ended"] is None
@@ -93,6 +100,18 @@ def test_reopen_reads_earlier_runs_and_seqs_continue(path):
     assert reader.story("x") == old + new
     assert reader.story("x", run_id=run_one) == old
     assert [run["run_id"] for run in reader.runs()] == [run_one, run_two]
+
+
+def test_one_ledger_object_can_start_a_run_after_closing(path):
+    ledger = Ledger(path)
+    first = ledger.start_run({})
+    ledger.close()
+    second = ledger.start_run({})
+    records = write_story(ledger, second, ledger.first_seq(second))
+    ledger.close()
+    assert ledger.story("x", run_id=second) == records
+    assert [run["run_id"] for run in ledger.runs()] == [first, second]
+    assert ledger.dropped == 0
 
 
 def test_a_full_queue_drops_counts_and_warns_without_blocking(path, caplog):

@@ -14,8 +14,9 @@ def ledger_path(tmp_path):
 
 def run_task(record: Record, key: str, where: str | None = None) -> None:
     record.transition(key, "released", "waiting", {key: "processing"}, f"graph-{key}", where=where)
-    record.transition(key, "waiting", "processing", {}, f"plan-{key}", worker="tcp://w:1",
-                      where=where)
+    record.transition(
+        key, "waiting", "processing", {}, f"plan-{key}", worker="tcp://w:1", where=where
+    )
     record.transition(key, "processing", "memory", {}, f"done-{key}", where=where)
 
 
@@ -54,7 +55,9 @@ def test_events_logs_and_executions_in_memory():
     stamp = record.event(["a", "b"], "x", "scheduler")
     assert record.events("runtimes") == ((1.0, {"n": 1}), (2.0, {"n": 2}))
     assert record.events() == {
-        "runtimes": ((1.0, {"n": 1}), (2.0, {"n": 2})), "a": ((stamp, "x"),), "b": ((stamp, "x"),)
+        "runtimes": ((1.0, {"n": 1}), (2.0, {"n": 2})),
+        "a": ((stamp, "x"),),
+        "b": ((stamp, "x"),),
     }
     assert record.events("a", detail=True)[0].source == "scheduler"
     assert record.event_counts() == {"runtimes": 3, "a": 1, "b": 1}
@@ -80,7 +83,9 @@ def test_story_comes_back_whole_from_memory_and_disk(ledger_path):
     assert len(record.story_records("k0", "k9")) == 6
     story = record.story("k0")
     assert [(start, finish) for _, start, finish, _, _ in story] == [
-        ("released", "waiting"), ("waiting", "processing"), ("processing", "memory")
+        ("released", "waiting"),
+        ("waiting", "processing"),
+        ("processing", "memory"),
     ]
     records = record.story_records("k3", "k9", where=None)
     assert [r.seq for r in records] == sorted({r.seq for r in records}) and len(records) == 6

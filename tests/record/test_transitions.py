@@ -41,8 +41,12 @@ def test_story_matches_a_scan_of_the_retained_records(maxlen, steps, asked):
     assert log.total == len(steps)
     assert log.story(*asked) == brute_force_story(log, *asked)
     # evicted records leave no trace in the indexes
-    indexed = {id(rec) for index in (log._by_key, log._by_stimulus) for b in index.values()
-               for rec in b.live()}
+    indexed = {
+        id(rec)
+        for index in (log._by_key, log._by_stimulus)
+        for b in index.values()
+        for rec in b.live()
+    }
     assert indexed <= {id(rec) for rec in log}
 
 

@@ -1,0 +1,92 @@
+"""How fast is a story lookup in a big ledger file?
+
+Builds a ledger of ``--n`` transitions in /tmp through the normal write path (Ledger's queue and
+writer thread), then times ``Ledger.story`` for random keys and stimulus ids, each call opening
+its own read connection as the CLI does. Building 10,000,000 transitions takes several minutes.
+
+    .venv/bin/python bench/ledger_story.py --n 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from storied.record.ledger import Ledger
+from storied.record.transitions import TransitionLog
+
+# The life of one task: (start, finish, recommends the next task?)
+LIFE = [
+    ("released", "waiting", False),
+    ("waiting", "processing", False),
+    ("processing", "memory", True),
+    ("memory", "released", False),
+    ("released", "forgotten", False),
+]
+
+
+def build(path: Path, n: int) -> float:
+    ledger = Ledger(path, queue_size=1_000_000, batch_size=20_000)
+    run_id = ledger.start_run({"bench": "ledger_story", "n": n})
+    log = TransitionLog(1_000, seq=iter(range(ledger.first_seq(run_id), 2**62)))
+    started = time.perf_counter()
+    timestamp = time.time()
+    for number in range(n):
+        task, step = divmod(number, len(LIFE))
+        start, finish, recommends = LIFE[step]
+        key = f"task-{task:09d}"
+        recommendations = {f"task-{task + 1:09d}": "waiting"} if recommends else {}
+        rec = log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp)
+        ledger.put_transition(run_id, rec)
+        if number % 200_000 == 199_999:
+            ledger.flush(timeout=600)
+            print(f"  {number + 1:>12,} written", flush=True)
+    ledger.close()
+    assert ledger.dropped == 0
+    return time.perf_counter() - started
+
+
+def time_lookups(ledger: Ledger, names: list[str]) -> list[float]:
+    timings = []
+    for name in names:
+        started = time.perf_counter()
+        story = ledger.story(name)
+        timings.append((time.perf_counter() - started) * 1e3)
+        assert story, name
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="transitions to write")
+    parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument("--path", type=Path, help="ledger file (default: a new one in /tmp)")
+    args = parser.parse_args()
+    path = args.path or Path(tempfile.mkdtemp(prefix="storied-bench-")) / "ledger.db"
+    if not path.exists():
+        print(f"building {args.n:,} transitions in {path}")
+        seconds = build(path, args.n)
+        print(f"built in {seconds:.1f} s ({args.n / seconds:,.0f} transitions/s)")
+    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
+    print(f"file size: {size:,.0f} MiB")
+    tasks = args.n // len(LIFE)
+    ledger = Ledger(path)
+    picks = [random.randrange(1, tasks) for _ in range(args.lookups)]
+    for label, names in (
+        ("key", [f"task-{task:09d}" for task in picks]),
+        ("stimulus id", [f"stim-{task}-2" for task in picks]),
+    ):
+        timings = sorted(time_lookups(ledger, names))
+        print(
+            f"story by {label}: median {statistics.median(timings):.2f} ms, "
+            f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms, max {timings[-1]:.2f} ms "
+            f"({len(timings)} lookups)"
+        )
+
+
+if __name__ == "__main__":
+    main()

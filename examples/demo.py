@@ -1,0 +1,60 @@
+"""storied's main job, small but real: estimate pi on a local cluster, then read the record.
+
+Run with ``make demo``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from storied import Client, LocalCluster, get_worker
+
+
+def sample(seed: int, n: int = 200_000) -> int:
+    """Count random points inside the unit quarter circle, logging runtimes as the seed doc does."""
+    start = time.time()
+    rng = random.Random(seed)
+    inside = sum(1 for _ in range(n) if rng.random() ** 2 + rng.random() ** 2 <= 1.0)
+    get_worker().log_event("runtimes", {"start": start, "stop": time.time(), "seed": seed})
+    return inside
+
+
+def total(counts: list[int]) -> int:
+    return sum(counts)
+
+
+def main() -> None:
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+        print(f"cluster: {cluster.scheduler_address} with {len(cluster.workers)} worker processes")
+        samples = client.map(sample, range(16))
+        inside = client.submit(total, samples)
+        n = 16 * 200_000
+        print(f"pi is about {4 * inside.result() / n:.5f} from {n:,} random points\n")
+
+        print(f"scheduler story of {inside.key}:")
+        for key, start, finish, recommendations, timestamp in cluster.scheduler.story(inside.key):
+            print(
+                f"  {timestamp:.4f}  {key[:14]:<14} {start:>10} -> {finish:<10} "
+                f"recommends {recommendations}"
+            )
+
+        print(f"\ncluster-wide story of {samples[0].key} (scheduler and worker):")
+        for entry in client.story(samples[0].key):
+            print(
+                f"  {entry['timestamp']:.4f}  {entry['where']:<22} "
+                f"{entry['start']:>10} -> {entry['finish']:<10} {entry['stimulus_id']}"
+            )
+
+        print("\nevents logged from inside tasks (topic 'runtimes'):")
+        for timestamp, msg in client.get_events("runtimes")[:4]:
+            print(f"  {timestamp:.4f}  seed={msg['seed']} took {msg['stop'] - msg['start']:.3f}s")
+        print(f"  ... {len(client.get_events('runtimes'))} in all")
+
+        print("\nthe cluster's own administrative events (topic 'all'):")
+        for timestamp, msg in client.get_events("all"):
+            print(f"  {timestamp:.4f}  {msg}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Task functions and waiting helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from storied import get_worker
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+KEY_HEX = "[0-9a-f]{32}"
+
+
+def poll(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Wait until ``predicate()`` is truthy and return its value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"still not true after {timeout}s: {predicate.__name__}")
+        time.sleep(interval)
+
+
+def key_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(prefix)}-{KEY_HEX}")
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def total(values: Any) -> int:
+    """Sums numbers found in nested lists, tuples and dict values."""
+    if isinstance(values, dict):
+        return sum(total(v) for v in values.values())
+    if isinstance(values, list | tuple):
+        return sum(total(v) for v in values)
+    return values
+
+
+def fail(x: Any) -> None:
+    raise ZeroDivisionError(f"cannot handle {x!r}")
+
+
+def counted_inc(x: int, topic: str) -> int:
+    """``inc`` that records each run in the event ledger, so tests can count executions."""
+    get_worker().log_event(topic, {"x": x})
+    return x + 1
+
+
+def where_am_i() -> tuple[str, str]:
+    worker = get_worker()
+    return worker.address, worker.name

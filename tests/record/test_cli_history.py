@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from storied.cli import history
+from storied.record import Ledger, Record
+
+
+@pytest.fixture(scope="module")
+def ledger_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "ledger.db"
+    record = Record(ledger=Ledger(path), run_info={"address": "tcp://s:1"})
+    record.transition(
+        "inc-1",
+        "released",
+        "waiting",
+        {"inc-1": "processing"},
+        "graph-1",
+        timestamp=1_700_000_000.0,
+    )
+    record.transition("inc-1", "waiting", "memory", {}, "done-1", timestamp=1_700_000_001.0)
+    record.transition("other", "released", "waiting", {}, "graph-2", timestamp=1_700_000_002.0)
+    record.event(["runtimes"], {"start": 1.0}, "tcp://w:1", timestamp=1_700_000_000.0)
+    record.event(["workers"], {"action": "add"}, "scheduler", timestamp=1_700_000_005.0)
+    record.event(["runtimes"], {"start": 2.0}, "tcp://w:1", timestamp=1_700_000_010.0)
+    record.execution("inc-1", "tcp://w:1", 99, 1_700_000_000.2, 1_700_000_000.7, "memory")
+    logger = logging.getLogger("storied.test.cli")
+    logger.addHandler(record.log_handler())
+    logger.warning("worker tcp://w:1 is slow")
+    logger.error("worker tcp://w:2 died")
+    logger.removeHandler(record.log_handler())
+    record.close()
+    return str(path)
+
+
+def invoke(*args: str):
+    group = click.Group("storied", commands={c.name: c for c in history.history_commands})
+    result = CliRunner().invoke(group, list(args), catch_exceptions=False)
+    return result
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def test_story_table_and_json(ledger_file):
+    table = invoke("story", "inc-1", "--ledger", ledger_file)
+    assert table.exit_code == 0
+    header, first, second = table.output.splitlines()
+    assert "waiting -> memory" in second
+    assert header.split() == ["TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"]
+    assert "released -> waiting" in first and "inc-1: processing" in first
+    assert first.index("graph-1") == header.index("STIMULUS")  # columns are aligned
+    rows = json_lines(invoke("story", "inc-1", "--ledger", ledger_file, "--json").output)
+    assert [(r["start"], r["finish"]) for r in rows] == [
+        ("released", "waiting"),
+        ("waiting", "memory"),
+    ]
+
+
+def test_events_filters(ledger_file):
+    rows = json_lines(invoke("events", "runtimes", "--ledger", ledger_file, "--json").output)
+    assert [r["msg"] for r in rows] == [{"start": 1.0}, {"start": 2.0}]
+    since = invoke("events", "--ledger", ledger_file, "--since", "1700000005", "--json")
+    assert [r["topic"] for r in json_lines(since.output)] == ["workers", "runtimes"]
+    limited = invoke("events", "--ledger", ledger_file, "--limit", "1", "--json")
+    assert json_lines(limited.output)[0]["msg"] == {"start": 2.0}
+    table = invoke("events", "workers", "--ledger", ledger_file, "--until", "2100-01-01T00:00")
+    assert table.output.splitlines()[1].split()[2:] == [
+        "workers",
+        "scheduler",
+        '{"action":',
+        '"add"}',
+    ]
+    bad = CliRunner().invoke(history.events, ["--ledger", ledger_file, "--since", "yesterday"])
+    assert bad.exit_code == 2 and "neither epoch seconds nor ISO 8601" in bad.output
+
+
+def test_events_follow_prints_new_rows_until_interrupted(ledger_file, tmp_path, monkeypatch):
+    path = tmp_path / "follow.db"
+    record = Record(ledger=Ledger(path))
+    record.event(["t"], "before", "scheduler")
+    record.close()
+    polls = []
+
+    def fake_sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 1:
+            later = Record(ledger=Ledger(path))
+            later.event(["t"], "during", "scheduler")
+            later.close()
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(history.time, "sleep", fake_sleep)
+    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow")
+    assert result.exit_code == 0
+    assert [row["msg"] for row in json_lines(result.output)] == ["before", "during"]
+    assert polls == [history.FOLLOW_POLL_INTERVAL] * 2
+
+
+def test_logs_level_worker_and_limit(ledger_file):
+    rows = json_lines(invoke("logs", "--ledger", ledger_file, "--json").output)
+    assert [r["level"] for r in rows] == ["WARNING", "ERROR"]
+    errors = invoke("logs", "--ledger", ledger_file, "--level", "error")
+    assert "tcp://w:2 died" in errors.output and "slow" not in errors.output
+    assert invoke("logs", "--ledger", ledger_file, "--worker", "tcp://w:9").output.count("\n") == 1
+    limited = json_lines(invoke("logs", "--ledger", ledger_file, "--limit", "1", "--json").output)
+    assert [r["level"] for r in limited] == ["ERROR"]
+    bad = CliRunner().invoke(history.logs, ["--ledger", ledger_file, "--level", "LOUD"])
+    assert bad.exit_code == 2 and "unknown log level" in bad.output
+
+
+def test_runs(ledger_file):
+    (run,) = json_lines(invoke("runs", "--ledger", ledger_file, "--json").output)
+    assert run["run_id"] == 1 and run["info"]["address"] == "tcp://s:1" and run["ended"]
+    header, row = invoke("runs", "--ledger", ledger_file).output.splitlines()
+    assert header.split() == ["RUN", "STARTED", "ENDED", "INFO"] and row.startswith("1 ")
+
+
+def test_timeline_writes_a_trace(ledger_file, tmp_path):
+    output = tmp_path / "trace.json"
+    result = invoke("timeline", "--ledger", ledger_file, "-o", str(output))
+    assert "wrote 1 task executions of run 1" in result.output
+    (task,) = [e for e in json.loads(output.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert task["name"] == "inc-1" and task["args"]["outcome"] == "memory"
+
+
+def test_missing_ledger_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(history.runs, ["--ledger", str(tmp_path / "nope.db")])
+    assert result.exit_code == 2 and "does not exist" in result.output
