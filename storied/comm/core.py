@@ -1,4 +1,10 @@
-"""Framed msgpack connections over asyncio, with the handshake done before anything else."""
+"""Framed msgpack connections over asyncio, with the handshake done before anything else.
+
+Until a connection has authenticated, it may hold at most one message of at most
+``HANDSHAKE_MAX_FRAME`` bytes, must finish (TLS included) within the listener's handshake
+timeout, and counts against the listener's cap on unauthenticated connections: a stranger can
+cost a bounded amount of memory and time, and can never reach a handler.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,26 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from storied.comm.security import Security
 from storied.protocol import handshake
-from storied.protocol.frames import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, ProtocolError, encode_frame
+from storied.protocol.frames import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FrameDecoder,
+    ProtocolError,
+    encode_frame,
+)
 from storied.protocol.serialize import dumps, loads
 
 logger = logging.getLogger("storied.comm")
 
 HANDSHAKE_MAX_FRAME = 4096
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_MAX_UNAUTHENTICATED = 256
 _READ_QUEUE_HIGH_WATER = 64
 
 
@@ -33,7 +47,9 @@ def parse_address(address: str) -> tuple[str, str, int]:
     if not sep:
         scheme = "tcp"
     if scheme not in ("tcp", "tls"):
-        raise ValueError(f"unsupported address scheme {scheme!r} in {address!r}: use tcp:// or tls://")
+        raise ValueError(
+            f"unsupported address scheme {scheme!r} in {address!r}: use tcp:// or tls://"
+        )
     host, sep, port_text = rest.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ValueError(f"address {address!r} has no port: use tcp://HOST:PORT")
@@ -46,29 +62,54 @@ def format_address(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-class _FramedProtocol(asyncio.Protocol):
-    """Buffers decoded messages for ``Comm.read`` and applies back-pressure both ways."""
+def _socket_address(transport: asyncio.BaseTransport, which: str, scheme: str) -> str:
+    address = transport.get_extra_info(which) or ("?", 0)
+    return format_address(scheme, address[0], address[1])
 
-    def __init__(self, max_frame_size: int) -> None:
-        self.decoder = FrameDecoder(max_frame_size)
+
+class _FramedProtocol(asyncio.Protocol):
+    """Buffers decoded messages for ``Comm.read`` and applies back-pressure both ways.
+
+    It starts in handshake mode (small frames, one queued message at most); ``authenticated``
+    lifts those limits. Any protocol violation closes the connection and is logged with the
+    peer's address.
+    """
+
+    def __init__(
+        self, scheme: str, on_connection: Callable[[_FramedProtocol], None] | None = None
+    ) -> None:
+        self.scheme = scheme
+        self.peer = self.local = f"{scheme}://?"
+        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
+        self.handshaking = True
         self.messages: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed_reason: str | None = None
+        self._on_connection = on_connection
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
-        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if not self.connected.done():
-            self.connected.set_result(None)
+        self.peer = _socket_address(transport, "peername", self.scheme)
+        self.local = _socket_address(transport, "sockname", self.scheme)
+        if self._on_connection is not None:
+            self._on_connection(self)
+
+    def authenticated(self, max_frame_size: int) -> None:
+        """The handshake succeeded: accept full-size frames and queue as usual."""
+        self.handshaking = False
+        self.decoder.max_frame_size = max_frame_size
 
     def data_received(self, data: bytes) -> None:
         try:
             for frame in self.decoder.feed(data):
                 self.messages.append(loads(frame))
+                if self.handshaking and len(self.messages) > 1:
+                    raise ProtocolError("more than one message before the handshake completed")
         except (ProtocolError, ValueError) as exc:
+            logger.warning("Closing connection with %s: protocol error: %s", self.peer, exc)
             self.fail(f"protocol error: {exc}")
             return
         if len(self.messages) > _READ_QUEUE_HIGH_WATER and not self._reading_paused:
@@ -82,6 +123,7 @@ class _FramedProtocol(asyncio.Protocol):
             self.closed_reason = reason
         if self.transport is not None:
             self.transport.abort()
+        self._wake_reader()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed_reason is None:
@@ -123,14 +165,22 @@ class _FramedProtocol(asyncio.Protocol):
         if self._drain_waiter is not None:
             await self._drain_waiter
 
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Upgrade the accepted connection to TLS; raises ``ssl.SSLError`` if the peer fails."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self.transport = await loop.start_tls(  # type: ignore[assignment]
+            self.transport, self, context, server_side=True
+        )
+
 
 class Comm:
     """One connection carrying msgpack messages, each in its own frame."""
 
-    def __init__(self, protocol: _FramedProtocol, peer: str, local: str) -> None:
+    def __init__(self, protocol: _FramedProtocol) -> None:
         self._protocol = protocol
-        self.peer_address = peer
-        self.local_address = local
+        self.peer_address = protocol.peer
+        self.local_address = protocol.local
         self.name: str = ""
 
     def __repr__(self) -> str:
@@ -139,8 +189,10 @@ class Comm:
     @property
     def closed(self) -> bool:
         transport = self._protocol.transport
-        return self._protocol.closed_reason is not None or transport is None or (
-            transport.is_closing()
+        return (
+            self._protocol.closed_reason is not None
+            or transport is None
+            or (transport.is_closing())
         )
 
     @property
@@ -171,9 +223,6 @@ class Comm:
         await self.send(msg)
         return await self.read(timeout)
 
-    def set_max_frame_size(self, size: int) -> None:
-        self._protocol.decoder.max_frame_size = size
-
     def abort(self, reason: str = "closed locally") -> None:
         self._protocol.fail(reason)
 
@@ -187,42 +236,44 @@ class Comm:
             transport.close()
 
 
-def _addresses(transport: asyncio.BaseTransport, scheme: str) -> tuple[str, str]:
-    peer = transport.get_extra_info("peername") or ("?", 0)
-    local = transport.get_extra_info("sockname") or ("?", 0)
-    return format_address(scheme, peer[0], peer[1]), format_address(scheme, local[0], local[1])
-
-
 async def connect(
     address: str,
     security: Security | None = None,
     timeout: float = 10.0,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> Comm:
-    """Open an authenticated connection, retrying refused connects until ``timeout``."""
+    """Open an authenticated connection, retrying refused connects until ``timeout``.
+
+    Raises ``AuthenticationError`` when either side cannot prove it holds the token, and
+    ``ConnectionError`` when TLS fails; neither is retried.
+    """
     security = security or Security()
     scheme, host, port = parse_address(address)
     if scheme == "tls" and not security.uses_tls:
         raise ValueError(f"{address} is a tls:// address but no TLS certificates were given")
+    tls_context = security.client_context()
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = max(deadline - time.monotonic(), 0.001)
         try:
-            transport, protocol = await asyncio.wait_for(
+            _, protocol = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _FramedProtocol(HANDSHAKE_MAX_FRAME),
+                    lambda: _FramedProtocol(scheme),
                     host,
                     port,
-                    ssl=security.client_context(),
-                    server_hostname="" if security.uses_tls else None,
+                    ssl=tls_context,
+                    server_hostname="" if tls_context else None,
+                    ssl_handshake_timeout=remaining if tls_context else None,
                 ),
-                max(remaining, 0.001),
+                remaining,
             )
             break
         except TimeoutError:
             raise TimeoutError(f"could not connect to {address} within {timeout}s") from None
+        except ssl.SSLError as exc:
+            raise ConnectionError(f"TLS handshake with {address} failed: {exc}") from exc
         except OSError as exc:
             if time.monotonic() + delay > deadline:
                 raise OSError(
@@ -230,18 +281,24 @@ async def connect(
                 ) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-    peer, local = _addresses(transport, scheme)
-    comm = Comm(protocol, peer, local)
+    comm = Comm(protocol)
     try:
         hello = await comm.read(max(deadline - time.monotonic(), 1.0))
         answer = handshake.client_answer(hello, security.token)
         comm.write(answer)
         welcome = await comm.read(max(deadline - time.monotonic(), 1.0))
         handshake.client_verify(hello, answer, welcome, security.token)
+    except handshake.AuthenticationError as exc:
+        comm.abort("handshake failed")
+        raise handshake.AuthenticationError(f"cannot connect to {address}: {exc}") from None
+    except CommClosedError as exc:
+        raise CommClosedError(
+            f"{address} closed the connection during the handshake: {exc}"
+        ) from None
     except BaseException:
         comm.abort("handshake failed")
         raise
-    comm.set_max_frame_size(max_frame_size)
+    protocol.authenticated(max_frame_size)
     return comm
 
 
@@ -249,7 +306,12 @@ Handler = Callable[[Comm], Awaitable[None]]
 
 
 class Listener:
-    """Accepts connections, authenticates them, and hands each to ``handler`` in its own task."""
+    """Accepts connections, authenticates them, and hands each to ``handler`` in its own task.
+
+    A connection reaches ``handler`` only after TLS (if configured) and the token handshake
+    succeed within ``handshake_timeout`` seconds. At most ``max_unauthenticated`` connections
+    may be mid-handshake at once; more are closed on arrival.
+    """
 
     def __init__(
         self,
@@ -257,7 +319,8 @@ class Listener:
         handler: Handler,
         security: Security | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
     ) -> None:
         self.security = security or Security()
         self.scheme, self.host, self.port = parse_address(address)
@@ -266,50 +329,80 @@ class Listener:
         self.handler = handler
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
+        self.max_unauthenticated = max_unauthenticated
+        self._tls_context = self.security.server_context()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._comms: set[Comm] = set()
+        self._unauthenticated: set[_FramedProtocol] = set()
+        self._refused_while_full = 0
 
     @property
     def address(self) -> str:
         return format_address(self.scheme, self.host, self.port)
 
     async def start(self) -> None:
+        # TLS starts per connection, inside the handshake timeout, so failures are logged.
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._make_protocol, self.host, self.port, ssl=self.security.server_context()
+            lambda: _FramedProtocol(self.scheme, self._accept), self.host, self.port
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def _make_protocol(self) -> _FramedProtocol:
-        protocol = _FramedProtocol(HANDSHAKE_MAX_FRAME)
+    def _accept(self, protocol: _FramedProtocol) -> None:
+        if len(self._unauthenticated) >= self.max_unauthenticated:
+            if not self._refused_while_full:
+                logger.warning(
+                    "Refusing connection from %s: %d connections are already authenticating "
+                    "(max_unauthenticated); refusing more until some finish",
+                    protocol.peer,
+                    len(self._unauthenticated),
+                )
+            self._refused_while_full += 1
+            protocol.fail("too many unauthenticated connections")
+            return
+        if self._refused_while_full:
+            logger.warning(
+                "Accepting connections again after refusing %d", self._refused_while_full
+            )
+            self._refused_while_full = 0
+        if self._tls_context is not None:
+            assert protocol.transport is not None
+            protocol.transport.pause_reading()  # the TLS layer must see the first bytes
+        self._unauthenticated.add(protocol)
         task = asyncio.ensure_future(self._serve(protocol))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return protocol
 
     async def _serve(self, protocol: _FramedProtocol) -> None:
-        await protocol.connected
-        assert protocol.transport is not None
-        peer, local = _addresses(protocol.transport, self.scheme)
-        comm = Comm(protocol, peer, local)
-        token = self.security.token
+        comm = Comm(protocol)
+        peer = comm.peer_address
         try:
-            hello = handshake.server_hello(bool(token))
-            comm.write(hello)
-            answer = await comm.read(self.handshake_timeout)
-            comm.write(handshake.server_verify(hello, answer, token))
+            async with asyncio.timeout(self.handshake_timeout):
+                await self._authenticate(protocol, comm)
         except handshake.AuthenticationError as exc:
             logger.warning("Refused connection from %s: %s", peer, exc)
             with contextlib.suppress(CommClosedError):
                 comm.write({"op": "refused", "reason": str(exc)})
             await comm.close()
             return
-        except (CommClosedError, TimeoutError) as exc:
-            logger.info("Connection from %s dropped during handshake: %s", peer, exc)
+        except TimeoutError:
+            logger.warning(
+                "Closing connection from %s: no handshake within %ss", peer, self.handshake_timeout
+            )
+            comm.abort("handshake timed out")
+            return
+        except ssl.SSLError as exc:
+            logger.warning("Refused connection from %s: TLS handshake failed: %s", peer, exc)
+            comm.abort("TLS handshake failed")
+            return
+        except OSError as exc:
+            logger.info("Connection from %s closed during the handshake: %s", peer, exc)
             comm.abort("handshake failed")
             return
-        comm.set_max_frame_size(self.max_frame_size)
+        finally:
+            self._unauthenticated.discard(protocol)
+        protocol.authenticated(self.max_frame_size)
         self._comms.add(comm)
         try:
             await self.handler(comm)
@@ -321,11 +414,22 @@ class Listener:
             self._comms.discard(comm)
             await comm.close()
 
+    async def _authenticate(self, protocol: _FramedProtocol, comm: Comm) -> None:
+        if self._tls_context is not None:
+            await protocol.start_tls(self._tls_context)
+        token = self.security.token
+        hello = handshake.server_hello(bool(token))
+        comm.write(hello)
+        answer = await comm.read()
+        comm.write(handshake.server_verify(hello, answer, token))
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
         for comm in list(self._comms):
             comm.abort("listener closed")
+        for protocol in list(self._unauthenticated):
+            protocol.fail("listener closed")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

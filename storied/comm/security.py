@@ -8,7 +8,7 @@ import ssl
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Security:
     """Credentials for one side of a connection.
 
@@ -27,6 +27,14 @@ class Security:
             raise ValueError("TLS needs all three of tls_ca_file, tls_cert and tls_key")
         if self.token is not None and not isinstance(self.token, str):
             raise TypeError(f"token must be a str, not {type(self.token).__name__}")
+
+    def __repr__(self) -> str:
+        # The token is a secret: a repr ends up in logs and tracebacks, so never show it.
+        token = "'***'" if self.token else "None"
+        return (
+            f"Security(token={token}, tls_ca_file={self.tls_ca_file!r}, "
+            f"tls_cert={self.tls_cert!r}, tls_key={self.tls_key!r})"
+        )
 
     @classmethod
     def generate(cls) -> Security:

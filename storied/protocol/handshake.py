@@ -76,8 +76,11 @@ def server_verify(hello: dict[str, Any], answer: Any, token: str | None) -> dict
     client_nonce = _nonce(answer)
     welcome: dict[str, Any] = {"op": "welcome"}
     if token:
-        _check_mac(answer, _mac(token, b"client", hello["nonce"], client_nonce),
-                   "wrong or missing auth token")
+        _check_mac(
+            answer,
+            _mac(token, b"client", hello["nonce"], client_nonce),
+            "wrong or missing auth token",
+        )
         welcome["mac"] = _mac(token, b"server", hello["nonce"], client_nonce)
     return welcome
 
@@ -92,8 +95,11 @@ def client_verify(
             f"the peer refused the connection: {_shorten(reason if reason else welcome)}"
         )
     if token:
-        _check_mac(welcome, _mac(token, b"server", hello["nonce"], answer["nonce"]),
-                   "the peer could not prove it holds the token")
+        _check_mac(
+            welcome,
+            _mac(token, b"server", hello["nonce"], answer["nonce"]),
+            "the peer could not prove it holds the token",
+        )
 
 
 def _expect(msg: Any, op: str, complaint: str) -> None:

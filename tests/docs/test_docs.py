@@ -1,0 +1,25 @@
+"""Every ``python`` block in the user docs runs, in order, against a real cluster."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(name: str) -> list[str]:
+    return BLOCK.findall((DOCS / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["logging.md"])
+def test_doc_examples_run(name: str) -> None:
+    blocks = python_blocks(name)
+    assert len(blocks) > 5, f"{name} lost its examples"
+    namespace: dict[str, object] = {"__name__": f"docs_{name.replace('.', '_')}"}
+    for number, block in enumerate(blocks, 1):
+        code = compile(block, f"{name} block {number}", "exec")
+        exec(code, namespace)
