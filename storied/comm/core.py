@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ HANDSHAKE_MAX_FRAME = 4096
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_UNAUTHENTICATED = 256
 _READ_QUEUE_HIGH_WATER = 64
+_BACKLOG = 1024
 
 
 class CommClosedError(ConnectionError):
@@ -75,9 +77,7 @@ class _FramedProtocol(asyncio.Protocol):
     peer's address.
     """
 
-    def __init__(
-        self, scheme: str, on_connection: Callable[[_FramedProtocol], None] | None = None
-    ) -> None:
+    def __init__(self, scheme: str) -> None:
         self.scheme = scheme
         self.peer = self.local = f"{scheme}://?"
         self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
@@ -85,7 +85,6 @@ class _FramedProtocol(asyncio.Protocol):
         self.messages: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed_reason: str | None = None
-        self._on_connection = on_connection
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
@@ -94,8 +93,6 @@ class _FramedProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.peer = _socket_address(transport, "peername", self.scheme)
         self.local = _socket_address(transport, "sockname", self.scheme)
-        if self._on_connection is not None:
-            self._on_connection(self)
 
     def authenticated(self, max_frame_size: int) -> None:
         """The handshake succeeded: accept full-size frames and queue as usual."""
@@ -164,14 +161,6 @@ class _FramedProtocol(asyncio.Protocol):
     async def drain(self) -> None:
         if self._drain_waiter is not None:
             await self._drain_waiter
-
-    async def start_tls(self, context: ssl.SSLContext) -> None:
-        """Upgrade the accepted connection to TLS; raises ``ssl.SSLError`` if the peer fails."""
-        assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self.transport = await loop.start_tls(  # type: ignore[assignment]
-            self.transport, self, context, server_side=True
-        )
 
 
 class Comm:
@@ -331,10 +320,11 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         self.max_unauthenticated = max_unauthenticated
         self._tls_context = self.security.server_context()
-        self._server: asyncio.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._comms: set[Comm] = set()
-        self._unauthenticated: set[_FramedProtocol] = set()
+        self._unauthenticated = 0
         self._refused_while_full = 0
 
     @property
@@ -342,67 +332,97 @@ class Listener:
         return format_address(self.scheme, self.host, self.port)
 
     async def start(self) -> None:
-        # TLS starts per connection, inside the handshake timeout, so failures are logged.
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _FramedProtocol(self.scheme, self._accept), self.host, self.port
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Bind every address ``host`` resolves to (one port for all) and start accepting.
 
-    def _accept(self, protocol: _FramedProtocol) -> None:
-        if len(self._unauthenticated) >= self.max_unauthenticated:
+        We accept sockets ourselves rather than through ``loop.create_server`` so that TLS
+        starts inside each connection's task: a failed or slow TLS handshake then counts
+        against the limits and is logged with the peer's address like any other refusal.
+        """
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
+            listening = socket.socket(family, kind, proto)
+            self._sockets.append(listening)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.bind((sockaddr[0], self.port, *sockaddr[2:]))
+            listening.listen(_BACKLOG)
+            listening.setblocking(False)
+            self.port = listening.getsockname()[1]
+        self._accepting = [
+            asyncio.ensure_future(self._accept_forever(listening)) for listening in self._sockets
+        ]
+
+    async def _accept_forever(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listening)
+            except OSError as exc:  # e.g. out of file descriptors: back off, keep serving
+                logger.error("Could not accept a connection on %s: %s", self.address, exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._accept(sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        try:
+            peer = format_address(self.scheme, *sock.getpeername()[:2])
+        except OSError:  # the peer is already gone
+            sock.close()
+            return
+        if self._unauthenticated >= self.max_unauthenticated:
             if not self._refused_while_full:
                 logger.warning(
                     "Refusing connection from %s: %d connections are already authenticating "
                     "(max_unauthenticated); refusing more until some finish",
-                    protocol.peer,
-                    len(self._unauthenticated),
+                    peer,
+                    self._unauthenticated,
                 )
             self._refused_while_full += 1
-            protocol.fail("too many unauthenticated connections")
+            sock.close()
             return
         if self._refused_while_full:
             logger.warning(
                 "Accepting connections again after refusing %d", self._refused_while_full
             )
             self._refused_while_full = 0
-        if self._tls_context is not None:
-            assert protocol.transport is not None
-            protocol.transport.pause_reading()  # the TLS layer must see the first bytes
-        self._unauthenticated.add(protocol)
-        task = asyncio.ensure_future(self._serve(protocol))
+        self._unauthenticated += 1
+        task = asyncio.ensure_future(self._serve(sock, peer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, protocol: _FramedProtocol) -> None:
-        comm = Comm(protocol)
-        peer = comm.peer_address
+    async def _serve(self, sock: socket.socket, peer: str) -> None:
+        protocol = _FramedProtocol(self.scheme)
         try:
             async with asyncio.timeout(self.handshake_timeout):
-                await self._authenticate(protocol, comm)
+                comm = await self._authenticate(sock, protocol)
         except handshake.AuthenticationError as exc:
             logger.warning("Refused connection from %s: %s", peer, exc)
-            with contextlib.suppress(CommClosedError):
-                comm.write({"op": "refused", "reason": str(exc)})
-            await comm.close()
+            await Comm(protocol).close()  # closes gracefully, so the refusal reaches the peer
             return
         except TimeoutError:
             logger.warning(
                 "Closing connection from %s: no handshake within %ss", peer, self.handshake_timeout
             )
-            comm.abort("handshake timed out")
+            self._drop(sock, protocol, "handshake timed out")
             return
         except ssl.SSLError as exc:
             logger.warning("Refused connection from %s: TLS handshake failed: %s", peer, exc)
-            comm.abort("TLS handshake failed")
+            self._drop(sock, protocol, "TLS handshake failed")
             return
         except OSError as exc:
-            logger.info("Connection from %s closed during the handshake: %s", peer, exc)
-            comm.abort("handshake failed")
+            reason = str(exc) or type(exc).__name__
+            logger.info("Connection from %s closed during the handshake: %s", peer, reason)
+            self._drop(sock, protocol, "handshake failed")
             return
+        except BaseException:
+            self._drop(sock, protocol, "listener closed")
+            raise
         finally:
-            self._unauthenticated.discard(protocol)
-        protocol.authenticated(self.max_frame_size)
+            self._unauthenticated -= 1
         self._comms.add(comm)
         try:
             await self.handler(comm)
@@ -414,28 +434,47 @@ class Listener:
             self._comms.discard(comm)
             await comm.close()
 
-    async def _authenticate(self, protocol: _FramedProtocol, comm: Comm) -> None:
-        if self._tls_context is not None:
-            await protocol.start_tls(self._tls_context)
+    async def _authenticate(self, sock: socket.socket, protocol: _FramedProtocol) -> Comm:
+        """TLS (if configured), then the token handshake; returns the authenticated comm."""
+        loop = asyncio.get_running_loop()
+        # uvloop returns its TLS layer as the protocol here, so keep hold of our own.
+        await loop.connect_accepted_socket(
+            lambda: protocol,
+            sock,
+            ssl=self._tls_context,
+            ssl_handshake_timeout=self.handshake_timeout if self._tls_context else None,
+        )
+        comm = Comm(protocol)
         token = self.security.token
         hello = handshake.server_hello(bool(token))
         comm.write(hello)
         answer = await comm.read()
-        comm.write(handshake.server_verify(hello, answer, token))
+        try:
+            welcome = handshake.server_verify(hello, answer, token)
+        except handshake.AuthenticationError as exc:
+            comm.write({"op": "refused", "reason": str(exc)})
+            raise
+        comm.write(welcome)
+        protocol.authenticated(self.max_frame_size)
+        return comm
+
+    @staticmethod
+    def _drop(sock: socket.socket, protocol: _FramedProtocol, reason: str) -> None:
+        """Abort a connection that failed before authenticating (the socket may have no
+        transport yet, so close it too; closing twice is harmless)."""
+        protocol.fail(reason)
+        sock.close()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for task in self._accepting:
+            task.cancel()
+        for listening in self._sockets:
+            listening.close()
         for comm in list(self._comms):
             comm.abort("listener closed")
-        for protocol in list(self._unauthenticated):
-            protocol.fail("listener closed")
         for task in list(self._tasks):
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await asyncio.gather(*self._accepting, *self._tasks, return_exceptions=True)
 
 
 class ConnectionPool:

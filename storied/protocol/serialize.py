@@ -49,8 +49,23 @@ class _TaskRefPickler(cloudpickle.Pickler):
         return key
 
 
+_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
 def dumps_with_refs(obj: Any, is_ref: Callable[[Any], str | None]) -> tuple[bytes, list[str]]:
-    """Pickle ``obj``; objects for which ``is_ref`` returns a key become references to it."""
+    """Pickle ``obj``; objects for which ``is_ref`` returns a key become references to it.
+
+    ``obj`` is usually ``(args, kwargs)`` of one task: when those hold only plain scalars, the
+    C pickler does the job several times faster than building a reference-tracking pickler.
+    """
+    if type(obj) is tuple and len(obj) == 2:
+        args, kwargs = obj
+        if (
+            type(args) is tuple
+            and not kwargs
+            and all(type(arg) in _PLAIN_TYPES for arg in args)
+        ):
+            return pickle.dumps(obj, protocol=PICKLE_PROTOCOL), []
     buffer = io.BytesIO()
     pickler = _TaskRefPickler(buffer, is_ref)
     try:

@@ -106,7 +106,7 @@ class Scheduler:
         self._log_handler = self.record.log_handler()
         logging.getLogger("storied.scheduler").addHandler(self._log_handler)
         self.state = SchedulerState(
-            self.record, self.allowed_failures, on_transition=self._plugin_transition
+            self.record, self.allowed_failures
         )
         self._listener = Listener(
             f"tcp://{self.host}:{self.port}",
@@ -501,6 +501,14 @@ class Scheduler:
                     "Plugin %r failed in transition(%r, %r, %r)", plugin_key, key, start, finish
                 )
 
+    def _set_plugin(self, name: str, plugin: SchedulerPlugin | None) -> SchedulerPlugin | None:
+        """Add (or with None, remove) a plugin; the state machine calls out only if any exist."""
+        previous = self.plugins.pop(name, None)
+        if plugin is not None:
+            self.plugins[name] = plugin
+        self.state.on_transition = self._plugin_transition if self.plugins else None
+        return previous
+
     def _run_hook(self, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         self._spawn(run_plugin_hook(name, hook, *args, **kwargs))
 
@@ -667,13 +675,13 @@ class Scheduler:
             if idempotent:
                 return name
             await self._unregister_scheduler_plugin(name)
-        self.plugins[name] = instance
+        self._set_plugin(name, instance)
         await run_plugin_hook(name, instance.start, self)
         logger.info("Registered scheduler plugin %r", name)
         return name
 
     async def _unregister_scheduler_plugin(self, name: str) -> None:
-        plugin = self.plugins.pop(name, None)
+        plugin = self._set_plugin(name, None)
         if plugin is None:
             raise ValueError(f"no scheduler plugin named {name!r} is registered")
         await run_plugin_hook(name, plugin.close)
@@ -694,7 +702,7 @@ class Scheduler:
     def add_plugin(self, plugin: SchedulerPlugin, name: str | None = None) -> None:
         """Register a plugin from code running in the scheduler's process."""
         name = plugin_name(plugin, name)
-        self.plugins[name] = plugin
+        self._set_plugin(name, plugin)
         if self.loop is not None:
             self._call_on_loop(self._run_hook, name, plugin.start, self)
 

@@ -9,9 +9,9 @@ that caused it, which is how ``story`` can say *why*.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from storied.exceptions import KilledWorker
 from storied.protocol.serialize import pickle_dumps
@@ -101,16 +101,15 @@ class Effects:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """One task as a client submits it."""
+class TaskSpec(NamedTuple):
+    """One task as a client submits it (a tuple: built for every task, so it must be cheap)."""
 
     key: str
     function_id: str
     args: bytes
-    dependencies: tuple[str, ...] = ()
+    dependencies: Sequence[str] = ()
     retries: int = 0
-    restrictions: tuple[str, ...] | None = None
+    restrictions: Sequence[str] | None = None
 
 
 TransitionHook = Callable[[str, str, str, str, dict[str, Any]], None]
@@ -221,7 +220,9 @@ class SchedulerState:
             ts.nbytes, ts.type = nbytes.get(key, 0), types.get(key)
             if ts.who_has and start != "memory":
                 ts.state = "memory"
-                self._record(ts.key, start, "memory", {}, stimulus_id, next(iter(ts.who_has)))
+                self.record.transition(
+                    ts.key, start, "memory", {}, stimulus_id, next(iter(ts.who_has))
+                )
             self._desire(client, key, effects)
         return effects
 
@@ -438,7 +439,7 @@ class SchedulerState:
         worker = ts.processing_on
         recommendations = handler(ts, stimulus_id, effects, **kwargs)
         worker = kwargs.get("worker") or worker or ts.processing_on
-        self._record(ts.key, start, ts.state, recommendations, stimulus_id, worker)
+        self.record.transition(ts.key, start, ts.state, recommendations, stimulus_id, worker)
         if self.on_transition is not None:
             info = {k: v for k, v in kwargs.items() if v is not None and k != "type_name"}
             if "startstops" in info:
@@ -449,17 +450,6 @@ class SchedulerState:
                 info["worker"] = worker
             self.on_transition(ts.key, start, ts.state, stimulus_id, info)
         return recommendations
-
-    def _record(
-        self,
-        key: str,
-        start: str,
-        finish: str,
-        recommendations: Recommendations,
-        stimulus_id: str,
-        worker: str | None,
-    ) -> None:
-        self.record.transition(key, start, finish, recommendations, stimulus_id, worker)
 
     # ------------------------------------------------------------------ transitions
 
