@@ -7,8 +7,10 @@ thread behind.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -71,3 +73,47 @@ class LoopThread:
         except TimeoutError:
             future.cancel()
             raise
+
+
+class Outbox:
+    """Items put from any thread, handed to ``on_ready`` on the loop: one wake-up per burst.
+
+    Waking an event loop from another thread costs a system call; under load, thousands of
+    items (submits, events, finished tasks) then share one wake-up instead of one each.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_ready: Callable[[list[Any]], None]
+    ) -> None:
+        self._loop = loop
+        self._on_ready = on_ready
+        self._items: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        with self._lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._loop.call_soon(self.flush)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                self._loop.call_soon_threadsafe(self.flush)
+
+    def flush(self) -> None:
+        """Hand over everything put so far (runs on the loop)."""
+        with self._lock:
+            self._wake_pending = False
+        items = self._items
+        batch = []
+        while items:
+            batch.append(items.popleft())
+        if batch:
+            self._on_ready(batch)

@@ -324,11 +324,14 @@ class Client:
         states = self._states
 
         def key_in_memory(
-            key: str, type: str | None = None, workers: list[str] | None = None
+            key: str,
+            type: str | None = None,
+            workers: list[str] | None = None,
+            data: bytes | None = None,
         ) -> None:
             state = states.get(key)
             if state is not None:
-                state.finish(type, workers or [])
+                state.finish(type, workers or [], data)
 
         def task_erred(key: str, **error: Any) -> None:
             state = states.get(key)
@@ -533,7 +536,9 @@ class Client:
                 if key in values:
                     continue
                 if state.status == "finished":
-                    if state.workers:
+                    if state.data is not None:
+                        values[key] = pickle_loads(state.data)
+                    elif state.workers:
                         by_worker[state.workers[0]].append(key)
                     else:
                         state.reset()

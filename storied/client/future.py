@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 class FutureState:
     """What the client knows of one key; shared by every Future of that key."""
 
-    __slots__ = ("_callbacks", "_event", "error", "status", "type", "workers")
+    __slots__ = ("_callbacks", "_event", "data", "error", "status", "type", "workers")
 
     def __init__(self) -> None:
         self.status = "pending"
         self.type: str | None = None
         self.workers: list[str] = []
         self.error: dict[str, Any] | None = None
+        #: a small result's pickled bytes, sent along by the scheduler: no fetch needed
+        self.data: bytes | None = None
         self._event: asyncio.Event | None = None
         self._callbacks: list[Callable[[], None]] = []
 
@@ -41,8 +43,8 @@ class FutureState:
         for callback in callbacks:
             callback()
 
-    def finish(self, type_name: str | None, workers: list[str]) -> None:
-        self.status, self.type, self.workers = "finished", type_name, workers
+    def finish(self, type_name: str | None, workers: list[str], data: bytes | None) -> None:
+        self.status, self.type, self.workers, self.data = "finished", type_name, workers, data
         self._wake()
 
     def fail(self, error: dict[str, Any]) -> None:
@@ -59,7 +61,7 @@ class FutureState:
 
     def reset(self) -> None:
         """The data was lost and is being recomputed."""
-        self.status, self.workers = "pending", []
+        self.status, self.workers, self.data = "pending", [], None
         if self._event is not None:
             self._event.clear()
 

@@ -95,6 +95,7 @@ class Record:
         self._worker_logs: dict[str, TransitionLog] = {}
         self._events = EventLedger(events_per_topic, seq=self._seq)
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
+        self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
 
     # ------------------------------------------------------------------ write side
@@ -162,6 +163,16 @@ class Record:
         )
         if self._put_execution is not None:
             self._put_execution(key, worker, thread, start, stop, outcome)
+
+    def remote_log(self, entry: LogRecordEntry) -> None:
+        """A log record shipped here from another process (a worker): kept in the ledger."""
+        if self._put_log is not None:
+            self._put_log(entry)
+
+    @property
+    def durable(self) -> bool:
+        """True when history goes to a ledger file as well as memory."""
+        return self._ledger is not None
 
     def log_handler(self) -> LogCapture:
         """The handler to attach to this process's loggers (e.g. "storied.scheduler")."""
@@ -293,6 +304,6 @@ class Record:
     def close(self) -> None:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
         self._log_capture.on_record = None
-        self._put_transition = self._put_event = self._put_execution = None
+        self._put_transition = self._put_event = self._put_execution = self._put_log = None
         if self._ledger is not None:
             self._ledger.close()

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,7 +23,8 @@ from storied.comm import Comm, CommClosedError, Listener, Security
 from storied.comm.stream import Stream
 from storied.plugin import SchedulerPlugin, plugin_name, run_plugin_hook
 from storied.protocol.serialize import pickle_dumps, pickle_loads
-from storied.record import Record, check_event
+from storied.record import LogRecordEntry, Record, check_event
+from storied.record.ledger import Ledger
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
@@ -97,17 +99,6 @@ class Scheduler:
 
     async def start(self) -> Scheduler:
         self.loop = asyncio.get_running_loop()
-        ledger = None
-        if self._ledger_path is not None:
-            from storied.record.ledger import Ledger
-
-            ledger = Ledger(self._ledger_path)
-        self.record = Record("scheduler", ledger=ledger, **self._record_options)
-        self._log_handler = self.record.log_handler()
-        logging.getLogger("storied.scheduler").addHandler(self._log_handler)
-        self.state = SchedulerState(
-            self.record, self.allowed_failures
-        )
         self._listener = Listener(
             f"tcp://{self.host}:{self.port}",
             self._handle_comm,
@@ -116,11 +107,34 @@ class Scheduler:
         )
         await self._listener.start()
         self.port = self._listener.port
+        # no await from here to "running": connections need the record and state to exist
+        self.record = Record(
+            "scheduler",
+            ledger=self._open_ledger(),
+            run_info={"address": self.address, "id": self.id},
+            **self._record_options,
+        )
+        self._log_handler = self.record.log_handler()
+        logging.getLogger("storied.scheduler").addHandler(self._log_handler)
+        self.state = SchedulerState(self.record, self.allowed_failures)
         self.status = "running"
         if self.worker_ttl:
             self._spawn(self._check_worker_ttl())
         logger.info("Scheduler at %s", self.address)
         return self
+
+    def _open_ledger(self) -> Ledger | None:
+        path = self._ledger_path or config.get("scheduler.ledger")
+        if not path:
+            return None
+        ledger_config = config.get("ledger")
+        return Ledger(
+            Path(path).expanduser(),
+            queue_size=ledger_config["queue-size"],
+            batch_size=ledger_config["batch-size"],
+            flush_interval=config.parse_timedelta(ledger_config["flush-interval"]) or 0.2,
+            retain=config.parse_timedelta(config.get("scheduler.retain")),
+        )
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self.start().__await__()
@@ -190,6 +204,7 @@ class Scheduler:
         await comm.send(
             {
                 "status": "OK",
+                "durable": self.record.durable,
                 "plugins": [{"plugin": p, "name": n} for n, p in self.worker_plugins.items()],
             }
         )
@@ -259,13 +274,16 @@ class Scheduler:
             type: str | None,
             stimulus_id: str,
             startstops: list[float] | None = None,
+            data: bytes | None = None,
         ) -> None:
             if startstops:
                 self.record.execution(
                     key, address, startstops[2], startstops[0], startstops[1], "memory"
                 )
             self._apply(
-                state.task_finished(address, key, nbytes, type, stimulus_id, _startstop(startstops))
+                state.task_finished(
+                    address, key, nbytes, type, stimulus_id, _startstop(startstops), data
+                )
             )
 
         def task_erred(
@@ -299,6 +317,24 @@ class Scheduler:
         def log_event(topic: list[str], msg: Any) -> None:
             self._log_event(topic, msg, address)
 
+        def worker_records(transitions: list[list[Any]], logs: list[list[Any]]) -> None:
+            """A durable scheduler keeps its workers' history too, so it outlives them."""
+            record = self.record
+            for key, start, finish, recommendations, stimulus_id, timestamp in transitions:
+                record.transition(
+                    key,
+                    start,
+                    finish,
+                    recommendations,
+                    stimulus_id,
+                    timestamp=timestamp,
+                    where=address,
+                )
+            for timestamp, level, levelno, logger_name, message in logs:
+                record.remote_log(
+                    LogRecordEntry(timestamp, level, levelno, logger_name, message, address)
+                )
+
         def heartbeat() -> None:
             link = self.workers.get(address)
             if link is not None:
@@ -323,6 +359,7 @@ class Scheduler:
             "reschedule": reschedule,
             "log-event": log_event,
             "heartbeat": heartbeat,
+            "worker-records": worker_records,
             "unregister": unregister,
         }
 
@@ -583,6 +620,11 @@ class Scheduler:
     async def _cluster_story(
         self, keys: list[str], on_error: str = "raise"
     ) -> list[dict[str, Any]]:
+        if self.record.durable:
+            # workers ship their transitions here: the story survives workers that died
+            entries = [r.as_dict() for r in self.record.story_records(*keys)]
+            entries.sort(key=lambda entry: entry["timestamp"])
+            return entries
         entries = [r.as_dict() for r in self.record.story_records(*keys, where="scheduler")]
         links = list(self.workers.values())
         replies = await asyncio.gather(

@@ -274,7 +274,9 @@ class SchedulerState:
         type_name: str | None,
         stimulus_id: str,
         startstops: tuple[float, float] | None = None,
+        data: bytes | None = None,
     ) -> Effects:
+        """``data``: a small result's pickled bytes, passed on to the clients that want it."""
         effects = Effects()
         ts = self.tasks.get(key)
         if ts is None or ts.state != "processing" or ts.processing_on != worker:
@@ -295,6 +297,7 @@ class SchedulerState:
             nbytes=nbytes,
             type_name=type_name,
             startstops=startstops,
+            data=data,
         )
         self._transitions(recommendations.items(), stimulus_id, effects)
         return effects
@@ -442,6 +445,7 @@ class SchedulerState:
         self.record.transition(ts.key, start, ts.state, recommendations, stimulus_id, worker)
         if self.on_transition is not None:
             info = {k: v for k, v in kwargs.items() if v is not None and k != "type_name"}
+            info.pop("data", None)
             if "startstops" in info:
                 info["duration"] = info["startstops"][1] - info["startstops"][0]
             if ts.error is not None and ts.state == "erred":
@@ -506,6 +510,8 @@ class SchedulerState:
             msg["function"] = self.functions[ts.function_id]  # type: ignore[index]
         if ts.dependencies:
             msg["who_has"] = {dep.key: list(dep.who_has) for dep in ts.dependencies}
+        if ts.who_wants:
+            msg["wanted"] = True
         effects.workers[ws.address].append(msg)
         return {}
 
@@ -553,6 +559,7 @@ class SchedulerState:
         nbytes: int,
         type_name: str | None,
         startstops: tuple[float, float] | None = None,
+        data: bytes | None = None,
     ) -> Recommendations:
         ws = self.workers[worker]
         ws.processing.discard(ts)
@@ -571,6 +578,8 @@ class SchedulerState:
             recommendations[ts.key] = "released"
         if ts.who_wants:
             msg = _key_in_memory(ts)
+            if data is not None:
+                msg["data"] = data
             for client in ts.who_wants:
                 effects.clients[client].append(msg)
         return recommendations

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import tblib
@@ -25,6 +25,7 @@ import tblib
 from storied import config
 from storied.comm import Comm, ConnectionPool, Listener, Security, connect
 from storied.comm.stream import Stream
+from storied.loop import Outbox
 from storied.plugin import WorkerPlugin, run_plugin_hook
 from storied.protocol.serialize import (
     loads_with_refs,
@@ -32,7 +33,7 @@ from storied.protocol.serialize import (
     pickle_loads,
     typename,
 )
-from storied.record import Record, check_event
+from storied.record import LogRecordEntry, Record, check_event
 from storied.worker.state import (
     Execute,
     ForgetData,
@@ -46,6 +47,9 @@ logger = logging.getLogger("storied.worker")
 
 _thread_state = threading.local()
 _CACHED_PICKLE_LIMIT = 64 * 1024
+#: results a client waits for travel with the task-finished message up to this size, which
+#: saves the client a round trip to the worker
+_INLINE_RESULT_LIMIT = 4 * 1024
 _FUNCTION_CACHE_SIZE = 1024
 
 
@@ -64,16 +68,38 @@ def _stimulus(prefix: str) -> str:
     return f"{prefix}-{time.time()}"
 
 
+class _ShippingRecorder:
+    """What WorkerState writes to: this worker's own log, also shipped to a durable scheduler."""
+
+    def __init__(self, record: Record, outbox: Outbox) -> None:
+        self.record = record
+        self.outbox = outbox
+        self.ship = False
+
+    def transition(
+        self,
+        key: str,
+        start: str,
+        finish: str,
+        recommendations: Mapping[str, str],
+        stimulus_id: str,
+        worker: str | None = None,
+    ) -> None:
+        timestamp = time.time()
+        self.record.transition(
+            key, start, finish, dict(recommendations), stimulus_id, timestamp=timestamp
+        )
+        if self.ship:
+            self.outbox.put([key, start, finish, recommendations, stimulus_id, timestamp])
+
+
 class _Executor:
     """Threads that run tasks and hand results back with one loop wake-up per burst."""
 
     def __init__(self, worker: Worker, nthreads: int) -> None:
         self._worker = worker
         self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
-        self._done: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._wake_pending = False
-        self._lock = threading.Lock()
-        self._loop = asyncio.get_running_loop()
+        self._done = Outbox(asyncio.get_running_loop(), self._finished)
         self._threads = [
             threading.Thread(
                 target=self._run, args=(i,), name=f"storied-task-{worker.name}-{i}", daemon=True
@@ -92,20 +118,11 @@ class _Executor:
             instruction = self._queue.get()
             if instruction is None:
                 return
-            self._done.append((*self._worker._execute(instruction), index))
-            with self._lock:
-                if self._wake_pending:
-                    continue
-                self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                self._loop.call_soon_threadsafe(self._drain)
+            self._done.put((*self._worker._execute(instruction), index))
 
-    def _drain(self) -> None:
-        with self._lock:
-            self._wake_pending = False
-        done = self._done
-        while done:
-            self._worker._task_done(*done.popleft())
+    def _finished(self, outcomes: list[tuple[Any, ...]]) -> None:
+        for outcome in outcomes:
+            self._worker._task_done(*outcome)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         for _ in self._threads:
@@ -149,9 +166,6 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gather_queue: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         self._gathering: set[str] = set()
-        self._events_out: collections.deque[dict[str, Any]] = collections.deque()
-        self._events_wake = False
-        self._events_lock = threading.Lock()
         self.record: Record
         self.state: WorkerState
         self.stream: Stream
@@ -180,8 +194,10 @@ class Worker:
             log_length=config.get("worker.log-length"),
         )
         self._log_handler = self.record.log_handler()
+        self._outbox = Outbox(self.loop, self._send_outbox)
+        self._recorder = _ShippingRecorder(self.record, self._outbox)
         logging.getLogger("storied.worker").addHandler(self._log_handler)
-        self.state = WorkerState(self.nthreads, self.record, self._plugin_transition)
+        self.state = WorkerState(self.nthreads, self._recorder, self._plugin_transition)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
@@ -216,6 +232,9 @@ class Worker:
             await comm.close()
             raise ConnectionError(f"scheduler refused registration: {reply!r}")
         self.stream = Stream(comm, self._stream_handlers(), "worker stream")
+        durable = bool(reply.get("durable"))
+        self._recorder.ship = durable
+        self._log_handler.on_record = self._outbox.put if durable else None
         for payload in reply.get("plugins", []):
             await self._add_plugin(**payload)
 
@@ -251,7 +270,7 @@ class Worker:
 
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
-        self.state = WorkerState(self.nthreads, self.record, self._plugin_transition)
+        self.state = WorkerState(self.nthreads, self._recorder, self._plugin_transition)
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()
@@ -280,7 +299,7 @@ class Worker:
             await run_plugin_hook(name, plugin.teardown, self)
         if report and not self.stream.closed:
             self.stream.send({"op": "unregister", "reason": reason})
-        self._flush_events()
+        self._outbox.flush()
         await self.stream.close()
         await self._listener.close()
         await self.pool.close()
@@ -322,11 +341,14 @@ class Worker:
         stimulus_id: str,
         function: bytes | None = None,
         who_has: dict[str, list[str]] | None = None,
+        wanted: bool = False,
     ) -> None:
         if function is not None:
             self._function_payloads[function_id] = function
         self._handle(
-            self.state.compute_task(key, function_id, args, priority, who_has or {}, stimulus_id)
+            self.state.compute_task(
+                key, function_id, args, priority, who_has or {}, stimulus_id, wanted
+            )
         )
 
     def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
@@ -411,12 +433,20 @@ class Worker:
         if ts is None or ts.state != "executing":
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
-            nbytes = len(pickled) if pickled is not None else sys.getsizeof(value)
+            assert pickled is not None
             self.data[key] = value
-            if pickled is not None and len(pickled) <= _CACHED_PICKLE_LIMIT:
+            if len(pickled) <= _CACHED_PICKLE_LIMIT:
                 self._pickled[key] = pickled
+            inline = pickled if ts.wanted and len(pickled) <= _INLINE_RESULT_LIMIT else None
             instructions = self.state.execute_success(
-                key, nbytes, typename(value), start, stop, _stimulus("task-finished"), thread
+                key,
+                len(pickled),
+                typename(value),
+                start,
+                stop,
+                _stimulus("task-finished"),
+                thread,
+                inline,
             )
         else:
             logger.warning("Compute failed: key=%s %s", key, value["text"])
@@ -513,25 +543,23 @@ class Worker:
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger; never blocks the calling task."""
         topics = check_event(topic, msg)
-        self._events_out.append({"op": "log-event", "topic": topics, "msg": msg})
-        with self._events_lock:
-            if self._events_wake:
-                return
-            self._events_wake = True
-        if _on_loop(self.loop):
-            self.loop.call_soon(self._flush_events)
-        else:
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self._flush_events)
+        self._outbox.put({"op": "log-event", "topic": topics, "msg": msg})
 
-    def _flush_events(self) -> None:
-        with self._events_lock:
-            self._events_wake = False
-        events = self._events_out
+    def _send_outbox(self, items: list[Any]) -> None:
+        """Events, and with a durable scheduler our transitions and logs, in one batch."""
         msgs = []
-        while events:
-            msgs.append(events.popleft())
-        if msgs and not self.stream.closed:
+        transitions = []
+        logs = []
+        for item in items:
+            if isinstance(item, dict):
+                msgs.append(item)
+            elif isinstance(item, LogRecordEntry):
+                logs.append([item.timestamp, item.level, item.levelno, item.logger, item.message])
+            else:
+                transitions.append(item)
+        if transitions or logs:
+            msgs.append({"op": "worker-records", "transitions": transitions, "logs": logs})
+        if not self.stream.closed:
             self.stream.extend(msgs)
 
     def story(self, *keys_or_stimulus_ids: str) -> list[tuple[Any, ...]]:

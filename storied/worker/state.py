@@ -33,6 +33,8 @@ class WorkerTask:
     who_has: list[str] = field(default_factory=list)
     #: the scheduler released it while it ran; drop the result when it finishes
     cancelled: bool = False
+    #: a client waits for this result (so a small one is sent along with task-finished)
+    wanted: bool = False
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.key!r} {self.state}>"
@@ -89,11 +91,14 @@ class WorkerState:
         priority: int,
         who_has: Mapping[str, Iterable[str]],
         stimulus_id: str,
+        wanted: bool = False,
     ) -> list[Instruction]:
+        """``wanted``: a client waits for this very result."""
         instructions: list[Instruction] = []
         ts = self.tasks.get(key)
         if ts is None:
             ts = self.tasks[key] = WorkerTask(key)
+        ts.wanted = wanted
         if ts.state == "executing" and ts.cancelled:
             ts.cancelled = False
             return instructions
@@ -144,7 +149,9 @@ class WorkerState:
         stop: float,
         stimulus_id: str,
         thread: int = 0,
+        inline: bytes | None = None,
     ) -> list[Instruction]:
+        """``inline``: the pickled result, when small enough to ride along to the client."""
         ts = self.tasks.get(key)
         instructions: list[Instruction] = []
         if ts is None or ts.state != "executing":
@@ -158,6 +165,8 @@ class WorkerState:
             self._transition(ts, "memory", stimulus_id)
             msg = self._finished_msg(ts, nbytes, type_name, stimulus_id)
             msg["startstops"] = [start, stop, thread]
+            if inline is not None:
+                msg["data"] = inline
             instructions.append(SendMessage(msg))
             self._release_inputs(ts, instructions)
         instructions.extend(self._start_ready(stimulus_id))

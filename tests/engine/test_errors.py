@@ -11,7 +11,7 @@ import pytest
 
 from storied import Client, wait
 
-from .helpers import fail, inc
+from .helpers import fail, inc, poll
 
 
 class CustomError(Exception):
@@ -66,6 +66,17 @@ def test_the_cluster_keeps_working_after_failures(client):
     wait(failures, timeout=10)
     assert {f.status for f in failures} == {"error"}
     assert client.gather(client.map(inc, range(10))) == list(range(1, 11))
+
+
+def test_a_failed_call_submitted_again_after_release_fails_again(cluster, client):
+    future = client.submit(fail, "again")
+    assert isinstance(future.exception(timeout=10), ZeroDivisionError)
+    key = future.key
+    del future
+    poll(lambda: key not in cluster.scheduler.state.tasks)
+    again = client.submit(fail, "again")
+    assert again.key == key
+    assert isinstance(again.exception(timeout=10), ZeroDivisionError)
 
 
 def test_retries_rerun_a_failing_task(client, tmp_path):

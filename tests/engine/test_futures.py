@@ -145,7 +145,7 @@ def test_done_callbacks_run_whatever_the_outcome(client):
         with lock:
             seen.append((future.key, future.status))
 
-    good, bad, stuck = client.submit(inc, 7), client.submit(fail, 7), never_runs(client)
+    good, bad, stuck = client.submit(inc, 7), client.submit(fail, "callback"), never_runs(client)
     for future in (good, bad, stuck):
         future.add_done_callback(remember)
     stuck.cancel()
@@ -194,7 +194,8 @@ def test_releasing_the_last_future_forgets_the_task(cluster, client):
 
 
 def test_gather_raises_or_skips_errors(client):
-    good, bad, other = client.submit(inc, 1), client.submit(fail, 1), client.submit(inc, 2)
+    good, bad, other = client.submit(inc, 1), client.submit(fail, "gather"), client.submit(inc, 2)
+    wait([good, bad, other], timeout=10)
     with pytest.raises(ZeroDivisionError):
         client.gather([good, bad, other])
     assert client.gather([good, bad, other], errors="skip") == [2, 3]

@@ -164,6 +164,16 @@ def test_a_task_submitted_after_its_input_erred_errs_at_once(one_worker):
     assert not effects.workers
 
 
+def test_releasing_an_erred_task_frees_it_on_the_worker_where_it_failed(one_worker):
+    submit(one_worker, spec("a"))
+    one_worker.task_erred("tcp://w1", "a", error_of("boom"), "erred")
+    effects = one_worker.client_releases_keys(CLIENT, ["a"], "release")
+    assert "a" not in one_worker.tasks
+    assert freed_keys(effects, "tcp://w1") == ["a"], (
+        "the worker still holds a in its error state and would ignore a later compute-task"
+    )
+
+
 def test_retries_rerun_a_failing_task_then_give_up(one_worker, recorder):
     submit(one_worker, spec("flaky", retries=2))
     for attempt in (1, 2):

@@ -173,6 +173,14 @@ def test_failure_reports_the_error(state):
     assert state.tasks["a"].state == "error"
 
 
+def test_a_failed_task_freed_then_assigned_again_runs_again(state):
+    compute(state, "a")
+    state.execute_failure("a", {"text": "ZeroDivisionError: x"}, 1.0, 2.0, "failed-a")
+    state.free_keys(["a"], "free")
+    assert state.tasks == {}
+    assert executed(compute(state, "a", stimulus_id="again")) == ["a"]
+
+
 def test_free_keys_while_executing_drops_the_result(state, recorder):
     compute(state, "a")
     assert state.free_keys(["a"], "free") == []
