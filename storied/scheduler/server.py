@@ -13,9 +13,9 @@ import logging
 import os
 import time
 import uuid
-from pathlib import Path
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from storied import config

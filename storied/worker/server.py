@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 import traceback
