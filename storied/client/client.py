@@ -18,7 +18,7 @@ from storied import config
 from storied.client.future import Future, FutureState
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
-from storied.loop import LoopThread
+from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
     dumps_with_refs,
@@ -96,9 +96,7 @@ class Client:
         self._states: dict[str, FutureState] = {}
         self._refcount: collections.Counter[str] = collections.Counter()
         self._ref_lock = threading.Lock()
-        self._outbox: collections.deque[Any] = collections.deque()
-        self._outbox_lock = threading.Lock()
-        self._outbox_wake = False
+        self._unsent: list[dict[str, Any]] = []
         self._function_cache: dict[Any, tuple[str, bytes]] = {}
         self._handlers: dict[str, Callable[[Any], Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -111,10 +109,12 @@ class Client:
         self._loop_thread: LoopThread | None = None
         if asynchronous:
             self._loop = asyncio.get_event_loop()
-            self._started: asyncio.Task[Client] | None = None
         else:
             self._loop_thread = LoopThread.acquire()
             self._loop = self._loop_thread.loop
+        self._outbox = Outbox(self._loop, self._deliver)
+        if not asynchronous:
+            assert self._loop_thread is not None
             try:
                 self._loop_thread.run(self._start())
             except BaseException:
@@ -184,7 +184,8 @@ class Client:
                         state.lose()
                 return
             logger.info("Reconnected to %s", self.scheduler_address)
-            self._send({"op": "client-desires-keys", "keys": list(self._states)})
+            self._stream.send({"op": "client-desires-keys", "keys": list(self._states)})
+            self._deliver([])
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self._start().__await__()
@@ -265,25 +266,20 @@ class Client:
 
     def _send(self, msg: Any) -> None:
         """Queue a message for the scheduler from any thread; one loop wake-up per burst."""
-        self._outbox.append(msg)
-        with self._outbox_lock:
-            if self._outbox_wake:
-                return
-            self._outbox_wake = True
-        if _running_loop() is self._loop:
-            self._loop.call_soon(self._flush_outbox)
-        else:
-            self._loop.call_soon_threadsafe(self._flush_outbox)
+        self._outbox.put(msg)
 
     def _flush_outbox(self) -> None:
-        with self._outbox_lock:
-            self._outbox_wake = False
-        outbox = self._outbox
-        msgs: list[dict[str, Any]] = []
+        self._outbox.flush()
+
+    def _deliver(self, items: list[Any]) -> None:
+        """Coalesce queued submits and releases into few messages and send them (on the loop).
+
+        While reconnecting, messages wait in ``_unsent``: nothing submitted is lost.
+        """
+        msgs = self._unsent
         graph: dict[str, Any] | None = None
         releases: dict[str, Any] | None = None
-        while outbox:
-            item = outbox.popleft()
+        for item in items:
             if isinstance(item, _Release):
                 if self._refcount.get(item.key):
                     continue  # a new Future for this key appeared meanwhile
@@ -317,6 +313,7 @@ class Client:
         stream = self._stream
         if msgs and stream is not None and not stream.closed:
             stream.extend(msgs)
+            self._unsent = []
 
     # ------------------------------------------------------------------ messages in
 
