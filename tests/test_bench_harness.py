@@ -51,6 +51,8 @@ def test_ratio_says_better_in_the_metrics_own_direction() -> None:
     assert driver.ratio_cell([50.0], [100.0], faster) == "0.50 (worse)"
     assert driver.ratio_cell([2.0], [4.0], quicker) == "0.50 (better)"
     assert driver.ratio_cell([8.0], [4.0], quicker) == "2.00 (worse)"
+    assert driver.ratio_cell([1.0], [2000.0], quicker) == "0.0005 (better)"
+    assert driver.ratio_cell([1000.0], [2.0], faster) == "500 (better)"
     assert driver.ratio_cell(None, [4.0], quicker) == "-"
 
 
@@ -82,7 +84,7 @@ def test_table_marks_errors_absent_workloads_and_ratios() -> None:
     assert header[-2:] == ["storied/dask", "storied/pool"]
     assert map_row[4:] == ["200 (100-300)", "error", "50.0 (50.0-50.0)", "-", "4.00 (better)"]
     assert story_row[3] == "lower"
-    assert story_row[6:] == ["n/a", "0.01 (better)", "-"]
+    assert story_row[6:] == ["n/a", "0.01 (better)", "-"]  # 5/500
 
 
 def test_renderers_keep_one_line_per_row() -> None:

@@ -111,6 +111,7 @@ def cli() -> None:
     help=f"SQLite file keeping the whole history [default: {DEFAULT_LEDGER}].",
 )
 @click.option("--no-ledger", is_flag=True, help="Keep history in memory only.")
+@click.option("--retain", default=None, help="Delete ledger records older than this, e.g. 7d.")
 @click.option(
     "--insecure",
     is_flag=True,
@@ -122,6 +123,7 @@ def scheduler(
     port: int,
     ledger: str | None,
     no_ledger: bool,
+    retain: str | None,
     insecure: bool,
     auth_token: str | None,
     tls_ca_file: str | None,
@@ -142,7 +144,11 @@ def scheduler(
     if not no_ledger:
         ledger_path = ledger or config.get("scheduler.ledger") or str(DEFAULT_LEDGER.expanduser())
         Path(ledger_path).parent.mkdir(parents=True, exist_ok=True)
-    server = Scheduler(host, port, security=security, ledger=ledger_path)
+    try:
+        retain_seconds = config.parse_timedelta(retain) if retain else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retain") from None
+    server = Scheduler(host, port, security=security, ledger=ledger_path, retain=retain_seconds)
     logging.getLogger("storied.scheduler").setLevel(logging.INFO)
     _serve(server)
 

@@ -7,11 +7,14 @@ import collections
 import concurrent.futures
 import functools
 import inspect
+import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
@@ -28,6 +31,7 @@ from storied.protocol.serialize import (
     typename,
 )
 from storied.record import check_event
+from storied.record.trace import chrome_trace
 
 logger = logging.getLogger("storied.client")
 
@@ -760,6 +764,20 @@ class Client:
             raise ValueError(f"not subscribed to topic {topic!r}")
         del self._handlers[topic]
         self._send({"op": "unsubscribe-topic", "topic": topic})
+
+    def timeline(self, filename: str | os.PathLike[str] | None = None) -> Any:
+        """Recent task executions as a Chrome trace / Perfetto dict, also written to ``filename``.
+
+        One track per worker thread, one slice per task run. The full history of a durable
+        scheduler is exported by ``storied timeline --ledger PATH -o trace.json``.
+        """
+        return self._sync(self._timeline, filename)
+
+    async def _timeline(self, filename: str | os.PathLike[str] | None) -> dict[str, Any]:
+        trace = chrome_trace(await self._request("executions"))
+        if filename is not None:
+            Path(filename).write_text(json.dumps(trace))
+        return trace
 
     def get_scheduler_logs(self, n: int | None = None) -> Any:
         """The scheduler's recent log records as (level, message), newest first."""

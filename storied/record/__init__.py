@@ -170,6 +170,11 @@ class Record:
             self._put_log(entry)
 
     @property
+    def dropped(self) -> int:
+        """Records the ledger had to drop under overload (each also counted in a warning)."""
+        return self._ledger.dropped if self._ledger is not None else 0
+
+    @property
     def durable(self) -> bool:
         """True when history goes to a ledger file as well as memory."""
         return self._ledger is not None

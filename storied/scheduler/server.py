@@ -58,12 +58,16 @@ class Scheduler:
         log_length: int | None = None,
         allowed_failures: int | None = None,
         worker_ttl: float | str | None = None,
+        retain: float | str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.security = security or Security()
         self.id = f"Scheduler-{uuid.uuid4()}"
         self._ledger_path = ledger
+        self._retain = config.parse_timedelta(
+            retain if retain is not None else config.get("scheduler.retain")
+        )
         self._record_options = {
             "transition_log_length": transition_log_length
             or config.get("scheduler.transition-log-length"),
@@ -118,8 +122,7 @@ class Scheduler:
         logging.getLogger("storied.scheduler").addHandler(self._log_handler)
         self.state = SchedulerState(self.record, self.allowed_failures)
         self.status = "running"
-        if self.worker_ttl:
-            self._spawn(self._check_worker_ttl())
+        self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
         return self
 
@@ -133,7 +136,7 @@ class Scheduler:
             queue_size=ledger_config["queue-size"],
             batch_size=ledger_config["batch-size"],
             flush_interval=config.parse_timedelta(ledger_config["flush-interval"]) or 0.2,
-            retain=config.parse_timedelta(config.get("scheduler.retain")),
+            retain=self._retain,
         )
 
     def __await__(self):  # type: ignore[no-untyped-def]
@@ -253,17 +256,32 @@ class Scheduler:
         if not link.stream.closed:
             link.stream.comm.abort(reason)
 
-    async def _check_worker_ttl(self) -> None:
-        assert self.worker_ttl
+    async def _housekeeping(self) -> None:
+        """Once a second: remove workers silent past their TTL, report ledger overload."""
+        reported_drops = 0
         while self.status == "running":
-            await asyncio.sleep(min(self.worker_ttl / 4, 1.0))
-            now = time.monotonic()
-            for address, link in list(self.workers.items()):
-                silent = now - link.last_seen
-                if silent > self.worker_ttl:
-                    self._remove_worker(
-                        address, f"worker-ttl-timed-out: silent for {silent:.1f}s", expected=False
-                    )
+            await asyncio.sleep(min(self.worker_ttl / 4, 1.0) if self.worker_ttl else 1.0)
+            if self.worker_ttl:
+                now = time.monotonic()
+                for address, link in list(self.workers.items()):
+                    silent = now - link.last_seen
+                    if silent > self.worker_ttl:
+                        self._remove_worker(
+                            address,
+                            f"worker-ttl-timed-out: silent for {silent:.1f}s",
+                            expected=False,
+                        )
+            dropped = self.record.dropped
+            if dropped > reported_drops:
+                self.log_event(
+                    "ledger",
+                    {
+                        "action": "ledger-dropped",
+                        "dropped": dropped - reported_drops,
+                        "total": dropped,
+                    },
+                )
+                reported_drops = dropped
 
     def _worker_handlers(self, address: str) -> dict[str, Callable[..., Any]]:
         state = self.state
@@ -513,6 +531,8 @@ class Scheduler:
             "unregister-worker-plugin": self._unregister_worker_plugin,
             "get-scheduler-logs": lambda n=None: self.record.logs(n),
             "get-worker-logs": self._get_worker_logs,
+            "log-entries": self._log_entries,
+            "executions": lambda: self.record.executions(),
         }
 
     # ------------------------------------------------------------------ effects
@@ -648,6 +668,14 @@ class Scheduler:
     ) -> dict[str, Any]:
         return await self._broadcast_request("get-logs", workers, n=n)
 
+    async def _log_entries(self, n: int | None = None) -> list[list[Any]]:
+        """Structured log records of the scheduler and every worker, oldest first."""
+        entries = [_entry_list(e) for e in self.record.log_handler().entries()[-(n or 0) :]]
+        for worker_entries in (await self._broadcast_request("log-entries", None, n=n)).values():
+            entries.extend(worker_entries)
+        entries.sort(key=lambda entry: entry[0])
+        return entries
+
     async def _broadcast_request(
         self, method: str, workers: list[str] | None, **kwargs: Any
     ) -> dict[str, Any]:
@@ -767,8 +795,13 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
         return set()
 
 
+def _entry_list(entry: LogRecordEntry) -> list[Any]:
+    return [entry.timestamp, entry.level, entry.levelno, entry.logger, entry.message, entry.where]
+
+
 def _event_dict(record: Any) -> dict[str, Any]:
     return {
+        "seq": record.seq,
         "topic": record.topic,
         "timestamp": record.timestamp,
         "msg": record.msg,

@@ -326,6 +326,7 @@ class Worker:
             "run": self._run_function,
             "story": self.story_records,
             "get-logs": self.get_logs,
+            "log-entries": self._log_entries,
             "add-plugin": self._add_plugin,
             "remove-plugin": self._remove_plugin,
         }
@@ -569,6 +570,12 @@ class Worker:
 
     def story_records(self, keys: list[str]) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.record.story_records(*keys)]
+
+    def _log_entries(self, n: int | None = None) -> list[list[Any]]:
+        return [
+            [e.timestamp, e.level, e.levelno, e.logger, e.message, e.where]
+            for e in self.record.log_handler().entries()[-(n or 0) :]
+        ]
 
     def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:
         return self.record.logs(n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import traceback
@@ -68,11 +69,21 @@ def test_the_cluster_keeps_working_after_failures(client):
     assert client.gather(client.map(inc, range(10))) == list(range(1, 11))
 
 
+def test_releasing_a_failed_future_forgets_the_task(cluster, client):
+    """No cyclic garbage collection here: dropping the last reference must be enough."""
+    future = client.submit(fail, "release")
+    future.exception(timeout=10)
+    key = future.key
+    del future
+    poll(lambda: key not in cluster.scheduler.state.tasks)
+
+
 def test_a_failed_call_submitted_again_after_release_fails_again(cluster, client):
     future = client.submit(fail, "again")
     assert isinstance(future.exception(timeout=10), ZeroDivisionError)
     key = future.key
     del future
+    gc.collect()  # the previous test's concern; this one is about the worker forgetting the error
     poll(lambda: key not in cluster.scheduler.state.tasks)
     again = client.submit(fail, "again")
     assert again.key == key

@@ -1,0 +1,136 @@
+"""A record that outlives the cluster: restarts, SIGKILL, the CLI and the timeline, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from storied import Client, LocalCluster
+from storied.record.ledger import Ledger
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def storied_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "storied", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_restart_reads_back_earlier_run(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with LocalCluster(n_workers=1, processes=False, ledger=path) as cluster:
+        with Client(cluster) as client:
+            future = client.submit(inc, 1)
+            assert future.result() == 2
+            key = future.key
+            client.log_event("deploys", {"version": 7})
+            first_story = cluster.scheduler.story(key)
+    assert [t[1:3] for t in first_story] == [
+        ("released", "waiting"),
+        ("waiting", "processing"),
+        ("processing", "memory"),
+    ]
+
+    with LocalCluster(n_workers=1, processes=False, ledger=path) as cluster:
+        with Client(cluster) as client:
+            story = cluster.scheduler.story(key)
+            assert story[:3] == first_story
+            assert ("memory", "released") in [t[1:3] for t in story]
+            assert client.get_events("deploys")[-1][1] == {"version": 7}
+            places = {entry["where"] for entry in client.story(key)}
+            assert "scheduler" in places and len(places) == 2  # the dead worker's entries too
+    runs = Ledger(path).runs()
+    assert len(runs) == 2 and all(run["ended"] for run in runs)
+
+
+def test_cli_reads_a_ledger_with_no_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with LocalCluster(n_workers=2, threads_per_worker=1, ledger=path) as cluster:
+        with Client(cluster) as client:
+            futures = client.map(inc, range(20))
+            assert client.gather(futures) == list(range(1, 21))
+            key = futures[0].key
+            client.log_event("ops", {"note": "hello"})
+
+    story = storied_command("story", key, "--ledger", str(path), "--json")
+    assert story.returncode == 0, story.stderr
+    rows = [json.loads(line) for line in story.stdout.splitlines()]
+    assert ("processing", "memory") in [(r["start"], r["finish"]) for r in rows]
+    assert any(r["where"] != "scheduler" for r in rows)  # worker transitions shipped in
+
+    events = storied_command("events", "ops", "--ledger", str(path))
+    assert events.returncode == 0 and '"note": "hello"' in events.stdout
+
+    logs = storied_command("logs", "--ledger", str(path), "--level", "INFO")
+    assert "Register worker" in logs.stdout and "storied.worker" in logs.stdout
+
+    trace_path = tmp_path / "trace.json"
+    timeline = storied_command("timeline", "--ledger", str(path), "-o", str(trace_path))
+    assert timeline.returncode == 0, timeline.stderr
+    slices = [e for e in json.loads(trace_path.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert sorted(s["name"] for s in slices) == sorted(f.key for f in futures)
+
+
+def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
+    """Everything finished more than a flush interval (0.2 s) before a SIGKILL is on disk."""
+    path = tmp_path / "ledger.db"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "STORIED_AUTH_TOKEN": ""}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "storied", "scheduler", "--port", address.rsplit(":", 1)[1],
+         "--ledger", str(path)],
+        env=env, stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "storied", "worker", address], env=env, stderr=subprocess.DEVNULL
+    )
+    client = None
+    try:
+        client = Client(address, timeout=20)
+        client.wait_for_workers(1, timeout=20)
+        finished: list[tuple[str, float]] = []
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < deadline:
+            future = client.submit(inc, i)
+            future.result(timeout=10)
+            finished.append((future.key, time.time()))
+            i += 1
+        scheduler.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        scheduler.wait(10)
+    finally:
+        for process in (scheduler, worker):
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+        if client is not None:
+            client.close()
+    safely_before = [key for key, at in finished if at < killed_at - 1.0]
+    assert len(safely_before) > 10
+    ledger = Ledger(path)
+    on_disk = {
+        r.key for r in ledger.transitions(keys=safely_before, finish="memory")
+        if r.where == "scheduler"
+    }
+    assert on_disk == set(safely_before)
+
+
+def test_cli_scheduler_rejects_a_bad_retention(tmp_path: Path) -> None:
+    result = storied_command("scheduler", "--retain", "soon", "--ledger", str(tmp_path / "x.db"))
+    assert result.returncode == 2 and "--retain" in result.stderr

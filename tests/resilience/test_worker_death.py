@@ -1,0 +1,52 @@
+"""Workers killed mid-graph: nothing is lost, and the ledger says what happened (issue 5)."""
+
+from __future__ import annotations
+
+import time
+
+from engine.helpers import poll
+from storied import wait
+
+from .helpers import (
+    busiest_worker,
+    kill_and_replace,
+    pairwise_sum_expected,
+    pairwise_sum_graph,
+    remove_worker_events,
+)
+
+N_LEAVES = 2_560  # 5,119 tasks
+
+
+def test_sigkilled_workers_lose_nothing(fragile_cluster, fragile_client):
+    cluster, client = fragile_cluster, fragile_client
+    started = time.monotonic()
+    futures = pairwise_sum_graph(client, N_LEAVES, seconds=0.002)
+    assert len(futures) >= 5_000
+    killed: list[str] = []
+    for fraction in (0.1, 0.35, 0.6):
+        poll(lambda f=fraction: sum(fut.done() for fut in futures) >= f * len(futures),
+             timeout=60)
+        assert not futures[-1].done(), "the graph finished before the workers were killed"
+        victim = busiest_worker(client)
+        kill_and_replace(cluster, victim)
+        killed.append(victim)
+
+    assert futures[-1].result(timeout=60) == pairwise_sum_expected(N_LEAVES)
+    done, not_done = wait(futures, timeout=60)
+    assert not not_done
+    assert {f.status for f in futures} == {"finished"}
+    print(f"{len(futures)} tasks, {len(killed)} kills: {time.monotonic() - started:.1f}s")
+
+    removals = remove_worker_events(client, set(killed))
+    assert [event["worker"] for event in removals] == killed
+    for event in removals:
+        assert event["reason"]
+        assert event["lost-tasks"], "a busy worker died: it was running or holding something"
+        assert event["stimulus_id"].startswith("worker-lost")
+        lost = set(event["lost-tasks"])
+        caused = cluster.scheduler.transitions(stimulus_id=event["stimulus_id"])
+        assert lost <= {rec.key for rec in caused}
+        rescheduled = next(rec.key for rec in caused if rec.start == "processing")
+        story = client.story(rescheduled)
+        assert event["stimulus_id"] in [entry["stimulus_id"] for entry in story]
