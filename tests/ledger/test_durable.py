@@ -33,39 +33,45 @@ def free_port() -> int:
 
 def test_restart_reads_back_earlier_run(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    with LocalCluster(n_workers=1, processes=False, ledger=path) as cluster:
-        with Client(cluster) as client:
-            future = client.submit(inc, 1)
-            assert future.result() == 2
-            key = future.key
-            client.log_event("deploys", {"version": 7})
-            first_story = cluster.scheduler.story(key)
+    with (
+        LocalCluster(n_workers=1, processes=False, ledger=path) as cluster,
+        Client(cluster) as client,
+    ):
+        future = client.submit(inc, 1)
+        assert future.result() == 2
+        key = future.key
+        client.log_event("deploys", {"version": 7})
+        first_story = cluster.scheduler.story(key)
     assert [t[1:3] for t in first_story] == [
         ("released", "waiting"),
         ("waiting", "processing"),
         ("processing", "memory"),
     ]
 
-    with LocalCluster(n_workers=1, processes=False, ledger=path) as cluster:
-        with Client(cluster) as client:
-            story = cluster.scheduler.story(key)
-            assert story[:3] == first_story
-            assert ("memory", "released") in [t[1:3] for t in story]
-            assert client.get_events("deploys")[-1][1] == {"version": 7}
-            places = {entry["where"] for entry in client.story(key)}
-            assert "scheduler" in places and len(places) == 2  # the dead worker's entries too
+    with (
+        LocalCluster(n_workers=1, processes=False, ledger=path) as cluster,
+        Client(cluster) as client,
+    ):
+        story = cluster.scheduler.story(key)
+        assert story[:3] == first_story
+        assert ("memory", "released") in [t[1:3] for t in story]
+        assert client.get_events("deploys")[-1][1] == {"version": 7}
+        places = {entry["where"] for entry in client.story(key)}
+        assert "scheduler" in places and len(places) == 2  # the dead worker's entries too
     runs = Ledger(path).runs()
     assert len(runs) == 2 and all(run["ended"] for run in runs)
 
 
 def test_cli_reads_a_ledger_with_no_cluster(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    with LocalCluster(n_workers=2, threads_per_worker=1, ledger=path) as cluster:
-        with Client(cluster) as client:
-            futures = client.map(inc, range(20))
-            assert client.gather(futures) == list(range(1, 21))
-            key = futures[0].key
-            client.log_event("ops", {"note": "hello"})
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, ledger=path) as cluster,
+        Client(cluster) as client,
+    ):
+        futures = client.map(inc, range(20))
+        assert client.gather(futures) == list(range(1, 21))
+        key = futures[0].key
+        client.log_event("ops", {"note": "hello"})
 
     story = storied_command("story", key, "--ledger", str(path), "--json")
     assert story.returncode == 0, story.stderr
@@ -92,9 +98,18 @@ def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "STORIED_AUTH_TOKEN": ""}
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "storied", "scheduler", "--port", address.rsplit(":", 1)[1],
-         "--ledger", str(path)],
-        env=env, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "storied",
+            "scheduler",
+            "--port",
+            address.rsplit(":", 1)[1],
+            "--ledger",
+            str(path),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "storied", "worker", address], env=env, stderr=subprocess.DEVNULL
@@ -125,7 +140,8 @@ def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
     assert len(safely_before) > 10
     ledger = Ledger(path)
     on_disk = {
-        r.key for r in ledger.transitions(keys=safely_before, finish="memory")
+        r.key
+        for r in ledger.transitions(keys=safely_before, finish="memory")
         if r.where == "scheduler"
     }
     assert on_disk == set(safely_before)
