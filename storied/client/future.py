@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ import tblib
 from storied.exceptions import CancelledError, FutureLostError
 from storied.protocol.serialize import pickle_loads
 
+logger = logging.getLogger("storied.client")
+
 if TYPE_CHECKING:
     from storied.client.client import Client
 
@@ -20,13 +23,13 @@ if TYPE_CHECKING:
 class FutureState:
     """What the client knows of one key; shared by every Future of that key."""
 
-    __slots__ = ("_callbacks", "_event", "data", "error", "status", "type", "workers")
+    __slots__ = ("_callbacks", "_event", "data", "exception", "status", "type", "workers")
 
     def __init__(self) -> None:
         self.status = "pending"
         self.type: str | None = None
         self.workers: list[str] = []
-        self.error: dict[str, Any] | None = None
+        self.exception: BaseException | None = None
         #: a small result's pickled bytes, sent along by the scheduler: no fetch needed
         self.data: bytes | None = None
         self._event: asyncio.Event | None = None
@@ -48,7 +51,7 @@ class FutureState:
         self._wake()
 
     def fail(self, error: dict[str, Any]) -> None:
-        self.status, self.error = "error", error
+        self.status, self.exception = "error", _rebuild_exception(error)
         self._wake()
 
     def cancel(self) -> None:
@@ -86,25 +89,30 @@ class FutureState:
             return CancelledError("the future was cancelled")
         if self.status == "lost":
             return FutureLostError("the data was lost and cannot be recomputed")
-        error = self.error or {}
-        try:
-            exc = pickle_loads(error["exception"])
-        except Exception:
-            exc = RuntimeError(error.get("text", "the task failed"))
-        traceback = self.traceback_object()
-        if traceback is not None:
-            exc = exc.with_traceback(traceback)
-        return exc
+        assert self.exception is not None
+        return self.exception
 
     def traceback_object(self) -> Any:
-        error = self.error or {}
-        tb_dict = error.get("traceback")
-        if not tb_dict:
-            return None
+        return self.exception.__traceback__ if self.exception is not None else None
+
+
+def _rebuild_exception(error: dict[str, Any]) -> BaseException:
+    """The task's exception with its remote traceback, built once, when the error arrives.
+
+    tblib links the rebuilt traceback to the frames that build it; built here, at the bottom
+    of the event loop's stack, no frame in that chain holds a Future, so none is kept alive.
+    """
+    try:
+        exc = pickle_loads(error["exception"])
+    except Exception:
+        exc = RuntimeError(error.get("text", "the task failed"))
+    tb_dict = error.get("traceback")
+    if tb_dict:
         try:
-            return tblib.Traceback.from_dict(tb_dict).as_traceback()
+            exc = exc.with_traceback(tblib.Traceback.from_dict(tb_dict).as_traceback())
         except Exception:
-            return None
+            logger.debug("Could not rebuild the remote traceback", exc_info=True)
+    return exc
 
 
 class Future:

@@ -441,6 +441,8 @@ class SchedulerState:
             return recommendations
         worker = ts.processing_on
         recommendations = handler(ts, stimulus_id, effects, **kwargs)
+        if ts.state == start:
+            return recommendations  # nothing changed (e.g. still no worker): nothing to record
         worker = kwargs.get("worker") or worker or ts.processing_on
         self.record.transition(ts.key, start, ts.state, recommendations, stimulus_id, worker)
         if self.on_transition is not None:
@@ -491,7 +493,7 @@ class SchedulerState:
         ws = self._choose_worker(ts)
         if ws is None:
             if ts.state == "waiting":
-                return {ts.key: "no-worker"}
+                return self._waiting_no_worker(ts, stimulus_id, effects)
             return {}
         self.unrunnable.discard(ts)
         ts.state = "processing"
@@ -676,6 +678,11 @@ class SchedulerState:
         return recommendations
 
     def _erred_released(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
+        if ts.erred_on in self.workers:
+            # the worker keeps a failed task until told, and would ignore a rerun of it
+            effects.workers[ts.erred_on].append(  # type: ignore[index]
+                {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id}
+            )
         ts.error = None
         ts.erred_on = None
         recommendations = self._released(ts)
