@@ -55,6 +55,7 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 DEFAULTS: dict[str, Any] = {
     "logging": {"storied": "info"},
     "scheduler": {
+        "record-transitions": True,
         "transition-log-length": 100_000,
         "events-per-topic": 100_000,
         "log-length": 10_000,
@@ -65,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
         "retain": None,
     },
     "worker": {
+        "record-transitions": True,
         "transition-log-length": 100_000,
         "log-length": 10_000,
         "heartbeat-interval": "1s",

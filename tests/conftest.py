@@ -25,14 +25,13 @@ class ListRecorder:
         stimulus_id: str,
         worker: str | None = None,
     ) -> None:
-        self.transitions.append(
-            (key, start, finish, dict(recommendations), stimulus_id, worker)
-        )
+        self.transitions.append((key, start, finish, dict(recommendations), stimulus_id, worker))
 
     def story(self, key: str) -> list[tuple[str, str, dict[str, str]]]:
         """``(start, finish, recommendations)`` of every transition of ``key``, oldest first."""
-        return [(start, finish, recs) for k, start, finish, recs, _, _ in self.transitions
-                if k == key]
+        return [
+            (start, finish, recs) for k, start, finish, recs, _, _ in self.transitions if k == key
+        ]
 
     def path(self, key: str) -> list[str]:
         """The states ``key`` went through, e.g. ``["released", "waiting", "processing"]``."""
@@ -58,8 +57,14 @@ def _pickle_test_functions_by_value(request: pytest.FixtureRequest) -> None:
 def cluster() -> Iterator[LocalCluster]:
     """Two worker processes, one thread each: the shape the issue asks for, shared by tests
     that leave the cluster as they found it."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      scheduler_port=0, dashboard_address=None) as local_cluster:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address=None,
+    ) as local_cluster:
         yield local_cluster
 
 

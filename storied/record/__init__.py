@@ -29,6 +29,7 @@ __all__ = [
     "LedgerError",
     "LogCapture",
     "LogRecordEntry",
+    "NoRecord",
     "Record",
     "TransitionLog",
     "TransitionRecord",
@@ -50,6 +51,13 @@ def _merge(disk: Iterable[_R], memory: Iterable[_R]) -> list[_R]:
     unique = {rec.seq: rec for rec in disk}
     unique.update((rec.seq, rec) for rec in memory)
     return [unique[seq] for seq in sorted(unique)]
+
+
+class NoRecord:
+    """A recorder that keeps nothing: for measuring what recording transitions costs."""
+
+    def transition(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class Record:

@@ -23,7 +23,7 @@ from storied.comm import Comm, CommClosedError, Listener, Security
 from storied.comm.stream import Stream
 from storied.plugin import SchedulerPlugin, plugin_name, run_plugin_hook
 from storied.protocol.serialize import pickle_dumps, pickle_loads
-from storied.record import LogRecordEntry, Record, check_event
+from storied.record import LogRecordEntry, NoRecord, Record, check_event
 from storied.record.ledger import Ledger
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
@@ -120,7 +120,8 @@ class Scheduler:
         )
         self._log_handler = self.record.log_handler()
         logging.getLogger("storied.scheduler").addHandler(self._log_handler)
-        self.state = SchedulerState(self.record, self.allowed_failures)
+        recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
+        self.state = SchedulerState(recorder, self.allowed_failures)
         self.status = "running"
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)

@@ -72,6 +72,7 @@ class _ShippingRecorder:
     def __init__(self, record: Record, outbox: Outbox) -> None:
         self.record = record
         self.outbox = outbox
+        self.keep = bool(config.get("worker.record-transitions"))
         self.ship = False
 
     def transition(
@@ -83,6 +84,8 @@ class _ShippingRecorder:
         stimulus_id: str,
         worker: str | None = None,
     ) -> None:
+        if not self.keep:
+            return
         timestamp = time.time()
         self.record.transition(
             key, start, finish, dict(recommendations), stimulus_id, timestamp=timestamp

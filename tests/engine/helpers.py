@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -18,7 +19,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 KEY_HEX = "[0-9a-f]{32}"
 
 
-def poll(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+def poll(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
     """Wait until ``predicate()`` is truthy and return its value; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -26,8 +27,18 @@ def poll(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"still not true after {timeout}s: {predicate.__name__}")
-        time.sleep(interval)
+            pytest.fail(f"still not true after {timeout}s: {what or predicate.__name__}")
+        time.sleep(0.01)
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> str:
+    """A task that blocks until the test creates ``path``; returns the worker's address."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return get_worker().address
 
 
 def key_pattern(prefix: str) -> re.Pattern[str]:

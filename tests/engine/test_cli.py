@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from storied import Client
+from storied.cli.main import cli
 
 from .helpers import inc, poll
 
@@ -27,8 +29,7 @@ def free_port() -> int:
 
 def clean_environ() -> dict[str, str]:
     """No token or config from the calling environment: a plain loopback cluster."""
-    return {name: value for name, value in os.environ.items()
-            if not name.startswith("STORIED_")}
+    return {name: value for name, value in os.environ.items() if not name.startswith("STORIED_")}
 
 
 class Started:
@@ -37,9 +38,13 @@ class Started:
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         with log.open("w") as stderr:
-            self.process = subprocess.Popen([STORIED, *args], stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=stderr,
-                                            env=clean_environ())
+            self.process = subprocess.Popen(
+                [STORIED, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=clean_environ(),
+            )
 
     def stderr(self) -> str:
         return self.log.read_text()
@@ -63,28 +68,32 @@ def started(tmp_path: Path) -> Iterator[list[Started]]:
 
 
 def test_help_explains_every_command():
-    result = subprocess.run([STORIED, "--help"], capture_output=True, text=True, timeout=30,
-                            env=clean_environ())
+    result = subprocess.run(
+        [STORIED, "--help"], capture_output=True, text=True, timeout=30, env=clean_environ()
+    )
     assert result.returncode == 0, result.stderr
     assert "scheduler" in result.stdout and "worker" in result.stdout
-    for command, options in (("scheduler", ["--host", "--port"]),
-                             ("worker", ["SCHEDULER_ADDRESS", "--nthreads", "--name"])):
-        sub = subprocess.run([STORIED, command, "--help"], capture_output=True, text=True,
-                             timeout=30, env=clean_environ())
-        assert sub.returncode == 0, sub.stderr
+    for command, options in (
+        ("scheduler", ["--host", "--port"]),
+        ("worker", ["SCHEDULER_ADDRESS", "--nthreads", "--name"]),
+    ):
+        sub = CliRunner().invoke(cli, [command, "--help"])
+        assert sub.exit_code == 0, sub.output
         for option in options:
-            assert option in sub.stdout, f"storied {command} --help does not mention {option}"
+            assert option in sub.output, f"storied {command} --help does not mention {option}"
 
 
 def test_a_cluster_across_processes_shuts_down_cleanly_on_ctrl_c(tmp_path, started):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = Started(["scheduler", "--port", str(port), "--no-ledger"],
-                        tmp_path / "scheduler.log")
+    scheduler = Started(
+        ["scheduler", "--port", str(port), "--no-ledger"], tmp_path / "scheduler.log"
+    )
     started.append(scheduler)
     poll(lambda: "Scheduler at" in scheduler.stderr(), timeout=15)
-    worker = Started(["worker", address, "--nthreads", "2", "--name", "cli-worker"],
-                     tmp_path / "worker.log")
+    worker = Started(
+        ["worker", address, "--nthreads", "2", "--name", "cli-worker"], tmp_path / "worker.log"
+    )
     started.append(worker)
 
     with Client(address, timeout=5) as client:
@@ -97,8 +106,13 @@ def test_a_cluster_across_processes_shuts_down_cleanly_on_ctrl_c(tmp_path, start
         assert worker.interrupt() == 0, worker.stderr()
         poll(lambda: not client.scheduler_info()["workers"])
 
-    removal = poll(lambda: [line for line in scheduler.stderr().splitlines()
-                            if "Remove worker" in line and worker_address in line])
+    removal = poll(
+        lambda: [
+            line
+            for line in scheduler.stderr().splitlines()
+            if "Remove worker" in line and worker_address in line
+        ]
+    )
     assert " - INFO - " in removal[0], f"the worker said it was leaving: {removal[0]}"
     assert scheduler.interrupt() == 0, scheduler.stderr()
     assert "Traceback" not in scheduler.stderr() + worker.stderr()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,7 @@ import pytest
 
 from storied import Client, LocalCluster, Scheduler
 
-from .helpers import inc, poll, where_am_i
+from .helpers import inc, poll, wait_for_file, where_am_i
 
 
 def storied_threads() -> set[str]:
@@ -26,8 +28,9 @@ def test_the_public_names_import():
 
     for name in ("Client", "LocalCluster", "Future", "get_worker", "wait", "as_completed"):
         assert name in storied.__all__
-    assert all(callable(obj) for obj in (Client, Future, LocalCluster, as_completed,
-                                          get_worker, wait))
+    assert all(
+        callable(obj) for obj in (Client, Future, LocalCluster, as_completed, get_worker, wait)
+    )
 
 
 def test_client_by_cluster_object(cluster):
@@ -95,6 +98,23 @@ def test_scale_up_and_down(tmp_path):
         assert client.submit(inc, 41).result(timeout=10) == 42
 
 
+def test_a_killed_worker_s_task_runs_again_elsewhere(tmp_path):
+    gate = tmp_path / "gate"
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+        future = client.submit(wait_for_file, str(gate))
+        tasks = cluster.scheduler.state.tasks
+        victim = poll(lambda: getattr(tasks.get(future.key), "processing_on", None))
+        os.kill(client.scheduler_info()["workers"][victim]["pid"], signal.SIGKILL)
+        poll(
+            lambda: victim not in client.scheduler_info()["workers"],
+            what="the scheduler noticed the dead worker",
+        )
+        gate.touch()
+        assert future.result(timeout=10) != victim
+        [event] = [e for _, e in client.get_events(victim) if e["action"] == "remove-worker"]
+        assert event["lost-tasks"] == [future.key]
+
+
 def test_close_leaves_no_process_thread_or_socket():
     """In a fresh interpreter, so nothing else this test session started gets in the way."""
     script = textwrap.dedent("""
@@ -125,8 +145,9 @@ def test_close_leaves_no_process_thread_or_socket():
             time.sleep(0.02)
         print(json.dumps(left))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     left = json.loads(result.stdout.splitlines()[-1])
     assert left == {"threads": [], "children": [], "worker_pids_alive": [], "sockets": []}

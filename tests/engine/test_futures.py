@@ -97,19 +97,24 @@ def test_inputs_travel_between_workers_directly(cluster, client):
     x = client.submit(inc, 1, workers=[first], pure=False)
     y = client.submit(inc, x, workers=[second], pure=False)
     assert y.result(timeout=10) == 3
-    on_second = [(e["start"], e["finish"]) for e in client.story(x.key)
-                 if e["key"] == x.key and e["where"] == second]
+    on_second = [
+        (e["start"], e["finish"])
+        for e in client.story(x.key)
+        if e["key"] == x.key and e["where"] == second
+    ]
     assert ("fetch", "flight") in on_second
     assert ("flight", "memory") in on_second
-    assert not any(e["where"] == second and e["finish"] == "executing"
-                   for e in client.story(x.key)), "x ran only on the first worker"
+    assert not any(
+        e["where"] == second and e["finish"] == "executing" for e in client.story(x.key)
+    ), "x ran only on the first worker"
 
 
 def test_reprs_match_the_seed(client):
     finished = client.submit(inc, 122)
     finished.result(timeout=10)
-    assert re.fullmatch(r"<Future: finished, type: builtins\.int, key: inc-[0-9a-f]{32}>",
-                        repr(finished))
+    assert re.fullmatch(
+        r"<Future: finished, type: builtins\.int, key: inc-[0-9a-f]{32}>", repr(finished)
+    )
     pending = never_runs(client)
     assert repr(pending) == f"<Future: pending, key: {pending.key}>"
     erred = client.submit(fail, "repr")
@@ -150,8 +155,9 @@ def test_done_callbacks_run_whatever_the_outcome(client):
         future.add_done_callback(remember)
     stuck.cancel()
     poll(lambda: len(seen) == 3, timeout=10)
-    assert sorted(seen) == sorted([(good.key, "finished"), (bad.key, "error"),
-                                   (stuck.key, "cancelled")])
+    assert sorted(seen) == sorted(
+        [(good.key, "finished"), (bad.key, "error"), (stuck.key, "cancelled")]
+    )
     late: list[str] = []
     good.add_done_callback(lambda f: late.append(f.status))
     poll(lambda: late == ["finished"])
@@ -189,8 +195,8 @@ def test_releasing_the_last_future_forgets_the_task(cluster, client):
     del future
     assert cluster.scheduler.state.tasks.get(key) is not None, "another Future still holds it"
     del copy
-    poll(lambda: key not in cluster.scheduler.state.tasks)
-    poll(lambda: not held_by_workers())
+    poll(lambda: key not in cluster.scheduler.state.tasks, what="the scheduler forgot the task")
+    poll(lambda: not held_by_workers(), what="the workers dropped the data")
 
 
 def test_gather_raises_or_skips_errors(client):
@@ -199,9 +205,7 @@ def test_gather_raises_or_skips_errors(client):
     with pytest.raises(ZeroDivisionError):
         client.gather([good, bad, other])
     assert client.gather([good, bad, other], errors="skip") == [2, 3]
-    assert client.gather({"a": good, "b": bad, "n": [other]}, errors="skip") == {
-        "a": 2, "n": [3]
-    }
+    assert client.gather({"a": good, "b": bad, "n": [other]}, errors="skip") == {"a": 2, "n": [3]}
 
 
 def test_gather_keeps_the_shape_of_its_input(client):
@@ -257,11 +261,13 @@ def test_run_on_every_worker_and_on_the_scheduler(cluster, client):
     assert client.run(lambda dask_worker: dask_worker.address) == {a: a for a in pids}
 
     assert client.run_on_scheduler(os.getpid) == os.getpid(), "LocalCluster's scheduler is here"
-    assert client.run_on_scheduler(
-        lambda dask_scheduler: dask_scheduler.address
-    ) == cluster.scheduler_address
-    assert client.run_on_scheduler(lambda x, dask_scheduler: x + len(dask_scheduler.workers),
-                                   40) == 42
+    assert (
+        client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.address)
+        == cluster.scheduler_address
+    )
+    assert (
+        client.run_on_scheduler(lambda x, dask_scheduler: x + len(dask_scheduler.workers), 40) == 42
+    )
 
 
 def test_scheduler_info_and_wait_for_workers(cluster, client):
@@ -277,8 +283,9 @@ def test_scheduler_info_and_wait_for_workers(cluster, client):
 
 def test_asynchronous_client(cluster):
     async def main() -> None:
-        async with Client(cluster.scheduler_address, asynchronous=True,
-                          security=cluster.security) as client:
+        async with Client(
+            cluster.scheduler_address, asynchronous=True, security=cluster.security
+        ) as client:
             future = client.submit(inc, 1)
             assert await future == 2
             assert await future.result() == 2
@@ -286,8 +293,10 @@ def test_asynchronous_client(cluster):
             [scattered] = await client.scatter([5])
             assert await client.submit(inc, scattered) == 6
             assert set(await client.run(os.getpid)) == set(cluster.scheduler.workers)
-            assert await client.run_on_scheduler(
-                lambda dask_scheduler: dask_scheduler.address) == cluster.scheduler_address
+            assert (
+                await client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.address)
+                == cluster.scheduler_address
+            )
             assert len((await client.scheduler_info())["workers"]) == 2
             await client.wait_for_workers(2, timeout=5)
             futures = client.map(inc, range(4), pure=False)

@@ -16,13 +16,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def fragile_cluster() -> Iterator[LocalCluster]:
+def fragile_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """Two single-threaded worker processes that each test may kill: never shared.
 
     Worker-ttl and reconnect-timeout are short so that a silent worker is noticed within
-    seconds and a cut-off one gives up before the test session ends.
+    seconds and a cut-off one gives up before the test session ends. Tests add config
+    through indirect parametrization: ``parametrize("fragile_cluster", [{...}], indirect=True)``.
     """
-    overrides = {"scheduler.worker-ttl": "3s", "comm.reconnect-timeout": "20s"}
+    overrides = {
+        "scheduler.worker-ttl": "3s",
+        "comm.reconnect-timeout": "20s",
+        **getattr(request, "param", {}),
+    }
     with (
         config.set(overrides),
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -32,8 +31,9 @@ def pairwise_sum_graph(client: Client, n_leaves: int, seconds: float) -> list[An
     level = client.map(slow_inc, range(n_leaves), seconds=seconds)
     futures = list(level)
     while len(level) > 1:
-        level = client.map(add, level[0::2], level[1::2])
-        futures += level
+        carried = level[-1:] if len(level) % 2 else []
+        level = client.map(add, level[0::2], level[1::2]) + carried
+        futures += level[: len(level) - len(carried)]
     return futures
 
 
@@ -56,15 +56,30 @@ def busiest_worker(client: Client) -> str:
     return max(workers, key=lambda a: workers[a]["processing"] + workers[a]["in_memory"])
 
 
-def kill_and_replace(cluster: LocalCluster, address: str) -> None:
-    """SIGKILL the worker at ``address``, wait until the scheduler has noticed, start another."""
-    name, process = process_of(cluster, address)
+def dead_workers(cluster: LocalCluster) -> list[str]:
+    """Names of the cluster's worker processes that have exited."""
+    return [name for name, worker in cluster.workers.items() if worker.process.poll() is not None]
+
+
+def replace_dead_workers(cluster: LocalCluster) -> int:
+    """Start a new worker process for each dead one, once the scheduler has let it go."""
+    dead = dead_workers(cluster)
+    pids = {cluster.workers[name].pid for name in dead}
+    poll(lambda: not pids & {link.pid for link in list(cluster.scheduler.workers.values())},
+         timeout=10)
     wanted = len(cluster.workers)
+    for name in dead:
+        del cluster.workers[name]
+    cluster.scale(wanted)
+    return len(dead)
+
+
+def kill_and_replace(cluster: LocalCluster, address: str) -> None:
+    """SIGKILL the worker at ``address`` and start another in its place."""
+    _, process = process_of(cluster, address)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
-    poll(lambda: address not in cluster.scheduler.workers, timeout=10)
-    del cluster.workers[name]
-    cluster.scale(wanted)
+    replace_dead_workers(cluster)
 
 
 def remove_worker_events(client: Client, addresses: set[str] | None = None) -> list[dict]:
@@ -75,18 +90,3 @@ def remove_worker_events(client: Client, addresses: set[str] | None = None) -> l
         if msg.get("action") == "remove-worker"
         and (addresses is None or msg["worker"] in addresses)
     ]
-
-
-def transitions_caused_by(cluster: LocalCluster, stimulus_id: str) -> list[Any]:
-    return cluster.scheduler.transitions(stimulus_id=stimulus_id)
-
-
-def pids_alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        alive.append(pid)
-    return alive

@@ -15,14 +15,22 @@ FUNCTIONS = {"f-inc": b"pickled inc", "f-add": b"pickled add"}
 
 
 def spec(
-    key: str, *deps: str, function_id: str = "f-inc", retries: int = 0,
+    key: str,
+    *deps: str,
+    function_id: str = "f-inc",
+    retries: int = 0,
     restrictions: tuple[str, ...] | None = None,
 ) -> TaskSpec:
     return TaskSpec(key, function_id, f"args of {key}".encode(), deps, retries, restrictions)
 
 
-def submit(state: SchedulerState, *specs: TaskSpec, wanted: list[str] | None = None,
-           client: str = CLIENT, stimulus_id: str = "update-graph-1") -> Effects:
+def submit(
+    state: SchedulerState,
+    *specs: TaskSpec,
+    wanted: list[str] | None = None,
+    client: str = CLIENT,
+    stimulus_id: str = "update-graph-1",
+) -> Effects:
     if wanted is None:
         wanted = [s.key for s in specs]
     return state.update_graph(client, specs, FUNCTIONS, wanted, stimulus_id)
@@ -45,8 +53,11 @@ def finish(state: SchedulerState, key: str, worker: str, stimulus_id: str = "don
 
 
 def error_of(text: str) -> dict[str, Any]:
-    return {"exception": pickle_dumps(ZeroDivisionError(text)), "traceback": None,
-            "text": f"ZeroDivisionError: {text}"}
+    return {
+        "exception": pickle_dumps(ZeroDivisionError(text)),
+        "traceback": None,
+        "text": f"ZeroDivisionError: {text}",
+    }
 
 
 @pytest.fixture
@@ -288,8 +299,9 @@ def test_an_unknown_function_is_refused(one_worker):
 
 def test_restrictions_by_address_and_by_name(two_workers):
     two_workers.add_worker("tcp://w3", "w3", 1, "add-w3")
-    effects = submit(two_workers, spec("a", restrictions=("tcp://w2",)),
-                     spec("b", restrictions=("w2",)))
+    effects = submit(
+        two_workers, spec("a", restrictions=("tcp://w2",)), spec("b", restrictions=("w2",))
+    )
     assert computed_keys(effects, "tcp://w2") == ["a", "b"]
 
 

@@ -86,12 +86,9 @@ class RawPeer:
     def __init__(self, address: str, timeout: float = 5.0) -> None:
         _, host, port = parse_address(address)
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.local_port: int = self.sock.getsockname()[1]
         self.decoder = FrameDecoder()
         self.pending: list[bytes] = []
-
-    @property
-    def local_port(self) -> int:
-        return self.sock.getsockname()[1]
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -16,11 +16,16 @@ from storied.worker.state import (
 )
 
 
-def compute(state: WorkerState, key: str, priority: int = 0,
-            who_has: dict[str, list[str]] | None = None,
-            stimulus_id: str = "compute") -> list[Instruction]:
-    return state.compute_task(key, "f-inc", f"args of {key}".encode(), priority,
-                              who_has or {}, stimulus_id)
+def compute(
+    state: WorkerState,
+    key: str,
+    priority: int = 0,
+    who_has: dict[str, list[str]] | None = None,
+    stimulus_id: str = "compute",
+) -> list[Instruction]:
+    return state.compute_task(
+        key, "f-inc", f"args of {key}".encode(), priority, who_has or {}, stimulus_id
+    )
 
 
 def succeed(state: WorkerState, key: str) -> list[Instruction]:
@@ -69,12 +74,16 @@ def test_two_threads_run_two_tasks(recorder):
 
 
 def test_inputs_are_fetched_in_one_request_per_holder(state, recorder):
-    instructions = compute(state, "c", who_has={"a": ["tcp://w1"], "b": ["tcp://w1"],
-                                                "d": ["tcp://w2"]}, stimulus_id="compute-c")
-    gathers = sorted((i for i in instructions if isinstance(i, GatherDep)),
-                     key=lambda g: g.worker)
+    instructions = compute(
+        state,
+        "c",
+        who_has={"a": ["tcp://w1"], "b": ["tcp://w1"], "d": ["tcp://w2"]},
+        stimulus_id="compute-c",
+    )
+    gathers = sorted((i for i in instructions if isinstance(i, GatherDep)), key=lambda g: g.worker)
     assert [(g.worker, sorted(g.keys)) for g in gathers] == [
-        ("tcp://w1", ["a", "b"]), ("tcp://w2", ["d"]),
+        ("tcp://w1", ["a", "b"]),
+        ("tcp://w2", ["d"]),
     ]
     assert {g.stimulus_id for g in gathers} == {"compute-c"}
     assert not executed(instructions)
@@ -108,10 +117,14 @@ def test_an_input_two_tasks_need_is_fetched_once(recorder):
 def test_gather_failure_tries_another_holder(state):
     compute(state, "b", who_has={"a": ["tcp://w1", "tcp://w2"]})
     instructions = state.gather_failure("tcp://w1", ["a"], "gather-failed")
-    assert sent(instructions, "missing-data") == [{
-        "op": "missing-data", "key": "a", "errant_worker": "tcp://w1",
-        "stimulus_id": "gather-failed",
-    }]
+    assert sent(instructions, "missing-data") == [
+        {
+            "op": "missing-data",
+            "key": "a",
+            "errant_worker": "tcp://w1",
+            "stimulus_id": "gather-failed",
+        }
+    ]
     assert [i for i in instructions if isinstance(i, GatherDep)] == [
         GatherDep("tcp://w2", ("a",), "gather-failed")
     ]
@@ -143,7 +156,10 @@ def test_success_reports_and_drops_fetched_inputs(state, recorder):
     [msg] = sent(instructions, "task-finished")
     assert msg["startstops"][:2] == [1.5, 2.5]
     assert {k: v for k, v in msg.items() if k != "startstops"} == {
-        "op": "task-finished", "key": "c", "nbytes": 24, "type": "builtins.list",
+        "op": "task-finished",
+        "key": "c",
+        "nbytes": 24,
+        "type": "builtins.list",
         "stimulus_id": "done-c",
     }
     assert forgotten(instructions) == ["a"]
@@ -168,7 +184,10 @@ def test_failure_reports_the_error(state):
     [msg] = sent(instructions, "task-erred")
     assert msg["startstops"][:2] == [1.0, 2.0]
     assert {k: v for k, v in msg.items() if k != "startstops"} == {
-        "op": "task-erred", "key": "a", "error": error, "stimulus_id": "failed-a",
+        "op": "task-erred",
+        "key": "a",
+        "error": error,
+        "stimulus_id": "failed-a",
     }
     assert state.tasks["a"].state == "error"
 
