@@ -26,4 +26,5 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .ruff_cache
 
+BENCH_PROJECT_PYTHON := $(STAMP)
 -include bench/Makefile.inc

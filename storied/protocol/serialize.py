@@ -60,11 +60,7 @@ def dumps_with_refs(obj: Any, is_ref: Callable[[Any], str | None]) -> tuple[byte
     """
     if type(obj) is tuple and len(obj) == 2:
         args, kwargs = obj
-        if (
-            type(args) is tuple
-            and not kwargs
-            and all(type(arg) in _PLAIN_TYPES for arg in args)
-        ):
+        if type(args) is tuple and not kwargs and all(type(arg) in _PLAIN_TYPES for arg in args):
             return pickle.dumps(obj, protocol=PICKLE_PROTOCOL), []
     buffer = io.BytesIO()
     pickler = _TaskRefPickler(buffer, is_ref)

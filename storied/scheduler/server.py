@@ -147,6 +147,11 @@ class Scheduler:
     def address(self) -> str:
         return self._listener.address
 
+    @property
+    def tasks(self) -> dict[str, Any]:
+        """Every task the scheduler knows, by key (as ``dask_scheduler.tasks``)."""
+        return self.state.tasks
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
