@@ -165,8 +165,9 @@ class Future:
         await asyncio.wait_for(self._state.wait(), timeout)
         return self._state.traceback_object()
 
-    def cancel(self) -> None:
-        self._client.cancel([self])
+    def cancel(self) -> Any:
+        """Stop computing this future (an awaitable with an asynchronous client)."""
+        return self._client.cancel([self])
 
     def cancelled(self) -> bool:
         return self._state.status == "cancelled"

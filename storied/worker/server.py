@@ -145,7 +145,7 @@ class Worker:
         host: str = "127.0.0.1",
         port: int = 0,
         security: Security | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float | str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         self.nthreads = nthreads
@@ -153,7 +153,14 @@ class Worker:
         self.host = host
         self.port = port
         self.security = security or Security()
-        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_interval = (
+            config.parse_timedelta(
+                heartbeat_interval
+                if heartbeat_interval is not None
+                else config.get("worker.heartbeat-interval")
+            )
+            or 1.0
+        )
         self.data: dict[str, Any] = {}
         self._pickled: dict[str, bytes] = {}
         self._function_payloads: dict[str, bytes] = {}
