@@ -74,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "comm": {
         "connect-timeout": "10s",
         "reconnect-timeout": "60s",
+        "handshake-timeout": "10s",
+        "max-unauthenticated": 256,
         "max-frame-size": "256MiB",
         "auth-token": None,
         "tls": {"ca-file": None, "cert": None, "key": None},

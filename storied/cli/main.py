@@ -29,6 +29,11 @@ def _security_options(func: Any) -> Any:
             help="Shared secret; peers must prove they hold it (env STORIED_AUTH_TOKEN).",
         ),
         click.option(
+            "--insecure",
+            is_flag=True,
+            help="Allow listening on a non-loopback address without a token or TLS.",
+        ),
+        click.option(
             "--tls-ca-file",
             type=click.Path(exists=True, dir_okay=False),
             help="CA certificate that signs every peer's certificate.",
@@ -50,17 +55,31 @@ def _security_options(func: Any) -> Any:
 
 
 def _security(
-    auth_token: str | None, tls_ca_file: str | None, tls_cert: str | None, tls_key: str | None
+    host: str,
+    insecure: bool,
+    auth_token: str | None,
+    tls_ca_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> Security:
+    """Credentials from flags, else config; refuse to serve a network port to anyone."""
+    tls = config.get("comm.tls")
     try:
-        return Security(
+        security = Security(
             token=auth_token or config.get("comm.auth-token") or None,
-            tls_ca_file=tls_ca_file,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
+            tls_ca_file=tls_ca_file or tls.get("ca-file"),
+            tls_cert=tls_cert or tls.get("cert"),
+            tls_key=tls_key or tls.get("key"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if security.is_open and not _is_loopback(host) and not insecure:
+        raise click.UsageError(
+            f"refusing to listen on {host} without credentials: anyone who can reach it could "
+            "run code on this machine. Pass --auth-token (or STORIED_AUTH_TOKEN) or TLS "
+            "options, or --insecure if this network is trusted."
+        )
+    return security
 
 
 def _is_loopback(host: str) -> bool:
@@ -112,11 +131,6 @@ def cli() -> None:
 )
 @click.option("--no-ledger", is_flag=True, help="Keep history in memory only.")
 @click.option("--retain", default=None, help="Delete ledger records older than this, e.g. 7d.")
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow listening on a non-loopback address without a token or TLS.",
-)
 @_security_options
 def scheduler(
     host: str,
@@ -124,8 +138,8 @@ def scheduler(
     ledger: str | None,
     no_ledger: bool,
     retain: str | None,
-    insecure: bool,
     auth_token: str | None,
+    insecure: bool,
     tls_ca_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -133,13 +147,7 @@ def scheduler(
     """Start a scheduler."""
     from storied.scheduler.server import Scheduler
 
-    security = _security(auth_token, tls_ca_file, tls_cert, tls_key)
-    if security.is_open and not _is_loopback(host) and not insecure:
-        raise click.UsageError(
-            f"refusing to listen on {host} without credentials: anyone who can reach it could "
-            "run code on your workers. Pass --auth-token (or STORIED_AUTH_TOKEN) or TLS "
-            "options, or --insecure if this network is trusted."
-        )
+    security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
     ledger_path: str | None = None
     if not no_ledger:
         ledger_path = ledger or config.get("scheduler.ledger") or str(DEFAULT_LEDGER.expanduser())
@@ -169,6 +177,7 @@ def worker(
     host: str,
     port: int,
     auth_token: str | None,
+    insecure: bool,
     tls_ca_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -179,7 +188,7 @@ def worker(
 
     if os.environ.get(SILENCE_ENV_VAR):
         config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
-    security = _security(auth_token, tls_ca_file, tls_cert, tls_key)
+    security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
     server = Worker(
         scheduler_address, nthreads=nthreads, name=name, host=host, port=port, security=security
     )

@@ -518,3 +518,18 @@ class ConnectionPool:
         self._idle.clear()
         for comm in comms:
             comm.abort("pool closed")
+
+
+def configured_listener(address: str, handler: Handler, security: Security) -> Listener:
+    """A Listener with the limits from config (``comm.*``), as scheduler and workers use."""
+    from storied import config
+
+    return Listener(
+        address,
+        handler,
+        security,
+        max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
+        handshake_timeout=config.parse_timedelta(config.get("comm.handshake-timeout"))
+        or DEFAULT_HANDSHAKE_TIMEOUT,
+        max_unauthenticated=int(config.get("comm.max-unauthenticated")),
+    )

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from storied import config
-from storied.comm import Comm, CommClosedError, Listener, Security
+from storied.comm import Comm, CommClosedError, Security
+from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
 from storied.plugin import SchedulerPlugin, plugin_name, run_plugin_hook
 from storied.protocol.serialize import pickle_dumps, pickle_loads
@@ -103,11 +104,8 @@ class Scheduler:
 
     async def start(self) -> Scheduler:
         self.loop = asyncio.get_running_loop()
-        self._listener = Listener(
-            f"tcp://{self.host}:{self.port}",
-            self._handle_comm,
-            self.security,
-            max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
+        self._listener = configured_listener(
+            f"tcp://{self.host}:{self.port}", self._handle_comm, self.security
         )
         await self._listener.start()
         self.port = self._listener.port

@@ -21,7 +21,8 @@ from typing import Any
 import tblib
 
 from storied import config
-from storied.comm import Comm, ConnectionPool, Listener, Security, connect
+from storied.comm import Comm, ConnectionPool, Security, connect
+from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
 from storied.loop import Outbox
 from storied.plugin import WorkerPlugin, run_plugin_hook
@@ -186,11 +187,8 @@ class Worker:
 
     async def start(self) -> Worker:
         self.loop = asyncio.get_running_loop()
-        self._listener = Listener(
-            f"tcp://{self.host}:{self.port}",
-            self._serve_peer,
-            self.security,
-            max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
+        self._listener = configured_listener(
+            f"tcp://{self.host}:{self.port}", self._serve_peer, self.security
         )
         await self._listener.start()
         self.address = self._listener.address
@@ -510,13 +508,16 @@ class Worker:
                 logger.warning("Closing connection from %s: malformed request", comm.peer_address)
                 return
             op = msg.get("op")
-            if op == "get_data":
-                comm.write(self._get_data(msg.get("keys", [])))
-            elif op == "update_data":
-                comm.write(self._update_data(msg.get("data", {})))
+            keys, data = msg.get("keys"), msg.get("data")
+            if op == "get_data" and isinstance(keys, list):
+                comm.write(self._get_data(keys))
+            elif op == "update_data" and isinstance(data, dict):
+                comm.write(self._update_data(data))
             else:
                 logger.warning(
-                    "Closing connection from %s: unknown request %r", comm.peer_address, op
+                    "Closing connection from %s: unknown or malformed request %r",
+                    comm.peer_address,
+                    op,
                 )
                 return
 

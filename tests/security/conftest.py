@@ -48,9 +48,23 @@ class CertificateAuthority:
     @classmethod
     def create(cls, directory: Path, name: str) -> CertificateAuthority:
         ca = cls(directory, name)
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-nodes", "-keyout", ca.key, "-out", ca.cert, "-days", "2",
-                 "-subj", f"/CN={name}")
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            ca.key,
+            "-out",
+            ca.cert,
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+        )
         return ca
 
     def security(self, role: str, token: str | None = None) -> Security:
@@ -60,12 +74,40 @@ class CertificateAuthority:
         request = self.directory / f"{self.name}-{role}.csr"
         extensions = self.directory / "leaf.ext"
         extensions.write_text(_LEAF_EXTENSIONS)
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", key, "-out", request, "-subj", f"/CN={role}")
-        _openssl("x509", "-req", "-in", request, "-CA", self.cert, "-CAkey", self.key,
-                 "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", extensions)
-        return Security(token=token, tls_ca_file=str(self.cert), tls_cert=str(cert),
-                        tls_key=str(key))
+        _openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            request,
+            "-subj",
+            f"/CN={role}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            request,
+            "-CA",
+            self.cert,
+            "-CAkey",
+            self.key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-extfile",
+            extensions,
+        )
+        return Security(
+            token=token, tls_ca_file=str(self.cert), tls_cert=str(cert), tls_key=str(key)
+        )
 
 
 def _openssl(*args: object) -> None:

@@ -114,13 +114,23 @@ def test_nothing_is_unpickled_before_authentication(guarded, target, tmp_path, c
     payload = pickle.dumps(_TouchOnUnpickle(marker))
     key = f"planted-via-{target}"
     update_data = {"op": "update_data", "data": {key: payload}}
-    graph = [{"op": "update-graph", "tasks": [[key, "f", payload, [], None]],
-              "functions": {"f": payload}, "wanted": [key], "stimulus_id": "x"}]
+    graph = [
+        {
+            "op": "update-graph",
+            "tasks": [[key, "f", payload, [], None]],
+            "functions": {"f": payload},
+            "wanted": [key],
+            "stimulus_id": "x",
+        }
+    ]
     wrong_answer = dumps({"op": "answer", "nonce": os.urandom(32), "mac": os.urandom(32)})
     attacks = {
         "a pickle instead of the handshake answer": [payload],
         "a wrong answer with pickles right behind it": [
-            wrong_answer, dumps(update_data), dumps(graph), payload,
+            wrong_answer,
+            dumps(update_data),
+            dumps(graph),
+            payload,
         ],
         "no handshake at all, straight to work": [dumps(update_data), dumps(graph)],
     }
@@ -201,7 +211,7 @@ class _RogueServer:
 
     def _serve_one(self) -> None:
         sock, _ = self.listening.accept()
-        with sock:
+        with sock, contextlib.suppress(OSError):  # the client may hang up at any point
             frame = dumps(self.hello)
             sock.sendall(len(frame).to_bytes(4, "big") + frame)
             sock.recv(4096)
@@ -220,16 +230,30 @@ def test_a_server_without_the_token_cannot_impersonate_the_scheduler(guarded):
         hello = genuine.read()
         genuine.send(handshake.client_answer(hello, token))
         genuine_welcome = genuine.read()
-    impostors = {
-        "claims auth, proves nothing": ({**hello, "nonce": os.urandom(32)}, {"op": "welcome"}),
-        "replays a genuine exchange": (hello, genuine_welcome),
-        "asks for no token at all": ({**hello, "auth": False}, {"op": "welcome"}),
-    }
-    for name, (rogue_hello, rogue_welcome) in impostors.items():
+    impostors = [  # (what the impostor does, its hello, its welcome, what the client says)
+        (
+            "claims auth, proves nothing",
+            {**hello, "nonce": os.urandom(32)},
+            {"op": "welcome"},
+            "could not prove it holds the token",
+        ),
+        (
+            "replays a genuine exchange",
+            hello,
+            genuine_welcome,
+            "could not prove it holds the token",
+        ),
+        (
+            "asks for no token at all",
+            {**hello, "auth": False},
+            {"op": "welcome"},
+            "does not ask for one",
+        ),
+    ]
+    for name, rogue_hello, rogue_welcome, complaint in impostors:
         rogue = _RogueServer(rogue_hello, rogue_welcome)
         try:
-            with pytest.raises(handshake.AuthenticationError,
-                               match="cannot prove|could not prove"):
+            with pytest.raises(handshake.AuthenticationError, match=complaint):
                 Client(rogue.address, security=Security(token=token), timeout=5)
         finally:
             rogue.close()
@@ -246,9 +270,23 @@ def test_cli_refuses_all_interfaces_without_credentials(monkeypatch):
 def test_cli_scheduler_on_all_interfaces_with_a_token_admits_only_token_holders():
     env = {**os.environ, "STORIED_AUTH_TOKEN": ""}
     process = subprocess.Popen(
-        [sys.executable, "-m", "storied", "scheduler", "--host", "0.0.0.0", "--port", "0",
-         "--no-ledger", "--auth-token", "s3cret-for-this-test"],
-        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "storied",
+            "scheduler",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--no-ledger",
+            "--auth-token",
+            "s3cret-for-this-test",
+        ],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     try:
         port = _listening_port(process)
@@ -266,8 +304,9 @@ def _listening_port(process: subprocess.Popen[str], timeout: float = 20.0) -> in
     """The port from the scheduler's 'Scheduler at ...' log line on stderr."""
     lines: queue.Queue[str] = queue.Queue()
     assert process.stderr is not None
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr],
-                     daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stderr], daemon=True
+    ).start()
     while True:
         try:
             line = lines.get(timeout=timeout)

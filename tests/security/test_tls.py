@@ -30,8 +30,9 @@ def pki(make_ca):
 def tls_cluster(pki) -> Iterator[LocalCluster]:
     ca, _ = pki
     security = ca.security("scheduler", token="tls-and-token")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      security=security) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, security=security
+    ) as cluster:
         yield cluster
 
 
@@ -45,8 +46,9 @@ def test_scheduler_workers_and_client_work_over_tls_with_a_token(pki, tls_cluste
     ca, _ = pki
     assert tls_cluster.scheduler_address.startswith("tls://")
     assert all(w.address.startswith("tls://") for w in tls_cluster.workers.values())
-    with Client(tls_cluster.scheduler_address,
-                security=ca.security("client", token="tls-and-token")) as client:
+    with Client(
+        tls_cluster.scheduler_address, security=ca.security("client", token="tls-and-token")
+    ) as client:
         # Pairs from both ends of the list make workers fetch each other's results over TLS.
         firsts = client.map(inc, range(100))
         totals = client.map(add, firsts, firsts[::-1])
@@ -58,13 +60,19 @@ def test_a_certificate_from_another_ca_is_refused(pki, tls_cluster, comm_log):
     ca, stranger_ca = pki
     # Trusts our CA (so it would accept the scheduler) but presents a stranger's certificate.
     stranger = stranger_ca.security("client", token="tls-and-token")
-    impostor = Security(token="tls-and-token", tls_ca_file=str(ca.cert),
-                        tls_cert=stranger.tls_cert, tls_key=stranger.tls_key)
+    impostor = Security(
+        token="tls-and-token",
+        tls_ca_file=str(ca.cert),
+        tls_cert=stranger.tls_cert,
+        tls_key=stranger.tls_key,
+    )
     before = len(tls_cluster.scheduler.clients)
     with pytest.raises(ConnectionError):
         Client(tls_cluster.scheduler_address, security=impostor, timeout=5)
-    wait_for(lambda: any("TLS handshake failed" in r.getMessage() for r in comm_log.records),
-             what="the scheduler to log the refused certificate")
+    wait_for(
+        lambda: any("TLS handshake failed" in r.getMessage() for r in comm_log.records),
+        what="the scheduler to log the refused certificate",
+    )
     # And a client that trusts only the stranger CA will not talk to our scheduler.
     with pytest.raises(ConnectionError, match="certificate verify failed"):
         Client(tls_cluster.scheduler_address, security=stranger, timeout=5)
@@ -86,15 +94,20 @@ def test_plain_tcp_and_certificate_less_tls_are_refused(pki, tls_cluster, comm_l
         except (ssl.SSLError, ConnectionError):
             received = b""
         assert received == b"", "a client without a certificate got a hello"
-    refusals = [r.getMessage() for r in comm_log.records if "TLS handshake failed" in r.getMessage()]
+    refusals = [
+        r.getMessage() for r in comm_log.records if "TLS handshake failed" in r.getMessage()
+    ]
     assert len(refusals) >= 2
 
 
 def test_a_valid_certificate_without_the_token_is_refused(pki, tls_cluster, comm_log):
     ca, _ = pki
     with pytest.raises(handshake.AuthenticationError, match="wrong or missing auth token"):
-        Client(tls_cluster.scheduler_address,
-               security=ca.security("client", token="not-the-token"), timeout=5)
+        Client(
+            tls_cluster.scheduler_address,
+            security=ca.security("client", token="not-the-token"),
+            timeout=5,
+        )
     with pytest.raises(handshake.AuthenticationError, match="requires an auth token"):
         Client(tls_cluster.scheduler_address, security=ca.security("client"), timeout=5)
     assert any("wrong or missing auth token" in r.getMessage() for r in comm_log.records)
