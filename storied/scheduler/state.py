@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from storied.exceptions import KilledWorker
+from storied.exceptions import FutureLostError, KilledWorker
 from storied.protocol.serialize import pickle_dumps
 
 Recommendations = dict[str, str]
@@ -162,7 +162,14 @@ class SchedulerState:
         wanted: Iterable[str],
         stimulus_id: str,
     ) -> Effects:
-        """A client submitted tasks (new ones are created; known keys are just wanted again)."""
+        """A client submitted tasks (new ones are created; known keys are just wanted again).
+
+        Raises ``ValueError``, changing nothing, if a task names a function not sent along.
+        """
+        tasks = list(tasks)
+        for spec in tasks:
+            if spec.function_id not in functions and spec.function_id not in self.functions:
+                raise ValueError(f"task {spec.key!r} names unknown function {spec.function_id!r}")
         effects = Effects()
         for function_id, payload in functions.items():
             self.functions.setdefault(function_id, payload)
@@ -171,8 +178,6 @@ class SchedulerState:
             ts = self.tasks.get(spec.key)
             if ts is not None and ts.function_id is not None:
                 continue
-            if spec.function_id not in self.functions:
-                raise ValueError(f"task {spec.key!r} names unknown function {spec.function_id!r}")
             self._priority += 1
             if ts is None:
                 ts = self.tasks[spec.key] = TaskState(
@@ -471,6 +476,12 @@ class SchedulerState:
             dep.waiters.add(ts)
             if dep.state == "erred":
                 ts.error = _blame(dep)
+                return {ts.key: "erred"}
+            if dep.function_id is None and dep.state != "memory":
+                ts.error = _error_payload(FutureLostError(
+                    f"input {dep.key!r} of {ts.key!r} is gone and cannot be recomputed "
+                    "(its data was scattered, or its last future was released)"
+                ))
                 return {ts.key: "erred"}
             if dep.state != "memory":
                 ts.waiting_on.add(dep)

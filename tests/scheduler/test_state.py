@@ -379,3 +379,20 @@ def test_removing_a_client_releases_everything_it_wanted(one_worker):
     effects = one_worker.remove_client(CLIENT, "client-left")
     assert freed_keys(effects, "tcp://w1") == ["a", "b"]
     assert not one_worker.tasks
+
+
+def test_a_graph_naming_an_unknown_function_changes_nothing(one_worker, recorder):
+    with pytest.raises(ValueError, match="unknown function"):
+        one_worker.update_graph(
+            CLIENT, [spec("a"), spec("b", function_id="f-missing")], {}, ["a", "b"], "bad-graph"
+        )
+    assert one_worker.tasks == {} and recorder.transitions == []
+
+
+def test_an_input_nobody_can_compute_errs_its_dependent(one_worker):
+    effects = submit(one_worker, spec("b", "gone"), wanted=["b"])
+    assert one_worker.tasks["b"].state == "erred"
+    (erred,) = ops(effects.clients[CLIENT], "task-erred")
+    error = pickle_loads(erred["exception"])
+    assert type(error).__name__ == "FutureLostError" and "'gone'" in str(error)
+    assert "gone" not in one_worker.tasks or one_worker.tasks["gone"].state == "released"
