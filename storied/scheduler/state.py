@@ -431,7 +431,8 @@ class SchedulerState:
         if handler is None:
             if start == "released" or finish == "released" or finish == "forgotten":
                 if finish == "forgotten" and start != "released":
-                    recommendations = self._transition(ts, "released", stimulus_id, effects)
+                    # a copy: the record keeps the dict it was given, unchanged
+                    recommendations = dict(self._transition(ts, "released", stimulus_id, effects))
                     if ts.state == "released" and recommendations.get(ts.key) == "forgotten":
                         recommendations.pop(ts.key)
                         recommendations.update(
@@ -439,7 +440,7 @@ class SchedulerState:
                         )
                     return recommendations
                 return {}
-            recommendations = self._transition(ts, "released", stimulus_id, effects)
+            recommendations = dict(self._transition(ts, "released", stimulus_id, effects))
             recommendations.pop(ts.key, None)
             if ts.state == "released":
                 recommendations.update(self._transition(ts, finish, stimulus_id, effects))
@@ -478,10 +479,12 @@ class SchedulerState:
                 ts.error = _blame(dep)
                 return {ts.key: "erred"}
             if dep.function_id is None and dep.state != "memory":
-                ts.error = _error_payload(FutureLostError(
-                    f"input {dep.key!r} of {ts.key!r} is gone and cannot be recomputed "
-                    "(its data was scattered, or its last future was released)"
-                ))
+                ts.error = _error_payload(
+                    FutureLostError(
+                        f"input {dep.key!r} of {ts.key!r} is gone and cannot be recomputed "
+                        "(its data was scattered, or its last future was released)"
+                    )
+                )
                 return {ts.key: "erred"}
             if dep.state != "memory":
                 ts.waiting_on.add(dep)

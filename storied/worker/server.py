@@ -89,7 +89,7 @@ class _ShippingRecorder:
             return
         timestamp = time.time()
         self.record.transition(
-            key, start, finish, dict(recommendations), stimulus_id, timestamp=timestamp
+            key, start, finish, recommendations, stimulus_id, timestamp=timestamp
         )
         if self.ship:
             self.outbox.put([key, start, finish, recommendations, stimulus_id, timestamp])
@@ -203,7 +203,7 @@ class Worker:
         self._outbox = Outbox(self.loop, self._send_outbox)
         self._recorder = _ShippingRecorder(self.record, self._outbox)
         logging.getLogger("storied.worker").addHandler(self._log_handler)
-        self.state = WorkerState(self.nthreads, self._recorder, self._plugin_transition)
+        self.state = self._new_state()
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
@@ -276,7 +276,7 @@ class Worker:
 
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
-        self.state = WorkerState(self.nthreads, self._recorder, self._plugin_transition)
+        self.state = self._new_state()
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()
@@ -598,12 +598,20 @@ class Worker:
         if name in self.plugins:
             await self._remove_plugin(name)
         self.plugins[name] = instance
+        self.state.on_transition = self._plugin_transition
         await run_plugin_hook(name, instance.setup, self)
 
     async def _remove_plugin(self, name: str) -> None:
         plugin = self.plugins.pop(name, None)
+        if not self.plugins:
+            self.state.on_transition = None
         if plugin is not None:
             await run_plugin_hook(name, plugin.teardown, self)
+
+    def _new_state(self) -> WorkerState:
+        """The state machine calls out to plugins only while there are any."""
+        hook = self._plugin_transition if self.plugins else None
+        return WorkerState(self.nthreads, self._recorder, hook)
 
     def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
         for name, plugin in self.plugins.items():

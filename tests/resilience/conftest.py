@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from storied import Client, LocalCluster, config
+
+from .helpers import WorkerProcesses
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -16,21 +19,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def fragile_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    """Two single-threaded worker processes that each test may kill: never shared.
+def n_workers() -> int:
+    """Override with ``@pytest.mark.parametrize("n_workers", [...])``."""
+    return 2
 
-    Worker-ttl and reconnect-timeout are short so that a silent worker is noticed within
-    seconds and a cut-off one gives up before the test session ends. Tests add config
-    through indirect parametrization: ``parametrize("fragile_cluster", [{...}], indirect=True)``.
+
+@pytest.fixture
+def cluster_config() -> dict[str, Any]:
+    """Extra config for ``fragile_cluster``; override like ``n_workers``."""
+    return {}
+
+
+@pytest.fixture
+def fragile_cluster(n_workers: int, cluster_config: dict[str, Any]) -> Iterator[LocalCluster]:
+    """Single-threaded worker processes that the test may kill: never shared.
+
+    Worker-ttl is short so that a silent worker is noticed within seconds; the config stays
+    set for the whole test, so replacement workers get it too.
     """
-    overrides = {
-        "scheduler.worker-ttl": "3s",
-        "comm.reconnect-timeout": "20s",
-        **getattr(request, "param", {}),
-    }
+    overrides = {"scheduler.worker-ttl": "3s", "comm.reconnect-timeout": "20s", **cluster_config}
     with (
         config.set(overrides),
-        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
+        LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1") as cluster,
     ):
         yield cluster
 
@@ -39,3 +49,10 @@ def fragile_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
 def fragile_client(fragile_cluster: LocalCluster) -> Iterator[Client]:
     with Client(fragile_cluster) as client:
         yield client
+
+
+@pytest.fixture
+def worker_processes(fragile_cluster: LocalCluster) -> Iterator[WorkerProcesses]:
+    processes = WorkerProcesses(fragile_cluster)
+    yield processes
+    processes.close()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
-
 from engine.helpers import poll
-from storied import Client, LocalCluster
+
+from storied import Client, LocalCluster, config
+from storied.deploy.local import SILENCE_ENV_VAR
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -41,45 +45,82 @@ def pairwise_sum_expected(n_leaves: int) -> int:
     return sum(range(1, n_leaves + 1))
 
 
-def process_of(cluster: LocalCluster, address: str) -> tuple[str, Any]:
-    """The cluster's name for the worker process behind ``address``, and that process."""
-    pid = cluster.scheduler.workers[address].pid
-    for name, worker in cluster.workers.items():
-        if worker.pid == pid:
-            return name, worker.process
-    raise LookupError(f"no process of this cluster serves {address}")
+class WorkerProcesses:
+    """Finds, kills and starts the worker processes of a cluster.
+
+    Replacements are plain ``storied worker`` processes, as an operator would start them; the
+    test does not wait for them inside ``LocalCluster.scale``, which would fail if a new worker
+    died at once (which a task that kills its worker makes it do). ``close`` stops them.
+    """
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.started: list[subprocess.Popen[bytes]] = []
+        self._replaced: set[int] = set()
+
+    def _all(self) -> list[subprocess.Popen[bytes]]:
+        return [w.process for w in self.cluster.workers.values()] + self.started
+
+    def process(self, address: str) -> subprocess.Popen[bytes]:
+        """The process of the worker registered at ``address``."""
+        pid = self.cluster.scheduler.workers[address].pid
+        return next(p for p in self._all() if p.pid == pid)
+
+    def dead(self) -> list[subprocess.Popen[bytes]]:
+        """Processes that exited and have not been replaced yet."""
+        return [p for p in self._all() if p.poll() is not None and p.pid not in self._replaced]
+
+    def start(self) -> subprocess.Popen[bytes]:
+        env = config.environ_for_subprocess()
+        env["STORIED_AUTH_TOKEN"] = self.cluster.security.token or ""
+        env[SILENCE_ENV_VAR] = str(logging.WARNING)
+        command = [sys.executable, "-m", "storied", "worker", self.cluster.scheduler_address]
+        self.started.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL))
+        return self.started[-1]
+
+    def replace_dead(self) -> int:
+        """Once the scheduler has let the dead workers go, start one new worker for each."""
+        dead = {p.pid for p in self.dead()}
+        scheduler = self.cluster.scheduler
+        poll(lambda: not dead & {link.pid for link in list(scheduler.workers.values())})
+        for _ in dead:
+            self.start()
+        self._replaced |= dead
+        return len(dead)
+
+    def kill_and_replace(self, address: str) -> None:
+        """SIGKILL the worker at ``address``, replace it, and wait until the new one joined."""
+        count = len(self.cluster.scheduler.workers)
+        process = self.process(address)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        self.replace_dead()
+        poll(lambda: len(self.cluster.scheduler.workers) == count, timeout=30)
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def holds_for(predicate: Callable[[], Any], seconds: float) -> None:
+    """Fail as soon as ``predicate()`` is false during the next ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"stopped being true: {predicate.__name__}"
+        time.sleep(0.02)
 
 
 def busiest_worker(client: Client) -> str:
     """The worker that would lose the most if it died now."""
     workers = client.scheduler_info()["workers"]
     return max(workers, key=lambda a: workers[a]["processing"] + workers[a]["in_memory"])
-
-
-def dead_workers(cluster: LocalCluster) -> list[str]:
-    """Names of the cluster's worker processes that have exited."""
-    return [name for name, worker in cluster.workers.items() if worker.process.poll() is not None]
-
-
-def replace_dead_workers(cluster: LocalCluster) -> int:
-    """Start a new worker process for each dead one, once the scheduler has let it go."""
-    dead = dead_workers(cluster)
-    pids = {cluster.workers[name].pid for name in dead}
-    poll(lambda: not pids & {link.pid for link in list(cluster.scheduler.workers.values())},
-         timeout=10)
-    wanted = len(cluster.workers)
-    for name in dead:
-        del cluster.workers[name]
-    cluster.scale(wanted)
-    return len(dead)
-
-
-def kill_and_replace(cluster: LocalCluster, address: str) -> None:
-    """SIGKILL the worker at ``address`` and start another in its place."""
-    _, process = process_of(cluster, address)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    replace_dead_workers(cluster)
 
 
 def remove_worker_events(client: Client, addresses: set[str] | None = None) -> list[dict]:
