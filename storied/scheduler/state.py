@@ -36,29 +36,39 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
-@dataclass(eq=False, slots=True)
 class TaskState:
-    key: str
-    function_id: str | None
-    args: bytes | None
-    priority: int
-    state: str = "released"
-    dependencies: set[TaskState] = field(default_factory=set)
-    dependents: set[TaskState] = field(default_factory=set)
-    #: dependencies not yet in memory
-    waiting_on: set[TaskState] = field(default_factory=set)
-    #: dependents that still need this task's result
-    waiters: set[TaskState] = field(default_factory=set)
-    who_wants: set[str] = field(default_factory=set)
-    who_has: set[str] = field(default_factory=set)
-    processing_on: str | None = None
-    retries: int = 0
-    suspicious: int = 0
-    restrictions: frozenset[str] | None = None
-    nbytes: int = 0
-    type: str | None = None
-    error: dict[str, Any] | None = None
-    erred_on: str | None = None
+    """One task as the scheduler sees it. A hand-written class: one is made per task."""
+
+    __slots__ = (
+        "args", "dependencies", "dependents", "erred_on", "error", "function_id", "key",
+        "nbytes", "priority", "processing_on", "restrictions", "retries", "state",
+        "suspicious", "type", "waiters", "waiting_on", "who_has", "who_wants",
+    )  # fmt: skip
+
+    def __init__(
+        self, key: str, function_id: str | None, args: bytes | None, priority: int
+    ) -> None:
+        self.key = key
+        self.function_id = function_id
+        self.args = args
+        self.priority = priority
+        self.state = "released"
+        self.dependencies: set[TaskState] = set()
+        self.dependents: set[TaskState] = set()
+        #: dependencies not yet in memory
+        self.waiting_on: set[TaskState] = set()
+        #: dependents that still need this task's result
+        self.waiters: set[TaskState] = set()
+        self.who_wants: set[str] = set()
+        self.who_has: set[str] = set()
+        self.processing_on: str | None = None
+        self.retries = 0
+        self.suspicious = 0
+        self.restrictions: frozenset[str] | None = None
+        self.nbytes = 0
+        self.type: str | None = None
+        self.error: dict[str, Any] | None = None
+        self.erred_on: str | None = None
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from storied.scheduler.state import Recorder
@@ -18,23 +18,32 @@ from storied.scheduler.state import Recorder
 STATES = ("released", "fetch", "flight", "waiting", "ready", "executing", "memory", "error")
 
 
-@dataclass(eq=False, slots=True)
 class WorkerTask:
-    key: str
-    state: str = "released"
-    priority: int = 0
-    function_id: str | None = None
-    args: bytes | None = None
-    #: True once the scheduler asked this worker to compute it (else it is a fetched input)
-    assigned: bool = False
-    dependencies: set[WorkerTask] = field(default_factory=set)
-    dependents: set[WorkerTask] = field(default_factory=set)
-    waiting_for: set[WorkerTask] = field(default_factory=set)
-    who_has: list[str] = field(default_factory=list)
-    #: the scheduler released it while it ran; drop the result when it finishes
-    cancelled: bool = False
-    #: a client waits for this result (so a small one is sent along with task-finished)
-    wanted: bool = False
+    """One task as this worker sees it. A hand-written class: one is made per task."""
+
+    __slots__ = (
+        "args", "assigned", "cancelled", "dependencies", "dependents", "function_id", "key",
+        "priority", "state", "waiting_for", "wanted", "who_has",
+    )  # fmt: skip
+
+    def __init__(
+        self, key: str, state: str = "released", priority: int = 0, assigned: bool = False
+    ) -> None:
+        self.key = key
+        self.state = state
+        self.priority = priority
+        self.function_id: str | None = None
+        self.args: bytes | None = None
+        #: True once the scheduler asked this worker to compute it (else it is a fetched input)
+        self.assigned = assigned
+        self.dependencies: set[WorkerTask] = set()
+        self.dependents: set[WorkerTask] = set()
+        self.waiting_for: set[WorkerTask] = set()
+        self.who_has: list[str] = []
+        #: the scheduler released it while it ran; drop the result when it finishes
+        self.cancelled = False
+        #: a client waits for this result (so a small one is sent along with task-finished)
+        self.wanted = False
 
     def __repr__(self) -> str:
         return f"<WorkerTask {self.key!r} {self.state}>"
