@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
-from storied.client.future import Future, FutureState
+from storied.client.future import Future, FutureState, wait_states
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
 from storied.loop import LoopThread, Outbox
@@ -525,13 +526,8 @@ class Client:
         unique = {f.key: f._state for f in futures}
         values: dict[str, Any] = {}
         while True:
-            for state in unique.values():
-                if not state.done:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    try:
-                        await asyncio.wait_for(state.wait(), remaining)
-                    except TimeoutError:
-                        raise TimeoutError(f"result not ready within {timeout}s") from None
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            await wait_states(list(unique.values()), remaining)
             by_worker: dict[str, list[str]] = collections.defaultdict(list)
             for key, state in unique.items():
                 if key in values:
@@ -931,13 +927,12 @@ def wait(
 async def _wait_async(
     found: list[Future], timeout: float | None, return_when: str
 ) -> DoneAndNotDoneFutures:
-    waits = [asyncio.ensure_future(f._state.wait()) for f in found]
-    when = asyncio.ALL_COMPLETED if return_when == "ALL_COMPLETED" else asyncio.FIRST_COMPLETED
-    _, pending = await asyncio.wait(waits, timeout=timeout, return_when=when)
-    for task in pending:
-        task.cancel()
-    if return_when == "ALL_COMPLETED" and pending:
-        raise TimeoutError(f"{len(pending)} futures not done within {timeout}s")
+    states = [f._state for f in found]
+    if return_when == "ALL_COMPLETED":
+        await wait_states(states, timeout)
+    else:
+        with contextlib.suppress(TimeoutError):
+            await wait_states(states, timeout, at_least=1)
     done = {f for f in found if f.done()}
     return DoneAndNotDoneFutures(done, set(found) - done)
 

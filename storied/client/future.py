@@ -96,6 +96,31 @@ class FutureState:
         return self.exception.__traceback__ if self.exception is not None else None
 
 
+async def wait_states(
+    states: list[FutureState], timeout: float | None = None, at_least: int | None = None
+) -> None:
+    """Wait until ``at_least`` (default: all) states are done; one loop future for the lot."""
+    pending = [state for state in states if not state.done]
+    needed = len(pending) if at_least is None else at_least - (len(states) - len(pending))
+    if needed <= 0:
+        return
+    all_done = asyncio.get_running_loop().create_future()
+    remaining = needed
+
+    def one_done() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not all_done.done():
+            all_done.set_result(None)
+
+    for state in pending:
+        state.on_done(one_done)
+    try:
+        await asyncio.wait_for(all_done, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{remaining} futures not done within {timeout}s") from None
+
+
 def _rebuild_exception(error: dict[str, Any]) -> BaseException:
     """The task's exception with its remote traceback, built once, when the error arrives.
 
