@@ -99,7 +99,8 @@ class Client:
             self.cluster.security if self.cluster is not None else Security.from_config()
         )
         self._states: dict[str, FutureState] = {}
-        self._refcount: collections.Counter[str] = collections.Counter()
+        #: live Future objects per key, and the lock guarding it together with ``_states``
+        self._refcount: dict[str, int] = {}
         self._ref_lock = threading.Lock()
         self._unsent: list[dict[str, Any]] = []
         self._function_cache: dict[Any, tuple[str, bytes]] = {}
@@ -285,10 +286,11 @@ class Client:
         graph: dict[str, Any] | None = None
         releases: dict[str, Any] | None = None
         for item in items:
-            if isinstance(item, _Release):
-                if self._refcount.get(item.key):
-                    continue  # a new Future for this key appeared meanwhile
-                self._states.pop(item.key, None)
+            if type(item) is str:
+                with self._ref_lock:
+                    if self._refcount.get(item):
+                        continue  # a new Future for this key appeared meanwhile
+                    self._states.pop(item, None)
                 if releases is None:
                     releases = {
                         "op": "client-releases-keys",
@@ -297,7 +299,7 @@ class Client:
                     }
                     msgs.append(releases)
                     graph = None
-                releases["keys"].append(item.key)
+                releases["keys"].append(item)
             elif isinstance(item, _GraphPart):
                 releases = None
                 if graph is None:
@@ -391,25 +393,29 @@ class Client:
 
     # ------------------------------------------------------------------ futures
 
-    def _state_for(self, key: str) -> FutureState:
-        state = self._states.get(key)
-        if state is None:
-            state = self._states[key] = FutureState()
-        return state
-
-    def _inc_ref(self, key: str) -> None:
+    def _acquire(self, keys: list[str]) -> list[FutureState]:
+        """One more Future for each key: its shared state, created if need be (any thread)."""
+        states, refcount = self._states, self._refcount
+        acquired = []
         with self._ref_lock:
-            self._refcount[key] += 1
+            for key in keys:
+                state = states.get(key)
+                if state is None:
+                    state = states[key] = FutureState()
+                refcount[key] = refcount.get(key, 0) + 1
+                acquired.append(state)
+        return acquired
 
     def _dec_ref(self, key: str) -> None:
+        """A Future went away (any thread); the last one for a key releases it."""
         with self._ref_lock:
-            self._refcount[key] -= 1
-            if self._refcount[key] > 0:
+            count = self._refcount[key] - 1
+            if count:
+                self._refcount[key] = count
                 return
             del self._refcount[key]
-        if self.status != "running":
-            return
-        self._send(_Release(key))
+        if self.status == "running":
+            self._outbox.put(key)  # a bare key in the outbox means: release it
 
     def _function_payload(self, func: Callable[..., Any]) -> tuple[str, bytes]:
         try:
@@ -488,7 +494,6 @@ class Client:
         function_id, function = self._function_payload(func)
         name = prefix or funcname(func)
         tasks: list[list[Any]] = []
-        futures: list[Future] = []
         for i, (args, kwargs) in enumerate(calls):
             payload, deps = dumps_with_refs((args, kwargs), _task_ref)
             if keys is not None:
@@ -500,8 +505,10 @@ class Client:
             else:
                 key = f"{name}-{uuid.uuid4().hex}"
             tasks.append([key, function_id, payload, deps, retries, restrictions])
-            futures.append(Future(key, self))
-        self._send(_GraphPart(tasks, function_id, function, [t[0] for t in tasks]))
+        task_keys = [task[0] for task in tasks]
+        states = self._acquire(task_keys)
+        futures = [Future(k, self, state) for k, state in zip(task_keys, states, strict=True)]
+        self._send(_GraphPart(tasks, function_id, function, task_keys))
         return futures
 
     # ------------------------------------------------------------------ results
@@ -831,10 +838,6 @@ class _GraphPart(NamedTuple):
     function_id: str
     function: bytes
     wanted: list[str]
-
-
-class _Release(NamedTuple):
-    key: str
 
 
 _SKIPPED = object()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -146,10 +145,10 @@ class Future:
     __slots__ = ("__weakref__", "_client", "_state", "key")
 
     def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
+        """``state``: already acquired for this Future (``Client._acquire``), else acquired here."""
         self.key = key
         self._client = client
-        self._state = state if state is not None else client._state_for(key)
-        client._inc_ref(key)
+        self._state = state if state is not None else client._acquire([key])[0]
 
     @property
     def client(self) -> Client:
@@ -215,8 +214,10 @@ class Future:
         return f"<Future: {self._state.status}, key: {self.key}>"
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # the client may be half torn down at exit
+        try:  # noqa: SIM105 - no suppress(): this runs once per future, on a hot path
             self._client._dec_ref(self.key)
+        except Exception:  # the client may be half torn down at interpreter exit
+            pass
 
     def __reduce__(self) -> Any:
         raise TypeError(
