@@ -36,6 +36,22 @@ class Recorder(Protocol):
     ) -> None: ...
 
 
+class _NoLinks(frozenset):  # type: ignore[type-arg]
+    """The empty link set shared by every task without dependencies (an empty set costs 216
+    bytes, and most tasks have none). Adding to it means replacing it with a real set."""
+
+    __slots__ = ()
+
+    def discard(self, item: object) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+NO_LINKS: Any = _NoLinks()
+
+
 class TaskState:
     """One task as the scheduler sees it. A hand-written class: one is made per task."""
 
@@ -53,12 +69,12 @@ class TaskState:
         self.args = args
         self.priority = priority
         self.state = "released"
-        self.dependencies: set[TaskState] = set()
-        self.dependents: set[TaskState] = set()
+        self.dependencies: set[TaskState] = NO_LINKS
+        self.dependents: set[TaskState] = NO_LINKS
         #: dependencies not yet in memory
-        self.waiting_on: set[TaskState] = set()
+        self.waiting_on: set[TaskState] = NO_LINKS
         #: dependents that still need this task's result
-        self.waiters: set[TaskState] = set()
+        self.waiters: set[TaskState] = NO_LINKS
         self.who_wants: set[str] = set()
         self.who_has: set[str] = set()
         self.processing_on: str | None = None
@@ -202,7 +218,11 @@ class SchedulerState:
                 dep = self.tasks.get(dep_key)
                 if dep is None:
                     dep = self.tasks[dep_key] = TaskState(dep_key, None, None, self._priority)
+                if ts.dependencies is NO_LINKS:
+                    ts.dependencies = set()
                 ts.dependencies.add(dep)
+                if dep.dependents is NO_LINKS:
+                    dep.dependents = set()
                 dep.dependents.add(ts)
             if ts.state == "released":
                 recommendations.append((ts.key, "waiting"))
@@ -484,6 +504,8 @@ class SchedulerState:
         recommendations: Recommendations = {}
         ts.state = "waiting"
         for dep in ts.dependencies:
+            if dep.waiters is NO_LINKS:
+                dep.waiters = set()
             dep.waiters.add(ts)
             if dep.state == "erred":
                 ts.error = _blame(dep)
@@ -497,6 +519,8 @@ class SchedulerState:
                 )
                 return {ts.key: "erred"}
             if dep.state != "memory":
+                if ts.waiting_on is NO_LINKS:
+                    ts.waiting_on = set()
                 ts.waiting_on.add(dep)
                 if dep.state == "released":
                     recommendations[dep.key] = "waiting"
@@ -694,6 +718,8 @@ class SchedulerState:
             if dependent.state == "processing":
                 recommendations[dependent.key] = "released"
             elif dependent.state in ("waiting", "no-worker"):
+                if dependent.waiting_on is NO_LINKS:
+                    dependent.waiting_on = set()
                 dependent.waiting_on.add(ts)
         if ts.who_wants:
             for client in ts.who_wants:
