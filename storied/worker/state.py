@@ -114,7 +114,7 @@ class WorkerState:
         if ts.state == "memory":
             if not ts.assigned:
                 ts.assigned = True
-            instructions.append(SendMessage(self._finished_msg(ts, 0, None, stimulus_id)))
+            instructions.append(SendMessage(self._finished_msg(key, 0, None, stimulus_id)))
             return instructions
         if ts.state not in ("released", "fetch", "flight"):
             return instructions
@@ -161,25 +161,11 @@ class WorkerState:
         inline: bytes | None = None,
     ) -> list[Instruction]:
         """``inline``: the pickled result, when small enough to ride along to the client."""
-        ts = self.tasks.get(key)
-        instructions: list[Instruction] = []
-        if ts is None or ts.state != "executing":
-            return instructions
-        self.executing.discard(ts)
-        if ts.cancelled:
-            self._transition(ts, "released", stimulus_id)
-            instructions.append(ForgetData((key,)))
-            self._forget(ts, instructions)
-        else:
-            self._transition(ts, "memory", stimulus_id)
-            msg = self._finished_msg(ts, nbytes, type_name, stimulus_id)
-            msg["startstops"] = [start, stop, thread]
-            if inline is not None:
-                msg["data"] = inline
-            instructions.append(SendMessage(msg))
-            self._release_inputs(ts, instructions)
-        instructions.extend(self._start_ready(stimulus_id))
-        return instructions
+        msg = self._finished_msg(key, nbytes, type_name, stimulus_id)
+        msg["startstops"] = [start, stop, thread]
+        if inline is not None:
+            msg["data"] = inline
+        return self._executed(key, "memory", msg, stimulus_id)
 
     def execute_failure(
         self,
@@ -190,6 +176,19 @@ class WorkerState:
         stimulus_id: str,
         thread: int = 0,
     ) -> list[Instruction]:
+        msg = {
+            "op": "task-erred",
+            "key": key,
+            "error": error,
+            "startstops": [start, stop, thread],
+            "stimulus_id": stimulus_id,
+        }
+        return self._executed(key, "error", msg, stimulus_id)
+
+    def _executed(
+        self, key: str, finish: str, msg: dict[str, Any], stimulus_id: str
+    ) -> list[Instruction]:
+        """A run ended: report it, or drop it if the scheduler released the task meanwhile."""
         ts = self.tasks.get(key)
         instructions: list[Instruction] = []
         if ts is None or ts.state != "executing":
@@ -197,20 +196,12 @@ class WorkerState:
         self.executing.discard(ts)
         if ts.cancelled:
             self._transition(ts, "released", stimulus_id)
+            if finish == "memory":
+                instructions.append(ForgetData((key,)))
             self._forget(ts, instructions)
         else:
-            self._transition(ts, "error", stimulus_id)
-            instructions.append(
-                SendMessage(
-                    {
-                        "op": "task-erred",
-                        "key": key,
-                        "error": error,
-                        "startstops": [start, stop, thread],
-                        "stimulus_id": stimulus_id,
-                    }
-                )
-            )
+            self._transition(ts, finish, stimulus_id)
+            instructions.append(SendMessage(msg))
             self._release_inputs(ts, instructions)
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
@@ -287,11 +278,11 @@ class WorkerState:
     # ------------------------------------------------------------------ internals
 
     def _finished_msg(
-        self, ts: WorkerTask, nbytes: int, type_name: str | None, stimulus_id: str
+        self, key: str, nbytes: int, type_name: str | None, stimulus_id: str
     ) -> dict[str, Any]:
         return {
             "op": "task-finished",
-            "key": ts.key,
+            "key": key,
             "nbytes": nbytes,
             "type": type_name,
             "stimulus_id": stimulus_id,
