@@ -1,20 +1,20 @@
 """Plugins: user code that sees every transition and event on the scheduler or the workers.
 
-A hook that raises is logged with the plugin's name and never breaks a transition.
+A hook that raises is logged with the plugin's name, on the logger of the scheduler or worker
+that runs it (so it shows in ``get_scheduler_logs``/``get_worker_logs``), and never breaks a
+transition.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
     from storied.worker.server import Worker
-
-logger = logging.getLogger("storied.plugin")
 
 
 class SchedulerPlugin:
@@ -61,11 +61,35 @@ def plugin_name(plugin: SchedulerPlugin | WorkerPlugin, name: str | None = None)
     return name or getattr(plugin, "name", None) or type(plugin).__name__
 
 
-async def run_plugin_hook(name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Call a sync or async hook; log, never raise, if it fails."""
+def call_plugin_hook(
+    log: logging.Logger, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Awaitable[Any] | None:
+    """Call a hook, logging (never raising) a failure; returns what an async hook gave back."""
     try:
         result = hook(*args, **kwargs)
-        if inspect.isawaitable(result):
-            await result
     except Exception:
-        logger.exception("Plugin %r failed in %s", name, getattr(hook, "__name__", hook))
+        log.exception("Plugin %r failed in %s", name, _hook_name(hook))
+        return None
+    return result if inspect.isawaitable(result) else None
+
+
+async def finish_plugin_hook(
+    log: logging.Logger, name: str, hook: Callable[..., Any], awaitable: Awaitable[Any]
+) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("Plugin %r failed in %s", name, _hook_name(hook))
+
+
+async def run_plugin_hook(
+    log: logging.Logger, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any
+) -> None:
+    """Call a sync or async hook and wait for it; log, never raise, if it fails."""
+    awaitable = call_plugin_hook(log, name, hook, *args, **kwargs)
+    if awaitable is not None:
+        await finish_plugin_hook(log, name, hook, awaitable)
+
+
+def _hook_name(hook: Callable[..., Any]) -> str:
+    return getattr(hook, "__name__", repr(hook))

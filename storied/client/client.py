@@ -28,6 +28,7 @@ from storied.protocol.serialize import (
     dumps_with_refs,
     pickle_dumps,
     pickle_loads,
+    plain_copy,
     token,
     typename,
 )
@@ -736,7 +737,7 @@ class Client:
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
         topics = check_event(topic, msg)
-        self._send({"op": "log-event", "topic": topics, "msg": msg})
+        self._send({"op": "log-event", "topic": topics, "msg": plain_copy(msg)})
         return None if not self.asynchronous else _done_coroutine()  # type: ignore[return-value]
 
     def get_events(self, topic: str | None = None, detail: bool = False) -> Any:

@@ -34,6 +34,14 @@ def loads(payload: bytes) -> Any:
         raise ValueError(f"malformed message: {exc}") from exc
 
 
+def plain_copy(msg: Any) -> Any:
+    """A deep copy of a msgpack-serializable value, exactly as a receiver will see it.
+
+    Taken when an event is logged, so changing the object afterwards cannot change the event.
+    """
+    return msgpack.unpackb(msgpack.packb(msg, **_packer_options), **_unpacker_options)
+
+
 class _TaskRefPickler(cloudpickle.Pickler):
     """Records the key of every task reference it meets and writes it as a persistent id."""
 

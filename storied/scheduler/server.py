@@ -22,8 +22,14 @@ from storied import config
 from storied.comm import Comm, CommClosedError, Security
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
-from storied.plugin import SchedulerPlugin, plugin_name, run_plugin_hook
-from storied.protocol.serialize import pickle_dumps, pickle_loads
+from storied.plugin import (
+    SchedulerPlugin,
+    call_plugin_hook,
+    finish_plugin_hook,
+    plugin_name,
+    run_plugin_hook,
+)
+from storied.protocol.serialize import pickle_dumps, pickle_loads, plain_copy
 from storied.record import LogRecordEntry, NoRecord, Record, check_event
 from storied.record.ledger import Ledger
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
@@ -162,7 +168,7 @@ class Scheduler:
         self.status = "closing"
         logger.info("Scheduler %s closing", self.address)
         for name, plugin in list(self.plugins.items()):
-            await run_plugin_hook(name, plugin.close)
+            await run_plugin_hook(logger, name, plugin.close)
         for link in list(self.workers.values()):
             link.stream.send({"op": "close", "reason": "scheduler-close"})
             link.stream.batched.flush()
@@ -555,12 +561,9 @@ class Scheduler:
         self, key: str, start: str, finish: str, stimulus_id: str, info: dict[str, Any]
     ) -> None:
         for plugin_key, plugin in self.plugins.items():
-            try:
-                plugin.transition(key, start, finish, stimulus_id=stimulus_id, **info)
-            except Exception:
-                logger.exception(
-                    "Plugin %r failed in transition(%r, %r, %r)", plugin_key, key, start, finish
-                )
+            self._run_hook(
+                plugin_key, plugin.transition, key, start, finish, stimulus_id=stimulus_id, **info
+            )
 
     def _set_plugin(self, name: str, plugin: SchedulerPlugin | None) -> SchedulerPlugin | None:
         """Add (or with None, remove) a plugin; the state machine calls out only if any exist."""
@@ -571,7 +574,10 @@ class Scheduler:
         return previous
 
     def _run_hook(self, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self._spawn(run_plugin_hook(name, hook, *args, **kwargs))
+        """Call a plugin hook now; an async one finishes in a task of the scheduler's."""
+        awaitable = call_plugin_hook(logger, name, hook, *args, **kwargs)
+        if awaitable is not None:
+            self._spawn(finish_plugin_hook(logger, name, hook, awaitable))
 
     # ------------------------------------------------------------------ the record
 
@@ -598,13 +604,18 @@ class Scheduler:
         return self._call_on_loop(self.record.story, *keys_or_stimulus_ids)
 
     def transitions(self, **filters: Any) -> list[Any]:
-        """Rich transition records: see ``Record.transitions`` for the filters."""
+        """Rich transition records: see ``Record.transitions`` for the filters.
+
+        ``keys`` is one key or a list of them.
+        """
+        if isinstance(filters.get("keys"), str):
+            filters["keys"] = [filters["keys"]]
         return self._call_on_loop(self.record.transitions, **filters)
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the ledger under ``topic`` (a str or a list of them)."""
         topics = check_event(topic, msg)
-        self._call_on_loop(self._log_event, topics, msg, "scheduler")
+        self._call_on_loop(self._log_event, topics, plain_copy(msg), "scheduler")
 
     def get_events(self, topic: str | None = None) -> Any:
         return self._call_on_loop(self.record.events, topic)
@@ -625,10 +636,7 @@ class Scheduler:
                     if stream is not None:
                         stream.send(event)
             for plugin_key, plugin in self.plugins.items():
-                try:
-                    plugin.log_event(topic, msg)
-                except Exception:
-                    logger.exception("Plugin %r failed in log_event(%r)", plugin_key, topic)
+                self._run_hook(plugin_key, plugin.log_event, topic, msg)
 
     def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
         if detail:
@@ -750,7 +758,7 @@ class Scheduler:
                 return name
             await self._unregister_scheduler_plugin(name)
         self._set_plugin(name, instance)
-        await run_plugin_hook(name, instance.start, self)
+        await run_plugin_hook(logger, name, instance.start, self)
         logger.info("Registered scheduler plugin %r", name)
         return name
 
@@ -758,7 +766,7 @@ class Scheduler:
         plugin = self._set_plugin(name, None)
         if plugin is None:
             raise ValueError(f"no scheduler plugin named {name!r} is registered")
-        await run_plugin_hook(name, plugin.close)
+        await run_plugin_hook(logger, name, plugin.close)
 
     async def _register_worker_plugin(self, plugin: bytes, name: str, idempotent: bool) -> str:
         if name in self.worker_plugins and idempotent:

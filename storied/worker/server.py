@@ -25,11 +25,12 @@ from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
 from storied.loop import Outbox
-from storied.plugin import WorkerPlugin, run_plugin_hook
+from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
     loads_with_refs,
     pickle_dumps,
     pickle_loads,
+    plain_copy,
     typename,
 )
 from storied.record import LogRecordEntry, Record, check_event
@@ -302,7 +303,7 @@ class Worker:
         self.status = "closing"
         logger.info("Worker %s closing: %s", self.address, reason)
         for name, plugin in list(self.plugins.items()):
-            await run_plugin_hook(name, plugin.teardown, self)
+            await run_plugin_hook(logger, name, plugin.teardown, self)
         if report and not self.stream.closed:
             self.stream.send({"op": "unregister", "reason": reason})
         self._outbox.flush()
@@ -553,7 +554,7 @@ class Worker:
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger; never blocks the calling task."""
         topics = check_event(topic, msg)
-        self._outbox.put({"op": "log-event", "topic": topics, "msg": msg})
+        self._outbox.put({"op": "log-event", "topic": topics, "msg": plain_copy(msg)})
 
     def _send_outbox(self, items: list[Any]) -> None:
         """Events, and with a durable scheduler our transitions and logs, in one batch."""
@@ -599,14 +600,14 @@ class Worker:
             await self._remove_plugin(name)
         self.plugins[name] = instance
         self.state.on_transition = self._plugin_transition
-        await run_plugin_hook(name, instance.setup, self)
+        await run_plugin_hook(logger, name, instance.setup, self)
 
     async def _remove_plugin(self, name: str) -> None:
         plugin = self.plugins.pop(name, None)
         if not self.plugins:
             self.state.on_transition = None
         if plugin is not None:
-            await run_plugin_hook(name, plugin.teardown, self)
+            await run_plugin_hook(logger, name, plugin.teardown, self)
 
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
@@ -615,12 +616,12 @@ class Worker:
 
     def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
         for name, plugin in self.plugins.items():
-            try:
-                plugin.transition(key, start, finish, stimulus_id=stimulus_id)
-            except Exception:
-                logger.exception(
-                    "Plugin %r failed in transition(%r, %r, %r)", name, key, start, finish
-                )
+            hook = plugin.transition
+            awaitable = call_plugin_hook(
+                logger, name, hook, key, start, finish, stimulus_id=stimulus_id
+            )
+            if awaitable is not None:
+                self._spawn(finish_plugin_hook(logger, name, hook, awaitable))
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:
