@@ -8,6 +8,7 @@ cost a bounded amount of memory and time, and can never reach a handler.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
@@ -163,17 +164,55 @@ class _FramedProtocol(asyncio.Protocol):
             await self._drain_waiter
 
 
-class Comm:
-    """One connection carrying msgpack messages, each in its own frame."""
+class Comm(abc.ABC):
+    """One connection carrying msgpack messages: over TCP, or in memory within a process."""
+
+    peer_address: str
+    local_address: str
+    name: str
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name or ''} {self.local_address} -> {self.peer_address}>"
+        )
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool: ...
+
+    @property
+    @abc.abstractmethod
+    def closed_reason(self) -> str | None: ...
+
+    @abc.abstractmethod
+    async def read(self, timeout: float | None = None) -> Any: ...
+
+    @abc.abstractmethod
+    def write(self, msg: Any) -> None: ...
+
+    @abc.abstractmethod
+    async def send(self, msg: Any) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self, reason: str = "closed locally") -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def request(self, msg: Any, timeout: float | None = None) -> Any:
+        """Send one message and wait for the one reply."""
+        await self.send(msg)
+        return await self.read(timeout)
+
+
+class TCPComm(Comm):
+    """A TCP (or TLS) connection carrying msgpack messages, each in its own frame."""
 
     def __init__(self, protocol: _FramedProtocol) -> None:
         self._protocol = protocol
         self.peer_address = protocol.peer
         self.local_address = protocol.local
-        self.name: str = ""
-
-    def __repr__(self) -> str:
-        return f"<Comm {self.name or ''} {self.local_address} -> {self.peer_address}>"
+        self.name = ""
 
     @property
     def closed(self) -> bool:
@@ -207,11 +246,6 @@ class Comm:
         self.write(msg)
         await self._protocol.drain()
 
-    async def request(self, msg: Any, timeout: float | None = None) -> Any:
-        """Send one message and wait for the one reply."""
-        await self.send(msg)
-        return await self.read(timeout)
-
     def abort(self, reason: str = "closed locally") -> None:
         self._protocol.fail(reason)
 
@@ -237,6 +271,9 @@ async def connect(
     ``ConnectionError`` when TLS fails; neither is retried.
     """
     security = security or Security()
+    local = _local_listeners.get(address)
+    if local is not None and local.admits_locally(security):
+        return local.connect_locally()
     scheme, host, port = parse_address(address)
     if scheme == "tls" and not security.uses_tls:
         raise ValueError(f"{address} is a tls:// address but no TLS certificates were given")
@@ -270,7 +307,7 @@ async def connect(
                 ) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-    comm = Comm(protocol)
+    comm = TCPComm(protocol)
     try:
         hello = await comm.read(max(deadline - time.monotonic(), 1.0))
         answer = handshake.client_answer(hello, security.token)
@@ -292,6 +329,9 @@ async def connect(
 
 
 Handler = Callable[[Comm], Awaitable[None]]
+
+#: listeners of this process by address, for in-memory connections from the same event loop
+_local_listeners: dict[str, Listener] = {}
 
 
 class Listener:
@@ -326,6 +366,7 @@ class Listener:
         self._comms: set[Comm] = set()
         self._unauthenticated = 0
         self._refused_while_full = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def address(self) -> str:
@@ -355,6 +396,28 @@ class Listener:
         self._accepting = [
             asyncio.ensure_future(self._accept_forever(listening)) for listening in self._sockets
         ]
+        self._loop = loop
+        _local_listeners[self.address] = self
+
+    def admits_locally(self, security: Security) -> bool:
+        """Whether a peer on this process and loop may skip the socket: only if it holds exactly
+        the credentials of this listener (token and certificates), else it goes through TCP
+        and proves what it holds there."""
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+        return same_loop and security == self.security
+
+    def connect_locally(self) -> Comm:
+        """An in-memory connection to this listener; the handler gets the other end."""
+        from storied.comm.local import LocalComm
+
+        client, server = LocalComm.pair(f"local://{id(self)}-{len(self._tasks)}", self.address)
+        task = asyncio.ensure_future(self._handle(server))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return client
 
     async def _accept_forever(self, listening: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -401,7 +464,7 @@ class Listener:
                 comm = await self._authenticate(sock, protocol)
         except handshake.AuthenticationError as exc:
             logger.warning("Refused connection from %s: %s", peer, exc)
-            await Comm(protocol).close()  # closes gracefully, so the refusal reaches the peer
+            await TCPComm(protocol).close()  # closes gracefully, so the refusal reaches the peer
             return
         except TimeoutError:
             logger.warning(
@@ -423,13 +486,17 @@ class Listener:
             raise
         finally:
             self._unauthenticated -= 1
+        await self._handle(comm)
+
+    async def _handle(self, comm: Comm) -> None:
+        """Serve an authenticated connection until it ends."""
         self._comms.add(comm)
         try:
             await self.handler(comm)
         except CommClosedError:
             pass
         except Exception:
-            logger.exception("Error while serving connection from %s", peer)
+            logger.exception("Error while serving connection from %s", comm.peer_address)
         finally:
             self._comms.discard(comm)
             await comm.close()
@@ -444,7 +511,7 @@ class Listener:
             ssl=self._tls_context,
             ssl_handshake_timeout=self.handshake_timeout if self._tls_context else None,
         )
-        comm = Comm(protocol)
+        comm = TCPComm(protocol)
         token = self.security.token
         hello = handshake.server_hello(bool(token))
         comm.write(hello)
@@ -466,6 +533,8 @@ class Listener:
         sock.close()
 
     async def close(self) -> None:
+        if _local_listeners.get(self.address) is self:
+            del _local_listeners[self.address]
         for task in self._accepting:
             task.cancel()
         for listening in self._sockets:
