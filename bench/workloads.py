@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import platform
 import random
 import statistics
@@ -36,10 +37,16 @@ POLL_INTERVAL_S = 0.02
 SETTLE_S = 1.0
 WAIT_DEADLINE_S = 300.0
 
-FUTURES_SYSTEMS = frozenset({"storied", "dask"})
+#: storied with transition recording switched off, to show what the record costs
+NO_RECORD = "storied-norecord"
+NO_RECORD_ENVIRONMENT = {
+    "STORIED_SCHEDULER__RECORD_TRANSITIONS": "false",
+    "STORIED_WORKER__RECORD_TRANSITIONS": "false",
+}
+FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, "dask"})
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
 ALL_SYSTEMS = TASK_SYSTEMS | {"pool"}
-SYSTEM_MODULES = {"storied": "storied", "dask": "distributed"}
+SYSTEM_MODULES = {"storied": "storied", NO_RECORD: "storied", "dask": "distributed"}
 
 
 # --- task functions (shipped by value: this file runs as __main__) -----------------------------
@@ -488,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", required=True, choices=list(WORKLOADS))
     parser.add_argument("--size", type=int, help="defaults to the workload's own size")
     args = parser.parse_args(argv)
+    if args.system == NO_RECORD:
+        os.environ.update(NO_RECORD_ENVIRONMENT)  # read when storied is imported
     size = args.size or WORKLOADS[args.workload].default_size
     try:
         result = measure(args.system, args.workload, size)
