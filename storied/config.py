@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "transition-log-length": 100_000,
         "events-per-topic": 100_000,
         "log-length": 10_000,
+        "execution-log-length": 100_000,
         "worker-ttl": "30s",
         "allowed-failures": 3,
         "client-grace": "10s",

@@ -104,6 +104,7 @@ class Client:
         self._refcount: dict[str, int] = {}
         self._ref_lock = threading.Lock()
         self._unsent: list[dict[str, Any]] = []
+        self._silence_timeout: float | None = None
         self._function_cache: dict[Any, tuple[str, bytes]] = {}
         self._handlers: dict[str, Callable[[Any], Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -150,7 +151,15 @@ class Client:
         self._pool = ConnectionPool(self.security, self._timeout)
         await self._connect(self._timeout)
         self._spawn(self._keep_connected())
+        self._spawn(self._watch_scheduler())
         return self
+
+    async def _watch_scheduler(self) -> None:
+        """The scheduler sends heartbeats: if it goes silent, drop the link and reconnect."""
+        while self.status in ("running", "connecting"):
+            await asyncio.sleep(1.0)
+            if self.status == "running" and self._stream is not None and self._silence_timeout:
+                self._stream.abort_if_silent(self._silence_timeout)
 
     async def _connect(self, timeout: float) -> None:
         comm = await connect(self.scheduler_address, self.security, timeout)
@@ -163,6 +172,8 @@ class Client:
             await comm.close()
             raise ConnectionError(f"scheduler refused the client: {reply!r}")
         self.scheduler_id = reply.get("id")
+        #: the scheduler's heartbeat contract: silence this long means the link is gone
+        self._silence_timeout = reply.get("silence_timeout")
         self._stream = Stream(comm, self._stream_handlers(), "client stream")
         self.status = "running"
         logger.debug("Client %s connected to %s", self.id, self.scheduler_address)
@@ -372,6 +383,7 @@ class Client:
             "lost-key": lost_key,
             "cancelled-keys": cancelled_keys,
             "graph-rejected": graph_rejected,
+            "heartbeat": lambda: None,
             "event": self._handle_event,
         }
 

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,8 @@ class Stream:
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: when the last message arrived (time.monotonic): a silent peer may be cut off
+        self.last_heard = time.monotonic()
 
     @property
     def closed(self) -> bool:
@@ -65,6 +68,7 @@ class Stream:
         try:
             while True:
                 batch = await self.comm.read()
+                self.last_heard = time.monotonic()
                 if not isinstance(batch, list):
                     batch = [batch]
                 for msg in batch:
@@ -140,6 +144,21 @@ class Stream:
             self.send(_error_reply(request_id, exc))
         else:
             self.send({"op": "reply", "id": request_id, "result": result})
+
+    def abort_if_silent(self, timeout: float) -> bool:
+        """Cut the connection if nothing arrived for ``timeout`` seconds.
+
+        A network failure that drops packets silently leaves a TCP connection open for many
+        minutes; the peers send heartbeats, so silence this long means the link is gone.
+        """
+        silent = time.monotonic() - self.last_heard
+        if silent <= timeout or self.comm.closed:
+            return False
+        logger.warning(
+            "Nothing from %s for %.1fs: closing %s", self.comm.peer_address, silent, self.name
+        )
+        self.comm.abort(f"peer silent for {silent:.1f}s")
+        return True
 
     async def close(self) -> None:
         self.batched.flush()

@@ -164,6 +164,9 @@ class LocalCluster:
         return self._loop_thread.run(self._scale(n))
 
     async def _scale(self, n: int) -> None:
+        for name, worker in list(self.workers.items()):
+            if isinstance(worker, WorkerProcess) and worker.process.poll() is not None:
+                del self.workers[name]  # died (or was killed): a replacement is started below
         while len(self.workers) < n:
             name = str(self._next_name)
             self._next_name += 1
@@ -187,21 +190,25 @@ class LocalCluster:
         surplus = list(self.workers)[n:]
         for name in surplus:
             await self._stop_worker(self.workers.pop(name))
-        await self._wait_for_workers(len(self.workers))
+        await self._wait_for_workers()
 
-    async def _wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
+    async def _wait_for_workers(self, timeout: float = 60.0) -> None:
+        """Until every worker of ours has joined (others may join the scheduler too)."""
         deadline = time.monotonic() + timeout
-        while len(self.scheduler.workers) != n:
-            for name, worker in list(self.workers.items()):
+        while True:
+            joined = {link.name for link in self.scheduler.workers.values()}
+            missing = [name for name in self.workers if name not in joined]
+            if not missing:
+                return
+            for name in missing:
+                worker = self.workers[name]
                 if isinstance(worker, WorkerProcess) and worker.process.poll() is not None:
                     raise RuntimeError(
                         f"worker process {name} exited with code {worker.process.returncode} "
                         "before joining the scheduler"
                     )
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{len(self.scheduler.workers)} of {n} workers joined within {timeout}s"
-                )
+                raise TimeoutError(f"workers {missing} did not join within {timeout}s")
             await asyncio.sleep(0.01)
 
     async def _stop_worker(self, worker: Worker | WorkerProcess) -> None:

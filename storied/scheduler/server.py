@@ -80,6 +80,7 @@ class Scheduler:
             or config.get("scheduler.transition-log-length"),
             "events_per_topic": events_per_topic or config.get("scheduler.events-per-topic"),
             "log_length": log_length or config.get("scheduler.log-length"),
+            "execution_log_length": config.get("scheduler.execution-log-length"),
         }
         self.allowed_failures = (
             allowed_failures
@@ -218,6 +219,7 @@ class Scheduler:
             {
                 "status": "OK",
                 "durable": self.record.durable,
+                "silence_timeout": self.worker_ttl,
                 "plugins": [{"plugin": p, "name": n} for n, p in self.worker_plugins.items()],
             }
         )
@@ -267,10 +269,17 @@ class Scheduler:
             link.stream.comm.abort(reason)
 
     async def _housekeeping(self) -> None:
-        """Once a second: remove workers silent past their TTL, report ledger overload."""
+        """Once a second: heartbeats out, remove workers silent past their TTL, report ledger
+        overload. Workers and clients that stop hearing our heartbeats reconnect."""
         reported_drops = 0
         while self.status == "running":
             await asyncio.sleep(min(self.worker_ttl / 4, 1.0) if self.worker_ttl else 1.0)
+            for stream in [
+                *(link.stream for link in self.workers.values()),
+                *self.clients.values(),
+            ]:
+                if not stream.closed:
+                    stream.send({"op": "heartbeat"})
             if self.worker_ttl:
                 now = time.monotonic()
                 for address, link in list(self.workers.items()):
@@ -405,7 +414,7 @@ class Scheduler:
         stream = Stream(comm, self._client_handlers(client), f"stream from client {client}")
         self.clients[client] = stream
         self.state.add_client(client)
-        await comm.send({"status": "OK", "id": self.id})
+        await comm.send({"status": "OK", "id": self.id, "silence_timeout": self.worker_ttl})
         for topic in msg.get("topics") or []:
             self.subscriptions[topic].add(client)
         if previous is None:

@@ -174,7 +174,10 @@ class Worker:
         self.status = "created"
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._silence_timeout: float | None = None
         self._gather_queue: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
+        #: a transfer from a peer silent this long fails (and the input is fetched elsewhere)
+        self._transfer_timeout = config.parse_timedelta(config.get("scheduler.worker-ttl"))
         self._gathering: set[str] = set()
         self.record: Record
         self.state: WorkerState
@@ -239,6 +242,8 @@ class Worker:
             await comm.close()
             raise ConnectionError(f"scheduler refused registration: {reply!r}")
         self.stream = Stream(comm, self._stream_handlers(), "worker stream")
+        #: the scheduler's heartbeat contract: silence this long means the link is gone
+        self._silence_timeout = reply.get("silence_timeout")
         durable = bool(reply.get("durable"))
         self._recorder.ship = durable
         self._log_handler.on_record = self._outbox.put if durable else None
@@ -292,10 +297,13 @@ class Worker:
         return task
 
     async def _heartbeat(self) -> None:
+        """Tell the scheduler we live; if it has gone silent, drop the link and rejoin."""
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
             if not self.stream.closed:
                 self.stream.send({"op": "heartbeat"})
+                if self._silence_timeout:
+                    self.stream.abort_if_silent(self._silence_timeout)
 
     async def close(self, report: bool = True, reason: str = "worker-close") -> None:
         if self.status in ("closing", "closed"):
@@ -330,6 +338,7 @@ class Worker:
     def _stream_handlers(self) -> dict[str, Callable[..., Any]]:
         return {
             "compute-task": self._compute_task,
+            "heartbeat": lambda: None,
             "free-keys": self._free_keys,
             "close": self._close_requested,
             "run": self._run_function,
@@ -480,9 +489,11 @@ class Worker:
 
     async def _gather(self, worker: str, keys: list[str]) -> None:
         try:
-            reply = await self.pool.request(worker, {"op": "get_data", "keys": keys})
+            reply = await self.pool.request(
+                worker, {"op": "get_data", "keys": keys}, timeout=self._transfer_timeout
+            )
             payloads: dict[str, bytes] = reply.get("data", {})
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # a frozen peer must not hold its inputs forever
             logger.info("Could not fetch %d keys from %s: %s", len(keys), worker, exc)
             self.pool.remove(worker)
             payloads = {}
