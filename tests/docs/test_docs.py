@@ -23,3 +23,21 @@ def test_doc_examples_run(name: str) -> None:
     for number, block in enumerate(blocks, 1):
         code = compile(block, f"{name} block {number}", "exec")
         exec(code, namespace)
+
+
+def test_every_config_key_is_documented() -> None:
+    from storied.config import DEFAULTS
+
+    def dotted(tree: dict[str, object], prefix: str = "") -> list[str]:
+        keys = []
+        for name, value in tree.items():
+            path = f"{prefix}{name}"
+            keys += (
+                dotted(value, f"{path}.")
+                if isinstance(value, dict) and name != "logging"
+                else [path]
+            )
+        return keys
+
+    text = (DOCS / "configuration.md").read_text()
+    assert [key for key in dotted(DEFAULTS) if f"`{key}`" not in text] == []
