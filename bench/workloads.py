@@ -20,6 +20,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -43,10 +44,17 @@ NO_RECORD_ENVIRONMENT = {
     "STORIED_SCHEDULER__RECORD_TRANSITIONS": "false",
     "STORIED_WORKER__RECORD_TRANSITIONS": "false",
 }
-FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, "dask"})
+#: storied with the durable SQLite ledger on, to show what durability costs
+WITH_LEDGER = "storied-ledger"
+FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, "dask"})
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
 ALL_SYSTEMS = TASK_SYSTEMS | {"pool"}
-SYSTEM_MODULES = {"storied": "storied", NO_RECORD: "storied", "dask": "distributed"}
+SYSTEM_MODULES = {
+    "storied": "storied",
+    NO_RECORD: "storied",
+    WITH_LEDGER: "storied",
+    "dask": "distributed",
+}
 
 
 # --- task functions (shipped by value: this file runs as __main__) -----------------------------
@@ -497,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.system == NO_RECORD:
         os.environ.update(NO_RECORD_ENVIRONMENT)  # read when storied is imported
+    ledger_dir = tempfile.TemporaryDirectory() if args.system == WITH_LEDGER else None
+    if ledger_dir is not None:
+        os.environ["STORIED_SCHEDULER__LEDGER"] = os.path.join(ledger_dir.name, "ledger.db")
     size = args.size or WORKLOADS[args.workload].default_size
     try:
         result = measure(args.system, args.workload, size)
