@@ -232,8 +232,8 @@ class Client:
         if self._loop_thread is None:
             return None
         try:
-            if self.status == "running":
-                self._loop_thread.run(self._close(), timeout=30)
+            # also while reconnecting: the tasks that keep the link up must end too
+            self._loop_thread.run(self._close(), timeout=30)
         finally:
             if self._owns_cluster and self.cluster is not None:
                 self.cluster.close()

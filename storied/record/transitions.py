@@ -1,19 +1,29 @@
 """Bounded, indexed in-memory log of task state transitions.
 
-Every transition the scheduler (or a worker) makes lands here, so appending must cost about a
-microsecond and a story lookup must never scan the log. Two indexes (by task key, counting keys
-named in recommendations, and by stimulus id) hold the records in sequence order; because the log
-evicts its oldest record first, an evicted record is always at the front of every index bucket it
-is in, which keeps eviction O(1) amortized.
+Every transition the scheduler (or a worker) makes lands here, several per task, so appending
+must cost well under a microsecond and a story lookup must never scan the log.
+
+Writing is kept to the bare minimum: a transition is stored as a plain tuple (a ``TransitionEntry``)
+in a preallocated ring, and the indexes (task key, counting keys named in recommendations; and
+stimulus id) map a name to the list of *ordinals* (append numbers) of its entries. Nothing is
+evicted from the indexes one record at a time: they come in two generations, each covering
+``maxlen`` appends, and when the ring wraps the older generation is dropped whole. A reader skips
+the ordinals that have fallen out of the ring. ``TransitionRecord`` objects are built only when
+read.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
+
+#: ``(seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker)``: the
+#: fields of a ``TransitionRecord``, in order, as stored in the ring and queued for the ledger.
+TransitionEntry = tuple[int, str, str, str, dict[str, str], str, float, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +40,20 @@ class TransitionRecord:
     where: str
     worker: str | None = None
 
+    @classmethod
+    def from_entry(cls, entry: TransitionEntry) -> TransitionRecord:
+        """The record of a logged entry, with its own copy of the recommendations.
+
+        The copy is what keeps the log itself safe from whoever reads it.
+        """
+        seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker = entry
+        return _new_record(
+            seq, key, start, finish, dict(recommendations), stimulus_id, timestamp, where, worker
+        )
+
     def as_tuple(self) -> tuple[str, str, str, dict[str, str], float]:
         """The 5-tuple that ``Scheduler.story`` returns, as dask users know it."""
         return (self.key, self.start, self.finish, self.recommendations, self.timestamp)
-
-    def concerned_keys(self) -> Iterator[str]:
-        """Its own key and every key it recommends, once each: what the per-key index holds."""
-        yield self.key
-        for recommended in self.recommendations:
-            if recommended != self.key:
-                yield recommended
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,13 +69,20 @@ class TransitionRecord:
         }
 
 
+def concerned_keys(key: str, recommendations: Iterable[str]) -> Iterator[str]:
+    """A transition's own key and every key it recommends, once each: what the key index holds."""
+    yield key
+    for recommended in recommendations:
+        if recommended != key:
+            yield recommended
+
+
 def _fast_constructor() -> Callable[..., TransitionRecord]:
     """A constructor equivalent to ``TransitionRecord(...)`` at half the cost.
 
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which
-    costs about 1.5 us per record: the largest single cost of logging a transition. Setting the
-    slots through their descriptors does the same thing faster and keeps the type frozen for
-    everybody else.
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; setting the
+    slots through their descriptors does the same thing faster (which counts when a query builds
+    100,000 records) and keeps the type frozen for everybody else.
     """
     setters = [getattr(TransitionRecord, field.name).__set__ for field in fields(TransitionRecord)]
     set_seq, set_key, set_start, set_finish, set_recs, set_stim, set_ts, set_where, set_worker = (
@@ -97,71 +118,66 @@ def _fast_constructor() -> Callable[..., TransitionRecord]:
 
 _new_record = _fast_constructor()
 
-
-class _Bucket:
-    """The records of one index entry, oldest first, as a list with a moving head.
-
-    A deque would do, but costs 760 bytes even when holding one record, and a busy scheduler has
-    tens of thousands of live keys and stimulus ids; this costs about a tenth of that.
-    """
-
-    __slots__ = ("head", "items")
-
-    def __init__(self, first: TransitionRecord) -> None:
-        self.items = [first]
-        self.head = 0
-
-    def live(self) -> list[TransitionRecord]:
-        return self.items[self.head :]
-
-
-def _index_add(index: dict[str, _Bucket], name: str, rec: TransitionRecord) -> None:
-    bucket = index.get(name)
-    if bucket is None:
-        index[name] = _Bucket(rec)
-    else:
-        bucket.items.append(rec)
-
-
-def _index_drop_oldest(index: dict[str, _Bucket], name: str) -> None:
-    """Forget the oldest record under ``name``: advance the head, compact now and then."""
-    bucket = index[name]
-    head = bucket.head + 1
-    items = bucket.items
-    if head == len(items):
-        del index[name]
-    elif head >= 16 and head * 2 >= len(items):
-        del items[:head]
-        bucket.head = 0
-    else:
-        bucket.head = head
+_Index = defaultdict[str, list[int]]
 
 
 class TransitionLog:
     """The most recent ``maxlen`` transitions of one process, indexed by key and stimulus id."""
 
-    __slots__ = ("_by_key", "_by_stimulus", "_records", "_seq", "maxlen", "total", "where")
+    __slots__ = (
+        "_by_key",
+        "_by_stimulus",
+        "_last_slot",
+        "_older_by_key",
+        "_older_by_stimulus",
+        "_ring",
+        "_seq",
+        "maxlen",
+        "sink",
+        "total",
+        "where",
+    )
 
     def __init__(
-        self, maxlen: int, where: str = "scheduler", *, seq: Iterator[int] | None = None
+        self,
+        maxlen: int,
+        where: str = "scheduler",
+        *,
+        seq: Iterator[int] | None = None,
+        sink: Callable[[TransitionEntry], None] | None = None,
     ) -> None:
-        """``seq`` lets several logs (and the event ledger) of one Record share one counter."""
+        """``seq`` lets several logs (and the event ledger) of one Record share one counter;
+        ``sink``, if given, receives every entry as it is appended (e.g. to queue it for disk)."""
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
         self.maxlen = maxlen
         self.where = where
+        self.sink = sink
         self.total = 0
         self._seq = seq if seq is not None else itertools.count(1)
-        self._records: deque[TransitionRecord] = deque()
-        self._by_key: dict[str, _Bucket] = {}
-        self._by_stimulus: dict[str, _Bucket] = {}
+        self._ring: list[TransitionEntry | None] = [None] * maxlen
+        self._last_slot = maxlen - 1
+        # The current generation indexes the appends since the ring last wrapped, the older one
+        # the ``maxlen`` appends before those: together they cover every entry still in the ring.
+        self._by_key: _Index = defaultdict(list)
+        self._by_stimulus: _Index = defaultdict(list)
+        self._older_by_key: _Index = defaultdict(list)
+        self._older_by_stimulus: _Index = defaultdict(list)
 
     def __len__(self) -> int:
-        return len(self._records)
+        return min(self.total, self.maxlen)
+
+    @property
+    def _oldest_ordinal(self) -> int:
+        return max(self.total - self.maxlen, 0)
 
     @property
     def oldest_seq(self) -> int | None:
-        return self._records[0].seq if self._records else None
+        if not self.total:
+            return None
+        entry = self._ring[self._oldest_ordinal % self.maxlen]
+        assert entry is not None
+        return entry[0]
 
     def append(
         self,
@@ -172,57 +188,75 @@ class TransitionLog:
         stimulus_id: str,
         timestamp: float,
         worker: str | None = None,
-    ) -> TransitionRecord:
-        """Log a transition, evicting the oldest one when full.
+    ) -> TransitionEntry:
+        """Log a transition, overwriting the oldest one when full.
 
-        The recommendations are copied: the index must match what the record says even if the
-        caller reuses its dict.
+        The log keeps ``recommendations`` itself, without a copy: the caller hands over a dict
+        it will never change again (readers get copies, see ``TransitionRecord.from_entry``).
         """
-        rec = _new_record(
+        ordinal = self.total
+        self.total = ordinal + 1
+        entry = (
             next(self._seq),
             key,
             start,
             finish,
-            dict(recommendations),
+            recommendations,
             stimulus_id,
             timestamp,
             self.where,
             worker,
         )
+        slot = ordinal % self.maxlen
+        self._ring[slot] = entry
         by_key = self._by_key
-        _index_add(by_key, key, rec)
+        by_key[key].append(ordinal)
         for recommended in recommendations:
             if recommended != key:
-                _index_add(by_key, recommended, rec)
-        _index_add(self._by_stimulus, stimulus_id, rec)
-        self._records.append(rec)
-        self.total += 1
-        if len(self._records) > self.maxlen:
-            self._evict_oldest()
-        return rec
+                by_key[recommended].append(ordinal)
+        self._by_stimulus[stimulus_id].append(ordinal)
+        if self.sink is not None:
+            self.sink(entry)
+        if slot == self._last_slot:
+            self._start_generation()
+        return entry
 
-    def _evict_oldest(self) -> None:
-        oldest = self._records.popleft()
-        by_key = self._by_key
-        key = oldest.key
-        _index_drop_oldest(by_key, key)
-        for recommended in oldest.recommendations:
-            if recommended != key:
-                _index_drop_oldest(by_key, recommended)
-        _index_drop_oldest(self._by_stimulus, oldest.stimulus_id)
+    def _start_generation(self) -> None:
+        """The ring has wrapped: every ordinal in the older generation is out of it now."""
+        self._older_by_key, self._by_key = self._by_key, defaultdict(list)
+        self._older_by_stimulus, self._by_stimulus = self._by_stimulus, defaultdict(list)
+
+    def _ordinals(self, name: str) -> list[int]:
+        """Ordinals of the live entries filed under ``name`` in either index, oldest first."""
+        found: list[int] = []
+        oldest = self._oldest_ordinal
+        for older, current in (
+            (self._older_by_key, self._by_key),
+            (self._older_by_stimulus, self._by_stimulus),
+        ):
+            stale = older.get(name)
+            if stale is not None and stale[-1] >= oldest:
+                found += stale[bisect_left(stale, oldest) :]
+            found += current.get(name, ())
+        return found
+
+    def _entries(self, ordinals: Iterable[int]) -> list[TransitionEntry]:
+        ring, maxlen = self._ring, self.maxlen
+        return [ring[ordinal % maxlen] for ordinal in ordinals]  # type: ignore[misc]
+
+    def _story_entries(self, names: Iterable[str]) -> list[TransitionEntry]:
+        ordinals = [self._ordinals(name) for name in names]
+        if len(ordinals) == 1:
+            # a key and a stimulus id are never the same name: one name's ordinals are unique
+            return self._entries(ordinals[0])
+        return self._entries(sorted({ordinal for found in ordinals for ordinal in found}))
 
     def story(self, *keys_or_stimulus_ids: str) -> list[TransitionRecord]:
         """Records whose key, recommendations or stimulus id name any argument; oldest first."""
-        buckets = [
-            bucket
-            for index in (self._by_key, self._by_stimulus)
-            for name in keys_or_stimulus_ids
-            if (bucket := index.get(name)) is not None
+        return [
+            TransitionRecord.from_entry(entry)
+            for entry in self._story_entries(keys_or_stimulus_ids)
         ]
-        if len(buckets) == 1:
-            return buckets[0].live()
-        unique = {rec.seq: rec for bucket in buckets for rec in bucket.live()}
-        return [unique[seq] for seq in sorted(unique)]
 
     def query(
         self,
@@ -241,25 +275,32 @@ class TransitionLog:
         ``stimulus_id`` only the index buckets are read; otherwise the whole log is scanned.
         """
         key_set = None if keys is None else set(keys)
-        candidates: Iterable[TransitionRecord]
+        candidates: Iterable[TransitionEntry]
         if stimulus_id is not None:
-            bucket = self._by_stimulus.get(stimulus_id)
-            candidates = bucket.live() if bucket else ()
+            candidates = self._story_entries([stimulus_id])
         elif key_set is not None:
-            candidates = self.story(*key_set)
+            candidates = self._story_entries(key_set)
         else:
-            candidates = self._records
-        matches = [
-            rec
-            for rec in candidates
-            if (key_set is None or rec.key in key_set)
-            and (stimulus_id is None or rec.stimulus_id == stimulus_id)
-            and (start is None or rec.start == start)
-            and (finish is None or rec.finish == finish)
-            and (since is None or rec.timestamp >= since)
-            and (until is None or rec.timestamp < until)
-        ]
-        return matches if limit is None else matches[max(len(matches) - limit, 0) :]
+            candidates = self._live_entries()
+
+        def matches(entry: TransitionEntry) -> bool:
+            _, key, entry_start, entry_finish, _, entry_stimulus, timestamp, _, _ = entry
+            return (
+                (key_set is None or key in key_set)
+                and (stimulus_id is None or entry_stimulus == stimulus_id)
+                and (start is None or entry_start == start)
+                and (finish is None or entry_finish == finish)
+                and (since is None or timestamp >= since)
+                and (until is None or timestamp < until)
+            )
+
+        found = [entry for entry in candidates if matches(entry)]
+        if limit is not None:
+            found = found[max(len(found) - limit, 0) :]
+        return [TransitionRecord.from_entry(entry) for entry in found]
+
+    def _live_entries(self) -> list[TransitionEntry]:
+        return self._entries(range(self._oldest_ordinal, self.total))
 
     def __iter__(self) -> Iterator[TransitionRecord]:
-        return iter(self._records)
+        return map(TransitionRecord.from_entry, self._live_entries())

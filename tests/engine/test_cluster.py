@@ -162,3 +162,13 @@ def test_context_managers_close_what_they_opened():
             client.submit(inc, 1)
     assert cluster.status == "closed"
     assert cluster.scheduler.status == "closed"
+
+
+def test_closing_a_client_while_it_reconnects_ends_its_tasks() -> None:
+    cluster = LocalCluster(n_workers=0, processes=False)
+    client = Client(cluster)
+    cluster.close()  # the scheduler goes away: the client keeps trying to reconnect
+    poll(lambda: client.status == "connecting", what="the client noticed and reconnects")
+    client.close()
+    assert client.status == "closed"
+    assert not client._tasks
