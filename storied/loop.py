@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from storied.comm.batched import flush_pending
+
 T = TypeVar("T")
 
 
@@ -117,3 +119,4 @@ class Outbox:
             batch.append(items.popleft())
         if batch:
             self._on_ready(batch)
+            flush_pending()

@@ -1,39 +1,58 @@
-"""Coalesce messages written in one event-loop iteration into one frame."""
+"""Coalesce the messages a burst of work produces into one frame per connection."""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from storied.comm.core import Comm, CommClosedError
 
+#: per event loop, the BatchedSends holding messages not yet written
+_pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[BatchedSend]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def flush_pending() -> None:
+    """Write every buffered batch of the running loop now.
+
+    Whoever handles a batch of incoming messages (a stream's read, finished tasks from
+    executor threads) calls this when done: the replies leave in the same loop iteration, one
+    frame per connection, instead of one iteration later.
+    """
+    pending = _pending.get(asyncio.get_running_loop())
+    while pending:
+        pending.pop()._flush()
+
 
 class BatchedSend:
-    """Buffers messages and writes them as one list at the end of the current loop iteration.
-
-    This adds no latency when idle (the flush is scheduled with ``call_soon``) and turns a
-    burst of messages into a single frame under load.
-    """
+    """Buffers messages and writes them as one list: at the end of the batch of work that
+    produced them (``flush_pending``), or at the latest on the next loop iteration."""
 
     def __init__(self, comm: Comm) -> None:
         self.comm = comm
         self._buffer: list[Any] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
+        self._loop_pending = _pending.setdefault(self._loop, [])
         self.sent_messages = 0
 
     def send(self, msg: Any) -> None:
         self._buffer.append(msg)
         if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+            self._schedule()
 
     def extend(self, msgs: list[Any]) -> None:
         if msgs:
             self._buffer.extend(msgs)
             if not self._scheduled:
-                self._scheduled = True
-                self._loop.call_soon(self._flush)
+                self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        self._loop_pending.append(self)
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from storied.comm.batched import BatchedSend
+from storied.comm.batched import BatchedSend, flush_pending
 from storied.comm.core import Comm, CommClosedError
 from storied.protocol.serialize import pickle_dumps, pickle_loads
 
@@ -73,6 +73,7 @@ class Stream:
                     batch = [batch]
                 for msg in batch:
                     self._dispatch(msg)
+                flush_pending()
         except CommClosedError:
             pass
         except _BadMessage as exc:

@@ -101,6 +101,13 @@ def pickle_dumps(obj: Any) -> bytes:
         raise TypeError(f"could not serialize {_describe(obj)}: {exc}") from exc
 
 
+def dumps_result(obj: Any) -> bytes:
+    """Pickle a task's result: plain values through the C pickler, the rest with cloudpickle."""
+    if type(obj) in _PLAIN_TYPES:
+        return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+    return pickle_dumps(obj)
+
+
 def pickle_loads(payload: bytes) -> Any:
     return pickle.loads(payload)
 

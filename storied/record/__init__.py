@@ -20,7 +20,12 @@ from storied.record.events import EventLedger, EventRecord, check_event
 from storied.record.ledger import Ledger, LedgerError
 from storied.record.logcapture import LogCapture, LogRecordEntry
 from storied.record.trace import chrome_trace
-from storied.record.transitions import TransitionLog, TransitionRecord
+from storied.record.transitions import (
+    TransitionEntry,
+    TransitionLog,
+    TransitionRecord,
+    TransitionSink,
+)
 
 __all__ = [
     "EventLedger",
@@ -31,11 +36,16 @@ __all__ = [
     "LogRecordEntry",
     "NoRecord",
     "Record",
+    "TransitionEntry",
     "TransitionLog",
     "TransitionRecord",
+    "TransitionSink",
     "check_event",
     "chrome_trace",
 ]
+
+
+_now = time.time  # bound once: Record.transition runs several times per task
 
 
 class _Sequenced(Protocol):
@@ -86,7 +96,7 @@ class Record:
         self._ledger = ledger
         self._worker_transition_log_length = worker_transition_log_length
         first_seq = 1
-        self._put_transition: Callable[[TransitionRecord], None] | None = None
+        self._put_transition: TransitionSink | None = None
         self._put_event: Callable[[EventRecord], None] | None = None
         self._put_execution: Callable[..., None] | None = None
         put_log: Callable[[LogRecordEntry], None] | None = None
@@ -99,7 +109,9 @@ class Record:
             self._put_execution = partial(ledger.put_execution, self.run_id)
             put_log = partial(ledger.put_log, self.run_id)
         self._seq = itertools.count(first_seq)
-        self._log = TransitionLog(transition_log_length, where, seq=self._seq)
+        self._log = TransitionLog(
+            transition_log_length, where, seq=self._seq, sink=self._put_transition
+        )
         self._worker_logs: dict[str, TransitionLog] = {}
         self._events = EventLedger(events_per_topic, seq=self._seq)
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
@@ -122,25 +134,31 @@ class Record:
         """Record one transition; ``where`` names the worker that made it, if not this process.
 
         Worker transitions go to a separate bounded log per worker, so a chatty worker cannot
-        evict the scheduler's own history.
+        evict the scheduler's own history. The record keeps ``recommendations`` as it is: hand
+        over a dict you will not change afterwards (readers get copies). This runs several
+        times per task, so it does no more than pick the log; with a ledger, the log queues the
+        entry for the ledger's writer thread (see ``TransitionLog.append``).
         """
         log = self._log if where is None or where == self.where else self._worker_log(where)
-        rec = log.append(
+        log.append(
             key,
             start,
             finish,
             recommendations,
             stimulus_id,
-            time.time() if timestamp is None else timestamp,
+            _now() if timestamp is None else timestamp,
             worker,
         )
-        if self._put_transition is not None:
-            self._put_transition(rec)
 
     def _worker_log(self, where: str) -> TransitionLog:
         log = self._worker_logs.get(where)
         if log is None:
-            log = TransitionLog(self._worker_transition_log_length, where, seq=self._seq)
+            log = TransitionLog(
+                self._worker_transition_log_length,
+                where,
+                seq=self._seq,
+                sink=self._put_transition,
+            )
             self._worker_logs[where] = log
         return log
 
@@ -148,7 +166,7 @@ class Record:
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
     ) -> float:
         """Record an event under each topic; validate it with ``check_event`` first."""
-        stamp = time.time() if timestamp is None else timestamp
+        stamp = _now() if timestamp is None else timestamp
         for topic in topics:
             rec = self._events.append(topic, msg, source, stamp)
             if self._put_event is not None:
@@ -318,5 +336,7 @@ class Record:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
         self._log_capture.on_record = None
         self._put_transition = self._put_event = self._put_execution = self._put_log = None
+        for log in self._logs_for(None):
+            log.sink = None
         if self._ledger is not None:
             self._ledger.close()

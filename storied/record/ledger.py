@@ -28,7 +28,7 @@ import msgpack
 
 from storied.record.events import EventRecord
 from storied.record.logcapture import LogRecordEntry
-from storied.record.transitions import TransitionRecord
+from storied.record.transitions import TransitionEntry, TransitionRecord, concerned_keys
 
 logger = logging.getLogger("storied.record")
 
@@ -227,8 +227,14 @@ class Ledger:
         so records of every run can be merged and de-duplicated by seq."""
         return self._first_seqs[run_id]
 
-    def put_transition(self, run_id: int, rec: TransitionRecord) -> None:
-        self._put((_TRANSITION, run_id, rec))
+    def put_transition(
+        self, run_id: int, entry: TransitionEntry, recommendations: dict[str, str]
+    ) -> None:
+        """Queue a logged entry as it is (a ``TransitionLog`` sink); the writer makes the rows.
+
+        The recommendations are read on the writer thread: the caller must not change them.
+        """
+        self._put((_TRANSITION, run_id, entry, recommendations))
 
     def put_event(self, run_id: int, rec: EventRecord) -> None:
         self._put((_EVENT, run_id, rec))
@@ -577,22 +583,23 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
     for item in batch:
         kind = item[0]
         if kind == _TRANSITION:
-            _, run_id, rec = item
+            _, run_id, entry, recommendations = item
+            seq, key, start, finish, stimulus_id, timestamp, where, worker = entry
             transitions.append(
                 (
-                    rec.seq,
+                    seq,
                     run_id,
-                    rec.key,
-                    rec.start,
-                    rec.finish,
-                    json.dumps(rec.recommendations) if rec.recommendations else "{}",
-                    rec.stimulus_id,
-                    rec.timestamp,
-                    rec.where,
-                    rec.worker,
+                    key,
+                    start,
+                    finish,
+                    json.dumps(recommendations) if recommendations else "{}",
+                    stimulus_id,
+                    timestamp,
+                    where,
+                    worker,
                 )
             )
-            transition_keys.extend((name, rec.seq) for name in rec.concerned_keys())
+            transition_keys.extend((name, seq) for name in concerned_keys(key, recommendations))
         elif kind == _EVENT:
             _, run_id, ev = item
             events.append((ev.seq, run_id, ev.topic, ev.timestamp, _pack_msg(ev.msg), ev.source))

@@ -3,13 +3,14 @@
 Every transition the scheduler (or a worker) makes lands here, several per task, so appending
 must cost well under a microsecond and a story lookup must never scan the log.
 
-Writing is kept to the bare minimum: a transition is stored as a plain tuple (a ``TransitionEntry``)
-in a preallocated ring, and the indexes (task key, counting keys named in recommendations; and
-stimulus id) map a name to the list of *ordinals* (append numbers) of its entries. Nothing is
-evicted from the indexes one record at a time: they come in two generations, each covering
-``maxlen`` appends, and when the ring wraps the older generation is dropped whole. A reader skips
-the ordinals that have fallen out of the ring. ``TransitionRecord`` objects are built only when
-read.
+Writing is kept to the bare minimum. A transition is stored in a preallocated ring as a plain
+tuple of atomic values (a ``TransitionEntry``), which the garbage collector stops tracking after
+its first pass, with its recommendations dict in a parallel ring. The indexes (task key, counting
+keys named in recommendations; and stimulus id) map a name to the list of *ordinals* (append
+numbers) of its entries. Nothing is evicted from the indexes one record at a time: they come in
+two generations, each covering ``maxlen`` appends, and when the ring wraps the older generation
+is dropped whole. A reader skips the ordinals that have fallen out of the ring.
+``TransitionRecord`` objects are built only when read.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
-#: ``(seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker)``: the
-#: fields of a ``TransitionRecord``, in order, as stored in the ring and queued for the ledger.
-TransitionEntry = tuple[int, str, str, str, dict[str, str], str, float, str, str | None]
+#: ``(seq, key, start, finish, stimulus_id, timestamp, where, worker)``: a ``TransitionRecord``
+#: but for its recommendations, which are kept and queued beside it.
+TransitionEntry = tuple[int, str, str, str, str, float, str, str | None]
+
+#: Where a log hands each entry as it is appended: ``sink(entry, recommendations)``.
+TransitionSink = Callable[[TransitionEntry, dict[str, str]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +45,14 @@ class TransitionRecord:
     worker: str | None = None
 
     @classmethod
-    def from_entry(cls, entry: TransitionEntry) -> TransitionRecord:
+    def from_entry(
+        cls, entry: TransitionEntry, recommendations: dict[str, str]
+    ) -> TransitionRecord:
         """The record of a logged entry, with its own copy of the recommendations.
 
         The copy is what keeps the log itself safe from whoever reads it.
         """
-        seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker = entry
+        seq, key, start, finish, stimulus_id, timestamp, where, worker = entry
         return _new_record(
             seq, key, start, finish, dict(recommendations), stimulus_id, timestamp, where, worker
         )
@@ -119,6 +125,7 @@ def _fast_constructor() -> Callable[..., TransitionRecord]:
 _new_record = _fast_constructor()
 
 _Index = defaultdict[str, list[int]]
+_NO_ENTRY: TransitionEntry = (0, "", "", "", "", 0.0, "", None)  # fills the ring until it wraps
 
 
 class TransitionLog:
@@ -130,6 +137,7 @@ class TransitionLog:
         "_last_slot",
         "_older_by_key",
         "_older_by_stimulus",
+        "_recommendations",
         "_ring",
         "_seq",
         "maxlen",
@@ -144,7 +152,7 @@ class TransitionLog:
         where: str = "scheduler",
         *,
         seq: Iterator[int] | None = None,
-        sink: Callable[[TransitionEntry], None] | None = None,
+        sink: TransitionSink | None = None,
     ) -> None:
         """``seq`` lets several logs (and the event ledger) of one Record share one counter;
         ``sink``, if given, receives every entry as it is appended (e.g. to queue it for disk)."""
@@ -155,7 +163,8 @@ class TransitionLog:
         self.sink = sink
         self.total = 0
         self._seq = seq if seq is not None else itertools.count(1)
-        self._ring: list[TransitionEntry | None] = [None] * maxlen
+        self._ring: list[TransitionEntry] = [_NO_ENTRY] * maxlen
+        self._recommendations: list[dict[str, str]] = [{}] * maxlen
         self._last_slot = maxlen - 1
         # The current generation indexes the appends since the ring last wrapped, the older one
         # the ``maxlen`` appends before those: together they cover every entry still in the ring.
@@ -173,11 +182,7 @@ class TransitionLog:
 
     @property
     def oldest_seq(self) -> int | None:
-        if not self.total:
-            return None
-        entry = self._ring[self._oldest_ordinal % self.maxlen]
-        assert entry is not None
-        return entry[0]
+        return self._ring[self._oldest_ordinal % self.maxlen][0] if self.total else None
 
     def append(
         self,
@@ -196,19 +201,10 @@ class TransitionLog:
         """
         ordinal = self.total
         self.total = ordinal + 1
-        entry = (
-            next(self._seq),
-            key,
-            start,
-            finish,
-            recommendations,
-            stimulus_id,
-            timestamp,
-            self.where,
-            worker,
-        )
+        entry = (next(self._seq), key, start, finish, stimulus_id, timestamp, self.where, worker)
         slot = ordinal % self.maxlen
         self._ring[slot] = entry
+        self._recommendations[slot] = recommendations
         by_key = self._by_key
         by_key[key].append(ordinal)
         for recommended in recommendations:
@@ -216,7 +212,7 @@ class TransitionLog:
                 by_key[recommended].append(ordinal)
         self._by_stimulus[stimulus_id].append(ordinal)
         if self.sink is not None:
-            self.sink(entry)
+            self.sink(entry, recommendations)
         if slot == self._last_slot:
             self._start_generation()
         return entry
@@ -226,9 +222,8 @@ class TransitionLog:
         self._older_by_key, self._by_key = self._by_key, defaultdict(list)
         self._older_by_stimulus, self._by_stimulus = self._by_stimulus, defaultdict(list)
 
-    def _ordinals(self, name: str) -> list[int]:
-        """Ordinals of the live entries filed under ``name`` in either index, oldest first."""
-        found: list[int] = []
+    def _filed_under(self, name: str) -> Iterator[list[int]]:
+        """Per index, the ordinals of the live entries filed under ``name``, oldest first."""
         oldest = self._oldest_ordinal
         for older, current in (
             (self._older_by_key, self._by_key),
@@ -236,27 +231,27 @@ class TransitionLog:
         ):
             stale = older.get(name)
             if stale is not None and stale[-1] >= oldest:
-                found += stale[bisect_left(stale, oldest) :]
-            found += current.get(name, ())
-        return found
+                yield stale[bisect_left(stale, oldest) :] + current.get(name, [])
+            elif name in current:
+                yield current[name]
 
-    def _entries(self, ordinals: Iterable[int]) -> list[TransitionEntry]:
-        ring, maxlen = self._ring, self.maxlen
-        return [ring[ordinal % maxlen] for ordinal in ordinals]  # type: ignore[misc]
+    def _story_slots(self, names: Iterable[str]) -> list[int]:
+        """Ring slots of the live entries filed under any of ``names``, oldest first."""
+        found = [ordinals for name in names for ordinals in self._filed_under(name)]
+        ordinals = found[0] if len(found) == 1 else sorted({o for each in found for o in each})
+        maxlen = self.maxlen
+        return [ordinal % maxlen for ordinal in ordinals]
 
-    def _story_entries(self, names: Iterable[str]) -> list[TransitionEntry]:
-        ordinals = [self._ordinals(name) for name in names]
-        if len(ordinals) == 1:
-            # a key and a stimulus id are never the same name: one name's ordinals are unique
-            return self._entries(ordinals[0])
-        return self._entries(sorted({ordinal for found in ordinals for ordinal in found}))
+    def _live_slots(self) -> list[int]:
+        maxlen = self.maxlen
+        return [ordinal % maxlen for ordinal in range(self._oldest_ordinal, self.total)]
+
+    def _record(self, slot: int) -> TransitionRecord:
+        return TransitionRecord.from_entry(self._ring[slot], self._recommendations[slot])
 
     def story(self, *keys_or_stimulus_ids: str) -> list[TransitionRecord]:
         """Records whose key, recommendations or stimulus id name any argument; oldest first."""
-        return [
-            TransitionRecord.from_entry(entry)
-            for entry in self._story_entries(keys_or_stimulus_ids)
-        ]
+        return [self._record(slot) for slot in self._story_slots(keys_or_stimulus_ids)]
 
     def query(
         self,
@@ -275,16 +270,16 @@ class TransitionLog:
         ``stimulus_id`` only the index buckets are read; otherwise the whole log is scanned.
         """
         key_set = None if keys is None else set(keys)
-        candidates: Iterable[TransitionEntry]
         if stimulus_id is not None:
-            candidates = self._story_entries([stimulus_id])
+            candidates = self._story_slots([stimulus_id])
         elif key_set is not None:
-            candidates = self._story_entries(key_set)
+            candidates = self._story_slots(key_set)
         else:
-            candidates = self._live_entries()
+            candidates = self._live_slots()
+        ring = self._ring
 
-        def matches(entry: TransitionEntry) -> bool:
-            _, key, entry_start, entry_finish, _, entry_stimulus, timestamp, _, _ = entry
+        def matches(slot: int) -> bool:
+            _, key, entry_start, entry_finish, entry_stimulus, timestamp, _, _ = ring[slot]
             return (
                 (key_set is None or key in key_set)
                 and (stimulus_id is None or entry_stimulus == stimulus_id)
@@ -294,13 +289,10 @@ class TransitionLog:
                 and (until is None or timestamp < until)
             )
 
-        found = [entry for entry in candidates if matches(entry)]
+        found = [slot for slot in candidates if matches(slot)]
         if limit is not None:
             found = found[max(len(found) - limit, 0) :]
-        return [TransitionRecord.from_entry(entry) for entry in found]
-
-    def _live_entries(self) -> list[TransitionEntry]:
-        return self._entries(range(self._oldest_ordinal, self.total))
+        return [self._record(slot) for slot in found]
 
     def __iter__(self) -> Iterator[TransitionRecord]:
-        return map(TransitionRecord.from_entry, self._live_entries())
+        return map(self._record, self._live_slots())

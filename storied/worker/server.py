@@ -27,6 +27,7 @@ from storied.comm.stream import Stream
 from storied.loop import Outbox
 from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
+    dumps_result,
     loads_with_refs,
     pickle_dumps,
     pickle_loads,
@@ -418,7 +419,10 @@ class Worker:
         start = time.time()
         try:
             func = self._function(instruction.function_id)
-            args, kwargs = loads_with_refs(instruction.args, self.data)
+            if instruction.has_inputs:
+                args, kwargs = loads_with_refs(instruction.args, self.data)
+            else:
+                args, kwargs = pickle_loads(instruction.args)
             _thread_state.key = key
             result = func(*args, **kwargs)
         except BaseException as exc:
@@ -427,7 +431,7 @@ class Worker:
             _thread_state.key = None
         stop = time.time()
         try:
-            pickled = pickle_dumps(result)
+            pickled = dumps_result(result)
         except TypeError as exc:
             error = TypeError(
                 f"task {key!r} returned an object of type {typename(result)} that could not "

@@ -54,6 +54,8 @@ class Execute:
     key: str
     function_id: str
     args: bytes
+    #: the arguments refer to other tasks' results (else they unpickle on their own)
+    has_inputs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +321,9 @@ class WorkerState:
                 continue
             self._transition(ts, "executing", stimulus_id)
             self.executing.add(ts)
-            instructions.append(Execute(key, ts.function_id, ts.args))  # type: ignore[arg-type]
+            instructions.append(
+                Execute(key, ts.function_id, ts.args, bool(ts.dependencies))  # type: ignore[arg-type]
+            )
         return instructions
 
     def _release_inputs(self, ts: WorkerTask, instructions: list[Instruction]) -> None:
