@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Where the time goes: py-spy samples of the scheduler's process and of one worker.
+
+Runs repeated ``map`` + ``gather`` of no-op tasks on a LocalCluster (2 worker processes x 1
+thread), samples the process that hosts the client and scheduler and one worker process with
+py-spy, and prints each one's hottest functions, by own samples and inclusive. The summary in
+docs/benchmarks.md comes from this script.
+
+    .venv/bin/pip install py-spy && .venv/bin/python bench/profile.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from storied import Client, LocalCluster
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def py_spy() -> str | None:
+    """py-spy from this venv, else from PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            py_spy() or "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def summarize(title: str, path: Path, top: int) -> None:
+    """Own and inclusive samples per function, busy samples only (the loop's idle wait and
+    idle executor threads are left out)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    idle = (
+        "select", "_run_once", "LoopThread._run (", "_Executor._run (", "_serve (",
+        "Condition.wait", "Popen._wait", "Event.wait", "Thread.join",
+    )  # fmt: skip
+    busy = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")[1:]
+        if not frames or frames[-1].startswith(idle):
+            continue
+        samples = int(count)
+        busy += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    print(f"\n== {title}: {busy} busy samples")
+    print("   own  function")
+    for frame, samples in own.most_common(top):
+        print(f"  {100 * samples / busy:4.1f}%  {frame}")
+    print(" incl.  function")
+    for frame, samples in inclusive.most_common(top * 2):
+        if "storied" in frame:
+            print(f"  {100 * samples / busy:4.1f}%  {frame}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--top", type=int, default=12)
+    options = parser.parse_args()
+    if py_spy() is None:
+        sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
+    folder = Path(tempfile.mkdtemp(prefix="storied-profile-"))
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+        client.gather(client.map(noop, range(1000)))
+        worker_pid = next(iter(cluster.workers.values())).pid
+        running = True
+
+        def load() -> None:
+            while running:
+                client.gather(client.map(noop, range(10_000)))
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        time.sleep(0.5)
+        spies = [
+            record(os.getpid(), options.seconds, folder / "scheduler.txt"),
+            record(worker_pid, options.seconds, folder / "worker.txt"),
+        ]
+        for spy in spies:
+            spy.wait(options.seconds + 30)
+        running = False
+        loader.join()
+    summarize("client + scheduler process", folder / "scheduler.txt", options.top)
+    summarize("one worker process", folder / "worker.txt", options.top)
+
+
+if __name__ == "__main__":
+    main()
