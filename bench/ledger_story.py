@@ -32,7 +32,11 @@ LIFE = [
 def build(path: Path, n: int) -> float:
     ledger = Ledger(path, queue_size=1_000_000, batch_size=20_000)
     run_id = ledger.start_run({"bench": "ledger_story", "n": n})
-    log = TransitionLog(1_000, seq=iter(range(ledger.first_seq(run_id), 2**62)))
+    log = TransitionLog(
+        1_000,
+        seq=iter(range(ledger.first_seq(run_id), 2**62)),
+        sink=ledger.transition_sink(run_id),
+    )
     started = time.perf_counter()
     timestamp = time.time()
     for number in range(n):
@@ -40,8 +44,7 @@ def build(path: Path, n: int) -> float:
         start, finish, recommends = LIFE[step]
         key = f"task-{task:09d}"
         recommendations = {f"task-{task + 1:09d}": "waiting"} if recommends else {}
-        rec = log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp)
-        ledger.put_transition(run_id, rec)
+        log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp)
         if number % 200_000 == 199_999:
             ledger.flush(timeout=600)
             print(f"  {number + 1:>12,} written", flush=True)

@@ -104,7 +104,7 @@ class Record:
             info = {"where": where, "pid": os.getpid(), "host": socket.gethostname()}
             self.run_id = ledger.start_run({**info, **(run_info or {})})
             first_seq = ledger.first_seq(self.run_id)
-            self._put_transition = partial(ledger.put_transition, self.run_id)
+            self._put_transition = ledger.transition_sink(self.run_id)
             self._put_event = partial(ledger.put_event, self.run_id)
             self._put_execution = partial(ledger.put_execution, self.run_id)
             put_log = partial(ledger.put_log, self.run_id)

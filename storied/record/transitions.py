@@ -1,23 +1,26 @@
 """Bounded, indexed in-memory log of task state transitions.
 
 Every transition the scheduler (or a worker) makes lands here, several per task, so appending
-must cost well under a microsecond and a story lookup must never scan the log.
+must cost about a microsecond, a story lookup must never scan the log, and the log must not give
+the garbage collector work: a scheduler keeps 100,000 transitions, and a collector walking a
+few objects per transition would cost more than recording them.
 
-Writing is kept to the bare minimum. A transition is stored in a preallocated ring as a plain
-tuple of atomic values (a ``TransitionEntry``), which the garbage collector stops tracking after
-its first pass, with its recommendations dict in a parallel ring. The indexes (task key, counting
-keys named in recommendations; and stimulus id) map a name to the list of *ordinals* (append
-numbers) of its entries. Nothing is evicted from the indexes one record at a time: they come in
-two generations, each covering ``maxlen`` appends, and when the ring wraps the older generation
-is dropped whole. A reader skips the ordinals that have fallen out of the ring.
+So the log holds no per-transition container the collector tracks. Transitions live in
+preallocated rings, one list per field group, indexed by slot (append number modulo ``maxlen``):
+the ``TransitionEntry`` (a tuple of atomic values, which the collector stops tracking after its
+first pass), the recommendations dict as the caller handed it over (str to str: never tracked),
+and the links of the indexes. Each index (task key, counting keys named in recommendations; and
+stimulus id) is a chain through the ring: a dict maps a name to the append number (*ordinal*) of
+its newest entry, and each entry links to the previous entry under the same name. A story walks
+a chain back until it reaches an ordinal that has fallen out of the ring; the ring needs no
+eviction. Chain heads come in two generations of ``maxlen`` appends; when the ring wraps, the
+older generation, all of whose entries have just fallen out, is dropped whole.
 ``TransitionRecord`` objects are built only when read.
 """
 
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -124,22 +127,26 @@ def _fast_constructor() -> Callable[..., TransitionRecord]:
 
 _new_record = _fast_constructor()
 
-_Index = defaultdict[str, list[int]]
 _NO_ENTRY: TransitionEntry = (0, "", "", "", "", 0.0, "", None)  # fills the ring until it wraps
+_NO_RECOMMENDATIONS: dict[str, str] = {}
+_NO_LINKS: dict[str, int] = {}
+_END = 0  # the link of the first entry under a name (ordinals start at 1)
 
 
 class TransitionLog:
     """The most recent ``maxlen`` transitions of one process, indexed by key and stimulus id."""
 
     __slots__ = (
-        "_by_key",
-        "_by_stimulus",
-        "_last_slot",
-        "_older_by_key",
-        "_older_by_stimulus",
+        "_entries",
+        "_key_heads",
+        "_key_links",
+        "_older_key_heads",
+        "_older_stimulus_heads",
         "_recommendations",
-        "_ring",
+        "_recommended_links",
         "_seq",
+        "_stimulus_heads",
+        "_stimulus_links",
         "maxlen",
         "sink",
         "total",
@@ -161,28 +168,32 @@ class TransitionLog:
         self.maxlen = maxlen
         self.where = where
         self.sink = sink
-        self.total = 0
+        self.total = 0  # also the ordinal of the newest entry
         self._seq = seq if seq is not None else itertools.count(1)
-        self._ring: list[TransitionEntry] = [_NO_ENTRY] * maxlen
-        self._recommendations: list[dict[str, str]] = [{}] * maxlen
-        self._last_slot = maxlen - 1
-        # The current generation indexes the appends since the ring last wrapped, the older one
-        # the ``maxlen`` appends before those: together they cover every entry still in the ring.
-        self._by_key: _Index = defaultdict(list)
-        self._by_stimulus: _Index = defaultdict(list)
-        self._older_by_key: _Index = defaultdict(list)
-        self._older_by_stimulus: _Index = defaultdict(list)
+        self._entries: list[TransitionEntry] = [_NO_ENTRY] * maxlen
+        self._recommendations: list[dict[str, str]] = [_NO_RECOMMENDATIONS] * maxlen
+        # per slot, the ordinal of the previous entry under the same key, recommended key
+        # (by name; for keys other than the entry's own) or stimulus id; _END if none
+        self._key_links: list[int] = [_END] * maxlen
+        self._recommended_links: list[dict[str, int]] = [_NO_LINKS] * maxlen
+        self._stimulus_links: list[int] = [_END] * maxlen
+        # name -> ordinal of its newest entry, for the appends since the ring last wrapped, and
+        # for the ``maxlen`` appends before those: together they cover every entry in the ring
+        self._key_heads: dict[str, int] = {}
+        self._stimulus_heads: dict[str, int] = {}
+        self._older_key_heads: dict[str, int] = {}
+        self._older_stimulus_heads: dict[str, int] = {}
 
     def __len__(self) -> int:
         return min(self.total, self.maxlen)
 
     @property
     def _oldest_ordinal(self) -> int:
-        return max(self.total - self.maxlen, 0)
+        return max(self.total - self.maxlen + 1, 1)
 
     @property
     def oldest_seq(self) -> int | None:
-        return self._ring[self._oldest_ordinal % self.maxlen][0] if self.total else None
+        return self._entries[self._oldest_ordinal % self.maxlen][0] if self.total else None
 
     def append(
         self,
@@ -199,59 +210,89 @@ class TransitionLog:
         The log keeps ``recommendations`` itself, without a copy: the caller hands over a dict
         it will never change again (readers get copies, see ``TransitionRecord.from_entry``).
         """
-        ordinal = self.total
-        self.total = ordinal + 1
+        self.total = ordinal = self.total + 1
         entry = (next(self._seq), key, start, finish, stimulus_id, timestamp, self.where, worker)
         slot = ordinal % self.maxlen
-        self._ring[slot] = entry
+        self._entries[slot] = entry
         self._recommendations[slot] = recommendations
-        by_key = self._by_key
-        by_key[key].append(ordinal)
+        key_heads, older_key_heads = self._key_heads, self._older_key_heads
+        self._key_links[slot] = key_heads.get(key) or older_key_heads.get(key, _END)
+        key_heads[key] = ordinal
+        links = _NO_LINKS
         for recommended in recommendations:
             if recommended != key:
-                by_key[recommended].append(ordinal)
-        self._by_stimulus[stimulus_id].append(ordinal)
+                if links is _NO_LINKS:
+                    links = {}
+                links[recommended] = key_heads.get(recommended) or older_key_heads.get(
+                    recommended, _END
+                )
+                key_heads[recommended] = ordinal
+        self._recommended_links[slot] = links
+        stimulus_heads = self._stimulus_heads
+        self._stimulus_links[slot] = stimulus_heads.get(stimulus_id) or (
+            self._older_stimulus_heads.get(stimulus_id, _END)
+        )
+        stimulus_heads[stimulus_id] = ordinal
         if self.sink is not None:
             self.sink(entry, recommendations)
-        if slot == self._last_slot:
+        if slot == 0:
             self._start_generation()
         return entry
 
     def _start_generation(self) -> None:
-        """The ring has wrapped: every ordinal in the older generation is out of it now."""
-        self._older_by_key, self._by_key = self._by_key, defaultdict(list)
-        self._older_by_stimulus, self._by_stimulus = self._by_stimulus, defaultdict(list)
+        """The ring has wrapped: every entry the older heads lead to is out of it now."""
+        self._older_key_heads, self._key_heads = self._key_heads, {}
+        self._older_stimulus_heads, self._stimulus_heads = self._stimulus_heads, {}
 
-    def _filed_under(self, name: str) -> Iterator[list[int]]:
-        """Per index, the ordinals of the live entries filed under ``name``, oldest first."""
-        oldest = self._oldest_ordinal
-        for older, current in (
-            (self._older_by_key, self._by_key),
-            (self._older_by_stimulus, self._by_stimulus),
-        ):
-            stale = older.get(name)
-            if stale is not None and stale[-1] >= oldest:
-                yield stale[bisect_left(stale, oldest) :] + current.get(name, [])
-            elif name in current:
-                yield current[name]
+    def _key_chain(self, name: str) -> list[int]:
+        """Ordinals of the live entries whose key or recommendations name ``name``, newest first."""
+        found: list[int] = []
+        ordinal = self._key_heads.get(name) or self._older_key_heads.get(name, _END)
+        oldest, maxlen, entries = self._oldest_ordinal, self.maxlen, self._entries
+        while ordinal >= oldest:
+            found.append(ordinal)
+            slot = ordinal % maxlen
+            if entries[slot][1] == name:
+                ordinal = self._key_links[slot]
+            else:
+                ordinal = self._recommended_links[slot][name]
+        return found
 
-    def _story_slots(self, names: Iterable[str]) -> list[int]:
-        """Ring slots of the live entries filed under any of ``names``, oldest first."""
-        found = [ordinals for name in names for ordinals in self._filed_under(name)]
-        ordinals = found[0] if len(found) == 1 else sorted({o for each in found for o in each})
+    def _stimulus_chain(self, name: str) -> list[int]:
+        """Ordinals of the live entries caused by stimulus ``name``, newest first."""
+        found: list[int] = []
+        ordinal = self._stimulus_heads.get(name) or self._older_stimulus_heads.get(name, _END)
+        oldest, maxlen, links = self._oldest_ordinal, self.maxlen, self._stimulus_links
+        while ordinal >= oldest:
+            found.append(ordinal)
+            ordinal = links[ordinal % maxlen]
+        return found
+
+    def _slots(self, chains: Iterable[list[int]]) -> list[int]:
+        """Ring slots of the entries in newest-first chains: oldest first, each once."""
+        found = [chain for chain in chains if chain]
+        if len(found) == 1:
+            ordinals = found[0][::-1]
+        else:
+            ordinals = sorted({ordinal for chain in found for ordinal in chain})
         maxlen = self.maxlen
         return [ordinal % maxlen for ordinal in ordinals]
 
     def _live_slots(self) -> list[int]:
         maxlen = self.maxlen
-        return [ordinal % maxlen for ordinal in range(self._oldest_ordinal, self.total)]
+        return [ordinal % maxlen for ordinal in range(self._oldest_ordinal, self.total + 1)]
 
     def _record(self, slot: int) -> TransitionRecord:
-        return TransitionRecord.from_entry(self._ring[slot], self._recommendations[slot])
+        return TransitionRecord.from_entry(self._entries[slot], self._recommendations[slot])
 
     def story(self, *keys_or_stimulus_ids: str) -> list[TransitionRecord]:
         """Records whose key, recommendations or stimulus id name any argument; oldest first."""
-        return [self._record(slot) for slot in self._story_slots(keys_or_stimulus_ids)]
+        chains = [
+            chain
+            for name in keys_or_stimulus_ids
+            for chain in (self._key_chain(name), self._stimulus_chain(name))
+        ]
+        return [self._record(slot) for slot in self._slots(chains)]
 
     def query(
         self,
@@ -267,19 +308,19 @@ class TransitionLog:
 
         ``keys`` matches a record's own key; ``since`` is inclusive and ``until`` exclusive
         (timestamps); ``limit`` keeps the newest matching records. With ``keys`` or
-        ``stimulus_id`` only the index buckets are read; otherwise the whole log is scanned.
+        ``stimulus_id`` only their chains are read; otherwise the whole log is scanned.
         """
         key_set = None if keys is None else set(keys)
         if stimulus_id is not None:
-            candidates = self._story_slots([stimulus_id])
+            candidates = self._slots([self._stimulus_chain(stimulus_id)])
         elif key_set is not None:
-            candidates = self._story_slots(key_set)
+            candidates = self._slots(self._key_chain(key) for key in key_set)
         else:
             candidates = self._live_slots()
-        ring = self._ring
+        entries = self._entries
 
         def matches(slot: int) -> bool:
-            _, key, entry_start, entry_finish, entry_stimulus, timestamp, _, _ = ring[slot]
+            _, key, entry_start, entry_finish, entry_stimulus, timestamp, _, _ = entries[slot]
             return (
                 (key_set is None or key in key_set)
                 and (stimulus_id is None or entry_stimulus == stimulus_id)

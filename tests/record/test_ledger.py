@@ -10,7 +10,7 @@ import pytest
 from storied.record.events import EventRecord
 from storied.record.ledger import SCHEMA_VERSION, Ledger, LedgerError
 from storied.record.logcapture import LogRecordEntry
-from storied.record.transitions import TransitionLog
+from storied.record.transitions import TransitionLog, TransitionRecord
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:
@@ -27,20 +27,25 @@ def path(tmp_path):
 
 
 def make_story(first_seq: int, timestamp: float = 100.0):
-    log = TransitionLog(100, seq=iter(range(first_seq, first_seq + 100)))
-    return [
-        log.append("x", "released", "waiting", {"x": "processing"}, "graph", timestamp),
-        log.append("x", "waiting", "processing", {}, "plan", timestamp + 1),
-        log.append("y", "released", "waiting", {"x": "memory"}, "graph", timestamp + 2),
-        log.append("x", "processing", "memory", {}, "done", timestamp + 3),
-    ]
+    """Four transitions, as ``(entry, recommendations)`` pairs the way a log hands them on."""
+    logged = []
+    log = TransitionLog(
+        100,
+        seq=iter(range(first_seq, first_seq + 100)),
+        sink=lambda entry, recommendations: logged.append((entry, recommendations)),
+    )
+    log.append("x", "released", "waiting", {"x": "processing"}, "graph", timestamp)
+    log.append("x", "waiting", "processing", {}, "plan", timestamp + 1)
+    log.append("y", "released", "waiting", {"x": "memory"}, "graph", timestamp + 2)
+    log.append("x", "processing", "memory", {}, "done", timestamp + 3)
+    return logged
 
 
 def write_story(ledger: Ledger, run_id: int, first_seq: int, timestamp: float = 100.0):
-    records = make_story(first_seq, timestamp)
-    for rec in records:
-        ledger.put_transition(run_id, rec)
-    return records
+    entries = make_story(first_seq, timestamp)
+    for entry, recommendations in entries:
+        ledger.put_transition(run_id, entry, recommendations)
+    return [TransitionRecord.from_entry(*logged) for logged in entries]
 
 
 def test_write_flush_and_read_back(path):
@@ -117,18 +122,18 @@ def test_one_ledger_object_can_start_a_run_after_closing(path):
 def test_a_full_queue_drops_counts_and_warns_without_blocking(path, caplog):
     ledger = Ledger(path, queue_size=5, batch_size=1_000, flush_interval=30)
     run_id = ledger.start_run({})
-    records = make_story(1) + make_story(10)
+    entries = make_story(1) + make_story(10)
     started = time.monotonic()
-    for rec in records:
-        ledger.put_transition(run_id, rec)
+    for entry, recommendations in entries:
+        ledger.put_transition(run_id, entry, recommendations)
     assert time.monotonic() - started < 0.5
-    assert ledger.dropped == len(records) - 5 == 3
+    assert ledger.dropped == len(entries) - 5 == 3
     with caplog.at_level(logging.WARNING, logger="storied.record"):
         ledger.close()
     assert len(ledger.story("x", "y")) == 5
     (warning,) = [r for r in caplog.records if r.name == "storied.record"]
     assert f"dropped {ledger.dropped} records" in warning.getMessage()
-    ledger.put_transition(run_id, records[0])  # after close: counted, not silently lost
+    ledger.put_transition(run_id, *entries[0])  # after close: counted, not silently lost
     assert ledger.dropped == 4
 
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import statistics
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -8,8 +11,8 @@ from hypothesis import strategies as st
 
 from storied.record.transitions import TransitionLog, TransitionRecord, _new_record
 
-KEYS = [f"k{i}" for i in range(6)]
-STIMULI = [f"s{i}" for i in range(4)]
+KEYS = [f"k{i}" for i in range(6)] + ["shared"]
+STIMULI = [f"s{i}" for i in range(4)] + ["shared"]  # a name may be a key and a stimulus id
 
 transitions = st.tuples(
     st.sampled_from(KEYS),
@@ -27,42 +30,60 @@ def brute_force_story(log: TransitionLog, *names: str) -> list[TransitionRecord]
     ]
 
 
+def chain_heads(log: TransitionLog) -> list[int]:
+    return [
+        ordinal
+        for heads in (
+            log._key_heads,
+            log._stimulus_heads,
+            log._older_key_heads,
+            log._older_stimulus_heads,
+        )
+        for ordinal in heads.values()
+    ]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     maxlen=st.integers(min_value=1, max_value=20),
     steps=st.lists(transitions, max_size=120),
     asked=st.lists(st.sampled_from(KEYS + STIMULI + ["absent"]), min_size=1, max_size=3),
 )
-def test_story_matches_a_scan_of_the_retained_records(maxlen, steps, asked):
+def test_story_and_query_match_a_scan_of_the_retained_records(maxlen, steps, asked):
     log = TransitionLog(maxlen)
     for number, (key, recommendations, stimulus_id) in enumerate(steps):
         log.append(key, "released", "waiting", recommendations, stimulus_id, float(number))
-    assert len(log) == min(maxlen, len(steps))
+    retained = list(log)
+    assert len(log) == len(retained) == min(maxlen, len(steps))
+    assert [rec.timestamp for rec in retained] == [float(n) for n in range(len(steps))][-maxlen:]
     assert log.total == len(steps)
     assert log.story(*asked) == brute_force_story(log, *asked)
-    # evicted records leave no trace in the indexes
-    indexed = {
-        id(rec)
-        for index in (log._by_key, log._by_stimulus)
-        for b in index.values()
-        for rec in b.live()
-    }
-    assert indexed <= {id(rec) for rec in log}
+    assert log.query(keys=asked) == [rec for rec in retained if rec.key in asked]
+    assert log.query(stimulus_id=asked[0]) == [
+        rec for rec in retained if rec.stimulus_id == asked[0]
+    ]
+    # the indexes forget whole generations: nothing older than two ring lengths stays in them
+    assert all(ordinal > log.total - 2 * maxlen for ordinal in chain_heads(log))
 
 
-def test_eviction_of_a_long_bucket_compacts_it_and_keeps_order():
+def test_a_hot_key_keeps_its_story_and_its_index_stays_bounded():
     log = TransitionLog(50)
-    for number in range(500):
+    for number in range(517):
         log.append("hot", "a", "b", {}, "same-stimulus", float(number))
     story = log.story("hot")
-    assert [rec.timestamp for rec in story] == [float(n) for n in range(450, 500)]
-    assert len(log._by_key["hot"].items) < 100
+    assert [rec.timestamp for rec in story] == [float(n) for n in range(467, 517)]
+    assert len(chain_heads(log)) <= 4  # a name in each index, in each generation
     assert log.story("same-stimulus") == story
+    assert log.story("hot", "same-stimulus") == story
 
 
 def test_record_fields_and_seed_tuple_format():
     log = TransitionLog(10, where="tcp://w:1")
-    rec = log.append("inc-1", "released", "waiting", {"inc-1": "processing"}, "s1", 1.5, "tcp://w")
+    recommendations = {"inc-1": "processing"}
+    entry = log.append("inc-1", "released", "waiting", recommendations, "s1", 1.5, "tcp://w")
+    assert entry == (1, "inc-1", "released", "waiting", "s1", 1.5, "tcp://w:1", "tcp://w")
+    rec = TransitionRecord.from_entry(entry, recommendations)
+    assert rec == TransitionRecord(1, *entry[1:4], recommendations, *entry[4:])
     assert rec.as_tuple() == ("inc-1", "released", "waiting", {"inc-1": "processing"}, 1.5)
     assert rec.as_dict()["where"] == "tcp://w:1"
     assert rec.as_dict()["worker"] == "tcp://w"
@@ -76,21 +97,24 @@ def test_fast_constructor_builds_the_same_record_as_the_dataclass():
     assert _new_record(*args) == TransitionRecord(*args)
 
 
-def test_recommendations_are_copied():
+def test_readers_get_copies_of_the_recommendations():
     log = TransitionLog(10)
-    recommendations = {"b": "waiting"}
-    rec = log.append("a", "released", "waiting", recommendations, "s", 1.0)
-    recommendations["c"] = "memory"
-    assert rec.recommendations == {"b": "waiting"}
+    log.append("a", "released", "waiting", {"b": "waiting"}, "s", 1.0)
+    (story,) = log.story("a")
+    story.recommendations["c"] = "memory"
+    (queried,) = log.query(keys=["a"])
+    queried.recommendations.clear()
+    assert [rec.recommendations for rec in log] == [{"b": "waiting"}]
     assert log.story("c") == []
 
 
 def test_story_by_stimulus_and_several_names_is_oldest_first_without_duplicates():
     log = TransitionLog(100)
-    first = log.append("x", "released", "waiting", {"y": "waiting"}, "update-graph", 1.0)
-    second = log.append("y", "released", "waiting", {}, "update-graph", 1.1)
+    log.append("x", "released", "waiting", {"y": "waiting"}, "update-graph", 1.0)
+    log.append("y", "released", "waiting", {}, "update-graph", 1.1)
     log.append("z", "released", "waiting", {}, "other", 1.2)
-    third = log.append("x", "waiting", "processing", {}, "task-finished", 1.3)
+    log.append("x", "waiting", "processing", {}, "task-finished", 1.3)
+    first, second, _, third = list(log)
     assert log.story("update-graph") == [first, second]
     assert log.story("x", "y", "update-graph") == [first, second, third]
     assert log.story("nothing") == []
@@ -99,11 +123,24 @@ def test_story_by_stimulus_and_several_names_is_oldest_first_without_duplicates(
 def test_seq_and_oldest_seq_follow_eviction():
     log = TransitionLog(2)
     assert log.oldest_seq is None
+    assert list(log) == []
     for number in range(5):
         log.append(f"k{number}", "a", "b", {}, "s", float(number))
     assert [rec.seq for rec in log] == [4, 5]
     assert log.oldest_seq == 4
     assert log.maxlen == 2
+
+
+def test_the_sink_sees_every_entry_as_it_is_appended():
+    seen: list[tuple] = []
+    log = TransitionLog(
+        2, "tcp://w:1", seq=iter(range(100, 200)), sink=lambda *logged: seen.append(logged)
+    )
+    handed = [{"k0": "memory"}, {}, {}]
+    appended = [log.append(f"k{n}", "a", "b", handed[n], "s", float(n), "w") for n in range(3)]
+    assert seen == list(zip(appended, handed, strict=True))
+    assert seen[0][0] == (100, "k0", "a", "b", "s", 0.0, "tcp://w:1", "w")
+    assert seen[0][1] is handed[0]  # handed over, not copied
 
 
 def test_query_filters_are_anded_and_limit_keeps_the_newest():
@@ -120,6 +157,31 @@ def test_query_filters_are_anded_and_limit_keeps_the_newest():
     assert log.query(start="released") == []
 
 
+def test_a_story_among_many_records_reads_only_the_index():
+    log = TransitionLog(200_000)
+    for task in range(40_000):
+        key = f"task-{task}"
+        for step in range(5):
+            log.append(key, "a", "b", {}, f"stim-{task}-{step}", 0.0)
+    timings = []
+    for task in range(0, 40_000, 400):
+        started = time.perf_counter()
+        assert len(log.story(f"task-{task}")) == 5
+        timings.append(time.perf_counter() - started)
+    assert statistics.median(timings) < 1e-3  # about 10 us; a scan would take 20 ms or more
+
+
 def test_maxlen_must_be_positive():
     with pytest.raises(ValueError, match="maxlen"):
         TransitionLog(0)
+
+
+def test_logged_entries_are_not_left_for_the_garbage_collector_to_track():
+    log = TransitionLog(100)
+    for number in range(150):
+        log.append(f"k{number}", "a", "b", {f"k{number + 1}": "waiting"}, "s", float(number), "w")
+    gc.collect()
+    columns = (log._entries, log._recommendations, log._recommended_links)
+    assert not any(gc.is_tracked(value) for column in columns for value in column)
+    assert not any(gc.is_tracked(heads) for heads in (log._key_heads, log._older_key_heads))
+    assert log.story("k100")[0] == log.story("k99")[-1]  # k99 recommended k100
