@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,9 @@ def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
     )
 
 
+_LINE = re.compile(r":\d+\)$")
+
+
 def summarize(title: str, path: Path, top: int) -> None:
     """Own and inclusive samples per function, busy samples only (the loop's idle wait and
     idle executor threads are left out)."""
@@ -68,7 +72,8 @@ def summarize(title: str, path: Path, top: int) -> None:
     busy = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")[1:]
+        # per function, not per line: "name (path:line)" -> "name (path)"
+        frames = [_LINE.sub(")", frame) for frame in stack.split(";")[1:]]
         if not frames or frames[-1].startswith(idle):
             continue
         samples = int(count)

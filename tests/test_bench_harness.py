@@ -80,9 +80,10 @@ def test_table_marks_errors_absent_workloads_and_ratios() -> None:
         driver.Run("dask", "story", 100, 1, 1.0, metrics={"story_us": 500.0}),
     ]
     header, rows = driver.build_table(runs, work, systems)
-    map_row, story_row = rows
+    map_row, map_cpu_row, story_row = rows
     assert header[-2:] == ["storied/dask", "storied/pool"]
     assert map_row[4:] == ["200 (100-300)", "error", "50.0 (50.0-50.0)", "-", "4.00 (better)"]
+    assert map_cpu_row[4:] == ["n/a", "error", "n/a", "-", "-"]  # no run reported it
     assert story_row[3] == "lower"
     assert story_row[6:] == ["n/a", "0.01 (better)", "-"]  # 5/500
 

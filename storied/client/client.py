@@ -28,11 +28,10 @@ from storied.protocol.serialize import (
     dumps_with_refs,
     pickle_dumps,
     pickle_loads,
-    plain_copy,
     token,
     typename,
 )
-from storied.record import check_event
+from storied.record import pack_event
 from storied.record.trace import chrome_trace
 
 logger = logging.getLogger("storied.client")
@@ -748,8 +747,8 @@ class Client:
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
-        topics = check_event(topic, msg)
-        self._send({"op": "log-event", "topic": topics, "msg": plain_copy(msg)})
+        topics, packed = pack_event(topic, msg)
+        self._send({"op": "log-event", "topic": topics, "packed": packed})
         return None if not self.asynchronous else _done_coroutine()  # type: ignore[return-value]
 
     def get_events(self, topic: str | None = None, detail: bool = False) -> Any:

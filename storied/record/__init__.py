@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from storied.record.events import EventLedger, EventRecord, check_event
+from storied.record.events import (
+    EventLedger,
+    EventRecord,
+    StoredEvent,
+    check_event,
+    check_topics,
+    pack_event,
+    pack_msg,
+    unpack_msg,
+)
 from storied.record.ledger import Ledger, LedgerError
 from storied.record.logcapture import LogCapture, LogRecordEntry
 from storied.record.trace import chrome_trace
@@ -41,7 +50,10 @@ __all__ = [
     "TransitionRecord",
     "TransitionSink",
     "check_event",
+    "check_topics",
     "chrome_trace",
+    "pack_event",
+    "unpack_msg",
 ]
 
 
@@ -97,7 +109,7 @@ class Record:
         self._worker_transition_log_length = worker_transition_log_length
         first_seq = 1
         self._put_transition: TransitionSink | None = None
-        self._put_event: Callable[[EventRecord], None] | None = None
+        self._put_event: Callable[[str, StoredEvent], None] | None = None
         self._put_execution: Callable[..., None] | None = None
         put_log: Callable[[LogRecordEntry], None] | None = None
         if ledger is not None:
@@ -166,11 +178,17 @@ class Record:
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
     ) -> float:
         """Record an event under each topic; validate it with ``check_event`` first."""
+        return self.packed_event(topics, pack_msg(msg), source, timestamp)
+
+    def packed_event(
+        self, topics: list[str], packed: bytes, source: str, timestamp: float | None = None
+    ) -> float:
+        """Record an event whose message is packed already (see ``pack_event``)."""
         stamp = _now() if timestamp is None else timestamp
         for topic in topics:
-            rec = self._events.append(topic, msg, source, stamp)
+            stored = self._events.append(topic, packed, source, stamp)
             if self._put_event is not None:
-                self._put_event(rec)
+                self._put_event(topic, stored)
         return stamp
 
     def execution(

@@ -6,8 +6,9 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
+
+import msgpack
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -15,15 +16,29 @@ _MAX_DEPTH = 256
 _PLAIN_SCALARS = frozenset({type(None), bool, float, str, bytes})
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One structured event under one topic."""
+class EventRecord(NamedTuple):
+    """One structured event under one topic (a tuple: the scheduler makes one per event)."""
 
     seq: int
     topic: str
     timestamp: float
     msg: Any
     source: str  # "scheduler", a worker address, or "client-<id>"
+
+
+#: How the ledger keeps an event: ``(seq, timestamp, packed msg, source)``. Atomic values only,
+#: so the garbage collector stops tracking it after its first pass: with 100,000 events per
+#: topic kept as objects, every full collection would walk them all, again and again.
+StoredEvent = tuple[int, float, bytes, str]
+
+
+def pack_msg(msg: Any) -> bytes:
+    """msgpack; anything that bypassed ``check_event`` is stored as its repr."""
+    return msgpack.packb(msg, default=repr)
+
+
+def unpack_msg(packed: bytes) -> Any:
+    return msgpack.unpackb(packed, strict_map_key=False)
 
 
 class _Unserializable(Exception):
@@ -96,15 +111,7 @@ def check_event(topic: object, msg: object) -> list[str]:
     Messages travel over msgpack and are stored on disk, so anything msgpack cannot represent
     faithfully is refused here, at the caller, with the path to the offending value.
     """
-    if isinstance(topic, str):
-        topics = [topic]
-    elif isinstance(topic, (list, tuple)) and topic and all(isinstance(t, str) for t in topic):
-        topics = list(topic)
-    else:
-        raise TypeError(
-            "event topic must be a str or a non-empty list/tuple of str, "
-            f"got {_type_name(topic)}: {topic!r}"
-        )
+    topics = check_topics(topic)
     try:
         _check_value(msg, 0, set())
     except _Unserializable as error:
@@ -117,6 +124,44 @@ def check_event(topic: object, msg: object) -> list[str]:
     return topics
 
 
+def pack_event(topic: object, msg: object) -> tuple[list[str], bytes]:
+    """Check a ``log_event`` call at its caller and pack its message: ``(topics, packed)``.
+
+    msgpack's C packer does the checking, and unpacking with ``strict_map_key`` refuses keys
+    other than str (and bytes); only a message they refuse takes the slow walk of
+    ``check_event``, to name the offending value and where it sits. The packed bytes are also
+    the copy that later changes to ``msg`` cannot reach.
+    """
+    topics = check_topics(topic)
+    try:
+        packed = msgpack.packb(msg)
+        msgpack.unpackb(packed, strict_map_key=True)
+    except Exception as exc:
+        check_event(topics, msg)
+        raise TypeError(f"event message is not msgpack-serializable: {exc}") from None
+    return topics, packed
+
+
+def check_topics(topic: object) -> list[str]:
+    """A ``log_event`` topic as a list of str; ``TypeError`` unless it is a str or such a list."""
+    if type(topic) is list and len(topic) == 1 and type(topic[0]) is str:
+        return topic  # the common case, as every event arrives from a worker or a client
+    if isinstance(topic, str):
+        return [topic]
+    if isinstance(topic, (list, tuple)) and topic and all(isinstance(t, str) for t in topic):
+        return list(topic)
+    raise TypeError(
+        "event topic must be a str or a non-empty list/tuple of str, "
+        f"got {_type_name(topic)}: {topic!r}"
+    )
+
+
+def record_of(topic: str, stored: StoredEvent) -> EventRecord:
+    """The ``EventRecord`` of a stored event, its message unpacked."""
+    seq, timestamp, packed, source = stored
+    return EventRecord(seq, topic, timestamp, unpack_msg(packed), source)
+
+
 class EventLedger:
     """The most recent ``maxlen_per_topic`` events of every topic, and how many ever arrived."""
 
@@ -126,27 +171,28 @@ class EventLedger:
             raise ValueError(f"maxlen_per_topic must be at least 1, got {maxlen_per_topic}")
         self.maxlen_per_topic = maxlen_per_topic
         self._seq = seq if seq is not None else itertools.count(1)
-        self._by_topic: dict[str, deque[EventRecord]] = {}
+        self._by_topic: dict[str, deque[StoredEvent]] = {}
         self._counts: dict[str, int] = {}
 
     def add(
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
     ) -> float:
-        """Store ``msg`` as is under every topic; stamp it now unless a timestamp is given."""
+        """Store ``msg`` under every topic; stamp it now unless a timestamp is given."""
         stamp = time.time() if timestamp is None else timestamp
+        packed = pack_msg(msg)
         for topic in topics:
-            self.append(topic, msg, source, stamp)
+            self.append(topic, packed, source, stamp)
         return stamp
 
-    def append(self, topic: str, msg: Any, source: str, timestamp: float) -> EventRecord:
-        """Store one event under one topic, evicting the topic's oldest when full."""
-        rec = EventRecord(next(self._seq), topic, timestamp, msg, source)
+    def append(self, topic: str, packed: bytes, source: str, timestamp: float) -> StoredEvent:
+        """Store one packed event under one topic, evicting the topic's oldest when full."""
+        stored = (next(self._seq), timestamp, packed, source)
         events = self._by_topic.get(topic)
         if events is None:
             events = self._by_topic[topic] = deque(maxlen=self.maxlen_per_topic)
-        events.append(rec)
+        events.append(stored)
         self._counts[topic] = self._counts.get(topic, 0) + 1
-        return rec
+        return stored
 
     @overload
     def get(self, topic: str) -> tuple[tuple[float, Any], ...]: ...
@@ -157,7 +203,10 @@ class EventLedger:
     ) -> tuple[tuple[float, Any], ...] | dict[str, tuple[tuple[float, Any], ...]]:
         """``(timestamp, msg)`` pairs oldest first, as ``Client.get_events`` returns them."""
         if topic is not None:
-            return tuple((rec.timestamp, rec.msg) for rec in self._by_topic.get(topic, ()))
+            return tuple(
+                (timestamp, unpack_msg(packed))
+                for _, timestamp, packed, _ in self._by_topic.get(topic, ())
+            )
         return {name: self.get(name) for name, events in self._by_topic.items() if events}
 
     @overload
@@ -168,12 +217,12 @@ class EventLedger:
         self, topic: str | None = None
     ) -> list[EventRecord] | dict[str, list[EventRecord]]:
         if topic is not None:
-            return list(self._by_topic.get(topic, ()))
-        return {name: list(events) for name, events in self._by_topic.items() if events}
+            return [record_of(topic, stored) for stored in self._by_topic.get(topic, ())]
+        return {name: self.get_detail(name) for name, events in self._by_topic.items() if events}
 
     def oldest_seq(self, topic: str) -> int | None:
         events = self._by_topic.get(topic)
-        return events[0].seq if events else None
+        return events[0][0] if events else None
 
     def counts(self) -> dict[str, int]:
         return dict(self._counts)

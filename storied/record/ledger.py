@@ -19,26 +19,25 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from zlib import crc32
 
-import msgpack
-
-from storied.record.events import EventRecord
+from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
 from storied.record.logcapture import LogRecordEntry
 from storied.record.transitions import (
     TransitionEntry,
     TransitionRecord,
     TransitionSink,
-    concerned_keys,
+    new_record,
 )
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,37 +48,33 @@ CREATE TABLE IF NOT EXISTS runs (
     first_seq INTEGER NOT NULL,
     info TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS transitions (
-    seq INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS transition_blocks (
+    block_id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    start TEXT NOT NULL,
-    finish TEXT NOT NULL,
-    recommendations TEXT NOT NULL,
-    stimulus_id TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    "where" TEXT NOT NULL,
-    worker TEXT
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    first_time REAL NOT NULL,
+    last_time REAL NOT NULL,
+    entries BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS transition_keys (
-    key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (key, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS transitions_by_stimulus ON transitions (stimulus_id);
-CREATE INDEX IF NOT EXISTS transitions_by_run ON transitions (run_id);
-CREATE INDEX IF NOT EXISTS transitions_by_time ON transitions (timestamp);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
+CREATE INDEX IF NOT EXISTS transition_blocks_by_run ON transition_blocks (run_id);
+CREATE INDEX IF NOT EXISTS transition_blocks_by_seq ON transition_blocks (last_seq);
+CREATE INDEX IF NOT EXISTS transition_blocks_by_time ON transition_blocks (first_time);
+CREATE VIRTUAL TABLE IF NOT EXISTS transition_names USING fts5 (tokens, detail = none);
+CREATE TABLE IF NOT EXISTS event_blocks (
+    block_id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
     topic TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    msg BLOB NOT NULL,
-    source TEXT NOT NULL
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    first_time REAL NOT NULL,
+    last_time REAL NOT NULL,
+    entries BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_topic_time ON events (topic, timestamp);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp);
-CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id);
+CREATE INDEX IF NOT EXISTS event_blocks_by_topic ON event_blocks (topic, last_seq);
+CREATE INDEX IF NOT EXISTS event_blocks_by_seq ON event_blocks (last_seq);
+CREATE INDEX IF NOT EXISTS event_blocks_by_run ON event_blocks (run_id);
+CREATE INDEX IF NOT EXISTS event_blocks_by_time ON event_blocks (first_time);
 CREATE TABLE IF NOT EXISTS executions (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -106,12 +101,12 @@ CREATE INDEX IF NOT EXISTS logs_by_time ON logs (timestamp);
 CREATE INDEX IF NOT EXISTS logs_by_run ON logs (run_id);
 """
 
-_TRANSITION_COLUMNS = (
-    'seq, key, start, finish, recommendations, stimulus_id, timestamp, "where", worker'
-)
-_EVENT_COLUMNS = "seq, topic, timestamp, msg, source"
 _LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where"'
+#: Transitions per block: a story reads whole blocks, so smaller blocks answer faster; larger
+#: ones index each name fewer times.
+_TRANSITIONS_PER_BLOCK = 1_000
 _PRUNE_CHUNK = 5_000
+_PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
 # Queue item kinds; items are tuples whose first element is one of these.
@@ -122,21 +117,19 @@ class LedgerError(RuntimeError):
     """The file is not a ledger this version of storied can read."""
 
 
-def _transition_from_row(row: tuple[Any, ...]) -> TransitionRecord:
-    seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker = row
-    return TransitionRecord(
-        seq, key, start, finish, json.loads(recommendations), stimulus_id, timestamp, where, worker
-    )
+def name_tokens(names: Iterable[str]) -> list[str]:
+    """The tokens that stand for keys or stimulus ids in ``transition_names``.
+
+    Eight hex digits of each name's CRC-32: short alphanumeric tokens keep the full-text index
+    small and its tokenizer out of the way. Two names may share a token; readers compare the
+    names themselves in the blocks they fetch.
+    """
+    return [f"{crc32(name.encode()):08x}" for name in names]
 
 
-def _event_from_row(row: tuple[Any, ...]) -> EventRecord:
-    seq, topic, timestamp, msg, source = row
-    return EventRecord(seq, topic, timestamp, msgpack.unpackb(msg), source)
-
-
-def _pack_msg(msg: Any) -> bytes:
-    """msgpack the message; anything that bypassed ``check_event`` is stored as its repr."""
-    return msgpack.packb(msg, default=repr)
+def _match(names: Iterable[str]) -> str:
+    """An FTS5 query for blocks that mention any of ``names``."""
+    return " OR ".join(f'"{token}"' for token in name_tokens(names))
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -169,6 +162,60 @@ def _select(
         f"SELECT {columns} FROM ({matching} ORDER BY {order} DESC LIMIT ?) ORDER BY {order}",
         [*filters.params, limit],
     )
+
+
+def _run_filter(run_id: int | None) -> _Filters:
+    filters = _Filters()
+    if run_id is not None:
+        filters.add("run_id = ?", run_id)
+    return filters
+
+
+def _block_filters(
+    run_id: int | None, max_seq: int | None, after_seq: int | None = None
+) -> _Filters:
+    """Filters on block columns that narrow which blocks can hold matching records."""
+    filters = _run_filter(run_id)
+    if max_seq is not None:
+        filters.add("first_seq < ?", max_seq)
+    if after_seq is not None:
+        filters.add("last_seq > ?", after_seq)
+    return filters
+
+
+def _add_time_filters(filters: _Filters, since: float | None, until: float | None) -> None:
+    if since is not None:
+        filters.add("last_time >= ?", since)
+    if until is not None:
+        filters.add("first_time < ?", until)
+
+
+_R = TypeVar("_R", TransitionRecord, EventRecord)
+
+
+def _newest_first(
+    rows: Iterable[tuple[Any, ...]], decode: Callable[..., Iterable[_R]], limit: int | None
+) -> list[_R]:
+    """Decode blocks (rows of ``last_seq`` then ``decode``'s arguments, newest first) into
+    records, oldest first.
+
+    With ``limit``, only the newest ``limit`` records are kept, and reading stops at the first
+    block whose records are all older than those.
+    """
+    found: list[_R] = []
+    for last_seq, *block in rows:
+        if limit is not None and len(found) >= limit:
+            found.sort(key=_seq, reverse=True)
+            del found[limit:]
+            if last_seq < found[-1].seq:
+                break
+        found.extend(decode(*block))
+    found.sort(key=_seq)
+    return found if limit is None else found[max(len(found) - limit, 0) :]
+
+
+def _seq(rec: TransitionRecord | EventRecord) -> int:
+    return rec.seq
 
 
 class Ledger:
@@ -249,8 +296,8 @@ class Ledger:
         """
         return partial(self._put, _TRANSITION, run_id)
 
-    def put_event(self, run_id: int, rec: EventRecord) -> None:
-        self._put(_EVENT, run_id, rec)
+    def put_event(self, run_id: int, topic: str, stored: StoredEvent) -> None:
+        self._put(_EVENT, run_id, topic, stored)
 
     def put_execution(
         self,
@@ -367,28 +414,40 @@ class Ledger:
             return False
 
     def _prune(self, conn: sqlite3.Connection, cutoff: float) -> bool:
-        """Delete one chunk of records older than ``cutoff``; return True if more remain."""
+        """Delete one chunk of records older than ``cutoff``; return True if more remain.
+
+        A block whose records are all older goes whole; one that straddles the cutoff is
+        rewritten with its newer records only.
+        """
         conn.execute("BEGIN")
-        old = conn.execute(
-            "SELECT seq, key, recommendations FROM transitions WHERE timestamp < ? LIMIT ?",
-            (cutoff, _PRUNE_CHUNK),
+        more = False
+        blocks = conn.execute(
+            "SELECT block_id, run_id, last_time, entries FROM transition_blocks "
+            "WHERE first_time < ? LIMIT ?",
+            (cutoff, _PRUNE_BLOCKS),
         ).fetchall()
-        key_rows = [
-            (name, seq)
-            for seq, key, recommendations in old
-            for name in {key, *json.loads(recommendations)}
-        ]
-        conn.executemany("DELETE FROM transition_keys WHERE key = ? AND seq = ?", key_rows)
-        conn.executemany("DELETE FROM transitions WHERE seq = ?", [(row[0],) for row in old])
-        more = len(old) == _PRUNE_CHUNK
-        for table, row_id, time_column in (
-            ("events", "seq", "timestamp"),
-            ("logs", "id", "timestamp"),
-            ("executions", "id", "stop"),
-        ):
+        more = len(blocks) == _PRUNE_BLOCKS
+        for block_id, run_id, last_time, blob in blocks:
+            conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
+            conn.execute("DELETE FROM transition_names WHERE rowid = ?", (block_id,))
+            if last_time >= cutoff:
+                kept = [logged for logged in unpack_msg(blob) if logged[0][5] >= cutoff]
+                _insert_transition_block(conn, run_id, kept, block_id)
+        blocks = conn.execute(
+            "SELECT block_id, run_id, topic, last_time, entries FROM event_blocks "
+            "WHERE first_time < ? LIMIT ?",
+            (cutoff, _PRUNE_BLOCKS),
+        ).fetchall()
+        more = more or len(blocks) == _PRUNE_BLOCKS
+        for block_id, run_id, topic, last_time, blob in blocks:
+            conn.execute("DELETE FROM event_blocks WHERE block_id = ?", (block_id,))
+            if last_time >= cutoff:
+                kept = [stored for stored in unpack_msg(blob) if stored[1] >= cutoff]
+                _insert_event_block(conn, run_id, topic, kept)
+        for table, time_column in (("logs", "timestamp"), ("executions", "stop")):
             deleted = conn.execute(
-                f"DELETE FROM {table} WHERE {row_id} IN "
-                f"(SELECT {row_id} FROM {table} WHERE {time_column} < ? LIMIT ?)",
+                f"DELETE FROM {table} WHERE id IN "
+                f"(SELECT id FROM {table} WHERE {time_column} < ? LIMIT ?)",
                 (cutoff, _PRUNE_CHUNK),
             ).rowcount
             more = more or deleted == _PRUNE_CHUNK
@@ -466,21 +525,11 @@ class Ledger:
         """
         if not keys_or_stimulus_ids:
             return []
-        names = keys_or_stimulus_ids
-        filters = _Filters()
-        filters.add(
-            f"seq IN (SELECT seq FROM transition_keys WHERE key IN ({_placeholders(names)}) "
-            f"UNION SELECT seq FROM transitions WHERE stimulus_id IN ({_placeholders(names)}))",
-            *names,
-            *names,
-        )
-        _add_common_filters(filters, run_id, max_seq, where)
-        with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {_TRANSITION_COLUMNS} FROM transitions {filters.where()} ORDER BY seq",
-                filters.params,
-            ).fetchall()
-        return [_transition_from_row(row) for row in rows]
+        return [
+            rec
+            for rec in self._named_transitions(set(keys_or_stimulus_ids), run_id, max_seq)
+            if where is None or rec.where == where
+        ]
 
     def transitions(
         self,
@@ -497,30 +546,80 @@ class Ledger:
         where: str | None = None,
     ) -> list[TransitionRecord]:
         """Like ``TransitionLog.query``: filters ANDed, oldest first, ``limit`` keeps the newest."""
-        filters = _Filters()
-        if keys is not None:
-            key_list = list(keys)
-            marks = _placeholders(key_list)
-            filters.add(
-                f"seq IN (SELECT seq FROM transition_keys WHERE key IN ({marks})) "
-                f"AND key IN ({marks})",
-                *key_list,
-                *key_list,
+        key_set = None if keys is None else set(keys)
+
+        def wanted(rec: TransitionRecord) -> bool:
+            return (
+                (key_set is None or rec.key in key_set)
+                and (stimulus_id is None or rec.stimulus_id == stimulus_id)
+                and (start is None or rec.start == start)
+                and (finish is None or rec.finish == finish)
+                and (since is None or rec.timestamp >= since)
+                and (until is None or rec.timestamp < until)
+                and (max_seq is None or rec.seq < max_seq)
+                and (where is None or rec.where == where)
             )
-        for clause, value in (
-            ("stimulus_id = ?", stimulus_id),
-            ("start = ?", start),
-            ("finish = ?", finish),
-            ("timestamp >= ?", since),
-            ("timestamp < ?", until),
-        ):
-            if value is not None:
-                filters.add(clause, value)
-        _add_common_filters(filters, run_id, max_seq, where)
-        sql, params = _select(_TRANSITION_COLUMNS, "transitions", filters, "seq", limit)
+
+        if key_set is not None or stimulus_id is not None:
+            names = key_set if key_set is not None else {stimulus_id}
+            found = [r for r in self._named_transitions(names, run_id, max_seq) if wanted(r)]
+            return found if limit is None else found[max(len(found) - limit, 0) :]
+        filters = _block_filters(run_id, max_seq)
+        _add_time_filters(filters, since, until)
+        return self._read_blocks(
+            f"SELECT last_seq, entries FROM transition_blocks {filters.where()} "
+            "ORDER BY last_seq DESC",
+            filters.params,
+            lambda blob: filter(wanted, _transition_records(blob)),
+            limit,
+        )
+
+    def _named_transitions(
+        self, names: set[str], run_id: int | None, max_seq: int | None
+    ) -> list[TransitionRecord]:
+        """Records below ``max_seq``, oldest first, whose key, stimulus id or recommendations
+        name one of ``names``.
+
+        The name index finds the blocks; within them, entries are matched while still plain
+        msgpack arrays, and only the matches become records.
+        """
+
+        def concerned(blob: bytes) -> list[TransitionRecord]:
+            return [
+                _transition_record(logged)
+                for logged in unpack_msg(blob)
+                if (
+                    logged[0][1] in names
+                    or logged[0][4] in names
+                    or not names.isdisjoint(logged[1])
+                )
+                and (max_seq is None or logged[0][0] < max_seq)
+            ]
+
+        filters = _block_filters(run_id, max_seq)
+        filters.add(
+            "block_id IN (SELECT rowid FROM transition_names WHERE transition_names MATCH ?)",
+            _match(names),
+        )
+        return self._read_blocks(
+            f"SELECT last_seq, entries FROM transition_blocks {filters.where()}",
+            filters.params,
+            concerned,
+            None,
+        )
+
+    def _read_blocks(
+        self,
+        sql: str,
+        params: list[object],
+        decode: Callable[..., Iterable[_R]],
+        limit: int | None,
+    ) -> list[_R]:
+        """Records from the blocks ``sql`` selects, as ``_newest_first`` reads them."""
+        if limit is not None and limit <= 0:
+            return []
         with self._reading() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [_transition_from_row(row) for row in rows]
+            return _newest_first(conn.execute(sql, params), decode, limit)
 
     def events(
         self,
@@ -534,20 +633,29 @@ class Ledger:
         after_seq: int | None = None,
     ) -> list[EventRecord]:
         """Events oldest first; ``after_seq`` serves followers polling for new rows."""
-        filters = _Filters()
-        for clause, value in (
-            ("topic = ?", topic),
-            ("timestamp >= ?", since),
-            ("timestamp < ?", until),
-            ("seq > ?", after_seq),
-        ):
-            if value is not None:
-                filters.add(clause, value)
-        _add_common_filters(filters, run_id, max_seq, None)
-        sql, params = _select(_EVENT_COLUMNS, "events", filters, "seq", limit)
-        with self._reading() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [_event_from_row(row) for row in rows]
+        filters = _block_filters(run_id, max_seq, after_seq)
+        if topic is not None:
+            filters.add("topic = ?", topic)
+        _add_time_filters(filters, since, until)
+
+        def wanted(rec: EventRecord) -> bool:
+            return (
+                (since is None or rec.timestamp >= since)
+                and (until is None or rec.timestamp < until)
+                and (max_seq is None or rec.seq < max_seq)
+                and (after_seq is None or rec.seq > after_seq)
+            )
+
+        def decode(block_topic: str, blob: bytes) -> Iterable[EventRecord]:
+            return filter(wanted, _event_records(block_topic, blob))
+
+        return self._read_blocks(
+            "SELECT last_seq, topic, entries FROM event_blocks "
+            f"{filters.where()} ORDER BY last_seq DESC",
+            filters.params,
+            decode,
+            limit,
+        )
 
     def logs(
         self,
@@ -559,13 +667,12 @@ class Ledger:
         run_id: int | None = None,
     ) -> list[LogRecordEntry]:
         """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number."""
-        filters = _Filters()
+        filters = _run_filter(run_id)
         if level is not None:
             filters.add("levelno >= ?", _level_number(level))
         for clause, value in (('"where" = ?', where), ("timestamp >= ?", since)):
             if value is not None:
                 filters.add(clause, value)
-        _add_common_filters(filters, run_id, None, None)
         sql, params = _select(_LOG_COLUMNS, "logs", filters, "id", limit)
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
@@ -573,8 +680,7 @@ class Ledger:
 
     def executions(self, run_id: int | None = None) -> list[dict[str, Any]]:
         """Task executions (the timeline), in the order they were recorded."""
-        filters = _Filters()
-        _add_common_filters(filters, run_id, None, None)
+        filters = _run_filter(run_id)
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT run_id, key, worker, thread, start, stop, outcome FROM executions "
@@ -586,10 +692,9 @@ class Ledger:
 
 
 def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
-    """Encode queued items into rows and insert each table's rows with one executemany."""
-    transitions: list[tuple[Any, ...]] = []
-    transition_keys: list[tuple[str, int]] = []
-    events: list[tuple[Any, ...]] = []
+    """Encode queued items and insert them: transitions and events as blocks, the rest as rows."""
+    transitions: dict[int, list[tuple[TransitionEntry, dict[str, str]]]] = {}
+    events: dict[tuple[int, str], list[StoredEvent]] = {}
     executions: list[tuple[Any, ...]] = []
     logs: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
@@ -597,25 +702,10 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         kind = item[0]
         if kind == _TRANSITION:
             _, run_id, entry, recommendations = item
-            seq, key, start, finish, stimulus_id, timestamp, where, worker = entry
-            transitions.append(
-                (
-                    seq,
-                    run_id,
-                    key,
-                    start,
-                    finish,
-                    json.dumps(recommendations) if recommendations else "{}",
-                    stimulus_id,
-                    timestamp,
-                    where,
-                    worker,
-                )
-            )
-            transition_keys.extend((name, seq) for name in concerned_keys(key, recommendations))
+            transitions.setdefault(run_id, []).append((entry, recommendations))
         elif kind == _EVENT:
-            _, run_id, ev = item
-            events.append((ev.seq, run_id, ev.topic, ev.timestamp, _pack_msg(ev.msg), ev.source))
+            _, run_id, topic, stored = item
+            events.setdefault((run_id, topic), []).append(stored)
         elif kind == _EXECUTION:
             executions.append(item[1:])
         elif kind == _LOG:
@@ -634,13 +724,11 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
-    conn.executemany(
-        "INSERT INTO transitions (seq, run_id, key, start, finish, recommendations, "
-        f'stimulus_id, timestamp, "where", worker) VALUES ({_placeholders(range(10))})',
-        transitions,
-    )
-    conn.executemany("INSERT INTO transition_keys VALUES (?, ?)", transition_keys)
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
+    for run_id, logged in transitions.items():
+        for low in range(0, len(logged), _TRANSITIONS_PER_BLOCK):
+            _insert_transition_block(conn, run_id, logged[low : low + _TRANSITIONS_PER_BLOCK])
+    for (run_id, topic), stored_events in events.items():
+        _insert_event_block(conn, run_id, topic, stored_events)
     conn.executemany(
         "INSERT INTO executions (run_id, key, worker, thread, start, stop, outcome) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -654,15 +742,77 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
 
 
-def _add_common_filters(
-    filters: _Filters, run_id: int | None, max_seq: int | None, where: str | None
+def _insert_transition_block(
+    conn: sqlite3.Connection,
+    run_id: int,
+    logged: Sequence[tuple[TransitionEntry, dict[str, str]]],
+    block_id: int | None = None,
 ) -> None:
-    if run_id is not None:
-        filters.add("run_id = ?", run_id)
-    if max_seq is not None:
-        filters.add("seq < ?", max_seq)
-    if where is not None:
-        filters.add('"where" = ?', where)
+    """One block row (entries in seq order) and its names: every key and stimulus id in it."""
+    names: set[str] = set()
+    add_name, add_names = names.add, names.update
+    timestamps = []
+    add_timestamp = timestamps.append
+    for entry, recommendations in logged:  # the writer's hot loop: kept to the bare minimum
+        add_name(entry[1])
+        add_name(entry[4])
+        if recommendations:
+            add_names(recommendations)
+        add_timestamp(entry[5])
+    block_id = conn.execute(
+        "INSERT INTO transition_blocks "
+        "(block_id, run_id, first_seq, last_seq, first_time, last_time, entries) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING block_id",
+        (
+            block_id,
+            run_id,
+            logged[0][0][0],
+            logged[-1][0][0],
+            min(timestamps),
+            max(timestamps),
+            pack_msg(logged),
+        ),
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO transition_names (rowid, tokens) VALUES (?, ?)",
+        (block_id, " ".join(name_tokens(names))),
+    )
+
+
+def _insert_event_block(
+    conn: sqlite3.Connection, run_id: int, topic: str, stored_events: Sequence[StoredEvent]
+) -> None:
+    timestamps = [stored[1] for stored in stored_events]
+    conn.execute(
+        "INSERT INTO event_blocks "
+        "(run_id, topic, first_seq, last_seq, first_time, last_time, entries) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            topic,
+            stored_events[0][0],
+            stored_events[-1][0],
+            min(timestamps),
+            max(timestamps),
+            pack_msg(stored_events),
+        ),
+    )
+
+
+def _transition_record(logged: list[Any]) -> TransitionRecord:
+    """The record of one block entry, ``[[seq, key, ..., worker], recommendations]``."""
+    (seq, key, start, finish, stimulus_id, timestamp, where, worker), recommendations = logged
+    return new_record(
+        seq, key, start, finish, recommendations, stimulus_id, timestamp, where, worker
+    )
+
+
+def _transition_records(blob: bytes) -> list[TransitionRecord]:
+    return [_transition_record(logged) for logged in unpack_msg(blob)]
+
+
+def _event_records(topic: str, blob: bytes) -> list[EventRecord]:
+    return [record_of(topic, stored) for stored in unpack_msg(blob)]
 
 
 def _level_number(level: str | int) -> int:
@@ -707,8 +857,8 @@ def _create_or_check_schema(conn: sqlite3.Connection) -> None:
 def _next_free_seq(conn: sqlite3.Connection) -> int:
     """One past the highest seq any run on this file has used or reserved."""
     (highest,) = conn.execute(
-        "SELECT max(coalesce((SELECT max(seq) FROM transitions), 0), "
-        "coalesce((SELECT max(seq) FROM events), 0), "
+        "SELECT max(coalesce((SELECT max(last_seq) FROM transition_blocks), 0), "
+        "coalesce((SELECT max(last_seq) FROM event_blocks), 0), "
         "coalesce((SELECT max(first_seq) - 1 FROM runs), 0))"
     ).fetchone()
     return highest + 1

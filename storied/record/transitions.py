@@ -56,7 +56,7 @@ class TransitionRecord:
         The copy is what keeps the log itself safe from whoever reads it.
         """
         seq, key, start, finish, stimulus_id, timestamp, where, worker = entry
-        return _new_record(
+        return new_record(
             seq, key, start, finish, dict(recommendations), stimulus_id, timestamp, where, worker
         )
 
@@ -76,14 +76,6 @@ class TransitionRecord:
             "where": self.where,
             "worker": self.worker,
         }
-
-
-def concerned_keys(key: str, recommendations: Iterable[str]) -> Iterator[str]:
-    """A transition's own key and every key it recommends, once each: what the key index holds."""
-    yield key
-    for recommended in recommendations:
-        if recommended != key:
-            yield recommended
 
 
 def _fast_constructor() -> Callable[..., TransitionRecord]:
@@ -125,7 +117,7 @@ def _fast_constructor() -> Callable[..., TransitionRecord]:
     return construct
 
 
-_new_record = _fast_constructor()
+new_record = _fast_constructor()
 
 _NO_ENTRY: TransitionEntry = (0, "", "", "", "", 0.0, "", None)  # fills the ring until it wraps
 _NO_RECOMMENDATIONS: dict[str, str] = {}

@@ -29,8 +29,15 @@ from storied.plugin import (
     plugin_name,
     run_plugin_hook,
 )
-from storied.protocol.serialize import pickle_dumps, pickle_loads, plain_copy
-from storied.record import LogRecordEntry, NoRecord, Record, check_event
+from storied.protocol.serialize import pickle_dumps, pickle_loads
+from storied.record import (
+    LogRecordEntry,
+    NoRecord,
+    Record,
+    check_topics,
+    pack_event,
+    unpack_msg,
+)
 from storied.record.ledger import Ledger
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
@@ -351,8 +358,9 @@ class Scheduler:
         def reschedule(key: str, stimulus_id: str) -> None:
             self._apply(state.reschedule(key, address, stimulus_id))
 
-        def log_event(topic: list[str], msg: Any) -> None:
-            self._log_event(topic, msg, address)
+        def log_events(events: list[Any]) -> None:
+            for event in events:
+                self._log_remote_event(event, address)
 
         def worker_records(transitions: list[list[Any]], logs: list[list[Any]]) -> None:
             """A durable scheduler keeps its workers' history too, so it outlives them."""
@@ -394,7 +402,7 @@ class Scheduler:
             "task-erred": touch(task_erred),
             "missing-data": missing_data,
             "reschedule": reschedule,
-            "log-event": log_event,
+            "log-events": log_events,
             "heartbeat": heartbeat,
             "worker-records": worker_records,
             "unregister": unregister,
@@ -511,8 +519,8 @@ class Scheduler:
         def cancel(keys: list[str]) -> None:
             self._apply(state.cancel(client, keys, _stimulus("client-cancels")))
 
-        def log_event(topic: list[str], msg: Any) -> None:
-            self._log_event(topic, msg, client)
+        def log_event(topic: list[str], packed: bytes) -> None:
+            self._log_remote_event([topic, packed], client)
 
         def subscribe(topic: str) -> None:
             self.subscriptions[topic].add(client)
@@ -623,19 +631,33 @@ class Scheduler:
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the ledger under ``topic`` (a str or a list of them)."""
-        topics = check_event(topic, msg)
-        self._call_on_loop(self._log_event, topics, plain_copy(msg), "scheduler")
+        topics, packed = pack_event(topic, msg)
+        self._call_on_loop(self._log_event, topics, packed, unpack_msg(packed), "scheduler")
 
     def get_events(self, topic: str | None = None) -> Any:
         return self._call_on_loop(self.record.events, topic)
 
-    def _log_event(self, topics: Any, msg: Any, source: str) -> None:
+    def _log_remote_event(self, event: Any, source: str) -> None:
+        """``[topic, packed msg]`` from a worker or a client, checked and packed by its caller;
+        unpacking it once here keeps a malformed one out of the ledger, and only that one."""
         try:
-            topics = check_event(topics, msg)
-        except TypeError as exc:
-            logger.warning("Dropped malformed event from %s: %s", source, exc)
+            if not (isinstance(event, list) and len(event) == 2):
+                raise TypeError(f"an event is [topic, packed msg], not {event!r:.100}")
+            topic, packed = event
+            topics = check_topics(topic)
+            if not isinstance(packed, bytes):
+                raise TypeError(f"event message must arrive packed, not {type(packed).__name__}")
+            msg = unpack_msg(packed)
+        except (TypeError, ValueError) as exc:
+            logger.warning(
+                "Dropped malformed event from %s: %s: %s", source, type(exc).__name__, exc
+            )
             return
-        timestamp = self.record.event(topics, msg, source)
+        self._log_event(topics, packed, msg, source)
+
+    def _log_event(self, topics: list[str], packed: bytes, msg: Any, source: str) -> None:
+        """``msg`` is ``packed`` unpacked, for subscribers and plugins."""
+        timestamp = self.record.packed_event(topics, packed, source)
         for topic in topics:
             subscribers = self.subscriptions.get(topic)
             if subscribers:

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import tblib
 
@@ -31,10 +31,9 @@ from storied.protocol.serialize import (
     loads_with_refs,
     pickle_dumps,
     pickle_loads,
-    plain_copy,
     typename,
 )
-from storied.record import LogRecordEntry, Record, check_event
+from storied.record import LogRecordEntry, Record, pack_event
 from storied.worker.state import (
     Execute,
     ForgetData,
@@ -67,6 +66,13 @@ def get_worker() -> Worker:
 
 def _stimulus(prefix: str) -> str:
     return f"{prefix}-{time.time()}"
+
+
+class _LoggedEvent(NamedTuple):
+    """An event waiting in the outbox; a batch of them travels as one message."""
+
+    topics: list[str]
+    packed: bytes
 
 
 class _ShippingRecorder:
@@ -568,21 +574,23 @@ class Worker:
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger; never blocks the calling task."""
-        topics = check_event(topic, msg)
-        self._outbox.put({"op": "log-event", "topic": topics, "msg": plain_copy(msg)})
+        self._outbox.put(_LoggedEvent(*pack_event(topic, msg)))
 
     def _send_outbox(self, items: list[Any]) -> None:
         """Events, and with a durable scheduler our transitions and logs, in one batch."""
         msgs = []
+        events = []
         transitions = []
         logs = []
         for item in items:
-            if isinstance(item, dict):
-                msgs.append(item)
+            if isinstance(item, _LoggedEvent):
+                events.append(item)
             elif isinstance(item, LogRecordEntry):
                 logs.append([item.timestamp, item.level, item.levelno, item.logger, item.message])
             else:
                 transitions.append(item)
+        if events:
+            msgs.append({"op": "log-events", "events": events})
         if transitions or logs:
             msgs.append({"op": "worker-records", "transitions": transitions, "logs": logs})
         if not self.stream.closed:

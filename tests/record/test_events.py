@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import gc
+
 import pytest
 
-from storied.record.events import EventLedger, check_event
+from storied.record.events import EventLedger, check_event, pack_event, unpack_msg
 
 
 class Int64:
@@ -26,9 +28,15 @@ def test_check_event_rejects_bad_topics(topic):
         check_event(topic, {})
 
 
-def test_check_event_names_the_path_and_type_of_an_unserializable_value():
+#: both refuse the same messages with the same words: pack_event only asks check_event to name
+#: what the C packer refused
+CHECKERS = pytest.mark.parametrize("check", [check_event, pack_event])
+
+
+@CHECKERS
+def test_check_event_names_the_path_and_type_of_an_unserializable_value(check):
     with pytest.raises(TypeError) as info:
-        check_event("t", {"x": [0, 1, Int64()]})
+        check("t", {"x": [0, 1, Int64()]})
     assert str(info.value).startswith(
         "event message is not msgpack-serializable: msg['x'][2] is numpy.int64; convert it to a "
         "plain Python type"
@@ -44,22 +52,36 @@ def test_check_event_names_the_path_and_type_of_an_unserializable_value():
         (object(), "msg is object"),
     ],
 )
-def test_check_event_error_messages(msg, fragment):
+@CHECKERS
+def test_check_event_error_messages(check, msg, fragment):
     with pytest.raises(TypeError, match="not msgpack-serializable") as info:
-        check_event("t", msg)
+        check("t", msg)
     assert fragment in str(info.value)
 
 
-def test_check_event_refuses_self_reference_and_deep_nesting_without_recursion_error():
+@CHECKERS
+def test_check_event_refuses_self_reference_and_deep_nesting_without_recursion_error(check):
     looped: dict = {"a": []}
     looped["a"].append(looped)
     with pytest.raises(TypeError, match=r"msg\['a'\]\[0\] contains itself"):
-        check_event("t", looped)
+        check("t", looped)
     deep: list = []
     for _ in range(5000):
         deep = [deep]
     with pytest.raises(TypeError, match="nested deeper"):
-        check_event("t", deep)
+        check("t", deep)
+
+
+def test_pack_event_packs_what_it_accepts_and_normalises_topics():
+    msg = {"a": [1, 2.5, None, True, b"x", ("t", {"n": -(2**63)})], "b": 2**64 - 1}
+    topics, packed = pack_event("t", msg)
+    assert topics == ["t"]
+    assert unpack_msg(packed) == {
+        "a": [1, 2.5, None, True, b"x", ["t", {"n": -(2**63)}]],
+        "b": 2**64 - 1,
+    }
+    with pytest.raises(TypeError, match="event topic"):
+        pack_event(["t", 1], {})
 
 
 def test_shared_but_not_cyclic_values_are_fine():
@@ -84,9 +106,16 @@ def test_event_ledger_keeps_the_newest_per_topic_and_counts_all():
     assert ledger.oldest_seq("a") == 4 and ledger.oldest_seq("unknown") is None
 
 
-def test_event_ledger_stores_the_message_as_is():
+def test_event_ledger_keeps_the_message_as_it_was_when_logged():
     ledger = EventLedger(10)
-    msg = {"start": 1.0}
+    msg = {"start": 1.0, "tags": ["a"]}
     ledger.add(["t"], msg, "scheduler", timestamp=2.0)
-    assert ledger.get("t")[0][1] is msg
-    assert msg == {"start": 1.0}
+    msg["tags"].append("changed later")
+    assert ledger.get("t") == ((2.0, {"start": 1.0, "tags": ["a"]}),)
+
+
+def test_stored_events_are_invisible_to_the_garbage_collector():
+    ledger = EventLedger(10)
+    ledger.add(["t"], {"nested": [{"deep": [1, 2]}]}, "scheduler")
+    gc.collect()
+    assert not any(gc.is_tracked(stored) for stored in ledger._by_topic["t"])

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from storied.record.events import EventRecord
-from storied.record.ledger import SCHEMA_VERSION, Ledger, LedgerError
+from storied.record.events import EventRecord, pack_msg
+from storied.record.ledger import SCHEMA_VERSION, Ledger, LedgerError, name_tokens
 from storied.record.logcapture import LogRecordEntry
 from storied.record.transitions import TransitionLog, TransitionRecord
 
@@ -48,11 +48,15 @@ def write_story(ledger: Ledger, run_id: int, first_seq: int, timestamp: float = 
     return [TransitionRecord.from_entry(*logged) for logged in entries]
 
 
+def put_event(ledger: Ledger, run_id: int, rec: EventRecord) -> None:
+    ledger.put_event(run_id, rec.topic, (rec.seq, rec.timestamp, pack_msg(rec.msg), rec.source))
+
+
 def test_write_flush_and_read_back(path):
     ledger = Ledger(path)
     run_id = ledger.start_run({"address": "tcp://s:1"})
     records = write_story(ledger, run_id, ledger.first_seq(run_id))
-    ledger.put_event(run_id, EventRecord(900, "runtimes", 5.0, {"b": b"\x00", "t": (1,)}, "w"))
+    put_event(ledger, run_id, EventRecord(900, "runtimes", 5.0, {"b": b"\x00", "t": (1,)}, "w"))
     ledger.put_execution(run_id, "x", "tcp://w:1", 7, 10.0, 10.5, "memory")
     entry = LogRecordEntry(6.0, "WARNING", 30, "storied.scheduler", "careful", "scheduler")
     ledger.put_log(run_id, entry)
@@ -143,8 +147,8 @@ def test_retention_deletes_old_records_in_the_writer(path):
     now = time.time()
     old = write_story(ledger, run_id, 1, timestamp=now - 7200)
     fresh = write_story(ledger, run_id, 10, timestamp=now)
-    ledger.put_event(run_id, EventRecord(50, "t", now - 7200, "old", "scheduler"))
-    ledger.put_event(run_id, EventRecord(51, "t", now, "new", "scheduler"))
+    put_event(ledger, run_id, EventRecord(50, "t", now - 7200, "old", "scheduler"))
+    put_event(ledger, run_id, EventRecord(51, "t", now, "new", "scheduler"))
     ledger.put_execution(run_id, "x", "w", 1, now - 7200, now - 7199, "memory")
     ledger.flush()
     wait_until(lambda: ledger.story("x") == fresh)
@@ -153,9 +157,14 @@ def test_retention_deletes_old_records_in_the_writer(path):
     ledger.close()
     with sqlite3.connect(path) as conn:
         (orphans,) = conn.execute(
-            "SELECT count(*) FROM transition_keys WHERE seq NOT IN (SELECT seq FROM transitions)"
+            "SELECT count(*) FROM transition_names "
+            "WHERE rowid NOT IN (SELECT block_id FROM transition_blocks)"
         ).fetchone()
-    assert orphans == 0
+        (unnamed,) = conn.execute(
+            "SELECT count(*) FROM transition_blocks "
+            "WHERE block_id NOT IN (SELECT rowid FROM transition_names)"
+        ).fetchone()
+    assert orphans == unnamed == 0
     assert old[0] not in ledger.story("graph")
 
 
@@ -180,7 +189,7 @@ def test_schema_is_versioned_and_checked(path, tmp_path):
         Ledger(not_a_ledger).runs()
 
 
-def test_story_query_uses_the_key_index(path):
+def test_story_query_uses_the_name_index(path):
     ledger = Ledger(path)
     ledger.start_run({})
     ledger.close()
@@ -188,10 +197,44 @@ def test_story_query_uses_the_key_index(path):
         plan = " ".join(
             row[-1]
             for row in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT * FROM transitions WHERE seq IN (SELECT seq FROM "
-                "transition_keys WHERE key IN ('x') UNION SELECT seq FROM transitions WHERE "
-                "stimulus_id IN ('x'))"
+                "EXPLAIN QUERY PLAN SELECT entries FROM transition_blocks WHERE block_id IN "
+                "(SELECT rowid FROM transition_names WHERE transition_names MATCH ?)",
+                (f'"{name_tokens(["x"])[0]}"',),
             )
         )
-    assert "SCAN transitions" not in plan
-    assert "transitions_by_stimulus" in plan
+    assert "SCAN transition_blocks" not in plan
+    assert "VIRTUAL TABLE INDEX" in plan
+
+
+def test_names_sharing_a_token_do_not_leak_into_each_others_stories(path, monkeypatch):
+    monkeypatch.setattr(
+        "storied.record.ledger.name_tokens", lambda names: ["samehash" for _ in names]
+    )
+    ledger = Ledger(path)
+    run_id = ledger.start_run({})
+    records = write_story(ledger, run_id, ledger.first_seq(run_id))
+    ledger.close()
+    assert ledger.story("y") == [records[2]]
+    assert ledger.story("plan") == [records[1]]
+    assert ledger.story("nothing-logged") == []
+
+
+def test_limit_keeps_the_newest_across_blocks(path, monkeypatch):
+    monkeypatch.setattr("storied.record.ledger._TRANSITIONS_PER_BLOCK", 3)
+    ledger = Ledger(path)
+    run_id = ledger.start_run({})
+    records = [
+        *write_story(ledger, run_id, 1),
+        *write_story(ledger, run_id, 10, timestamp=200.0),
+    ]
+    for seq in range(20, 30):
+        put_event(ledger, run_id, EventRecord(seq, "t", float(seq), seq, "scheduler"))
+        ledger.flush()  # one block per event
+    ledger.close()
+    assert ledger.transitions(limit=5) == records[-5:]
+    assert ledger.transitions(since=150.0, limit=2) == records[-2:]
+    assert ledger.transitions(keys=["x"], limit=1) == [records[-1]]
+    assert [e.msg for e in ledger.events("t", limit=3)] == [27, 28, 29]
+    assert [e.msg for e in ledger.events(after_seq=26, limit=10)] == [27, 28, 29]
+    assert [e.msg for e in ledger.events(since=21.0, until=23.0)] == [21, 22]
+    assert ledger.transitions(limit=0) == []

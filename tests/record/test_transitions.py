@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storied.record.transitions import TransitionLog, TransitionRecord, _new_record
+from storied.record.transitions import TransitionLog, TransitionRecord, new_record
 
 KEYS = [f"k{i}" for i in range(6)] + ["shared"]
 STIMULI = [f"s{i}" for i in range(4)] + ["shared"]  # a name may be a key and a stimulus id
@@ -94,7 +94,7 @@ def test_record_fields_and_seed_tuple_format():
 
 def test_fast_constructor_builds_the_same_record_as_the_dataclass():
     args = (7, "k", "a", "b", {"x": "y"}, "s", 2.0, "scheduler", "w")
-    assert _new_record(*args) == TransitionRecord(*args)
+    assert new_record(*args) == TransitionRecord(*args)
 
 
 def test_readers_get_copies_of_the_recommendations():

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
+import msgpack
 
 from storied import LocalCluster, SchedulerPlugin, WorkerPlugin, get_worker
 
@@ -52,6 +53,23 @@ def log_from_task(topic: str | list[str], msg: Any) -> str:
     worker = get_worker()
     worker.log_event(topic, msg)
     return worker.address
+
+
+def send_malformed_event_batch(topic: str, dask_worker: Any = None) -> None:
+    """Stand in for a buggy worker: one batch of events, good ones around malformed ones."""
+    dask_worker.stream.send(
+        {
+            "op": "log-events",
+            "events": [
+                [[topic], msgpack.packb("first")],
+                "not a pair",
+                [[topic], b"\xc1"],  # a byte msgpack never uses
+                [[topic, 3], msgpack.packb("a topic that is not a str")],
+                [[topic], "a message that is not packed"],
+                [[topic], msgpack.packb("last")],
+            ],
+        }
+    )
 
 
 def log_many_from_task(topic: str, task: int, n: int) -> None:

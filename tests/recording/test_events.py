@@ -27,6 +27,7 @@ from .helpers import (
     log_reusing_one_dict,
     log_reusing_one_dict_from_scheduler,
     log_reusing_one_dict_from_task,
+    send_malformed_event_batch,
     small_cluster,
     unique,
 )
@@ -181,6 +182,14 @@ def test_the_scheduler_refuses_an_unserializable_event_and_keeps_working(client,
     assert client.submit(inc, 41).result(timeout=10) == 42
     client.run_on_scheduler(log_from_scheduler, topic, "after")
     assert [msg for _, msg in client.get_events(topic)] == ["after"]
+
+
+def test_malformed_events_in_a_worker_batch_are_dropped_one_by_one(client):
+    topic = unique("malformed")
+    worker = next(iter(client.scheduler_info()["workers"]))
+    client.run(send_malformed_event_batch, topic, workers=[worker])
+    assert [msg for _, msg in events_of(client, topic, n=2)] == ["first", "last"]
+    assert client.submit(inc, 1).result(timeout=10) == 2  # the worker's connection stands
 
 
 def test_events_from_many_tasks_are_all_kept(client):
