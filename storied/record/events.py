@@ -145,7 +145,7 @@ def pack_event(topic: object, msg: object) -> tuple[list[str], bytes]:
 def check_topics(topic: object) -> list[str]:
     """A ``log_event`` topic as a list of str; ``TypeError`` unless it is a str or such a list."""
     if type(topic) is list and len(topic) == 1 and type(topic[0]) is str:
-        return topic  # the common case, as every event arrives from a worker or a client
+        return [topic[0]]  # the common case; a new list, so the caller's may change later
     if isinstance(topic, str):
         return [topic]
     if isinstance(topic, (list, tuple)) and topic and all(isinstance(t, str) for t in topic):

@@ -84,6 +84,13 @@ def test_pack_event_packs_what_it_accepts_and_normalises_topics():
         pack_event(["t", 1], {})
 
 
+@pytest.mark.parametrize("topic", [["t"], ["t", "u"]])
+def test_the_topics_are_a_copy_the_caller_cannot_change_afterwards(topic):
+    topics, _ = pack_event(topic, {})
+    topic.append("changed later")
+    assert "changed later" not in topics
+
+
 def test_shared_but_not_cyclic_values_are_fine():
     shared = [1, 2]
     assert check_event("t", {"a": shared, "b": shared, "c": (shared, shared)}) == ["t"]
