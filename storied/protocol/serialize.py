@@ -7,7 +7,6 @@ unpickling, wherever in the arguments they sit.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import io
 import pickle
@@ -20,9 +19,6 @@ import msgpack
 PICKLE_PROTOCOL = 5
 _packer_options = {"use_bin_type": True}
 _unpacker_options = {"raw": False, "strict_map_key": False, "use_list": True}
-#: Decoding a payload this big builds thousands of objects at once; the garbage collector,
-#: triggered by every few hundred of them, would walk the whole heap over and over meanwhile.
-_PAUSE_GC_BYTES = 64 * 1024
 
 
 def dumps(msg: Any) -> bytes:
@@ -32,16 +28,10 @@ def dumps(msg: Any) -> bytes:
 
 def loads(payload: bytes) -> Any:
     """Decode a control message; raises ``ValueError`` on malformed input."""
-    pause_gc = len(payload) >= _PAUSE_GC_BYTES and gc.isenabled()
-    if pause_gc:
-        gc.disable()
     try:
         return msgpack.unpackb(payload, **_unpacker_options)
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
         raise ValueError(f"malformed message: {exc}") from exc
-    finally:
-        if pause_gc:
-            gc.enable()
 
 
 def plain_copy(msg: Any) -> Any:
