@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Where the time goes: py-spy samples of the scheduler's process and of one worker.
 
-Runs repeated ``map`` + ``gather`` of no-op tasks on a LocalCluster (2 worker processes x 1
+Runs repeated ``map`` + ``gather`` of no-op tasks (or a reduction tree, ``--workload tree``;
+with ``--ledger``, recording to a ledger file) on a LocalCluster (2 worker processes x 1
 thread), samples the process that hosts the client and scheduler and one worker process with
 py-spy, and prints each one's hottest functions, by own samples and inclusive. The summary in
 docs/benchmarks.md comes from this script.
 
-    .venv/bin/pip install py-spy && .venv/bin/python bench/profile.py [--seconds 5]
+    .venv/bin/pip install py-spy && .venv/bin/python bench/profile.py [--seconds 5] [--ledger]
 """
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ from storied import Client, LocalCluster
 
 def noop(x: int) -> int:
     return x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def run_map(client: Client) -> None:
+    client.gather(client.map(noop, range(10_000)))
+
+
+def run_tree(client: Client) -> None:
+    """A binary reduction over 4,096 leaves, built from futures as bench/run's ``tree``."""
+    level = client.map(noop, range(4_096))
+    while len(level) > 1:
+        level = [client.submit(add, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    level[0].result()
+
+
+WORKLOADS = {"map": run_map, "tree": run_tree}
 
 
 def py_spy() -> str | None:
@@ -95,18 +115,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="map")
+    parser.add_argument("--ledger", action="store_true", help="record to a ledger file too")
     options = parser.parse_args()
+    workload = WORKLOADS[options.workload]
     if py_spy() is None:
         sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     folder = Path(tempfile.mkdtemp(prefix="storied-profile-"))
-    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+    ledger = str(folder / "ledger.db") if options.ledger else None
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, ledger=ledger) as cluster,
+        Client(cluster) as client,
+    ):
         client.gather(client.map(noop, range(1000)))
         worker_pid = next(iter(cluster.workers.values())).pid
         running = True
 
         def load() -> None:
             while running:
-                client.gather(client.map(noop, range(10_000)))
+                workload(client)
 
         loader = threading.Thread(target=load)
         loader.start()
