@@ -30,13 +30,10 @@ LIFE = [
 
 
 def build(path: Path, n: int) -> float:
-    ledger = Ledger(path, queue_size=1_000_000, batch_size=20_000)
+    ledger = Ledger(path)
     run_id = ledger.start_run({"bench": "ledger_story", "n": n})
-    log = TransitionLog(
-        1_000,
-        seq=iter(range(ledger.first_seq(run_id), 2**62)),
-        sink=ledger.transition_sink(run_id),
-    )
+    log = TransitionLog(100_000, seq=iter(range(ledger.first_seq(run_id), 2**62)))
+    ledger.follow(run_id, log)
     started = time.perf_counter()
     timestamp = time.time()
     for number in range(n):
@@ -45,8 +42,9 @@ def build(path: Path, n: int) -> float:
         key = f"task-{task:09d}"
         recommendations = {f"task-{task + 1:09d}": "waiting"} if recommends else {}
         log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp)
-        if number % 200_000 == 199_999:
+        if number % 50_000 == 49_999:  # this loop logs far faster than a scheduler would
             ledger.flush(timeout=600)
+        if number % 1_000_000 == 999_999:
             print(f"  {number + 1:>12,} written", flush=True)
     ledger.close()
     assert ledger.dropped == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from storied.comm.core import Comm, CommClosedError
@@ -37,6 +38,9 @@ class BatchedSend:
         self._loop = asyncio.get_running_loop()
         self._loop_pending = _pending.setdefault(self._loop, [])
         self.sent_messages = 0
+        #: called as each batch is written, for messages to put first in it (records kept
+        #: meanwhile: they are read before any reply in the same batch)
+        self.on_flush: Callable[[], list[Any]] | None = None
 
     def send(self, msg: Any) -> None:
         self._buffer.append(msg)
@@ -49,6 +53,12 @@ class BatchedSend:
             if not self._scheduled:
                 self._schedule()
 
+    def flush_soon(self) -> None:
+        """Write a batch at the end of this burst of work even if nothing is buffered yet, for
+        ``on_flush`` to fill."""
+        if not self._scheduled:
+            self._schedule()
+
     def _schedule(self) -> None:
         self._scheduled = True
         self._loop_pending.append(self)
@@ -56,6 +66,8 @@ class BatchedSend:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self.on_flush is not None:
+            self._buffer[:0] = self.on_flush()
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []

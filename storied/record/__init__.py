@@ -12,8 +12,9 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from itertools import chain, islice, repeat
 from typing import Any, Protocol, TypeVar
 
 from storied.record.events import (
@@ -33,7 +34,6 @@ from storied.record.transitions import (
     TransitionEntry,
     TransitionLog,
     TransitionRecord,
-    TransitionSink,
 )
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "TransitionEntry",
     "TransitionLog",
     "TransitionRecord",
-    "TransitionSink",
     "check_event",
     "check_topics",
     "chrome_trace",
@@ -75,6 +74,35 @@ def _merge(disk: Iterable[_R], memory: Iterable[_R]) -> list[_R]:
     return [unique[seq] for seq in sorted(unique)]
 
 
+#: What a worker ships its transitions as: one list per field, in this order.
+SHIPPED_COLUMNS = ("keys", "starts", "finishes", "recommendations", "stimulus_ids", "timestamps")
+
+
+def _checked_columns(columns: Any) -> list[list[Any]]:
+    """Shipped transition columns, checked in bulk (no Python code per transition).
+
+    Raises ``ValueError`` saying what is wrong: the columns come from another process.
+    """
+    if not isinstance(columns, list | tuple) or len(columns) != len(SHIPPED_COLUMNS):
+        raise ValueError(f"expected the {len(SHIPPED_COLUMNS)} columns {SHIPPED_COLUMNS}")
+    if not all(isinstance(column, list) for column in columns):
+        raise ValueError("every column must be a list")
+    keys, starts, finishes, recommendations, stimulus_ids, timestamps = columns
+    if len(set(map(len, columns))) > 1:
+        raise ValueError("the columns differ in length")
+    if not set(map(type, chain(keys, starts, finishes, stimulus_ids))) <= {str}:
+        raise ValueError("keys, states and stimulus ids must be str")
+    if not set(map(type, timestamps)) <= {float, int}:
+        raise ValueError("timestamps must be numbers")
+    if not set(map(type, recommendations)) <= {dict}:
+        raise ValueError("recommendations must be dicts")
+    named = chain.from_iterable(recommendations)
+    recommended = chain.from_iterable(map(dict.values, recommendations))
+    if not set(map(type, chain(named, recommended))) <= {str}:
+        raise ValueError("recommendations must map str to str")
+    return list(columns)
+
+
 class NoRecord:
     """A recorder that keeps nothing: for measuring what recording transitions costs."""
 
@@ -95,7 +123,6 @@ class Record:
         where: str = "scheduler",
         *,
         transition_log_length: int = 100_000,
-        worker_transition_log_length: int = 10_000,
         events_per_topic: int = 100_000,
         log_length: int = 10_000,
         execution_log_length: int = 100_000,
@@ -106,25 +133,23 @@ class Record:
         self.where = where
         self.run_id: int | None = None
         self._ledger = ledger
-        self._worker_transition_log_length = worker_transition_log_length
         first_seq = 1
-        self._put_transition: TransitionSink | None = None
+        self._put_transitions: Callable[[list[TransitionEntry], list[Any]], None] | None = None
         self._put_event: Callable[[str, StoredEvent], None] | None = None
         self._put_execution: Callable[..., None] | None = None
         put_log: Callable[[LogRecordEntry], None] | None = None
         if ledger is not None:
             info = {"where": where, "pid": os.getpid(), "host": socket.gethostname()}
-            self.run_id = ledger.start_run({**info, **(run_info or {})})
-            first_seq = ledger.first_seq(self.run_id)
-            self._put_transition = ledger.transition_sink(self.run_id)
-            self._put_event = partial(ledger.put_event, self.run_id)
-            self._put_execution = partial(ledger.put_execution, self.run_id)
-            put_log = partial(ledger.put_log, self.run_id)
+            self.run_id = run_id = ledger.start_run({**info, **(run_info or {})})
+            first_seq = ledger.first_seq(run_id)
+            self._put_transitions = partial(ledger.put_transitions, run_id)
+            self._put_event = partial(ledger.put_event, run_id)
+            self._put_execution = partial(ledger.put_execution, run_id)
+            put_log = partial(ledger.put_log, run_id)
         self._seq = itertools.count(first_seq)
-        self._log = TransitionLog(
-            transition_log_length, where, seq=self._seq, sink=self._put_transition
-        )
-        self._worker_logs: dict[str, TransitionLog] = {}
+        self._log = TransitionLog(transition_log_length, where, seq=self._seq)
+        if ledger is not None:
+            ledger.follow(run_id, self._log)
         self._events = EventLedger(events_per_topic, seq=self._seq)
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
         self._put_log = put_log
@@ -141,18 +166,14 @@ class Record:
         stimulus_id: str,
         worker: str | None = None,
         timestamp: float | None = None,
-        where: str | None = None,
     ) -> None:
-        """Record one transition; ``where`` names the worker that made it, if not this process.
+        """Record one transition this process made.
 
-        Worker transitions go to a separate bounded log per worker, so a chatty worker cannot
-        evict the scheduler's own history. The record keeps ``recommendations`` as it is: hand
-        over a dict you will not change afterwards (readers get copies). This runs several
-        times per task, so it does no more than pick the log; with a ledger, the log queues the
-        entry for the ledger's writer thread (see ``TransitionLog.append``).
+        The record keeps ``recommendations`` as it is: hand over a dict you will not change
+        afterwards (readers get copies). With a ledger, the ledger's writer thread reads the
+        entry from the log later (see ``Ledger.follow``): this runs several times per task.
         """
-        log = self._log if where is None or where == self.where else self._worker_log(where)
-        log.append(
+        self._log.append(
             key,
             start,
             finish,
@@ -162,17 +183,33 @@ class Record:
             worker,
         )
 
-    def _worker_log(self, where: str) -> TransitionLog:
-        log = self._worker_logs.get(where)
-        if log is None:
-            log = TransitionLog(
-                self._worker_transition_log_length,
-                where,
-                seq=self._seq,
-                sink=self._put_transition,
+    def worker_transitions(self, where: str, columns: Sequence[list[Any]]) -> int:
+        """Keep transitions that worker ``where`` shipped, as ``SHIPPED_COLUMNS``; return how many.
+
+        Workers ship only to a scheduler with a ledger, so their history outlives them; it goes
+        to the ledger alone (stories read it back from there), in bulk, with no Python code
+        run per transition. A malformed shipment raises ``ValueError`` and nothing of it is
+        kept. Without a ledger this keeps nothing.
+        """
+        keys, starts, finishes, recommendations, stimulus_ids, timestamps = _checked_columns(
+            columns
+        )
+        if self._put_transitions is None:
+            return 0
+        entries = list(
+            zip(
+                islice(self._seq, len(keys)),
+                keys,
+                starts,
+                finishes,
+                stimulus_ids,
+                timestamps,
+                repeat(where),
+                repeat(None),
             )
-            self._worker_logs[where] = log
-        return log
+        )
+        self._put_transitions(entries, recommendations)
+        return len(entries)
 
     def event(
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
@@ -230,17 +267,17 @@ class Record:
     # ------------------------------------------------------------------ read side
 
     def _logs_for(self, where: str | None) -> list[TransitionLog]:
-        if where is None:
-            return [self._log, *self._worker_logs.values()]
-        if where == self.where:
-            return [self._log]
-        log = self._worker_logs.get(where)
-        return [log] if log is not None else []
+        """The in-memory logs that may hold transitions made by ``where`` (None: anyone)."""
+        return [self._log] if where is None or where == self.where else []
+
+    def flush(self) -> None:
+        """With a ledger, wait until everything recorded so far is on disk."""
+        if self._ledger is not None:
+            self._ledger.flush()
 
     def _readable_ledger(self) -> Ledger | None:
         """The ledger, flushed so that whatever fell out of memory is on disk."""
-        if self._ledger is not None:
-            self._ledger.flush()
+        self.flush()
         return self._ledger
 
     @staticmethod
@@ -258,12 +295,12 @@ class Record:
     def story_records(
         self, *keys_or_stimulus_ids: str, where: str | None = None
     ) -> list[TransitionRecord]:
-        """Full records; ``where=None`` merges this process's and every worker's log."""
+        """Full records; ``where=None`` adds the workers' transitions kept in the ledger."""
         logs = self._logs_for(where)
         memory = [rec for log in logs for rec in log.story(*keys_or_stimulus_ids)]
         ledger = self._readable_ledger()
         if ledger is None:
-            return memory if len(logs) == 1 else _merge((), memory)
+            return memory
         disk = ledger.story(
             *keys_or_stimulus_ids, where=where, max_seq=self._disk_bound(where, logs)
         )
@@ -353,8 +390,7 @@ class Record:
     def close(self) -> None:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
         self._log_capture.on_record = None
-        self._put_transition = self._put_event = self._put_execution = self._put_log = None
-        for log in self._logs_for(None):
-            log.sink = None
+        self._put_transitions = None
+        self._put_event = self._put_execution = self._put_log = None
         if self._ledger is not None:
             self._ledger.close()

@@ -16,21 +16,22 @@ a chain back until it reaches an ordinal that has fallen out of the ring; the ri
 eviction. Chain heads come in two generations of ``maxlen`` appends; when the ring wraps, the
 older generation, all of whose entries have just fallen out, is dropped whole.
 ``TransitionRecord`` objects are built only when read.
+
+The ring doubles as the ledger's write queue: the ledger's writer thread reads new entries
+straight out of it (``entries_after``), so appending costs the same with a ledger as without.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
 #: ``(seq, key, start, finish, stimulus_id, timestamp, where, worker)``: a ``TransitionRecord``
-#: but for its recommendations, which are kept and queued beside it.
+#: but for its recommendations, which are kept beside it.
 TransitionEntry = tuple[int, str, str, str, str, float, str, str | None]
-
-#: Where a log hands each entry as it is appended: ``sink(entry, recommendations)``.
-TransitionSink = Callable[[TransitionEntry, dict[str, str]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,9 @@ class TransitionLog:
         "_stimulus_heads",
         "_stimulus_links",
         "maxlen",
-        "sink",
+        "reader_wake_at",
         "total",
+        "wake_reader",
         "where",
     )
 
@@ -151,15 +153,16 @@ class TransitionLog:
         where: str = "scheduler",
         *,
         seq: Iterator[int] | None = None,
-        sink: TransitionSink | None = None,
     ) -> None:
-        """``seq`` lets several logs (and the event ledger) of one Record share one counter;
-        ``sink``, if given, receives every entry as it is appended (e.g. to queue it for disk)."""
+        """``seq`` lets several logs (and the event ledger) of one Record share one counter."""
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
         self.maxlen = maxlen
         self.where = where
-        self.sink = sink
+        #: a reader of ``entries_after`` that wants waking when the ring fills up sets these;
+        #: the first append that reaches ``reader_wake_at`` calls ``wake_reader`` once
+        self.reader_wake_at = sys.maxsize
+        self.wake_reader: Callable[[], object] | None = None
         self.total = 0  # also the ordinal of the newest entry
         self._seq = seq if seq is not None else itertools.count(1)
         self._entries: list[TransitionEntry] = [_NO_ENTRY] * maxlen
@@ -201,8 +204,9 @@ class TransitionLog:
 
         The log keeps ``recommendations`` itself, without a copy: the caller hands over a dict
         it will never change again (readers get copies, see ``TransitionRecord.from_entry``).
+        Only one thread may append; ``total`` is published last, for ``entries_after``.
         """
-        self.total = ordinal = self.total + 1
+        ordinal = self.total + 1
         entry = (next(self._seq), key, start, finish, stimulus_id, timestamp, self.where, worker)
         slot = ordinal % self.maxlen
         self._entries[slot] = entry
@@ -225,11 +229,41 @@ class TransitionLog:
             self._older_stimulus_heads.get(stimulus_id, _END)
         )
         stimulus_heads[stimulus_id] = ordinal
-        if self.sink is not None:
-            self.sink(entry, recommendations)
+        self.total = ordinal
         if slot == 0:
             self._start_generation()
+        if ordinal >= self.reader_wake_at and self.wake_reader is not None:
+            self.reader_wake_at = sys.maxsize
+            self.wake_reader()
         return entry
+
+    def entries_after(
+        self, ordinal: int
+    ) -> tuple[int, int, list[TransitionEntry], list[dict[str, str]]]:
+        """The entries appended after ``ordinal``, for a reader on another thread (the ledger).
+
+        Returns ``(newest, lost, entries, recommendations)``: pass ``newest`` next time; ``lost``
+        counts entries the ring overwrote before they were read. No lock is needed: ``append``
+        publishes ``total`` only after writing the slot, list slices are atomic, and slots that
+        may have been overwritten while slicing (including the one being appended right now)
+        are found afterwards and left out.
+        """
+        newest, maxlen = self.total, self.maxlen
+        first = max(ordinal + 1, newest - maxlen + 1)
+        if first > newest:
+            return newest, 0, [], []
+        start, stop = first % maxlen, newest % maxlen + 1
+        if start < stop:
+            entries = self._entries[start:stop]
+            recommendations = self._recommendations[start:stop]
+        else:
+            entries = self._entries[start:] + self._entries[:stop]
+            recommendations = self._recommendations[start:] + self._recommendations[:stop]
+        overwritten = min(self.total + 2 - maxlen - first, len(entries))
+        if overwritten > 0:
+            del entries[:overwritten], recommendations[:overwritten]
+            first += overwritten
+        return newest, first - ordinal - 1, entries, recommendations
 
     def _start_generation(self) -> None:
         """The ring has wrapped: every entry the older heads lead to is out of it now."""

@@ -362,19 +362,14 @@ class Scheduler:
             for event in events:
                 self._log_remote_event(event, address)
 
-        def worker_records(transitions: list[list[Any]], logs: list[list[Any]]) -> None:
+        def worker_records(transitions: Any, logs: list[list[Any]]) -> None:
             """A durable scheduler keeps its workers' history too, so it outlives them."""
             record = self.record
-            for key, start, finish, recommendations, stimulus_id, timestamp in transitions:
-                record.transition(
-                    key,
-                    start,
-                    finish,
-                    recommendations,
-                    stimulus_id,
-                    timestamp=timestamp,
-                    where=address,
-                )
+            if transitions:
+                try:
+                    record.worker_transitions(address, transitions)
+                except ValueError as exc:
+                    logger.warning("Dropping malformed transitions from %s: %s", address, exc)
             for timestamp, level, levelno, logger_name, message in logs:
                 record.remote_log(
                     LogRecordEntry(timestamp, level, levelno, logger_name, message, address)
@@ -684,7 +679,12 @@ class Scheduler:
         self, keys: list[str], on_error: str = "raise"
     ) -> list[dict[str, Any]]:
         if self.record.durable:
-            # workers ship their transitions here: the story survives workers that died
+            # workers ship their transitions here (the story survives workers that died); ask
+            # the live ones to ship what they have not yet, so the story is complete
+            await asyncio.gather(
+                *(link.stream.request("ship-records") for link in self.workers.values()),
+                return_exceptions=True,
+            )
             entries = [r.as_dict() for r in self.record.story_records(*keys)]
             entries.sort(key=lambda entry: entry["timestamp"])
             return entries

@@ -22,6 +22,7 @@ import tblib
 
 from storied import config
 from storied.comm import Comm, ConnectionPool, Security, connect
+from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
 from storied.loop import Outbox
@@ -76,13 +77,35 @@ class _LoggedEvent(NamedTuple):
 
 
 class _ShippingRecorder:
-    """What WorkerState writes to: this worker's own log, also shipped to a durable scheduler."""
+    """What WorkerState writes to: this worker's own log, also shipped to a durable scheduler.
 
-    def __init__(self, record: Record, outbox: Outbox) -> None:
+    Transitions are shipped in bulk, at most ``SHIP_INTERVAL`` seconds after they were made,
+    riding in a frame the worker sends anyway: the scheduler's cost of taking a shipment is
+    per message, and a message per task would double the messages it reads. ``ship_now``
+    sends what waits with the next frame (the scheduler asks before it tells a story).
+    """
+
+    SHIP_INTERVAL = 0.05
+    SHIP_ROWS = 2_000
+
+    def __init__(self, record: Record) -> None:
         self.record = record
-        self.outbox = outbox
         self.keep = bool(config.get("worker.record-transitions"))
-        self.ship = False
+        self._batched: BatchedSend | None = None
+        self._rows: list[tuple[str, str, str, Mapping[str, str], str, float]] = []
+        self._ship_at = 0.0
+
+    def ship_with(self, batched: BatchedSend | None) -> None:
+        """Ship with the batches ``batched`` writes from now on; None: keep, but do not ship."""
+        self._batched = batched
+        if batched is not None:
+            batched.on_flush = self._shipment
+
+    def ship_now(self) -> None:
+        """Ship what waits with the next frame, which leaves at the end of this burst of work."""
+        if self._batched is not None and self._rows:
+            self._ship_at = 0.0
+            self._batched.flush_soon()
 
     def transition(
         self,
@@ -99,8 +122,27 @@ class _ShippingRecorder:
         self.record.transition(
             key, start, finish, recommendations, stimulus_id, timestamp=timestamp
         )
-        if self.ship:
-            self.outbox.put([key, start, finish, recommendations, stimulus_id, timestamp])
+        if self._batched is not None:
+            rows = self._rows
+            rows.append((key, start, finish, recommendations, stimulus_id, timestamp))
+            if len(rows) == 1:
+                self._ship_at = time.monotonic() + self.SHIP_INTERVAL
+                asyncio.get_running_loop().call_later(self.SHIP_INTERVAL, self._flush_due)
+            elif len(rows) >= self.SHIP_ROWS:
+                self.ship_now()
+
+    def _flush_due(self) -> None:
+        if self._batched is not None and self._rows and time.monotonic() >= self._ship_at:
+            self._batched.flush_soon()
+
+    def _shipment(self) -> list[dict[str, Any]]:
+        """The message for what is due to be shipped, in the columns the scheduler takes
+        (``storied.record.SHIPPED_COLUMNS``)."""
+        if not self._rows or time.monotonic() < self._ship_at:
+            return []
+        rows, self._rows = self._rows, []
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return [{"op": "worker-records", "transitions": columns, "logs": []}]
 
 
 class _Executor:
@@ -212,7 +254,7 @@ class Worker:
         )
         self._log_handler = self.record.log_handler()
         self._outbox = Outbox(self.loop, self._send_outbox)
-        self._recorder = _ShippingRecorder(self.record, self._outbox)
+        self._recorder = _ShippingRecorder(self.record)
         logging.getLogger("storied.worker").addHandler(self._log_handler)
         self.state = self._new_state()
         self.pool = ConnectionPool(self.security)
@@ -252,7 +294,7 @@ class Worker:
         #: the scheduler's heartbeat contract: silence this long means the link is gone
         self._silence_timeout = reply.get("silence_timeout")
         durable = bool(reply.get("durable"))
-        self._recorder.ship = durable
+        self._recorder.ship_with(self.stream.batched if durable else None)
         self._log_handler.on_record = self._outbox.put if durable else None
         for payload in reply.get("plugins", []):
             await self._add_plugin(**payload)
@@ -320,6 +362,7 @@ class Worker:
         for name, plugin in list(self.plugins.items()):
             await run_plugin_hook(logger, name, plugin.teardown, self)
         if report and not self.stream.closed:
+            self._recorder.ship_now()
             self.stream.send({"op": "unregister", "reason": reason})
         self._outbox.flush()
         await self.stream.close()
@@ -350,6 +393,7 @@ class Worker:
             "close": self._close_requested,
             "run": self._run_function,
             "story": self.story_records,
+            "ship-records": self._recorder.ship_now,
             "get-logs": self.get_logs,
             "log-entries": self._log_entries,
             "add-plugin": self._add_plugin,
@@ -577,22 +621,19 @@ class Worker:
         self._outbox.put(_LoggedEvent(*pack_event(topic, msg)))
 
     def _send_outbox(self, items: list[Any]) -> None:
-        """Events, and with a durable scheduler our transitions and logs, in one batch."""
+        """Events, and with a durable scheduler our logs, in one batch."""
         msgs = []
         events = []
-        transitions = []
         logs = []
         for item in items:
             if isinstance(item, _LoggedEvent):
                 events.append(item)
             elif isinstance(item, LogRecordEntry):
                 logs.append([item.timestamp, item.level, item.levelno, item.logger, item.message])
-            else:
-                transitions.append(item)
         if events:
             msgs.append({"op": "log-events", "events": events})
-        if transitions or logs:
-            msgs.append({"op": "worker-records", "transitions": transitions, "logs": logs})
+        if logs:
+            msgs.append({"op": "worker-records", "transitions": [], "logs": logs})
         if not self.stream.closed:
             self.stream.extend(msgs)
 

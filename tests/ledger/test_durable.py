@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -10,8 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from storied import Client, LocalCluster
+from storied.comm import connect
 from storied.record.ledger import Ledger
 
 
@@ -150,3 +154,50 @@ def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
 def test_cli_scheduler_rejects_a_bad_retention(tmp_path: Path) -> None:
     result = storied_command("scheduler", "--retain", "soon", "--ledger", str(tmp_path / "x.db"))
     assert result.returncode == 2 and "--retain" in result.stderr
+
+
+def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path, caplog) -> None:
+    """A (fake) worker on real TCP ships junk, then a good shipment: the junk is logged and
+    dropped whole, the good one reaches the story, and the scheduler carries on serving."""
+    address = "tcp://127.0.0.1:1"  # never dialled: nothing is placed on this worker
+
+    async def ship(scheduler_address: str, security: Any) -> Any:
+        comm = await connect(scheduler_address, security, timeout=10)
+        await comm.send({"op": "register-worker", "address": address, "nthreads": 1})
+        reply = await comm.read(10)
+        good = [["shipped"], ["executing"], ["memory"], [{}], ["from-the-fake"], [1.5]]
+        bad = [["shipped"], ["executing"], ["memory"], [{"x": 1}], ["junk"], [1.0]]
+        await comm.send(
+            [
+                {"op": "worker-records", "transitions": bad, "logs": []},
+                {"op": "worker-records", "transitions": "not columns", "logs": []},
+                {"op": "worker-records", "transitions": good, "logs": []},
+            ]
+        )
+        return comm, reply
+
+    with (
+        LocalCluster(n_workers=1, ledger=tmp_path / "ledger.db") as cluster,
+        Client(cluster) as client,
+        caplog.at_level(logging.WARNING, logger="storied.scheduler"),
+    ):
+        on_loop = asyncio.run_coroutine_threadsafe
+        shipped = on_loop(ship(cluster.scheduler_address, cluster.security), cluster.loop)
+        comm, reply = shipped.result(20)
+        assert reply["status"] == "OK" and reply["durable"] is True
+        deadline = time.monotonic() + 10
+        while not client.story("from-the-fake"):
+            assert time.monotonic() < deadline, "the good shipment never reached the story"
+            time.sleep(0.05)
+        (entry,) = client.story("shipped")
+        assert (entry["where"], entry["stimulus_id"], entry["timestamp"]) == (
+            address,
+            "from-the-fake",
+            1.5,
+        )
+        warnings = [
+            r.getMessage() for r in caplog.records if "malformed transitions" in r.getMessage()
+        ]
+        assert len(warnings) == 2 and "str to str" in warnings[0]
+        assert client.submit(inc, 41).result() == 42
+        on_loop(comm.close(), cluster.loop).result(20)

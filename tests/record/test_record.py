@@ -12,12 +12,22 @@ def ledger_path(tmp_path):
     return tmp_path / "ledger.db"
 
 
-def run_task(record: Record, key: str, where: str | None = None) -> None:
-    record.transition(key, "released", "waiting", {key: "processing"}, f"graph-{key}", where=where)
-    record.transition(
-        key, "waiting", "processing", {}, f"plan-{key}", worker="tcp://w:1", where=where
-    )
-    record.transition(key, "processing", "memory", {}, f"done-{key}", where=where)
+def run_task(record: Record, key: str) -> None:
+    record.transition(key, "released", "waiting", {key: "processing"}, f"graph-{key}")
+    record.transition(key, "waiting", "processing", {}, f"plan-{key}", worker="tcp://w:1")
+    record.transition(key, "processing", "memory", {}, f"done-{key}")
+
+
+def shipment(key: str, count: int, first_time: float = 1.0) -> list[list]:
+    """``count`` transitions of ``key`` on a worker, as the worker ships them."""
+    return [
+        [key] * count,
+        ["executing"] * count,
+        ["memory"] * count,
+        [{}] * count,
+        [f"w{number}" for number in range(count)],
+        [first_time + number for number in range(count)],
+    ]
 
 
 def test_memory_story_has_the_seed_format():
@@ -35,17 +45,54 @@ def test_memory_story_has_the_seed_format():
     assert record.run_id is None
 
 
-def test_worker_transitions_live_in_their_own_log():
-    record = Record(transition_log_length=3, worker_transition_log_length=2)
+def test_shipped_worker_transitions_go_to_the_ledger_beside_the_scheduler_story(ledger_path):
+    record = Record(ledger=Ledger(ledger_path))
     run_task(record, "a")
-    for number in range(5):
-        record.transition("a", "executing", "memory", {}, f"w{number}", where="tcp://w:1")
-    assert len(record.story("a")) == 3  # the worker did not evict the scheduler's records
-    assert [r.stimulus_id for r in record.story_records("a", where="tcp://w:1")] == ["w3", "w4"]
-    assert [r.where for r in record.story_records("a")] == ["scheduler"] * 3 + ["tcp://w:1"] * 2
+    assert record.worker_transitions("tcp://w:1", shipment("a", 5)) == 5
+    assert len(record.story("a")) == 3  # the scheduler's own
+    shipped = record.story_records("a", where="tcp://w:1")
+    assert [r.stimulus_id for r in shipped] == [f"w{number}" for number in range(5)]
+    assert {(r.where, r.worker) for r in shipped} == {("tcp://w:1", None)}
+    assert [r.where for r in record.story_records("a")] == ["scheduler"] * 3 + ["tcp://w:1"] * 5
+    assert record.story_records("w2") == shipped[2:3]
     assert record.story_records("a", where="tcp://nobody") == []
     assert len(record.transitions(keys=["a"], limit=4)) == 4
     assert record.transitions(finish="memory", where="tcp://w:1", limit=1)[0].stimulus_id == "w4"
+    run_task(record, "b")  # seqs stay unique and in the order the record learnt of them
+    seqs = [r.seq for r in record.transitions()]
+    assert seqs == sorted(set(seqs)) and len(seqs) == 11
+    record.close()
+
+
+@pytest.mark.parametrize(
+    ("columns", "complaint"),
+    [
+        ("not columns", "columns"),
+        (shipment("a", 2)[:5], "columns"),
+        ([*shipment("a", 2)[:5], (1.0, 2.0)], "list"),
+        ([["a"], *shipment("a", 2)[1:]], "length"),
+        ([[1, 2], *shipment("a", 2)[1:]], "str"),
+        ([*shipment("a", 2)[:5], ["late", "later"]], "numbers"),
+        ([*shipment("a", 2)[:3], [{}, None], *shipment("a", 2)[4:]], "dicts"),
+        ([*shipment("a", 2)[:3], [{}, {"b": 1}], *shipment("a", 2)[4:]], "str to str"),
+        ([*shipment("a", 2)[:3], [{}, {2: "x"}], *shipment("a", 2)[4:]], "str to str"),
+    ],
+)
+def test_a_malformed_shipment_is_refused_whole(ledger_path, columns, complaint):
+    record = Record(ledger=Ledger(ledger_path))
+    with pytest.raises(ValueError, match=complaint):
+        record.worker_transitions("tcp://w:1", columns)
+    assert record.worker_transitions("tcp://w:1", shipment("a", 2)) == 2
+    assert [r.stimulus_id for r in record.story_records("a")] == ["w0", "w1"]
+    record.close()
+
+
+def test_without_a_ledger_shipped_transitions_are_checked_but_not_kept():
+    record = Record()
+    assert record.worker_transitions("tcp://w:1", shipment("a", 2)) == 0
+    assert record.story_records("a") == []
+    with pytest.raises(ValueError):
+        record.worker_transitions("tcp://w:1", "not columns")
 
 
 def test_events_logs_and_executions_in_memory():
@@ -80,6 +127,7 @@ def test_story_comes_back_whole_from_memory_and_disk(ledger_path):
     assert record.run_id == 1
     for number in range(10):
         run_task(record, f"k{number}")
+        record.flush()  # the writer reads the tiny log before it wraps
     assert len(record.story_records("k0", "k9")) == 6
     story = record.story("k0")
     assert [(start, finish) for _, start, finish, _, _ in story] == [

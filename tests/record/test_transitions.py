@@ -131,16 +131,22 @@ def test_seq_and_oldest_seq_follow_eviction():
     assert log.maxlen == 2
 
 
-def test_the_sink_sees_every_entry_as_it_is_appended():
-    seen: list[tuple] = []
-    log = TransitionLog(
-        2, "tcp://w:1", seq=iter(range(100, 200)), sink=lambda *logged: seen.append(logged)
-    )
+def test_entries_after_hands_over_new_entries_and_counts_what_the_ring_overwrote():
+    log = TransitionLog(4, "tcp://w:1", seq=iter(range(100, 200)))
     handed = [{"k0": "memory"}, {}, {}]
     appended = [log.append(f"k{n}", "a", "b", handed[n], "s", float(n), "w") for n in range(3)]
-    assert seen == list(zip(appended, handed, strict=True))
-    assert seen[0][0] == (100, "k0", "a", "b", "s", 0.0, "tcp://w:1", "w")
-    assert seen[0][1] is handed[0]  # handed over, not copied
+    newest, lost, entries, recommendations = log.entries_after(0)
+    assert (newest, lost, entries) == (3, 0, appended)
+    assert appended[0] == (100, "k0", "a", "b", "s", 0.0, "tcp://w:1", "w")
+    assert recommendations[0] is handed[0]  # handed over, not copied
+    assert log.entries_after(newest) == (3, 0, [], [])
+    for n in range(3, 9):  # wraps the ring twice over, past what was read
+        log.append(f"k{n}", "a", "b", {}, "s", float(n))
+    newest, lost, entries, _ = log.entries_after(3)
+    # entries 4 and 5 were overwritten; 6, the oldest in the full ring, might be being
+    # overwritten by an append on another thread, so it is left out and counted as well
+    assert (newest, lost) == (9, 3)
+    assert [entry[1] for entry in entries] == ["k6", "k7", "k8"]
 
 
 def test_query_filters_are_anded_and_limit_keeps_the_newest():
