@@ -15,7 +15,11 @@ its newest entry, and each entry links to the previous entry under the same name
 a chain back until it reaches an ordinal that has fallen out of the ring; the ring needs no
 eviction. Chain heads come in two generations of ``maxlen`` appends; when the ring wraps, the
 older generation, all of whose entries have just fallen out, is dropped whole.
-``TransitionRecord`` objects are built only when read.
+``TransitionRecord`` objects are built only when read, and the chains are linked only when
+read too: appending fills a slot (under a microsecond), and the next story or query first links
+what is new since the last one, skipping whatever fell out of the ring meanwhile. A process
+makes far more transitions than it is asked stories, and a ring of 100,000 slots plus the
+chains' dicts do not fit in a CPU cache, so linking at append time cost three times as much.
 
 The ring doubles as the ledger's write queue: the ledger's writer thread reads new entries
 straight out of it (``entries_after``), so appending costs the same with a ledger as without.
@@ -131,6 +135,7 @@ class TransitionLog:
 
     __slots__ = (
         "_entries",
+        "_indexed",
         "_key_heads",
         "_key_links",
         "_older_key_heads",
@@ -164,6 +169,7 @@ class TransitionLog:
         self.reader_wake_at = sys.maxsize
         self.wake_reader: Callable[[], object] | None = None
         self.total = 0  # also the ordinal of the newest entry
+        self._indexed = 0  # the ordinal through which entries are linked into the chains
         self._seq = seq if seq is not None else itertools.count(1)
         self._entries: list[TransitionEntry] = [_NO_ENTRY] * maxlen
         self._recommendations: list[dict[str, str]] = [_NO_RECOMMENDATIONS] * maxlen
@@ -204,38 +210,56 @@ class TransitionLog:
 
         The log keeps ``recommendations`` itself, without a copy: the caller hands over a dict
         it will never change again (readers get copies, see ``TransitionRecord.from_entry``).
-        Only one thread may append; ``total`` is published last, for ``entries_after``.
+        Only one thread may append; ``total`` is published last, for ``entries_after``. Indexing
+        waits for the next read (``_index_new_entries``): a process makes many more
+        transitions than it tells stories, so appending only fills the slot.
         """
         ordinal = self.total + 1
         entry = (next(self._seq), key, start, finish, stimulus_id, timestamp, self.where, worker)
         slot = ordinal % self.maxlen
         self._entries[slot] = entry
         self._recommendations[slot] = recommendations
-        key_heads, older_key_heads = self._key_heads, self._older_key_heads
-        self._key_links[slot] = key_heads.get(key) or older_key_heads.get(key, _END)
-        key_heads[key] = ordinal
-        links = _NO_LINKS
-        for recommended in recommendations:
-            if recommended != key:
-                if links is _NO_LINKS:
-                    links = {}
-                links[recommended] = key_heads.get(recommended) or older_key_heads.get(
-                    recommended, _END
-                )
-                key_heads[recommended] = ordinal
-        self._recommended_links[slot] = links
-        stimulus_heads = self._stimulus_heads
-        self._stimulus_links[slot] = stimulus_heads.get(stimulus_id) or (
-            self._older_stimulus_heads.get(stimulus_id, _END)
-        )
-        stimulus_heads[stimulus_id] = ordinal
         self.total = ordinal
-        if slot == 0:
-            self._start_generation()
         if ordinal >= self.reader_wake_at and self.wake_reader is not None:
             self.reader_wake_at = sys.maxsize
             self.wake_reader()
         return entry
+
+    def _index_new_entries(self) -> None:
+        """Link the entries appended since the last read into the key and stimulus chains."""
+        total, maxlen = self.total, self.maxlen
+        first = max(self._indexed + 1, total - maxlen + 1)
+        # generations that began among entries which fell out before they were indexed
+        for _ in range(min((first - 1) // maxlen - self._indexed // maxlen, 2)):
+            self._start_generation()
+        entries, recommendations_ring = self._entries, self._recommendations
+        key_links, recommended_links = self._key_links, self._recommended_links
+        stimulus_links = self._stimulus_links
+        for ordinal in range(first, total + 1):
+            slot = ordinal % maxlen
+            entry = entries[slot]
+            key, stimulus_id = entry[1], entry[4]
+            key_heads, older_key_heads = self._key_heads, self._older_key_heads
+            key_links[slot] = key_heads.get(key) or older_key_heads.get(key, _END)
+            key_heads[key] = ordinal
+            links = _NO_LINKS
+            for recommended in recommendations_ring[slot]:
+                if recommended != key:
+                    if links is _NO_LINKS:
+                        links = {}
+                    links[recommended] = key_heads.get(recommended) or older_key_heads.get(
+                        recommended, _END
+                    )
+                    key_heads[recommended] = ordinal
+            recommended_links[slot] = links
+            stimulus_heads = self._stimulus_heads
+            stimulus_links[slot] = stimulus_heads.get(stimulus_id) or (
+                self._older_stimulus_heads.get(stimulus_id, _END)
+            )
+            stimulus_heads[stimulus_id] = ordinal
+            if slot == 0:
+                self._start_generation()
+        self._indexed = total
 
     def entries_after(
         self, ordinal: int
@@ -313,6 +337,7 @@ class TransitionLog:
 
     def story(self, *keys_or_stimulus_ids: str) -> list[TransitionRecord]:
         """Records whose key, recommendations or stimulus id name any argument; oldest first."""
+        self._index_new_entries()
         chains = [
             chain
             for name in keys_or_stimulus_ids
@@ -337,6 +362,7 @@ class TransitionLog:
         ``stimulus_id`` only their chains are read; otherwise the whole log is scanned.
         """
         key_set = None if keys is None else set(keys)
+        self._index_new_entries()
         if stimulus_id is not None:
             candidates = self._slots([self._stimulus_chain(stimulus_id)])
         elif key_set is not None:

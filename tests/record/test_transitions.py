@@ -48,11 +48,16 @@ def chain_heads(log: TransitionLog) -> list[int]:
     maxlen=st.integers(min_value=1, max_value=20),
     steps=st.lists(transitions, max_size=120),
     asked=st.lists(st.sampled_from(KEYS + STIMULI + ["absent"]), min_size=1, max_size=3),
+    read_after=st.sets(st.integers(min_value=0, max_value=120), max_size=10),
 )
-def test_story_and_query_match_a_scan_of_the_retained_records(maxlen, steps, asked):
+def test_story_and_query_match_a_scan_of_the_retained_records(maxlen, steps, asked, read_after):
+    """Reads in between index what is new since the last one (``read_after``): however many
+    entries and generations went by unindexed, stories stay exact."""
     log = TransitionLog(maxlen)
     for number, (key, recommendations, stimulus_id) in enumerate(steps):
         log.append(key, "released", "waiting", recommendations, stimulus_id, float(number))
+        if number in read_after:
+            assert log.story(*asked) == brute_force_story(log, *asked)
     retained = list(log)
     assert len(log) == len(retained) == min(maxlen, len(steps))
     assert [rec.timestamp for rec in retained] == [float(n) for n in range(len(steps))][-maxlen:]
@@ -75,6 +80,19 @@ def test_a_hot_key_keeps_its_story_and_its_index_stays_bounded():
     assert len(chain_heads(log)) <= 4  # a name in each index, in each generation
     assert log.story("same-stimulus") == story
     assert log.story("hot", "same-stimulus") == story
+
+
+def test_entries_that_fall_out_before_any_read_never_reach_the_index():
+    log = TransitionLog(10)
+    for number in range(15):
+        log.append(f"early-{number}", "a", "b", {}, f"s-early-{number}", float(number))
+    assert len(log.story("early-13")) == 1
+    for number in range(95):  # nine and a half ring lengths, none of them read
+        log.append(f"late-{number}", "a", "b", {}, f"s-late-{number}", float(number))
+    assert log.story("early-13") == []
+    assert [rec.key for rec in log.story("late-94", "late-85")] == ["late-85", "late-94"]
+    assert all(ordinal > log.total - 2 * log.maxlen for ordinal in chain_heads(log))
+    assert len(chain_heads(log)) <= 4 * log.maxlen
 
 
 def test_record_fields_and_seed_tuple_format():
