@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
@@ -25,6 +26,34 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def call_on_loop(
+    loop: asyncio.AbstractEventLoop | None, func: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """Run ``func`` on ``loop``'s thread and return its result: for state owned by that thread.
+
+    Runs it right here when already on that loop, or when the loop is not running.
+    """
+    if loop is None or _running_loop() is loop or not loop.is_running():
+        return func(*args, **kwargs)
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(func(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    loop.call_soon_threadsafe(run)
+    return future.result()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class LoopThread:

@@ -864,13 +864,6 @@ async def _done_coroutine() -> None:
     return None
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 def _restrictions(workers: Any) -> list[str] | None:
     if workers is None:
         return None

@@ -131,7 +131,11 @@ _END = 0  # the link of the first entry under a name (ordinals start at 1)
 
 
 class TransitionLog:
-    """The most recent ``maxlen`` transitions of one process, indexed by key and stimulus id."""
+    """The most recent ``maxlen`` transitions of one process, indexed by key and stimulus id.
+
+    One thread (the process's event loop) appends and reads; the only reader allowed on another
+    thread is ``entries_after``. Others go through the loop (``storied.loop.call_on_loop``).
+    """
 
     __slots__ = (
         "_entries",

@@ -7,7 +7,6 @@ messages it returns, and writes admin events and logs to the record.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
 import os
@@ -22,6 +21,7 @@ from storied import config
 from storied.comm import Comm, CommClosedError, Security
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
+from storied.loop import call_on_loop
 from storied.plugin import (
     SchedulerPlugin,
     call_plugin_hook,
@@ -595,19 +595,7 @@ class Scheduler:
 
     def _call_on_loop(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``func`` on the scheduler's loop thread (the state is owned by that thread)."""
-        loop = self.loop
-        if loop is None or _running_loop() is loop or not loop.is_running():
-            return func(*args, **kwargs)
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(func(*args, **kwargs))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return future.result()
+        return call_on_loop(self.loop, func, *args, **kwargs)
 
     def story(
         self, *keys_or_stimulus_ids: str
@@ -822,13 +810,6 @@ class Scheduler:
 
 def _startstop(startstops: list[Any] | None) -> tuple[float, float] | None:
     return (startstops[0], startstops[1]) if startstops else None
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:

@@ -25,7 +25,7 @@ from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
-from storied.loop import Outbox
+from storied.loop import Outbox, call_on_loop
 from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
     dumps_result,
@@ -637,15 +637,23 @@ class Worker:
         if not self.stream.closed:
             self.stream.extend(msgs)
 
+    def get_current_task(self) -> str | None:
+        """The key of the task running on the calling thread, as in Dask; None elsewhere."""
+        return getattr(_thread_state, "key", None)
+
     def story(self, *keys_or_stimulus_ids: str) -> list[tuple[Any, ...]]:
-        """This worker's transitions for these keys: (key, start, finish, recs, stimulus, time)."""
+        """This worker's transitions for these keys: (key, start, finish, recs, stimulus, time).
+
+        Safe from a task's thread too (``get_worker().story(...)``): it reads on the loop.
+        """
         return [
             (r.key, r.start, r.finish, r.recommendations, r.stimulus_id, r.timestamp)
-            for r in self.record.story_records(*keys_or_stimulus_ids)
+            for r in call_on_loop(self.loop, self.record.story_records, *keys_or_stimulus_ids)
         ]
 
     def story_records(self, keys: list[str]) -> list[dict[str, Any]]:
-        return [r.as_dict() for r in self.record.story_records(*keys)]
+        records = call_on_loop(self.loop, self.record.story_records, *keys)
+        return [r.as_dict() for r in records]
 
     def _log_entries(self, n: int | None = None) -> list[list[Any]]:
         return [
@@ -693,13 +701,6 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
         return set(inspect.signature(func).parameters)
     except (TypeError, ValueError):
         return set()
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 def _scattered_task(key: str) -> Any:

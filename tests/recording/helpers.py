@@ -131,6 +131,14 @@ def log_on_scheduler(messages: list[str], dask_scheduler: Any) -> None:
         logging.getLogger("storied.scheduler").info(message)
 
 
+def own_story_from_the_task(x: int) -> list[tuple[str, str]]:
+    """A task reading its worker's story of itself, on the task's own thread, while the
+    worker's loop goes on recording."""
+    worker = get_worker()
+    key = worker.get_current_task()
+    return [(start, finish) for _, start, finish, *_ in worker.story(key)]
+
+
 def worker_story(key: str, dask_worker: Any) -> list[tuple[Any, ...]]:
     return dask_worker.story(key)
 

@@ -7,7 +7,14 @@ import uuid
 
 import pytest
 
-from .helpers import break_worker_story, inc, mend_worker_story, unique, worker_story
+from .helpers import (
+    break_worker_story,
+    inc,
+    mend_worker_story,
+    own_story_from_the_task,
+    unique,
+    worker_story,
+)
 
 RECORD_FIELDS = {
     "seq",
@@ -194,3 +201,10 @@ def test_unknown_keys_have_empty_stories(cluster, client):
     assert client.run(worker_story, nobody) == {
         address: [] for address in cluster.scheduler.workers
     }
+
+
+def test_a_task_can_read_its_workers_story_from_its_own_thread(client):
+    story = client.submit(own_story_from_the_task, fresh()).result(timeout=10)
+    assert story == [("released", "ready"), ("ready", "executing")]
+    outside = client.run(lambda dask_worker: dask_worker.get_current_task())
+    assert set(outside.values()) == {None}  # not on a task's thread
