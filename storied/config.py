@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         "execution-log-length": 100_000,
         "worker-ttl": "30s",
+        "worker-reply-timeout": "5s",
         "allowed-failures": 3,
         "client-grace": "10s",
         "ledger": None,

@@ -97,6 +97,10 @@ class Scheduler:
         self.worker_ttl = config.parse_timedelta(
             worker_ttl if worker_ttl is not None else config.get("scheduler.worker-ttl")
         )
+        #: how long a question to every worker (a story, logs) waits for each one's answer
+        self.worker_reply_timeout = config.parse_timedelta(
+            config.get("scheduler.worker-reply-timeout")
+        )
         self.workers: dict[str, _WorkerLink] = {}
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
@@ -669,24 +673,18 @@ class Scheduler:
         if self.record.durable:
             # workers ship their transitions here (the story survives workers that died); ask
             # the live ones to ship what they have not yet, so the story is complete
-            await asyncio.gather(
-                *(link.stream.request("ship-records") for link in self.workers.values()),
-                return_exceptions=True,
-            )
+            await self._ask_workers(list(self.workers.values()), "ship-records")
             entries = [r.as_dict() for r in self.record.story_records(*keys)]
             entries.sort(key=lambda entry: entry["timestamp"])
             return entries
         entries = [r.as_dict() for r in self.record.story_records(*keys, where="scheduler")]
         links = list(self.workers.values())
-        replies = await asyncio.gather(
-            *(link.stream.request("story", keys=keys) for link in links),
-            return_exceptions=True,
-        )
+        replies = await self._ask_workers(links, "story", keys=keys)
         for link, reply in zip(links, replies, strict=True):
             if isinstance(reply, BaseException):
                 if on_error == "raise" and not isinstance(reply, CommClosedError):
                     raise RuntimeError(
-                        f"could not get the story from worker {link.address}: {reply}"
+                        f"could not get the story from worker {link.address}: {reply!r}"
                     ) from reply
                 logger.info("Could not get the story from %s: %s", link.address, reply)
                 continue
@@ -707,17 +705,27 @@ class Scheduler:
         entries.sort(key=lambda entry: entry[0])
         return entries
 
+    async def _ask_workers(self, links: list[_WorkerLink], method: str, **kwargs: Any) -> list[Any]:
+        """Ask every worker at once; each one's reply, or the exception in its place (a
+        ``TimeoutError`` if it did not answer within ``worker_reply_timeout``: a frozen worker
+        must not hold up the answer until its ttl runs out)."""
+        return await asyncio.gather(
+            *(
+                asyncio.wait_for(link.stream.request(method, **kwargs), self.worker_reply_timeout)
+                for link in links
+            ),
+            return_exceptions=True,
+        )
+
     async def _broadcast_request(
         self, method: str, workers: list[str] | None, **kwargs: Any
     ) -> dict[str, Any]:
         targets = [self.workers[w] for w in (workers or list(self.workers)) if w in self.workers]
-        replies = await asyncio.gather(
-            *(link.stream.request(method, **kwargs) for link in targets),
-            return_exceptions=True,
-        )
+        replies = await self._ask_workers(targets, method, **kwargs)
         results: dict[str, Any] = {}
-        for link, reply in zip(targets, replies, strict=False):
-            if isinstance(reply, CommClosedError):
+        for link, reply in zip(targets, replies, strict=True):
+            if isinstance(reply, CommClosedError | TimeoutError):
+                logger.info("No %s from %s: %r", method, link.address, reply)
                 continue
             if isinstance(reply, BaseException):
                 raise reply

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import storied.config
 from storied import Client, LocalCluster
 from storied.comm import connect
 from storied.record.ledger import Ledger
@@ -158,7 +159,8 @@ def test_cli_scheduler_rejects_a_bad_retention(tmp_path: Path) -> None:
 
 def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path, caplog) -> None:
     """A (fake) worker on real TCP ships junk, then a good shipment: the junk is logged and
-    dropped whole, the good one reaches the story, and the scheduler carries on serving."""
+    dropped whole, the good one reaches the story, and the scheduler carries on serving. The
+    fake never answers the scheduler's questions: a story waits for it only so long."""
     address = "tcp://127.0.0.1:1"  # never dialled: nothing is placed on this worker
 
     async def ship(scheduler_address: str, security: Any) -> Any:
@@ -177,9 +179,10 @@ def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path
         return comm, reply
 
     with (
+        storied.config.set({"scheduler.worker-reply-timeout": "0.5s"}),
         LocalCluster(n_workers=1, ledger=tmp_path / "ledger.db") as cluster,
         Client(cluster) as client,
-        caplog.at_level(logging.WARNING, logger="storied.scheduler"),
+        caplog.at_level(logging.INFO, logger="storied.scheduler"),
     ):
         on_loop = asyncio.run_coroutine_threadsafe
         shipped = on_loop(ship(cluster.scheduler_address, cluster.security), cluster.loop)
@@ -190,6 +193,7 @@ def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path
             assert time.monotonic() < deadline, "the good shipment never reached the story"
             time.sleep(0.05)
         (entry,) = client.story("shipped")
+        assert address in cluster.scheduler.workers  # the story did not wait for its ttl
         assert (entry["where"], entry["stimulus_id"], entry["timestamp"]) == (
             address,
             "from-the-fake",
