@@ -231,6 +231,25 @@ def test_schema_is_versioned_and_checked(path, tmp_path):
         Ledger(not_a_ledger).runs()
 
 
+def test_new_files_take_large_pages_and_older_files_keep_theirs(path, tmp_path):
+    ledger = Ledger(path)
+    ledger.start_run({})
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone() == (65536,)
+    older = tmp_path / "older.db"
+    with sqlite3.connect(older) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+    ledger = Ledger(older)
+    run_id = ledger.start_run({})
+    written = write_story(ledger, run_id, ledger.first_seq(run_id))
+    ledger.close()
+    with sqlite3.connect(older) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+    assert Ledger(older).story("graph") == [written[0], written[2]]
+
+
 def test_story_query_uses_the_name_index(path):
     ledger = Ledger(path)
     ledger.start_run({})
