@@ -319,10 +319,10 @@ class Ledger:
         self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]
     ) -> None:
         """Queue many transitions (in seq order) as one item: a worker's shipment."""
-        self._put(_TRANSITIONS, run_id, entries, recommendations)
+        self._put((_TRANSITIONS, run_id, entries, recommendations), records=len(entries))
 
     def put_event(self, run_id: int, topic: str, stored: StoredEvent) -> None:
-        self._put(_EVENT, run_id, topic, stored)
+        self._put((_EVENT, run_id, topic, stored))
 
     def put_execution(
         self,
@@ -334,16 +334,17 @@ class Ledger:
         stop: float,
         outcome: str,
     ) -> None:
-        self._put(_EXECUTION, run_id, key, worker, thread, start, stop, outcome)
+        self._put((_EXECUTION, run_id, key, worker, thread, start, stop, outcome))
 
     def put_log(self, run_id: int, entry: LogRecordEntry) -> None:
-        self._put(_LOG, run_id, entry)
+        self._put((_LOG, run_id, entry))
 
-    def _put(self, *item: Any) -> None:
-        """Enqueue without ever blocking; count the item as dropped when the queue is full."""
+    def _put(self, item: tuple[Any, ...], records: int = 1) -> None:
+        """Enqueue without ever blocking; count the item's ``records`` as dropped when the
+        queue is full."""
         pending = self._pending
         if len(pending) >= self._capacity:
-            self._count_dropped(1)
+            self._count_dropped(records)
             return
         pending.append(item)
         if len(pending) == self.batch_size:

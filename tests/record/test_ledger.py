@@ -144,6 +144,16 @@ def test_a_full_queue_drops_counts_and_warns_without_blocking(path, caplog):
     assert ledger.dropped == 4
 
 
+def test_a_dropped_shipment_counts_every_transition_in_it(path):
+    ledger = Ledger(path, queue_size=1, flush_interval=30)
+    run_id = ledger.start_run({})
+    put_event(ledger, run_id, EventRecord(1, "t", 1.0, 1, "w"))  # fills the queue
+    shipment = [(seq, "x", "released", "waiting", "s", 1.0, "tcp://w:1", None) for seq in (2, 3)]
+    ledger.put_transitions(run_id, shipment, [{}, {}])
+    assert ledger.dropped == 2
+    ledger.close()
+
+
 def test_transitions_the_ring_overwrote_before_the_writer_read_them_are_counted(path, caplog):
     ledger = Ledger(path)
     run_id = ledger.start_run({})
