@@ -203,6 +203,26 @@ def test_a_failing_system_is_not_retried_but_others_go_on(monkeypatch) -> None:
     assert calls == [("storied", 1), ("dask", 1), ("dask", 2), ("dask", 3)]
 
 
+def test_each_repeat_starts_with_the_next_system(monkeypatch) -> None:
+    calls = []
+
+    def fake_measure(system: str, workload: str, size: int, repeat: int, timeout: float) -> Any:
+        calls.append((system, repeat))
+        return make_run(system, 1.0)
+
+    monkeypatch.setattr(driver, "measure", fake_measure)
+    systems = ["storied", "storied-norecord", "dask"]
+    work = driver.plan([workloads.WORKLOADS["map"]], {"map": [100]}, systems)
+    driver.run_all(work, repeats=4, timeout=1)
+    assert [system for system, _ in calls] == [
+        *("storied", "storied-norecord", "dask"),
+        *("storied-norecord", "dask", "storied"),
+        *("dask", "storied", "storied-norecord"),
+        *("storied", "storied-norecord", "dask"),
+    ]
+    assert [repeat for _, repeat in calls] == [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3
+
+
 # --- workload logic without a cluster ------------------------------------------------------
 
 
