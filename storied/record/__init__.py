@@ -65,6 +65,7 @@ class _Sequenced(Protocol):
 
 
 _R = TypeVar("_R", bound=_Sequenced)
+_T = TypeVar("_T")
 
 
 def _merge(disk: Iterable[_R], memory: Iterable[_R]) -> list[_R]:
@@ -103,6 +104,10 @@ def _checked_columns(columns: Any) -> list[list[Any]]:
     return list(columns)
 
 
+def _call(read: Callable[[], _T]) -> _T:
+    return read()
+
+
 class NoRecord:
     """A recorder that keeps nothing: for measuring what recording transitions costs."""
 
@@ -128,9 +133,17 @@ class Record:
         execution_log_length: int = 100_000,
         ledger: Ledger | None = None,
         run_info: dict[str, Any] | None = None,
+        run_in_owner: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> None:
-        """``run_info`` is stored with the run in the ledger (e.g. the scheduler address)."""
+        """``run_info`` is stored with the run in the ledger (e.g. the scheduler address).
+
+        ``run_in_owner(read)`` runs ``read`` on the thread that records (an event loop's, say)
+        and returns its result: readers on other threads take what is in memory through it,
+        then flush and read the ledger on their own thread, so a slow disk holds up the reader
+        and never the recording thread. Without it, everything is read on the calling thread.
+        """
         self.where = where
+        self._run_in_owner = run_in_owner or _call
         self.run_id: int | None = None
         self._ledger = ledger
         first_seq = 1
@@ -297,13 +310,16 @@ class Record:
     ) -> list[TransitionRecord]:
         """Full records; ``where=None`` adds the workers' transitions kept in the ledger."""
         logs = self._logs_for(where)
-        memory = [rec for log in logs for rec in log.story(*keys_or_stimulus_ids)]
+
+        def in_memory() -> tuple[list[TransitionRecord], int | None]:
+            story = [rec for log in logs for rec in log.story(*keys_or_stimulus_ids)]
+            return story, self._disk_bound(where, logs)
+
+        memory, disk_bound = self._run_in_owner(in_memory)
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        disk = ledger.story(
-            *keys_or_stimulus_ids, where=where, max_seq=self._disk_bound(where, logs)
-        )
+        disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound)
         return _merge(disk, memory)
 
     def transitions(
@@ -330,10 +346,15 @@ class Record:
             "limit": limit,
         }
         logs = self._logs_for(where)
-        memory = [rec for log in logs for rec in log.query(**filters)]
+
+        def in_memory() -> tuple[list[TransitionRecord], int | None]:
+            found = [rec for log in logs for rec in log.query(**filters)]
+            return found, self._disk_bound(where, logs)
+
+        memory, disk_bound = self._run_in_owner(in_memory)
         ledger = self._readable_ledger()
         disk = (
-            ledger.transitions(**filters, where=where, max_seq=self._disk_bound(where, logs))
+            ledger.transitions(**filters, where=where, max_seq=disk_bound)
             if ledger is not None
             else []
         )
@@ -357,14 +378,16 @@ class Record:
         }
 
     def _event_records(self, topic: str) -> list[EventRecord]:
-        memory = self._events.get_detail(topic)
+        memory, oldest_seq = self._run_in_owner(
+            lambda: (self._events.get_detail(topic), self._events.oldest_seq(topic))
+        )
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        return _merge(ledger.events(topic, max_seq=self._events.oldest_seq(topic)), memory)
+        return _merge(ledger.events(topic, max_seq=oldest_seq), memory)
 
     def _all_event_records(self) -> dict[str, list[EventRecord]]:
-        memory = self._events.get_detail()
+        memory = self._run_in_owner(self._events.get_detail)
         ledger = self._readable_ledger()
         if ledger is None:
             return memory

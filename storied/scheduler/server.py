@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,6 +133,7 @@ class Scheduler:
             "scheduler",
             ledger=self._open_ledger(),
             run_info={"address": self.address, "id": self.id},
+            run_in_owner=partial(call_on_loop, self.loop),
             **self._record_options,
         )
         self._log_handler = self.record.log_handler()
@@ -544,9 +546,9 @@ class Scheduler:
             "close-client": lambda: self._clients_leaving.add(client),
             "update-data": update_data,
             "who-has": lambda keys: state.who_has(keys),
-            "story": lambda keys: [list(t) for t in self.story(*keys)],
+            "story": self._story,
             "cluster-story": self._cluster_story,
-            "transitions": lambda **kw: [r.as_dict() for r in self.transitions(**kw)],
+            "transitions": self._transitions,
             "get-events": self._get_events,
             "scheduler-info": self.identity,
             "run-on-scheduler": self._run_on_scheduler,
@@ -604,8 +606,12 @@ class Scheduler:
     def story(
         self, *keys_or_stimulus_ids: str
     ) -> list[tuple[str, str, str, dict[str, str], float]]:
-        """Every transition of these keys (or caused by these stimuli), oldest first."""
-        return self._call_on_loop(self.record.story, *keys_or_stimulus_ids)
+        """Every transition of these keys (or caused by these stimuli), oldest first.
+
+        Safe from any thread: the record reads its memory on the loop, and the ledger (if any)
+        on the calling thread.
+        """
+        return self.record.story(*keys_or_stimulus_ids)
 
     def transitions(self, **filters: Any) -> list[Any]:
         """Rich transition records: see ``Record.transitions`` for the filters.
@@ -614,7 +620,21 @@ class Scheduler:
         """
         if isinstance(filters.get("keys"), str):
             filters["keys"] = [filters["keys"]]
-        return self._call_on_loop(self.record.transitions, **filters)
+        return self.record.transitions(**filters)
+
+    async def _off_loop(self, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A record query for a client: with a ledger, it flushes and reads the disk, so it
+        runs in a thread and the loop goes on meanwhile (the record takes what is in memory
+        on the loop)."""
+        if self.record.durable:
+            return await asyncio.to_thread(read, *args, **kwargs)
+        return read(*args, **kwargs)
+
+    async def _story(self, keys: list[str]) -> list[list[Any]]:
+        return [list(t) for t in await self._off_loop(self.story, *keys)]
+
+    async def _transitions(self, **filters: Any) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in await self._off_loop(self.transitions, **filters)]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the ledger under ``topic`` (a str or a list of them)."""
@@ -622,7 +642,7 @@ class Scheduler:
         self._call_on_loop(self._log_event, topics, packed, unpack_msg(packed), "scheduler")
 
     def get_events(self, topic: str | None = None) -> Any:
-        return self._call_on_loop(self.record.events, topic)
+        return self.record.events(topic)
 
     def _log_remote_event(self, event: Any, source: str) -> None:
         """``[topic, packed msg]`` from a worker or a client, checked and packed by its caller;
@@ -656,13 +676,13 @@ class Scheduler:
             for plugin_key, plugin in self.plugins.items():
                 self._run_hook(plugin_key, plugin.log_event, topic, msg)
 
-    def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
+    async def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
         if detail:
-            found = self.record.events(topic, detail=True)
+            found = await self._off_loop(self.record.events, topic, detail=True)
             if isinstance(found, dict):
                 return {t: [_event_dict(r) for r in records] for t, records in found.items()}
             return [_event_dict(r) for r in found]
-        events = self.record.events(topic)
+        events = await self._off_loop(self.record.events, topic)
         if isinstance(events, dict):
             return {t: [list(e) for e in evs] for t, evs in events.items()}
         return [list(e) for e in events]
@@ -674,7 +694,8 @@ class Scheduler:
             # workers ship their transitions here (the story survives workers that died); ask
             # the live ones to ship what they have not yet, so the story is complete
             await self._ask_workers(list(self.workers.values()), "ship-records")
-            entries = [r.as_dict() for r in self.record.story_records(*keys)]
+            records = await self._off_loop(self.record.story_records, *keys)
+            entries = [r.as_dict() for r in records]
             entries.sort(key=lambda entry: entry["timestamp"])
             return entries
         entries = [r.as_dict() for r in self.record.story_records(*keys, where="scheduler")]

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import tblib
@@ -251,6 +252,7 @@ class Worker:
             self.address,
             transition_log_length=config.get("worker.transition-log-length"),
             log_length=config.get("worker.log-length"),
+            run_in_owner=partial(call_on_loop, self.loop),
         )
         self._log_handler = self.record.log_handler()
         self._outbox = Outbox(self.loop, self._send_outbox)
@@ -644,16 +646,15 @@ class Worker:
     def story(self, *keys_or_stimulus_ids: str) -> list[tuple[Any, ...]]:
         """This worker's transitions for these keys: (key, start, finish, recs, stimulus, time).
 
-        Safe from a task's thread too (``get_worker().story(...)``): it reads on the loop.
+        Safe from a task's thread too (``get_worker().story(...)``): the record reads on the loop.
         """
         return [
             (r.key, r.start, r.finish, r.recommendations, r.stimulus_id, r.timestamp)
-            for r in call_on_loop(self.loop, self.record.story_records, *keys_or_stimulus_ids)
+            for r in self.record.story_records(*keys_or_stimulus_ids)
         ]
 
     def story_records(self, keys: list[str]) -> list[dict[str, Any]]:
-        records = call_on_loop(self.loop, self.record.story_records, *keys)
-        return [r.as_dict() for r in records]
+        return [r.as_dict() for r in self.record.story_records(*keys)]
 
     def _log_entries(self, n: int | None = None) -> list[list[Any]]:
         return [

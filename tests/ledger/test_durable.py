@@ -8,9 +8,11 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,43 @@ def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path
         assert len(warnings) == 2 and "str to str" in warnings[0]
         assert client.submit(inc, 41).result() == 42
         on_loop(comm.close(), cluster.loop).result(20)
+
+
+def test_a_stuck_ledger_holds_up_queries_but_not_the_scheduler(tmp_path: Path) -> None:
+    """Another connection holds the file's write lock: the writer cannot commit, so queries
+    (which flush first) wait; tasks go on meanwhile, and the answers come once the lock goes."""
+    path = tmp_path / "ledger.db"
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, ledger=path) as cluster,
+        Client(cluster) as client,
+    ):
+        future = client.submit(inc, 1)
+        assert future.result() == 2
+        key = future.key
+        client.log_event("deploys", {"version": 7})
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(2) as asker:
+            try:
+                pending = asker.submit(client.story, key)
+                pending_events = asker.submit(client.get_events, "deploys")
+                # the queries reach the scheduler within milliseconds and then waits for the
+                # disk; tasks must keep finishing all the while
+                finished = 0
+                keep_going_until = time.monotonic() + 1.5
+                while time.monotonic() < keep_going_until:
+                    assert client.submit(inc, 100 + finished).result(timeout=5) == 101 + finished
+                    finished += 1
+                assert not pending.done() and not pending_events.done()
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            story = pending.result(timeout=15)
+            assert [msg for _, msg in pending_events.result(timeout=15)] == [{"version": 7}]
+    assert [
+        (entry["start"], entry["finish"]) for entry in story if entry["where"] == "scheduler"
+    ] == [
+        ("released", "waiting"),
+        ("waiting", "processing"),
+        ("processing", "memory"),
+    ]
