@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 N_WORKERS = 2
@@ -308,6 +309,7 @@ def cpu_seconds() -> float:
 
 def per_task(task_count: int, started: float, started_cpu: float) -> dict[str, float]:
     return {
+        "tasks": task_count,
         "tasks_per_s": task_count / (time.perf_counter() - started),
         "cpu_us_per_task": (cpu_seconds() - started_cpu) / task_count * 1e6,
     }
@@ -445,6 +447,8 @@ def percentile(values: Sequence[float], pct: float) -> float:
 TASKS_PER_S = (
     Metric("tasks_per_s", "tasks/s", higher_is_better=True),
     Metric("cpu_us_per_task", "CPU us/task, all processes", higher_is_better=False),
+    # storied-ledger only: the SQLite file once the cluster has closed, warm-up included
+    Metric("ledger_bytes_per_task", "B/task on disk", higher_is_better=False),
 )
 EVENTS_PER_S = Metric("events_per_s", "events/s", higher_is_better=True)
 KEPT = Metric("kept", "events", higher_is_better=True)
@@ -551,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(result), flush=True)
         return 1
+    if ledger_dir is not None and "tasks" in result["metrics"]:
+        on_disk = sum(path.stat().st_size for path in Path(ledger_dir.name).iterdir())
+        result["metrics"]["ledger_bytes_per_task"] = on_disk / result["metrics"]["tasks"]
     print(json.dumps(result), flush=True)
     return 0
 

@@ -89,12 +89,33 @@ def test_table_marks_errors_absent_workloads_and_ratios() -> None:
         driver.Run("dask", "story", 100, 1, 1.0, metrics={"story_us": 500.0}),
     ]
     header, rows = driver.build_table(runs, work, systems)
-    map_row, map_cpu_row, story_row = rows
+    map_row, story_row = rows  # no run reported CPU or ledger size: those rows are left out
     assert header[-2:] == ["storied/dask", "storied/pool"]
     assert map_row[4:] == ["200 (100-300)", "error", "50.0 (50.0-50.0)", "-", "4.00 (better)"]
-    assert map_cpu_row[4:] == ["n/a", "error", "n/a", "-", "-"]  # no run reported it
     assert story_row[3] == "lower"
     assert story_row[6:] == ["n/a", "0.01 (better)", "-"]  # 5/500
+
+
+def test_a_metric_one_system_reports_keeps_its_row() -> None:
+    systems = ["storied", "storied-ledger"]
+    work = driver.plan([workloads.WORKLOADS["map"]], {"map": [100]}, systems)
+    runs = [
+        make_run("storied", 300.0),
+        driver.Run(
+            "storied-ledger",
+            "map",
+            100,
+            1,
+            1.0,
+            metrics={"tasks_per_s": 250.0, "ledger_bytes_per_task": 1800.0},
+        ),
+    ]
+    _, rows = driver.build_table(runs, work, systems)
+    assert [row[2] for row in rows] == [
+        "tasks_per_s (tasks/s)",
+        "ledger_bytes_per_task (B/task on disk)",
+    ]
+    assert rows[1][4:6] == ["n/a", "1,800 (1,800-1,800)"]
 
 
 def test_renderers_keep_one_line_per_row() -> None:
