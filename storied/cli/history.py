@@ -216,9 +216,10 @@ def story(
     auth_token: str | None,
     as_json: bool,
 ) -> None:
-    """Show every recorded transition of KEYS (task keys or stimulus ids), across runs."""
+    """Show every recorded transition of KEYS (task keys or stimulus ids), across runs, in time
+    order (as ``client.story``: workers ship theirs later than they make them)."""
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        records = history.story(*keys)
+        records = sorted(history.story(*keys), key=lambda rec: (rec.timestamp, rec.seq))
     _print_records(
         records,
         as_json,

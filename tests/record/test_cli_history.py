@@ -24,6 +24,11 @@ def ledger_file(tmp_path_factory):
         timestamp=1_700_000_000.0,
     )
     record.transition("inc-1", "waiting", "memory", {}, "done-1", timestamp=1_700_000_001.0)
+    # shipped after the scheduler logged the above (a higher seq), though it happened between
+    record.worker_transitions(
+        "tcp://w:1",
+        [["inc-1"], ["executing"], ["memory"], [{}], ["done-1"], [1_700_000_000.7]],
+    )
     record.transition("other", "released", "waiting", {}, "graph-2", timestamp=1_700_000_002.0)
     record.event(["runtimes"], {"start": 1.0}, "tcp://w:1", timestamp=1_700_000_000.0)
     record.event(["workers"], {"action": "add"}, "scheduler", timestamp=1_700_000_005.0)
@@ -51,14 +56,16 @@ def json_lines(output: str) -> list[dict]:
 def test_story_table_and_json(ledger_file):
     table = invoke("story", "inc-1", "--ledger", ledger_file)
     assert table.exit_code == 0
-    header, first, second = table.output.splitlines()
-    assert "waiting -> memory" in second
+    header, first, on_worker, last = table.output.splitlines()  # in time order, as client.story
+    assert "tcp://w:1" in on_worker and "executing -> memory" in on_worker
+    assert "waiting -> memory" in last
     assert header.split() == ["TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"]
     assert "released -> waiting" in first and "inc-1: processing" in first
     assert first.index("graph-1") == header.index("STIMULUS")  # columns are aligned
     rows = json_lines(invoke("story", "inc-1", "--ledger", ledger_file, "--json").output)
     assert [(r["start"], r["finish"]) for r in rows] == [
         ("released", "waiting"),
+        ("executing", "memory"),
         ("waiting", "memory"),
     ]
 
