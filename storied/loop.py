@@ -28,25 +28,42 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+#: how often a caller waiting on ``call_on_loop`` checks that the loop still runs
+_STOPPED_LOOP_CHECK = 0.1
+
+
 def call_on_loop(
     loop: asyncio.AbstractEventLoop | None, func: Callable[..., T], *args: Any, **kwargs: Any
 ) -> T:
     """Run ``func`` on ``loop``'s thread and return its result: for state owned by that thread.
 
-    Runs it right here when already on that loop, or when the loop is not running.
+    Runs it right here when already on that loop, or when the loop is not running, including
+    when it stops before getting to ``func`` (a query racing a shutdown must not hang).
     """
     if loop is None or _running_loop() is loop or not loop.is_running():
         return func(*args, **kwargs)
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # the caller found the loop stopped and ran it itself
         try:
             future.set_result(func(*args, **kwargs))
         except BaseException as exc:
             future.set_exception(exc)
 
-    loop.call_soon_threadsafe(run)
-    return future.result()
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError:  # closed since the check above
+        return func(*args, **kwargs)
+    while True:
+        try:
+            return future.result(timeout=_STOPPED_LOOP_CHECK)
+        except TimeoutError:
+            if future.done():
+                raise  # func's own TimeoutError
+            if not loop.is_running() and future.cancel():
+                return func(*args, **kwargs)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
