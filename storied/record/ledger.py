@@ -310,10 +310,11 @@ class Ledger:
         as soon as the ring is half full of entries it has not read. Whatever the ring
         overwrites before the writer gets to it is lost, and counted as dropped.
         """
-        if self._writer is not None:
-            log.wake_reader = self._wake.set
-            log.reader_wake_at = max(log.maxlen // 2, 1)
-            self._followed.append(_Followed(log, run_id))
+        if run_id not in self._open_runs:
+            raise LedgerError(f"run {run_id} is not open on {self.path}: follow after start_run")
+        log.wake_reader = self._wake.set
+        log.reader_wake_at = max(log.maxlen // 2, 1)
+        self._followed.append(_Followed(log, run_id))
 
     def put_transitions(
         self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]

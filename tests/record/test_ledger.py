@@ -170,6 +170,16 @@ def test_transitions_the_ring_overwrote_before_the_writer_read_them_are_counted(
     assert "dropped 4 records" in warning.getMessage()
 
 
+def test_following_needs_an_open_run(path):
+    ledger = Ledger(path)
+    with pytest.raises(LedgerError, match="follow after start_run"):
+        ledger.follow(1, TransitionLog(10))
+    run_id = ledger.start_run({})
+    ledger.close()
+    with pytest.raises(LedgerError, match=f"run {run_id} is not open"):
+        ledger.follow(run_id, TransitionLog(10))
+
+
 def test_a_half_full_ring_wakes_the_writer_before_its_interval(path):
     ledger = Ledger(path, flush_interval=60)
     run_id = ledger.start_run({})
