@@ -8,6 +8,7 @@ side, which answers from memory and, when a ``Ledger`` is attached, from disk to
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import socket
 import time
@@ -65,7 +66,6 @@ class _Sequenced(Protocol):
 
 
 _R = TypeVar("_R", bound=_Sequenced)
-_T = TypeVar("_T")
 
 
 def _merge(disk: Iterable[_R], memory: Iterable[_R]) -> list[_R]:
@@ -104,10 +104,6 @@ def _checked_columns(columns: Any) -> list[list[Any]]:
     return list(columns)
 
 
-def _call(read: Callable[[], _T]) -> _T:
-    return read()
-
-
 class NoRecord:
     """A recorder that keeps nothing: for measuring what recording transitions costs."""
 
@@ -143,7 +139,7 @@ class Record:
         and never the recording thread. Without it, everything is read on the calling thread.
         """
         self.where = where
-        self._run_in_owner = run_in_owner or _call
+        self._run_in_owner = run_in_owner or operator.call
         self.run_id: int | None = None
         self._ledger = ledger
         first_seq = 1
