@@ -41,7 +41,7 @@ def build(path: Path, n: int) -> float:
         start, finish, recommends = LIFE[step]
         key = f"task-{task:09d}"
         recommendations = {f"task-{task + 1:09d}": "waiting"} if recommends else {}
-        log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp)
+        log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp=timestamp)
         if number % 50_000 == 49_999:  # this loop logs far faster than a scheduler would
             ledger.flush(timeout=600)
         if number % 1_000_000 == 999_999:

@@ -24,7 +24,7 @@ def main() -> None:
     for number in range(args.n):
         task, step = divmod(number, 4)
         recommendations = {f"task-{task + 1}": "waiting"} if step == 2 else {}
-        log.append(f"task-{task}", "a", "b", recommendations, f"stim-{task}-{step}", 0.0)
+        log.append(f"task-{task}", "a", "b", recommendations, f"stim-{task}-{step}", timestamp=0.0)
     append_us = (time.perf_counter() - started) / args.n * 1e6
     print(
         f"logged {args.n:,} transitions: {append_us:.2f} us per append (including key formatting)"

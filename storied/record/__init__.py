@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 
-_now = time.time  # bound once: Record.transition runs several times per task
+_now = time.time  # bound once: events are recorded many times per second
 
 
 class _Sequenced(Protocol):
@@ -157,6 +157,13 @@ class Record:
             put_log = partial(ledger.put_log, run_id)
         self._seq = itertools.count(first_seq)
         self._log = TransitionLog(transition_log_length, where, seq=self._seq)
+        #: Record one transition this process made: ``transition(key, start, finish,
+        #: recommendations, stimulus_id, worker=None, timestamp=None)``. It is the log's own
+        #: ``append``, with no wrapper: it runs several times per task. The record keeps
+        #: ``recommendations`` as it is, so hand over a dict you will not change afterwards
+        #: (readers get copies). With a ledger, the ledger's writer thread reads the entry from
+        #: the log later (see ``Ledger.follow``).
+        self.transition = self._log.append
         if ledger is not None:
             ledger.follow(run_id, self._log)
         self._events = EventLedger(events_per_topic, seq=self._seq)
@@ -165,32 +172,6 @@ class Record:
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
 
     # ------------------------------------------------------------------ write side
-
-    def transition(
-        self,
-        key: str,
-        start: str,
-        finish: str,
-        recommendations: dict[str, str],
-        stimulus_id: str,
-        worker: str | None = None,
-        timestamp: float | None = None,
-    ) -> None:
-        """Record one transition this process made.
-
-        The record keeps ``recommendations`` as it is: hand over a dict you will not change
-        afterwards (readers get copies). With a ledger, the ledger's writer thread reads the
-        entry from the log later (see ``Ledger.follow``): this runs several times per task.
-        """
-        self._log.append(
-            key,
-            start,
-            finish,
-            recommendations,
-            stimulus_id,
-            _now() if timestamp is None else timestamp,
-            worker,
-        )
 
     def worker_transitions(self, where: str, columns: Sequence[list[Any]]) -> int:
         """Keep transitions that worker ``where`` shipped, as ``SHIPPED_COLUMNS``; return how many.

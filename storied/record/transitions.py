@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -124,6 +125,7 @@ def _fast_constructor() -> Callable[..., TransitionRecord]:
 
 new_record = _fast_constructor()
 
+_now = time.time  # bound once: appending runs several times per task
 _NO_ENTRY: TransitionEntry = (0, "", "", "", "", 0.0, "", None)  # fills the ring until it wraps
 _NO_RECOMMENDATIONS: dict[str, str] = {}
 _NO_LINKS: dict[str, int] = {}
@@ -207,10 +209,10 @@ class TransitionLog:
         finish: str,
         recommendations: dict[str, str],
         stimulus_id: str,
-        timestamp: float,
         worker: str | None = None,
+        timestamp: float | None = None,
     ) -> TransitionEntry:
-        """Log a transition, overwriting the oldest one when full.
+        """Log a transition (made now, unless ``timestamp`` says when), overwriting the oldest.
 
         The log keeps ``recommendations`` itself, without a copy: the caller hands over a dict
         it will never change again (readers get copies, see ``TransitionRecord.from_entry``).
@@ -219,6 +221,8 @@ class TransitionLog:
         transitions than it tells stories, so appending only fills the slot.
         """
         ordinal = self.total + 1
+        if timestamp is None:
+            timestamp = _now()
         entry = (next(self._seq), key, start, finish, stimulus_id, timestamp, self.where, worker)
         slot = ordinal % self.maxlen
         self._entries[slot] = entry

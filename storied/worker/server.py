@@ -35,7 +35,7 @@ from storied.protocol.serialize import (
     pickle_loads,
     typename,
 )
-from storied.record import LogRecordEntry, Record, pack_event
+from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.worker.state import (
     Execute,
     ForgetData,
@@ -84,6 +84,10 @@ class _ShippingRecorder:
     riding in a frame the worker sends anyway: the scheduler's cost of taking a shipment is
     per message, and a message per task would double the messages it reads. ``ship_now``
     sends what waits with the next frame (the scheduler asks before it tells a story).
+
+    ``transition`` runs several times per task, so it is whichever of three paths applies,
+    chosen when ``keep`` or the shipping changes, rather than one path asking every time: the
+    record's own append (not shipping), ``_keep_and_ship``, or a call that keeps nothing.
     """
 
     SHIP_INTERVAL = 0.05
@@ -91,16 +95,37 @@ class _ShippingRecorder:
 
     def __init__(self, record: Record) -> None:
         self.record = record
-        self.keep = bool(config.get("worker.record-transitions"))
+        self._keep = bool(config.get("worker.record-transitions"))
         self._batched: BatchedSend | None = None
         self._rows: list[tuple[str, str, str, Mapping[str, str], str, float]] = []
         self._ship_at = 0.0
+        self.transition: Callable[..., None]
+        self._choose_path()
+
+    @property
+    def keep(self) -> bool:
+        """Whether transitions are recorded at all (``worker.record-transitions``)."""
+        return self._keep
+
+    @keep.setter
+    def keep(self, keep: bool) -> None:
+        self._keep = keep
+        self._choose_path()
 
     def ship_with(self, batched: BatchedSend | None) -> None:
         """Ship with the batches ``batched`` writes from now on; None: keep, but do not ship."""
         self._batched = batched
         if batched is not None:
             batched.on_flush = self._shipment
+        self._choose_path()
+
+    def _choose_path(self) -> None:
+        if not self._keep:
+            self.transition = NoRecord().transition
+        elif self._batched is None:
+            self.transition = self.record.transition
+        else:
+            self.transition = self._keep_and_ship
 
     def ship_now(self) -> None:
         """Ship what waits with the next frame, which leaves at the end of this burst of work."""
@@ -108,7 +133,7 @@ class _ShippingRecorder:
             self._ship_at = 0.0
             self._batched.flush_soon()
 
-    def transition(
+    def _keep_and_ship(
         self,
         key: str,
         start: str,
@@ -117,20 +142,17 @@ class _ShippingRecorder:
         stimulus_id: str,
         worker: str | None = None,
     ) -> None:
-        if not self.keep:
-            return
         timestamp = time.time()
         self.record.transition(
             key, start, finish, recommendations, stimulus_id, timestamp=timestamp
         )
-        if self._batched is not None:
-            rows = self._rows
-            rows.append((key, start, finish, recommendations, stimulus_id, timestamp))
-            if len(rows) == 1:
-                self._ship_at = time.monotonic() + self.SHIP_INTERVAL
-                asyncio.get_running_loop().call_later(self.SHIP_INTERVAL, self._flush_due)
-            elif len(rows) >= self.SHIP_ROWS:
-                self.ship_now()
+        rows = self._rows
+        rows.append((key, start, finish, recommendations, stimulus_id, timestamp))
+        if len(rows) == 1:
+            self._ship_at = time.monotonic() + self.SHIP_INTERVAL
+            asyncio.get_running_loop().call_later(self.SHIP_INTERVAL, self._flush_due)
+        elif len(rows) >= self.SHIP_ROWS:
+            self.ship_now()
 
     def _flush_due(self) -> None:
         if self._batched is not None and self._rows and time.monotonic() >= self._ship_at:

@@ -77,6 +77,9 @@ class ForgetData:
 
 Instruction = Execute | GatherDep | SendMessage | ForgetData
 TransitionHook = Callable[[str, str, str, str], None]
+#: A worker's transitions recommend nothing; the record keeps what it is handed, so they all
+#: share one empty dict that nobody changes rather than keeping a new one each.
+NO_RECOMMENDATIONS: dict[str, str] = {}
 
 
 class WorkerState:
@@ -358,6 +361,6 @@ class WorkerState:
     def _transition(self, ts: WorkerTask, finish: str, stimulus_id: str) -> None:
         start = ts.state
         ts.state = finish
-        self.record.transition(ts.key, start, finish, {}, stimulus_id)
+        self.record.transition(ts.key, start, finish, NO_RECOMMENDATIONS, stimulus_id)
         if self.on_transition is not None:
             self.on_transition(ts.key, start, finish, stimulus_id)

@@ -38,7 +38,7 @@ def append_story(log: TransitionLog, timestamp: float = 100.0) -> list[Transitio
     """Four transitions, one a second from ``timestamp``; their records."""
     return [
         TransitionRecord.from_entry(
-            log.append(key, start, finish, dict(recs), stimulus, timestamp + offset), recs
+            log.append(key, start, finish, dict(recs), stimulus, timestamp=timestamp + offset), recs
         )
         for offset, (key, start, finish, recs, stimulus) in enumerate(STORY)
     ]

@@ -4,14 +4,18 @@ transition queries, worker stories and the merged cluster-wide story."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
+
+from storied import Client, config
 
 from .helpers import (
     break_worker_story,
     inc,
     mend_worker_story,
     own_story_from_the_task,
+    small_cluster,
     unique,
     worker_story,
 )
@@ -208,3 +212,36 @@ def test_a_task_can_read_its_workers_story_from_its_own_thread(client):
     assert story == [("released", "ready"), ("ready", "executing")]
     outside = client.run(lambda dask_worker: dask_worker.get_current_task())
     assert set(outside.values()) == {None}  # not on a task's thread
+
+
+def keep_transitions(keep: bool, dask_worker: Any = None) -> None:
+    dask_worker._recorder.keep = keep
+
+
+def test_recording_switched_off_keeps_no_transitions_until_switched_on():
+    """``record-transitions: false`` is how the benchmarks price the record; the worker's
+    recorder picks its path when switched, not per transition."""
+    switched_off = {"scheduler.record-transitions": False, "worker.record-transitions": False}
+    with config.set(switched_off), small_cluster() as cluster, Client(cluster) as client:
+        argument = fresh()
+        quiet = client.submit(inc, argument)
+        assert quiet.result(timeout=10) == argument + 1
+        assert cluster.scheduler.story(quiet.key) == []
+        assert client.story(quiet.key) == []
+
+        client.run(keep_transitions, True)
+        kept = client.submit(inc, fresh())
+        kept.result(timeout=10)
+        [worker_story_of_kept] = client.run(worker_story, kept.key).values()
+        assert [(start, finish) for _, start, finish, *_ in worker_story_of_kept][:2] == [
+            ("released", "ready"),
+            ("ready", "executing"),
+        ]
+        assert cluster.scheduler.story(kept.key) == [], "only the workers were switched on"
+
+        client.run(keep_transitions, False)
+        again = client.submit(inc, fresh())
+        again.result(timeout=10)
+        assert client.run(worker_story, again.key) == {
+            address: [] for address in cluster.scheduler.workers
+        }
