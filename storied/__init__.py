@@ -3,13 +3,18 @@
 Speaks the dask.distributed futures API: change one import.
 """
 
-from storied.client.client import Client, as_completed, wait
+from storied.client.as_completed import as_completed
+from storied.client.client import Client, wait
+from storied.client.current import default_client
 from storied.client.future import Future
+from storied.client.futures_of import fire_and_forget, futures_of
+from storied.client.worker_client import get_client, worker_client
 from storied.comm import Security
 from storied.deploy.local import LocalCluster
 from storied.exceptions import CancelledError, KilledWorker
 from storied.plugin import SchedulerPlugin, WorkerPlugin
 from storied.scheduler.server import Scheduler
+from storied.worker.secede import rejoin, secede
 from storied.worker.server import Worker, get_worker
 
 __all__ = [
@@ -24,6 +29,13 @@ __all__ = [
     "Worker",
     "WorkerPlugin",
     "as_completed",
+    "default_client",
+    "fire_and_forget",
+    "futures_of",
+    "get_client",
     "get_worker",
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ]

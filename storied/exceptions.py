@@ -29,3 +29,18 @@ class CancelledError(Exception):
 
 class FutureLostError(Exception):
     """The data behind a future was lost and cannot be recomputed (it was scattered)."""
+
+
+class BaseExceptionCarrier(Exception):
+    """Carries a ``SystemExit`` or ``KeyboardInterrupt`` that is a task's or a remote call's
+    error through an event loop: raised as itself inside a loop's task, it would stop the loop.
+    The thread waiting for the outcome raises the original (``storied.loop.LoopThread.run``)."""
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(exception)
+        self.exception = exception
+
+    @classmethod
+    def wrap(cls, exc: BaseException) -> BaseException:
+        """``exc`` itself, or carried if it would stop a loop."""
+        return cls(exc) if isinstance(exc, (SystemExit, KeyboardInterrupt)) else exc

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from storied.comm.batched import flush_pending
+from storied.exceptions import BaseExceptionCarrier
 
 T = TypeVar("T")
 
@@ -115,12 +116,21 @@ class LoopThread:
                 "a blocking storied call was made from inside the event loop thread "
                 "(e.g. in an event handler); use an asynchronous client there"
             )
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        future = asyncio.run_coroutine_threadsafe(_carrying_base_exceptions(coro), self.loop)
         try:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
             raise
+        except BaseExceptionCarrier as carrier:
+            raise carrier.exception from None
+
+
+async def _carrying_base_exceptions(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise BaseExceptionCarrier(exc) from None
 
 
 class Outbox:

@@ -19,7 +19,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
+from storied.client.as_completed import as_completed as as_completed
+from storied.client.current import (
+    current_client,
+    push_default,
+    remove_default,
+    reset_current,
+    set_current,
+)
+from storied.client.executor import ClientExecutor
 from storied.client.future import Future, FutureState, wait_states
+from storied.client.futures_of import futures_of
+from storied.client.recreate import recreate_error_locally
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
 from storied.loop import LoopThread, Outbox
@@ -35,8 +46,6 @@ from storied.record import pack_event
 from storied.record.trace import chrome_trace
 
 logger = logging.getLogger("storied.client")
-
-_default_client: Client | None = None
 
 
 def _task_ref(obj: Any) -> str | None:
@@ -130,8 +139,7 @@ class Client:
                 self._loop_thread = None
                 raise
         if set_as_default:
-            global _default_client
-            _default_client = self
+            push_default(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -245,9 +253,7 @@ class Client:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
-        global _default_client
-        if _default_client is self:
-            _default_client = None
+        remove_default(self)
         self._flush_outbox()
         if self._stream is not None:
             self._stream.send({"op": "close-client"})
@@ -610,22 +616,23 @@ class Client:
                 self._send({"op": "client-desires-keys", "keys": [key]})
         await asyncio.sleep(0.01)
 
-    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False) -> Any:
-        """Send local data to workers; returns futures in the same shape as ``data``."""
-        return self._sync(self._scatter, data, workers, broadcast)
+    def scatter(
+        self, data: Any, workers: Any = None, broadcast: bool = False, hash: bool = True
+    ) -> Any:
+        """Send local data to workers; returns futures in the same shape as ``data``.
 
-    async def _scatter(self, data: Any, workers: Any, broadcast: bool) -> Any:
+        Keys are the data's hash, so equal data is one key; ``hash=False``: random keys.
+        """
+        return self._sync(self._scatter, data, workers, broadcast, hash)
+
+    async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash: bool = True) -> Any:
         assert self._stream is not None and self._pool is not None
         if isinstance(data, dict):
             items = list(data.items())
         elif isinstance(data, (list, tuple, set, frozenset)):
-            items = []
-            for value in data:
-                payload = pickle_dumps(value)
-                items.append((f"{typename(value).split('.')[-1]}-{token(payload)}", value))
+            items = [(_scatter_key(value, hash), value) for value in data]
         else:
-            payload = pickle_dumps(data)
-            items = [(f"{typename(data).split('.')[-1]}-{token(payload)}", data)]
+            items = [(_scatter_key(data, hash), data)]
         info = await self._stream.request("scheduler-info")
         addresses = list(info["workers"])
         if workers is not None:
@@ -675,6 +682,69 @@ class Client:
                 self._loop.call_soon_threadsafe(_cancel_state, state)
         self._send({"op": "cancel", "keys": keys})
         return None if not self.asynchronous else _done_coroutine()
+
+    def retry(self, futures: Any) -> Any:
+        """Run these failed futures again, with the failed tasks they depend on."""
+        return self._sync(self._retry, futures_of(futures))
+
+    async def _retry(self, futures: list[Future]) -> None:
+        for future in futures:
+            if future._state.status == "error":
+                future._state.reset()  # before asking: the new outcome may come first
+        await self._request("retry", keys=list(dict.fromkeys(f.key for f in futures)))
+
+    def recreate_error_locally(self, future: Any) -> Any:
+        """Run the task that caused ``future``'s error here, with its inputs fetched, so the
+        exception is raised in this process (for a debugger)."""
+        return recreate_error_locally(self, future)
+
+    def get_executor(self, **kwargs: Any) -> Any:
+        """A ``concurrent.futures.Executor`` running calls on the cluster through this client;
+        ``kwargs`` (``pure``, ``workers``, ``retries``) go to every ``submit``."""
+        return ClientExecutor(self, **kwargs)
+
+    def sync(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        asynchronous: bool | None = None,
+        callback_timeout: float | str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run coroutine function ``func(*args, **kwargs)`` on this client's event loop and
+        return its result; with an asynchronous client, the awaitable."""
+        timeout = config.parse_timedelta(callback_timeout)
+        if asynchronous or (asynchronous is None and self.asynchronous):
+            awaitable = func(*args, **kwargs)
+            return awaitable if timeout is None else asyncio.wait_for(awaitable, timeout)
+        if self._loop_thread is None:
+            raise RuntimeError(f"the client is {self.status}; create a new Client")
+        return self._loop_thread.run(_awaited(func, args, kwargs), timeout=timeout)
+
+    @classmethod
+    def current(cls, allow_global: bool = True) -> Client:
+        """The client of ``as_current()`` here; else, with ``allow_global``, the default one.
+        ``ValueError`` if there is none."""
+        return current_client(allow_global)
+
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator[None]:
+        """Make this the current client (``Client.current()``, ``default_client()``, futures
+        unpickled here) for this thread or asyncio task, until the block ends."""
+        token = set_current(self)
+        try:
+            yield
+        finally:
+            reset_current(token)
+
+    def _adopt(self, key: str) -> FutureState:
+        """A Future of ``key`` arrived from elsewhere (unpickled): its state in this client,
+        and the scheduler told that this client wants the key too."""
+        known = key in self._states
+        state = self._acquire([key])[0]
+        if not known:
+            self._send({"op": "client-desires-keys", "keys": [key]})
+        return state
 
     # ------------------------------------------------------------------ cluster
 
@@ -864,6 +934,17 @@ async def _done_coroutine() -> None:
     return None
 
 
+async def _awaited(func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
+    result = func(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+def _scatter_key(value: Any, hashed: bool) -> str:
+    """``type-digest``: of the pickled value, or random (``hashed=False``)."""
+    digest = token(pickle_dumps(value)) if hashed else uuid.uuid4().hex
+    return f"{typename(value).split('.')[-1]}-{digest}"
+
+
 def _restrictions(workers: Any) -> list[str] | None:
     if workers is None:
         return None
@@ -943,73 +1024,3 @@ async def _wait_async(
             await wait_states(states, timeout, at_least=1)
     done = {f for f in found if f.done()}
     return DoneAndNotDoneFutures(done, set(found) - done)
-
-
-class as_completed:
-    """Iterate over futures in the order they finish (``with_results`` yields pairs)."""
-
-    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
-        self.with_results = with_results
-        self._queue: collections.deque[Future] = collections.deque()
-        self._pending = 0
-        self._condition = threading.Condition()
-        self._async_event: asyncio.Event | None = None
-        self._client: Client | None = None
-        for future in futures:
-            self.add(future)
-
-    def add(self, future: Future) -> None:
-        if not isinstance(future, Future):
-            raise TypeError(f"as_completed() takes futures, not {type(future).__name__}")
-        self._client = future.client
-        with self._condition:
-            self._pending += 1
-        future.client._loop.call_soon_threadsafe(
-            future._state.on_done, functools.partial(self._finished, future)
-        )
-
-    def _finished(self, future: Future) -> None:
-        with self._condition:
-            self._queue.append(future)
-            self._condition.notify_all()
-        if self._async_event is not None:
-            self._async_event.set()
-
-    def count(self) -> int:
-        with self._condition:
-            return self._pending
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        with self._condition:
-            if self._pending == 0:
-                raise StopIteration
-            while not self._queue:
-                self._condition.wait()
-            future = self._queue.popleft()
-            self._pending -= 1
-        if self.with_results:
-            return future, future.result()
-        return future
-
-    def __aiter__(self) -> as_completed:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._async_event is None:
-            self._async_event = asyncio.Event()
-        while True:
-            with self._condition:
-                if self._pending == 0:
-                    raise StopAsyncIteration
-                if self._queue:
-                    future = self._queue.popleft()
-                    self._pending -= 1
-                    break
-                self._async_event.clear()
-            await self._async_event.wait()
-        if self.with_results:
-            return future, await future._result()
-        return future

@@ -22,13 +22,17 @@ if TYPE_CHECKING:
 class FutureState:
     """What the client knows of one key; shared by every Future of that key."""
 
-    __slots__ = ("_callbacks", "_event", "data", "exception", "status", "type", "workers")
+    __slots__ = (
+        "_callbacks", "_event", "blame", "data", "exception", "status", "type", "workers",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.status = "pending"
         self.type: str | None = None
         self.workers: list[str] = []
         self.exception: BaseException | None = None
+        #: the key of the task whose failure made this one fail (itself if it failed on its own)
+        self.blame: str | None = None
         #: a small result's pickled bytes, sent along by the scheduler: no fetch needed
         self.data: bytes | None = None
         self._event: asyncio.Event | None = None
@@ -51,6 +55,7 @@ class FutureState:
 
     def fail(self, error: dict[str, Any]) -> None:
         self.status, self.exception = "error", _rebuild_exception(error)
+        self.blame = error.get("blame")
         self._wake()
 
     def cancel(self) -> None:
@@ -140,15 +145,38 @@ def _rebuild_exception(error: dict[str, Any]) -> BaseException:
 
 
 class Future:
-    """A remote result. ``result()`` waits for it; dropping the last Future releases it."""
+    """A remote result. ``result()`` waits for it; dropping the last Future releases it.
 
-    __slots__ = ("__weakref__", "_client", "_state", "key")
+    A Future pickled inside a function or a structure (not as a task argument, which travels as
+    a reference) is rebuilt unbound on the other side and binds, on first use, to the client
+    there: ``get_client()`` in a task, else the current or default client.
+    """
 
-    def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
-        """``state``: already acquired for this Future (``Client._acquire``), else acquired here."""
+    __slots__ = ("__weakref__", "_client", "_released", "_state", "key")
+
+    def __init__(
+        self, key: str, client: Client | None = None, state: FutureState | None = None
+    ) -> None:
+        """``state``: already acquired for this Future (``Client._acquire``), else acquired here.
+
+        Without ``client``, it binds to the client in charge where it is first used.
+        """
         self.key = key
+        self._released = False
+        if client is not None:
+            self._client = client
+            self._state = state if state is not None else client._acquire([key])[0]
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for ``_client`` and ``_state`` of a Future not bound yet: bind it."""
+        if name not in ("_client", "_state"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        from storied.client.worker_client import get_client
+
+        client = get_client()
         self._client = client
-        self._state = state if state is not None else client._acquire([key])[0]
+        self._state = client._adopt(self.key)
+        return getattr(self, name)
 
     @property
     def client(self) -> Client:
@@ -196,6 +224,22 @@ class Future:
     def cancelled(self) -> bool:
         return self._state.status == "cancelled"
 
+    def retry(self) -> Any:
+        """Run this failed future (and the failed tasks it depends on) again."""
+        return self._client.retry([self])
+
+    def release(self) -> None:
+        """Drop this Future's hold on its key now rather than when it is garbage collected;
+        the cluster forgets the result once no Future holds it. Calling it again does nothing."""
+        if self._released:
+            return
+        self._released = True
+        try:
+            client = object.__getattribute__(self, "_client")
+        except AttributeError:
+            return  # never bound: it holds nothing
+        client._dec_ref(self.key)
+
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` in a separate thread once this future is done, however it ends."""
         client = self._client
@@ -209,21 +253,23 @@ class Future:
         return self._result().__await__()
 
     def __repr__(self) -> str:
-        if self._state.status == "finished" and self._state.type:
-            return f"<Future: finished, type: {self._state.type}, key: {self.key}>"
-        return f"<Future: {self._state.status}, key: {self.key}>"
+        try:
+            state = object.__getattribute__(self, "_state")
+        except AttributeError:
+            return f"<Future: unbound, key: {self.key}>"
+        if state.status == "finished" and state.type:
+            return f"<Future: finished, type: {state.type}, key: {self.key}>"
+        return f"<Future: {state.status}, key: {self.key}>"
 
     def __del__(self) -> None:
         try:  # noqa: SIM105 - no suppress(): this runs once per future, on a hot path
-            self._client._dec_ref(self.key)
+            self.release()
         except Exception:  # the client may be half torn down at interpreter exit
             pass
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "a Future cannot be pickled on its own; pass it as an argument to submit/map "
-            "so the task receives its value"
-        )
+        """Pickled in a closure or a structure: rebuilt unbound, by key (see the class doc)."""
+        return (Future, (self.key,))
 
 
 def await_state_on(loop: asyncio.AbstractEventLoop, state: FutureState) -> threading.Event:

@@ -17,9 +17,15 @@ from typing import Any
 
 from storied.comm.batched import BatchedSend, flush_pending
 from storied.comm.core import Comm, CommClosedError
+from storied.exceptions import BaseExceptionCarrier
 from storied.protocol.serialize import pickle_dumps, pickle_loads
 
 logger = logging.getLogger("storied.comm")
+
+
+#: errors of a request's handler that go back to the asker; ``SystemExit`` and
+#: ``KeyboardInterrupt`` too: raised by user code (``client.run``), they must not stop our loop
+_REPLIED_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
 
 class RemoteError(Exception):
@@ -113,7 +119,7 @@ class Stream:
         if future is None or future.done():
             return
         if msg.get("status") == "error":
-            future.set_exception(_rebuild_error(msg))
+            future.set_exception(BaseExceptionCarrier.wrap(_rebuild_error(msg)))
         else:
             future.set_result(msg.get("result"))
 
@@ -126,7 +132,7 @@ class Stream:
             raise _BadMessage(f"unknown request {method!r}")
         try:
             result = handler(**kwargs)
-        except Exception as exc:
+        except _REPLIED_ERRORS as exc:
             self.send(_error_reply(request_id, exc))
             return
         if inspect.isawaitable(result):
@@ -141,7 +147,7 @@ class Stream:
             result = await awaitable
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except _REPLIED_ERRORS as exc:
             self.send(_error_reply(request_id, exc))
         else:
             self.send({"op": "reply", "id": request_id, "result": result})

@@ -523,6 +523,20 @@ class Scheduler:
         def log_event(topic: list[str], packed: bytes) -> None:
             self._log_remote_event([topic, packed], client)
 
+        def fire_and_forget(keys: list[str]) -> None:
+            self._apply(state.fire_and_forget(keys, _stimulus("fire-and-forget")))
+            logger.info("Client %s fires and forgets %d keys", client, len(keys))
+            self.log_event(
+                "fire-and-forget", {"action": "fire-and-forget", "client": client, "keys": keys}
+            )
+
+        def retry(keys: list[str]) -> list[str]:
+            effects, retried = state.retry(client, keys, _stimulus("client-retry"))
+            self._apply(effects)
+            logger.info("Client %s retries %d keys", client, len(retried))
+            self.log_event(client, {"action": "retry", "count": len(retried), "keys": retried})
+            return retried
+
         def subscribe(topic: str) -> None:
             self.subscriptions[topic].add(client)
 
@@ -540,6 +554,9 @@ class Scheduler:
             "client-desires-keys": desires,
             "cancel": cancel,
             "log-event": log_event,
+            "fire-and-forget": fire_and_forget,
+            "retry": retry,
+            "task-spec": lambda key: state.task_spec(key),
             "subscribe-topic": subscribe,
             "unsubscribe-topic": unsubscribe,
             "heartbeat": lambda: None,

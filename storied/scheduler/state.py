@@ -17,6 +17,8 @@ from storied.exceptions import FutureLostError, KilledWorker
 from storied.protocol.serialize import pickle_dumps
 
 Recommendations = dict[str, str]
+#: the stand-in client that wants fire-and-forget tasks until they are done
+FIRE_AND_FORGET = "fire-and-forget"
 
 #: States a task can be in on the scheduler.
 STATES = ("released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten")
@@ -391,9 +393,16 @@ class SchedulerState:
         return self.client_releases_keys(client, wanted, stimulus_id)
 
     def client_desires_keys(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """``client`` holds futures of ``keys`` (again): report them, computing any that were
+        released meanwhile (an input kept only for its dependents)."""
         effects = Effects()
+        recommendations = []
         for key in keys:
             self._desire(client, key, effects)
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "released" and ts.function_id is not None:
+                recommendations.append((key, "waiting"))
+        self._transitions(recommendations, stimulus_id, effects)
         return effects
 
     def client_releases_keys(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
@@ -415,6 +424,58 @@ class SchedulerState:
         effects = self.client_releases_keys(client, keys, stimulus_id)
         effects.clients[client].append({"op": "cancelled-keys", "keys": keys})
         return effects
+
+    def fire_and_forget(self, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """Compute ``keys`` even when no client wants them any more; once each is done (in
+        memory or erred), it is let go like a released future."""
+        effects = Effects()
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state not in ("memory", "erred"):
+                ts.who_wants.add(FIRE_AND_FORGET)
+        return effects
+
+    def retry(
+        self, client: str, keys: Iterable[str], stimulus_id: str
+    ) -> tuple[Effects, list[str]]:
+        """Run the erred ``keys`` again, with the erred tasks they depend on.
+
+        Returns the keys retried; each of the other ``keys`` is reported to ``client`` as it
+        stands (it may have been retried already).
+        """
+        effects = Effects()
+        keys = list(keys)
+        stack = [self.tasks[key] for key in keys if key in self.tasks]
+        seen: dict[str, TaskState] = {}
+        roots: list[tuple[str, str]] = []
+        while stack:
+            ts = stack.pop()
+            if ts.key in seen or ts.state != "erred":
+                continue
+            seen[ts.key] = ts
+            erred = [dep for dep in ts.dependencies if dep.state == "erred"]
+            if erred:
+                stack.extend(erred)
+            else:
+                roots.append((ts.key, "waiting"))
+        self._transitions(roots, stimulus_id, effects)
+        for key in keys:
+            if key not in seen:
+                self._desire(client, key, effects)
+        return effects, list(seen)
+
+    def task_spec(self, key: str) -> dict[str, Any]:
+        """What ran (or would run) as ``key``: its function and arguments, pickled, and the
+        keys its arguments refer to. ``KeyError`` for a key not known or not a computation."""
+        ts = self.tasks.get(key)
+        if ts is None or ts.function_id is None or ts.args is None:
+            raise KeyError(f"no task {key!r} with a function is known to the scheduler")
+        return {
+            "key": key,
+            "function": self.functions[ts.function_id],
+            "args": ts.args,
+            "dependencies": [dep.key for dep in ts.dependencies],
+        }
 
     # ------------------------------------------------------------------ queries
 
@@ -624,6 +685,7 @@ class SchedulerState:
             if not dependent.waiting_on and dependent.state == "waiting":
                 recommendations[dependent.key] = "processing"
         self._finished_with_dependencies(ts, recommendations)
+        ts.who_wants.discard(FIRE_AND_FORGET)
         if not ts.waiters and not ts.who_wants:
             recommendations[ts.key] = "released"
         if ts.who_wants:
@@ -677,6 +739,10 @@ class SchedulerState:
                 dependent.error = _blame(ts)
                 recommendations[dependent.key] = "erred"
         self._finished_with_dependencies(ts, recommendations)
+        if FIRE_AND_FORGET in ts.who_wants:
+            ts.who_wants.discard(FIRE_AND_FORGET)
+            if not ts.who_wants and not ts.waiters:
+                recommendations[ts.key] = "forgotten"
         if ts.who_wants:
             msg = _task_erred(ts)
             for client in ts.who_wants:

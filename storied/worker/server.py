@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import itertools
 import logging
 import os
 import queue
@@ -37,10 +38,12 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.worker.state import (
+    RUNNING,
     Execute,
     ForgetData,
     GatherDep,
     Instruction,
+    Rejoin,
     SendMessage,
     WorkerState,
 )
@@ -169,41 +172,107 @@ class _ShippingRecorder:
 
 
 class _Executor:
-    """Threads that run tasks and hand results back with one loop wake-up per burst."""
+    """Threads that run tasks and hand results back with one loop wake-up per burst.
+
+    ``nthreads`` threads form the pool. A task that secedes (``storied.secede``) keeps its
+    thread but leaves the pool: a new thread takes its place, and the seceded thread ends with
+    its task instead of coming back for more.
+    """
 
     def __init__(self, worker: Worker, nthreads: int) -> None:
         self._worker = worker
+        self._nthreads = nthreads
         self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
         self._done = Outbox(asyncio.get_running_loop(), self._finished)
-        self._threads = [
-            threading.Thread(
-                target=self._run, args=(i,), name=f"storied-task-{worker.name}-{i}", daemon=True
-            )
-            for i in range(nthreads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._indexes = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        #: seceded tasks waiting in ``rejoin()`` for the state machine to give a slot back
+        self._rejoin_events: dict[str, threading.Event] = {}
+        self._closed = False
+        for _ in range(nthreads):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        index = next(self._indexes)
+        thread = threading.Thread(
+            target=self._run, args=(index,), name=f"storied-task-{self._worker.name}-{index}"
+        )
+        thread.daemon = True
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
 
     def submit(self, instruction: Execute) -> None:
         self._queue.put(instruction)
 
     def _run(self, index: int) -> None:
         _thread_state.worker = self._worker
+        _thread_state.seceded = _thread_state.replaced = False
         while True:
             instruction = self._queue.get()
             if instruction is None:
                 return
             self._done.put((*self._worker._execute(instruction), index))
+            if _thread_state.replaced:
+                return  # this thread left the pool; its replacement serves the queue
+
+    def secede_current_thread(self) -> bool:
+        """The calling task's thread gives up its slot (the first time, a new thread joins the
+        pool in its place); False if it is not in a slot: not a task thread, or seceded."""
+        if getattr(_thread_state, "seceded", True):
+            return False
+        _thread_state.seceded = True
+        if not _thread_state.replaced:
+            _thread_state.replaced = True
+            self._add_thread()
+        return True
+
+    def in_pool(self) -> bool:
+        """Whether the calling thread is a task thread holding a slot (it has not seceded)."""
+        return getattr(_thread_state, "seceded", None) is False
+
+    def rejoin_current_thread(self, key: str) -> None:
+        """Block the seceded task ``key`` until the state machine gives it a slot again."""
+        if not getattr(_thread_state, "seceded", False):
+            return
+        event = threading.Event()
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._rejoin_events[key] = event
+        if not closed:
+            self._worker.loop.call_soon_threadsafe(self._worker._rejoin, key)
+            event.wait()
+        _thread_state.seceded = False
+
+    def rejoined(self, key: str) -> None:
+        with self._lock:
+            event = self._rejoin_events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def release_rejoining(self) -> None:
+        """Let every task waiting to rejoin go on (the worker closes or starts afresh)."""
+        with self._lock:
+            events, self._rejoin_events = self._rejoin_events, {}
+        for event in events.values():
+            event.set()
 
     def _finished(self, outcomes: list[tuple[Any, ...]]) -> None:
         for outcome in outcomes:
             self._worker._task_done(*outcome)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        for _ in self._threads:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        self.release_rejoining()
+        for _ in range(self._nthreads):
             self._queue.put(None)
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
@@ -251,6 +320,8 @@ class Worker:
         #: a transfer from a peer silent this long fails (and the input is fetched elsewhere)
         self._transfer_timeout = config.parse_timedelta(config.get("scheduler.worker-ttl"))
         self._gathering: set[str] = set()
+        #: the client tasks here launch tasks with (``get_client()``), made on first use
+        self._client: Any = None
         self.record: Record
         self.state: WorkerState
         self.stream: Stream
@@ -356,6 +427,7 @@ class Worker:
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
         self.state = self._new_state()
+        self.executor.release_rejoining()
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()
@@ -392,6 +464,10 @@ class Worker:
         await self.stream.close()
         await self._listener.close()
         await self.pool.close()
+        if self._client is not None:
+            from storied.client.worker_client import close_worker_client
+
+            await close_worker_client(self)
         self.executor.shutdown()
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -446,6 +522,14 @@ class Worker:
     def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
         self._handle(self.state.free_keys(keys, stimulus_id))
 
+    def _secede(self, key: str) -> None:
+        """The task ``key`` called ``secede()`` (on the loop, from the task's thread)."""
+        self._handle(self.state.secede(key, _stimulus("secede")))
+
+    def _rejoin(self, key: str) -> None:
+        """The seceded task ``key`` called ``rejoin()`` (on the loop, from the task's thread)."""
+        self._handle(self.state.rejoin(key, _stimulus("rejoin")))
+
     def _close_requested(self, reason: str = "scheduler-close") -> None:
         self._spawn(self.close(report=False, reason=reason))
 
@@ -473,6 +557,8 @@ class Worker:
                 for key in instruction.keys:
                     self.data.pop(key, None)
                     self._pickled.pop(key, None)
+            elif isinstance(instruction, Rejoin):
+                self.executor.rejoined(instruction.key)
 
     def _function(self, function_id: str) -> Callable[..., Any]:
         with self._functions_lock:
@@ -525,7 +611,7 @@ class Worker:
         thread: int,
     ) -> None:
         ts = self.state.tasks.get(key)
-        if ts is None or ts.state != "executing":
+        if ts is None or ts.state not in RUNNING:
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
             assert pickled is not None

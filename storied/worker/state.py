@@ -7,6 +7,7 @@ back into stimuli. Every transition goes to the record with the stimulus that ca
 
 from __future__ import annotations
 
+import collections
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,12 @@ from typing import Any
 from storied.scheduler.state import Recorder
 
 #: States a task can be in on a worker.
-STATES = ("released", "fetch", "flight", "waiting", "ready", "executing", "memory", "error")
+STATES = (
+    "released", "fetch", "flight", "waiting", "ready", "executing", "long-running", "memory",
+    "error",
+)  # fmt: skip
+#: States of a task whose function is running in a thread (``long-running``: it seceded).
+RUNNING = ("executing", "long-running")
 
 
 class WorkerTask:
@@ -75,7 +81,14 @@ class ForgetData:
     keys: tuple[str, ...]
 
 
-Instruction = Execute | GatherDep | SendMessage | ForgetData
+@dataclass(frozen=True, slots=True)
+class Rejoin:
+    """The seceded task ``key`` has a thread slot again: its thread may go on."""
+
+    key: str
+
+
+Instruction = Execute | GatherDep | SendMessage | ForgetData | Rejoin
 TransitionHook = Callable[[str, str, str, str], None]
 #: A worker's transitions recommend nothing; the record keeps what it is handed, so they all
 #: share one empty dict that nobody changes rather than keeping a new one each.
@@ -93,6 +106,10 @@ class WorkerState:
         self.on_transition = on_transition
         self.tasks: dict[str, WorkerTask] = {}
         self.executing: set[WorkerTask] = set()
+        #: tasks that seceded from the thread pool (``secede()``): they hold no thread slot
+        self.long_running: set[WorkerTask] = set()
+        #: seceded tasks waiting in ``rejoin()`` for a slot, first come first served
+        self._rejoining: collections.deque[WorkerTask] = collections.deque()
         self._ready: list[tuple[int, str]] = []
 
     # ------------------------------------------------------------------ stimuli
@@ -113,7 +130,7 @@ class WorkerState:
         if ts is None:
             ts = self.tasks[key] = WorkerTask(key)
         ts.wanted = wanted
-        if ts.state == "executing" and ts.cancelled:
+        if ts.state in RUNNING and ts.cancelled:
             ts.cancelled = False
             return instructions
         if ts.state == "memory":
@@ -196,9 +213,10 @@ class WorkerState:
         """A run ended: report it, or drop it if the scheduler released the task meanwhile."""
         ts = self.tasks.get(key)
         instructions: list[Instruction] = []
-        if ts is None or ts.state != "executing":
+        if ts is None or ts.state not in RUNNING:
             return instructions
         self.executing.discard(ts)
+        self.long_running.discard(ts)
         if ts.cancelled:
             self._transition(ts, "released", stimulus_id)
             if finish == "memory":
@@ -263,6 +281,29 @@ class WorkerState:
             instructions.append(GatherDep(peer, tuple(peer_keys), stimulus_id))
         return instructions
 
+    def secede(self, key: str, stimulus_id: str) -> list[Instruction]:
+        """The running task ``key`` left the thread pool (it waits on other tasks): its slot
+        goes to the next ready task."""
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != "executing":
+            return []
+        self.executing.discard(ts)
+        self.long_running.add(ts)
+        self._transition(ts, "long-running", stimulus_id)
+        return self._start_ready(stimulus_id)
+
+    def rejoin(self, key: str, stimulus_id: str) -> list[Instruction]:
+        """The seceded task ``key`` wants a thread slot back; ``Rejoin`` once it has one.
+
+        A task this state does not know as seceded (the worker started afresh meanwhile) is let
+        go at once, so its thread never waits for a slot that will not come.
+        """
+        ts = self.tasks.get(key)
+        if ts is None or ts.state != "long-running":
+            return [Rejoin(key)]
+        self._rejoining.append(ts)
+        return self._start_ready(stimulus_id)
+
     def free_keys(self, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
         """The scheduler no longer needs these tasks here."""
         instructions: list[Instruction] = []
@@ -271,7 +312,7 @@ class WorkerState:
             if ts is None:
                 continue
             ts.assigned = False
-            if ts.state == "executing":
+            if ts.state in RUNNING:
                 ts.cancelled = True
                 continue
             if ts.dependents and ts.state == "memory":
@@ -315,7 +356,17 @@ class WorkerState:
         heapq.heappush(self._ready, (ts.priority, ts.key))
 
     def _start_ready(self, stimulus_id: str) -> list[Instruction]:
+        """Fill free thread slots: seceded tasks coming back first, then ready tasks."""
         instructions: list[Instruction] = []
+        rejoining = self._rejoining
+        while rejoining and len(self.executing) < self.nthreads:
+            ts = rejoining.popleft()
+            if ts.state != "long-running" or self.tasks.get(ts.key) is not ts:
+                continue
+            self.long_running.discard(ts)
+            self.executing.add(ts)
+            self._transition(ts, "executing", stimulus_id)
+            instructions.append(Rejoin(ts.key))
         ready = self._ready
         while ready and len(self.executing) < self.nthreads:
             _, key = heapq.heappop(ready)

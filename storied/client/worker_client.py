@@ -1,0 +1,119 @@
+"""Clients for tasks that launch tasks: ``get_client()`` and ``worker_client()``, as in Dask.
+
+Inside a task, ``get_client()`` is a client of the worker's scheduler with the worker's
+security, made once per worker and reused by every task there (a client already in charge in
+this process, connected to that scheduler, serves instead: with in-process workers that is the
+user's own). Both are on the record: the worker logs events under the topics
+``worker-get-client`` (a client was made for the worker) and ``worker-client`` (a task entered
+``worker_client()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+from storied import config
+from storied.client.client import Client
+from storied.client.current import global_client
+from storied.worker.secede import rejoin, secede
+from storied.worker.server import Worker, get_worker
+
+logger = logging.getLogger("storied.client")
+
+_clients_lock = threading.Lock()
+
+
+def _worker_or_none() -> Worker | None:
+    try:
+        return get_worker()
+    except ValueError:
+        return None
+
+
+def _connect_timeout(timeout: float | str | None) -> float:
+    return config.parse_timedelta(timeout or config.get("comm.connect-timeout")) or 10.0
+
+
+def get_client(address: str | None = None, timeout: float | str | None = None) -> Client:
+    """The client to launch tasks with: inside a task, one connected to the worker's scheduler
+    (made once per worker); elsewhere the current or default client.
+
+    ``address`` (a scheduler address) picks a client of that scheduler, connecting a new one
+    if none is in charge. ``ValueError`` outside a task when there is no client and no address.
+    """
+    if address is not None and not isinstance(address, str):
+        raise TypeError(f"address must be a scheduler address (str), not {type(address).__name__}")
+    worker = _worker_or_none()
+    if worker is not None and address in (None, worker.scheduler_address):
+        return _client_of(worker, _connect_timeout(timeout))
+    client = global_client()
+    if client is not None and address in (None, client.scheduler_address):
+        return client
+    if address is not None:
+        return Client(address, timeout=_connect_timeout(timeout))
+    raise ValueError("No global client found and no address provided")
+
+
+def _client_of(worker: Worker, timeout: float) -> Client:
+    """The worker's client: one in charge here for the same scheduler, else its own."""
+    client = global_client()
+    if client is not None and client.scheduler_address == worker.scheduler_address:
+        return client
+    with _clients_lock:
+        client = worker._client
+        if client is not None and client.status == "running":
+            return client
+        client = worker._client = Client(
+            worker.scheduler_address,
+            security=worker.security,
+            timeout=timeout,
+            name=f"worker {worker.name}",
+            set_as_default=True,
+        )
+    logger.info("Worker %s connected client %s to its scheduler", worker.address, client.id)
+    worker.log_event(
+        "worker-get-client", {"client": client.id, "worker": worker.address, "timeout": timeout}
+    )
+    return client
+
+
+async def close_worker_client(worker: Worker) -> None:
+    """Close the client made for ``worker`` (when the worker closes), off the worker's loop."""
+    client, worker._client = worker._client, None
+    if client is not None:
+        await asyncio.to_thread(client.close)
+
+
+@contextlib.contextmanager
+def worker_client(
+    timeout: float | str | None = None, separate_thread: bool = True
+) -> Iterator[Client]:
+    """Inside a task: ``get_client()``, with the task seceded from the worker's thread pool
+    until the block ends (``separate_thread=False``: it keeps its thread slot).
+
+    While seceded, the tasks it launches can run on this worker's threads; on exit it waits
+    for a free slot (``rejoin``) before going on.
+    """
+    worker = get_worker()
+    client = get_client(timeout=timeout)
+    seceded = separate_thread and worker.executor.in_pool()
+    worker.log_event(
+        "worker-client",
+        {
+            "client": client.id,
+            "key": worker.get_current_task(),
+            "worker": worker.address,
+            "seceded": seceded,
+        },
+    )
+    if seceded:
+        secede()
+    try:
+        yield client
+    finally:
+        if seceded:
+            rejoin()
