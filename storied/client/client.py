@@ -6,6 +6,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import json
@@ -44,6 +45,8 @@ from storied.protocol.serialize import (
 )
 from storied.record import pack_event
 from storied.record.trace import chrome_trace
+from storied.worker.secede import slot_given_up_while_waiting
+from storied.worker.server import task_holds_thread_slot
 
 logger = logging.getLogger("storied.client")
 
@@ -138,6 +141,8 @@ class Client:
                 self._loop_thread.release()
                 self._loop_thread = None
                 raise
+        self._set_as_default = set_as_default
+        self._current_tokens: list[contextvars.Token[Client | None]] = []
         if set_as_default:
             push_default(self)
 
@@ -216,18 +221,32 @@ class Client:
         return self._start().__await__()
 
     def __enter__(self) -> Client:
+        self._enter_as_current()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._exit_as_current()
         self.close()
 
     async def __aenter__(self) -> Client:
         if self.status != "running":
             await self._start()
+        self._enter_as_current()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._exit_as_current()
         await self._close()
+
+    def _enter_as_current(self) -> None:
+        """A default client in a ``with`` block is the current one there, as in Dask."""
+        if self._set_as_default:
+            self._current_tokens.append(set_current(self))
+
+    def _exit_as_current(self) -> None:
+        if self._current_tokens:
+            with contextlib.suppress(ValueError):  # left in another thread or task
+                reset_current(self._current_tokens.pop())
 
     def __repr__(self) -> str:
         return f"<Client: {self.id} scheduler={self._address!r} status={self.status}>"
@@ -283,6 +302,9 @@ class Client:
             return func(*args, **kwargs)
         if self._loop_thread is None or self.status != "running":
             raise RuntimeError(f"the client is {self.status}; create a new Client")
+        if task_holds_thread_slot():  # a task waiting on tasks must not hold up their thread
+            with slot_given_up_while_waiting():
+                return self._loop_thread.run(func(*args, **kwargs))
         return self._loop_thread.run(func(*args, **kwargs))
 
     # ------------------------------------------------------------------ messages out

@@ -20,7 +20,7 @@ from storied import config
 from storied.client.client import Client
 from storied.client.current import global_client
 from storied.worker.secede import rejoin, secede
-from storied.worker.server import Worker, get_worker
+from storied.worker.server import Worker, get_worker, task_holds_thread_slot
 
 logger = logging.getLogger("storied.client")
 
@@ -100,7 +100,7 @@ def worker_client(
     """
     worker = get_worker()
     client = get_client(timeout=timeout)
-    seceded = separate_thread and worker.executor.in_pool()
+    seceded = separate_thread and task_holds_thread_slot()
     worker.log_event(
         "worker-client",
         {

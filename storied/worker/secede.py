@@ -7,7 +7,10 @@ slot to the next ready task; ``rejoin`` waits for a free slot before going on.
 
 from __future__ import annotations
 
-from storied.worker.server import Worker, get_worker
+import contextlib
+from collections.abc import Iterator
+
+from storied.worker.server import Worker, get_worker, task_holds_thread_slot
 
 
 def _running_task() -> tuple[Worker, str]:
@@ -35,3 +38,17 @@ def rejoin() -> None:
     """
     worker, key = _running_task()
     worker.executor.rejoin_current_thread(key)
+
+
+@contextlib.contextmanager
+def slot_given_up_while_waiting() -> Iterator[None]:
+    """Around a blocking client call: a task holding a thread slot secedes for the wait and
+    rejoins after it, so the tasks it waits for can run on its worker's threads."""
+    if not task_holds_thread_slot():
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()

@@ -69,6 +69,14 @@ def get_worker() -> Worker:
     return worker
 
 
+def task_holds_thread_slot() -> bool:
+    """Whether the calling thread runs a task that holds one of its worker's thread slots (it
+    has not seceded)."""
+    return getattr(_thread_state, "seceded", None) is False and (
+        getattr(_thread_state, "key", None) is not None
+    )
+
+
 def _stimulus(prefix: str) -> str:
     return f"{prefix}-{time.time()}"
 
@@ -228,10 +236,6 @@ class _Executor:
             _thread_state.replaced = True
             self._add_thread()
         return True
-
-    def in_pool(self) -> bool:
-        """Whether the calling thread is a task thread holding a slot (it has not seceded)."""
-        return getattr(_thread_state, "seceded", None) is False
 
     def rejoin_current_thread(self, key: str) -> None:
         """Block the seceded task ``key`` until the state machine gives it a slot again."""

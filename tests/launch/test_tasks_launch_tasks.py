@@ -1,0 +1,152 @@
+"""Tasks that launch tasks (Dask's "Launch Tasks from Tasks" page, with only the import
+changed): recursive Fibonacci that secedes while it waits, on 2 workers of one thread each."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from storied import (
+    Client,
+    LocalCluster,
+    get_client,
+    get_worker,
+    rejoin,
+    secede,
+    worker_client,
+)
+from tests.engine.helpers import poll
+
+
+def fib_worker_client(n):
+    if n < 2:
+        return n
+    with worker_client() as client:
+        a_future = client.submit(fib_worker_client, n - 1)
+        b_future = client.submit(fib_worker_client, n - 2)
+        a, b = client.gather([a_future, b_future])
+    return a + b
+
+
+def fib_secede_rejoin(n):
+    if n < 2:
+        return n
+    client = get_client()
+    a_future = client.submit(fib_secede_rejoin, n - 1)
+    b_future = client.submit(fib_secede_rejoin, n - 2)
+    secede()
+    a, b = client.gather([a_future, b_future])
+    rejoin()
+    return a + b
+
+
+def sum_of_incremented(n):
+    """The docs' task that submits others and returns their results."""
+    client = get_client()
+    futures = client.map(lambda x: x + 1, range(n))
+    return sum(client.gather(futures))
+
+
+def client_identity(_):
+    client = get_client()
+    return get_worker().address, client.id, client.scheduler_address
+
+
+@pytest.mark.parametrize("fib", [fib_worker_client, fib_secede_rejoin])
+def test_recursive_fibonacci_of_depth_20_finishes_on_worker_processes(cluster, client, fib):
+    assert client.submit(fib, 20).result(timeout=60) == 6765
+
+
+@pytest.mark.parametrize("fib", [fib_worker_client, fib_secede_rejoin])
+def test_recursive_fibonacci_of_depth_20_finishes_on_in_process_workers(threads_client, fib):
+    assert threads_client.submit(fib, 20).result(timeout=60) == 6765
+
+
+def test_dask_gives_the_same_fibonacci():
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+
+        def dask_fib(n):
+            if n < 2:
+                return n
+            with distributed.worker_client() as c:
+                a, b = c.gather([c.submit(dask_fib, n - 1), c.submit(dask_fib, n - 2)])
+            return a + b
+
+        expected = dask_client.submit(dask_fib, 12).result(timeout=60)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as ours,
+        Client(ours) as client,
+    ):
+        assert client.submit(fib_worker_client, 12).result(timeout=60) == expected == 144
+
+
+def test_a_task_submits_tasks_and_returns_their_results(client):
+    assert client.submit(sum_of_incremented, 10).result(timeout=30) == 55
+
+
+def test_a_task_waiting_on_its_tasks_gives_up_its_slot_meanwhile(threads_client):
+    """Without an explicit secede: the wait itself secedes, so with every worker's one thread
+    taken by a waiting parent, the children still run (storied differs from Dask here)."""
+    parents = threads_client.map(sum_of_incremented, [5, 6])
+    assert threads_client.gather(parents, errors="raise") == [15, 21]
+    story = threads_client.story(parents[0].key)
+    assert ("executing", "long-running") in [(e["start"], e["finish"]) for e in story]
+
+
+def test_get_client_in_tasks_of_one_worker_process_is_one_client_reused(cluster, client):
+    address = next(iter(client.scheduler_info()["workers"]))
+    first = client.submit(client_identity, 1, workers=[address]).result(timeout=30)
+    second = client.submit(client_identity, 2, workers=[address]).result(timeout=30)
+    assert first == second
+    assert first[0] == address
+    assert first[1] != client.id  # the worker's own client, in the worker's process
+    assert first[2] == cluster.scheduler_address
+    events = client.get_events("worker-get-client")
+    assert [msg["client"] for _, msg in events].count(first[1]) == 1
+
+
+def test_in_process_workers_use_the_client_in_charge_for_their_scheduler(threads_client):
+    _, client_id, _ = threads_client.submit(client_identity, 1).result(timeout=30)
+    assert client_id == threads_client.id
+
+
+def test_a_seceded_task_is_on_the_record(threads_cluster, threads_client):
+    future = threads_client.submit(fib_worker_client, 3)
+    assert future.result(timeout=30) == 2
+    story = threads_client.story(future.key)
+    worker_path = [
+        (entry["start"], entry["finish"]) for entry in story if entry["where"] != "scheduler"
+    ]
+    assert ("executing", "long-running") in worker_path
+    assert ("long-running", "executing") in worker_path
+    events = threads_client.get_events("worker-client")
+    assert any(msg["key"] == future.key and msg["seceded"] for _, msg in events)
+
+
+def test_seceded_threads_end_with_their_tasks(threads_cluster, threads_client):
+    def task_threads():
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("storied-task"))
+
+    before = task_threads()
+    assert len(before) == 2  # one per worker
+    assert threads_client.submit(fib_secede_rejoin, 10).result(timeout=30) == 55
+    poll(lambda: len(task_threads()) == 2, what="the pool is back to one thread per worker")
+
+
+def test_secede_and_rejoin_outside_a_task_raise_a_clear_error():
+    with pytest.raises(ValueError, match="outside a task"):
+        secede()
+    with pytest.raises(ValueError, match="outside a task"):
+        rejoin()
+
+
+def test_worker_client_outside_a_task_raises_a_clear_error():
+    with pytest.raises(ValueError, match="outside a task"), worker_client():
+        pass
