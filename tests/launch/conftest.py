@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,24 @@ def threads_cluster() -> Iterator[LocalCluster]:
 def threads_client(threads_cluster: LocalCluster) -> Iterator[Client]:
     with Client(threads_cluster) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[Any]:
+    """dask.distributed itself, the same shape, to compare behaviour in the same test."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def dask_client(dask_cluster: Any) -> Iterator[Any]:
+    import distributed
+
+    client = distributed.Client(dask_cluster)
+    try:
+        yield client
+    finally:
+        client.close()

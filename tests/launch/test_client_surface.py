@@ -118,19 +118,14 @@ def test_as_completed_with_results_raises_errors_by_default_as_dask_does(client)
     assert "div" in "".join(traceback.format_tb(tb))
 
 
-def test_dask_as_completed_raises_the_same_way():
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        bad = dask_client.submit(div, 1, 0)
-        with pytest.raises(ZeroDivisionError):
-            list(distributed.as_completed([bad], with_results=True))
-        [(_, result)] = distributed.as_completed([bad], with_results=True, raise_errors=False)
-        assert result[0] is ZeroDivisionError
+def test_dask_as_completed_raises_the_same_way(dask_client):
+    import distributed
+
+    bad = dask_client.submit(div, 1, 0)
+    with pytest.raises(ZeroDivisionError):
+        list(distributed.as_completed([bad], with_results=True))
+    [(_, result)] = distributed.as_completed([bad], with_results=True, raise_errors=False)
+    assert result[0] is ZeroDivisionError
 
 
 def test_as_completed_next_batch_without_blocking_and_timeout(client):

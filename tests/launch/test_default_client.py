@@ -40,12 +40,10 @@ def test_the_newest_default_client_wins_and_closing_it_restores_the_previous(clu
             assert default_client(hidden) is hidden  # an explicit client is returned as is
 
 
-def test_dask_keeps_the_same_stack():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster:
-        seen = default_stack(distributed.Client, distributed.default_client, cluster)
+def test_dask_keeps_the_same_stack(dask_cluster):
+    import distributed
+
+    seen = default_stack(distributed.Client, distributed.default_client, dask_cluster)
     assert seen == [True, True, True, True]
 
 

@@ -8,8 +8,6 @@ import threading
 import pytest
 
 from storied import (
-    Client,
-    LocalCluster,
     get_client,
     get_worker,
     rejoin,
@@ -63,28 +61,18 @@ def test_recursive_fibonacci_of_depth_20_finishes_on_in_process_workers(threads_
     assert threads_client.submit(fib, 20).result(timeout=60) == 6765
 
 
-def test_dask_gives_the_same_fibonacci():
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
+def test_dask_gives_the_same_fibonacci(dask_client, threads_client):
+    import distributed
 
-        def dask_fib(n):
-            if n < 2:
-                return n
-            with distributed.worker_client() as c:
-                a, b = c.gather([c.submit(dask_fib, n - 1), c.submit(dask_fib, n - 2)])
-            return a + b
+    def dask_fib(n):
+        if n < 2:
+            return n
+        with distributed.worker_client() as c:
+            a, b = c.gather([c.submit(dask_fib, n - 1), c.submit(dask_fib, n - 2)])
+        return a + b
 
-        expected = dask_client.submit(dask_fib, 12).result(timeout=60)
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as ours,
-        Client(ours) as client,
-    ):
-        assert client.submit(fib_worker_client, 12).result(timeout=60) == expected == 144
+    expected = dask_client.submit(dask_fib, 12).result(timeout=60)
+    assert threads_client.submit(fib_worker_client, 12).result(timeout=60) == expected == 144
 
 
 def test_a_task_submits_tasks_and_returns_their_results(client):
