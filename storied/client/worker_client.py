@@ -76,7 +76,13 @@ def _client_of(worker: Worker, timeout: float) -> Client:
         )
     logger.info("Worker %s connected client %s to its scheduler", worker.address, client.id)
     worker.log_event(
-        "worker-get-client", {"client": client.id, "worker": worker.address, "timeout": timeout}
+        "worker-get-client",
+        {
+            "action": "worker-get-client",
+            "client": client.id,
+            "worker": worker.address,
+            "timeout": timeout,
+        },
     )
     return client
 
@@ -104,6 +110,7 @@ def worker_client(
     worker.log_event(
         "worker-client",
         {
+            "action": "worker-client",
             "client": client.id,
             "key": worker.get_current_task(),
             "worker": worker.address,

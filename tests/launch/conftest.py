@@ -28,7 +28,7 @@ def dask_cluster() -> Iterator[Any]:
     """dask.distributed itself, the same shape, to compare behaviour in the same test."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster:
         yield cluster
 
