@@ -12,6 +12,7 @@ from typing import Any
 
 from storied import config
 from storied.client.future import Future
+from storied.worker.secede import slot_given_up_while_waiting
 
 
 class as_completed:
@@ -104,17 +105,27 @@ class as_completed:
             raise TimeoutError("as_completed() timed out")
         return remaining
 
-    def _take(self, block: bool) -> list[Future]:
-        """The finished futures waiting (at least one if ``block``); StopIteration when none
-        are left at all."""
+    def _take(self, block: bool, most: int | None = None) -> list[Future]:
+        """Up to ``most`` (default: all) finished futures waiting, at least one if ``block``;
+        StopIteration when none are left at all.
+
+        A task that must wait here gives up its thread slot meanwhile (as in a client call),
+        and takes one back once the lock is let go: the futures it waits for need the loop.
+        """
+        if block and not self.has_ready():
+            with slot_given_up_while_waiting():
+                return self._take_locked(block, most)
+        return self._take_locked(block, most)
+
+    def _take_locked(self, block: bool, most: int | None) -> list[Future]:
         with self._condition:
             while block and not self._queue:
                 if self._pending == 0:
                     raise StopIteration
                 self._condition.wait(self._remaining())
-            taken = list(self._queue)
-            self._queue.clear()
-            return taken
+            queue = self._queue
+            count = len(queue) if most is None else min(most, len(queue))
+            return [queue.popleft() for _ in range(count)]
 
     def _pair(self, future: Future) -> Any:
         """``future``, or with ``with_results`` the pair (raising its error, if told to)."""
@@ -133,12 +144,7 @@ class as_completed:
         return self
 
     def __next__(self) -> Any:
-        with self._condition:
-            while not self._queue:
-                if self._pending == 0:
-                    raise StopIteration
-                self._condition.wait(self._remaining())
-            future = self._queue.popleft()
+        [future] = self._take(block=True, most=1)
         return self._pair(future)
 
     next = __next__

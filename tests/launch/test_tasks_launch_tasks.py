@@ -8,6 +8,9 @@ import threading
 import pytest
 
 from storied import (
+    Client,
+    LocalCluster,
+    as_completed,
     get_client,
     get_worker,
     rejoin,
@@ -44,6 +47,12 @@ def sum_of_incremented(n):
     client = get_client()
     futures = client.map(lambda x: x + 1, range(n))
     return sum(client.gather(futures))
+
+
+def children_as_they_complete(n):
+    client = get_client()
+    children = client.map(lambda x: x * 10, range(n), pure=False)
+    return sorted(future.result() for future in as_completed(children))
 
 
 def client_identity(_):
@@ -86,6 +95,24 @@ def test_a_task_waiting_on_its_tasks_gives_up_its_slot_meanwhile(threads_client)
     assert threads_client.gather(parents, errors="raise") == [15, 21]
     story = threads_client.story(parents[0].key)
     assert ("executing", "long-running") in [(e["start"], e["finish"]) for e in story]
+
+
+def test_a_task_iterating_as_completed_over_its_tasks_gives_up_its_slot(threads_client):
+    parents = threads_client.map(children_as_they_complete, [3, 4])
+    assert threads_client.gather(parents) == [[0, 10, 20], [0, 10, 20, 30]]
+
+
+def test_a_worker_closes_the_client_it_made_for_its_tasks():
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        worker_client_id = client.submit(client_identity, 1).result(timeout=30)[1]
+        [worker] = cluster.workers.values()
+        made = worker._client
+        assert made is not None and made.id == worker_client_id != client.id
+    assert made.status == "closed"
+    assert worker._client is None
 
 
 def test_get_client_in_tasks_of_one_worker_process_is_one_client_reused(cluster, client):
