@@ -173,7 +173,13 @@ class Future:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         from storied.client.worker_client import get_client
 
-        client = get_client()
+        try:
+            client = get_client()
+        except ValueError as exc:
+            raise ValueError(
+                f"the Future {self.key!r} came here pickled and no client is in charge here to "
+                "bind it to: create a Client, or use one with `client.as_current()`"
+            ) from exc
         self._client = client
         self._state = client._adopt(self.key)
         return getattr(self, name)

@@ -3,6 +3,9 @@ client there; futures passed as task arguments still travel as references."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cloudpickle
 import pytest
 
@@ -83,3 +86,22 @@ def test_a_future_of_a_key_the_scheduler_forgot_is_lost(client):
     orphan = cloudpickle.loads(cloudpickle.dumps(Future("never-submitted-key")))
     with pytest.raises(Exception, match="lost"):
         orphan.result(timeout=30)
+
+
+def test_a_future_unpickled_where_no_client_is_in_charge_says_so(client):
+    payload = cloudpickle.dumps(client.submit(inc, 1))
+    program = (
+        "import sys, cloudpickle\n"
+        "future = cloudpickle.loads(sys.stdin.buffer.read())\n"
+        "print(future.key)\n"
+        "try:\n"
+        "    future.result()\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], input=payload, capture_output=True, timeout=60
+    )
+    key, message = done.stdout.decode().splitlines()[:2]
+    assert key.startswith("inc-")
+    assert "no client is in charge here" in message
