@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from storied import config
 from storied.client.future import Future, FutureState, wait_states
+from storied.graph import defaults as graph_defaults
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
 from storied.loop import LoopThread, Outbox
@@ -132,6 +133,7 @@ class Client:
         if set_as_default:
             global _default_client
             _default_client = self
+            graph_defaults.client_became_default()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,6 +250,7 @@ class Client:
         global _default_client
         if _default_client is self:
             _default_client = None
+            graph_defaults.no_default_client()
         self._flush_outbox()
         if self._stream is not None:
             self._stream.send({"op": "close-client"})
@@ -609,6 +612,26 @@ class Client:
                 state.reset()
                 self._send({"op": "client-desires-keys", "keys": [key]})
         await asyncio.sleep(0.01)
+
+    # ------------------------------------------------------------------ dask collections
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of dask graph ``dsk`` on the cluster (``sync=False``: futures)."""
+        from storied.graph import api
+
+        return api.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, **kwargs: Any) -> Any:
+        """Start computing dask collections; a Future for each (values if ``sync``)."""
+        from storied.graph import api
+
+        return api.compute(self, collections, sync=sync, **kwargs)
+
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        """The same dask collections, backed by futures computing on the cluster."""
+        from storied.graph import api
+
+        return api.persist(self, collections, **kwargs)
 
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``."""
