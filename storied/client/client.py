@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 
 from storied import config
 from storied.client.future import Future, FutureState, wait_states
-from storied.graph import defaults as graph_defaults
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
+from storied.graph import defaults as graph_defaults
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (

@@ -17,8 +17,10 @@ _replaced: Any = _NOT_SAVED
 def _dask_config() -> Any:
     if importlib.util.find_spec("dask") is None:
         return None
-    import dask.config
-
+    try:
+        import dask.config
+    except ImportError:
+        return None
     return dask.config
 
 

@@ -31,12 +31,8 @@ LEGACY = {
 }
 
 
-@pytest.mark.parametrize(
-    "keys", ["y", ["y", ("z", 1)], [["x"], [("z", 0), ["nested"]]], ("z", 1)]
-)
-def test_get_answers_as_dask_distributed_does(
-    client: Client, dask_client: Any, keys: Any
-) -> None:
+@pytest.mark.parametrize("keys", ["y", ["y", ("z", 1)], [["x"], [("z", 0), ["nested"]]], ("z", 1)])
+def test_get_answers_as_dask_distributed_does(client: Client, dask_client: Any, keys: Any) -> None:
     assert client.get(LEGACY, keys) == dask_client.get(LEGACY, keys)
 
 
