@@ -20,9 +20,11 @@ from typing import Any, NamedTuple
 
 from storied import config
 from storied.client.future import Future, FutureState, wait_states
+from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
 from storied.graph import defaults as graph_defaults
+from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
@@ -759,14 +761,23 @@ class Client:
     # ------------------------------------------------------------------ the record
 
     def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
-        """The cluster-wide story: scheduler and worker transitions merged in time order."""
+        """The cluster-wide story: scheduler and worker transitions merged in time order, each a
+        ``StoryEntry``, unpacking as Dask's ``(where, key, start, finish, recommendations,
+        stimulus_id, timestamp)``."""
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
-        keys = [k.key if isinstance(k, Future) else k for k in keys_or_stimulus_ids]
+        keys = [
+            k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
+            for k in keys_or_stimulus_ids
+        ]
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._request, "cluster-story", keys=keys, on_error=on_error)
+        return self._sync(self._story, keys, on_error)
+
+    async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
+        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+        return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
