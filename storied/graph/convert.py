@@ -20,7 +20,7 @@ from typing import Any
 
 import cloudpickle
 
-from storied.graph.execute import GraphRunner
+from storied.graph.execute import GraphRunner, resolve_function, resolve_future
 from storied.graph.keys import stringify
 from storied.protocol.serialize import PICKLE_PROTOCOL, dumps_with_refs, pickle_dumps, token
 
@@ -58,9 +58,13 @@ def _reference(obj: Any) -> str | None:
     return None
 
 
-class _NodePickler:
-    """Pickles nodes with their Python functions taken out into one shared table, and the
-    storied futures they embed turned into references to those futures' results."""
+_RESOLVERS = (resolve_function, resolve_future)
+
+
+class _NodeReducer:
+    """Takes a node's Python functions out into one table shared by the graph, and turns the
+    storied futures it embeds into references to their results (``reducer_override`` is not
+    called for ints, floats and strings, so large literal data costs no Python call each)."""
 
     def __init__(self) -> None:
         self.functions: list[Callable[..., Any]] = []
@@ -68,34 +72,48 @@ class _NodePickler:
         #: keys of the futures met in the node being pickled
         self.futures: list[str] = []
 
-    def persistent_id(self, obj: Any) -> int | str | None:
+    def reduce(self, obj: Any) -> Any:
         kind = type(obj)
-        if kind is types.FunctionType:
+        if kind is types.FunctionType and obj not in _RESOLVERS:
             index = self._index.get(id(obj))
             if index is None:
                 index = self._index[id(obj)] = len(self.functions)
                 self.functions.append(obj)
-            return index
-        key = _reference(obj) if kind is not _Dependency else None
-        if key is not None:
-            self.futures.append(key)
-        return key
+            return resolve_function, (index,)
+        if kind is not _Dependency:
+            key = _reference(obj)
+            if key is not None:
+                self.futures.append(key)
+                return resolve_future, (key,)
+        return NotImplemented
 
     def dumps(self, node: Any) -> bytes:
         """``node`` pickled by the C pickler where it can, else by cloudpickle."""
         self.futures = []
         buffer = io.BytesIO()
-        pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
-        pickler.persistent_id = self.persistent_id  # type: ignore[method-assign]
         try:
-            pickler.dump(node)
+            _FastPickler(buffer, self).dump(node)
         except (pickle.PicklingError, AttributeError, TypeError):
             self.futures = []
             buffer = io.BytesIO()
-            pickler = cloudpickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
-            pickler.persistent_id = self.persistent_id  # type: ignore[method-assign]
-            pickler.dump(node)
+            _CloudPickler(buffer, self).dump(node)
         return buffer.getvalue()
+
+
+class _FastPickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, reducer: _NodeReducer) -> None:
+        super().__init__(file, protocol=PICKLE_PROTOCOL)
+        self.reducer_override = reducer.reduce  # type: ignore[method-assign]
+
+
+class _CloudPickler(cloudpickle.Pickler):
+    def __init__(self, file: io.BytesIO, reducer: _NodeReducer) -> None:
+        super().__init__(file, protocol=PICKLE_PROTOCOL)
+        self._node_reducer = reducer
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = self._node_reducer.reduce(obj)
+        return super().reducer_override(obj) if reduced is NotImplemented else reduced
 
 
 @dataclass
@@ -168,15 +186,15 @@ def to_tasks(
     priorities = order(nodes) if len(nodes) > 1 else {}
     result = GraphTasks(keys={key: stringify(key) for key in keys})
     result.absent = [key for key in keys if key not in nodes]
-    pickler = _NodePickler()
+    reducer = _NodeReducer()
     for key in sorted(nodes, key=lambda k: priorities.get(k, 0)):
         node = nodes[key]
         storied_key = stringify(key)
         if type(node) is Alias and stringify(node.target) == storied_key:
             continue  # a future that already holds this key: nothing to compute
         values: dict[Any, Any] = {dep: _Dependency(stringify(dep)) for dep in node.dependencies}
-        pickled = pickler.dumps(node)
-        for future_key in pickler.futures:
+        pickled = reducer.dumps(node)
+        for future_key in reducer.futures:
             values[future_key] = _Dependency(future_key)
         payload, dependencies = dumps_with_refs(((pickled, values), {}), _reference)
         options = _options_of(key, annotations, defaults)
@@ -191,7 +209,7 @@ def to_tasks(
         if options:
             entry.append(options)
         result.tasks.append(entry)
-    result.function = pickle_dumps(GraphRunner(pickler.functions))
+    result.function = pickle_dumps(GraphRunner(reducer.functions))
     result.function_id = f"graph-{token(result.function)}"
     for entry in result.tasks:
         entry[1] = result.function_id

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import pickle
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+#: what the node being unpickled on this thread refers to
+_unpickling = threading.local()
+
+
+def resolve_function(index: int) -> Callable[..., Any]:
+    """A node's Python function, from the table of the graph being run (while unpickling)."""
+    return _unpickling.functions[index]
+
+
+def resolve_future(key: str) -> Any:
+    """The result of a storied future a node embeds (while unpickling)."""
+    return _unpickling.values[key]
 
 
 class GraphRunner:
@@ -21,11 +34,9 @@ class GraphRunner:
 
     def __call__(self, node: bytes, values: dict[Any, Any]) -> Any:
         """Unpickle one dask ``GraphNode`` and run it on its dependencies' results (by key)."""
-        functions = self.functions
-
-        def persistent_load(reference: int | str) -> Any:
-            return functions[reference] if type(reference) is int else values[reference]
-
-        unpickler = pickle.Unpickler(io.BytesIO(node))
-        unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
-        return unpickler.load()(values)
+        _unpickling.functions, _unpickling.values = self.functions, values
+        try:
+            graph_node = pickle.loads(node)
+        finally:
+            _unpickling.functions = _unpickling.values = None
+        return graph_node(values)
