@@ -689,17 +689,17 @@ class Client:
             return type(data)(ordered) if not isinstance(data, (set, frozenset)) else ordered
         return ordered[0]
 
-    def cancel(self, futures: Any) -> Any:
-        """Stop computing these futures; they become ``cancelled``."""
+    def cancel(self, futures: Any, force: bool = False, **kwargs: Any) -> Any:
+        """Stop computing these futures; they are ``cancelled`` when this returns, as in Dask
+        (``force``, ``reason`` and ``msg`` are accepted for compatibility)."""
         found: list[Future] = []
         _collect_futures(futures, found)
-        keys = list(dict.fromkeys(f.key for f in found))
+        return self._sync(self._cancel, found)
+
+    async def _cancel(self, found: list[Future]) -> None:
         for future in found:
-            state = future._state
-            if not state.done:
-                self._loop.call_soon_threadsafe(_cancel_state, state)
-        self._send({"op": "cancel", "keys": keys})
-        return None if not self.asynchronous else _done_coroutine()
+            _cancel_state(future._state)
+        self._send({"op": "cancel", "keys": list(dict.fromkeys(f.key for f in found))})
 
     # ------------------------------------------------------------------ cluster
 
