@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import os
 import signal
 import sys
@@ -157,7 +156,6 @@ def scheduler(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retain") from None
     server = Scheduler(host, port, security=security, ledger=ledger_path, retain=retain_seconds)
-    logging.getLogger("storied.scheduler").setLevel(logging.INFO)
     _serve(server)
 
 

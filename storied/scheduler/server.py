@@ -143,6 +143,10 @@ class Scheduler:
         self.status = "running"
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
+        if self.record.durable:
+            logger.info("History is kept in the ledger %s", self.record.ledger_path)
+        else:
+            logger.info("History is kept in memory only: it ends with this scheduler")
         return self
 
     def _open_ledger(self) -> Ledger | None:
