@@ -7,6 +7,7 @@ messages it returns, and writes admin events and logs to the record.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import os
@@ -44,6 +45,10 @@ from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
+
+#: parts every scheduler serves besides tasks, as ``module:class``; each is made with the
+#: scheduler when it starts (see ``Scheduler.add_extension``)
+DEFAULT_EXTENSIONS = {"coordination": "storied.coordination.extension:CoordinationExtension"}
 
 
 def _stimulus(prefix: str) -> str:
@@ -106,6 +111,8 @@ class Scheduler:
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
+        self.extensions: dict[str, Any] = {}
+        self._extension_handlers: dict[str, Callable[..., Any]] = {}
         self.worker_plugins: dict[str, bytes] = {}
         self.client_grace = config.parse_timedelta(config.get("scheduler.client-grace")) or 0.0
         self._client_removals: dict[str, asyncio.Task[None]] = {}
@@ -141,6 +148,9 @@ class Scheduler:
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(recorder, self.allowed_failures)
         self.status = "running"
+        for name, target in DEFAULT_EXTENSIONS.items():
+            module, _, attribute = target.partition(":")
+            self.add_extension(name, getattr(importlib.import_module(module), attribute)(self))
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
         return self
@@ -269,6 +279,8 @@ class Scheduler:
                 "stimulus_id": stimulus_id,
             },
         )
+        for extension in self.extensions.values():
+            extension.remove_worker(address)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(
                 plugin_key,
@@ -466,6 +478,8 @@ class Scheduler:
         self._apply(self.state.remove_client(client, _stimulus("client-releases")))
         logger.info("Remove client %s: %s", client, reason)
         self.log_event(["all", client], {"action": "remove-client", "client": client})
+        for extension in self.extensions.values():
+            extension.remove_client(client)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(plugin_key, plugin.remove_client, self, client)
 
@@ -561,7 +575,25 @@ class Scheduler:
             "get-worker-logs": self._get_worker_logs,
             "log-entries": self._log_entries,
             "executions": lambda: self.record.executions(),
+            **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }
+
+    def add_extension(self, name: str, extension: Any) -> None:
+        """Serve more client requests, and hear when clients and workers leave.
+
+        ``extension.client_handlers()`` maps request names to handlers, each called with the
+        requesting client's id first; ``extension.remove_client(client)`` and
+        ``extension.remove_worker(address)`` run as those leave. Clients connecting from now
+        on can make the new requests.
+        """
+        handlers = extension.client_handlers()
+        clashes = sorted(
+            set(handlers) & (set(self._client_handlers("")) - set(self._extension_handlers))
+        )
+        if clashes:
+            raise ValueError(f"extension {name!r} would replace the requests {clashes}")
+        self.extensions[name] = extension
+        self._extension_handlers.update(handlers)
 
     # ------------------------------------------------------------------ effects
 
