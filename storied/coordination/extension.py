@@ -95,6 +95,7 @@ class CoordinationExtension:
             "semaphore-release": self.semaphore_release,
             "semaphore-refresh": self.semaphore_refresh,
             "semaphore-value": self.semaphore_value,
+            "semaphore-close": self.semaphore_close,
             "event-set": self.event_set,
             "event-clear": self.event_clear,
             "event-wait": self.event_wait,
@@ -339,6 +340,12 @@ class CoordinationExtension:
     def semaphore_value(self, client: str, name: str, who: Caller) -> int:
         semaphore = self.semaphores.get(name)
         return len(semaphore.leases) if semaphore is not None else 0
+
+    def semaphore_close(self, client: str, name: str, who: Caller) -> None:
+        semaphore = self.semaphores.pop(name, None)
+        if semaphore is not None:
+            self.waiters.notify(("semaphore", name))
+            self._record(semaphore.kind, "close", name, client, who, held=len(semaphore.leases))
 
     def _freed(self, semaphore: SemaphoreState, leases: list[Lease], reason: str) -> None:
         """Leases the scheduler took back from their holders: logged loudly, recorded."""

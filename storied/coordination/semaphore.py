@@ -181,6 +181,11 @@ class Semaphore(Coordinated):
     async def _value(self, caller: dict[str, Any]) -> int:
         return int(await self._ask("semaphore-value", caller))
 
+    def close(self) -> Any:
+        """Remove the semaphore from the scheduler, leases and all (as Dask's ``close``)."""
+        self._leases.clear()
+        return self._call(self._ask, "semaphore-close")
+
     def __enter__(self) -> Semaphore:
         self.acquire()
         return self
