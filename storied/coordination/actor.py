@@ -56,8 +56,9 @@ class Actor:
     """A handle on an actor: ``actor.method(...)`` -> ``ActorFuture``; ``actor.attr`` -> value.
 
     Methods run on the actor's worker one at a time, in its actor thread (coroutine methods
-    on its event loop), as in Dask. From its first use on, the handle holds a future of the
-    actor's key, so the actor lives at least as long as the handle.
+    on its event loop), as in Dask. A handle unpickled where there is a client (the result
+    of the actor's future, a value in a Variable) holds a future of the actor's key, so the
+    actor lives at least as long as the handle; the worker's own handle holds none.
     """
 
     def __init__(self, cls: type, address: str, key: str) -> None:
@@ -66,21 +67,23 @@ class Actor:
         self.key = key
         self._future: Future | None = None
 
-    def _client(self) -> Client:
-        """The client to call through; the first one used also keeps the actor alive."""
-        client = current_client()
-        if self._future is None:
-            from storied.client.future import Future
+    def _hold(self) -> None:
+        """Keep the actor alive through the client here, if there is one."""
+        from storied.client.future import Future
 
+        try:
+            client = current_client()
+        except ValueError:
+            return  # a worker process fetching the handle as a task's input
+        if client.status == "running":
             self._future = Future(self.key, client)
             client._send({"op": "client-desires-keys", "keys": [self.key]})
-        return client
 
     def __repr__(self) -> str:
         return f"<Actor: {self._cls.__name__}, key={self.key}>"
 
     def __reduce__(self) -> Any:
-        return (Actor, (self._cls, self._address, self.key))
+        return (_unpickle_actor, (self._cls, self._address, self.key))
 
     def __dir__(self) -> list[str]:
         names = set(dir(type(self)))
@@ -93,11 +96,11 @@ class Actor:
         attribute = getattr(self._cls, name, None)
         if callable(attribute):
             return functools.partial(self._call, name)
-        client = self._client()
+        client = current_client()
         return client._sync(self._ask, client, "actor-attribute", {"attribute": name}, who())
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> ActorFuture:
-        client = self._client()
+        client = current_client()
         call = self._ask(
             client,
             "actor-execute",
@@ -120,6 +123,12 @@ class Actor:
         if reply.get("status") != "OK":
             raise _rebuild_exception(reply)
         return pickle_loads(reply["result"])
+
+
+def _unpickle_actor(cls: type, address: str, key: str) -> Actor:
+    actor = Actor(cls, address, key)
+    actor._hold()
+    return actor
 
 
 class ActorFuture:

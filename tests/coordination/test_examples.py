@@ -391,6 +391,9 @@ def test_counter_actor_example(client: Client) -> None:
     calls = events(client, "actor", key=future.key, action="call")
     assert {msg["method"] for msg in calls} == {"increment", "add", "where"}
     assert sum(1 for msg in calls if msg["task"] is not None) == 3
+    key = future.key
+    del future, counter, increment
+    poll(lambda: events(client, "actor", key=key, action="release"), timeout=10)
 
 
 def test_actor_errors_reach_the_caller(client: Client) -> None:
@@ -403,3 +406,17 @@ def test_actor_errors_reach_the_caller(client: Client) -> None:
         fragile.fail().result()
     with pytest.raises(TypeError, match="needs a class"):
         client.submit(len, actor=True)
+
+
+def test_actor_lives_as_long_as_its_handle(client: Client) -> None:
+    counter = client.submit(Counter, actor=True).result()  # the future is dropped at once
+    key = counter.key
+
+    def use_from_task(counter: object) -> int:
+        return counter.increment().result()
+
+    assert counter.increment().result() == 1
+    assert client.submit(use_from_task, counter).result() == 2
+    assert not events(client, "actor", key=key, action="release")
+    del counter
+    poll(lambda: events(client, "actor", key=key, action="release"), timeout=10)
