@@ -7,7 +7,6 @@ messages it returns, and writes admin events and logs to the record.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import os
@@ -41,14 +40,11 @@ from storied.record import (
     unpack_msg,
 )
 from storied.record.ledger import Ledger
+from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
-
-#: parts every scheduler serves besides tasks, as ``module:class``; each is made with the
-#: scheduler when it starts (see ``Scheduler.add_extension``)
-DEFAULT_EXTENSIONS = {"coordination": "storied.coordination.extension:CoordinationExtension"}
 
 
 def _stimulus(prefix: str) -> str:
@@ -111,7 +107,7 @@ class Scheduler:
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
-        self.extensions: dict[str, Any] = {}
+        self.extensions: dict[str, SchedulerExtension] = {}
         self._extension_handlers: dict[str, Callable[..., Any]] = {}
         self.worker_plugins: dict[str, bytes] = {}
         self.client_grace = config.parse_timedelta(config.get("scheduler.client-grace")) or 0.0
@@ -148,9 +144,8 @@ class Scheduler:
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(recorder, self.allowed_failures)
         self.status = "running"
-        for name, target in DEFAULT_EXTENSIONS.items():
-            module, _, attribute = target.partition(":")
-            self.add_extension(name, getattr(importlib.import_module(module), attribute)(self))
+        for name, extension in default_extensions(self).items():
+            self.add_extension(name, extension)
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
         return self
@@ -578,18 +573,11 @@ class Scheduler:
             **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }
 
-    def add_extension(self, name: str, extension: Any) -> None:
-        """Serve more client requests, and hear when clients and workers leave.
-
-        ``extension.client_handlers()`` maps request names to handlers, each called with the
-        requesting client's id first; ``extension.remove_client(client)`` and
-        ``extension.remove_worker(address)`` run as those leave. Clients connecting from now
-        on can make the new requests.
-        """
+    def add_extension(self, name: str, extension: SchedulerExtension) -> None:
+        """Serve more client requests, and hear when clients and workers leave (see
+        ``storied.scheduler.extensions``). Clients connecting from now on can make them."""
         handlers = extension.client_handlers()
-        clashes = sorted(
-            set(handlers) & (set(self._client_handlers("")) - set(self._extension_handlers))
-        )
+        clashes = sorted(set(handlers) & set(self._client_handlers("")))
         if clashes:
             raise ValueError(f"extension {name!r} would replace the requests {clashes}")
         self.extensions[name] = extension

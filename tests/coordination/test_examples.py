@@ -387,11 +387,11 @@ def test_counter_actor_example(client: Client) -> None:
         14,
     ]
     assert counter.n == 14
-    poll(lambda: len(events(client, "actor", key=future.key, action="call")) == 6)
-    calls = events(client, "actor", key=future.key, action="call")
+    key = future.key
+    poll(lambda: len(events(client, "actor", key=key, action="call")) == 6)
+    calls = events(client, "actor", key=key, action="call")
     assert {msg["method"] for msg in calls} == {"increment", "add", "where"}
     assert sum(1 for msg in calls if msg["task"] is not None) == 3
-    key = future.key
     del future, counter, increment
     poll(lambda: events(client, "actor", key=key, action="release"), timeout=10)
 
@@ -420,3 +420,13 @@ def test_actor_lives_as_long_as_its_handle(client: Client) -> None:
     assert not events(client, "actor", key=key, action="release")
     del counter
     poll(lambda: events(client, "actor", key=key, action="release"), timeout=10)
+
+
+def test_lock_held_by_a_client_that_leaves_is_freed(cluster: LocalCluster) -> None:
+    with Client(cluster) as leaving:
+        assert Lock("left", client=leaving).acquire()
+        leaver = leaving.id
+    with Client(cluster) as staying:
+        assert Lock("left", client=staying).acquire(timeout=10)
+        (freed,) = events(staying, "lock", action="release", name="left")
+        assert freed["reason"] == "client left" and freed["client"] == leaver
