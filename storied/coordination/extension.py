@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -60,8 +59,21 @@ class Waiters:
                 return False
             future = loop.create_future()
             self._waiting[what].append(future)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                self._forget(what, future)
+            except asyncio.CancelledError:
+                self._forget(what, future)
+                raise
+
+    def _forget(self, what: Hashable, future: asyncio.Future[None]) -> None:
+        """A waiter that gave up (timed out, or its client left) is no longer kept."""
+        waiting = self._waiting.get(what)
+        if waiting is not None and future in waiting:
+            waiting.remove(future)
+            if not waiting:
+                del self._waiting[what]
 
 
 class CoordinationExtension:

@@ -17,8 +17,8 @@ from storied import (
     Queue,
     Semaphore,
     Variable,
-    get_worker,
 )
+from tests.coordination.helpers import Counter
 from tests.engine.helpers import poll
 
 
@@ -346,26 +346,6 @@ def test_published_dataset_outlives_its_client(cluster: LocalCluster) -> None:
 
 
 # ---------------------------------------------------------------------------- actors
-
-
-class Counter:
-    """Dask's actor example."""
-
-    n = 0
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def increment(self) -> int:
-        self.n += 1
-        return self.n
-
-    def add(self, x: int) -> int:
-        self.n += x
-        return self.n
-
-    def where(self) -> str:
-        return get_worker().address
 
 
 def test_counter_actor_example(client: Client) -> None:

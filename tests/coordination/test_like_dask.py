@@ -11,18 +11,8 @@ import pytest
 
 import storied
 from storied import Client, LocalCluster, Lock, Queue, Semaphore, Variable
+from tests.coordination.helpers import Counter
 from tests.engine.helpers import poll
-
-
-class Counter:
-    n = 0
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def increment(self) -> int:
-        self.n += 1
-        return self.n
 
 
 def error_name(call: Any) -> str | None:

@@ -133,6 +133,7 @@ def test_waiters_wake_on_notify_and_give_up_at_the_timeout() -> None:
         waiters.notify("x")
         woke = await asyncio.wait_for(waiting, 5)
         timed_out = await waiters.until("y", lambda: False, 0.01)
+        assert not waiters._waiting  # the one that gave up is not kept
         at_once = await waiters.until("z", lambda: True, 0)
         return woke, timed_out, at_once
 
