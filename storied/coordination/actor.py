@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import time
 import uuid
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from storied import config
 from storied.client.future import _rebuild_exception
 from storied.coordination.client import current_client, who
+from storied.coordination.worker import local_actor
 from storied.protocol.serialize import pickle_dumps, pickle_loads
 
 if TYPE_CHECKING:
@@ -94,6 +96,8 @@ class Actor:
         if name.startswith("_"):
             raise AttributeError(name)
         attribute = getattr(self._cls, name, None)
+        if local_actor(self._address, self.key) is not None:
+            return self._here(name, callable(attribute))
         if callable(attribute):
             return functools.partial(self._call, name)
         client = current_client()
@@ -108,6 +112,30 @@ class Actor:
             who(),
         )
         return ActorFuture(asyncio.run_coroutine_threadsafe(call, client._loop))
+
+    def _here(self, name: str, is_method: bool) -> Any:
+        """From an actor method on this actor's own worker: use it directly, as Dask does."""
+        from storied.worker.server import get_worker
+
+        coordination = get_worker().coordination
+        actor = local_actor(self._address, self.key)
+        start = time.time()
+        if not is_method:
+            value = getattr(actor, name)
+            coordination.record_use(self.key, False, name, who(), start, None)
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> ActorFuture:
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                done.set_result(getattr(actor, name)(*args, **kwargs))
+            except Exception as exc:
+                done.set_exception(exc)
+            error = None if done.exception() is None else repr(done.exception())
+            coordination.record_use(self.key, True, name, who(), start, error)
+            return ActorFuture(done)
+
+        return call
 
     async def _ask(
         self, client: Client, op: str, msg: dict[str, Any], caller: dict[str, Any]

@@ -26,6 +26,20 @@ logger = logging.getLogger("storied.worker.coordination")
 #: requests a worker's peer listener hands to ``WorkerCoordination.handle``
 ACTOR_OPS = frozenset({"actor-execute", "actor-attribute"})
 
+#: in a worker's actor thread, ``coordination`` is that worker's ``WorkerCoordination``
+_actor_thread_state = threading.local()
+
+
+def local_actor(address: str, key: str) -> Any | None:
+    """The actor itself when called from an actor method on the worker keeping it, else None.
+
+    A call through the network from there would wait for the actor thread its caller holds.
+    """
+    coordination = getattr(_actor_thread_state, "coordination", None)
+    if coordination is None or coordination.worker.address != address:
+        return None
+    return coordination.actors.get(key)
+
 
 class WorkerCoordination:
     def __init__(self, worker: Worker) -> None:
@@ -98,22 +112,34 @@ class WorkerCoordination:
             reply = {"status": "OK", "result": pickle_dumps(result)}
         except Exception as exc:
             reply = {"status": "error", **_error_payload(exc)}
+        self.record_use(key, op == "actor-execute", what, caller, start, reply.get("text"))
+        return reply
+
+    def record_use(
+        self,
+        key: Any,
+        called: bool,
+        what: Any,
+        caller: dict[str, Any],
+        start: float,
+        error: str | None,
+    ) -> None:
+        """One method call (or attribute read) of an actor, on the record."""
         self.worker.log_event(
             "actor",
             {
-                "action": "call" if op == "actor-execute" else "attribute",
+                "action": "call" if called else "attribute",
                 "key": key,
-                "method" if op == "actor-execute" else "attribute": what,
+                "method" if called else "attribute": what,
                 "actor_worker": self.worker.address,
                 "client": caller.get("client"),
                 "worker": caller.get("worker"),
                 "task": caller.get("task"),
                 "duration": time.time() - start,
-                "status": reply["status"],
-                **({"exception": reply["text"]} if reply["status"] != "OK" else {}),
+                "status": "OK" if error is None else "error",
+                **({"exception": error} if error is not None else {}),
             },
         )
-        return reply
 
     async def _run(self, method: Any, payload: Any) -> Any:
         """One method call: coroutines on the worker's loop, the rest one at a time in the
@@ -136,6 +162,7 @@ class WorkerCoordination:
         from storied.worker.server import _thread_state
 
         _thread_state.worker = self.worker
+        _actor_thread_state.coordination = self
 
     async def close(self) -> None:
         if self._actor_thread is not None:

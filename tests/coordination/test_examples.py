@@ -18,7 +18,7 @@ from storied import (
     Semaphore,
     Variable,
 )
-from tests.coordination.helpers import Counter
+from tests.coordination.helpers import Counter, Relay
 from tests.engine.helpers import poll
 
 
@@ -410,3 +410,12 @@ def test_lock_held_by_a_client_that_leaves_is_freed(cluster: LocalCluster) -> No
         assert Lock("left", client=staying).acquire(timeout=10)
         (freed,) = events(staying, "lock", action="release", name="left")
         assert freed["reason"] == "client left" and freed["client"] == leaver
+
+
+def test_an_actor_calls_another_on_its_own_worker(client: Client) -> None:
+    (address, *_) = client.scheduler_info()["workers"]
+    counter = client.submit(Counter, actor=True, workers=[address]).result()
+    relay = client.submit(Relay, actor=True, workers=[address]).result()
+    assert relay.bump(counter).result(timeout=20) == 2
+    assert counter.n == 1
+    poll(lambda: events(client, "actor", key=counter.key, action="attribute", task=None))
