@@ -358,6 +358,7 @@ class Worker:
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
         self.state = self._new_state()
+        self.coordination.forget(list(self.coordination.actors))
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()

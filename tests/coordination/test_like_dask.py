@@ -82,7 +82,7 @@ def test_same_answers_as_dask() -> None:
 
     with (
         distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
         ) as dask_cluster,
         distributed.Client(dask_cluster) as dask_client,
     ):
