@@ -84,14 +84,20 @@ def test_variable_holds_a_future_until_replaced_or_deleted(client: Client) -> No
     x.set(0)
     poll(lambda: not client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks))
     assert x.get() == 0
+    future = client.submit(lambda: "deleted soon")
+    key = future.key
+    x.set(future)
+    del future
+    assert client.run_on_scheduler(lambda dask_scheduler, k=key: k in dask_scheduler.tasks)
     x.delete()
+    poll(lambda: not client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks))
     with pytest.raises(TimeoutError):
         x.get(timeout=0.05)
 
 
 def test_variable_get_waits_for_a_set_from_a_task(client: Client) -> None:
     def set_later(var: Variable) -> None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the reader is waiting by then (or not: get() works either way)
         var.set({"ready": True})
 
     v = Variable()
