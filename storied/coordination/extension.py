@@ -50,11 +50,13 @@ class Waiters:
         ``timeout`` seconds pass first. ``ready`` may act (take a lease): nothing else runs
         between its true answer and the caller's next step."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        # the clock read now, not the loop's (uvloop's is cached per turn of the loop, and a
+        # timeout measured by it may end early)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if ready():
                 return True
-            remaining = None if deadline is None else deadline - loop.time()
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
             future = loop.create_future()
