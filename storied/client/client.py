@@ -20,10 +20,13 @@ from typing import Any, NamedTuple
 
 from storied import config
 from storied.client.future import Future, FutureState, wait_states
+from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
 from storied.coordination import datasets
 from storied.coordination.actor import submit_actor
+from storied.graph import defaults as graph_defaults
+from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
@@ -134,6 +137,7 @@ class Client:
         if set_as_default:
             global _default_client
             _default_client = self
+            graph_defaults.client_became_default()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,6 +254,7 @@ class Client:
         global _default_client
         if _default_client is self:
             _default_client = None
+            graph_defaults.no_default_client()
         self._flush_outbox()
         if self._stream is not None:
             self._stream.send({"op": "close-client"})
@@ -619,6 +624,26 @@ class Client:
                 self._send({"op": "client-desires-keys", "keys": [key]})
         await asyncio.sleep(0.01)
 
+    # ------------------------------------------------------------------ dask collections
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of dask graph ``dsk`` on the cluster (``sync=False``: futures)."""
+        from storied.graph import api
+
+        return api.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, **kwargs: Any) -> Any:
+        """Start computing dask collections; a Future for each (values if ``sync``)."""
+        from storied.graph import api
+
+        return api.compute(self, collections, sync=sync, **kwargs)
+
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        """The same dask collections, backed by futures computing on the cluster."""
+        from storied.graph import api
+
+        return api.persist(self, collections, **kwargs)
+
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``."""
         return self._sync(self._scatter, data, workers, broadcast)
@@ -768,14 +793,23 @@ class Client:
     # ------------------------------------------------------------------ the record
 
     def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
-        """The cluster-wide story: scheduler and worker transitions merged in time order."""
+        """The cluster-wide story: scheduler and worker transitions merged in time order, each a
+        ``StoryEntry``, unpacking as Dask's ``(where, key, start, finish, recommendations,
+        stimulus_id, timestamp)``."""
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
-        keys = [k.key if isinstance(k, Future) else k for k in keys_or_stimulus_ids]
+        keys = [
+            k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
+            for k in keys_or_stimulus_ids
+        ]
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._request, "cluster-story", keys=keys, on_error=on_error)
+        return self._sync(self._story, keys, on_error)
+
+    async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
+        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+        return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
