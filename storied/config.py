@@ -82,6 +82,11 @@ DEFAULTS: dict[str, Any] = {
         "auth-token": None,
         "tls": {"ca-file": None, "cert": None, "key": None},
     },
+    "coordination": {
+        # a semaphore or lock lease not refreshed by its holder this long is freed ("inf": never)
+        "lease-timeout": "30s",
+        "lease-validation-interval": "10s",
+    },
     "ledger": {
         "queue-size": 100_000,
         "batch-size": 2_000,

@@ -40,6 +40,7 @@ from storied.record import (
     unpack_msg,
 )
 from storied.record.ledger import Ledger
+from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
@@ -106,6 +107,8 @@ class Scheduler:
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
+        self.extensions: dict[str, SchedulerExtension] = {}
+        self._extension_handlers: dict[str, Callable[..., Any]] = {}
         self.worker_plugins: dict[str, bytes] = {}
         self.client_grace = config.parse_timedelta(config.get("scheduler.client-grace")) or 0.0
         self._client_removals: dict[str, asyncio.Task[None]] = {}
@@ -141,6 +144,8 @@ class Scheduler:
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(recorder, self.allowed_failures)
         self.status = "running"
+        for name, extension in default_extensions(self).items():
+            self.add_extension(name, extension)
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
         if self.record.durable:
@@ -273,6 +278,8 @@ class Scheduler:
                 "stimulus_id": stimulus_id,
             },
         )
+        for extension in self.extensions.values():
+            extension.remove_worker(address)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(
                 plugin_key,
@@ -470,6 +477,8 @@ class Scheduler:
         self._apply(self.state.remove_client(client, _stimulus("client-releases")))
         logger.info("Remove client %s: %s", client, reason)
         self.log_event(["all", client], {"action": "remove-client", "client": client})
+        for extension in self.extensions.values():
+            extension.remove_client(client)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(plugin_key, plugin.remove_client, self, client)
 
@@ -565,7 +574,18 @@ class Scheduler:
             "get-worker-logs": self._get_worker_logs,
             "log-entries": self._log_entries,
             "executions": lambda: self.record.executions(),
+            **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }
+
+    def add_extension(self, name: str, extension: SchedulerExtension) -> None:
+        """Serve more client requests, and hear when clients and workers leave (see
+        ``storied.scheduler.extensions``). Clients connecting from now on can make them."""
+        handlers = extension.client_handlers()
+        clashes = sorted(set(handlers) & set(self._client_handlers("")))
+        if clashes:
+            raise ValueError(f"extension {name!r} would replace the requests {clashes}")
+        self.extensions[name] = extension
+        self._extension_handlers.update(handlers)
 
     # ------------------------------------------------------------------ effects
 

@@ -26,6 +26,7 @@ from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
+from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
 from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
@@ -281,6 +282,7 @@ class Worker:
         self._recorder = _ShippingRecorder(self.record)
         logging.getLogger("storied.worker").addHandler(self._log_handler)
         self.state = self._new_state()
+        self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
@@ -356,6 +358,7 @@ class Worker:
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
         self.state = self._new_state()
+        self.coordination.forget(list(self.coordination.actors))
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()
@@ -393,6 +396,7 @@ class Worker:
         await self._listener.close()
         await self.pool.close()
         self.executor.shutdown()
+        await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -473,6 +477,7 @@ class Worker:
                 for key in instruction.keys:
                     self.data.pop(key, None)
                     self._pickled.pop(key, None)
+                self.coordination.forget(instruction.keys)
 
     def _function(self, function_id: str) -> Callable[..., Any]:
         with self._functions_lock:
@@ -603,6 +608,8 @@ class Worker:
                 comm.write(self._get_data(keys))
             elif op == "update_data" and isinstance(data, dict):
                 comm.write(self._update_data(data))
+            elif op in ACTOR_OPS:
+                comm.write(await self.coordination.handle(msg))
             else:
                 logger.warning(
                     "Closing connection from %s: unknown or malformed request %r",
