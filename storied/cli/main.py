@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +93,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(server: Any) -> None:
-    """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly."""
+def _serve(server: Any, on_started: Callable[[Any], None] | None = None) -> None:
+    """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly;
+    ``on_started(server)`` once it has started."""
 
     async def main() -> None:
         await server.start()
+        if on_started is not None:
+            on_started(server)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
@@ -169,6 +174,12 @@ def scheduler(
     "--host", default="127.0.0.1", show_default=True, help="Interface to listen on for peers."
 )
 @click.option("--port", default=0, show_default=True, type=int, help="Port for peers (0: any).")
+@click.option(
+    "--nanny/--no-nanny",
+    default=True,
+    show_default=True,
+    help="Run the worker in a child process of a nanny, which restarts it whenever it dies.",
+)
 @_security_options
 def worker(
     scheduler_address: str,
@@ -176,6 +187,7 @@ def worker(
     name: str | None,
     host: str,
     port: int,
+    nanny: bool,
     auth_token: str | None,
     insecure: bool,
     tls_ca_file: str | None,
@@ -184,17 +196,50 @@ def worker(
 ) -> None:
     """Start a worker connected to SCHEDULER_ADDRESS (tcp://HOST:PORT)."""
     from storied.deploy.local import SILENCE_ENV_VAR
+    from storied.nanny import Nanny, WorkerStartError, lifeline
     from storied.worker.server import Worker
 
+    lifeline.die_with_parent()
     if os.environ.get(SILENCE_ENV_VAR):
         config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
     security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
-    server = Worker(
-        scheduler_address, nthreads=nthreads, name=name, host=host, port=port, security=security
-    )
+    server: Nanny | Worker
+    on_started: Callable[[Any], None] | None = None
+    if nanny:
+        env = dict(os.environ)
+        if security.token:
+            env["STORIED_AUTH_TOKEN"] = security.token
+        command = [sys.executable, "-m", "storied", "worker", scheduler_address, "--no-nanny"]
+        for flag, value in (
+            ("--nthreads", nthreads),
+            ("--name", name),
+            ("--host", host),
+            ("--port", port),
+            ("--tls-ca-file", tls_ca_file),
+            ("--tls-cert", tls_cert),
+            ("--tls-key", tls_key),
+        ):
+            if value is not None:
+                command += [flag, str(value)]
+        if insecure:
+            command.append("--insecure")
+        server = Nanny(scheduler_address, command, name=name, security=security, env=env)
+    else:
+        supervisor = lifeline.supervising_nanny()
+        server = Worker(
+            scheduler_address,
+            nthreads=nthreads,
+            name=name,
+            host=host,
+            port=port,
+            security=security,
+            nanny=supervisor["id"] if supervisor else None,
+        )
+        if supervisor is not None:
+            on_started = partial(lifeline.report_joined, supervisor)
     try:
-        _serve(server)
-    except (OSError, TimeoutError, ConnectionError) as exc:
+        _serve(server, on_started)
+    except (OSError, TimeoutError, ConnectionError, WorkerStartError) as exc:
         click.echo(f"storied worker: {exc}", err=True)
         sys.exit(1)
 
