@@ -1,0 +1,62 @@
+"""``storied worker`` runs its worker under a nanny unless told ``--no-nanny``."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+from engine.helpers import inc, poll
+from engine.test_cli import Started, free_port
+
+from storied import Client
+
+from .helpers import alive, events, workers_by_name
+
+
+def start_scheduler(tmp_path, started) -> str:
+    port = free_port()
+    scheduler = Started(["scheduler", "--port", str(port), "--no-ledger"], tmp_path / "s.log")
+    started.append(scheduler)
+    poll(lambda: "Scheduler at" in scheduler.stderr(), timeout=15)
+    return f"tcp://127.0.0.1:{port}"
+
+
+def test_the_nanny_restarts_its_worker_and_takes_it_along_when_it_dies(tmp_path, started):
+    address = start_scheduler(tmp_path, started)
+    nanny = Started(["worker", address, "--name", "w"], tmp_path / "worker.log")
+    started.append(nanny)
+    with Client(address, timeout=5) as client:
+        client.wait_for_workers(1, timeout=15)
+        first = workers_by_name(client)["w"]
+        assert first["nanny_pid"] == nanny.process.pid
+        assert psutil.Process(first["pid"]).ppid() == nanny.process.pid
+
+        os.kill(first["pid"], signal.SIGKILL)
+        second = poll(
+            lambda: (w := workers_by_name(client).get("w")) and w["pid"] != first["pid"] and w,
+            timeout=15,
+            what="the worker is back",
+        )
+        assert client.submit(inc, 1).result(timeout=10) == 2
+        [removed] = [
+            e for e in events(client, "all", "remove-worker") if e["worker"] == first["address"]
+        ]
+        assert (removed["signal"], removed["exit-code"]) == ("SIGKILL", None)
+        assert "was killed by SIGKILL; restarting it" in nanny.stderr()
+
+        nanny.process.kill()
+        poll(lambda: not alive(second["pid"]), timeout=5, what="the orphaned worker exited")
+        poll(lambda: not client.scheduler_info()["workers"], timeout=10)
+
+
+def test_no_nanny_runs_the_worker_in_the_command_s_own_process(tmp_path, started):
+    address = start_scheduler(tmp_path, started)
+    worker = Started(["worker", address, "--no-nanny"], tmp_path / "worker.log")
+    started.append(worker)
+    with Client(address, timeout=5) as client:
+        client.wait_for_workers(1, timeout=15)
+        [info] = client.scheduler_info()["workers"].values()
+        assert info["pid"] == worker.process.pid
+        assert (info["nanny"], info["nanny_pid"]) == (None, None)
+        assert worker.interrupt() == 0, worker.stderr()
