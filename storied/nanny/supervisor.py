@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import signal
-import time
 import uuid
 from typing import Any
 
@@ -207,32 +206,20 @@ class Nanny:
             await asyncio.sleep(delay)
             if self.status != "running":
                 return
-            started = time.time()
             await self._start_worker()
             self.restarts += 1
-            self._send(
+            self._log_event(
                 {
-                    "op": "log-events",
-                    "events": [
-                        list(
-                            pack_event(
-                                EVENT_TOPICS,
-                                {
-                                    "action": "worker-restart",
-                                    "nanny": self.id,
-                                    "name": self.name,
-                                    "previous-worker": address,
-                                    "previous-pid": process.pid,
-                                    **why,
-                                    "delay": delay,
-                                    "worker": self.worker_address,
-                                    "pid": self.worker_pid,
-                                    "restarts": self.restarts,
-                                    "started": started,
-                                },
-                            )
-                        )
-                    ],
+                    "action": "worker-restart",
+                    "nanny": self.id,
+                    "name": self.name,
+                    "previous-worker": address,
+                    "previous-pid": process.pid,
+                    **why,
+                    "delay": delay,
+                    "worker": self.worker_address,
+                    "pid": self.worker_pid,
+                    "restarts": self.restarts,
                 }
             )
 
@@ -265,10 +252,14 @@ class Nanny:
                     self._stream = await self._register()
                     break
                 except (OSError, TimeoutError, ConnectionError) as exc:
-                    logger.info("Nanny could not reach %s: %s", self.scheduler_address, exc)
+                    logger.debug("Nanny could not reach %s: %s", self.scheduler_address, exc)
                     await asyncio.sleep(1.0)
             else:
                 return
+
+    def _log_event(self, msg: dict[str, Any]) -> None:
+        """Into the scheduler's ledger, under ``EVENT_TOPICS``."""
+        self._send({"op": "log-events", "events": [list(pack_event(EVENT_TOPICS, msg))]})
 
     def _send(self, msg: dict[str, Any]) -> None:
         if self._stream is None or self._stream.closed:

@@ -78,7 +78,8 @@ class Nannies:
     def _remove_now(self, key: tuple[str, int | None]) -> None:
         address, reason, handle = self._awaiting.pop(key)
         handle.cancel()
-        self.scheduler._remove_worker(address, reason, expected=False)
+        if self.scheduler.status == "running":  # a closing scheduler keeps its workers
+            self.scheduler._remove_worker(address, reason, expected=False)
 
     def _handlers(self, nanny_id: str) -> dict[str, Any]:
         scheduler = self.scheduler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 from collections.abc import Iterator
@@ -130,3 +131,26 @@ def test_a_worker_dying_at_start_up_is_restarted_with_growing_delays():
         poll(lambda: len(client.scheduler_info()["workers"]) == 1, timeout=20)
         assert client.submit(inc, 1).result(timeout=10) == 2
         assert cluster.workers["0"].process.poll() is None, "the nanny never gave up"
+
+
+@pytest.mark.parametrize("library", ["storied", "dask.distributed"])
+def test_dask_s_nanny_behaviour_with_only_the_import_changed(library, tmp_path):
+    """The same user code against dask.distributed itself: the worker comes back, the task
+    runs again there."""
+    lib = importlib.import_module(library)
+    with (
+        lib.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        lib.Client(cluster) as client,
+    ):
+        [before] = client.scheduler_info()["workers"].values()
+        [before_pid] = client.run(os.getpid).values()
+        assert before["nanny"]
+        future = client.submit(die_once, str(tmp_path / "died"), "exit", pure=False)
+        assert future.result(timeout=60) == "survived"
+        [after] = client.scheduler_info()["workers"].values()
+        [after_pid] = client.run(os.getpid).values()
+        assert after["name"] == before["name"]
+        assert after["nanny"] == before["nanny"]
+        assert after_pid != before_pid
