@@ -95,15 +95,35 @@ def _is_loopback(host: str) -> bool:
 
 def _serve(server: Any, on_started: Callable[[Any], None] | None = None) -> None:
     """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly;
-    ``on_started(server)`` once it has started."""
+    ``on_started(server)`` once it has started.
+
+    The signal handlers are in place before the server starts: a signal that arrives while it
+    starts (a cluster scaling down a worker that has only just joined) closes it as soon as it
+    has started, and a second one ends the process at once (Ctrl-C twice on a slow start).
+    """
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = False
+        stop_requested = False
+        closing: list[asyncio.Future[None]] = []
+
+        def on_signal(signum: int) -> None:
+            nonlocal stop_requested
+            if started:
+                closing.append(asyncio.ensure_future(server.close()))
+            elif stop_requested:
+                os._exit(128 + signum)
+            stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
         await server.start()
+        started = True
         if on_started is not None:
             on_started(server)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
+        if stop_requested:
+            await server.close()
         await server.finished()
 
     loop = new_event_loop()
