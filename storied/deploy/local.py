@@ -39,7 +39,6 @@ class WorkerProcess:
         nanny: bool = True,
     ) -> None:
         self.name = name
-        self.nanny = nanny
         command = [
             sys.executable,
             "-m",

@@ -122,9 +122,6 @@ class Nanny:
         )
         return self
 
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self.start().__await__()
-
     async def close(self, reason: str = "nanny-close") -> None:
         """Close the worker (SIGTERM: it closes cleanly), kill it if it takes too long."""
         if self.status in ("closing", "closed"):

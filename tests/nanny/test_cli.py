@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import psutil
 from engine.helpers import inc, poll
@@ -60,3 +61,17 @@ def test_no_nanny_runs_the_worker_in_the_command_s_own_process(tmp_path, started
         assert info["pid"] == worker.process.pid
         assert (info["nanny"], info["nanny_pid"]) == (None, None)
         assert worker.interrupt() == 0, worker.stderr()
+
+
+def test_a_worker_that_cannot_start_fails_the_command(tmp_path, started):
+    """As without a nanny: the error, and exit code 1, rather than restarts forever."""
+    address = start_scheduler(tmp_path, started)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        nanny = Started(["worker", address, "--port", str(port)], tmp_path / "worker.log")
+        started.append(nanny)
+        assert nanny.process.wait(timeout=30) == 1
+    assert "before joining the scheduler" in nanny.stderr()
+    assert "storied worker: worker process" in nanny.stderr()
