@@ -227,22 +227,9 @@ def worker(
     on_started: Callable[[Any], None] | None = None
     if nanny:
         env = dict(os.environ)
-        if security.token:
+        if security.token:  # in the environment, where ps does not show it
             env["STORIED_AUTH_TOKEN"] = security.token
-        command = [sys.executable, "-m", "storied", "worker", scheduler_address, "--no-nanny"]
-        for flag, value in (
-            ("--nthreads", nthreads),
-            ("--name", name),
-            ("--host", host),
-            ("--port", port),
-            ("--tls-ca-file", tls_ca_file),
-            ("--tls-cert", tls_cert),
-            ("--tls-key", tls_key),
-        ):
-            if value is not None:
-                command += [flag, str(value)]
-        if insecure:
-            command.append("--insecure")
+        command = _supervised_worker_command(click.get_current_context().params)
         server = Nanny(scheduler_address, command, name=name, security=security, env=env)
     else:
         supervisor = lifeline.supervising_nanny()
@@ -262,6 +249,19 @@ def worker(
     except (OSError, TimeoutError, ConnectionError, WorkerStartError) as exc:
         click.echo(f"storied worker: {exc}", err=True)
         sys.exit(1)
+
+
+def _supervised_worker_command(params: dict[str, Any]) -> list[str]:
+    """``storied worker`` with the options this one was given, but ``--no-nanny``: the
+    command a nanny runs (the token goes in the environment instead)."""
+    command = [sys.executable, "-m", "storied", "worker", params["scheduler_address"]]
+    command.append("--no-nanny")
+    for name, value in params.items():
+        flag = "--" + name.replace("_", "-")
+        if name in ("scheduler_address", "nanny", "auth_token") or value is None or value is False:
+            continue
+        command += [flag] if value is True else [flag, str(value)]
+    return command
 
 
 def _add_history_commands() -> None:

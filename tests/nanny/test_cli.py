@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 
 import psutil
 from engine.helpers import inc, poll
 from engine.test_cli import Started, free_port
 
 from storied import Client
+from storied.cli.main import _supervised_worker_command, cli
 
 from .helpers import alive, events, workers_by_name
 
@@ -75,3 +77,29 @@ def test_a_worker_that_cannot_start_fails_the_command(tmp_path, started):
         assert nanny.process.wait(timeout=30) == 1
     assert "before joining the scheduler" in nanny.stderr()
     assert "storied worker: worker process" in nanny.stderr()
+
+
+def test_the_nanny_runs_its_worker_with_the_options_it_was_given():
+    """Every option but ``--nanny`` and the token (which travels in the environment)."""
+    given = [
+        "tls://10.0.0.1:8786",
+        "--nthreads",
+        "3",
+        "--name",
+        "w",
+        "--host",
+        "10.0.0.2",
+        "--port",
+        "0",
+        "--insecure",
+        "--tls-ca-file",
+        __file__,
+        "--auth-token",
+        "s3cret",
+    ]
+    params = cli.commands["worker"].make_context("worker", given).params
+    command = _supervised_worker_command(params)
+    assert command[:4] == [sys.executable, "-m", "storied", "worker"]
+    assert "s3cret" not in command
+    rerun = cli.commands["worker"].make_context("worker", command[4:]).params
+    assert {**rerun, "auth_token": None} == {**params, "nanny": False, "auth_token": None}
