@@ -140,7 +140,7 @@ def test_dask_s_nanny_behaviour_with_only_the_import_changed(library, tmp_path):
     lib = importlib.import_module(library)
     with (
         lib.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         lib.Client(cluster) as client,
     ):
