@@ -73,6 +73,11 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         "heartbeat-interval": "1s",
     },
+    "nanny": {
+        "restart-backoff": "100ms",
+        "restart-backoff-max": "30s",
+        "close-timeout": "10s",
+    },
     "comm": {
         "connect-timeout": "10s",
         "reconnect-timeout": "60s",

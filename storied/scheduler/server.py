@@ -41,6 +41,7 @@ from storied.record import (
 )
 from storied.record.ledger import Ledger
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
+from storied.scheduler.nannies import Nannies
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
@@ -52,10 +53,14 @@ def _stimulus(prefix: str) -> str:
 
 
 class _WorkerLink:
-    __slots__ = ("address", "last_seen", "name", "pid", "stream")
+    __slots__ = ("address", "last_seen", "name", "nanny", "pid", "stream")
 
-    def __init__(self, address: str, name: str, pid: int | None, stream: Stream) -> None:
+    def __init__(
+        self, address: str, name: str, pid: int | None, stream: Stream, nanny: str | None = None
+    ) -> None:
         self.address, self.name, self.pid, self.stream = address, name, pid, stream
+        #: the id of the nanny supervising the worker's process, if any
+        self.nanny = nanny
         self.last_seen = time.monotonic()
 
 
@@ -104,6 +109,7 @@ class Scheduler:
             config.get("scheduler.worker-reply-timeout")
         )
         self.workers: dict[str, _WorkerLink] = {}
+        self.nannies = Nannies(self)
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
@@ -216,6 +222,8 @@ class Scheduler:
         op = msg.get("op") if isinstance(msg, dict) else None
         if op == "register-worker":
             await self._serve_worker(comm, msg)
+        elif op == "register-nanny":
+            await self.nannies.serve(comm, msg)
         elif op == "register-client":
             await self._serve_client(comm, msg)
         elif op == "identity":
@@ -235,7 +243,10 @@ class Scheduler:
             return
         name = str(name if name is not None else address)
         stream = Stream(comm, self._worker_handlers(address), f"stream from worker {address}")
-        link = _WorkerLink(address, name, msg.get("pid"), stream)
+        nanny = msg.get("nanny")
+        link = _WorkerLink(
+            address, name, msg.get("pid"), stream, nanny if isinstance(nanny, str) else None
+        )
         self.workers[address] = link
         await comm.send(
             {
@@ -256,9 +267,12 @@ class Scheduler:
         finally:
             if self.workers.get(address) is link:
                 reason = stream.comm.closed_reason or "connection closed"
-                self._remove_worker(address, reason, expected=False)
+                self.nannies.worker_connection_lost(address, reason)
 
-    def _remove_worker(self, address: str, reason: str, *, expected: bool) -> None:
+    def _remove_worker(
+        self, address: str, reason: str, *, expected: bool, cause: dict[str, Any] | None = None
+    ) -> None:
+        """``cause``: why its process ended (``exit-code``, ``signal``), as its nanny saw it."""
         link = self.workers.pop(address, None)
         if link is None:
             return
@@ -276,6 +290,7 @@ class Scheduler:
                 "reason": reason,
                 "lost-tasks": lost,
                 "stimulus_id": stimulus_id,
+                **(cause or {}),
             },
         )
         for extension in self.extensions.values():
@@ -790,6 +805,8 @@ class Scheduler:
                     "name": link.name,
                     "nthreads": nthreads.get(address, 0),
                     "pid": link.pid,
+                    "nanny": link.nanny,
+                    "nanny_pid": self.nannies.pid(link.nanny),
                     **(
                         self.state.workers[address].identity()
                         if address in self.state.workers

@@ -221,8 +221,11 @@ class Worker:
         port: int = 0,
         security: Security | None = None,
         heartbeat_interval: float | str | None = None,
+        nanny: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
+        #: the id of the nanny supervising this worker's process, if any
+        self.nanny = nanny
         self.nthreads = nthreads
         self.name = name
         self.host = host
@@ -310,6 +313,7 @@ class Worker:
                 "name": self.name,
                 "nthreads": self.nthreads,
                 "pid": os.getpid(),
+                "nanny": self.nanny,
             }
         )
         reply = await comm.read(timeout)
