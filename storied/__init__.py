@@ -10,6 +10,7 @@ from storied.client.future import Future
 from storied.client.futures_of import fire_and_forget, futures_of
 from storied.client.worker_client import get_client, worker_client
 from storied.comm import Security
+from storied.coordination import Actor, ActorFuture, Event, Lock, Queue, Semaphore, Variable
 from storied.deploy.local import LocalCluster
 from storied.exceptions import CancelledError, KilledWorker
 from storied.plugin import SchedulerPlugin, WorkerPlugin
@@ -18,14 +19,21 @@ from storied.worker.secede import rejoin, secede
 from storied.worker.server import Worker, get_worker
 
 __all__ = [
+    "Actor",
+    "ActorFuture",
     "CancelledError",
     "Client",
+    "Event",
     "Future",
     "KilledWorker",
     "LocalCluster",
+    "Lock",
+    "Queue",
     "Scheduler",
     "SchedulerPlugin",
     "Security",
+    "Semaphore",
+    "Variable",
     "Worker",
     "WorkerPlugin",
     "as_completed",

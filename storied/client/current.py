@@ -44,7 +44,7 @@ def remove_default(client: Client) -> None:
 def global_client() -> Client | None:
     """The current client if set, else the most recent default still open, else None."""
     current = _current.get()
-    if current is not None:
+    if current is not None and current.status not in ("closing", "closed"):
         return current
     with _defaults_lock:
         for ref in reversed(_defaults):

@@ -153,6 +153,8 @@ class Future:
     """
 
     __slots__ = ("__weakref__", "_client", "_released", "_state", "key")
+    #: dask treats objects with this flag as futures in graphs and ``dask.delayed``
+    __dask_future__ = True
 
     def __init__(
         self, key: str, client: Client | None = None, state: FutureState | None = None
@@ -257,6 +259,9 @@ class Future:
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self._result().__await__()
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("storied.Future", self.key)
 
     def __repr__(self) -> str:
         try:

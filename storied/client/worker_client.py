@@ -4,16 +4,14 @@ Inside a task, ``get_client()`` is a client of the worker's scheduler with the w
 security, made once per worker and reused by every task there (a client already in charge in
 this process, connected to that scheduler, serves instead: with in-process workers that is the
 user's own). Both are on the record: the worker logs events under the topics
-``worker-get-client`` (a client was made for the worker) and ``worker-client`` (a task entered
-``worker_client()``).
+``worker-get-client`` (a client was made for the worker, see ``storied.coordination.worker``)
+and ``worker-client`` (a task entered ``worker_client()``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator
 
 from storied import config
@@ -23,8 +21,6 @@ from storied.worker.secede import rejoin, secede
 from storied.worker.server import Worker, get_worker, task_holds_thread_slot
 
 logger = logging.getLogger("storied.client")
-
-_clients_lock = threading.Lock()
 
 
 def _worker_or_none() -> Worker | None:
@@ -49,7 +45,7 @@ def get_client(address: str | None = None, timeout: float | str | None = None) -
         raise TypeError(f"address must be a scheduler address (str), not {type(address).__name__}")
     worker = _worker_or_none()
     if worker is not None and address in (None, worker.scheduler_address):
-        return _client_of(worker, _connect_timeout(timeout))
+        return _client_of(worker)
     client = global_client()
     if client is not None and address in (None, client.scheduler_address):
         return client
@@ -58,40 +54,13 @@ def get_client(address: str | None = None, timeout: float | str | None = None) -
     raise ValueError("No global client found and no address provided")
 
 
-def _client_of(worker: Worker, timeout: float) -> Client:
-    """The worker's client: one in charge here for the same scheduler, else its own."""
+def _client_of(worker: Worker) -> Client:
+    """The worker's client: one in charge here for the same scheduler, else the worker's own
+    (``WorkerCoordination.client``, which Variables, Locks and the rest use too)."""
     client = global_client()
     if client is not None and client.scheduler_address == worker.scheduler_address:
         return client
-    with _clients_lock:
-        client = worker._client
-        if client is not None and client.status == "running":
-            return client
-        client = worker._client = Client(
-            worker.scheduler_address,
-            security=worker.security,
-            timeout=timeout,
-            name=f"worker {worker.name}",
-            set_as_default=True,
-        )
-    logger.info("Worker %s connected client %s to its scheduler", worker.address, client.id)
-    worker.log_event(
-        "worker-get-client",
-        {
-            "action": "worker-get-client",
-            "client": client.id,
-            "worker": worker.address,
-            "timeout": timeout,
-        },
-    )
-    return client
-
-
-async def close_worker_client(worker: Worker) -> None:
-    """Close the client made for ``worker`` (when the worker closes), off the worker's loop."""
-    client, worker._client = worker._client, None
-    if client is not None:
-        await asyncio.to_thread(client.close)
+    return worker.coordination.client()
 
 
 @contextlib.contextmanager

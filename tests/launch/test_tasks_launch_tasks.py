@@ -109,10 +109,9 @@ def test_a_worker_closes_the_client_it_made_for_its_tasks():
     ):
         worker_client_id = client.submit(client_identity, 1).result(timeout=30)[1]
         [worker] = cluster.workers.values()
-        made = worker._client
+        made = worker.coordination._client
         assert made is not None and made.id == worker_client_id != client.id
     assert made.status == "closed"
-    assert worker._client is None
 
 
 def test_get_client_in_tasks_of_one_worker_process_is_one_client_reused(cluster, client):
