@@ -152,7 +152,7 @@ class Future:
     there: ``get_client()`` in a task, else the current or default client.
     """
 
-    __slots__ = ("__weakref__", "_client", "_released", "_state", "key")
+    __slots__ = ("__weakref__", "_client", "_holds", "_state", "key")
     #: dask treats objects with this flag as futures in graphs and ``dask.delayed``
     __dask_future__ = True
 
@@ -164,7 +164,8 @@ class Future:
         Without ``client``, it binds to the client in charge where it is first used.
         """
         self.key = key
-        self._released = False
+        #: whether this Future holds a reference to its key in its client (bound, not released)
+        self._holds = client is not None
         if client is not None:
             self._client = client
             self._state = state if state is not None else client._acquire([key])[0]
@@ -184,6 +185,7 @@ class Future:
             ) from exc
         self._client = client
         self._state = client._adopt(self.key)
+        self._holds = True
         return getattr(self, name)
 
     @property
@@ -239,14 +241,9 @@ class Future:
     def release(self) -> None:
         """Drop this Future's hold on its key now rather than when it is garbage collected;
         the cluster forgets the result once no Future holds it. Calling it again does nothing."""
-        if self._released:
-            return
-        self._released = True
-        try:
-            client = object.__getattribute__(self, "_client")
-        except AttributeError:
-            return  # never bound: it holds nothing
-        client._dec_ref(self.key)
+        if self._holds:
+            self._holds = False
+            self._client._dec_ref(self.key)
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` in a separate thread once this future is done, however it ends."""
@@ -273,8 +270,10 @@ class Future:
         return f"<Future: {state.status}, key: {self.key}>"
 
     def __del__(self) -> None:
-        try:  # noqa: SIM105 - no suppress(): this runs once per future, on a hot path
-            self.release()
+        try:  # no suppress() and no call of release(): this runs once per future, a hot path
+            if self._holds:
+                self._holds = False
+                self._client._dec_ref(self.key)
         except Exception:  # the client may be half torn down at interpreter exit
             pass
 
