@@ -58,7 +58,11 @@ def _client_of(worker: Worker) -> Client:
     """The worker's client: one in charge here for the same scheduler, else the worker's own
     (``WorkerCoordination.client``, which Variables, Locks and the rest use too)."""
     client = global_client()
-    if client is not None and client.scheduler_address == worker.scheduler_address:
+    if (
+        client is not None
+        and not client.asynchronous  # a task runs in a thread: it needs a blocking client
+        and client.scheduler_address == worker.scheduler_address
+    ):
         return client
     return worker.coordination.client()
 

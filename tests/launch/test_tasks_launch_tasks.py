@@ -3,6 +3,7 @@ changed): recursive Fibonacci that secedes while it waits, on 2 workers of one t
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -100,6 +101,22 @@ def test_a_task_waiting_on_its_tasks_gives_up_its_slot_meanwhile(threads_client)
 def test_a_task_iterating_as_completed_over_its_tasks_gives_up_its_slot(threads_client):
     parents = threads_client.map(children_as_they_complete, [3, 4])
     assert threads_client.gather(parents) == [[0, 10, 20], [0, 10, 20, 30]]
+
+
+def test_tasks_of_in_process_workers_get_a_blocking_client_beside_an_asynchronous_one():
+    async def run():
+        async with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, asynchronous=True
+            ) as cluster,
+            Client(cluster, asynchronous=True) as client,
+        ):
+            parent = client.submit(sum_of_incremented, 4)
+            return await parent, (await client.submit(client_identity, 1))[1], client.id
+
+    total, task_client_id, async_client_id = asyncio.run(run())
+    assert total == 10
+    assert task_client_id != async_client_id
 
 
 def test_a_worker_closes_the_client_it_made_for_its_tasks():
