@@ -11,7 +11,8 @@ def futures_of(collection: Any) -> list[Future]:
     """The futures in ``collection``, each once, in the order met: a future, lists, tuples,
     sets and dicts of them, nested, and dask collections holding futures in their graphs.
 
-    A dask collection is anything with ``__dask_graph__()`` (dask itself is not imported).
+    A dask collection is anything with ``__dask_graph__()`` (dask itself is not imported);
+    as Dask, it looks at the graph's values, not inside its tasks' arguments.
     """
     stack = [collection]
     seen: set[int] = set()
@@ -30,8 +31,14 @@ def futures_of(collection: Any) -> list[Future]:
         elif callable(getattr(item, "__dask_graph__", None)) and not isinstance(item, type):
             graph = item.__dask_graph__()
             if graph is not None:
-                stack.extend(reversed(list(graph.values())))
+                stack.extend(reversed([_unwrapped(node) for node in graph.values()]))
     return found
+
+
+def _unwrapped(node: Any) -> Any:
+    """A graph node as dask keeps a future of ours: a data node (``.value``) around it."""
+    value = getattr(node, "value", None)
+    return value if isinstance(value, Future) else node
 
 
 def fire_and_forget(obj: Any) -> None:

@@ -60,6 +60,22 @@ def test_futures_of_finds_each_future_once_in_nested_structures_and_collections(
     assert futures_of([1, "x", None]) == []
 
 
+def test_futures_of_real_dask_collections_as_dask_finds_them(client, dask_client):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    import distributed
+
+    ours, theirs = client.submit(inc, 1), dask_client.submit(inc, 1)
+    assert futures_of(dask.delayed(ours)) == [ours]
+    assert distributed.futures_of(dask.delayed(theirs)) == [theirs]
+    assert futures_of(dask.delayed(inc)(ours)) == distributed.futures_of(
+        dask.delayed(inc)(theirs)
+    )  # neither looks inside a task's arguments
+    persisted = client.persist(da.ones(10, chunks=5) + 1)
+    assert len(futures_of(persisted)) == 2
+    assert len(distributed.futures_of(dask_client.persist(da.ones(10, chunks=5) + 1))) == 2
+
+
 # ---------------------------------------------------------------- fire_and_forget
 
 
