@@ -2,7 +2,8 @@
 
 The most recent client made with ``set_as_default=True`` is the default; closing it makes the
 one before it the default again (a stack). ``Client.as_current()`` overrides the default for
-one thread or asyncio task. ``default_client()`` is the single place that answers.
+one thread or asyncio task. Inside a task with no default in its process, the worker's client
+is the default. ``default_client()`` is the single place that answers.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def remove_default(client: Client) -> None:
 
 
 def global_client() -> Client | None:
-    """The current client if set, else the most recent default still open, else None."""
+    """The current client if set, else the most recent default still open, else (in a task
+    on a worker) the worker's client, else None."""
     current = _current.get()
     if current is not None and current.status not in ("closing", "closed"):
         return current
@@ -51,7 +53,19 @@ def global_client() -> Client | None:
             client = ref()
             if client is not None and client.status not in ("closing", "closed"):
                 return client
-    return None
+    return _task_client()
+
+
+def _task_client() -> Client | None:
+    """Inside a task, the client of its worker (made on first use), as Dask's worker client is
+    the default in its process; None elsewhere."""
+    from storied.worker.server import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    return worker.coordination.client()
 
 
 def default_client(c: Client | None = None) -> Client:

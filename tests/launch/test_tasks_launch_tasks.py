@@ -181,3 +181,14 @@ def test_secede_and_rejoin_outside_a_task_raise_a_clear_error():
 def test_worker_client_outside_a_task_raises_a_clear_error():
     with pytest.raises(ValueError, match="outside a task"), worker_client():
         pass
+
+
+def default_and_task_client_ids(_):
+    from storied import default_client
+
+    return default_client().id, get_client().id
+
+
+def test_in_a_worker_process_task_the_default_client_is_the_workers(client):
+    default_id, task_client_id = client.submit(default_and_task_client_ids, 1).result(timeout=30)
+    assert default_id == task_client_id != client.id
