@@ -169,6 +169,11 @@ def scheduler(
     "--host", default="127.0.0.1", show_default=True, help="Interface to listen on for peers."
 )
 @click.option("--port", default=0, show_default=True, type=int, help="Port for peers (0: any).")
+@click.option(
+    "--resources",
+    default=None,
+    help='What tasks may claim here, e.g. "GPU=2,MEM=10e9" [default: config worker.resources].',
+)
 @_security_options
 def worker(
     scheduler_address: str,
@@ -176,6 +181,7 @@ def worker(
     name: str | None,
     host: str,
     port: int,
+    resources: str | None,
     auth_token: str | None,
     insecure: bool,
     tls_ca_file: str | None,
@@ -189,9 +195,18 @@ def worker(
     if os.environ.get(SILENCE_ENV_VAR):
         config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
     security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
-    server = Worker(
-        scheduler_address, nthreads=nthreads, name=name, host=host, port=port, security=security
-    )
+    try:
+        server = Worker(
+            scheduler_address,
+            nthreads=nthreads,
+            name=name,
+            host=host,
+            port=port,
+            security=security,
+            resources=resources,
+        )
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--resources") from None
     try:
         _serve(server)
     except (OSError, TimeoutError, ConnectionError) as exc:

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from storied import config
 from storied.comm import Security
 from storied.loop import LoopThread
+from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
 from storied.worker.server import Worker
 
@@ -34,6 +36,7 @@ class WorkerProcess:
         host: str,
         security: Security,
         log_level: int | None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         command = [
@@ -49,6 +52,8 @@ class WorkerProcess:
             "--host",
             host,
         ]
+        if resources:
+            command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
         env = config.environ_for_subprocess()
         if log_level is not None:
             env[SILENCE_ENV_VAR] = str(log_level)
@@ -93,8 +98,10 @@ class LocalCluster:
         security: Security | bool = True,
         ledger: str | os.PathLike[str] | None = None,
         silence_logs: int | bool = logging.WARNING,
+        resources: str | Mapping[str, float] | None = None,
         **scheduler_kwargs: Any,
     ) -> None:
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
         del dashboard_address  # accepted for compatibility; storied has no dashboard
         if n_workers is None:
             n_workers = 2 if processes else 1
@@ -111,6 +118,7 @@ class LocalCluster:
         self.processes = processes
         self.host = host
         self.threads_per_worker = threads_per_worker
+        self.resources = None if resources is None else parse_resources(resources)
         self.asynchronous = asynchronous
         config.configure_logging()
         self._worker_log_level = int(silence_logs) if silence_logs else None
@@ -178,6 +186,7 @@ class LocalCluster:
                     self.host,
                     self.security,
                     self._worker_log_level,
+                    self.resources,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -186,6 +195,7 @@ class LocalCluster:
                     name=name,
                     host=self.host,
                     security=self.security,
+                    resources=self.resources,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:
