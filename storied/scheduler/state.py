@@ -245,15 +245,16 @@ class SchedulerState:
         for function_id, payload in functions.items():
             self.functions.setdefault(function_id, payload)
         base = self._next_generation(now, fifo_timeout) * GENERATION_SPAN
-        positions = (
-            range(len(tasks)) if calls is None else itertools.chain.from_iterable(map(range, calls))
+        priorities: Iterable[int] = (
+            range(base, base + len(tasks))
+            if calls is None
+            else (base + i for i in itertools.chain.from_iterable(map(range, calls)))
         )
         recommendations: list[tuple[str, str]] = []
-        for spec, position in zip(tasks, positions, strict=True):
+        for spec, priority in zip(tasks, priorities):  # noqa: B905 (calls add up: checked)
             ts = self.tasks.get(spec.key)
             if ts is not None and ts.function_id is not None:
                 continue
-            priority = base + position
             if ts is None:
                 ts = self.tasks[spec.key] = TaskState(
                     spec.key, spec.function_id, spec.args, priority
@@ -669,6 +670,8 @@ class SchedulerState:
         if not workers:
             return None
         if ts.restrictions is None and ts.resources is None:
+            if not ts.dependencies:
+                return min(workers.values(), key=_occupancy)
             return _least_busy(ts, workers, None)
         allowed = list(workers.values())
         if ts.resources is not None:

@@ -386,8 +386,12 @@ class WorkerState:
 
     def _pop_live(self, heap: list[tuple[float, int, int, str]], state: str) -> WorkerTask | None:
         """The first task of ``heap`` still in ``state``, popped (stale entries are dropped)."""
-        self._drop_stale(heap, state)
-        return self.tasks[heapq.heappop(heap)[-1]] if heap else None
+        tasks = self.tasks
+        while heap:
+            ts = tasks.get(heapq.heappop(heap)[-1])
+            if ts is not None and ts.state == state:
+                return ts
+        return None
 
     def _release_inputs(self, ts: WorkerTask, instructions: list[Instruction]) -> None:
         """A task finished: inputs fetched only for it can go."""
