@@ -477,20 +477,15 @@ class Client:
         """
         if not callable(func):
             raise TypeError(f"submit() needs a callable as its first argument, not {func!r}")
+        actor = actor or actors
         options = task_options(
-            workers=workers,
-            resources=resources,
-            retries=retries,
-            priority=priority,
-            allow_other_workers=allow_other_workers,
-            fifo_timeout=fifo_timeout,
-            actor=actor or actors,
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout, actor
         )
         return self._submit_many(
             func,
             [(args, kwargs)],
             [key] if key is not None else None,
-            pure and not (actor or actors),
+            pure and not actor,
             options,
         )[0]
 
@@ -521,14 +516,9 @@ class Client:
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise TypeError(f"batch_size must be a positive int or None, not {batch_size!r}")
+        actor = actor or actors
         options = task_options(
-            workers=workers,
-            resources=resources,
-            retries=retries,
-            priority=priority,
-            allow_other_workers=allow_other_workers,
-            fifo_timeout=fifo_timeout,
-            actor=actor or actors,
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout, actor
         )
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
         keys = None
@@ -537,7 +527,7 @@ class Client:
                 raise ValueError(f"map() got {len(key)} keys for {len(calls)} tasks")
             keys = key
         prefix = key if isinstance(key, str) else None
-        pure = pure and not (actor or actors)
+        pure = pure and not actor
         if batch_size is None or batch_size >= len(calls):
             return self._submit_many(func, calls, keys, pure, options, prefix)
         futures: list[Future] = []

@@ -24,7 +24,6 @@ class TaskOptions(NamedTuple):
 
 
 def task_options(
-    *,
     workers: Any,
     resources: Any,
     retries: Any,
