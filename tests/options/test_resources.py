@@ -70,6 +70,8 @@ def test_the_dask_docs_example_uses_each_gpu_once_at_a_time(
     state = bare_cluster.scheduler.state
     holders = {state.workers[address].name for address in state.tasks[final.key].who_has}
     assert holders == {"gpu2"}  # the only worker with MEMORY=70e9
+    joined = [msg for _, msg in client.get_events("all") if msg.get("action") == "add-worker"]
+    assert {"name": "gpu2", "resources": {"GPU": 2, "MEMORY": 100e9}}.items() <= joined[-1].items()
 
 
 def test_a_task_waits_in_no_worker_until_a_worker_with_the_resource_joins(
@@ -134,3 +136,14 @@ def test_bad_worker_resources_are_refused(text):
 
     with pytest.raises(ValueError, match=r"NAME=AMOUNT|not a number"):
         Worker("tcp://127.0.0.1:1", resources=text)
+
+
+def test_the_worker_command_refuses_bad_resources_before_connecting():
+    from click.testing import CliRunner
+
+    from storied.cli.main import cli
+
+    assert "--resources" in CliRunner().invoke(cli, ["worker", "--help"]).output
+    result = CliRunner().invoke(cli, ["worker", "tcp://127.0.0.1:1", "--resources", "GPU"])
+    assert result.exit_code == 2
+    assert "--resources" in result.output and "NAME=AMOUNT" in result.output

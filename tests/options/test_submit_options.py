@@ -191,3 +191,38 @@ def test_actor_is_accepted_and_makes_the_key_impure(client):
     first = client.submit(stamp, "a", actor=True)
     second = client.submit(stamp, "a", actors=True)
     assert first.key != second.key
+
+
+@pytest.mark.parametrize(
+    ("options", "extra", "reason"),
+    [
+        ({"priority": "high"}, {}, "priority must be a number"),
+        ({"resources": {"GPU": -1}}, {}, "amount of 'GPU' must be finite and >= 0"),
+        (None, {"fifo_timeout": "soon"}, "fifo_timeout must be a number"),
+        (None, {"calls": [5]}, "must be counts adding up to 1 tasks"),
+    ],
+)
+def test_a_malformed_graph_from_the_wire_is_rejected_and_the_scheduler_goes_on(
+    client, options, extra, reason
+):
+    """What another client (or the dask-graph path) might send: refused, logged, no crash."""
+
+    def rejections() -> int:
+        logs = client.get_scheduler_logs()
+        return sum("Rejected graph" in text and reason in text for _, text in logs)
+
+    before = rejections()
+    function_id = "f-malformed"
+    task = ["malformed-task", function_id, b"", [], 0, None, options]
+    client._send(
+        {
+            "op": "update-graph",
+            "tasks": [task],
+            "functions": {function_id: b"not even a pickle"},
+            "wanted": [],
+            "stimulus_id": "malformed-graph",
+            **extra,
+        }
+    )
+    poll(lambda: rejections() > before, 10, "the scheduler logged the rejection")
+    assert client.submit(stamp, "after", pure=False).result(timeout=30)[0] == "after"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -20,12 +21,14 @@ def state(recorder) -> SchedulerState:
     return SchedulerState(recorder)
 
 
-def test_a_task_needing_resources_waits_for_a_worker_that_has_them(state, recorder):
+def test_a_task_needing_resources_waits_for_a_worker_that_has_them(state, recorder, caplog):
     state.add_worker("tcp://cpu", "cpu", 4, "add-cpu")
-    submit(state, with_options("train", resources={"GPU": 1}))
+    with caplog.at_level(logging.DEBUG, logger="storied.scheduler"):
+        submit(state, with_options("train", resources={"GPU": 1}))
     assert state.tasks["train"].state == "no-worker"
     reason = state.no_worker_reasons["train"]
     assert "needs resources {'GPU': 1}" in reason and "'cpu': {}" in reason
+    assert f"Task train has no worker: {reason}" in caplog.messages
     effects = state.add_worker("tcp://gpu", "gpu", 1, "add-gpu", {"GPU": 2})
     assert computed_keys(effects, "tcp://gpu") == ["train"]
     assert ops(effects.workers["tcp://gpu"], "compute-task")[0]["resources"] == {"GPU": 1}
