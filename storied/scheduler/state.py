@@ -654,6 +654,7 @@ class SchedulerState:
         self.no_worker_reasons.pop(ts.key, None)
 
     def _why_no_worker(self, ts: TaskState) -> str:
+        """Independent of which workers are here, so it stays true while the task waits."""
         if not self.workers:
             return "no workers"
         parts = []
@@ -661,8 +662,7 @@ class SchedulerState:
             parts.append(f"restricted to workers {sorted(ts.restrictions)}")
         if ts.resources is not None:
             parts.append(f"needs resources {ts.resources}")
-        offered = {ws.name: ws.resources for ws in self.workers.values()}
-        return f"{' and '.join(parts)}; workers (name: resources) are {offered}"
+        return f"{' and '.join(parts)}: no worker here qualifies"
 
     def _choose_worker(self, ts: TaskState) -> WorkerInfo | None:
         """The least busy worker allowed to run ``ts``, preferring ones that hold its inputs."""
@@ -902,7 +902,7 @@ def _check_options(key: str, options: Any) -> None:
     if unknown:
         raise ValueError(f"task {key!r}: unknown options {sorted(unknown)}")
     priority = options.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int | float) or priority != priority:
+    if isinstance(priority, bool) or not isinstance(priority, int | float) or math.isnan(priority):
         raise ValueError(f"task {key!r}: priority must be a number, not {priority!r}")
     if not isinstance(options.get("loose", False), bool):
         raise ValueError(f"task {key!r}: loose must be a bool, not {options['loose']!r}")
