@@ -147,3 +147,29 @@ def test_the_worker_command_refuses_bad_resources_before_connecting():
     result = CliRunner().invoke(cli, ["worker", "tcp://127.0.0.1:1", "--resources", "GPU"])
     assert result.exit_code == 2
     assert "--resources" in result.output and "NAME=AMOUNT" in result.output
+
+
+def timed(i: Any) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(0.15)
+    return start, time.time()
+
+
+@pytest.mark.parametrize("system", ["storied", "dask"])
+def test_one_gpu_and_three_threads_behave_as_in_dask(system):
+    """The same program on both: GPU tasks one at a time, the others alongside them."""
+    if system == "dask":
+        distributed = pytest.importorskip("distributed")
+        make_cluster, make_client = distributed.LocalCluster, distributed.Client
+        extra: dict[str, Any] = {"processes": False, "dashboard_address": ":0"}
+    else:
+        make_cluster, make_client, extra = LocalCluster, Client, {}
+    with (
+        make_cluster(n_workers=1, threads_per_worker=3, resources={"GPU": 1}, **extra) as cluster,
+        make_client(cluster) as client,
+    ):
+        gpu = [client.submit(timed, i, resources={"GPU": 1}) for i in range(4)]
+        cpu = [client.submit(timed, -i - 1) for i in range(4)]
+        gpu_runs, cpu_runs = client.gather(gpu), client.gather(cpu)
+    assert max_concurrency(gpu_runs) == 1
+    assert max_concurrency(gpu_runs + cpu_runs) >= 2
