@@ -90,19 +90,24 @@ def test_a_task_waits_in_no_worker_until_a_worker_with_the_resource_joins(
     assert ("waiting", "no-worker") in story and ("no-worker", "processing") in story
 
 
-def test_local_cluster_gives_each_worker_the_resources(tmp_path):
+def test_local_cluster_gives_each_worker_the_resources():
     with (
         LocalCluster(n_workers=2, threads_per_worker=3, resources={"GPU": 1}) as cluster,
         Client(cluster) as client,
     ):
         info = client.scheduler_info()["workers"]
         assert [w["resources"] for w in info.values()] == [{"GPU": 1}, {"GPU": 1}]
-        results = client.gather([client.submit(process, i, resources={"GPU": 1}) for i in range(6)])
-        by_worker = runs_by_worker(results)
+        futures = [client.submit(process, i, resources={"GPU": 1}) for i in range(6)]
+        by_worker = runs_by_worker(client.gather(futures))
         assert all(max_concurrency(runs) == 1 for runs in by_worker.values())
+        # on the record: a task claiming resources waits in the worker's "constrained" state
+        # (as in Dask) rather than "ready", however briefly
+        story = client.story(*[f.key for f in futures])
+        constrained = {e["key"] for e in story if e.get("finish") == "constrained"}
+        assert constrained == {f.key for f in futures}
 
 
-def test_worker_resources_come_from_config(monkeypatch):
+def test_worker_resources_come_from_config():
     from storied import config
     from storied.worker.server import Worker
 
