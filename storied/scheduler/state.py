@@ -558,6 +558,8 @@ class SchedulerState:
                 info["duration"] = info["startstops"][1] - info["startstops"][0]
             if ts.error is not None and ts.state == "erred":
                 info["exception"] = ts.error.get("text")
+            if ts.state == "no-worker":
+                info["reason"] = self.no_worker_reasons.get(ts.key)
             if worker is not None:
                 info["worker"] = worker
             self.on_transition(ts.key, start, ts.state, stimulus_id, info)

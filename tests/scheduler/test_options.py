@@ -161,3 +161,21 @@ def test_calls_that_do_not_match_the_tasks_reject_the_graph(state, calls):
 def test_worker_identity_shows_its_resources(state):
     state.add_worker("tcp://gpu", "gpu", 1, "add-gpu", {"GPU": 2})
     assert state.workers["tcp://gpu"].identity()["resources"] == {"GPU": 2}
+
+
+def test_plugins_hear_why_a_task_has_no_worker(recorder):
+    heard: list[tuple[str, str, str, dict[str, Any]]] = []
+    state = SchedulerState(
+        recorder, on_transition=lambda k, a, b, s, info: heard.append((k, a, b, info))
+    )
+    submit(state, with_options("t", ("tcp://w9",)))
+    assert heard[-1] == ("t", "waiting", "no-worker", {"reason": "no workers"})
+    state.add_worker("tcp://w2", "w2", 1, "add-w2")
+    submit(state, with_options("u", ("tcp://w9",), resources={"GPU": 1}))
+    reason = "restricted to workers ['tcp://w9'] and needs resources {'GPU': 1}"
+    assert heard[-1] == (
+        "u",
+        "waiting",
+        "no-worker",
+        {"reason": f"{reason}: no worker here qualifies"},
+    )
