@@ -21,8 +21,13 @@ from typing import Any, NamedTuple
 from storied import config
 from storied.client.future import Future, FutureState, wait_states
 from storied.client.options import TaskOptions, task_options, worker_restrictions
+from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
+from storied.coordination import datasets
+from storied.coordination.actor import submit_actor
+from storied.graph import defaults as graph_defaults
+from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
@@ -34,6 +39,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import pack_event
 from storied.record.trace import chrome_trace
+from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT
 
 logger = logging.getLogger("storied.client")
 
@@ -133,6 +139,7 @@ class Client:
         if set_as_default:
             global _default_client
             _default_client = self
+            graph_defaults.client_became_default()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -249,6 +256,7 @@ class Client:
         global _default_client
         if _default_client is self:
             _default_client = None
+            graph_defaults.no_default_client()
         self._flush_outbox()
         if self._stream is not None:
             self._stream.send({"op": "close-client"})
@@ -474,19 +482,18 @@ class Client:
         only preferred), ``resources`` claimed while it runs (``{"GPU": 1}``), ``retries``,
         ``priority`` (higher runs first; ties by submission, where submissions within
         ``fifo_timeout`` of each other count as one), ``pure=False`` for a fresh key each call.
+        ``actor=True``: ``func`` is a class whose instance stays on the worker; the future's
+        result is an ``Actor`` proxy to it (see ``storied.coordination.actor``).
         """
         if not callable(func):
             raise TypeError(f"submit() needs a callable as its first argument, not {func!r}")
-        actor = actor or actors
         options = task_options(
-            workers, resources, retries, priority, allow_other_workers, fifo_timeout, actor
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout
         )
+        if actor or actors:
+            return submit_actor(self, func, args, kwargs, key, options)
         return self._submit_many(
-            func,
-            [(args, kwargs)],
-            [key] if key is not None else None,
-            pure and not actor,
-            options,
+            func, [(args, kwargs)], [key] if key is not None else None, pure, options
         )[0]
 
     def map(
@@ -516,9 +523,8 @@ class Client:
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise TypeError(f"batch_size must be a positive int or None, not {batch_size!r}")
-        actor = actor or actors
         options = task_options(
-            workers, resources, retries, priority, allow_other_workers, fifo_timeout, actor
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout
         )
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
         keys = None
@@ -526,8 +532,13 @@ class Client:
             if len(key) != len(calls):
                 raise ValueError(f"map() got {len(key)} keys for {len(calls)} tasks")
             keys = key
+        if actor or actors:
+            names = keys or [None] * len(calls)
+            return [
+                submit_actor(self, func, args, kw, name, options)
+                for (args, kw), name in zip(calls, names, strict=True)
+            ]
         prefix = key if isinstance(key, str) else None
-        pure = pure and not actor
         if batch_size is None or batch_size >= len(calls):
             return self._submit_many(func, calls, keys, pure, options, prefix)
         futures: list[Future] = []
@@ -660,6 +671,26 @@ class Client:
                 self._send({"op": "client-desires-keys", "keys": [key]})
         await asyncio.sleep(0.01)
 
+    # ------------------------------------------------------------------ dask collections
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of dask graph ``dsk`` on the cluster (``sync=False``: futures)."""
+        from storied.graph import api
+
+        return api.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, **kwargs: Any) -> Any:
+        """Start computing dask collections; a Future for each (values if ``sync``)."""
+        from storied.graph import api
+
+        return api.compute(self, collections, sync=sync, **kwargs)
+
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        """The same dask collections, backed by futures computing on the cluster."""
+        from storied.graph import api
+
+        return api.persist(self, collections, **kwargs)
+
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``."""
         return self._sync(self._scatter, data, workers, broadcast)
@@ -714,17 +745,40 @@ class Client:
             return type(data)(ordered) if not isinstance(data, (set, frozenset)) else ordered
         return ordered[0]
 
-    def cancel(self, futures: Any) -> Any:
-        """Stop computing these futures; they become ``cancelled``."""
+    def cancel(self, futures: Any, force: bool = False, **kwargs: Any) -> Any:
+        """Stop computing these futures; they are ``cancelled`` when this returns, as in Dask
+        (``force``, ``reason`` and ``msg`` are accepted for compatibility)."""
         found: list[Future] = []
         _collect_futures(futures, found)
-        keys = list(dict.fromkeys(f.key for f in found))
+        return self._sync(self._cancel, found)
+
+    async def _cancel(self, found: list[Future]) -> None:
         for future in found:
-            state = future._state
-            if not state.done:
-                self._loop.call_soon_threadsafe(_cancel_state, state)
-        self._send({"op": "cancel", "keys": keys})
-        return None if not self.asynchronous else _done_coroutine()
+            _cancel_state(future._state)
+        self._send({"op": "cancel", "keys": list(dict.fromkeys(f.key for f in found))})
+
+    # ------------------------------------------------------------------ published datasets
+
+    def publish_dataset(self, *args: Any, **kwargs: Any) -> Any:
+        """Publish named data or futures, kept alive for any client until unpublished:
+        ``publish_dataset(x=future)`` or ``publish_dataset(future, name="x")``;
+        ``override=True`` replaces a dataset of that name (else that is a KeyError)."""
+        return datasets.publish_dataset(self, args, kwargs)
+
+    def get_dataset(self, name: str, default: Any = datasets.NO_DEFAULT) -> Any:
+        """A published dataset; its futures are now this client's too."""
+        return datasets.get_dataset(self, name, default)
+
+    def list_datasets(self) -> Any:
+        return datasets.list_datasets(self)
+
+    def unpublish_dataset(self, name: str) -> Any:
+        return datasets.unpublish_dataset(self, name)
+
+    @property
+    def datasets(self) -> datasets.Datasets:
+        """The published datasets as a mapping: ``client.datasets["x"] = future``."""
+        return datasets.Datasets(self)
 
     # ------------------------------------------------------------------ cluster
 
@@ -786,14 +840,23 @@ class Client:
     # ------------------------------------------------------------------ the record
 
     def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
-        """The cluster-wide story: scheduler and worker transitions merged in time order."""
+        """The cluster-wide story: scheduler and worker transitions merged in time order, each a
+        ``StoryEntry``, unpacking as Dask's ``(where, key, start, finish, recommendations,
+        stimulus_id, timestamp)``."""
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
-        keys = [k.key if isinstance(k, Future) else k for k in keys_or_stimulus_ids]
+        keys = [
+            k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
+            for k in keys_or_stimulus_ids
+        ]
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._request, "cluster-story", keys=keys, on_error=on_error)
+        return self._sync(self._story, keys, on_error)
+
+    async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
+        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+        return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
@@ -903,7 +966,7 @@ class _GraphPart(NamedTuple):
     function: bytes
     wanted: list[str]
     #: submissions this close together (seconds) share a priority generation on the scheduler
-    fifo_timeout: float
+    fifo_timeout: float = DEFAULT_FIFO_TIMEOUT
     #: sent in an update-graph message of its own (a map's batch)
     alone: bool = False
 

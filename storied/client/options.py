@@ -30,7 +30,6 @@ def task_options(
     priority: Any,
     allow_other_workers: Any,
     fifo_timeout: Any,
-    actor: bool,
 ) -> TaskOptions:
     """Check a submit/map call's options and turn them into what goes on the wire.
 
@@ -63,8 +62,6 @@ def task_options(
     restrictions = worker_restrictions(workers)
     if allow_other_workers and restrictions is not None:
         options["loose"] = True
-    if actor:
-        options["actor"] = True
     return TaskOptions(retries, restrictions, options or None, fifo_seconds)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from storied import config
 from storied.comm import Security
 from storied.loop import LoopThread
+from storied.nanny import lifeline
 from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
 from storied.worker.server import Worker
@@ -26,7 +27,8 @@ SILENCE_ENV_VAR = "STORIED_INTERNAL_SILENCE_LOGS"
 
 
 class WorkerProcess:
-    """A worker running in its own Python process (``storied worker``)."""
+    """A worker running in its own Python process (``storied worker``), under a nanny process
+    unless ``nanny`` is false. It dies with this process (see ``storied.nanny.lifeline``)."""
 
     def __init__(
         self,
@@ -36,6 +38,7 @@ class WorkerProcess:
         host: str,
         security: Security,
         log_level: int | None,
+        nanny: bool = True,
         resources: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
@@ -51,10 +54,11 @@ class WorkerProcess:
             name,
             "--host",
             host,
+            "--nanny" if nanny else "--no-nanny",
         ]
         if resources:
             command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
-        env = config.environ_for_subprocess()
+        env = lifeline.environ_with_parent(config.environ_for_subprocess())
         if log_level is not None:
             env[SILENCE_ENV_VAR] = str(log_level)
         if security.token:
@@ -63,6 +67,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
+        """The pid of the process this cluster started: the nanny's, if there is one."""
         return self.process.pid
 
     def __repr__(self) -> str:
@@ -98,6 +103,7 @@ class LocalCluster:
         security: Security | bool = True,
         ledger: str | os.PathLike[str] | None = None,
         silence_logs: int | bool = logging.WARNING,
+        nanny: bool = True,
         resources: str | Mapping[str, float] | None = None,
         **scheduler_kwargs: Any,
     ) -> None:
@@ -116,6 +122,8 @@ class LocalCluster:
             security = Security()
         self.security: Security = security
         self.processes = processes
+        #: worker processes run under nannies, which restart them when they die
+        self.nanny = nanny
         self.host = host
         self.threads_per_worker = threads_per_worker
         self.resources = None if resources is None else parse_resources(resources)
@@ -186,6 +194,7 @@ class LocalCluster:
                     self.host,
                     self.security,
                     self._worker_log_level,
+                    self.nanny,
                     self.resources,
                 )
             else:

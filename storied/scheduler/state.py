@@ -900,7 +900,7 @@ def _check_options(key: str, options: Any) -> None:
     """Raise ``ValueError`` saying what is wrong with a task's options from the wire."""
     if not isinstance(options, Mapping):
         raise ValueError(f"task {key!r}: options must be a dict or None, not {options!r}")
-    unknown = set(options) - {"priority", "resources", "loose", "actor"}
+    unknown = set(options) - {"priority", "resources", "loose"}
     if unknown:
         raise ValueError(f"task {key!r}: unknown options {sorted(unknown)}")
     priority = options.get("priority", 0)

@@ -103,7 +103,7 @@ def test_local_cluster_gives_each_worker_the_resources():
         # on the record: a task claiming resources waits in the worker's "constrained" state
         # (as in Dask) rather than "ready", however briefly
         story = client.story(*[f.key for f in futures])
-        constrained = {e["key"] for e in story if e.get("finish") == "constrained"}
+        constrained = {e.key for e in story if e.finish == "constrained"}
         assert constrained == {f.key for f in futures}
 
 

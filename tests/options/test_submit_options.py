@@ -50,7 +50,7 @@ def reached_worker(client: Any, key: str) -> bool:
     shows it ready there), on Dask's scheduler (which holds back what workers cannot run)."""
     if not isinstance(client, Client):
         return client.run_on_scheduler(known_to_scheduler, key)
-    return any(entry.get("finish") == "ready" for entry in client.story(key))
+    return any(entry.finish == "ready" for entry in client.story(key))
 
 
 def overtaking_order(client: Any, flag: Path) -> list[Any]:
@@ -97,7 +97,7 @@ def test_workers_restricts_and_allow_other_workers_only_prefers(start_worker, ba
     loose = client.submit(where, workers=["nobody"], allow_other_workers=True, pure=False)
     assert loose.result(timeout=30) in {"a", "b"}
     strict = client.submit(where, workers=["nobody"], pure=False)
-    poll(lambda: any(e.get("finish") == "no-worker" for e in client.story(strict.key)))
+    poll(lambda: any(e.finish == "no-worker" for e in client.story(strict.key)))
     assert strict.status == "pending"
     client.cancel(strict)
 
@@ -193,10 +193,21 @@ def test_a_bad_batch_size_fails_at_the_caller(client, batch_size):
         client.map(stamp, [1, 2], batch_size=batch_size)
 
 
-def test_actor_is_accepted_and_makes_the_key_impure(client):
-    first = client.submit(stamp, "a", actor=True)
-    second = client.submit(stamp, "a", actors=True)
-    assert first.key != second.key
+class Tally:
+    def __init__(self, start: int) -> None:
+        self.n = start
+
+    def add(self, x: int) -> int:
+        self.n += x
+        return self.n
+
+
+def test_actor_and_actors_make_actors_with_the_other_options(client):
+    one = client.submit(Tally, 10, actor=True, priority=5, retries=1)
+    assert one.result(timeout=30).add(1).result() == 11
+    mapped = client.map(Tally, [1, 2], actors=True, key=["tally-a", "tally-b"])
+    assert [f.key for f in mapped] == ["tally-a", "tally-b"]
+    assert [a.add(1).result() for a in client.gather(mapped)] == [2, 3]
 
 
 @pytest.mark.parametrize(
