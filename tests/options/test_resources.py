@@ -178,3 +178,18 @@ def test_one_gpu_and_three_threads_behave_as_in_dask(system):
         gpu_runs, cpu_runs = client.gather(gpu), client.gather(cpu)
     assert max_concurrency(gpu_runs) == 1
     assert max_concurrency(gpu_runs + cpu_runs) >= 2
+
+
+def test_dask_annotations_place_graph_tasks_by_resources(start_worker, bare_client):
+    """The dask-graph path sends the same task options: ``dask.annotate(resources=...)``."""
+    dask = pytest.importorskip("dask")
+    start_worker("plain", 2)
+    start_worker("gpu", 2, "GPU=1")
+    with dask.annotate(resources={"GPU": 1}):
+        parts = [dask.delayed(process)(i, dask_key_name=f"annotated-{i}") for i in range(3)]
+    futures = bare_client.compute(parts, optimize_graph=False)
+    results = bare_client.gather(futures)
+    assert {name for name, _, _ in results} == {"gpu"}
+    assert max_concurrency([(start, stop) for _, start, stop in results]) == 1
+    high = bare_client.compute(dask.delayed(process)("high"), priority=5)
+    assert high.result(timeout=30)[0] in {"plain", "gpu"}
