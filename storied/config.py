@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "transition-log-length": 100_000,
         "log-length": 10_000,
         "heartbeat-interval": "1s",
+        "resources": None,
     },
     "nanny": {
         "restart-backoff": "100ms",

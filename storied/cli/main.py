@@ -17,6 +17,7 @@ import click
 from storied import config
 from storied.comm import Security
 from storied.loop import new_event_loop
+from storied.resources import parse_resources
 
 DEFAULT_LEDGER = Path("~/.local/share/storied/ledger.db")
 
@@ -193,6 +194,12 @@ def scheduler(
 )
 @click.option("--port", default=0, show_default=True, type=int, help="Port for peers (0: any).")
 @click.option(
+    "--resources",
+    default=None,
+    callback=lambda ctx, param, value: _checked_resources(value),
+    help='What tasks may claim here, e.g. "GPU=2,MEM=10e9" [default: config worker.resources].',
+)
+@click.option(
     "--nanny/--no-nanny",
     default=True,
     show_default=True,
@@ -205,6 +212,7 @@ def worker(
     name: str | None,
     host: str,
     port: int,
+    resources: str | None,
     nanny: bool,
     auth_token: str | None,
     insecure: bool,
@@ -238,6 +246,7 @@ def worker(
             host=host,
             port=port,
             security=security,
+            resources=resources,
             nanny=supervisor["id"] if supervisor else None,
         )
         if supervisor is not None:
@@ -247,6 +256,17 @@ def worker(
     except (OSError, TimeoutError, ConnectionError, WorkerStartError) as exc:
         click.echo(f"storied worker: {exc}", err=True)
         sys.exit(1)
+
+
+def _checked_resources(value: str | None) -> str | None:
+    """``--resources`` is read here too, so a mistake stops ``storied worker`` at once rather
+    than the worker process a nanny starts with it."""
+    if value is not None:
+        try:
+            parse_resources(value)
+        except (TypeError, ValueError) as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _supervised_worker_command(params: dict[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ from storied.client.current import (
 from storied.client.executor import ClientExecutor
 from storied.client.future import Future, FutureState, wait_states
 from storied.client.futures_of import futures_of
+from storied.client.options import TaskOptions, task_options, worker_restrictions
 from storied.client.recreate import recreate_error_locally
 from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
@@ -51,6 +52,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import pack_event
 from storied.record.trace import chrome_trace
+from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT
 from storied.worker.secede import slot_given_up_while_waiting
 from storied.worker.server import task_holds_thread_slot
 
@@ -350,18 +352,23 @@ class Client:
                 releases["keys"].append(item)
             elif isinstance(item, _GraphPart):
                 releases = None
-                if graph is None:
+                if graph is None or item.alone or graph["fifo_timeout"] != item.fifo_timeout:
                     graph = {
                         "op": "update-graph",
                         "tasks": [],
                         "functions": {},
                         "wanted": [],
                         "stimulus_id": _stimulus("update-graph"),
+                        "fifo_timeout": item.fifo_timeout,
+                        "calls": [],
                     }
                     msgs.append(graph)
                 graph["tasks"].extend(item.tasks)
                 graph["functions"][item.function_id] = item.function
                 graph["wanted"].extend(item.wanted)
+                graph["calls"].append(len(item.tasks))
+                if item.alone:
+                    graph = None
             else:
                 graph = releases = None
                 msgs.append(item)
@@ -488,23 +495,35 @@ class Client:
         func: Callable[..., Any],
         *args: Any,
         key: str | None = None,
-        pure: bool = True,
-        retries: int = 0,
         workers: Any = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: float = 0,
+        fifo_timeout: str | float = "100 ms",
+        allow_other_workers: bool = False,
         actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
         **kwargs: Any,
     ) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result.
 
+        The options are Dask's: ``workers`` (addresses or names; with ``allow_other_workers``
+        only preferred), ``resources`` claimed while it runs (``{"GPU": 1}``), ``retries``,
+        ``priority`` (higher runs first; ties by submission, where submissions within
+        ``fifo_timeout`` of each other count as one), ``pure=False`` for a fresh key each call.
         ``actor=True``: ``func`` is a class whose instance stays on the worker; the future's
         result is an ``Actor`` proxy to it (see ``storied.coordination.actor``).
         """
         if not callable(func):
             raise TypeError(f"submit() needs a callable as its first argument, not {func!r}")
-        if actor:
-            return submit_actor(self, func, args, kwargs, key, workers)
+        options = task_options(
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout
+        )
+        if actor or actors:
+            return submit_actor(self, func, args, kwargs, key, options)
         return self._submit_many(
-            func, [(args, kwargs)], [key] if key is not None else None, pure, retries, workers
+            func, [(args, kwargs)], [key] if key is not None else None, pure, options
         )[0]
 
     def map(
@@ -512,25 +531,54 @@ class Client:
         func: Callable[..., Any],
         *iterables: Iterable[Any],
         key: str | list[str] | None = None,
-        pure: bool = True,
-        retries: int = 0,
         workers: Any = None,
+        retries: int | None = None,
+        resources: dict[str, float] | None = None,
+        priority: float = 0,
+        allow_other_workers: bool = False,
+        fifo_timeout: str | float = "100 ms",
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> list[Future]:
-        """``submit`` for each element of the iterables, in one message to the scheduler."""
+        """``submit`` for each element of the iterables, in one message to the scheduler
+        (``batch_size``: in messages of that many tasks). Takes ``submit``'s options."""
         if not callable(func):
             raise TypeError(f"map() needs a callable as its first argument, not {func!r}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise TypeError(f"batch_size must be a positive int or None, not {batch_size!r}")
+        options = task_options(
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout
+        )
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
         keys = None
         if isinstance(key, list):
             if len(key) != len(calls):
                 raise ValueError(f"map() got {len(key)} keys for {len(calls)} tasks")
             keys = key
-        return self._submit_many(
-            func, calls, keys, pure, retries, workers, prefix=key if isinstance(key, str) else None
-        )
+        if actor or actors:
+            names = keys or [None] * len(calls)
+            return [
+                submit_actor(self, func, args, kw, name, options)
+                for (args, kw), name in zip(calls, names, strict=True)
+            ]
+        prefix = key if isinstance(key, str) else None
+        if batch_size is None or batch_size >= len(calls):
+            return self._submit_many(func, calls, keys, pure, options, prefix)
+        futures: list[Future] = []
+        for start in range(0, len(calls), batch_size):
+            stop = start + batch_size
+            batch_keys = keys[start:stop] if keys is not None else None
+            futures += self._submit_many(
+                func, calls[start:stop], batch_keys, pure, options, prefix, alone=True
+            )
+        return futures
 
     def _submit_many(
         self,
@@ -538,15 +586,14 @@ class Client:
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         keys: list[str] | None,
         pure: bool,
-        retries: int,
-        workers: Any,
+        chosen: TaskOptions,
         prefix: str | None = None,
+        alone: bool = False,
     ) -> list[Future]:
+        """One submit/map call (``alone``: a batch, sent in a message of its own)."""
         if self.status != "running":
             raise RuntimeError(f"the client is {self.status}; cannot submit")
-        if not isinstance(retries, int) or retries < 0:
-            raise TypeError(f"retries must be a non-negative int, not {retries!r}")
-        restrictions = _restrictions(workers)
+        retries, restrictions, options, fifo_timeout = chosen
         function_id, function = self._function_payload(func)
         name = prefix or funcname(func)
         tasks: list[list[Any]] = []
@@ -560,11 +607,11 @@ class Client:
                 key = f"{name}-{token(function_id.encode(), payload)}"
             else:
                 key = f"{name}-{uuid.uuid4().hex}"
-            tasks.append([key, function_id, payload, deps, retries, restrictions])
+            tasks.append([key, function_id, payload, deps, retries, restrictions, options])
         task_keys = [task[0] for task in tasks]
         states = self._acquire(task_keys)
         futures = [Future(k, self, state) for k, state in zip(task_keys, states, strict=True)]
-        self._send(_GraphPart(tasks, function_id, function, task_keys))
+        self._send(_GraphPart(tasks, function_id, function, task_keys, fifo_timeout, alone))
         return futures
 
     # ------------------------------------------------------------------ results
@@ -694,7 +741,7 @@ class Client:
         info = await self._stream.request("scheduler-info")
         addresses = list(info["workers"])
         if workers is not None:
-            wanted = set(_restrictions(workers) or ())
+            wanted = set(worker_restrictions(workers) or ())
             addresses = [
                 a for a in addresses if a in wanted or info["workers"][a]["name"] in wanted
             ]
@@ -841,7 +888,7 @@ class Client:
             "broadcast",
             function=pickle_dumps(func),
             args=pickle_dumps((args, kwargs)),
-            workers=_restrictions(workers),
+            workers=worker_restrictions(workers),
         )
         return {address: pickle_loads(payload) for address, payload in replies.items()}
 
@@ -966,7 +1013,7 @@ class Client:
         return [tuple(entry) for entry in await self._request(method, **kwargs)]  # type: ignore[misc]
 
     async def _worker_logs(self, n: int | None, workers: Any) -> dict[str, list[tuple[str, str]]]:
-        reply = await self._request("get-worker-logs", n=n, workers=_restrictions(workers))
+        reply = await self._request("get-worker-logs", n=n, workers=worker_restrictions(workers))
         return {address: [tuple(e) for e in entries] for address, entries in reply.items()}  # type: ignore[misc]
 
     # ------------------------------------------------------------------ plugins
@@ -1006,10 +1053,16 @@ class Client:
 
 
 class _GraphPart(NamedTuple):
+    """The tasks of one submit/map call (or of one batch of a map) on their way out."""
+
     tasks: list[list[Any]]
     function_id: str
     function: bytes
     wanted: list[str]
+    #: submissions this close together (seconds) share a priority generation on the scheduler
+    fifo_timeout: float = DEFAULT_FIFO_TIMEOUT
+    #: sent in an update-graph message of its own (a map's batch)
+    alone: bool = False
 
 
 _SKIPPED = object()
@@ -1033,17 +1086,6 @@ def _scatter_key(value: Any, hashed: bool) -> str:
     """``type-digest``: of the pickled value, or random (``hashed=False``)."""
     digest = token(pickle_dumps(value)) if hashed else uuid.uuid4().hex
     return f"{typename(value).split('.')[-1]}-{digest}"
-
-
-def _restrictions(workers: Any) -> list[str] | None:
-    if workers is None:
-        return None
-    if isinstance(workers, str):
-        return [workers]
-    if isinstance(workers, Iterable):
-        names = [str(w) for w in workers]
-        return names or None
-    raise TypeError(f"workers must be an address, a name or a list of them, not {workers!r}")
 
 
 def _collect_futures(structure: Any, found: list[Future]) -> None:

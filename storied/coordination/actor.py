@@ -26,6 +26,7 @@ from storied.protocol.serialize import pickle_dumps, pickle_loads
 if TYPE_CHECKING:
     from storied.client.client import Client
     from storied.client.future import Future
+    from storied.client.options import TaskOptions
 
 
 def submit_actor(
@@ -34,13 +35,13 @@ def submit_actor(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     key: str | None,
-    workers: Any,
+    options: TaskOptions,
 ) -> Future:
     """``client.submit(cls, *args, actor=True, **kwargs)``: a future of an ``Actor``."""
     if not isinstance(cls, type):
         raise TypeError(f"submit(..., actor=True) needs a class, not {cls!r}")
     key = key or f"{cls.__name__}-{uuid.uuid4().hex}"
-    return client._submit_many(create_actor, [((cls, *args), kwargs)], [key], False, 0, workers)[0]
+    return client._submit_many(create_actor, [((cls, *args), kwargs)], [key], False, options)[0]
 
 
 def create_actor(cls: type, /, *args: Any, **kwargs: Any) -> Actor:

@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from storied import config
 from storied.comm import Security
 from storied.loop import LoopThread
 from storied.nanny import lifeline
+from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
 from storied.worker.server import Worker
 
@@ -37,6 +39,7 @@ class WorkerProcess:
         security: Security,
         log_level: int | None,
         nanny: bool = True,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         command = [
@@ -53,6 +56,8 @@ class WorkerProcess:
             host,
             "--nanny" if nanny else "--no-nanny",
         ]
+        if resources:
+            command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
         env = lifeline.environ_with_parent(config.environ_for_subprocess())
         if log_level is not None:
             env[SILENCE_ENV_VAR] = str(log_level)
@@ -99,8 +104,10 @@ class LocalCluster:
         ledger: str | os.PathLike[str] | None = None,
         silence_logs: int | bool = logging.WARNING,
         nanny: bool = True,
+        resources: str | Mapping[str, float] | None = None,
         **scheduler_kwargs: Any,
     ) -> None:
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
         del dashboard_address  # accepted for compatibility; storied has no dashboard
         if n_workers is None:
             n_workers = 2 if processes else 1
@@ -119,6 +126,7 @@ class LocalCluster:
         self.nanny = nanny
         self.host = host
         self.threads_per_worker = threads_per_worker
+        self.resources = None if resources is None else parse_resources(resources)
         self.asynchronous = asynchronous
         config.configure_logging()
         self._worker_log_level = int(silence_logs) if silence_logs else None
@@ -187,6 +195,7 @@ class LocalCluster:
                     self.security,
                     self._worker_log_level,
                     self.nanny,
+                    self.resources,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -195,6 +204,7 @@ class LocalCluster:
                     name=name,
                     host=self.host,
                     security=self.security,
+                    resources=self.resources,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:

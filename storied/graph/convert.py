@@ -187,6 +187,7 @@ def to_tasks(
     result = GraphTasks(keys={key: stringify(key) for key in keys})
     result.absent = [key for key in keys if key not in nodes]
     reducer = _NodeReducer()
+    placement = _Placement(annotations, defaults)
     for key in sorted(nodes, key=lambda k: priorities.get(k, 0)):
         node = nodes[key]
         storied_key = stringify(key)
@@ -197,16 +198,9 @@ def to_tasks(
         for future_key in reducer.futures:
             values[future_key] = _Dependency(future_key)
         payload, dependencies = dumps_with_refs(((pickled, values), {}), _reference)
-        options = _options_of(key, annotations, defaults)
-        entry = [
-            storied_key,
-            "",
-            payload,
-            dependencies,
-            options.pop("retries", 0) or 0,
-            options.pop("workers", None),
-        ]
-        if options:
+        retries, workers, options = placement.of(key)
+        entry = [storied_key, "", payload, dependencies, retries, workers]
+        if options is not None:
             entry.append(options)
         result.tasks.append(entry)
     result.function = pickle_dumps(GraphRunner(reducer.functions))
@@ -216,20 +210,43 @@ def to_tasks(
     return result
 
 
-def _options_of(
-    key: Any, annotations: Mapping[str, Mapping[Any, Any]], defaults: Mapping[str, Any]
-) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name in ANNOTATIONS:
-        per_key = annotations.get(name)
-        value = per_key.get(key, defaults.get(name)) if per_key else defaults.get(name)
-        if isinstance(value, Callable):  # type: ignore[arg-type]
-            value = value(key)
-        if value is None or value is False or (name == "priority" and value == 0):
-            continue
-        if name == "workers":
-            value = [value] if isinstance(value, str) else [str(w) for w in value]
-        elif name == "allow_other_workers":
-            name, value = "loose", True
-        options[name] = value
-    return options
+class _Placement:
+    """Each task's ``(retries, workers, options)`` for the wire, from the annotations of its
+    key and the call's defaults. Tasks with the same options share one dict, as a submit call's
+    tasks do: most graphs have none, or the same for every task."""
+
+    def __init__(
+        self, annotations: Mapping[str, Mapping[Any, Any]], defaults: Mapping[str, Any]
+    ) -> None:
+        self._annotations = {
+            name: annotations[name] for name in ANNOTATIONS if annotations.get(name)
+        }
+        self._defaults = defaults
+        self._shared: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._common = None if self._annotations else self._resolve(None)
+
+    def of(self, key: Any) -> tuple[int, list[str] | None, dict[str, Any] | None]:
+        return self._common if self._common is not None else self._resolve(key)
+
+    def _resolve(self, key: Any) -> tuple[int, list[str] | None, dict[str, Any] | None]:
+        chosen: dict[str, Any] = {}
+        for name in ANNOTATIONS:
+            per_key = self._annotations.get(name)
+            value = self._defaults.get(name)
+            if per_key is not None and key in per_key:
+                value = per_key[key]
+            if callable(value):
+                value = value(key)
+            if value is None or value is False or (name == "priority" and value == 0):
+                continue
+            chosen[name] = value
+        retries = chosen.pop("retries", 0)
+        workers = chosen.pop("workers", None)
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else [str(w) for w in workers]
+        if chosen.pop("allow_other_workers", False):
+            chosen["loose"] = True
+        if not chosen:
+            return retries, workers, None
+        identity = tuple(sorted((name, repr(value)) for name, value in chosen.items()))
+        return retries, workers, self._shared.setdefault(identity, chosen)

@@ -40,9 +40,10 @@ from storied.record import (
     unpack_msg,
 )
 from storied.record.ledger import Ledger
+from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.nannies import Nannies
-from storied.scheduler.state import Effects, SchedulerState, TaskSpec
+from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
@@ -235,7 +236,11 @@ class Scheduler:
 
     async def _serve_worker(self, comm: Comm, msg: dict[str, Any]) -> None:
         address, name, nthreads = msg.get("address"), msg.get("name"), msg.get("nthreads")
-        if not isinstance(address, str) or not isinstance(nthreads, int):
+        try:
+            resources = check_resources(msg.get("resources") or {}, "worker resources")
+        except (TypeError, ValueError):
+            resources = None
+        if not isinstance(address, str) or not isinstance(nthreads, int) or resources is None:
             logger.warning("Refusing malformed worker registration from %s", comm.peer_address)
             return
         if address in self.workers:
@@ -257,9 +262,18 @@ class Scheduler:
             }
         )
         stimulus_id = _stimulus("add-worker")
-        self._apply(self.state.add_worker(address, name, nthreads, stimulus_id))
-        logger.info("Register worker %s (name: %s, threads: %d)", address, name, nthreads)
-        self.log_event(["all", address], {"action": "add-worker", "worker": address, "name": name})
+        self._apply(self.state.add_worker(address, name, nthreads, stimulus_id, resources))
+        logger.info(
+            "Register worker %s (name: %s, threads: %d, resources: %s)",
+            address,
+            name,
+            nthreads,
+            resources or "none",
+        )
+        added: dict[str, Any] = {"action": "add-worker", "worker": address, "name": name}
+        if resources:
+            added["resources"] = resources
+        self.log_event(["all", address], added)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(plugin_key, plugin.add_worker, self, address)
         try:
@@ -501,11 +515,25 @@ class Scheduler:
         state = self.state
 
         def update_graph(
-            tasks: list[list[Any]], functions: dict[str, bytes], wanted: list[str], stimulus_id: str
+            tasks: list[list[Any]],
+            functions: dict[str, bytes],
+            wanted: list[str],
+            stimulus_id: str,
+            fifo_timeout: float = DEFAULT_FIFO_TIMEOUT,
+            calls: list[int] | None = None,
         ) -> None:
             specs = [TaskSpec(*task) for task in tasks]
             try:
-                effects = state.update_graph(client, specs, functions, wanted, stimulus_id)
+                effects = state.update_graph(
+                    client,
+                    specs,
+                    functions,
+                    wanted,
+                    stimulus_id,
+                    now=time.monotonic(),
+                    fifo_timeout=fifo_timeout,
+                    calls=calls,
+                )
             except ValueError as exc:
                 logger.warning("Rejected graph from %s: %s", client, exc)
                 self.clients[client].send(

@@ -38,6 +38,7 @@ from storied.protocol.serialize import (
     typename,
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
+from storied.resources import parse_resources
 from storied.worker.state import (
     RUNNING,
     Execute,
@@ -294,12 +295,18 @@ class Worker:
         port: int = 0,
         security: Security | None = None,
         heartbeat_interval: float | str | None = None,
+        resources: str | Mapping[str, float] | None = None,
         nanny: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
         #: the id of the nanny supervising this worker's process, if any
         self.nanny = nanny
         self.nthreads = nthreads
+        #: what tasks may claim here (``{"GPU": 2}``); default: config ``worker.resources``
+        self.resources = parse_resources(
+            resources if resources is not None else config.get("worker.resources"),
+            "worker resources",
+        )
         self.name = name
         self.host = host
         self.port = port
@@ -367,12 +374,13 @@ class Worker:
         self._spawn(self._keep_connected())
         self._spawn(self._heartbeat())
         logger.info(
-            "Worker %s (%s) at %s, connected to %s, %d threads",
+            "Worker %s (%s) at %s, connected to %s, %d threads, resources %s",
             self.name,
             os.getpid(),
             self.address,
             self.scheduler_address,
             self.nthreads,
+            self.resources or "none",
         )
         return self
 
@@ -385,6 +393,7 @@ class Worker:
                 "address": self.address,
                 "name": self.name,
                 "nthreads": self.nthreads,
+                "resources": self.resources,
                 "pid": os.getpid(),
                 "nanny": self.nanny,
             }
@@ -516,12 +525,22 @@ class Worker:
         function: bytes | None = None,
         who_has: dict[str, list[str]] | None = None,
         wanted: bool = False,
+        resources: dict[str, float] | None = None,
+        user_priority: float = 0,
     ) -> None:
         if function is not None:
             self._function_payloads[function_id] = function
         self._handle(
             self.state.compute_task(
-                key, function_id, args, priority, who_has or {}, stimulus_id, wanted
+                key,
+                function_id,
+                args,
+                priority,
+                who_has or {},
+                stimulus_id,
+                wanted,
+                resources,
+                user_priority,
             )
         )
 
@@ -802,7 +821,7 @@ class Worker:
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
         hook = self._plugin_transition if self.plugins else None
-        return WorkerState(self.nthreads, self._recorder, hook)
+        return WorkerState(self.nthreads, self._recorder, hook, self.resources)
 
     def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
         for name, plugin in self.plugins.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,53 @@ with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster) as c
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'storied[dask]'" in done.stdout
+
+
+def test_annotated_priority_runs_first_on_a_busy_worker(client: Client, tmp_path: Path) -> None:
+    gate, order = tmp_path / "gate", tmp_path / "order"
+    address = sorted(client.run(os.getpid))[0]
+
+    def blocker() -> None:
+        while not gate.exists():
+            time.sleep(0.005)
+
+    def note(name: str) -> str:
+        with order.open("a") as log:
+            log.write(name + "\n")
+        return name
+
+    blocked = client.submit(blocker, workers=[address], pure=False)
+    with dask.annotate(priority=-1):
+        low = [dask.delayed(note)(f"low-{i}", dask_key_name=f"low-{i}") for i in range(3)]
+    with dask.annotate(priority=10):
+        high = [dask.delayed(note)(f"high-{i}", dask_key_name=f"high-{i}") for i in range(3)]
+    low_futures = client.compute(low, workers=address)
+    wait_until_processing(client, [f.key for f in low_futures])
+    high_futures = client.compute(high, workers=address)
+    wait_until_processing(client, [f.key for f in high_futures])
+    gate.touch()
+    client.gather([blocked, *low_futures, *high_futures])
+    ran = order.read_text().split()
+    assert [name.split("-")[0] for name in ran] == ["high"] * 3 + ["low"] * 3
+
+
+def test_annotated_allow_other_workers_makes_workers_a_preference(client: Client) -> None:
+    with dask.annotate(workers=["no-such-worker"], allow_other_workers=True):
+        value = dask.delayed(inc)(1, dask_key_name="loose-inc")
+    assert value.compute() == 2
+
+
+def wait_until_processing(client: Client, keys: list[str]) -> None:
+    """Until the scheduler has placed every one of ``keys`` on a worker."""
+    deadline = time.monotonic() + 10
+
+    def placed(dask_scheduler: Any = None) -> bool:
+        return all(
+            key in dask_scheduler.state.tasks
+            and dask_scheduler.state.tasks[key].state == "processing"
+            for key in keys
+        )
+
+    while not client.run_on_scheduler(placed):
+        assert time.monotonic() < deadline, f"{keys} were never placed"
+        time.sleep(0.01)

@@ -110,3 +110,20 @@ def test_several_seceded_tasks_rejoin_one_per_free_slot_in_order(recorder):
     assert rejoined(state.rejoin("c", "r")) == []
     assert rejoined(succeed(state, "a")) == ["b"]
     assert rejoined(succeed(state, "b")) == ["c"]
+
+
+def test_a_seceded_task_keeps_the_resources_it_claimed_until_it_ends(recorder):
+    """As in Dask: seceding frees a thread slot, not the task's resources."""
+    state = WorkerState(nthreads=1, recorder=recorder, resources={"GPU": 1})
+
+    def compute_gpu(key):
+        return state.compute_task(key, "f", b"args", 0, {}, f"compute-{key}", resources={"GPU": 1})
+
+    assert executed(compute_gpu("gpu-parent")) == ["gpu-parent"]
+    compute_gpu("gpu-child")
+    compute(state, "plain")
+    assert executed(state.secede("gpu-parent", "secede")) == ["plain"]
+    assert state.tasks["gpu-child"].state == "constrained"
+    succeed(state, "plain")
+    assert state.tasks["gpu-child"].state == "constrained"  # the GPU is still the parent's
+    assert executed(succeed(state, "gpu-parent")) == ["gpu-child"]
