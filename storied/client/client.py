@@ -828,7 +828,8 @@ class Client:
 
     def get_executor(self, **kwargs: Any) -> Any:
         """A ``concurrent.futures.Executor`` running calls on the cluster through this client;
-        ``kwargs`` (``pure``, ``workers``, ``retries``) go to every ``submit``."""
+        ``kwargs`` (``pure``, ``workers``, ``resources``, ``allow_other_workers``, ``retries``)
+        go to every ``submit``."""
         return ClientExecutor(self, **kwargs)
 
     def sync(

@@ -14,7 +14,8 @@ from storied.client.future import Future
 if TYPE_CHECKING:
     from storied.client.client import Client
 
-_SUBMIT_OPTIONS = frozenset({"pure", "workers", "retries"})
+#: what ``get_executor(**kwargs)`` passes on to every submit, as Dask's ClientExecutor takes
+_SUBMIT_OPTIONS = frozenset({"pure", "workers", "resources", "allow_other_workers", "retries"})
 
 
 class ClientExecutor(concurrent.futures.Executor):

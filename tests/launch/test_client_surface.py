@@ -231,7 +231,9 @@ def test_get_executor_is_a_concurrent_futures_executor(client):
     with pytest.raises(RuntimeError, match="after shutdown"):
         executor.submit(inc, 1)
     with pytest.raises(TypeError, match="unsupported arguments"):
-        client.get_executor(resources={"GPU": 1})
+        client.get_executor(key="fixed")
+    with client.get_executor(retries=1, workers=list(client.scheduler_info()["workers"])) as ex:
+        assert ex.submit(inc, 1).result(timeout=30) == 2
 
 
 def test_sync_runs_a_coroutine_function_on_the_clients_loop(client):
