@@ -313,10 +313,19 @@ class Client:
             return func(*args, **kwargs)
         if self._loop_thread is None or self.status != "running":
             raise RuntimeError(f"the client is {self.status}; create a new Client")
-        if task_holds_thread_slot():  # a task waiting on tasks must not hold up their thread
-            with slot_given_up_while_waiting():
-                return self._loop_thread.run(func(*args, **kwargs))
         return self._loop_thread.run(func(*args, **kwargs))
+
+    def _sync_waiting(self, futures: Any, func: Callable[..., Any], *args: Any) -> Any:
+        """``_sync`` for a call that waits for ``futures`` (any nesting): a task holding one of
+        its worker's thread slots gives it up while any of them is pending, so the tasks it
+        waits for can run there, and takes one back after (``storied.worker.secede``)."""
+        if not self.asynchronous and task_holds_thread_slot():
+            found: list[Future] = []
+            _collect_futures(futures, found)
+            if not all(future._state.done for future in found):
+                with slot_given_up_while_waiting():
+                    return self._sync(func, *args)
+        return self._sync(func, *args)
 
     # ------------------------------------------------------------------ messages out
 
@@ -620,7 +629,7 @@ class Client:
         """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-        return self._sync(self._gather_structure, futures, errors)
+        return self._sync_waiting(futures, self._gather_structure, futures, errors)
 
     async def _gather_structure(self, structure: Any, errors: str) -> Any:
         found: list[Future] = []
@@ -1143,7 +1152,7 @@ def wait(
     client = found[0].client
     if client.asynchronous:
         return _wait_async(found, timeout, return_when)  # type: ignore[return-value]
-    return client._sync(_wait_async, found, timeout, return_when)
+    return client._sync_waiting(found, _wait_async, found, timeout, return_when)
 
 
 async def _wait_async(

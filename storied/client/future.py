@@ -205,14 +205,14 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """The value, raising the task's exception (with its remote traceback) if it failed."""
-        return self._client._sync(self._result, timeout, timeout=timeout)
+        return self._client._sync_waiting(self, self._result, timeout)
 
     async def _result(self, timeout: float | None = None) -> Any:
         results = await self._client._gather_async([self], errors="raise", timeout=timeout)
         return results[0]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        return self._client._sync(self._exception, timeout, timeout=timeout)
+        return self._client._sync_waiting(self, self._exception, timeout)
 
     async def _exception(self, timeout: float | None = None) -> BaseException | None:
         await asyncio.wait_for(self._state.wait(), timeout)
@@ -221,7 +221,7 @@ class Future:
         return None
 
     def traceback(self, timeout: float | None = None) -> Any:
-        return self._client._sync(self._traceback, timeout, timeout=timeout)
+        return self._client._sync_waiting(self, self._traceback, timeout)
 
     async def _traceback(self, timeout: float | None = None) -> Any:
         await asyncio.wait_for(self._state.wait(), timeout)

@@ -24,7 +24,7 @@ def recreate_error_locally(client: Client, obj: Any) -> Any:
             "recreate_error_locally() takes a future or a collection of futures, "
             f"not {type(obj).__name__}"
         )
-    client._sync(wait_states, [f._state for f in futures])
+    client._sync_waiting(futures, wait_states, [f._state for f in futures])
     failed = [f for f in futures if f.status == "error"]
     if not failed:
         raise ValueError("No errored futures passed")

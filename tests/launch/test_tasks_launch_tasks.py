@@ -98,6 +98,19 @@ def test_a_task_waiting_on_its_tasks_gives_up_its_slot_meanwhile(threads_client)
     assert ("executing", "long-running") in [(e["start"], e["finish"]) for e in story]
 
 
+def ask_scheduler_type(_):
+    return get_client().scheduler_info()["type"]
+
+
+def test_a_task_asking_the_scheduler_keeps_its_slot(threads_client):
+    """Only waiting on pending futures gives the slot up: a quick call must not wait for a
+    slot afterwards (behind whatever task took it)."""
+    future = threads_client.submit(ask_scheduler_type, 1, pure=False)
+    assert future.result(timeout=30) == "Scheduler"
+    story = threads_client.story(future.key)
+    assert "long-running" not in [e["finish"] for e in story]
+
+
 def test_a_task_iterating_as_completed_over_its_tasks_gives_up_its_slot(threads_client):
     parents = threads_client.map(children_as_they_complete, [3, 4])
     assert threads_client.gather(parents) == [[0, 10, 20], [0, 10, 20, 30]]
