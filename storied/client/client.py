@@ -25,6 +25,8 @@ from storied.comm.stream import Stream
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
+    Pickled,
+    dumps_data,
     dumps_with_refs,
     pickle_dumps,
     pickle_loads,
@@ -621,10 +623,10 @@ class Client:
         elif isinstance(data, (list, tuple, set, frozenset)):
             items = []
             for value in data:
-                payload = pickle_dumps(value)
+                payload = dumps_data(value)
                 items.append((f"{typename(value).split('.')[-1]}-{token(payload)}", value))
         else:
-            payload = pickle_dumps(data)
+            payload = dumps_data(data)
             items = [(f"{typename(data).split('.')[-1]}-{token(payload)}", data)]
         info = await self._stream.request("scheduler-info")
         addresses = list(info["workers"])
@@ -635,9 +637,9 @@ class Client:
             ]
         if not addresses:
             raise RuntimeError("no workers to scatter to; wait_for_workers() first")
-        placement: dict[str, dict[str, bytes]] = collections.defaultdict(dict)
+        placement: dict[str, dict[str, bytes | Pickled]] = collections.defaultdict(dict)
         for i, (key, value) in enumerate(items):
-            payload = pickle_dumps(value)
+            payload = dumps_data(value)
             targets = addresses if broadcast else [addresses[i % len(addresses)]]
             for address in targets:
                 placement[address][key] = payload

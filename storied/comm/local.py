@@ -2,7 +2,8 @@
 
 A LocalCluster's client, scheduler and in-process workers share a loop; skipping the socket
 saves two system calls and a trip through the event loop's selector per message. Messages
-still go through msgpack, so each end sees exactly what it would have seen over the wire.
+still go through msgpack, so each end sees exactly what it would have seen over the wire:
+the buffers of data in a message are copied too, so sender and receiver never share memory.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import asyncio
 import collections
 from typing import Any
 
-from storied.comm.core import Comm, CommClosedError
-from storied.protocol.serialize import plain_copy
+from storied.comm.core import Comm, CommClosedError, check_frame_size
+from storied.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+from storied.protocol.serialize import dumps_with_buffers, loads
 
 
 class LocalComm(Comm):
     """One end of an in-memory connection; ``pair`` makes both ends."""
 
-    def __init__(self, local_address: str, peer_address: str) -> None:
+    def __init__(
+        self, local_address: str, peer_address: str, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    ) -> None:
         self.local_address = local_address
+        self.max_frame_size = max_frame_size
         self.peer_address = peer_address
         self.name = ""
         self.peer: LocalComm | None = None
@@ -28,9 +33,12 @@ class LocalComm(Comm):
         self._closed_reason: str | None = None
 
     @classmethod
-    def pair(cls, client_address: str, server_address: str) -> tuple[LocalComm, LocalComm]:
+    def pair(
+        cls, client_address: str, server_address: str, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    ) -> tuple[LocalComm, LocalComm]:
         """``(client end, server end)``."""
-        client, server = cls(client_address, server_address), cls(server_address, client_address)
+        client = cls(client_address, server_address, max_frame_size)
+        server = cls(server_address, client_address, max_frame_size)
         client.peer, server.peer = server, client
         return client, server
 
@@ -61,7 +69,12 @@ class LocalComm(Comm):
     def write(self, msg: Any) -> None:
         if self._closed_reason is not None or self.peer is None:
             raise CommClosedError(self._closed_reason or "closed")
-        self.peer._receive(plain_copy(msg))
+        header, buffers = dumps_with_buffers(msg)
+        check_frame_size(len(header), self.max_frame_size)
+        if buffers:
+            self.peer._receive(loads(header, [bytearray(buffer) for buffer in buffers]))
+        else:
+            self.peer._receive(loads(header))
 
     async def send(self, msg: Any) -> None:
         self.write(msg)
