@@ -586,7 +586,16 @@ class Worker:
                     self.data[key] = pickle_loads(payload)
                 except Exception as exc:
                     logger.warning("Could not unpickle %s fetched from %s: %r", key, worker, exc)
-                    unreadable[key] = _error_payload(exc)
+                    unreadable[key] = error = _error_payload(exc)
+                    self.log_event(
+                        "transfer",
+                        {
+                            "action": "unpickle-failed",
+                            "key": key,
+                            "from": worker,
+                            "exception": error["text"],
+                        },
+                    )
                     continue
                 received.append(key)
         instructions = self.state.gather_success(worker, received, _stimulus("gather-dep-success"))
