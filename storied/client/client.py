@@ -618,16 +618,15 @@ class Client:
 
     async def _scatter(self, data: Any, workers: Any, broadcast: bool) -> Any:
         assert self._stream is not None and self._pool is not None
+        # each value is pickled once: its key is the token of its pickle
         if isinstance(data, dict):
-            items = list(data.items())
-        elif isinstance(data, (list, tuple, set, frozenset)):
-            items = []
-            for value in data:
-                payload = dumps_data(value)
-                items.append((f"{typename(value).split('.')[-1]}-{token(payload)}", value))
+            items = [(key, dumps_data(value)) for key, value in data.items()]
         else:
-            payload = dumps_data(data)
-            items = [(f"{typename(data).split('.')[-1]}-{token(payload)}", data)]
+            values = data if isinstance(data, (list, tuple, set, frozenset)) else [data]
+            items = []
+            for value in values:
+                payload = dumps_data(value)
+                items.append((f"{typename(value).split('.')[-1]}-{token(payload)}", payload))
         info = await self._stream.request("scheduler-info")
         addresses = list(info["workers"])
         if workers is not None:
@@ -638,8 +637,7 @@ class Client:
         if not addresses:
             raise RuntimeError("no workers to scatter to; wait_for_workers() first")
         placement: dict[str, dict[str, bytes | Pickled]] = collections.defaultdict(dict)
-        for i, (key, value) in enumerate(items):
-            payload = dumps_data(value)
+        for i, (key, payload) in enumerate(items):
             targets = addresses if broadcast else [addresses[i % len(addresses)]]
             for address in targets:
                 placement[address][key] = payload
