@@ -114,7 +114,7 @@ class _FramedProtocol(asyncio.BufferedProtocol):
     def __init__(self, scheme: str) -> None:
         self.scheme = scheme
         self.peer = self.local = f"{scheme}://?"
-        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME, accept_buffers=False)
+        self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         self.handshaking = True
         #: the largest control message this side sends (set with authentication)
         self.max_frame_size = HANDSHAKE_MAX_FRAME
@@ -324,6 +324,9 @@ class TCPComm(Comm):
     async def close(self) -> None:
         transport = self._protocol.transport
         if transport is not None and not transport.is_closing():
+            if self._writer is not None:  # what was written goes out first, as with small ones
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._writer)
             if self._protocol.closed_reason is None:
                 self._protocol.closed_reason = "closed locally"
             with contextlib.suppress(Exception):
@@ -346,8 +349,9 @@ async def connect(
     """
     security = security or Security()
     local = _local_listeners.get(address)
+    max_frame_size = max_frame_size or configured_max_frame_size()
     if local is not None and local.admits_locally(security):
-        return local.connect_locally()
+        return local.connect_locally(max_frame_size)
     scheme, host, port = parse_address(address)
     if scheme == "tls" and not security.uses_tls:
         raise ValueError(f"{address} is a tls:// address but no TLS certificates were given")
@@ -398,7 +402,7 @@ async def connect(
     except BaseException:
         comm.abort("handshake failed")
         raise
-    protocol.authenticated(max_frame_size or configured_max_frame_size())
+    protocol.authenticated(max_frame_size)
     return comm
 
 
@@ -483,13 +487,13 @@ class Listener:
             return False
         return same_loop and security == self.security
 
-    def connect_locally(self) -> Comm:
-        """An in-memory connection to this listener; the handler gets the other end."""
+    def connect_locally(self, max_frame_size: int) -> Comm:
+        """An in-memory connection to this listener; the handler gets the other end. Each end
+        refuses to send messages above its own side's limit, as over TCP."""
         from storied.comm.local import LocalComm
 
-        client, server = LocalComm.pair(
-            f"local://{id(self)}-{len(self._tasks)}", self.address, self.max_frame_size
-        )
+        client, server = LocalComm.pair(f"local://{id(self)}-{len(self._tasks)}", self.address)
+        client.max_frame_size, server.max_frame_size = max_frame_size, self.max_frame_size
         task = asyncio.ensure_future(self._handle(server))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

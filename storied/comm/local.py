@@ -20,11 +20,10 @@ from storied.protocol.serialize import dumps_with_buffers, loads
 class LocalComm(Comm):
     """One end of an in-memory connection; ``pair`` makes both ends."""
 
-    def __init__(
-        self, local_address: str, peer_address: str, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    ) -> None:
+    def __init__(self, local_address: str, peer_address: str) -> None:
         self.local_address = local_address
-        self.max_frame_size = max_frame_size
+        #: the largest message this end sends (``comm.max-frame-size``, as over TCP)
+        self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self.peer_address = peer_address
         self.name = ""
         self.peer: LocalComm | None = None
@@ -33,12 +32,9 @@ class LocalComm(Comm):
         self._closed_reason: str | None = None
 
     @classmethod
-    def pair(
-        cls, client_address: str, server_address: str, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    ) -> tuple[LocalComm, LocalComm]:
+    def pair(cls, client_address: str, server_address: str) -> tuple[LocalComm, LocalComm]:
         """``(client end, server end)``."""
-        client = cls(client_address, server_address, max_frame_size)
-        server = cls(server_address, client_address, max_frame_size)
+        client, server = cls(client_address, server_address), cls(server_address, client_address)
         client.peer, server.peer = server, client
         return client, server
 

@@ -58,6 +58,9 @@ class FrameDecoder:
     """Turns a byte stream into messages; a pure object in the style of ``asyncio``'s
     ``BufferedProtocol``: ``get_buffer`` says where the next bytes go, ``buffer_updated``
     says how many arrived and returns every message they complete.
+
+    Messages with buffers are refused unless ``accept_buffers`` (set once the peer is known):
+    their buffers are allocated at the size the peer announces.
     """
 
     __slots__ = (
@@ -74,7 +77,7 @@ class FrameDecoder:
     )
 
     def __init__(
-        self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, accept_buffers: bool = True
+        self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, accept_buffers: bool = False
     ) -> None:
         self.max_frame_size = max_frame_size
         self.accept_buffers = accept_buffers

@@ -65,7 +65,11 @@ def wire(msg: Any) -> Any:
 
 
 @PURE
-@given(st.lists(st.binary(max_size=64), max_size=12), st.integers(1, 80))
+@given(
+    # msgpack never starts with 0xc1: a frame that does announces buffers (storied.protocol.frames)
+    st.lists(st.binary(max_size=64).filter(lambda p: p[:1] != b"\xc1"), max_size=12),
+    st.integers(1, 80),
+)
 def test_frame_decoder_reassembles_frames_however_the_stream_is_cut(payloads, chunk):
     stream = b"".join(encode_frame(p) for p in payloads)
     decoder = FrameDecoder(max_frame_size=64)
@@ -85,7 +89,7 @@ def test_frame_decoder_on_garbage_raises_only_protocol_error_and_stays_bounded(c
             assert all(len(frame) <= limit for frame in decoder.feed(chunk))
             assert decoder.pending < HEADER_SIZE + limit
     except ProtocolError as exc:
-        assert "exceeds the maximum" in str(exc)
+        assert "exceeds the maximum" in str(exc) or "before the handshake" in str(exc)
 
 
 @PURE

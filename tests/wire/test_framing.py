@@ -44,7 +44,7 @@ def _plain(frames: list) -> list:
 @given(msgs=messages, cuts=st.lists(st.integers(1, 5000), max_size=40))
 def test_any_split_of_the_stream_decodes_to_the_messages_sent(msgs, cuts):
     stream = _wire(msgs)
-    decoder = FrameDecoder(max_frame_size=4096)
+    decoder = FrameDecoder(max_frame_size=4096, accept_buffers=True)
     frames = []
     offset = 0
     for cut in [*cuts, len(stream)]:
@@ -60,7 +60,7 @@ def test_any_split_of_the_stream_decodes_to_the_messages_sent(msgs, cuts):
 def test_reading_into_the_decoders_own_buffers_like_a_socket_does(msgs, fills):
     """The BufferedProtocol way: write at most len(get_buffer()) bytes, then report them."""
     stream = memoryview(_wire(msgs))
-    decoder = FrameDecoder(max_frame_size=4096)
+    decoder = FrameDecoder(max_frame_size=4096, accept_buffers=True)
     frames = []
     i = 0
     while stream:
@@ -77,7 +77,7 @@ def test_reading_into_the_decoders_own_buffers_like_a_socket_does(msgs, fills):
 def test_a_large_buffer_is_filled_in_place_not_through_scratch():
     payload = bytes(range(256)) * 8192  # 2 MiB
     pieces = encode_frames(b"header", [payload])
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(accept_buffers=True)
     assert decoder.feed(bytes(pieces[0])) == []
     target = decoder.get_buffer()
     assert len(target) == len(payload)  # the whole destination, handed out at once
@@ -94,7 +94,7 @@ def test_encoding_does_not_copy_the_buffers():
 
 
 def test_buffers_have_no_size_limit_but_the_frame_does():
-    decoder = FrameDecoder(max_frame_size=64)
+    decoder = FrameDecoder(max_frame_size=64, accept_buffers=True)
     header, *_ = encode_frames(b"h" * 10, [b"z" * 1000])
     [(_, [buffer])] = decoder.feed(bytes(header) + b"z" * 1000)
     assert bytes(buffer) == b"z" * 1000
@@ -102,8 +102,8 @@ def test_buffers_have_no_size_limit_but_the_frame_does():
         decoder.feed(encode_frame(b"x" * 65))
 
 
-def test_buffers_are_refused_before_the_handshake():
-    decoder = FrameDecoder(max_frame_size=4096, accept_buffers=False)
+def test_buffers_are_refused_unless_accepted():
+    decoder = FrameDecoder(max_frame_size=4096)
     with pytest.raises(ProtocolError, match="before the handshake"):
         decoder.feed(bytes(encode_frames(b"h", [b"data"])[0]))
 
@@ -114,16 +114,33 @@ def test_a_buffer_list_longer_than_its_frame_is_refused(count, room):
     if 8 * count <= room:
         return  # a well-formed list
     with pytest.raises(ProtocolError, match="malformed message"):
-        FrameDecoder().feed(struct.pack("!I", len(body)) + body)
+        FrameDecoder(accept_buffers=True).feed(struct.pack("!I", len(body)) + body)
 
 
 def test_an_impossible_buffer_size_is_a_protocol_error():
     body = bytes([WITH_BUFFERS]) + struct.pack("!IQ", 1, 2**62)
     with pytest.raises(ProtocolError, match="cannot allocate"):
-        FrameDecoder().feed(struct.pack("!I", len(body)) + body)
+        FrameDecoder(accept_buffers=True).feed(struct.pack("!I", len(body)) + body)
 
 
 def test_a_plain_frame_is_its_length_then_its_payload():
     """Control messages look on the wire exactly as before buffers existed."""
     assert encode_frame(b"abc") == struct.pack("!I", 3) + b"abc"
     assert HEADER_SIZE == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=6), st.integers(0, 256))
+def test_garbage_from_an_accepted_peer_raises_only_protocol_error_and_holds_what_it_sent(
+    chunks, limit
+):
+    """Buffers are allocated lazily at the announced size; what is held is what arrived."""
+    decoder = FrameDecoder(max_frame_size=limit, accept_buffers=True)
+    received = 0
+    try:
+        for chunk in chunks:
+            decoder.feed(chunk)
+            received += len(chunk)
+            assert decoder.pending <= received
+    except ProtocolError:
+        pass
