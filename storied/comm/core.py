@@ -124,6 +124,8 @@ class _FramedProtocol(asyncio.BufferedProtocol):
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        #: grows as bytes arrive: a large message in flight is progress, not silence
+        self.bytes_received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -140,6 +142,7 @@ class _FramedProtocol(asyncio.BufferedProtocol):
         return self.decoder.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
         try:
             for frame in self.decoder.buffer_updated(nbytes):
                 self.messages.append(loads(frame) if type(frame) is bytes else loads(*frame))
@@ -270,12 +273,19 @@ class TCPComm(Comm):
         return self._protocol.closed_reason
 
     async def read(self, timeout: float | None = None) -> Any:
+        """The next message; ``timeout`` bounds silence, so a large message still arriving
+        is waited for however long it takes."""
         if timeout is None:
             return await self._protocol.next_message()
-        try:
-            return await asyncio.wait_for(self._protocol.next_message(), timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no message from {self.peer_address} within {timeout}s") from None
+        while True:
+            received = self._protocol.bytes_received
+            try:
+                return await asyncio.wait_for(self._protocol.next_message(), timeout)
+            except TimeoutError:
+                if self._protocol.bytes_received == received:
+                    raise TimeoutError(
+                        f"no message from {self.peer_address} within {timeout}s"
+                    ) from None
 
     def write(self, msg: Any) -> None:
         if self.closed:

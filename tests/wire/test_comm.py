@@ -19,7 +19,8 @@ import pytest
 from storied.comm import Comm, Listener, Security, connect
 from storied.comm.core import FrameTooLarge, TCPComm
 from storied.loop import LoopThread
-from storied.protocol.serialize import dumps_data, pickle_loads
+from storied.protocol.frames import encode_frames
+from storied.protocol.serialize import dumps_data, dumps_with_buffers, pickle_loads
 from tests.security.conftest import CertificateAuthority
 
 TOKEN = "wire-test-token"
@@ -152,5 +153,32 @@ def test_in_memory_connections_keep_the_same_limits_and_copy_data():
             await comm.close()
         finally:
             await listener.close()
+
+    _run(asyncio.new_event_loop, scenario())
+
+
+def test_a_read_timeout_bounds_silence_not_a_slow_large_message(listen):
+    """A transfer that keeps arriving is waited for; only a silent peer times out."""
+    header, buffers = dumps_with_buffers({"data": dumps_data(b"t" * 1_000_000)})
+    wire = b"".join(bytes(piece) for piece in encode_frames(header, buffers))
+
+    async def trickle(comm: Comm) -> None:
+        await comm.read()
+        transport = comm._protocol.transport  # type: ignore[attr-defined]
+        for start in range(0, len(wire), len(wire) // 6 + 1):  # ~1.2 s in all
+            transport.write(wire[start : start + len(wire) // 6 + 1])
+            await asyncio.sleep(0.2)
+        await comm.read()  # then fall silent
+
+    listener = listen(trickle, Security(token=TOKEN))
+
+    async def scenario() -> None:
+        comm = await connect(listener.address, Security(token=TOKEN))
+        comm.write({"op": "go"})
+        reply = await comm.read(timeout=0.5)
+        assert pickle_loads(reply["data"]) == b"t" * 1_000_000
+        with pytest.raises(TimeoutError, match=r"within 0\.5s"):
+            await comm.read(timeout=0.5)
+        await comm.close()
 
     _run(asyncio.new_event_loop, scenario())
