@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 import psutil
@@ -161,3 +162,27 @@ def test_an_oversized_control_message_is_refused_at_the_sender_naming_the_settin
         # data is not bound by the limit, and the connection still works
         assert len(client.submit(make_bytes, 300 * 1024).result(timeout=10)) == 300 * 1024
         assert client.submit(len, b"q" * 300 * 1024).result(timeout=10) == 300 * 1024
+
+
+def _scatter_then_sum(client: Any) -> tuple[float, float]:
+    """Dask's documented scatter example (futures.rst), with a 80 MB array."""
+    x = np.linspace(0, 1, 10_000_000)
+    [future] = client.scatter([x])
+    total = client.submit(np.sum, future).result(timeout=30)
+    back = client.submit(np.multiply, future, 2).result(timeout=30)
+    return float(total), float(back[-1])
+
+
+def test_scatter_and_large_results_behave_as_on_dask(client):
+    import distributed
+
+    ours = _scatter_then_sum(client)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        theirs = _scatter_then_sum(dask_client)
+    assert ours == theirs
+    assert ours == pytest.approx((5_000_000.0, 2.0))
