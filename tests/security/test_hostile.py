@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storied import Client, LocalCluster
-from storied.comm import Comm, Listener, Security, connect
-from storied.loop import LoopThread
+from storied.comm import Comm, Security, connect
 from storied.protocol import handshake
 from storied.protocol.frames import HEADER_SIZE, FrameDecoder, ProtocolError, encode_frame
 from storied.protocol.serialize import dumps, loads
@@ -149,22 +148,10 @@ async def _echo(comm: Comm) -> None:
 
 
 @pytest.fixture
-def listen(caplog: pytest.LogCaptureFixture) -> Iterator[Any]:
+def listen(caplog: pytest.LogCaptureFixture, loop_listener: Any) -> Any:
     """Starts echo listeners (token ``TOKEN``) on a background loop; closes them after."""
     caplog.set_level("INFO", logger="storied.comm")
-    loop_thread = LoopThread.acquire()
-    listeners: list[Listener] = []
-
-    def start(**options: Any) -> Listener:
-        listener = Listener("tcp://127.0.0.1:0", _echo, Security(token=TOKEN), **options)
-        loop_thread.run(listener.start())
-        listeners.append(listener)
-        return listener
-
-    yield start
-    for listener in listeners:
-        loop_thread.run(listener.close())
-    loop_thread.release()
+    return lambda **options: loop_listener(_echo, Security(token=TOKEN), **options)
 
 
 def _authenticate(peer: RawPeer, token: str = TOKEN, hello: Any = None) -> None:

@@ -1,8 +1,8 @@
 """Messages with buffers over real TCP (and TLS), on both event loops: whole, in order, and the
 frame limit enforced at the sender.
 
-Listeners run on a loop thread of their own: a connection from the loop a listener runs on
-would take the in-memory path instead of TCP.
+Listeners run on a loop thread of their own (``loop_listener``): a connection from the loop a
+listener runs on would take the in-memory path instead of TCP.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pytest
 
 from storied.comm import Comm, Listener, Security, connect
 from storied.comm.core import FrameTooLarge, TCPComm
-from storied.loop import LoopThread
 from storied.protocol.frames import encode_frames
 from storied.protocol.serialize import dumps_data, dumps_with_buffers, pickle_loads
 from tests.security.conftest import CertificateAuthority
@@ -48,24 +47,6 @@ def _run(loop_factory: Callable[[], asyncio.AbstractEventLoop], coroutine: Any) 
         loop.close()
 
 
-@pytest.fixture
-def listen() -> Any:
-    """Starts listeners on a loop thread; closes them after."""
-    loop_thread = LoopThread.acquire()
-    listeners: list[Listener] = []
-
-    def start(handler: Any, security: Security) -> Listener:
-        listener = Listener("tcp://127.0.0.1:0", handler, security)
-        loop_thread.run(listener.start())
-        listeners.append(listener)
-        return listener
-
-    yield start
-    for listener in listeners:
-        loop_thread.run(listener.close())
-    loop_thread.release()
-
-
 async def _exchange(address: str, client: Security) -> list[Any]:
     """Send a big array between two small messages through an echo listener; return replies."""
     comm = await connect(address, client)
@@ -82,32 +63,32 @@ async def _exchange(address: str, client: Security) -> list[Any]:
 
 
 @pytest.mark.parametrize("loop_factory", _loops())
-def test_a_big_message_arrives_whole_and_in_order_between_small_ones(loop_factory, listen):
+def test_a_big_message_arrives_whole_and_in_order_between_small_ones(loop_factory, loop_listener):
     security = Security(token=TOKEN)
-    listener = listen(_echo, security)
+    listener = loop_listener(_echo, security)
     replies = _run(loop_factory, _exchange(listener.address, security))
     assert [r["n"] for r in replies] == [1, 2, 3]
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 @pytest.mark.parametrize("loop_factory", _loops())
-def test_a_big_message_crosses_tls(loop_factory, listen, tmp_path):
+def test_a_big_message_crosses_tls(loop_factory, loop_listener, tmp_path):
     ca = CertificateAuthority.create(tmp_path, "ca")
     server, client = ca.security("server", TOKEN), ca.security("client", TOKEN)
-    listener = listen(_echo, server)
+    listener = loop_listener(_echo, server)
     assert listener.address.startswith("tls://")
     replies = _run(loop_factory, _exchange(listener.address, client))
     assert [r["n"] for r in replies] == [1, 2, 3]
 
 
-def test_closing_after_a_large_write_delivers_it_first(listen):
+def test_closing_after_a_large_write_delivers_it_first(loop_listener):
     """The sender closes right after writing a large message: it still arrives whole."""
     arrived: list[Any] = []
 
     async def receive(comm: Comm) -> None:
         arrived.append(pickle_loads((await comm.read(timeout=30))["data"]))
 
-    listener = listen(receive, Security(token=TOKEN))
+    listener = loop_listener(receive, Security(token=TOKEN))
 
     async def write_then_close() -> None:
         comm = await connect(listener.address, Security(token=TOKEN))
@@ -121,8 +102,8 @@ def test_closing_after_a_large_write_delivers_it_first(listen):
     assert arrived == [b"w" * 30_000_000]
 
 
-def test_the_frame_limit_binds_the_connecting_side_and_not_data(listen):
-    listener = listen(_echo, Security(token=TOKEN))
+def test_the_frame_limit_binds_the_connecting_side_and_not_data(loop_listener):
+    listener = loop_listener(_echo, Security(token=TOKEN))
 
     async def oversized() -> None:
         comm = await connect(listener.address, Security(token=TOKEN), max_frame_size=10_000)
@@ -157,7 +138,7 @@ def test_in_memory_connections_keep_the_same_limits_and_copy_data():
     _run(asyncio.new_event_loop, scenario())
 
 
-def test_a_read_timeout_bounds_silence_not_a_slow_large_message(listen):
+def test_a_read_timeout_bounds_silence_not_a_slow_large_message(loop_listener):
     """A transfer that keeps arriving is waited for; only a silent peer times out."""
     header, buffers = dumps_with_buffers({"data": dumps_data(b"t" * 1_000_000)})
     wire = b"".join(bytes(piece) for piece in encode_frames(header, buffers))
@@ -170,7 +151,7 @@ def test_a_read_timeout_bounds_silence_not_a_slow_large_message(listen):
             await asyncio.sleep(0.2)
         await comm.read()  # then fall silent
 
-    listener = listen(trickle, Security(token=TOKEN))
+    listener = loop_listener(trickle, Security(token=TOKEN))
 
     async def scenario() -> None:
         comm = await connect(listener.address, Security(token=TOKEN))
