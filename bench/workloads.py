@@ -557,6 +557,56 @@ TASKS_PER_S = (
 )
 EVENTS_PER_S = Metric("events_per_s", "events/s", higher_is_better=True)
 KEPT = Metric("kept", "events", higher_is_better=True)
+
+
+def run_dask_array(backend: Backend, chunks: int) -> dict[str, float]:
+    """``(x + x.T).sum()`` of a square random array cut into about ``chunks`` chunks."""
+    import dask.array as da
+
+    side = round(math.sqrt(chunks))
+    x = da.random.random((side * 100, side * 100), chunks=100)
+    total = (x + x.T).sum()
+    return _compute_timed(total, lambda value: 0 < value < 2 * x.size)
+
+
+def run_dask_bag(backend: Backend, partitions: int) -> dict[str, float]:
+    """A bag pipeline: 1,000 elements per partition, mapped, filtered, reduced."""
+    import dask.bag as db
+
+    n = partitions * 1_000
+    total = db.from_sequence(range(n), npartitions=partitions).map(inc).filter(is_even).sum()
+    return _compute_timed(total, lambda value: value == (n // 2) * (n // 2 + 1))
+
+
+def run_delayed(backend: Backend, leaves: int) -> dict[str, float]:
+    """Dask's delayed tree summation: ``leaves`` inc calls added pairwise (2 x leaves tasks)."""
+    import dask
+
+    level = [dask.delayed(inc)(i) for i in range(leaves)]
+    while len(level) > 1:
+        pairs = [dask.delayed(add)(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = pairs + level[len(pairs) * 2 :]
+    return _compute_timed(level[0], lambda value: value == leaves * (leaves + 1) // 2)
+
+
+def is_even(x: int) -> bool:
+    return x % 2 == 0
+
+
+def _compute_timed(collection: Any, check: Callable[[Any], bool]) -> dict[str, float]:
+    """Time ``collection.compute()`` on the system's default client (graph built beforehand);
+    tasks are those of dask's optimized graph, the same for every system."""
+    import dask
+
+    task_count = len(dask.base.collections_to_expr([collection]).optimize().__dask_graph__())
+    started, started_cpu = time.perf_counter(), cpu_seconds()
+    value = collection.compute()
+    measured = per_task(task_count, started, started_cpu)
+    if not check(value):
+        raise RuntimeError(f"{type(collection).__name__} computed a wrong value: {value!r}")
+    return measured
+
+
 ROUNDTRIP_MS = (Metric("median_ms", "ms", False), Metric("p99_ms", "ms", False))
 STORY_US = (Metric("story_us", "us/lookup", False),)
 BYTES_PER_TASK = (
@@ -636,6 +686,11 @@ WORKLOADS: dict[str, Workload] = {
             FUTURES_SYSTEMS,
             run_scheduler_memory,
         ),
+        Workload(
+            "dask_array", 1_024, 1_024, "chunks", TASKS_PER_S, FUTURES_SYSTEMS, run_dask_array
+        ),
+        Workload("dask_bag", 100, 400, "partitions", TASKS_PER_S, FUTURES_SYSTEMS, run_dask_bag),
+        Workload("delayed", 2_000, 5_000, "leaves", TASKS_PER_S, FUTURES_SYSTEMS, run_delayed),
     )
 }
 

@@ -40,11 +40,10 @@ def main() -> None:
             )
 
         print(f"\ncluster-wide story of {samples[0].key} (scheduler and worker):")
-        for entry in client.story(samples[0].key):
-            print(
-                f"  {entry['timestamp']:.4f}  {entry['where']:<22} "
-                f"{entry['start']:>10} -> {entry['finish']:<10} {entry['stimulus_id']}"
-            )
+        for where, _key, start, finish, _recs, stimulus_id, timestamp in client.story(
+            samples[0].key
+        ):
+            print(f"  {timestamp:.4f}  {where:<22} {start:>10} -> {finish:<10} {stimulus_id}")
 
         print("\nevents logged from inside tasks (topic 'runtimes'):")
         for timestamp, msg in client.get_events("runtimes")[:4]:

@@ -38,7 +38,7 @@ class LiveHistory:
         self.client.close()
 
     def story(self, *keys: str) -> list[TransitionRecord]:
-        return [TransitionRecord(**entry) for entry in self.client.story(*keys)]
+        return [TransitionRecord(**entry.as_dict()) for entry in self.client.story(*keys)]
 
     def events(
         self,

@@ -20,8 +20,14 @@ from typing import Any, NamedTuple
 
 from storied import config
 from storied.client.future import Future, FutureState, wait_states
+from storied.client.options import TaskOptions, task_options, worker_restrictions
+from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
+from storied.coordination import datasets
+from storied.coordination.actor import submit_actor
+from storied.graph import defaults as graph_defaults
+from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
@@ -35,6 +41,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import pack_event
 from storied.record.trace import chrome_trace
+from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT
 
 logger = logging.getLogger("storied.client")
 
@@ -134,6 +141,7 @@ class Client:
         if set_as_default:
             global _default_client
             _default_client = self
+            graph_defaults.client_became_default()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,6 +258,7 @@ class Client:
         global _default_client
         if _default_client is self:
             _default_client = None
+            graph_defaults.no_default_client()
         self._flush_outbox()
         if self._stream is not None:
             self._stream.send({"op": "close-client"})
@@ -315,18 +324,23 @@ class Client:
                 releases["keys"].append(item)
             elif isinstance(item, _GraphPart):
                 releases = None
-                if graph is None:
+                if graph is None or item.alone or graph["fifo_timeout"] != item.fifo_timeout:
                     graph = {
                         "op": "update-graph",
                         "tasks": [],
                         "functions": {},
                         "wanted": [],
                         "stimulus_id": _stimulus("update-graph"),
+                        "fifo_timeout": item.fifo_timeout,
+                        "calls": [],
                     }
                     msgs.append(graph)
                 graph["tasks"].extend(item.tasks)
                 graph["functions"][item.function_id] = item.function
                 graph["wanted"].extend(item.wanted)
+                graph["calls"].append(len(item.tasks))
+                if item.alone:
+                    graph = None
             else:
                 graph = releases = None
                 msgs.append(item)
@@ -453,16 +467,35 @@ class Client:
         func: Callable[..., Any],
         *args: Any,
         key: str | None = None,
-        pure: bool = True,
-        retries: int = 0,
         workers: Any = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: float = 0,
+        fifo_timeout: str | float = "100 ms",
+        allow_other_workers: bool = False,
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
         **kwargs: Any,
     ) -> Future:
-        """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result."""
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result.
+
+        The options are Dask's: ``workers`` (addresses or names; with ``allow_other_workers``
+        only preferred), ``resources`` claimed while it runs (``{"GPU": 1}``), ``retries``,
+        ``priority`` (higher runs first; ties by submission, where submissions within
+        ``fifo_timeout`` of each other count as one), ``pure=False`` for a fresh key each call.
+        ``actor=True``: ``func`` is a class whose instance stays on the worker; the future's
+        result is an ``Actor`` proxy to it (see ``storied.coordination.actor``).
+        """
         if not callable(func):
             raise TypeError(f"submit() needs a callable as its first argument, not {func!r}")
+        options = task_options(
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout
+        )
+        if actor or actors:
+            return submit_actor(self, func, args, kwargs, key, options)
         return self._submit_many(
-            func, [(args, kwargs)], [key] if key is not None else None, pure, retries, workers
+            func, [(args, kwargs)], [key] if key is not None else None, pure, options
         )[0]
 
     def map(
@@ -470,25 +503,54 @@ class Client:
         func: Callable[..., Any],
         *iterables: Iterable[Any],
         key: str | list[str] | None = None,
-        pure: bool = True,
-        retries: int = 0,
         workers: Any = None,
+        retries: int | None = None,
+        resources: dict[str, float] | None = None,
+        priority: float = 0,
+        allow_other_workers: bool = False,
+        fifo_timeout: str | float = "100 ms",
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> list[Future]:
-        """``submit`` for each element of the iterables, in one message to the scheduler."""
+        """``submit`` for each element of the iterables, in one message to the scheduler
+        (``batch_size``: in messages of that many tasks). Takes ``submit``'s options."""
         if not callable(func):
             raise TypeError(f"map() needs a callable as its first argument, not {func!r}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise TypeError(f"batch_size must be a positive int or None, not {batch_size!r}")
+        options = task_options(
+            workers, resources, retries, priority, allow_other_workers, fifo_timeout
+        )
         calls = [(args, kwargs) for args in zip(*iterables, strict=False)]
         keys = None
         if isinstance(key, list):
             if len(key) != len(calls):
                 raise ValueError(f"map() got {len(key)} keys for {len(calls)} tasks")
             keys = key
-        return self._submit_many(
-            func, calls, keys, pure, retries, workers, prefix=key if isinstance(key, str) else None
-        )
+        if actor or actors:
+            names = keys or [None] * len(calls)
+            return [
+                submit_actor(self, func, args, kw, name, options)
+                for (args, kw), name in zip(calls, names, strict=True)
+            ]
+        prefix = key if isinstance(key, str) else None
+        if batch_size is None or batch_size >= len(calls):
+            return self._submit_many(func, calls, keys, pure, options, prefix)
+        futures: list[Future] = []
+        for start in range(0, len(calls), batch_size):
+            stop = start + batch_size
+            batch_keys = keys[start:stop] if keys is not None else None
+            futures += self._submit_many(
+                func, calls[start:stop], batch_keys, pure, options, prefix, alone=True
+            )
+        return futures
 
     def _submit_many(
         self,
@@ -496,15 +558,14 @@ class Client:
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         keys: list[str] | None,
         pure: bool,
-        retries: int,
-        workers: Any,
+        chosen: TaskOptions,
         prefix: str | None = None,
+        alone: bool = False,
     ) -> list[Future]:
+        """One submit/map call (``alone``: a batch, sent in a message of its own)."""
         if self.status != "running":
             raise RuntimeError(f"the client is {self.status}; cannot submit")
-        if not isinstance(retries, int) or retries < 0:
-            raise TypeError(f"retries must be a non-negative int, not {retries!r}")
-        restrictions = _restrictions(workers)
+        retries, restrictions, options, fifo_timeout = chosen
         function_id, function = self._function_payload(func)
         name = prefix or funcname(func)
         tasks: list[list[Any]] = []
@@ -518,11 +579,11 @@ class Client:
                 key = f"{name}-{token(function_id.encode(), payload)}"
             else:
                 key = f"{name}-{uuid.uuid4().hex}"
-            tasks.append([key, function_id, payload, deps, retries, restrictions])
+            tasks.append([key, function_id, payload, deps, retries, restrictions, options])
         task_keys = [task[0] for task in tasks]
         states = self._acquire(task_keys)
         futures = [Future(k, self, state) for k, state in zip(task_keys, states, strict=True)]
-        self._send(_GraphPart(tasks, function_id, function, task_keys))
+        self._send(_GraphPart(tasks, function_id, function, task_keys, fifo_timeout, alone))
         return futures
 
     # ------------------------------------------------------------------ results
@@ -612,6 +673,26 @@ class Client:
                 self._send({"op": "client-desires-keys", "keys": [key]})
         await asyncio.sleep(0.01)
 
+    # ------------------------------------------------------------------ dask collections
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of dask graph ``dsk`` on the cluster (``sync=False``: futures)."""
+        from storied.graph import api
+
+        return api.get(self, dsk, keys, **kwargs)
+
+    def compute(self, collections: Any, sync: bool = False, **kwargs: Any) -> Any:
+        """Start computing dask collections; a Future for each (values if ``sync``)."""
+        from storied.graph import api
+
+        return api.compute(self, collections, sync=sync, **kwargs)
+
+    def persist(self, collections: Any, **kwargs: Any) -> Any:
+        """The same dask collections, backed by futures computing on the cluster."""
+        from storied.graph import api
+
+        return api.persist(self, collections, **kwargs)
+
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``."""
         return self._sync(self._scatter, data, workers, broadcast)
@@ -630,7 +711,7 @@ class Client:
         info = await self._stream.request("scheduler-info")
         addresses = list(info["workers"])
         if workers is not None:
-            wanted = set(_restrictions(workers) or ())
+            wanted = set(worker_restrictions(workers) or ())
             addresses = [
                 a for a in addresses if a in wanted or info["workers"][a]["name"] in wanted
             ]
@@ -664,17 +745,40 @@ class Client:
             return type(data)(ordered) if not isinstance(data, (set, frozenset)) else ordered
         return ordered[0]
 
-    def cancel(self, futures: Any) -> Any:
-        """Stop computing these futures; they become ``cancelled``."""
+    def cancel(self, futures: Any, force: bool = False, **kwargs: Any) -> Any:
+        """Stop computing these futures; they are ``cancelled`` when this returns, as in Dask
+        (``force``, ``reason`` and ``msg`` are accepted for compatibility)."""
         found: list[Future] = []
         _collect_futures(futures, found)
-        keys = list(dict.fromkeys(f.key for f in found))
+        return self._sync(self._cancel, found)
+
+    async def _cancel(self, found: list[Future]) -> None:
         for future in found:
-            state = future._state
-            if not state.done:
-                self._loop.call_soon_threadsafe(_cancel_state, state)
-        self._send({"op": "cancel", "keys": keys})
-        return None if not self.asynchronous else _done_coroutine()
+            _cancel_state(future._state)
+        self._send({"op": "cancel", "keys": list(dict.fromkeys(f.key for f in found))})
+
+    # ------------------------------------------------------------------ published datasets
+
+    def publish_dataset(self, *args: Any, **kwargs: Any) -> Any:
+        """Publish named data or futures, kept alive for any client until unpublished:
+        ``publish_dataset(x=future)`` or ``publish_dataset(future, name="x")``;
+        ``override=True`` replaces a dataset of that name (else that is a KeyError)."""
+        return datasets.publish_dataset(self, args, kwargs)
+
+    def get_dataset(self, name: str, default: Any = datasets.NO_DEFAULT) -> Any:
+        """A published dataset; its futures are now this client's too."""
+        return datasets.get_dataset(self, name, default)
+
+    def list_datasets(self) -> Any:
+        return datasets.list_datasets(self)
+
+    def unpublish_dataset(self, name: str) -> Any:
+        return datasets.unpublish_dataset(self, name)
+
+    @property
+    def datasets(self) -> datasets.Datasets:
+        """The published datasets as a mapping: ``client.datasets["x"] = future``."""
+        return datasets.Datasets(self)
 
     # ------------------------------------------------------------------ cluster
 
@@ -690,7 +794,7 @@ class Client:
             "broadcast",
             function=pickle_dumps(func),
             args=pickle_dumps((args, kwargs)),
-            workers=_restrictions(workers),
+            workers=worker_restrictions(workers),
         )
         return {address: pickle_loads(payload) for address, payload in replies.items()}
 
@@ -736,14 +840,23 @@ class Client:
     # ------------------------------------------------------------------ the record
 
     def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
-        """The cluster-wide story: scheduler and worker transitions merged in time order."""
+        """The cluster-wide story: scheduler and worker transitions merged in time order, each a
+        ``StoryEntry``, unpacking as Dask's ``(where, key, start, finish, recommendations,
+        stimulus_id, timestamp)``."""
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
-        keys = [k.key if isinstance(k, Future) else k for k in keys_or_stimulus_ids]
+        keys = [
+            k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
+            for k in keys_or_stimulus_ids
+        ]
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._request, "cluster-story", keys=keys, on_error=on_error)
+        return self._sync(self._story, keys, on_error)
+
+    async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
+        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+        return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
         """Log a structured event to the scheduler's ledger (no round trip)."""
@@ -806,7 +919,7 @@ class Client:
         return [tuple(entry) for entry in await self._request(method, **kwargs)]  # type: ignore[misc]
 
     async def _worker_logs(self, n: int | None, workers: Any) -> dict[str, list[tuple[str, str]]]:
-        reply = await self._request("get-worker-logs", n=n, workers=_restrictions(workers))
+        reply = await self._request("get-worker-logs", n=n, workers=worker_restrictions(workers))
         return {address: [tuple(e) for e in entries] for address, entries in reply.items()}  # type: ignore[misc]
 
     # ------------------------------------------------------------------ plugins
@@ -846,10 +959,16 @@ class Client:
 
 
 class _GraphPart(NamedTuple):
+    """The tasks of one submit/map call (or of one batch of a map) on their way out."""
+
     tasks: list[list[Any]]
     function_id: str
     function: bytes
     wanted: list[str]
+    #: submissions this close together (seconds) share a priority generation on the scheduler
+    fifo_timeout: float = DEFAULT_FIFO_TIMEOUT
+    #: sent in an update-graph message of its own (a map's batch)
+    alone: bool = False
 
 
 _SKIPPED = object()
@@ -862,17 +981,6 @@ def _cancel_state(state: FutureState) -> None:
 
 async def _done_coroutine() -> None:
     return None
-
-
-def _restrictions(workers: Any) -> list[str] | None:
-    if workers is None:
-        return None
-    if isinstance(workers, str):
-        return [workers]
-    if isinstance(workers, Iterable):
-        names = [str(w) for w in workers]
-        return names or None
-    raise TypeError(f"workers must be an address, a name or a list of them, not {workers!r}")
 
 
 def _collect_futures(structure: Any, found: list[Future]) -> None:

@@ -143,6 +143,8 @@ class Future:
     """A remote result. ``result()`` waits for it; dropping the last Future releases it."""
 
     __slots__ = ("__weakref__", "_client", "_state", "key")
+    #: dask treats objects with this flag as futures in graphs and ``dask.delayed``
+    __dask_future__ = True
 
     def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
         """``state``: already acquired for this Future (``Client._acquire``), else acquired here."""
@@ -207,6 +209,9 @@ class Future:
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self._result().__await__()
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("storied.Future", self.key)
 
     def __repr__(self) -> str:
         if self._state.status == "finished" and self._state.type:

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from storied import config
 from storied.comm import Security
 from storied.loop import LoopThread
+from storied.nanny import lifeline
+from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
 from storied.worker.server import Worker
 
@@ -24,7 +27,8 @@ SILENCE_ENV_VAR = "STORIED_INTERNAL_SILENCE_LOGS"
 
 
 class WorkerProcess:
-    """A worker running in its own Python process (``storied worker``)."""
+    """A worker running in its own Python process (``storied worker``), under a nanny process
+    unless ``nanny`` is false. It dies with this process (see ``storied.nanny.lifeline``)."""
 
     def __init__(
         self,
@@ -34,6 +38,8 @@ class WorkerProcess:
         host: str,
         security: Security,
         log_level: int | None,
+        nanny: bool = True,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         command = [
@@ -48,8 +54,11 @@ class WorkerProcess:
             name,
             "--host",
             host,
+            "--nanny" if nanny else "--no-nanny",
         ]
-        env = config.environ_for_subprocess()
+        if resources:
+            command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
+        env = lifeline.environ_with_parent(config.environ_for_subprocess())
         if log_level is not None:
             env[SILENCE_ENV_VAR] = str(log_level)
         if security.token:
@@ -58,6 +67,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
+        """The pid of the process this cluster started: the nanny's, if there is one."""
         return self.process.pid
 
     def __repr__(self) -> str:
@@ -93,8 +103,11 @@ class LocalCluster:
         security: Security | bool = True,
         ledger: str | os.PathLike[str] | None = None,
         silence_logs: int | bool = logging.WARNING,
+        nanny: bool = True,
+        resources: str | Mapping[str, float] | None = None,
         **scheduler_kwargs: Any,
     ) -> None:
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
         del dashboard_address  # accepted for compatibility; storied has no dashboard
         if n_workers is None:
             n_workers = 2 if processes else 1
@@ -109,8 +122,11 @@ class LocalCluster:
             security = Security()
         self.security: Security = security
         self.processes = processes
+        #: worker processes run under nannies, which restart them when they die
+        self.nanny = nanny
         self.host = host
         self.threads_per_worker = threads_per_worker
+        self.resources = None if resources is None else parse_resources(resources)
         self.asynchronous = asynchronous
         config.configure_logging()
         self._worker_log_level = int(silence_logs) if silence_logs else None
@@ -178,6 +194,8 @@ class LocalCluster:
                     self.host,
                     self.security,
                     self._worker_log_level,
+                    self.nanny,
+                    self.resources,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -186,6 +204,7 @@ class LocalCluster:
                     name=name,
                     host=self.host,
                     security=self.security,
+                    resources=self.resources,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:

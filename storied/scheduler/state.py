@@ -9,17 +9,29 @@ that caused it, which is how ``story`` can say *why*.
 from __future__ import annotations
 
 import collections
+import itertools
+import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from storied.exceptions import FutureLostError, KilledWorker
 from storied.protocol.serialize import pickle_dumps
+from storied.resources import Resources, check_resources, suffices
+
+logger = logging.getLogger("storied.scheduler")
 
 Recommendations = dict[str, str]
 
 #: States a task can be in on the scheduler.
 STATES = ("released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten")
+
+#: A task's ``priority`` is ``generation * GENERATION_SPAN + its index within its submit/map
+#: call``: older generations first, then call order; the user's priority comes before both.
+GENERATION_SPAN = 2**32
+#: graphs this close together (seconds) share a generation unless the client says otherwise
+DEFAULT_FIFO_TIMEOUT = 0.1
 
 
 class Recorder(Protocol):
@@ -57,8 +69,9 @@ class TaskState:
 
     __slots__ = (
         "args", "dependencies", "dependents", "erred_on", "error", "function_id", "key",
-        "nbytes", "priority", "processing_on", "restrictions", "retries", "state",
-        "suspicious", "type", "waiters", "waiting_on", "who_has", "who_wants",
+        "loose", "nbytes", "priority", "processing_on", "resources", "restrictions", "retries",
+        "state", "suspicious", "type", "user_priority", "waiters", "waiting_on", "who_has",
+        "who_wants",
     )  # fmt: skip
 
     def __init__(
@@ -81,6 +94,12 @@ class TaskState:
         self.retries = 0
         self.suspicious = 0
         self.restrictions: frozenset[str] | None = None
+        #: the restrictions are preferences: any worker will do when none of them can
+        self.loose = False
+        #: what the task claims on its worker while it runs
+        self.resources: Resources | None = None
+        #: higher runs first (``submit(priority=)``); ``priority`` orders ties
+        self.user_priority: float = 0
         self.nbytes = 0
         self.type: str | None = None
         self.error: dict[str, Any] | None = None
@@ -95,6 +114,7 @@ class WorkerInfo:
     address: str
     name: str
     nthreads: int
+    resources: Resources = field(default_factory=dict)
     processing: set[TaskState] = field(default_factory=set)
     has_what: set[TaskState] = field(default_factory=set)
     known_functions: set[str] = field(default_factory=set)
@@ -108,6 +128,7 @@ class WorkerInfo:
             "address": self.address,
             "name": self.name,
             "nthreads": self.nthreads,
+            "resources": dict(self.resources),
             "processing": len(self.processing),
             "in_memory": len(self.has_what),
         }
@@ -136,6 +157,9 @@ class TaskSpec(NamedTuple):
     dependencies: Sequence[str] = ()
     retries: int = 0
     restrictions: Sequence[str] | None = None
+    #: None, or any of ``priority`` (number: higher runs first), ``resources`` (name -> amount
+    #: claimed while running) and ``loose`` (bool: the restrictions are only preferences)
+    options: Mapping[str, Any] | None = None
 
 
 TransitionHook = Callable[[str, str, str, str, dict[str, Any]], None]
@@ -159,7 +183,10 @@ class SchedulerState:
         self.functions: dict[str, bytes] = {}
         self._function_users: collections.Counter[str] = collections.Counter()
         self.unrunnable: set[TaskState] = set()
-        self._priority = 0
+        #: why each unrunnable task has no worker (key -> reason), for whoever asks
+        self.no_worker_reasons: dict[str, str] = {}
+        self._generation = 0
+        self._generation_start = -math.inf
         self._table: dict[tuple[str, str], Callable[..., Recommendations]] = {
             ("released", "waiting"): self._released_waiting,
             ("released", "forgotten"): self._released_forgotten,
@@ -187,37 +214,65 @@ class SchedulerState:
         functions: Mapping[str, bytes],
         wanted: Iterable[str],
         stimulus_id: str,
+        *,
+        now: float | None = None,
+        fifo_timeout: float = 0.0,
+        calls: Sequence[int] | None = None,
     ) -> Effects:
         """A client submitted tasks (new ones are created; known keys are just wanted again).
 
-        Raises ``ValueError``, changing nothing, if a task names a function not sent along.
+        Priorities follow Dask: a graph arriving within ``fifo_timeout`` seconds of the start of
+        the current generation joins it (``now`` None: always a new one), and within a
+        generation a task ranks by its index in its submit/map call; ``calls`` gives how many
+        tasks each call contributed, in order (None: all are one call).
+
+        Raises ``ValueError``, changing nothing, if a task names a function not sent along or
+        has malformed options.
         """
         tasks = list(tasks)
         for spec in tasks:
             if spec.function_id not in functions and spec.function_id not in self.functions:
                 raise ValueError(f"task {spec.key!r} names unknown function {spec.function_id!r}")
+            if spec.options is not None:
+                _check_options(spec.key, spec.options)
+        if isinstance(fifo_timeout, bool) or not isinstance(fifo_timeout, int | float):
+            raise ValueError(f"fifo_timeout must be a number of seconds, not {fifo_timeout!r}")
+        if calls is not None and (
+            not all(type(n) is int and n >= 0 for n in calls) or sum(calls) != len(tasks)
+        ):
+            raise ValueError(f"calls {calls!r} must be counts adding up to {len(tasks)} tasks")
         effects = Effects()
         for function_id, payload in functions.items():
             self.functions.setdefault(function_id, payload)
+        base = self._next_generation(now, fifo_timeout) * GENERATION_SPAN
+        priorities: Iterable[int] = (
+            range(base, base + len(tasks))
+            if calls is None
+            else (base + i for i in itertools.chain.from_iterable(map(range, calls)))
+        )
         recommendations: list[tuple[str, str]] = []
-        for spec in tasks:
+        for spec, priority in zip(tasks, priorities):  # noqa: B905 (calls add up: checked)
             ts = self.tasks.get(spec.key)
             if ts is not None and ts.function_id is not None:
                 continue
-            self._priority += 1
             if ts is None:
                 ts = self.tasks[spec.key] = TaskState(
-                    spec.key, spec.function_id, spec.args, self._priority
+                    spec.key, spec.function_id, spec.args, priority
                 )
             else:
-                ts.function_id, ts.args, ts.priority = spec.function_id, spec.args, self._priority
+                ts.function_id, ts.args, ts.priority = spec.function_id, spec.args, priority
             self._function_users[spec.function_id] += 1
             ts.retries = spec.retries
             ts.restrictions = frozenset(spec.restrictions) if spec.restrictions else None
+            if spec.options is not None:
+                options = spec.options
+                ts.user_priority = options.get("priority", 0)
+                ts.resources = options.get("resources") or None
+                ts.loose = bool(options.get("loose"))
             for dep_key in spec.dependencies:
                 dep = self.tasks.get(dep_key)
                 if dep is None:
-                    dep = self.tasks[dep_key] = TaskState(dep_key, None, None, self._priority)
+                    dep = self.tasks[dep_key] = TaskState(dep_key, None, None, priority)
                 if ts.dependencies is NO_LINKS:
                     ts.dependencies = set()
                 ts.dependencies.add(dep)
@@ -244,8 +299,8 @@ class SchedulerState:
         for key, addresses in who_has.items():
             ts = self.tasks.get(key)
             if ts is None:
-                self._priority += 1
-                ts = self.tasks[key] = TaskState(key, None, None, self._priority)
+                priority = self._generation * GENERATION_SPAN
+                ts = self.tasks[key] = TaskState(key, None, None, priority)
             start = ts.state
             for address in addresses:
                 ws = self.workers.get(address)
@@ -261,9 +316,24 @@ class SchedulerState:
             self._desire(client, key, effects)
         return effects
 
-    def add_worker(self, address: str, name: str, nthreads: int, stimulus_id: str) -> Effects:
+    def _next_generation(self, now: float | None, fifo_timeout: float) -> int:
+        """The generation of a graph arriving ``now`` (older generations run first)."""
+        if now is None or self._generation_start + fifo_timeout < now:
+            self._generation += 1
+            self._generation_start = -math.inf if now is None else now
+        return self._generation
+
+    def add_worker(
+        self,
+        address: str,
+        name: str,
+        nthreads: int,
+        stimulus_id: str,
+        resources: Mapping[str, float] | None = None,
+    ) -> Effects:
+        """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it."""
         effects = Effects()
-        self.workers[address] = WorkerInfo(address, name, max(1, nthreads))
+        self.workers[address] = WorkerInfo(address, name, max(1, nthreads), dict(resources or {}))
         recommendations = [(ts.key, "processing") for ts in self.unrunnable]
         self._transitions(recommendations, stimulus_id, effects)
         return effects
@@ -275,7 +345,7 @@ class SchedulerState:
         if ws is None:
             return effects
         recommendations: list[tuple[str, str]] = []
-        for ts in sorted(ws.processing, key=lambda t: t.priority):
+        for ts in sorted(ws.processing, key=_rank):
             if not expected:
                 ts.suspicious += 1
                 if ts.suspicious > self.allowed_failures:
@@ -488,6 +558,8 @@ class SchedulerState:
                 info["duration"] = info["startstops"][1] - info["startstops"][0]
             if ts.error is not None and ts.state == "erred":
                 info["exception"] = ts.error.get("text")
+            if ts.state == "no-worker":
+                info["reason"] = self.no_worker_reasons.get(ts.key)
             if worker is not None:
                 info["worker"] = worker
             self.on_transition(ts.key, start, ts.state, stimulus_id, info)
@@ -543,7 +615,8 @@ class SchedulerState:
             if ts.state == "waiting":
                 return self._waiting_no_worker(ts, stimulus_id, effects)
             return {}
-        self.unrunnable.discard(ts)
+        if ts.state == "no-worker":
+            self._runnable_again(ts)
         ts.state = "processing"
         ts.processing_on = ws.address
         ws.processing.add(ts)
@@ -562,6 +635,10 @@ class SchedulerState:
             msg["who_has"] = {dep.key: list(dep.who_has) for dep in ts.dependencies}
         if ts.who_wants:
             msg["wanted"] = True
+        if ts.resources is not None:
+            msg["resources"] = ts.resources
+        if ts.user_priority:
+            msg["user_priority"] = ts.user_priority
         effects.workers[ws.address].append(msg)
         return {}
 
@@ -570,34 +647,43 @@ class SchedulerState:
     ) -> Recommendations:
         ts.state = "no-worker"
         self.unrunnable.add(ts)
+        reason = self.no_worker_reasons[ts.key] = self._why_no_worker(ts)
+        logger.debug("Task %s has no worker: %s", ts.key, reason)
         return {}
 
+    def _runnable_again(self, ts: TaskState) -> None:
+        self.unrunnable.discard(ts)
+        self.no_worker_reasons.pop(ts.key, None)
+
+    def _why_no_worker(self, ts: TaskState) -> str:
+        """Independent of which workers are here, so it stays true while the task waits."""
+        if not self.workers:
+            return "no workers"
+        parts = []
+        if ts.restrictions is not None:
+            parts.append(f"restricted to workers {sorted(ts.restrictions)}")
+        if ts.resources is not None:
+            parts.append(f"needs resources {ts.resources}")
+        return f"{' and '.join(parts)}: no worker here qualifies"
+
     def _choose_worker(self, ts: TaskState) -> WorkerInfo | None:
+        """The least busy worker allowed to run ``ts``, preferring ones that hold its inputs."""
         workers = self.workers
         if not workers:
             return None
+        if ts.restrictions is None and ts.resources is None:
+            if not ts.dependencies:
+                return min(workers.values(), key=_occupancy)
+            return _least_busy(ts, workers, None)
+        allowed = list(workers.values())
+        if ts.resources is not None:
+            allowed = [ws for ws in allowed if suffices(ws.resources, ts.resources)]
         if ts.restrictions is not None:
-            candidates = [
-                ws
-                for ws in workers.values()
-                if ws.address in ts.restrictions or ws.name in ts.restrictions
-            ]
-            if not candidates:
-                return None
-        elif ts.dependencies:
-            holders: collections.Counter[str] = collections.Counter()
-            for dep in ts.dependencies:
-                for address in dep.who_has:
-                    holders[address] += dep.nbytes + 1
-            if holders:
-                best = max(holders.values())
-                candidates = [workers[a] for a, n in holders.items() if n == best and a in workers]
-                if candidates:
-                    return min(candidates, key=_occupancy)
-            candidates = workers.values()  # type: ignore[assignment]
-        else:
-            candidates = workers.values()  # type: ignore[assignment]
-        return min(candidates, key=_occupancy)
+            restrictions = ts.restrictions
+            chosen = [ws for ws in allowed if ws.address in restrictions or ws.name in restrictions]
+            if chosen or not ts.loose:
+                return min(chosen, key=_occupancy) if chosen else None
+        return _least_busy(ts, workers, allowed) if allowed else None
 
     def _processing_memory(
         self,
@@ -658,7 +744,7 @@ class SchedulerState:
         return self._erred(ts, effects)
 
     def _waiting_erred(self, ts: TaskState, stimulus_id: str, effects: Effects) -> Recommendations:
-        self.unrunnable.discard(ts)
+        self._runnable_again(ts)
         if ts.error is None:
             blamed = next((d for d in ts.dependencies if d.state == "erred"), None)
             ts.error = (
@@ -699,7 +785,7 @@ class SchedulerState:
     def _waiting_released(
         self, ts: TaskState, stimulus_id: str, effects: Effects
     ) -> Recommendations:
-        self.unrunnable.discard(ts)
+        self._runnable_again(ts)
         return self._released(ts)
 
     def _memory_released(
@@ -782,6 +868,50 @@ class SchedulerState:
 
 def _occupancy(ws: WorkerInfo) -> float:
     return ws.occupancy
+
+
+def _least_busy(
+    ts: TaskState, workers: Mapping[str, WorkerInfo], allowed: list[WorkerInfo] | None
+) -> WorkerInfo:
+    """Among ``allowed`` (None: all ``workers``), the least busy of those holding most of
+    ``ts``'s input bytes, else the least busy of all allowed."""
+    if ts.dependencies:
+        holders: collections.Counter[str] = collections.Counter()
+        for dep in ts.dependencies:
+            for address in dep.who_has:
+                holders[address] += dep.nbytes + 1
+        if allowed is not None:
+            permitted = {ws.address for ws in allowed}
+            holders = collections.Counter({a: n for a, n in holders.items() if a in permitted})
+        if holders:
+            best = max(holders.values())
+            candidates = [workers[a] for a, n in holders.items() if n == best and a in workers]
+            if candidates:
+                return min(candidates, key=_occupancy)
+    return min(workers.values() if allowed is None else allowed, key=_occupancy)
+
+
+def _rank(ts: TaskState) -> tuple[float, int]:
+    """Run order: higher user priority first, then older generation, then call order."""
+    return (-ts.user_priority, ts.priority)
+
+
+def _check_options(key: str, options: Any) -> None:
+    """Raise ``ValueError`` saying what is wrong with a task's options from the wire."""
+    if not isinstance(options, Mapping):
+        raise ValueError(f"task {key!r}: options must be a dict or None, not {options!r}")
+    unknown = set(options) - {"priority", "resources", "loose"}
+    if unknown:
+        raise ValueError(f"task {key!r}: unknown options {sorted(unknown)}")
+    priority = options.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int | float) or math.isnan(priority):
+        raise ValueError(f"task {key!r}: priority must be a number, not {priority!r}")
+    if not isinstance(options.get("loose", False), bool):
+        raise ValueError(f"task {key!r}: loose must be a bool, not {options['loose']!r}")
+    try:
+        check_resources(options.get("resources", {}), f"task {key!r}: resources")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _key_in_memory(ts: TaskState) -> dict[str, Any]:

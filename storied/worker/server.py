@@ -26,6 +26,7 @@ from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
+from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
 from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
@@ -38,6 +39,7 @@ from storied.protocol.serialize import (
     typename,
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
+from storied.resources import parse_resources
 from storied.worker.state import (
     Execute,
     ForgetData,
@@ -222,9 +224,18 @@ class Worker:
         port: int = 0,
         security: Security | None = None,
         heartbeat_interval: float | str | None = None,
+        resources: str | Mapping[str, float] | None = None,
+        nanny: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
+        #: the id of the nanny supervising this worker's process, if any
+        self.nanny = nanny
         self.nthreads = nthreads
+        #: what tasks may claim here (``{"GPU": 2}``); default: config ``worker.resources``
+        self.resources = parse_resources(
+            resources if resources is not None else config.get("worker.resources"),
+            "worker resources",
+        )
         self.name = name
         self.host = host
         self.port = port
@@ -283,6 +294,7 @@ class Worker:
         self._recorder = _ShippingRecorder(self.record)
         logging.getLogger("storied.worker").addHandler(self._log_handler)
         self.state = self._new_state()
+        self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
@@ -291,12 +303,13 @@ class Worker:
         self._spawn(self._keep_connected())
         self._spawn(self._heartbeat())
         logger.info(
-            "Worker %s (%s) at %s, connected to %s, %d threads",
+            "Worker %s (%s) at %s, connected to %s, %d threads, resources %s",
             self.name,
             os.getpid(),
             self.address,
             self.scheduler_address,
             self.nthreads,
+            self.resources or "none",
         )
         return self
 
@@ -309,7 +322,9 @@ class Worker:
                 "address": self.address,
                 "name": self.name,
                 "nthreads": self.nthreads,
+                "resources": self.resources,
                 "pid": os.getpid(),
+                "nanny": self.nanny,
             }
         )
         reply = await comm.read(timeout)
@@ -358,6 +373,7 @@ class Worker:
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
         self.state = self._new_state()
+        self.coordination.forget(list(self.coordination.actors))
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()
@@ -395,6 +411,7 @@ class Worker:
         await self._listener.close()
         await self.pool.close()
         self.executor.shutdown()
+        await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -436,12 +453,22 @@ class Worker:
         function: bytes | None = None,
         who_has: dict[str, list[str]] | None = None,
         wanted: bool = False,
+        resources: dict[str, float] | None = None,
+        user_priority: float = 0,
     ) -> None:
         if function is not None:
             self._function_payloads[function_id] = function
         self._handle(
             self.state.compute_task(
-                key, function_id, args, priority, who_has or {}, stimulus_id, wanted
+                key,
+                function_id,
+                args,
+                priority,
+                who_has or {},
+                stimulus_id,
+                wanted,
+                resources,
+                user_priority,
             )
         )
 
@@ -475,6 +502,7 @@ class Worker:
                 for key in instruction.keys:
                     self.data.pop(key, None)
                     self._pickled.pop(key, None)
+                self.coordination.forget(instruction.keys)
 
     def _function(self, function_id: str) -> Callable[..., Any]:
         with self._functions_lock:
@@ -622,6 +650,8 @@ class Worker:
                 comm.write(self._get_data(keys))
             elif op == "update_data" and isinstance(data, dict):
                 comm.write(self._update_data(data))
+            elif op in ACTOR_OPS:
+                comm.write(await self.coordination.handle(msg))
             else:
                 logger.warning(
                     "Closing connection from %s: unknown or malformed request %r",
@@ -732,7 +762,7 @@ class Worker:
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
         hook = self._plugin_transition if self.plugins else None
-        return WorkerState(self.nthreads, self._recorder, hook)
+        return WorkerState(self.nthreads, self._recorder, hook, self.resources)
 
     def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
         for name, plugin in self.plugins.items():

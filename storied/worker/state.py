@@ -8,14 +8,19 @@ back into stimuli. Every transition goes to the record with the stimulus that ca
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from storied.resources import Resources, suffices
 from storied.scheduler.state import Recorder
 
-#: States a task can be in on a worker.
-STATES = ("released", "fetch", "flight", "waiting", "ready", "executing", "memory", "error")
+#: States a task can be in on a worker ("constrained": ready, but waits for resources).
+STATES = (
+    "released", "fetch", "flight", "waiting", "ready", "constrained", "executing", "memory",
+    "error",
+)  # fmt: skip
 
 
 class WorkerTask:
@@ -23,7 +28,7 @@ class WorkerTask:
 
     __slots__ = (
         "args", "assigned", "cancelled", "dependencies", "dependents", "function_id", "key",
-        "priority", "state", "waiting_for", "wanted", "who_has",
+        "priority", "resources", "state", "user_priority", "waiting_for", "wanted", "who_has",
     )  # fmt: skip
 
     def __init__(
@@ -32,6 +37,10 @@ class WorkerTask:
         self.key = key
         self.state = state
         self.priority = priority
+        #: higher runs first; ``priority`` (the scheduler's order) breaks ties
+        self.user_priority: float = 0
+        #: what it claims of the worker's resources while it runs
+        self.resources: Resources | None = None
         self.function_id: str | None = None
         self.args: bytes | None = None
         #: True once the scheduler asked this worker to compute it (else it is a fetched input)
@@ -86,14 +95,25 @@ class WorkerState:
     """The tasks one worker knows about and what it should do next."""
 
     def __init__(
-        self, nthreads: int, recorder: Recorder, on_transition: TransitionHook | None = None
+        self,
+        nthreads: int,
+        recorder: Recorder,
+        on_transition: TransitionHook | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.nthreads = nthreads
         self.record = recorder
         self.on_transition = on_transition
         self.tasks: dict[str, WorkerTask] = {}
         self.executing: set[WorkerTask] = set()
-        self._ready: list[tuple[int, str]] = []
+        self.total_resources: Resources = dict(resources or {})
+        #: what running tasks have not claimed
+        self.available_resources: Resources = dict(self.total_resources)
+        #: heaps of (-user priority, priority, arrival, key): ready tasks, and ready tasks that
+        #: need resources (which wait, the first one holding back the rest, until they fit)
+        self._ready: list[tuple[float, int, int, str]] = []
+        self._constrained: list[tuple[float, int, int, str]] = []
+        self._arrival = itertools.count()
 
     # ------------------------------------------------------------------ stimuli
 
@@ -106,8 +126,11 @@ class WorkerState:
         who_has: Mapping[str, Iterable[str]],
         stimulus_id: str,
         wanted: bool = False,
+        resources: Mapping[str, float] | None = None,
+        user_priority: float = 0,
     ) -> list[Instruction]:
-        """``wanted``: a client waits for this very result."""
+        """``wanted``: a client waits for this very result; ``resources``: it claims these
+        while it runs; ``user_priority``: higher runs first."""
         instructions: list[Instruction] = []
         ts = self.tasks.get(key)
         if ts is None:
@@ -125,6 +148,7 @@ class WorkerState:
             return instructions
         ts.assigned = True
         ts.function_id, ts.args, ts.priority = function_id, args, priority
+        ts.user_priority, ts.resources = user_priority, resources or None
         fetch: dict[str, list[str]] = {}
         for dep_key, holders in who_has.items():
             dep = self.tasks.get(dep_key)
@@ -199,6 +223,10 @@ class WorkerState:
         if ts is None or ts.state != "executing":
             return instructions
         self.executing.discard(ts)
+        if ts.resources is not None:
+            available = self.available_resources
+            for name, amount in ts.resources.items():
+                available[name] += amount
         if ts.cancelled:
             self._transition(ts, "released", stimulus_id)
             if finish == "memory":
@@ -338,23 +366,59 @@ class WorkerState:
         return instructions
 
     def _make_ready(self, ts: WorkerTask, stimulus_id: str) -> None:
-        self._transition(ts, "ready", stimulus_id)
-        heapq.heappush(self._ready, (ts.priority, ts.key))
+        entry = (-ts.user_priority, ts.priority, next(self._arrival), ts.key)
+        if ts.resources is None:
+            self._transition(ts, "ready", stimulus_id)
+            heapq.heappush(self._ready, entry)
+        else:
+            self._transition(ts, "constrained", stimulus_id)
+            heapq.heappush(self._constrained, entry)
 
     def _start_ready(self, stimulus_id: str) -> list[Instruction]:
         instructions: list[Instruction] = []
-        ready = self._ready
-        while ready and len(self.executing) < self.nthreads:
-            _, key = heapq.heappop(ready)
-            ts = self.tasks.get(key)
-            if ts is None or ts.state != "ready":
-                continue
+        while len(self.executing) < self.nthreads:
+            ts = self._next_ready() if self._constrained else self._pop_live(self._ready, "ready")
+            if ts is None:
+                break
+            if ts.resources is not None:
+                available = self.available_resources
+                for name, amount in ts.resources.items():
+                    available[name] = available.get(name, 0.0) - amount
             self._transition(ts, "executing", stimulus_id)
             self.executing.add(ts)
             instructions.append(
-                Execute(key, ts.function_id, ts.args, bool(ts.dependencies))  # type: ignore[arg-type]
+                Execute(ts.key, ts.function_id, ts.args, bool(ts.dependencies))  # type: ignore[arg-type]
             )
         return instructions
+
+    def _next_ready(self) -> WorkerTask | None:
+        """The first ready task, or the first constrained one if it ranks higher and fits."""
+        self._drop_stale(self._constrained, "constrained")
+        self._drop_stale(self._ready, "ready")
+        constrained, ready = self._constrained, self._ready
+        if constrained and (not ready or constrained[0] < ready[0]):
+            head = self.tasks[constrained[0][-1]]
+            if suffices(self.available_resources, head.resources or {}):
+                return self._pop_live(constrained, "constrained")
+        return self._pop_live(ready, "ready")
+
+    def _drop_stale(self, heap: list[tuple[float, int, int, str]], state: str) -> None:
+        """Pop entries of tasks that left ``state`` since they were queued."""
+        tasks = self.tasks
+        while heap:
+            ts = tasks.get(heap[0][-1])
+            if ts is not None and ts.state == state:
+                return
+            heapq.heappop(heap)
+
+    def _pop_live(self, heap: list[tuple[float, int, int, str]], state: str) -> WorkerTask | None:
+        """The first task of ``heap`` still in ``state``, popped (stale entries are dropped)."""
+        tasks = self.tasks
+        while heap:
+            ts = tasks.get(heapq.heappop(heap)[-1])
+            if ts is not None and ts.state == state:
+                return ts
+        return None
 
     def _release_inputs(self, ts: WorkerTask, instructions: list[Instruction]) -> None:
         """A task finished: inputs fetched only for it can go."""

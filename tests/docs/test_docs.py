@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -15,7 +16,7 @@ def python_blocks(name: str) -> list[str]:
     return BLOCK.findall((DOCS / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["logging.md"])
+@pytest.mark.parametrize("name", ["logging.md", "options.md", "coordination.md"])
 def test_doc_examples_run(name: str) -> None:
     blocks = python_blocks(name)
     assert len(blocks) > 5, f"{name} lost its examples"
@@ -23,6 +24,14 @@ def test_doc_examples_run(name: str) -> None:
     for number, block in enumerate(blocks, 1):
         code = compile(block, f"{name} block {number}", "exec")
         exec(code, namespace)
+
+
+def test_readme_examples_run() -> None:
+    """Every README example but the one that needs a scheduler on another machine."""
+    blocks = [b for b in BLOCK.findall((ROOT / "README.md").read_text()) if "SCHEDULER" not in b]
+    assert len(blocks) >= 2, "the README lost its examples"
+    for number, block in enumerate(blocks, 1):
+        exec(compile(block, f"README.md block {number}", "exec"), {"__name__": "readme"})
 
 
 def test_every_config_key_is_documented() -> None:

@@ -3,6 +3,7 @@ transition queries, worker stories and the merged cluster-wide story."""
 
 from __future__ import annotations
 
+import pickle
 import uuid
 from typing import Any
 
@@ -156,7 +157,7 @@ def test_cluster_story_merges_every_place_in_time_order(client):
     b.result(timeout=10)
 
     entries = client.story(a)
-    assert all(set(entry) == RECORD_FIELDS for entry in entries)
+    assert all(set(entry.as_dict()) == RECORD_FIELDS for entry in entries)
     assert {entry["where"] for entry in entries} == {"scheduler", first, second}
     timestamps = [entry["timestamp"] for entry in entries]
     assert timestamps == sorted(timestamps)
@@ -245,3 +246,31 @@ def test_recording_switched_off_keeps_no_transitions_until_switched_on():
         assert client.run(worker_story, again.key) == {
             address: [] for address in cluster.scheduler.workers
         }
+
+
+WORKER_STATES = {"released", "fetch", "flight", "waiting", "ready", "executing", "memory"}
+SCHEDULER_STATES = {"released", "waiting", "no-worker", "processing", "memory", "erred"}
+
+
+def test_cluster_story_entries_unpack_as_dask_s(client):
+    future = client.submit(inc, fresh())
+    future.result(timeout=10)
+    entries = client.story(future)
+    for where, key, start, finish, recommendations, stimulus_id, timestamp in entries:
+        assert key == future.key and isinstance(recommendations, dict)
+        assert start in WORKER_STATES | SCHEDULER_STATES and finish != start
+        assert isinstance(stimulus_id, str) and isinstance(timestamp, float)
+        assert where == "scheduler" or where.startswith("tcp://")
+    first = entries[0]
+    assert (first.where, first.start, first.finish) == ("scheduler", "released", "waiting")
+    assert first["stimulus_id"] == first.stimulus_id == first[5]
+    assert isinstance(first.seq, int) and first.worker is None
+    worker_side = [e for e in entries if e.where != "scheduler"]
+    assert [(e.start, e.finish) for e in worker_side][-1] == ("executing", "memory")
+    assert pickle.loads(pickle.dumps(first)).as_dict() == first.as_dict()
+
+
+def test_cluster_story_takes_dask_tuple_keys(client):
+    client.get({("story-tuple", 0): (inc, 1)}, ("story-tuple", 0))
+    assert client.story(("story-tuple", 0)) == client.story(str(("story-tuple", 0)))
+    assert client.story(("story-tuple", 0))

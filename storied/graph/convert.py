@@ -1,0 +1,252 @@
+"""Turn a dask graph into storied task entries, once, at the client.
+
+Every dask ``GraphNode`` becomes one storied task whose function is the graph's ``GraphRunner``
+and whose arguments are ``(node, values)``: the node pickled on its own, its Python functions
+replaced by indices into the runner's table (a function defined in ``__main__`` is pickled once
+per graph, not once per task), and ``values`` mapping each dependency's dask key to a reference
+that the worker replaces with that dependency's result while unpickling (as it does for futures
+passed to ``submit``). Tasks are sent in ``dask.order`` order, so the scheduler's priorities
+follow dask's memory-friendly order.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from storied.graph.execute import GraphRunner, resolve_function, resolve_future
+from storied.graph.keys import stringify
+from storied.protocol.serialize import PICKLE_PROTOCOL, dumps_with_refs, pickle_dumps, token
+
+#: annotations (from ``dask.annotate``, collections or call arguments) that storied honours
+ANNOTATIONS = ("priority", "retries", "resources", "workers", "allow_other_workers")
+
+
+def import_dask() -> Any:
+    """``dask``, or an ImportError that says how to get it."""
+    try:
+        import dask
+    except ImportError as exc:
+        raise ImportError(
+            "computing dask collections and graphs on storied needs dask: "
+            "pip install 'storied[dask]'"
+        ) from exc
+    return dask
+
+
+class _Dependency:
+    """Stands for one dependency's result in a task's pickled arguments."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _reference(obj: Any) -> str | None:
+    kind = type(obj)
+    if kind is _Dependency:
+        return obj.key
+    if getattr(kind, "__dask_future__", False) and hasattr(obj, "_client"):
+        return obj.key  # a storied Future embedded in a literal
+    return None
+
+
+_RESOLVERS = (resolve_function, resolve_future)
+
+
+class _NodeReducer:
+    """Takes a node's Python functions out into one table shared by the graph, and turns the
+    storied futures it embeds into references to their results (``reducer_override`` is not
+    called for ints, floats and strings, so large literal data costs no Python call each)."""
+
+    def __init__(self) -> None:
+        self.functions: list[Callable[..., Any]] = []
+        self._index: dict[int, int] = {}
+        #: keys of the futures met in the node being pickled
+        self.futures: list[str] = []
+
+    def reduce(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is types.FunctionType and obj not in _RESOLVERS:
+            index = self._index.get(id(obj))
+            if index is None:
+                index = self._index[id(obj)] = len(self.functions)
+                self.functions.append(obj)
+            return resolve_function, (index,)
+        if kind is not _Dependency:
+            key = _reference(obj)
+            if key is not None:
+                self.futures.append(key)
+                return resolve_future, (key,)
+        return NotImplemented
+
+    def dumps(self, node: Any) -> bytes:
+        """``node`` pickled by the C pickler where it can, else by cloudpickle."""
+        self.futures = []
+        buffer = io.BytesIO()
+        try:
+            _FastPickler(buffer, self).dump(node)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            self.futures = []
+            buffer = io.BytesIO()
+            _CloudPickler(buffer, self).dump(node)
+        return buffer.getvalue()
+
+
+class _FastPickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, reducer: _NodeReducer) -> None:
+        super().__init__(file, protocol=PICKLE_PROTOCOL)
+        self.reducer_override = reducer.reduce  # type: ignore[method-assign]
+
+
+class _CloudPickler(cloudpickle.Pickler):
+    def __init__(self, file: io.BytesIO, reducer: _NodeReducer) -> None:
+        super().__init__(file, protocol=PICKLE_PROTOCOL)
+        self._node_reducer = reducer
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = self._node_reducer.reduce(obj)
+        return super().reducer_override(obj) if reduced is NotImplemented else reduced
+
+
+@dataclass
+class GraphTasks:
+    """A converted graph: task entries for an ``update-graph`` message, and what they mean."""
+
+    #: ``[key, function_id, payload, dependencies, retries, restrictions(, options)]``
+    tasks: list[list[Any]] = field(default_factory=list)
+    #: the storied key of every dask key asked for
+    keys: dict[Any, str] = field(default_factory=dict)
+    #: keys asked for that the graph does not compute (futures it refers to, or mistakes)
+    absent: list[Any] = field(default_factory=list)
+    #: the pickled ``GraphRunner`` every task names, and its id
+    function_id: str = ""
+    function: bytes = b""
+
+
+def materialize(graph: Any) -> tuple[dict[Any, Any], dict[str, dict[Any, Any]], bool]:
+    """``(nodes by dask key, annotations by kind, cull)`` for a plain dict, a HighLevelGraph or a
+    dask expression (what ``dask.compute`` hands a scheduler). Plain dicts are culled to the keys
+    asked for, as Dask does; expressions and HighLevelGraphs come culled already."""
+    import_dask()
+    from dask._expr import Expr, HLGExpr, LLGExpr
+    from dask._task_spec import convert_legacy_graph
+    from dask.highlevelgraph import HighLevelGraph
+
+    cull = False
+    if isinstance(graph, HighLevelGraph):
+        graph = HLGExpr(graph)
+    elif isinstance(graph, Mapping):
+        graph, cull = LLGExpr(dict(graph)), True
+    elif not isinstance(graph, Expr):
+        raise TypeError(
+            f"expected a dask graph (a dict, HighLevelGraph or dask expression), "
+            f"not {type(graph).__name__}"
+        )
+    nodes = convert_legacy_graph(graph.__dask_graph__())
+    return nodes, dict(graph.__dask_annotations__()), cull
+
+
+def cull(nodes: Mapping[Any, Any], keys: Iterable[Any]) -> dict[Any, Any]:
+    """Only the nodes ``keys`` need."""
+    needed: dict[Any, Any] = {}
+    stack = list(keys)
+    while stack:
+        key = stack.pop()
+        if key in needed or key not in nodes:
+            continue
+        needed[key] = node = nodes[key]
+        stack.extend(node.dependencies)
+    return needed
+
+
+def to_tasks(
+    graph: Any, keys: Iterable[Any], defaults: Mapping[str, Any], *, cull_graph: bool = False
+) -> GraphTasks:
+    """Task entries for every node of ``graph`` that ``keys`` need (culled here if
+    ``cull_graph``, else as ``materialize`` says).
+
+    ``defaults`` are the annotations given to the call (and by ``dask.annotate`` around it);
+    a node's own annotations win over them.
+    """
+    from dask._task_spec import Alias
+    from dask.order import order
+
+    keys = list(keys)
+    nodes, annotations, needs_cull = materialize(graph)
+    if needs_cull or cull_graph:
+        nodes = cull(nodes, keys)
+    priorities = order(nodes) if len(nodes) > 1 else {}
+    result = GraphTasks(keys={key: stringify(key) for key in keys})
+    result.absent = [key for key in keys if key not in nodes]
+    reducer = _NodeReducer()
+    placement = _Placement(annotations, defaults)
+    for key in sorted(nodes, key=lambda k: priorities.get(k, 0)):
+        node = nodes[key]
+        storied_key = stringify(key)
+        if type(node) is Alias and stringify(node.target) == storied_key:
+            continue  # a future that already holds this key: nothing to compute
+        values: dict[Any, Any] = {dep: _Dependency(stringify(dep)) for dep in node.dependencies}
+        pickled = reducer.dumps(node)
+        for future_key in reducer.futures:
+            values[future_key] = _Dependency(future_key)
+        payload, dependencies = dumps_with_refs(((pickled, values), {}), _reference)
+        retries, workers, options = placement.of(key)
+        entry = [storied_key, "", payload, dependencies, retries, workers]
+        if options is not None:
+            entry.append(options)
+        result.tasks.append(entry)
+    result.function = pickle_dumps(GraphRunner(reducer.functions))
+    result.function_id = f"graph-{token(result.function)}"
+    for entry in result.tasks:
+        entry[1] = result.function_id
+    return result
+
+
+class _Placement:
+    """Each task's ``(retries, workers, options)`` for the wire, from the annotations of its
+    key and the call's defaults. Tasks with the same options share one dict, as a submit call's
+    tasks do: most graphs have none, or the same for every task."""
+
+    def __init__(
+        self, annotations: Mapping[str, Mapping[Any, Any]], defaults: Mapping[str, Any]
+    ) -> None:
+        self._annotations = {
+            name: annotations[name] for name in ANNOTATIONS if annotations.get(name)
+        }
+        self._defaults = defaults
+        self._shared: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._common = None if self._annotations else self._resolve(None)
+
+    def of(self, key: Any) -> tuple[int, list[str] | None, dict[str, Any] | None]:
+        return self._common if self._common is not None else self._resolve(key)
+
+    def _resolve(self, key: Any) -> tuple[int, list[str] | None, dict[str, Any] | None]:
+        chosen: dict[str, Any] = {}
+        for name in ANNOTATIONS:
+            per_key = self._annotations.get(name)
+            value = self._defaults.get(name)
+            if per_key is not None and key in per_key:
+                value = per_key[key]
+            if callable(value):
+                value = value(key)
+            if value is None or value is False or (name == "priority" and value == 0):
+                continue
+            chosen[name] = value
+        retries = chosen.pop("retries", 0)
+        workers = chosen.pop("workers", None)
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else [str(w) for w in workers]
+        if chosen.pop("allow_other_workers", False):
+            chosen["loose"] = True
+        if not chosen:
+            return retries, workers, None
+        identity = tuple(sorted((name, repr(value)) for name, value in chosen.items()))
+        return retries, workers, self._shared.setdefault(identity, chosen)

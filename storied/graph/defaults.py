@@ -1,0 +1,63 @@
+"""``x.compute()`` and ``dask.compute(x)`` run on the current storied client.
+
+As dask.distributed's Client does, a default client sets dask's ``scheduler`` setting (here to
+``get_on_default_client``); when the last default client closes, the setting it replaced comes
+back.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+_NOT_SAVED = object()
+_replaced: Any = _NOT_SAVED
+
+
+def _dask_config() -> Any:
+    if importlib.util.find_spec("dask") is None:
+        return None
+    try:
+        import dask.config
+    except ImportError:
+        return None
+    return dask.config
+
+
+def client_became_default() -> None:
+    """Point dask's scheduler setting at the default storied client (if dask is installed)."""
+    global _replaced
+    dask_config = _dask_config()
+    if dask_config is None:
+        return
+    current = dask_config.get("scheduler", None)
+    if current is get_on_default_client:
+        return
+    _replaced = current
+    dask_config.set(scheduler=get_on_default_client)
+
+
+def no_default_client() -> None:
+    """Give dask back the scheduler setting storied replaced."""
+    global _replaced
+    if _replaced is _NOT_SAVED:
+        return
+    dask_config = _dask_config()
+    if dask_config is not None and dask_config.get("scheduler", None) is get_on_default_client:
+        dask_config.set(scheduler=_replaced)
+    _replaced = _NOT_SAVED
+
+
+def get_on_default_client(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """What dask calls to compute: the graph runs on the default storied client."""
+    from storied.client import client as client_module
+
+    client = client_module._default_client
+    if client is None:
+        raise RuntimeError("no storied client is open: create a Client first")
+    if client.asynchronous:
+        raise RuntimeError(
+            "the default storied client is asynchronous: use `await client.compute(x)` "
+            "instead of x.compute() or dask.compute(x)"
+        )
+    return client.get(dsk, keys, **kwargs)
