@@ -186,3 +186,18 @@ def test_scatter_and_large_results_behave_as_on_dask(client):
         theirs = _scatter_then_sum(dask_client)
     assert ours == theirs
     assert ours == pytest.approx((5_000_000.0, 2.0))
+
+
+def test_large_values_travel_through_datasets_and_collection_graphs(client):
+    """Values the scheduler holds for others (a published dataset, a graph with an array
+    embedded in it) are data too: out of band, beyond the frame limit's reach."""
+    import dask.array as da
+
+    big = np.arange(40_000_000, dtype="i8")  # 320 MB, above comm.max-frame-size
+    client.publish_dataset(wire_big=big)
+    try:
+        assert np.array_equal(client.get_dataset("wire_big"), big)
+    finally:
+        client.unpublish_dataset("wire_big")
+    embedded = da.from_array(big, chunks=10_000_000)
+    assert int(client.compute(embedded.sum()).result(timeout=60)) == int(big.sum())
