@@ -246,6 +246,16 @@ class Record:
         return self._ledger.dropped if self._ledger is not None else 0
 
     @property
+    def transitions_recorded(self) -> int:
+        """Transitions this process recorded since it started, counting those fallen out."""
+        return self._log.total
+
+    @property
+    def ledger_written(self) -> int:
+        """Records the ledger committed to its file (0 without a ledger)."""
+        return self._ledger.written if self._ledger is not None else 0
+
+    @property
     def durable(self) -> bool:
         """True when history goes to a ledger file as well as memory."""
         return self._ledger is not None

@@ -22,6 +22,7 @@ from storied import config
 from storied.comm import Comm, CommClosedError, Security
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
+from storied.dashboard.app import Dashboard, parse_dashboard_address, serve_scheduler
 from storied.loop import call_on_loop
 from storied.plugin import (
     SchedulerPlugin,
@@ -74,8 +75,12 @@ class Scheduler:
         allowed_failures: int | None = None,
         worker_ttl: float | str | None = None,
         retain: float | str | None = None,
+        dashboard_address: str | int | None = None,
     ) -> None:
         self.host = host
+        #: where the dashboard listens (None: no dashboard); ``dashboard`` once it serves
+        self._dashboard_address = parse_dashboard_address(dashboard_address, host)
+        self.dashboard: Dashboard | None = None
         self.port = port
         self.security = security or Security()
         self.id = f"Scheduler-{uuid.uuid4()}"
@@ -143,6 +148,10 @@ class Scheduler:
         self.status = "running"
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
+        if self._dashboard_address is not None:
+            self.dashboard = await serve_scheduler(self, self._dashboard_address)
+            if self.dashboard is not None:
+                logger.info("Dashboard at %s", self.dashboard.link)
         return self
 
     def _open_ledger(self) -> Ledger | None:
@@ -189,6 +198,8 @@ class Scheduler:
         for stream in list(self.clients.values()):
             stream.batched.flush()
         await self._listener.close()
+        if self.dashboard is not None:
+            await self.dashboard.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -239,7 +250,10 @@ class Scheduler:
         stimulus_id = _stimulus("add-worker")
         self._apply(self.state.add_worker(address, name, nthreads, stimulus_id))
         logger.info("Register worker %s (name: %s, threads: %d)", address, name, nthreads)
-        self.log_event(["all", address], {"action": "add-worker", "worker": address, "name": name})
+        self.log_event(
+            ["all", address],
+            {"action": "add-worker", "worker": address, "name": name, "nthreads": nthreads},
+        )
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(plugin_key, plugin.add_worker, self, address)
         try:
@@ -354,6 +368,7 @@ class Scheduler:
                         "action": "task-erred",
                         "key": key,
                         "exception": error.get("text"),
+                        "traceback": error.get("traceback_text"),
                         "worker": address,
                     },
                 )
@@ -776,6 +791,7 @@ class Scheduler:
             },
             "tasks": len(self.state.tasks),
             "clients": len(self.clients),
+            "dashboard": self.dashboard.link if self.dashboard is not None else None,
         }
 
     async def _run_on_scheduler(self, function: bytes, args: bytes) -> bytes:
