@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 import click
 
+from storied.cli.main import _serve
 from storied.comm import Security
 from storied.dashboard.app import DEFAULT_PORT, Dashboard, DashboardRefused
 from storied.dashboard.history import LedgerCatalog, ledger_files
-from storied.loop import new_event_loop
 
 
 @click.command()
@@ -39,18 +36,7 @@ def dashboard(ledger_path: str, host: str, port: int, auth_token: str | None) ->
     except (FileNotFoundError, DashboardRefused) as exc:
         raise click.UsageError(str(exc)) from None
 
-    async def main() -> None:
-        await server.start()
+    def started() -> None:
         click.echo(f"storied dashboard at {server.link.removesuffix('/status')}/runs", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await server.close()
 
-    loop = new_event_loop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _serve(server, started)

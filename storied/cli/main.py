@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +92,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(server: Any) -> None:
-    """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly."""
+def _serve(server: Any, started: Callable[[], None] | None = None) -> None:
+    """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly;
+    ``started()`` is called once it serves."""
 
     async def main() -> None:
         await server.start()
+        if started is not None:
+            started()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))

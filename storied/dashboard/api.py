@@ -96,7 +96,7 @@ async def _topics(run: RunHistory, request: web.Request) -> Any:
 async def _events(run: RunHistory, request: web.Request) -> Any:
     topic = request.query.get("topic") or None
     found = await run.events(topic, limit=_int_param(request, "limit", 200))
-    return [views.event_dict(record) for record in reversed(found)]
+    return [record._asdict() for record in reversed(found)]
 
 
 async def _logs(run: RunHistory, request: web.Request) -> Any:
@@ -130,7 +130,7 @@ async def events_tail(request: web.Request) -> web.StreamResponse:
     while True:
         for record in await run.events(topic, after_seq=after):
             after = record.seq
-            payload = _dumps(views.event_dict(record))
+            payload = _dumps(record._asdict())
             await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
         await asyncio.sleep(TAIL_INTERVAL)
 

@@ -8,6 +8,7 @@ by the cluster's CA. With neither it refuses to start. See docs/security.md.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import html
@@ -121,6 +122,7 @@ class Dashboard:
         self._metrics = metrics
         self._on_record = on_record or (lambda msg: None)
         self._runner: web.AppRunner | None = None
+        self._closed = asyncio.Event()
 
     @property
     def link(self) -> str:
@@ -152,6 +154,11 @@ class Dashboard:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._closed.set()
+
+    async def finished(self) -> None:
+        """Returns once the dashboard is closed (as a scheduler's ``finished``)."""
+        await self._closed.wait()
 
     # ------------------------------------------------------------------ access
 

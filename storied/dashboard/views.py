@@ -7,7 +7,6 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from storied.dashboard.history import RunHistory
-from storied.record.events import EventRecord
 
 #: How many keys a key-prefix search tells the story of, at most.
 PREFIX_SEARCH_KEYS = 50
@@ -132,16 +131,6 @@ async def failures(run: RunHistory, keys: set[str]) -> dict[str, dict[str, Any]]
                 "timestamp": event.timestamp,
             }
     return found
-
-
-def event_dict(record: EventRecord) -> dict[str, Any]:
-    return {
-        "seq": record.seq,
-        "topic": record.topic,
-        "timestamp": record.timestamp,
-        "source": record.source,
-        "msg": record.msg,
-    }
 
 
 async def run_summary(run: RunHistory) -> dict[str, Any]:
