@@ -59,8 +59,7 @@ async def run_of(request: web.Request) -> RunHistory:
 
 async def runs(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
-    found = await catalog.runs()
-    summaries = [await views.run_summary(await catalog.run(info["id"])) for info in found]
+    summaries = [await views.run_summary(run) for run in await catalog.runs()]
     return _json({"live": catalog.live, "runs": summaries})
 
 

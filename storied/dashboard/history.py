@@ -71,8 +71,8 @@ class Catalog(Protocol):
 
     live: bool
 
-    async def runs(self) -> list[dict[str, Any]]:
-        """Each run's ``info``, oldest first."""
+    async def runs(self) -> list[RunHistory]:
+        """Every run on offer, oldest first."""
         ...
 
     async def run(self, run_id: str | None) -> RunHistory:
@@ -116,10 +116,11 @@ class LiveRun:
     async def events(
         self, topic: str | None = None, after_seq: int | None = None, limit: int | None = None
     ) -> list[EventRecord]:
-        found = await self.scheduler._off_loop(self.scheduler.record.events, topic, detail=True)
+        record = self.scheduler.record
+        if after_seq is not None:  # a tail: new events are in memory, the ledger is not read
+            return _newest(record.events_after(after_seq, topic), limit)
+        found = await self.scheduler._off_loop(record.events, topic, detail=True)
         records = found if topic is not None else [r for rs in found.values() for r in rs]
-        if after_seq is not None:
-            records = [r for r in records if r.seq > after_seq]
         return _newest(sorted(records, key=_by_seq), limit)
 
     async def logs(self, level: int = 0, limit: int | None = None) -> list[LogRecordEntry]:
@@ -186,8 +187,8 @@ class LiveCatalog:
     def __init__(self, scheduler: Scheduler) -> None:
         self._run = LiveRun(scheduler)
 
-    async def runs(self) -> list[dict[str, Any]]:
-        return [self._run.info]
+    async def runs(self) -> list[RunHistory]:
+        return [self._run]
 
     async def run(self, run_id: str | None) -> RunHistory:
         if run_id not in (None, "", LIVE_RUN):
@@ -219,25 +220,25 @@ class LedgerCatalog:
     def __init__(self, paths: Iterable[str | Path]) -> None:
         self.ledgers = [Ledger(path) for path in paths]
 
-    async def runs(self) -> list[dict[str, Any]]:
+    async def runs(self) -> list[RunHistory]:
         return await asyncio.to_thread(self._read_runs)
 
-    def _read_runs(self) -> list[dict[str, Any]]:
-        runs = []
+    def _read_runs(self) -> list[RunHistory]:
+        """Read afresh at every call: a scheduler may be adding runs to a file meanwhile."""
+        runs: list[RunHistory] = []
         for index, ledger in enumerate(self.ledgers):
             for run in ledger.runs():
-                runs.append(
-                    {
-                        **run["info"],
-                        "id": f"{index}-{run['run_id']}",
-                        "live": False,
-                        "ledger": str(ledger.path),
-                        "run_id": run["run_id"],
-                        "started": run["started"],
-                        "ended": run["ended"],
-                    }
-                )
-        runs.sort(key=lambda run: run["started"])
+                info = {
+                    **run["info"],
+                    "id": f"{index}-{run['run_id']}",
+                    "live": False,
+                    "ledger": str(ledger.path),
+                    "run_id": run["run_id"],
+                    "started": run["started"],
+                    "ended": run["ended"],
+                }
+                runs.append(LedgerRun(ledger, run["run_id"], info))
+        runs.sort(key=lambda run: run.info["started"])
         return runs
 
     async def run(self, run_id: str | None) -> RunHistory:
@@ -245,11 +246,8 @@ class LedgerCatalog:
         if not runs:
             raise KeyError("the ledgers hold no runs yet")
         if not run_id:
-            info = runs[-1]
-        else:
-            matching = [run for run in runs if run["id"] == run_id]
-            if not matching:
-                raise KeyError(f"no run {run_id!r}: see /api/v1/runs for the runs on file")
-            info = matching[0]
-        index = int(info["id"].split("-")[0])
-        return LedgerRun(self.ledgers[index], info["run_id"], info)
+            return runs[-1]
+        for run in runs:
+            if run.info["id"] == run_id:
+                return run
+        raise KeyError(f"no run {run_id!r}: see /api/v1/runs for the runs on file")

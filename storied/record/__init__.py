@@ -385,6 +385,11 @@ class Record:
             name: _merge(disk.get(name, ()), memory.get(name, ())) for name in {**disk, **memory}
         }
 
+    def events_after(self, seq: int, topic: str | None = None) -> list[EventRecord]:
+        """Events newer than ``seq`` still in memory (where new ones always are), oldest first:
+        what a live tail polls for, without touching the ledger."""
+        return self._run_in_owner(lambda: self._events.after(seq, topic))
+
     def event_counts(self) -> dict[str, int]:
         """Events logged per topic by this run, counting those that fell out of memory."""
         return self._events.counts()

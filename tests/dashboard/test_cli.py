@@ -33,8 +33,8 @@ def test_a_directory_offers_every_run_of_every_file(finished: Workload, tmp_path
     (tmp_path / "notes.txt").write_text("not a ledger")
     catalog = LedgerCatalog(ledger_files(tmp_path))
     runs = asyncio.run(catalog.runs())
-    assert sorted(run["id"] for run in runs) == ["0-1", "0-2", "1-1", "1-2"]
-    assert {Path(run["ledger"]).name for run in runs} == {"a.db", "b.db"}
+    assert sorted(run.info["id"] for run in runs) == ["0-1", "0-2", "1-1", "1-2"]
+    assert {Path(run.info["ledger"]).name for run in runs} == {"a.db", "b.db"}
     run = asyncio.run(catalog.run("1-1"))
     assert len(asyncio.run(run.executions())) == 23
 
