@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -90,6 +91,16 @@ def test_default_is_port_8787_on_the_scheduler_host() -> None:
         assert len(ports) == 2
         assert all(c.dashboard_link.startswith("http://127.0.0.1:") for c in (first, second))
         assert all(get(c.dashboard_link)[0] == 200 for c in (first, second))
+
+
+def test_dashboard_link_has_the_shape_of_dasks() -> None:
+    from distributed import LocalCluster as DaskCluster
+
+    shape = re.compile(r"^http://[^/]+:\d+/status$")
+    with DaskCluster(n_workers=0, processes=False, dashboard_address=":0") as dask_cluster:
+        assert shape.match(dask_cluster.dashboard_link)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
+        assert shape.match(cluster.dashboard_link)
 
 
 def test_an_open_cluster_serves_no_dashboard_beyond_loopback(

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
+from storied import Client
 from storied.dashboard.views import key_prefix
 from storied.record import Ledger
 from tests.dashboard.conftest import Workload, get, get_json
@@ -20,6 +21,8 @@ def test_dashboard_link_from_cluster_and_client(workload: Workload) -> None:
     assert workload.cluster.dashboard_link.startswith("http://127.0.0.1:")
     status, body = get(workload.cluster.dashboard_link)
     assert status == 200 and b'data-page="status"' in body
+    with Client(workload.cluster.scheduler_address, security=workload.cluster.security) as remote:
+        assert remote.dashboard_link == workload.cluster.dashboard_link  # asked of the scheduler
 
 
 def test_workers_match_scheduler_info(workload: Workload) -> None:
