@@ -18,6 +18,8 @@ API_PREFIX = "/api/v1"
 #: How often the events tail looks for new events.
 TAIL_INTERVAL = 0.5
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)
+#: The open events tails: they run until the browser leaves, so the server ends them on close.
+TAILS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tails", set)
 
 _dumps = partial(json.dumps, default=repr)
 
@@ -126,12 +128,18 @@ async def events_tail(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    while True:
-        for record in await run.events(topic, after_seq=after):
-            after = record.seq
-            payload = _dumps(record._asdict())
-            await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
-        await asyncio.sleep(TAIL_INTERVAL)
+    tails, task = request.app[TAILS], asyncio.current_task()
+    assert task is not None
+    tails.add(task)
+    try:
+        while True:
+            for record in await run.events(topic, after_seq=after):
+                after = record.seq
+                payload = _dumps(record._asdict())
+                await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
+            await asyncio.sleep(TAIL_INTERVAL)
+    finally:
+        tails.discard(task)
 
 
 def routes() -> list[web.RouteDef]:

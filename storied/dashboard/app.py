@@ -123,6 +123,7 @@ class Dashboard:
         self._on_record = on_record or (lambda msg: None)
         self._runner: web.AppRunner | None = None
         self._closed = asyncio.Event()
+        self._tails: set[asyncio.Task[Any]] = set()
 
     @property
     def link(self) -> str:
@@ -133,6 +134,7 @@ class Dashboard:
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
         app[api.CATALOG] = self.catalog
+        app[api.TAILS] = self._tails
         app.add_routes([*pages.routes(), *api.routes()])
         app.add_routes([web.get("/login", self._login_form), web.post("/login", self._login)])
         if self._metrics is not None:
@@ -151,6 +153,11 @@ class Dashboard:
         return self
 
     async def close(self) -> None:
+        """Ends the open events tails, then the server: nothing of it is left running."""
+        tails = list(self._tails)
+        for tail in tails:
+            tail.cancel()
+        await asyncio.gather(*tails, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

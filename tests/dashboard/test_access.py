@@ -3,6 +3,7 @@ anywhere else, never code to run."""
 
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
 import json
 import logging
@@ -10,6 +11,7 @@ import re
 import shutil
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +21,7 @@ import pytest
 
 from storied import Client, LocalCluster
 from storied.dashboard import parse_dashboard_address
-from storied.dashboard.app import COOKIE
+from storied.dashboard.app import COOKIE, SHUTDOWN_TIMEOUT
 from tests.dashboard.conftest import get, root
 from tests.security.conftest import CertificateAuthority
 
@@ -215,3 +217,27 @@ def test_loopback_dashboard_needs_no_token(caplog: pytest.LogCaptureFixture) -> 
     with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster:
         assert get(f"{root(cluster.dashboard_link)}/api/v1/workers")[0] == 200
     assert f"Dashboard at {cluster.dashboard_link}" in caplog.text
+
+
+def test_closing_ends_open_event_tails_and_leaves_no_task() -> None:
+    """A browser holding an events tail open must not keep anything of the server running,
+    on a loop that goes on serving other clusters (as a test session's shared loop does)."""
+
+    async def leftovers() -> list[str]:
+        return [repr(t) for t in asyncio.all_tasks() if "aiohttp" in repr(t.get_coro())]
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as keeper:
+        cluster = LocalCluster(n_workers=0, processes=False, dashboard_address=":0")
+        assert cluster.loop is keeper.loop
+        address = urllib.parse.urlsplit(cluster.dashboard_link)
+        tail = socket.create_connection((address.hostname, address.port), timeout=10)
+        tail.sendall(b"GET /api/v1/events/tail HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert tail.recv(4096).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        cluster.close()
+        # the tail is ended at once, not waited for (aiohttp alone waits a second, then forces)
+        assert time.monotonic() - started < SHUTDOWN_TIMEOUT
+        assert asyncio.run_coroutine_threadsafe(leftovers(), keeper.loop).result(10) == []
+    while tail.recv(4096):  # until the server's end of the connection is closed
+        pass
+    tail.close()
