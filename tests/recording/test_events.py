@@ -293,9 +293,11 @@ def test_a_task_erring_is_logged_under_erred(client):
     future.exception(timeout=10)
     workers = client.scheduler_info()["workers"]
     [event] = [m for _, m in events_of(client, "erred") if m["key"] == future.key]
-    assert set(event) == {"action", "key", "exception", "worker"}
+    assert set(event) == {"action", "key", "exception", "traceback", "worker"}
     assert event["action"] == "task-erred"
     assert event["exception"].startswith("ZeroDivisionError: cannot handle")
+    assert event["traceback"].startswith("Traceback (most recent call last)")
+    assert event["traceback"].rstrip().endswith(event["exception"])
     assert event["worker"] in workers
 
 
