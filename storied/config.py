@@ -73,6 +73,11 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         "heartbeat-interval": "1s",
     },
+    "nanny": {
+        "restart-backoff": "100ms",
+        "restart-backoff-max": "30s",
+        "close-timeout": "10s",
+    },
     "comm": {
         "connect-timeout": "10s",
         "reconnect-timeout": "60s",
@@ -81,6 +86,11 @@ DEFAULTS: dict[str, Any] = {
         "max-frame-size": "256MiB",
         "auth-token": None,
         "tls": {"ca-file": None, "cert": None, "key": None},
+    },
+    "coordination": {
+        # a semaphore or lock lease not refreshed by its holder this long is freed ("inf": never)
+        "lease-timeout": "30s",
+        "lease-validation-interval": "10s",
     },
     "ledger": {
         "queue-size": 100_000,

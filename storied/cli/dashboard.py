@@ -36,7 +36,7 @@ def dashboard(ledger_path: str, host: str, port: int, auth_token: str | None) ->
     except (FileNotFoundError, DashboardRefused) as exc:
         raise click.UsageError(str(exc)) from None
 
-    def started() -> None:
-        click.echo(f"storied dashboard at {server.link.removesuffix('/status')}/runs", err=True)
+    def started(serving: Dashboard) -> None:
+        click.echo(f"storied dashboard at {serving.link.removesuffix('/status')}/runs", err=True)
 
     _serve(server, started)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,17 +92,37 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(server: Any, started: Callable[[], None] | None = None) -> None:
+def _serve(server: Any, on_started: Callable[[Any], None] | None = None) -> None:
     """Run ``server`` until it closes or SIGINT/SIGTERM asks it to, then close it cleanly;
-    ``started()`` is called once it serves."""
+    ``on_started(server)`` once it has started.
+
+    The signal handlers are in place before the server starts: a signal that arrives while it
+    starts (a cluster scaling down a worker that has only just joined) closes it as soon as it
+    has started, and a second one ends the process at once (Ctrl-C twice on a slow start).
+    """
 
     async def main() -> None:
-        await server.start()
-        if started is not None:
-            started()
         loop = asyncio.get_running_loop()
+        started = False
+        stop_requested = False
+        closing: list[asyncio.Future[None]] = []
+
+        def on_signal(signum: int) -> None:
+            nonlocal stop_requested
+            if started:
+                closing.append(asyncio.ensure_future(server.close()))
+            elif stop_requested:
+                os._exit(128 + signum)
+            stop_requested = True
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
+            loop.add_signal_handler(sig, on_signal, sig)
+        await server.start()
+        started = True
+        if on_started is not None:
+            on_started(server)
+        if stop_requested:
+            await server.close()
         await server.finished()
 
     loop = new_event_loop()
@@ -178,7 +198,6 @@ def scheduler(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--dashboard-address") from None
-    logging.getLogger("storied.scheduler").setLevel(logging.INFO)
     _serve(server)
 
 
@@ -190,6 +209,12 @@ def scheduler(
     "--host", default="127.0.0.1", show_default=True, help="Interface to listen on for peers."
 )
 @click.option("--port", default=0, show_default=True, type=int, help="Port for peers (0: any).")
+@click.option(
+    "--nanny/--no-nanny",
+    default=True,
+    show_default=True,
+    help="Run the worker in a child process of a nanny, which restarts it whenever it dies.",
+)
 @_security_options
 def worker(
     scheduler_address: str,
@@ -197,6 +222,7 @@ def worker(
     name: str | None,
     host: str,
     port: int,
+    nanny: bool,
     auth_token: str | None,
     insecure: bool,
     tls_ca_file: str | None,
@@ -205,19 +231,52 @@ def worker(
 ) -> None:
     """Start a worker connected to SCHEDULER_ADDRESS (tcp://HOST:PORT)."""
     from storied.deploy.local import SILENCE_ENV_VAR
+    from storied.nanny import Nanny, WorkerStartError, lifeline
     from storied.worker.server import Worker
 
+    lifeline.die_with_parent()
     if os.environ.get(SILENCE_ENV_VAR):
         config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
     security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
-    server = Worker(
-        scheduler_address, nthreads=nthreads, name=name, host=host, port=port, security=security
-    )
+    server: Nanny | Worker
+    on_started: Callable[[Any], None] | None = None
+    if nanny:
+        env = dict(os.environ)
+        if security.token:  # in the environment, where ps does not show it
+            env["STORIED_AUTH_TOKEN"] = security.token
+        command = _supervised_worker_command(click.get_current_context().params)
+        server = Nanny(scheduler_address, command, name=name, security=security, env=env)
+    else:
+        supervisor = lifeline.supervising_nanny()
+        server = Worker(
+            scheduler_address,
+            nthreads=nthreads,
+            name=name,
+            host=host,
+            port=port,
+            security=security,
+            nanny=supervisor["id"] if supervisor else None,
+        )
+        if supervisor is not None:
+            on_started = partial(lifeline.report_joined, supervisor)
     try:
-        _serve(server)
-    except (OSError, TimeoutError, ConnectionError) as exc:
+        _serve(server, on_started)
+    except (OSError, TimeoutError, ConnectionError, WorkerStartError) as exc:
         click.echo(f"storied worker: {exc}", err=True)
         sys.exit(1)
+
+
+def _supervised_worker_command(params: dict[str, Any]) -> list[str]:
+    """``storied worker`` with the options this one was given, but ``--no-nanny``: the
+    command a nanny runs (the token goes in the environment instead)."""
+    command = [sys.executable, "-m", "storied", "worker", params["scheduler_address"]]
+    command.append("--no-nanny")
+    for name, value in params.items():
+        flag = "--" + name.replace("_", "-")
+        if name in ("scheduler_address", "nanny", "auth_token") or value is None or value is False:
+            continue
+        command += [flag] if value is True else [flag, str(value)]
+    return command
 
 
 def _add_history_commands() -> None:

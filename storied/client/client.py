@@ -23,6 +23,8 @@ from storied.client.future import Future, FutureState, wait_states
 from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
+from storied.coordination import datasets
+from storied.coordination.actor import submit_actor
 from storied.graph import defaults as graph_defaults
 from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
@@ -459,11 +461,18 @@ class Client:
         pure: bool = True,
         retries: int = 0,
         workers: Any = None,
+        actor: bool = False,
         **kwargs: Any,
     ) -> Future:
-        """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result."""
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future for the result.
+
+        ``actor=True``: ``func`` is a class whose instance stays on the worker; the future's
+        result is an ``Actor`` proxy to it (see ``storied.coordination.actor``).
+        """
         if not callable(func):
             raise TypeError(f"submit() needs a callable as its first argument, not {func!r}")
+        if actor:
+            return submit_actor(self, func, args, kwargs, key, workers)
         return self._submit_many(
             func, [(args, kwargs)], [key] if key is not None else None, pure, retries, workers
         )[0]
@@ -700,6 +709,29 @@ class Client:
         for future in found:
             _cancel_state(future._state)
         self._send({"op": "cancel", "keys": list(dict.fromkeys(f.key for f in found))})
+
+    # ------------------------------------------------------------------ published datasets
+
+    def publish_dataset(self, *args: Any, **kwargs: Any) -> Any:
+        """Publish named data or futures, kept alive for any client until unpublished:
+        ``publish_dataset(x=future)`` or ``publish_dataset(future, name="x")``;
+        ``override=True`` replaces a dataset of that name (else that is a KeyError)."""
+        return datasets.publish_dataset(self, args, kwargs)
+
+    def get_dataset(self, name: str, default: Any = datasets.NO_DEFAULT) -> Any:
+        """A published dataset; its futures are now this client's too."""
+        return datasets.get_dataset(self, name, default)
+
+    def list_datasets(self) -> Any:
+        return datasets.list_datasets(self)
+
+    def unpublish_dataset(self, name: str) -> Any:
+        return datasets.unpublish_dataset(self, name)
+
+    @property
+    def datasets(self) -> datasets.Datasets:
+        """The published datasets as a mapping: ``client.datasets["x"] = future``."""
+        return datasets.Datasets(self)
 
     # ------------------------------------------------------------------ cluster
 

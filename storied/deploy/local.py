@@ -14,6 +14,7 @@ from typing import Any
 from storied import config
 from storied.comm import Security
 from storied.loop import LoopThread
+from storied.nanny import lifeline
 from storied.scheduler.server import Scheduler
 from storied.worker.server import Worker
 
@@ -24,7 +25,8 @@ SILENCE_ENV_VAR = "STORIED_INTERNAL_SILENCE_LOGS"
 
 
 class WorkerProcess:
-    """A worker running in its own Python process (``storied worker``)."""
+    """A worker running in its own Python process (``storied worker``), under a nanny process
+    unless ``nanny`` is false. It dies with this process (see ``storied.nanny.lifeline``)."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class WorkerProcess:
         host: str,
         security: Security,
         log_level: int | None,
+        nanny: bool = True,
     ) -> None:
         self.name = name
         command = [
@@ -48,8 +51,9 @@ class WorkerProcess:
             name,
             "--host",
             host,
+            "--nanny" if nanny else "--no-nanny",
         ]
-        env = config.environ_for_subprocess()
+        env = lifeline.environ_with_parent(config.environ_for_subprocess())
         if log_level is not None:
             env[SILENCE_ENV_VAR] = str(log_level)
         if security.token:
@@ -58,6 +62,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int:
+        """The pid of the process this cluster started: the nanny's, if there is one."""
         return self.process.pid
 
     def __repr__(self) -> str:
@@ -93,6 +98,7 @@ class LocalCluster:
         security: Security | bool = True,
         ledger: str | os.PathLike[str] | None = None,
         silence_logs: int | bool = logging.WARNING,
+        nanny: bool = True,
         **scheduler_kwargs: Any,
     ) -> None:
         if n_workers is None:
@@ -108,6 +114,8 @@ class LocalCluster:
             security = Security()
         self.security: Security = security
         self.processes = processes
+        #: worker processes run under nannies, which restart them when they die
+        self.nanny = nanny
         self.host = host
         self.threads_per_worker = threads_per_worker
         self.asynchronous = asynchronous
@@ -188,6 +196,7 @@ class LocalCluster:
                     self.host,
                     self.security,
                     self._worker_log_level,
+                    self.nanny,
                 )
             else:
                 self.workers[name] = await Worker(

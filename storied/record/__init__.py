@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import chain, islice, repeat
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from storied.record.events import (
@@ -259,6 +260,11 @@ class Record:
     def durable(self) -> bool:
         """True when history goes to a ledger file as well as memory."""
         return self._ledger is not None
+
+    @property
+    def ledger_path(self) -> Path | None:
+        """Where the ledger file is, if history is durable."""
+        return self._ledger.path if self._ledger is not None else None
 
     def log_handler(self) -> LogCapture:
         """The handler to attach to this process's loggers (e.g. "storied.scheduler")."""

@@ -41,6 +41,8 @@ from storied.record import (
     unpack_msg,
 )
 from storied.record.ledger import Ledger
+from storied.scheduler.extensions import SchedulerExtension, default_extensions
+from storied.scheduler.nannies import Nannies
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
@@ -52,10 +54,14 @@ def _stimulus(prefix: str) -> str:
 
 
 class _WorkerLink:
-    __slots__ = ("address", "last_seen", "name", "pid", "stream")
+    __slots__ = ("address", "last_seen", "name", "nanny", "pid", "stream")
 
-    def __init__(self, address: str, name: str, pid: int | None, stream: Stream) -> None:
+    def __init__(
+        self, address: str, name: str, pid: int | None, stream: Stream, nanny: str | None = None
+    ) -> None:
         self.address, self.name, self.pid, self.stream = address, name, pid, stream
+        #: the id of the nanny supervising the worker's process, if any
+        self.nanny = nanny
         self.last_seen = time.monotonic()
 
 
@@ -108,9 +114,12 @@ class Scheduler:
             config.get("scheduler.worker-reply-timeout")
         )
         self.workers: dict[str, _WorkerLink] = {}
+        self.nannies = Nannies(self)
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
+        self.extensions: dict[str, SchedulerExtension] = {}
+        self._extension_handlers: dict[str, Callable[..., Any]] = {}
         self.worker_plugins: dict[str, bytes] = {}
         self.client_grace = config.parse_timedelta(config.get("scheduler.client-grace")) or 0.0
         self._client_removals: dict[str, asyncio.Task[None]] = {}
@@ -146,8 +155,14 @@ class Scheduler:
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(recorder, self.allowed_failures)
         self.status = "running"
+        for name, extension in default_extensions(self).items():
+            self.add_extension(name, extension)
         self._spawn(self._housekeeping())
         logger.info("Scheduler at %s", self.address)
+        if self.record.durable:
+            logger.info("History is kept in the ledger %s", self.record.ledger_path)
+        else:
+            logger.info("History is kept in memory only: it ends with this scheduler")
         if self._dashboard_address is not None:
             self.dashboard = await serve_scheduler(self, self._dashboard_address)
             if self.dashboard is not None:
@@ -218,6 +233,8 @@ class Scheduler:
         op = msg.get("op") if isinstance(msg, dict) else None
         if op == "register-worker":
             await self._serve_worker(comm, msg)
+        elif op == "register-nanny":
+            await self.nannies.serve(comm, msg)
         elif op == "register-client":
             await self._serve_client(comm, msg)
         elif op == "identity":
@@ -237,7 +254,10 @@ class Scheduler:
             return
         name = str(name if name is not None else address)
         stream = Stream(comm, self._worker_handlers(address), f"stream from worker {address}")
-        link = _WorkerLink(address, name, msg.get("pid"), stream)
+        nanny = msg.get("nanny")
+        link = _WorkerLink(
+            address, name, msg.get("pid"), stream, nanny if isinstance(nanny, str) else None
+        )
         self.workers[address] = link
         await comm.send(
             {
@@ -261,9 +281,12 @@ class Scheduler:
         finally:
             if self.workers.get(address) is link:
                 reason = stream.comm.closed_reason or "connection closed"
-                self._remove_worker(address, reason, expected=False)
+                self.nannies.worker_connection_lost(address, reason)
 
-    def _remove_worker(self, address: str, reason: str, *, expected: bool) -> None:
+    def _remove_worker(
+        self, address: str, reason: str, *, expected: bool, cause: dict[str, Any] | None = None
+    ) -> None:
+        """``cause``: why its process ended (``exit-code``, ``signal``), as its nanny saw it."""
         link = self.workers.pop(address, None)
         if link is None:
             return
@@ -281,8 +304,11 @@ class Scheduler:
                 "reason": reason,
                 "lost-tasks": lost,
                 "stimulus_id": stimulus_id,
+                **(cause or {}),
             },
         )
+        for extension in self.extensions.values():
+            extension.remove_worker(address)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(
                 plugin_key,
@@ -481,6 +507,8 @@ class Scheduler:
         self._apply(self.state.remove_client(client, _stimulus("client-releases")))
         logger.info("Remove client %s: %s", client, reason)
         self.log_event(["all", client], {"action": "remove-client", "client": client})
+        for extension in self.extensions.values():
+            extension.remove_client(client)
         for plugin_key, plugin in list(self.plugins.items()):
             self._run_hook(plugin_key, plugin.remove_client, self, client)
 
@@ -576,7 +604,18 @@ class Scheduler:
             "get-worker-logs": self._get_worker_logs,
             "log-entries": self._log_entries,
             "executions": lambda: self.record.executions(),
+            **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }
+
+    def add_extension(self, name: str, extension: SchedulerExtension) -> None:
+        """Serve more client requests, and hear when clients and workers leave (see
+        ``storied.scheduler.extensions``). Clients connecting from now on can make them."""
+        handlers = extension.client_handlers()
+        clashes = sorted(set(handlers) & set(self._client_handlers("")))
+        if clashes:
+            raise ValueError(f"extension {name!r} would replace the requests {clashes}")
+        self.extensions[name] = extension
+        self._extension_handlers.update(handlers)
 
     # ------------------------------------------------------------------ effects
 
@@ -781,6 +820,8 @@ class Scheduler:
                     "name": link.name,
                     "nthreads": nthreads.get(address, 0),
                     "pid": link.pid,
+                    "nanny": link.nanny,
+                    "nanny_pid": self.nannies.pid(link.nanny),
                     **(
                         self.state.workers[address].identity()
                         if address in self.state.workers

@@ -26,6 +26,7 @@ from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
+from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
 from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
@@ -220,8 +221,11 @@ class Worker:
         port: int = 0,
         security: Security | None = None,
         heartbeat_interval: float | str | None = None,
+        nanny: str | None = None,
     ) -> None:
         self.scheduler_address = scheduler_address
+        #: the id of the nanny supervising this worker's process, if any
+        self.nanny = nanny
         self.nthreads = nthreads
         self.name = name
         self.host = host
@@ -281,6 +285,7 @@ class Worker:
         self._recorder = _ShippingRecorder(self.record)
         logging.getLogger("storied.worker").addHandler(self._log_handler)
         self.state = self._new_state()
+        self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
@@ -308,6 +313,7 @@ class Worker:
                 "name": self.name,
                 "nthreads": self.nthreads,
                 "pid": os.getpid(),
+                "nanny": self.nanny,
             }
         )
         reply = await comm.read(timeout)
@@ -356,6 +362,7 @@ class Worker:
     def _reset(self) -> None:
         """The scheduler has rescheduled our work elsewhere: forget tasks and data."""
         self.state = self._new_state()
+        self.coordination.forget(list(self.coordination.actors))
         self.data.clear()
         self._pickled.clear()
         self._gather_queue.clear()
@@ -393,6 +400,7 @@ class Worker:
         await self._listener.close()
         await self.pool.close()
         self.executor.shutdown()
+        await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -473,6 +481,7 @@ class Worker:
                 for key in instruction.keys:
                     self.data.pop(key, None)
                     self._pickled.pop(key, None)
+                self.coordination.forget(instruction.keys)
 
     def _function(self, function_id: str) -> Callable[..., Any]:
         with self._functions_lock:
@@ -603,6 +612,8 @@ class Worker:
                 comm.write(self._get_data(keys))
             elif op == "update_data" and isinstance(data, dict):
                 comm.write(self._update_data(data))
+            elif op in ACTOR_OPS:
+                comm.write(await self.coordination.handle(msg))
             else:
                 logger.warning(
                     "Closing connection from %s: unknown or malformed request %r",

@@ -35,7 +35,7 @@ def clean_environ() -> dict[str, str]:
 class Started:
     """A CLI process whose stderr goes to a file the test can read while it runs."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         with log.open("w") as stderr:
             self.process = subprocess.Popen(
@@ -43,7 +43,7 @@ class Started:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                env=clean_environ(),
+                env={**clean_environ(), **(env or {})},
             )
 
     def stderr(self) -> str:
@@ -116,3 +116,33 @@ def test_a_cluster_across_processes_shuts_down_cleanly_on_ctrl_c(tmp_path, start
     assert " - INFO - " in removal[0], f"the worker said it was leaving: {removal[0]}"
     assert scheduler.interrupt() == 0, scheduler.stderr()
     assert "Traceback" not in scheduler.stderr() + worker.stderr()
+
+
+def test_the_scheduler_says_where_history_goes(tmp_path, started):
+    ledger = tmp_path / "history.db"
+    scheduler = Started(
+        ["scheduler", "--port", str(free_port()), "--ledger", str(ledger)], tmp_path / "s.log"
+    )
+    started.append(scheduler)
+    poll(lambda: f"History is kept in the ledger {ledger}" in scheduler.stderr(), timeout=15)
+    in_memory = Started(
+        ["scheduler", "--port", str(free_port()), "--no-ledger"], tmp_path / "m.log"
+    )
+    started.append(in_memory)
+    poll(lambda: "History is kept in memory only" in in_memory.stderr(), timeout=15)
+
+
+def test_the_scheduler_command_honours_the_logging_config(tmp_path, started):
+    settings = tmp_path / "storied.yaml"
+    settings.write_text("logging:\n  storied: warning\n")
+    port = free_port()
+    scheduler = Started(
+        ["scheduler", "--port", str(port), "--no-ledger"],
+        tmp_path / "scheduler.log",
+        env={"STORIED_CONFIG": str(settings)},
+    )
+    started.append(scheduler)
+    with Client(f"tcp://127.0.0.1:{port}", timeout=15) as client:
+        assert client.scheduler_info()["workers"] == {}
+    assert scheduler.interrupt() == 0, scheduler.stderr()
+    assert " - INFO - " not in scheduler.stderr()

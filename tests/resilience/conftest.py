@@ -35,12 +35,15 @@ def fragile_cluster(n_workers: int, cluster_config: dict[str, Any]) -> Iterator[
     """Single-threaded worker processes that the test may kill: never shared.
 
     Worker-ttl is short so that a silent worker is noticed within seconds; the config stays
-    set for the whole test, so replacement workers get it too.
+    set for the whole test, so replacement workers get it too. No nannies: these tests kill
+    workers and start their replacements themselves (tests/nanny has the nanny's own).
     """
     overrides = {"scheduler.worker-ttl": "3s", "comm.reconnect-timeout": "20s", **cluster_config}
     with (
         config.set(overrides),
-        LocalCluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1") as cluster,
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", nanny=False
+        ) as cluster,
     ):
         yield cluster
 

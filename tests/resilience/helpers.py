@@ -48,7 +48,7 @@ def pairwise_sum_expected(n_leaves: int) -> int:
 class WorkerProcesses:
     """Finds, kills and starts the worker processes of a cluster.
 
-    Replacements are plain ``storied worker`` processes, as an operator would start them; the
+    Replacements are ``storied worker --no-nanny`` processes, as an operator would start them; the
     test does not wait for them inside ``LocalCluster.scale``, which would fail if a new worker
     died at once (which a task that kills its worker makes it do). ``close`` stops them.
     """
@@ -74,7 +74,14 @@ class WorkerProcesses:
         env = config.environ_for_subprocess()
         env["STORIED_AUTH_TOKEN"] = self.cluster.security.token or ""
         env[SILENCE_ENV_VAR] = str(logging.WARNING)
-        command = [sys.executable, "-m", "storied", "worker", self.cluster.scheduler_address]
+        command = [
+            sys.executable,
+            "-m",
+            "storied",
+            "worker",
+            self.cluster.scheduler_address,
+            "--no-nanny",
+        ]
         self.started.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL))
         return self.started[-1]
 

@@ -47,7 +47,9 @@ def test_client_reconnects_and_keeps_futures_and_subscriptions(
     assert time.monotonic() - cut_at < scheduler.client_grace
     poll(lambda: client.status == "running")
 
-    gate.write_text("open")
+    opening = tmp_path / "gate.tmp"
+    opening.write_text("open")
+    opening.rename(gate)  # at once: the task never sees the gate existing but still empty
     assert pending.result(timeout=10) == "open"
     assert client.gather(finished) == bytes([7]) * LARGE
     assert scheduler.story(finished.key)[-1][2] == "memory", "the scheduler kept it"
