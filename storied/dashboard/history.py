@@ -85,7 +85,12 @@ def _newest(records: list[Any], limit: int | None) -> list[Any]:
 
 
 class LiveRun:
-    """A running scheduler's record and state, read on its event loop."""
+    """A running scheduler's record and state, read on its event loop.
+
+    Its record also answers from earlier runs on the same ledger file; the dashboard shows
+    this run alone (as it does a run read from a ledger), so it keeps seqs from
+    ``Record.first_seq`` on.
+    """
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -103,7 +108,9 @@ class LiveRun:
         return self.scheduler.record.executions()
 
     async def story(self, names: list[str]) -> list[dict[str, Any]]:
-        return await self.scheduler._cluster_story(names, on_error="ignore")
+        first = self.scheduler.record.first_seq
+        entries = await self.scheduler._cluster_story(names, on_error="ignore")
+        return [entry for entry in entries if entry["seq"] >= first]
 
     async def keys(self) -> set[str]:
         known = set(self.scheduler.state.tasks)
@@ -121,7 +128,8 @@ class LiveRun:
             return _newest(record.events_after(after_seq, topic), limit)
         found = await self.scheduler._off_loop(record.events, topic, detail=True)
         records = found if topic is not None else [r for rs in found.values() for r in rs]
-        return _newest(sorted(records, key=_by_seq), limit)
+        this_run = [r for r in records if r.seq >= record.first_seq]
+        return _newest(sorted(this_run, key=_by_seq), limit)
 
     async def logs(self, level: int = 0, limit: int | None = None) -> list[LogRecordEntry]:
         entries = await self.scheduler._log_entries()

@@ -156,6 +156,8 @@ class Record:
             self._put_event = partial(ledger.put_event, run_id)
             self._put_execution = partial(ledger.put_execution, run_id)
             put_log = partial(ledger.put_log, run_id)
+        #: every record of this run has a seq from here on (earlier ones: earlier runs on file)
+        self.first_seq = first_seq
         self._seq = itertools.count(first_seq)
         self._log = TransitionLog(transition_log_length, where, seq=self._seq)
         #: Record one transition this process made: ``transition(key, start, finish,

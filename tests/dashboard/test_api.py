@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from functools import partial
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from storied import Client
+from storied import Client, LocalCluster
 from storied.dashboard.views import key_prefix
 from storied.record import Ledger
-from tests.dashboard.conftest import Workload, get, get_json
+from tests.dashboard.conftest import Workload, get, get_json, root
+from tests.engine.helpers import inc, poll
 
 
 def test_dashboard_link_from_cluster_and_client(workload: Workload) -> None:
@@ -163,3 +166,29 @@ def test_every_page_is_served_live_and_offline(workload: Workload, offline: str,
     for base in (workload.base, offline):
         status, body = get(f"{base}/{page}")
         assert status == 200 and f'data-page="{page}"'.encode() in body
+
+
+def test_live_pages_show_this_run_not_earlier_ones_on_the_file(tmp_path: Path) -> None:
+    """A ledger file kept across runs: the live dashboard shows the running one alone, as the
+    offline one shows each run on its own (the client's story covers every run on file)."""
+    ledger = tmp_path / "reused.db"
+    for run in (1, 2):
+        with (
+            LocalCluster(
+                n_workers=1, processes=False, ledger=ledger, dashboard_address=":0"
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert client.submit(inc, run, key="same-key").result() == run + 1
+            client.log_event("mine", {"run": run})
+            base = root(cluster.dashboard_link)
+            workers = get_json(f"{base}/api/v1/workers")
+            assert [w["address"] for w in workers] == list(client.scheduler_info()["workers"])
+            mine = f"{base}/api/v1/events?topic=mine"
+            events = poll(partial(get_json, mine), what="my event")
+            assert [e["msg"] for e in events] == [{"run": run}]
+            story = get_json(f"{base}/api/v1/story?q=same-key")["transitions"]
+            first = cluster.scheduler.record.first_seq
+            assert story and all(t["seq"] >= first for t in story)
+            every_run = client.story("same-key")
+            assert len(every_run) == len(story) if run == 1 else len(every_run) > len(story)
