@@ -14,18 +14,18 @@ PREFIX_SEARCH_KEYS = 50
 ERRED_TOPIC = "erred"
 
 _TUPLE_KEY = re.compile(r"""^\(\s*['"]([^'"]*)['"]""")
-_TOKEN_SUFFIX = re.compile(r"^[0-9a-f]{8,}$|^\d+$")
+_HEX8 = re.compile(r"^[0-9a-f]{8}$")
 
 
 def key_prefix(key: str) -> str:
     """The name shared by a key's siblings, as Dask's ``key_split``: ``inc-1f2e...`` is
-    ``inc``, ``('sum-aggregate-0a1b...', 3)`` is ``sum-aggregate``."""
+    ``inc``, ``('sum-aggregate-0a1b...', 3)`` is ``sum-aggregate``: the first word, then the
+    words made of letters only, up to a token (a word with a digit, or eight hex letters)."""
     match = _TUPLE_KEY.match(key)
-    name = match.group(1) if match else key
-    words = name.split("-")
+    words = (match.group(1) if match else key).split("-")
     kept = [words[0]]
     for word in words[1:]:
-        if _TOKEN_SUFFIX.match(word) or (len(word) == 32 and word.isalnum()):
+        if not word.isalpha() or _HEX8.match(word):
             break
         kept.append(word)
     return "-".join(kept)
