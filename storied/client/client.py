@@ -819,6 +819,18 @@ class Client:
     def scheduler_info(self) -> Any:
         return self._sync(self._request, "scheduler-info")
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """The scheduler's dashboard (its status page), or None when it serves none."""
+        if self.cluster is not None and hasattr(self.cluster, "dashboard_link"):
+            return self.cluster.dashboard_link
+        if self.asynchronous:
+            raise RuntimeError(
+                "an asynchronous client cannot block to ask: read "
+                "(await client.scheduler_info())['dashboard'] instead"
+            )
+        return self.scheduler_info().get("dashboard")
+
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> Any:
         """Block until at least ``n_workers`` workers have joined."""
         if not isinstance(n_workers, int) or n_workers < 0:
