@@ -49,7 +49,10 @@ NO_RECORD_ENVIRONMENT = {
 WITH_LEDGER = "storied-ledger"
 FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, "dask"})
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
-ALL_SYSTEMS = TASK_SYSTEMS | {"pool"}
+#: not a scheduler: two plain Python processes copying bytes over loopback TCP, the reference
+#: a data transfer is measured against
+RAW_TCP = "raw-tcp"
+ALL_SYSTEMS = TASK_SYSTEMS | {"pool", RAW_TCP}
 SYSTEM_MODULES = {
     "storied": "storied",
     NO_RECORD: "storied",
@@ -71,6 +74,20 @@ def inc(x: int) -> int:
 
 def add(a: int, b: int) -> int:
     return a + b
+
+
+def make_array(nbytes: int) -> Any:
+    import numpy
+
+    return numpy.full(nbytes, 1, dtype="u1")
+
+
+def make_bytes(nbytes: int) -> bytes:
+    return b"\x01" * nbytes
+
+
+def nbytes_of(value: Any) -> int:
+    return int(getattr(value, "nbytes", None) or len(value))
 
 
 def log_event_range(module_name: str, first: int, count: int) -> int:
@@ -210,10 +227,13 @@ def open_backend(system: str, dask_config: dict[str, Any]) -> Iterator[Backend]:
         backend_cm = _pool_backend()
     elif system == "ray":
         backend_cm = _ray_backend()
+    elif system == RAW_TCP:
+        backend_cm = nullcontext(Backend())
     else:
         raise ValueError(f"unknown system {system!r}; expected one of {sorted(ALL_SYSTEMS)}")
     with backend_cm as backend:
-        backend.gather(backend.map(inc, range(-4 * N_WORKERS, 0)))
+        if system != RAW_TCP:
+            backend.gather(backend.map(inc, range(-4 * N_WORKERS, 0)))
         yield backend
 
 
@@ -397,6 +417,91 @@ def run_scheduler_memory(backend: FuturesBackend, count: int) -> dict[str, float
     }
 
 
+TRANSFER_REPEATS = 3
+MANY_RESULTS = 1_000
+MB = 10**6
+
+
+def run_transfer(backend: Backend, megabytes: int) -> dict[str, float]:
+    """MB/s moving one ``megabytes`` numpy array and one bytes object worker to worker, to
+    the client (gather) and from it (scatter); and 1,000 results of 1 MB gathered at once.
+    Each figure is the best of a few moves, timed from request to arrival."""
+    nbytes = megabytes * MB
+    if isinstance(backend, FuturesBackend):
+        return _transfer_with_futures(backend.client, nbytes)
+    rate = max(_raw_tcp_copy(nbytes) for _ in range(TRANSFER_REPEATS))
+    # the same copy stands for every column: each is one process handing bytes to another
+    return {metric.name: rate for metric in TRANSFER_MB_S}
+
+
+def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
+    first, second = sorted(client.scheduler_info()["workers"])[:2]
+    metrics: dict[str, float] = {}
+    for kind, make in (("array", make_array), ("bytes", make_bytes)):
+        w2w, gather, scatter = [], [], []
+        for _ in range(TRANSFER_REPEATS):
+            made = client.submit(make, nbytes, workers=[first], pure=False)
+            client.gather(client.submit(nbytes_of, made, workers=[first]))
+            started = time.perf_counter()
+            # nbytes_of costs nothing next to the move, so this times the transfer
+            client.submit(nbytes_of, made, workers=[second], pure=False).result()
+            w2w.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            value = made.result()
+            gather.append(time.perf_counter() - started)
+            del made
+            started = time.perf_counter()
+            scattered = client.scatter(value, workers=[second])
+            scatter.append(time.perf_counter() - started)
+            del scattered, value
+        metrics[f"w2w_{kind}_mb_s"] = nbytes / MB / min(w2w)
+        metrics[f"gather_{kind}_mb_s"] = nbytes / MB / min(gather)
+        metrics[f"scatter_{kind}_mb_s"] = nbytes / MB / min(scatter)
+    many = client.map(make_array, [MB] * MANY_RESULTS, pure=False)
+    client.gather(client.map(nbytes_of, many))
+    started = time.perf_counter()
+    client.gather(many)
+    metrics["gather_1000x1mb_mb_s"] = MANY_RESULTS / (time.perf_counter() - started)
+    return metrics
+
+
+def _raw_tcp_copy(nbytes: int) -> float:
+    """MB/s of a child process sending ``nbytes`` over loopback into fresh memory here, as
+    any transfer of a new object must land (``recv_into`` a new buffer, no framing)."""
+    import socket
+    import subprocess
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sender = subprocess.Popen(
+            [sys.executable, "-c", _RAW_SENDER, str(port), str(nbytes)],
+        )
+        connection, _ = server.accept()
+        with connection:
+            assert connection.recv(1) == b"r"  # the sender holds its data and is ready
+            started = time.perf_counter()
+            connection.sendall(b"g")
+            buffer = bytearray(nbytes)
+            view = memoryview(buffer)
+            received = 0
+            while received < nbytes:
+                received += connection.recv_into(view[received:])
+            seconds = time.perf_counter() - started
+        sender.wait(timeout=60)
+    return nbytes / MB / seconds
+
+
+_RAW_SENDER = """
+import socket, sys
+port, nbytes = int(sys.argv[1]), int(sys.argv[2])
+data = b"\\x01" * nbytes
+with socket.create_connection(("127.0.0.1", port)) as sock:
+    sock.sendall(b"r")
+    sock.recv(1)
+    sock.sendall(data)
+"""
+
+
 def wait_for_events(client: Any, expected: int, markers: int, started: float) -> tuple[float, int]:
     """Seconds from ``started`` until the events are readable, and how many the system kept.
 
@@ -508,6 +613,18 @@ BYTES_PER_TASK = (
     Metric("held_bytes_per_task", "B/task", False),
     Metric("released_bytes_per_task", "B/task", False),
 )
+TRANSFER_MB_S = tuple(
+    Metric(name, "MB/s", higher_is_better=True)
+    for name in (
+        "w2w_array_mb_s",
+        "w2w_bytes_mb_s",
+        "gather_array_mb_s",
+        "gather_bytes_mb_s",
+        "scatter_array_mb_s",
+        "scatter_bytes_mb_s",
+        "gather_1000x1mb_mb_s",
+    )
+)
 # Older distributed names the scheduler's transition log length the first way; the current one
 # sizes it (and every event topic) with the second.
 LONG_TRANSITION_LOG = {
@@ -550,6 +667,15 @@ WORKLOADS: dict[str, Workload] = {
             FUTURES_SYSTEMS,
             run_story,
             dask_config=LONG_TRANSITION_LOG,
+        ),
+        Workload(
+            "transfer",
+            100,
+            100,
+            "MB",
+            TRANSFER_MB_S,
+            frozenset({"storied", "dask", RAW_TCP}),
+            run_transfer,
         ),
         Workload(
             "scheduler_memory",

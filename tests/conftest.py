@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import cloudpickle
 import pytest
 
 from storied import Client, LocalCluster
+from storied.comm import Listener, Security
+from storied.loop import LoopThread
 
 
 class ListRecorder:
@@ -72,3 +75,22 @@ def cluster() -> Iterator[LocalCluster]:
 def client(cluster: LocalCluster) -> Iterator[Client]:
     with Client(cluster) as connected:
         yield connected
+
+
+@pytest.fixture
+def loop_listener() -> Iterator[Callable[..., Listener]]:
+    """Starts listeners on a loop thread of their own (so connections from the test's loop go
+    over TCP, not in memory); closes them after."""
+    loop_thread = LoopThread.acquire()
+    listeners: list[Listener] = []
+
+    def start(handler: Any, security: Security, **options: Any) -> Listener:
+        listener = Listener("tcp://127.0.0.1:0", handler, security, **options)
+        loop_thread.run(listener.start())
+        listeners.append(listener)
+        return listener
+
+    yield start
+    for listener in listeners:
+        loop_thread.run(listener.close())
+    loop_thread.release()

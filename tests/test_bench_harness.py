@@ -337,3 +337,12 @@ def test_worker_events_on_dask_keeps_what_fits(monkeypatch: pytest.MonkeyPatch) 
     assert run.error is None
     assert run.metrics["kept"] == 300
     assert run.versions["distributed"]
+
+
+@pytest.mark.parametrize("system", ["raw-tcp", "storied"])
+def test_the_transfer_workload_reports_every_rate(system: str) -> None:
+    run = driver.measure(system, "transfer", 2, 1, timeout=120)
+    assert run.error is None, run.error
+    names = {metric.name for metric in workloads.WORKLOADS["transfer"].metrics}
+    assert set(run.metrics) == names
+    assert all(rate > 0 for rate in run.metrics.values())

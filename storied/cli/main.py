@@ -156,6 +156,12 @@ def cli() -> None:
 )
 @click.option("--no-ledger", is_flag=True, help="Keep history in memory only.")
 @click.option("--retain", default=None, help="Delete ledger records older than this, e.g. 7d.")
+@click.option(
+    "--dashboard-address",
+    default=":8787",
+    show_default=True,
+    help="Where the dashboard listens (':PORT' binds the scheduler's host); 'none' for none.",
+)
 @_security_options
 def scheduler(
     host: str,
@@ -163,6 +169,7 @@ def scheduler(
     ledger: str | None,
     no_ledger: bool,
     retain: str | None,
+    dashboard_address: str,
     auth_token: str | None,
     insecure: bool,
     tls_ca_file: str | None,
@@ -181,7 +188,17 @@ def scheduler(
         retain_seconds = config.parse_timedelta(retain) if retain else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retain") from None
-    server = Scheduler(host, port, security=security, ledger=ledger_path, retain=retain_seconds)
+    try:
+        server = Scheduler(
+            host,
+            port,
+            security=security,
+            ledger=ledger_path,
+            retain=retain_seconds,
+            dashboard_address=None if dashboard_address.lower() == "none" else dashboard_address,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--dashboard-address") from None
     _serve(server)
 
 
@@ -289,6 +306,9 @@ def _add_history_commands() -> None:
         return
     for command in history_commands:
         cli.add_command(command)
+    from storied.cli.dashboard import dashboard
+
+    cli.add_command(dashboard)
 
 
 _add_history_commands()

@@ -44,6 +44,8 @@ from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
 from storied.plugin import SchedulerPlugin, WorkerPlugin, plugin_name
 from storied.protocol.serialize import (
+    Pickled,
+    dumps_data,
     dumps_with_refs,
     pickle_dumps,
     pickle_loads,
@@ -741,12 +743,15 @@ class Client:
 
     async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash: bool = True) -> Any:
         assert self._stream is not None and self._pool is not None
+        # each value is pickled once: its key is the token of its pickle
         if isinstance(data, dict):
-            items = list(data.items())
-        elif isinstance(data, (list, tuple, set, frozenset)):
-            items = [(_scatter_key(value, hash), value) for value in data]
+            items = [(key, dumps_data(value)) for key, value in data.items()]
         else:
-            items = [(_scatter_key(data, hash), data)]
+            values = data if isinstance(data, (list, tuple, set, frozenset)) else [data]
+            items = []
+            for value in values:
+                payload = dumps_data(value)
+                items.append((_scatter_key(value, payload, hash), payload))
         info = await self._stream.request("scheduler-info")
         addresses = list(info["workers"])
         if workers is not None:
@@ -756,9 +761,8 @@ class Client:
             ]
         if not addresses:
             raise RuntimeError("no workers to scatter to; wait_for_workers() first")
-        placement: dict[str, dict[str, bytes]] = collections.defaultdict(dict)
-        for i, (key, value) in enumerate(items):
-            payload = pickle_dumps(value)
+        placement: dict[str, dict[str, bytes | Pickled]] = collections.defaultdict(dict)
+        for i, (key, payload) in enumerate(items):
             targets = addresses if broadcast else [addresses[i % len(addresses)]]
             for address in targets:
                 placement[address][key] = payload
@@ -922,6 +926,18 @@ class Client:
 
     def scheduler_info(self) -> Any:
         return self._sync(self._request, "scheduler-info")
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The scheduler's dashboard (its status page), or None when it serves none."""
+        if self.cluster is not None and hasattr(self.cluster, "dashboard_link"):
+            return self.cluster.dashboard_link
+        if self.asynchronous:
+            raise RuntimeError(
+                "an asynchronous client cannot block to ask: read "
+                "(await client.scheduler_info())['dashboard'] instead"
+            )
+        return self.scheduler_info().get("dashboard")
 
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> Any:
         """Block until at least ``n_workers`` workers have joined."""
@@ -1092,9 +1108,9 @@ async def _awaited(func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) 
     return await result if inspect.isawaitable(result) else result
 
 
-def _scatter_key(value: Any, hashed: bool) -> str:
-    """``type-digest``: of the pickled value, or random (``hashed=False``)."""
-    digest = token(pickle_dumps(value)) if hashed else uuid.uuid4().hex
+def _scatter_key(value: Any, payload: Any, hashed: bool) -> str:
+    """``type-digest``: of the value's pickle ``payload``, or random (``hashed=False``)."""
+    digest = token(payload) if hashed else uuid.uuid4().hex
     return f"{typename(value).split('.')[-1]}-{digest}"
 
 

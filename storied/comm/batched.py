@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from storied.comm.core import Comm, CommClosedError
+from storied.comm.core import Comm, CommClosedError, FrameTooLarge
+
+logger = logging.getLogger("storied.comm")
 
 #: per event loop, the BatchedSends holding messages not yet written
 _pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[BatchedSend]] = (
@@ -41,6 +44,8 @@ class BatchedSend:
         #: called as each batch is written, for messages to put first in it (records kept
         #: meanwhile: they are read before any reply in the same batch)
         self.on_flush: Callable[[], list[Any]] | None = None
+        #: told of a message too large to send on its own (else it is logged)
+        self.on_oversized: Callable[[Any, FrameTooLarge], None] | None = None
 
     def send(self, msg: Any) -> None:
         self._buffer.append(msg)
@@ -73,9 +78,23 @@ class BatchedSend:
         batch, self._buffer = self._buffer, []
         if self.comm.closed:
             return
+        self._write(batch)
+
+    def _write(self, batch: list[Any]) -> None:
+        """Write ``batch``; one over the frame size limit goes as smaller batches instead."""
         try:
             self.comm.write(batch)
         except CommClosedError:
+            return
+        except FrameTooLarge as exc:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._write(batch[:half])
+                self._write(batch[half:])
+            elif self.on_oversized is not None:
+                self.on_oversized(batch[0], exc)
+            else:
+                logger.error("Could not send a message to %s: %s", self.comm.peer_address, exc)
             return
         self.sent_messages += len(batch)
 

@@ -1,5 +1,13 @@
 """Framed msgpack connections over asyncio, with the handshake done before anything else.
 
+Reads go straight from the socket into their final buffers (``asyncio.BufferedProtocol``
+driving the pure ``FrameDecoder``). A message with buffers (large data, see
+``storied.protocol.frames``) is written as its small header and then each buffer in bounded
+chunks, waiting for the transport to drain between them: nothing is joined or copied whole,
+and later messages queue behind it so order is kept. ``comm.max-frame-size`` bounds control
+messages on both ends of every connection; a sender refuses an oversized one with
+``FrameTooLarge`` rather than have the peer cut the connection.
+
 Until a connection has authenticated, it may hold at most one message of at most
 ``HANDSHAKE_MAX_FRAME`` bytes, must finish (TLS included) within the listener's handshake
 timeout, and counts against the listener's cap on unauthenticated connections: a stranger can
@@ -23,11 +31,13 @@ from storied.comm.security import Security
 from storied.protocol import handshake
 from storied.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
+    HEADER_SIZE,
     FrameDecoder,
     ProtocolError,
     encode_frame,
+    encode_frames,
 )
-from storied.protocol.serialize import dumps, loads
+from storied.protocol.serialize import dumps_with_buffers, loads
 
 logger = logging.getLogger("storied.comm")
 
@@ -36,10 +46,33 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_UNAUTHENTICATED = 256
 _READ_QUEUE_HIGH_WATER = 64
 _BACKLOG = 1024
+#: a buffer is handed to the transport this much at a time, so at most this much is copied
+#: into the transport's own buffer when the socket cannot take it all at once
+_WRITE_CHUNK = 4 * 2**20
 
 
 class CommClosedError(ConnectionError):
     """The connection is closed; ``reason`` says why when known."""
+
+
+class FrameTooLarge(ValueError):
+    """A control message is larger than ``comm.max-frame-size``; it was not sent."""
+
+
+def check_frame_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise FrameTooLarge(
+            f"a message of {size} bytes exceeds comm.max-frame-size ({limit} bytes) and was "
+            "not sent; data (task arguments, results, scattered values) is not bound by this "
+            "limit, so this is a large control message: send less at once, or raise "
+            "comm.max-frame-size on every machine (docs/configuration.md)"
+        )
+
+
+def configured_max_frame_size() -> int:
+    from storied import config
+
+    return config.parse_bytes(config.get("comm.max-frame-size"))
 
 
 def parse_address(address: str) -> tuple[str, str, int]:
@@ -70,7 +103,7 @@ def _socket_address(transport: asyncio.BaseTransport, which: str, scheme: str) -
     return format_address(scheme, address[0], address[1])
 
 
-class _FramedProtocol(asyncio.Protocol):
+class _FramedProtocol(asyncio.BufferedProtocol):
     """Buffers decoded messages for ``Comm.read`` and applies back-pressure both ways.
 
     It starts in handshake mode (small frames, one queued message at most); ``authenticated``
@@ -83,12 +116,16 @@ class _FramedProtocol(asyncio.Protocol):
         self.peer = self.local = f"{scheme}://?"
         self.decoder = FrameDecoder(HANDSHAKE_MAX_FRAME)
         self.handshaking = True
+        #: the largest control message this side sends (set with authentication)
+        self.max_frame_size = HANDSHAKE_MAX_FRAME
         self.messages: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed_reason: str | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        #: grows as bytes arrive: a large message in flight is progress, not silence
+        self.bytes_received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -98,12 +135,17 @@ class _FramedProtocol(asyncio.Protocol):
     def authenticated(self, max_frame_size: int) -> None:
         """The handshake succeeded: accept full-size frames and queue as usual."""
         self.handshaking = False
-        self.decoder.max_frame_size = max_frame_size
+        self.decoder.max_frame_size = self.max_frame_size = max_frame_size
+        self.decoder.accept_buffers = True
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
         try:
-            for frame in self.decoder.feed(data):
-                self.messages.append(loads(frame))
+            for frame in self.decoder.buffer_updated(nbytes):
+                self.messages.append(loads(frame) if type(frame) is bytes else loads(*frame))
                 if self.handshaking and len(self.messages) > 1:
                     raise ProtocolError("more than one message before the handshake completed")
         except (ProtocolError, ValueError) as exc:
@@ -213,6 +255,9 @@ class TCPComm(Comm):
         self.peer_address = protocol.peer
         self.local_address = protocol.local
         self.name = ""
+        #: pieces of messages with buffers not yet handed to the transport, in order
+        self._outgoing: collections.deque[Any] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -228,22 +273,59 @@ class TCPComm(Comm):
         return self._protocol.closed_reason
 
     async def read(self, timeout: float | None = None) -> Any:
+        """The next message; ``timeout`` bounds silence, so a large message still arriving
+        is waited for however long it takes."""
         if timeout is None:
             return await self._protocol.next_message()
-        try:
-            return await asyncio.wait_for(self._protocol.next_message(), timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no message from {self.peer_address} within {timeout}s") from None
+        while True:
+            received = self._protocol.bytes_received
+            try:
+                return await asyncio.wait_for(self._protocol.next_message(), timeout)
+            except TimeoutError:
+                if self._protocol.bytes_received == received:
+                    raise TimeoutError(
+                        f"no message from {self.peer_address} within {timeout}s"
+                    ) from None
 
     def write(self, msg: Any) -> None:
         if self.closed:
             raise CommClosedError(self._protocol.closed_reason or "closed")
-        transport = self._protocol.transport
-        assert transport is not None
-        transport.write(encode_frame(dumps(msg)))
+        header, buffers = dumps_with_buffers(msg)
+        if buffers:
+            pieces = encode_frames(header, buffers)
+            check_frame_size(len(pieces[0]) - HEADER_SIZE, self._protocol.max_frame_size)
+        else:
+            check_frame_size(len(header), self._protocol.max_frame_size)
+            if self._writer is None:
+                transport = self._protocol.transport
+                assert transport is not None
+                transport.write(encode_frame(header))
+                return
+            pieces = [encode_frame(header)]
+        self._outgoing.extend(pieces)
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_out())
+
+    async def _write_out(self) -> None:
+        """Hand queued pieces to the transport, big ones in chunks as it drains."""
+        protocol = self._protocol
+        try:
+            while self._outgoing:
+                view = memoryview(self._outgoing.popleft())
+                for start in range(0, max(view.nbytes, 1), _WRITE_CHUNK):
+                    await protocol.drain()
+                    if self.closed:
+                        return
+                    assert protocol.transport is not None
+                    protocol.transport.write(view[start : start + _WRITE_CHUNK])
+        finally:
+            self._outgoing.clear()
+            self._writer = None
 
     async def send(self, msg: Any) -> None:
         self.write(msg)
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
         await self._protocol.drain()
 
     def abort(self, reason: str = "closed locally") -> None:
@@ -252,6 +334,9 @@ class TCPComm(Comm):
     async def close(self) -> None:
         transport = self._protocol.transport
         if transport is not None and not transport.is_closing():
+            if self._writer is not None:  # what was written goes out first, as with small ones
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._writer)
             if self._protocol.closed_reason is None:
                 self._protocol.closed_reason = "closed locally"
             with contextlib.suppress(Exception):
@@ -263,17 +348,20 @@ async def connect(
     address: str,
     security: Security | None = None,
     timeout: float = 10.0,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    max_frame_size: int | None = None,
 ) -> Comm:
     """Open an authenticated connection, retrying refused connects until ``timeout``.
+
+    ``max_frame_size`` defaults to ``comm.max-frame-size`` from config, as for listeners.
 
     Raises ``AuthenticationError`` when either side cannot prove it holds the token, and
     ``ConnectionError`` when TLS fails; neither is retried.
     """
     security = security or Security()
     local = _local_listeners.get(address)
+    max_frame_size = max_frame_size or configured_max_frame_size()
     if local is not None and local.admits_locally(security):
-        return local.connect_locally()
+        return local.connect_locally(max_frame_size)
     scheme, host, port = parse_address(address)
     if scheme == "tls" and not security.uses_tls:
         raise ValueError(f"{address} is a tls:// address but no TLS certificates were given")
@@ -409,11 +497,13 @@ class Listener:
             return False
         return same_loop and security == self.security
 
-    def connect_locally(self) -> Comm:
-        """An in-memory connection to this listener; the handler gets the other end."""
+    def connect_locally(self, max_frame_size: int) -> Comm:
+        """An in-memory connection to this listener; the handler gets the other end. Each end
+        refuses to send messages above its own side's limit, as over TCP."""
         from storied.comm.local import LocalComm
 
         client, server = LocalComm.pair(f"local://{id(self)}-{len(self._tasks)}", self.address)
+        client.max_frame_size, server.max_frame_size = max_frame_size, self.max_frame_size
         task = asyncio.ensure_future(self._handle(server))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -597,7 +687,7 @@ def configured_listener(address: str, handler: Handler, security: Security) -> L
         address,
         handler,
         security,
-        max_frame_size=config.parse_bytes(config.get("comm.max-frame-size")),
+        max_frame_size=configured_max_frame_size(),
         handshake_timeout=config.parse_timedelta(config.get("comm.handshake-timeout"))
         or DEFAULT_HANDSHAKE_TIMEOUT,
         max_unauthenticated=int(config.get("comm.max-unauthenticated")),

@@ -2,7 +2,8 @@
 
 A LocalCluster's client, scheduler and in-process workers share a loop; skipping the socket
 saves two system calls and a trip through the event loop's selector per message. Messages
-still go through msgpack, so each end sees exactly what it would have seen over the wire.
+still go through msgpack, so each end sees exactly what it would have seen over the wire:
+the buffers of data in a message are copied too, so sender and receiver never share memory.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import asyncio
 import collections
 from typing import Any
 
-from storied.comm.core import Comm, CommClosedError
-from storied.protocol.serialize import plain_copy
+from storied.comm.core import Comm, CommClosedError, check_frame_size
+from storied.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+from storied.protocol.serialize import dumps_with_buffers, loads
 
 
 class LocalComm(Comm):
@@ -20,6 +22,8 @@ class LocalComm(Comm):
 
     def __init__(self, local_address: str, peer_address: str) -> None:
         self.local_address = local_address
+        #: the largest message this end sends (``comm.max-frame-size``, as over TCP)
+        self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self.peer_address = peer_address
         self.name = ""
         self.peer: LocalComm | None = None
@@ -61,7 +65,12 @@ class LocalComm(Comm):
     def write(self, msg: Any) -> None:
         if self._closed_reason is not None or self.peer is None:
             raise CommClosedError(self._closed_reason or "closed")
-        self.peer._receive(plain_copy(msg))
+        header, buffers = dumps_with_buffers(msg)
+        check_frame_size(len(header), self.max_frame_size)
+        if buffers:
+            self.peer._receive(loads(header, [bytearray(buffer) for buffer in buffers]))
+        else:
+            self.peer._receive(loads(header))
 
     async def send(self, msg: Any) -> None:
         self.write(msg)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storied.comm.batched import BatchedSend, flush_pending
-from storied.comm.core import Comm, CommClosedError
+from storied.comm.core import Comm, CommClosedError, FrameTooLarge
 from storied.exceptions import BaseExceptionCarrier
 from storied.protocol.serialize import pickle_dumps, pickle_loads
 
@@ -40,6 +40,7 @@ class Stream:
         self.handlers = handlers
         self.name = name
         self.batched = BatchedSend(comm)
+        self.batched.on_oversized = self._oversized
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -68,6 +69,19 @@ class Stream:
             return await future
         finally:
             self._pending.pop(request_id, None)
+
+    def _oversized(self, msg: Any, exc: FrameTooLarge) -> None:
+        """A message too large to send: its requester gets the error, else it is logged."""
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op == "request":
+            future = self._pending.get(msg.get("id"))  # type: ignore[arg-type]
+            if future is not None and not future.done():
+                future.set_exception(exc)
+                return
+        elif op == "reply" and msg.get("status") != "error":
+            self.send(_error_reply(msg.get("id"), exc))
+            return
+        logger.error("Could not send %r on %s: %s", op, self.name, exc)
 
     async def run(self) -> None:
         """Read and dispatch until the connection closes; unknown or malformed input closes it."""

@@ -97,7 +97,7 @@ class LocalCluster:
         processes: bool = True,
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
-        dashboard_address: str | None = None,
+        dashboard_address: str | int | None = ":8787",
         *,
         asynchronous: bool = False,
         security: Security | bool = True,
@@ -108,7 +108,6 @@ class LocalCluster:
         **scheduler_kwargs: Any,
     ) -> None:
         """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
-        del dashboard_address  # accepted for compatibility; storied has no dashboard
         if n_workers is None:
             n_workers = 2 if processes else 1
         if threads_per_worker is None:
@@ -133,7 +132,12 @@ class LocalCluster:
         if silence_logs:
             config.silence_console(int(silence_logs))
         self.scheduler = Scheduler(
-            host, scheduler_port, security=self.security, ledger=ledger, **scheduler_kwargs
+            host,
+            scheduler_port,
+            security=self.security,
+            ledger=ledger,
+            dashboard_address=dashboard_address,
+            **scheduler_kwargs,
         )
         self.workers: dict[str, Worker | WorkerProcess] = {}
         self._n_workers = n_workers
@@ -168,6 +172,12 @@ class LocalCluster:
     @property
     def scheduler_address(self) -> str:
         return self.scheduler.address
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's status page, or None when it serves none (as Dask's)."""
+        dashboard = self.scheduler.dashboard
+        return dashboard.link if dashboard is not None else None
 
     def __repr__(self) -> str:
         return f"LocalCluster({self.scheduler.address!r}, workers={len(self.workers)})"

@@ -3,6 +3,12 @@
 Functions and arguments are pickled once on the client; references to other tasks' results
 (futures) are written as pickle persistent ids, so a worker substitutes the values while
 unpickling, wherever in the arguments they sit.
+
+Data (task results, scattered values, large arguments) is pickled with protocol 5 and its
+large buffers kept out of band: a ``Pickled`` holds the small pickle stream and views of the
+buffers (a numpy array's memory, a big ``bytes``), never copies. In a message a ``Pickled``
+becomes a msgpack extension naming its buffers, which travel as raw frames beside the header
+(see ``storied.protocol.frames``). Small data stays plain ``bytes`` and costs what it always did.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,71 +33,200 @@ def dumps(msg: Any) -> bytes:
     return msgpack.packb(msg, **_packer_options)
 
 
-def loads(payload: bytes) -> Any:
-    """Decode a control message; raises ``ValueError`` on malformed input."""
+def loads(payload: bytes, buffers: list[Any] | None = None) -> Any:
+    """Decode a message (with the buffers that came with it); ``ValueError`` on malformed input."""
     try:
-        return msgpack.unpackb(payload, **_unpacker_options)
+        if buffers is None:
+            return msgpack.unpackb(payload, **_unpacker_options)
+        return msgpack.unpackb(payload, ext_hook=_ExtHook(buffers), **_unpacker_options)
     except (msgpack.UnpackException, ValueError, TypeError) as exc:
         raise ValueError(f"malformed message: {exc}") from exc
 
 
-def plain_copy(msg: Any) -> Any:
-    """A deep copy of a msgpack-serializable value, exactly as a receiver will see it.
+#: buffers (and pickle streams) of at least this size travel out of band, as raw frames
+OUT_OF_BAND_MIN = 64 * 1024
+_PICKLED_EXT = 1
+#: first buffer index, buffer count, whether the pickle stream itself is the first buffer
+_PICKLED_REF = struct.Struct("!IIB")
 
-    Taken when an event is logged, so changing the object afterwards cannot change the event.
+
+class Pickled:
+    """A protocol-5 pickle whose large buffers are kept beside it rather than inside it."""
+
+    __slots__ = ("buffers", "header")
+
+    def __init__(self, header: bytes, buffers: list[Any]) -> None:
+        self.header = header
+        self.buffers = buffers
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.header) + sum(memoryview(b).nbytes for b in self.buffers)
+
+    def __repr__(self) -> str:
+        return f"<Pickled {self.nbytes} bytes, {len(self.buffers)} buffers>"
+
+
+def dumps_with_buffers(msg: Any) -> tuple[bytes, list[Any]]:
+    """Encode a message; the buffers of any ``Pickled`` in it come back separately, uncopied.
+
+    Messages without data take the plain msgpack path, as cheap as ``dumps``.
     """
-    return msgpack.unpackb(msgpack.packb(msg, **_packer_options), **_unpacker_options)
+    try:
+        return msgpack.packb(msg, **_packer_options), []
+    except TypeError:
+        pass
+    buffers: list[Any] = []
+
+    def default(obj: Any) -> msgpack.ExtType:
+        if type(obj) is not Pickled:
+            raise TypeError(f"can not serialize {type(obj).__name__!r} object")
+        first = len(buffers)
+        # at least one buffer, so a message holding a Pickled is always a message with buffers
+        header_out_of_band = len(obj.header) >= OUT_OF_BAND_MIN or not obj.buffers
+        if header_out_of_band:
+            buffers.append(obj.header)
+        buffers.extend(obj.buffers)
+        ref = _PICKLED_REF.pack(first, len(obj.buffers), header_out_of_band)
+        return msgpack.ExtType(_PICKLED_EXT, ref if header_out_of_band else ref + obj.header)
+
+    return msgpack.packb(msg, default=default, **_packer_options), buffers
+
+
+class _ExtHook:
+    """Rebuilds the ``Pickled`` objects of one received message from its buffers."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self, buffers: list[Any]) -> None:
+        self.buffers = buffers
+
+    def __call__(self, code: int, data: bytes) -> Pickled:
+        if code != _PICKLED_EXT or len(data) < _PICKLED_REF.size:
+            raise ValueError(f"unknown extension type {code}")
+        first, count, header_out_of_band = _PICKLED_REF.unpack_from(data)
+        end = first + count + bool(header_out_of_band)
+        if end > len(self.buffers):
+            raise ValueError("a pickled value refers to buffers that did not arrive")
+        if header_out_of_band:
+            return Pickled(bytes(self.buffers[first]), self.buffers[first + 1 : end])
+        return Pickled(data[_PICKLED_REF.size :], self.buffers[first:end])
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class _TaskRefPickler(cloudpickle.Pickler):
-    """Records the key of every task reference it meets and writes it as a persistent id."""
+    """Records the key of every task reference it meets and writes it as a persistent id.
 
-    def __init__(self, file: io.BytesIO, is_ref: Callable[[Any], str | None]) -> None:
-        super().__init__(file, protocol=PICKLE_PROTOCOL)
+    Large ``bytes`` and ``bytearray`` objects (which the pickler would copy into the stream)
+    and memoryviews (which it cannot pickle) become persistent ids too, holding a
+    ``PickleBuffer`` that goes out of band with the other buffers (when large).
+    """
+
+    def __init__(
+        self, file: io.BytesIO, is_ref: Callable[[Any], str | None], buffers: list[Any]
+    ) -> None:
+        super().__init__(file, protocol=PICKLE_PROTOCOL, buffer_callback=_keeper(buffers))
         self._is_ref = is_ref
         self.refs: list[str] = []
+        #: a bytes-like object became a persistent id: only our unpickler can read the stream
+        self.wrote_buffer_ids = False
 
-    def persistent_id(self, obj: Any) -> str | None:
+    def persistent_id(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in _BYTES_LIKE and (
+            (kind is memoryview and obj.contiguous) or len(obj) >= OUT_OF_BAND_MIN
+        ):
+            self.wrote_buffer_ids = True
+            return (kind.__name__, pickle.PickleBuffer(obj))
         key = self._is_ref(obj)
         if key is not None:
             self.refs.append(key)
         return key
 
 
+def _keeper(buffers: list[Any]) -> Callable[[pickle.PickleBuffer], bool]:
+    """A ``buffer_callback`` keeping large buffers out of band (small ones stay in the stream)."""
+
+    def keep(buffer: pickle.PickleBuffer) -> bool:
+        view = buffer.raw()
+        if view.nbytes < OUT_OF_BAND_MIN:
+            return True
+        buffers.append(view)
+        return False
+
+    return keep
+
+
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
-def dumps_with_refs(obj: Any, is_ref: Callable[[Any], str | None]) -> tuple[bytes, list[str]]:
+def dumps_with_refs(
+    obj: Any, is_ref: Callable[[Any], str | None]
+) -> tuple[bytes | Pickled, list[str]]:
     """Pickle ``obj``; objects for which ``is_ref`` returns a key become references to it.
 
-    ``obj`` is usually ``(args, kwargs)`` of one task: when those hold only plain scalars, the
-    C pickler does the job several times faster than building a reference-tracking pickler.
+    ``obj`` is usually ``(args, kwargs)`` of one task: when those hold only small plain
+    scalars, the C pickler does the job several times faster than a reference-tracking pickler.
     """
     if type(obj) is tuple and len(obj) == 2:
         args, kwargs = obj
-        if type(args) is tuple and not kwargs and all(type(arg) in _PLAIN_TYPES for arg in args):
+        if type(args) is tuple and not kwargs and all(map(_small_plain, args)):
             return pickle.dumps(obj, protocol=PICKLE_PROTOCOL), []
-    buffer = io.BytesIO()
-    pickler = _TaskRefPickler(buffer, is_ref)
+    file = io.BytesIO()
+    buffers: list[Any] = []
+    pickler = _TaskRefPickler(file, is_ref, buffers)
     try:
         pickler.dump(obj)
     except Exception as exc:
         raise TypeError(f"could not serialize {_describe(obj)}: {exc}") from exc
-    return buffer.getvalue(), list(dict.fromkeys(pickler.refs))
+    header = file.getvalue()
+    if pickler.wrote_buffer_ids:
+        return Pickled(header, buffers), list(dict.fromkeys(pickler.refs))
+    return _pickled(header, buffers), list(dict.fromkeys(pickler.refs))
+
+
+def _small_plain(obj: Any) -> bool:
+    kind = type(obj)
+    return kind in _PLAIN_TYPES and (kind is not bytes or len(obj) < OUT_OF_BAND_MIN)
+
+
+def _pickled(header: bytes, buffers: list[Any]) -> bytes | Pickled:
+    """Plain ``bytes`` when nothing needs to travel out of band."""
+    if buffers or len(header) >= OUT_OF_BAND_MIN:
+        return Pickled(header, buffers)
+    return header
 
 
 class _TaskRefUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, values: Mapping[str, Any]) -> None:
-        super().__init__(file)
+    def __init__(self, file: io.BytesIO, values: Mapping[str, Any], buffers: list[Any]) -> None:
+        super().__init__(file, buffers=buffers)
         self._values = values
 
     def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple:
+            kind, buffer = pid
+            return _REBUILD_BYTES_LIKE[kind](buffer)
         return self._values[pid]
 
 
-def loads_with_refs(payload: bytes, values: Mapping[str, Any]) -> Any:
+def _as_bytearray(buffer: Any) -> bytearray:
+    return buffer if type(buffer) is bytearray else bytearray(buffer)
+
+
+_REBUILD_BYTES_LIKE: dict[str, Callable[[Any], Any]] = {
+    "bytes": bytes,
+    "bytearray": _as_bytearray,
+    "memoryview": memoryview,
+}
+
+
+def loads_with_refs(payload: bytes | Pickled, values: Mapping[str, Any]) -> Any:
     """Unpickle ``payload``, replacing each task reference by its value from ``values``."""
-    return _TaskRefUnpickler(io.BytesIO(payload), values).load()
+    if type(payload) is Pickled:
+        return _TaskRefUnpickler(io.BytesIO(payload.header), values, payload.buffers).load()
+    return _TaskRefUnpickler(io.BytesIO(payload), values, []).load()
 
 
 def pickle_dumps(obj: Any) -> bytes:
@@ -101,22 +237,45 @@ def pickle_dumps(obj: Any) -> bytes:
         raise TypeError(f"could not serialize {_describe(obj)}: {exc}") from exc
 
 
-def dumps_result(obj: Any) -> bytes:
-    """Pickle a task's result: plain values through the C pickler, the rest with cloudpickle."""
-    if type(obj) in _PLAIN_TYPES:
+def dumps_data(obj: Any) -> bytes | Pickled:
+    """Pickle data (a task's result, a scattered value): small plain values through the C
+    pickler, the rest with cloudpickle, large buffers out of band."""
+    if _small_plain(obj):
         return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
-    return pickle_dumps(obj)
+    if type(obj) in _BYTES_LIKE:
+        return dumps_with_refs(obj, _no_ref)[0]
+    buffers: list[Any] = []
+    try:
+        header = cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL, buffer_callback=_keeper(buffers))
+    except Exception as exc:
+        raise TypeError(f"could not serialize {_describe(obj)}: {exc}") from exc
+    return _pickled(header, buffers)
 
 
-def pickle_loads(payload: bytes) -> Any:
+def _no_ref(obj: Any) -> None:
+    return None
+
+
+def nbytes(payload: bytes | Pickled) -> int:
+    return len(payload) if type(payload) is bytes else payload.nbytes  # type: ignore[union-attr]
+
+
+def pickle_loads(payload: bytes | Pickled) -> Any:
+    if type(payload) is Pickled:
+        return loads_with_refs(payload, {})
     return pickle.loads(payload)
 
 
-def token(*parts: bytes) -> str:
+def token(*parts: bytes | Pickled) -> str:
     """A 32-hex-digit digest, used to build deterministic task keys and function ids."""
     digest = hashlib.md5(usedforsecurity=False)
     for part in parts:
-        digest.update(part)
+        if type(part) is Pickled:
+            digest.update(part.header)
+            for buffer in part.buffers:  # sha1 runs faster than md5 over large data
+                digest.update(hashlib.sha1(buffer, usedforsecurity=False).digest())
+        else:
+            digest.update(part)  # type: ignore[arg-type]
     return digest.hexdigest()
 
 

@@ -156,6 +156,8 @@ class Record:
             self._put_event = partial(ledger.put_event, run_id)
             self._put_execution = partial(ledger.put_execution, run_id)
             put_log = partial(ledger.put_log, run_id)
+        #: every record of this run has a seq from here on (earlier ones: earlier runs on file)
+        self.first_seq = first_seq
         self._seq = itertools.count(first_seq)
         self._log = TransitionLog(transition_log_length, where, seq=self._seq)
         #: Record one transition this process made: ``transition(key, start, finish,
@@ -245,6 +247,16 @@ class Record:
     def dropped(self) -> int:
         """Records the ledger had to drop under overload (each also counted in a warning)."""
         return self._ledger.dropped if self._ledger is not None else 0
+
+    @property
+    def transitions_recorded(self) -> int:
+        """Transitions this process recorded since it started, counting those fallen out."""
+        return self._log.total
+
+    @property
+    def ledger_written(self) -> int:
+        """Records the ledger committed to its file (0 without a ledger)."""
+        return self._ledger.written if self._ledger is not None else 0
 
     @property
     def durable(self) -> bool:
@@ -380,6 +392,11 @@ class Record:
         return {
             name: _merge(disk.get(name, ()), memory.get(name, ())) for name in {**disk, **memory}
         }
+
+    def events_after(self, seq: int, topic: str | None = None) -> list[EventRecord]:
+        """Events newer than ``seq`` still in memory (where new ones always are), oldest first:
+        what a live tail polls for, without touching the ledger."""
+        return self._run_in_owner(lambda: self._events.after(seq, topic))
 
     def event_counts(self) -> dict[str, int]:
         """Events logged per topic by this run, counting those that fell out of memory."""

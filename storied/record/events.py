@@ -162,6 +162,10 @@ def record_of(topic: str, stored: StoredEvent) -> EventRecord:
     return EventRecord(seq, topic, timestamp, unpack_msg(packed), source)
 
 
+def _record_seq(record: EventRecord) -> int:
+    return record.seq
+
+
 class EventLedger:
     """The most recent ``maxlen_per_topic`` events of every topic, and how many ever arrived."""
 
@@ -219,6 +223,20 @@ class EventLedger:
         if topic is not None:
             return [record_of(topic, stored) for stored in self._by_topic.get(topic, ())]
         return {name: self.get_detail(name) for name, events in self._by_topic.items() if events}
+
+    def after(self, seq: int, topic: str | None = None) -> list[EventRecord]:
+        """Events with a seq above ``seq`` (of ``topic``, or of all), oldest first.
+
+        Each topic is read from its newest end, so a tail that polls pays for what is new only.
+        """
+        found = []
+        for name in [topic] if topic is not None else list(self._by_topic):
+            for stored in reversed(self._by_topic.get(name, ())):
+                if stored[0] <= seq:
+                    break
+                found.append(record_of(name, stored))
+        found.sort(key=_record_seq)
+        return found
 
     def oldest_seq(self, topic: str) -> int | None:
         events = self._by_topic.get(topic)

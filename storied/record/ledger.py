@@ -266,6 +266,8 @@ class Ledger:
         self._first_seqs: dict[int, int] = {}
         self._drop_lock = threading.Lock()
         self._dropped = 0
+        #: records committed to the file (written by the writer thread alone)
+        self.written = 0
         self._dropped_reported = 0
         self._last_drop_warning = 0.0
 
@@ -425,11 +427,11 @@ class Ledger:
                 for run_id, entries, recommendations in transitions:
                     _insert_transitions(conn, run_id, entries, recommendations)
                 conn.execute("COMMIT")
+                self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
             except Exception:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                lost = sum(len(item[2]) if item[0] == _TRANSITIONS else 1 for item in batch)
-                lost += sum(len(entries) for _, entries, _ in transitions)
+                lost = _record_count(batch) + sum(len(e) for _, e, _ in transitions)
                 self._count_dropped(lost)
                 logger.exception("ledger %s could not write %d records", self.path, lost)
         for event in flushed:
@@ -752,6 +754,11 @@ class Ledger:
             ).fetchall()
         fields = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
         return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
+def _record_count(batch: list[tuple[Any, ...]]) -> int:
+    """Records in queued items: a worker's shipment holds many transitions, others one."""
+    return sum(len(item[2]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
 
 
 def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:

@@ -22,6 +22,7 @@ from storied import config
 from storied.comm import Comm, CommClosedError, Security
 from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
+from storied.dashboard.app import Dashboard, parse_dashboard_address, serve_scheduler
 from storied.loop import call_on_loop
 from storied.plugin import (
     SchedulerPlugin,
@@ -81,8 +82,12 @@ class Scheduler:
         allowed_failures: int | None = None,
         worker_ttl: float | str | None = None,
         retain: float | str | None = None,
+        dashboard_address: str | int | None = None,
     ) -> None:
         self.host = host
+        #: where the dashboard listens (None: no dashboard); ``dashboard`` once it serves
+        self._dashboard_address = parse_dashboard_address(dashboard_address, host)
+        self.dashboard: Dashboard | None = None
         self.port = port
         self.security = security or Security()
         self.id = f"Scheduler-{uuid.uuid4()}"
@@ -159,6 +164,10 @@ class Scheduler:
             logger.info("History is kept in the ledger %s", self.record.ledger_path)
         else:
             logger.info("History is kept in memory only: it ends with this scheduler")
+        if self._dashboard_address is not None:
+            self.dashboard = await serve_scheduler(self, self._dashboard_address)
+            if self.dashboard is not None:
+                logger.info("Dashboard at %s", self.dashboard.link)
         return self
 
     def _open_ledger(self) -> Ledger | None:
@@ -205,6 +214,8 @@ class Scheduler:
         for stream in list(self.clients.values()):
             stream.batched.flush()
         await self._listener.close()
+        if self.dashboard is not None:
+            await self.dashboard.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -270,7 +281,12 @@ class Scheduler:
             nthreads,
             resources or "none",
         )
-        added: dict[str, Any] = {"action": "add-worker", "worker": address, "name": name}
+        added: dict[str, Any] = {
+            "action": "add-worker",
+            "worker": address,
+            "name": name,
+            "nthreads": nthreads,
+        }
         if resources:
             added["resources"] = resources
         self.log_event(["all", address], added)
@@ -394,6 +410,7 @@ class Scheduler:
                         "action": "task-erred",
                         "key": key,
                         "exception": error.get("text"),
+                        "traceback": error.get("traceback_text"),
                         "worker": address,
                     },
                 )
@@ -862,6 +879,7 @@ class Scheduler:
             },
             "tasks": len(self.state.tasks),
             "clients": len(self.clients),
+            "dashboard": self.dashboard.link if self.dashboard is not None else None,
         }
 
     async def _run_on_scheduler(self, function: bytes, args: bytes) -> bytes:

@@ -31,8 +31,10 @@ from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
 from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
 from storied.protocol.serialize import (
-    dumps_result,
+    Pickled,
+    dumps_data,
     loads_with_refs,
+    nbytes,
     pickle_dumps,
     pickle_loads,
     typename,
@@ -617,7 +619,7 @@ class Worker:
             _thread_state.key = None
         stop = time.time()
         try:
-            pickled = dumps_result(result)
+            pickled = dumps_data(result)
         except TypeError as exc:
             error = TypeError(
                 f"task {key!r} returned an object of type {typename(result)} that could not "
@@ -633,7 +635,7 @@ class Worker:
         value: Any,
         start: float,
         stop: float,
-        pickled: bytes | None,
+        pickled: bytes | Pickled | None,
         thread: int,
     ) -> None:
         ts = self.state.tasks.get(key)
@@ -642,12 +644,12 @@ class Worker:
         if ok:
             assert pickled is not None
             self.data[key] = value
-            if len(pickled) <= _CACHED_PICKLE_LIMIT:
-                self._pickled[key] = pickled
-            inline = pickled if ts.wanted and len(pickled) <= _INLINE_RESULT_LIMIT else None
+            self._cache_pickle(key, pickled)
+            size = nbytes(pickled)
+            inline = pickled if ts.wanted and size <= _INLINE_RESULT_LIMIT else None
             instructions = self.state.execute_success(
                 key,
-                len(pickled),
+                size,
                 typename(value),
                 start,
                 stop,
@@ -688,12 +690,29 @@ class Worker:
             self.pool.remove(worker)
             payloads = {}
         received = []
+        unreadable: dict[str, dict[str, Any]] = {}
         for key, payload in payloads.items():
             ts = self.state.tasks.get(key)
             if ts is not None and ts.state == "flight":
-                self.data[key] = pickle_loads(payload)
+                try:
+                    self.data[key] = pickle_loads(payload)
+                except Exception as exc:
+                    logger.warning("Could not unpickle %s fetched from %s: %r", key, worker, exc)
+                    unreadable[key] = error = _error_payload(exc)
+                    self.log_event(
+                        "transfer",
+                        {
+                            "action": "unpickle-failed",
+                            "key": key,
+                            "from": worker,
+                            "exception": error["text"],
+                        },
+                    )
+                    continue
                 received.append(key)
         instructions = self.state.gather_success(worker, received, _stimulus("gather-dep-success"))
+        for key, error in unreadable.items():
+            instructions += self.state.gather_error(key, error, _stimulus("gather-dep-error"))
         missing = [k for k in keys if k not in payloads]
         if missing:
             instructions += self.state.gather_failure(
@@ -725,8 +744,14 @@ class Worker:
                 )
                 return
 
+    def _cache_pickle(self, key: str, pickled: bytes | Pickled) -> None:
+        """Keep small pickles for the next reader; large data is held once, as the value (a
+        large value pickles again cheaply: its buffers go out of band, uncopied)."""
+        if type(pickled) is bytes and len(pickled) <= _CACHED_PICKLE_LIMIT:
+            self._pickled[key] = pickled
+
     def _get_data(self, keys: list[str]) -> dict[str, Any]:
-        data: dict[str, bytes] = {}
+        data: dict[str, bytes | Pickled] = {}
         errors: dict[str, str] = {}
         for key in keys:
             if not isinstance(key, str) or key not in self.data:
@@ -734,23 +759,23 @@ class Worker:
             payload = self._pickled.get(key)
             if payload is None:
                 try:
-                    payload = pickle_dumps(self.data[key])
+                    payload = dumps_data(self.data[key])
                 except TypeError as exc:
                     errors[key] = str(exc)
                     continue
             data[key] = payload
         return {"status": "OK", "data": data, "errors": errors}
 
-    def _update_data(self, data: dict[str, bytes]) -> dict[str, Any]:
+    def _update_data(self, data: dict[str, bytes | Pickled]) -> dict[str, Any]:
         """Scattered data arriving from a client."""
-        nbytes, types = {}, {}
+        sizes, types = {}, {}
         for key, payload in data.items():
             value = pickle_loads(payload)
             self.data[key] = value
-            self._pickled[key] = payload
-            nbytes[key], types[key] = len(payload), typename(value)
+            self._cache_pickle(key, payload)
+            sizes[key], types[key] = nbytes(payload), typename(value)
             self.state.tasks.setdefault(key, _scattered_task(key))
-        return {"status": "OK", "nbytes": nbytes, "types": types}
+        return {"status": "OK", "nbytes": sizes, "types": types}
 
     # ------------------------------------------------------------------ the record
 

@@ -330,6 +330,33 @@ class WorkerState:
         self._rejoining.append(ts)
         return self._start_ready(stimulus_id)
 
+    def gather_error(self, key: str, error: dict[str, Any], stimulus_id: str) -> list[Instruction]:
+        """``key`` arrived but could not be unpickled here: every task waiting for it fails
+        with that error (fetching it again, from anyone, would fail the same way)."""
+        instructions: list[Instruction] = []
+        dep = self.tasks.get(key)
+        if dep is None or dep.state != "flight":
+            return instructions
+        self._transition(dep, "error", stimulus_id)
+        for dependent in list(dep.dependents):
+            if dependent.state != "waiting":
+                continue
+            self._transition(dependent, "error", stimulus_id)
+            instructions.append(
+                SendMessage(
+                    {
+                        "op": "task-erred",
+                        "key": dependent.key,
+                        "error": error,
+                        "stimulus_id": stimulus_id,
+                    }
+                )
+            )
+            dependent.waiting_for.clear()
+            self._release_inputs(dependent, instructions)
+        self._forget(dep, instructions)
+        return instructions
+
     def free_keys(self, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
         """The scheduler no longer needs these tasks here."""
         instructions: list[Instruction] = []

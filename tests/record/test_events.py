@@ -126,3 +126,17 @@ def test_stored_events_are_invisible_to_the_garbage_collector():
     ledger.add(["t"], {"nested": [{"deep": [1, 2]}]}, "scheduler")
     gc.collect()
     assert not any(gc.is_tracked(stored) for stored in ledger._by_topic["t"])
+
+
+def test_events_after_a_seq_are_the_newer_ones_oldest_first() -> None:
+    ledger = EventLedger(maxlen_per_topic=10)
+    ledger.add(["a"], {"n": 1}, "scheduler")
+    ledger.add(["b", "a"], {"n": 2}, "scheduler")  # seqs 2 (b) and 3 (a)
+    ledger.add(["b"], {"n": 3}, "scheduler")
+    assert [(r.seq, r.topic, r.msg) for r in ledger.after(1)] == [
+        (2, "b", {"n": 2}),
+        (3, "a", {"n": 2}),
+        (4, "b", {"n": 3}),
+    ]
+    assert [r.seq for r in ledger.after(2, "a")] == [3]
+    assert ledger.after(4) == [] and ledger.after(0, "nothing") == []

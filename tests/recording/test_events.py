@@ -230,7 +230,7 @@ def test_each_topic_keeps_its_newest_events_and_counts_all():
 
 # ---------------------------------------------------------------------------- built-in topics
 
-ADD_WORKER_FIELDS = {"action", "worker", "name"}
+ADD_WORKER_FIELDS = {"action", "worker", "name", "nthreads"}
 REMOVE_WORKER_FIELDS = {"action", "worker", "name", "reason", "lost-tasks", "stimulus_id"}
 
 
@@ -240,7 +240,7 @@ def test_a_worker_joining_and_leaving_is_logged_under_all_and_its_address():
         joined = next(a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "1")
         cluster.scale(1)
         [added, removed] = [m for _, m in events_of(client, joined, n=2)]
-        assert added == {"action": "add-worker", "worker": joined, "name": "1"}
+        assert added == {"action": "add-worker", "worker": joined, "name": "1", "nthreads": 1}
         assert set(removed) == REMOVE_WORKER_FIELDS
         assert removed["action"] == "remove-worker"
         assert (removed["worker"], removed["name"]) == (joined, "1")
@@ -293,9 +293,11 @@ def test_a_task_erring_is_logged_under_erred(client):
     future.exception(timeout=10)
     workers = client.scheduler_info()["workers"]
     [event] = [m for _, m in events_of(client, "erred") if m["key"] == future.key]
-    assert set(event) == {"action", "key", "exception", "worker"}
+    assert set(event) == {"action", "key", "exception", "traceback", "worker"}
     assert event["action"] == "task-erred"
     assert event["exception"].startswith("ZeroDivisionError: cannot handle")
+    assert event["traceback"].startswith("Traceback (most recent call last)")
+    assert event["traceback"].rstrip().endswith(event["exception"])
     assert event["worker"] in workers
 
 

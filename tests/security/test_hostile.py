@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storied import Client, LocalCluster
-from storied.comm import Comm, Listener, Security, connect
-from storied.loop import LoopThread
+from storied.comm import Comm, Security, connect
 from storied.protocol import handshake
 from storied.protocol.frames import HEADER_SIZE, FrameDecoder, ProtocolError, encode_frame
 from storied.protocol.serialize import dumps, loads
@@ -65,7 +64,11 @@ def wire(msg: Any) -> Any:
 
 
 @PURE
-@given(st.lists(st.binary(max_size=64), max_size=12), st.integers(1, 80))
+@given(
+    # msgpack never starts with 0xc1: a frame that does announces buffers (storied.protocol.frames)
+    st.lists(st.binary(max_size=64).filter(lambda p: p[:1] != b"\xc1"), max_size=12),
+    st.integers(1, 80),
+)
 def test_frame_decoder_reassembles_frames_however_the_stream_is_cut(payloads, chunk):
     stream = b"".join(encode_frame(p) for p in payloads)
     decoder = FrameDecoder(max_frame_size=64)
@@ -85,7 +88,7 @@ def test_frame_decoder_on_garbage_raises_only_protocol_error_and_stays_bounded(c
             assert all(len(frame) <= limit for frame in decoder.feed(chunk))
             assert decoder.pending < HEADER_SIZE + limit
     except ProtocolError as exc:
-        assert "exceeds the maximum" in str(exc)
+        assert "exceeds the maximum" in str(exc) or "before the handshake" in str(exc)
 
 
 @PURE
@@ -145,22 +148,10 @@ async def _echo(comm: Comm) -> None:
 
 
 @pytest.fixture
-def listen(caplog: pytest.LogCaptureFixture) -> Iterator[Any]:
+def listen(caplog: pytest.LogCaptureFixture, loop_listener: Any) -> Any:
     """Starts echo listeners (token ``TOKEN``) on a background loop; closes them after."""
     caplog.set_level("INFO", logger="storied.comm")
-    loop_thread = LoopThread.acquire()
-    listeners: list[Listener] = []
-
-    def start(**options: Any) -> Listener:
-        listener = Listener("tcp://127.0.0.1:0", _echo, Security(token=TOKEN), **options)
-        loop_thread.run(listener.start())
-        listeners.append(listener)
-        return listener
-
-    yield start
-    for listener in listeners:
-        loop_thread.run(listener.close())
-    loop_thread.release()
+    return lambda **options: loop_listener(_echo, Security(token=TOKEN), **options)
 
 
 def _authenticate(peer: RawPeer, token: str = TOKEN, hello: Any = None) -> None:

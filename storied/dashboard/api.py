@@ -1,0 +1,156 @@
+"""``/api/v1``: the versioned JSON API every page reads (documented in docs/dashboard.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from storied.dashboard import views
+from storied.dashboard.history import Catalog, RunHistory
+
+API_PREFIX = "/api/v1"
+#: How often the events tail looks for new events.
+TAIL_INTERVAL = 0.5
+CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)
+#: The open events tails: they run until the browser leaves, so the server ends them on close.
+TAILS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tails", set)
+
+_dumps = partial(json.dumps, default=repr)
+
+
+def _json(data: Any) -> web.Response:
+    return web.json_response(data, dumps=_dumps)
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    """A query parameter that must be an int; a clear 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer, not {raw!r}") from None
+
+
+def _level_param(request: web.Request) -> int:
+    raw = request.query.get("level", "")
+    if not raw:
+        return 0
+    if raw.isdigit():
+        return int(raw)
+    number = logging.getLevelName(raw.upper())
+    if not isinstance(number, int):
+        raise web.HTTPBadRequest(text=f"unknown log level {raw!r}: use DEBUG, INFO, WARNING, ...")
+    return number
+
+
+async def run_of(request: web.Request) -> RunHistory:
+    """The run named by ``?run=`` (the newest without it); 404 when there is none such."""
+    try:
+        return await request.app[CATALOG].run(request.query.get("run"))
+    except KeyError as exc:
+        raise web.HTTPNotFound(text=str(exc.args[0])) from None
+
+
+async def runs(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    summaries = [await views.run_summary(run) for run in await catalog.runs()]
+    return _json({"live": catalog.live, "runs": summaries})
+
+
+def _view(
+    compute: Callable[[RunHistory, web.Request], Awaitable[Any]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return _json(await compute(await run_of(request), request))
+
+    return handler
+
+
+async def _workers(run: RunHistory, request: web.Request) -> Any:
+    return await views.workers(run)
+
+
+async def _progress(run: RunHistory, request: web.Request) -> Any:
+    return await views.progress(run)
+
+
+async def _task_stream(run: RunHistory, request: web.Request) -> Any:
+    return await views.task_stream(run, _int_param(request, "limit", 2_000) or 0)
+
+
+async def _story(run: RunHistory, request: web.Request) -> Any:
+    return await views.story(run, request.query.get("q", ""))
+
+
+async def _topics(run: RunHistory, request: web.Request) -> Any:
+    return await run.event_counts()
+
+
+async def _events(run: RunHistory, request: web.Request) -> Any:
+    topic = request.query.get("topic") or None
+    found = await run.events(topic, limit=_int_param(request, "limit", 200))
+    return [record._asdict() for record in reversed(found)]
+
+
+async def _logs(run: RunHistory, request: web.Request) -> Any:
+    found = await run.logs(_level_param(request), _int_param(request, "limit", 500))
+    return [
+        {
+            "timestamp": entry.timestamp,
+            "level": entry.level,
+            "levelno": entry.levelno,
+            "logger": entry.logger,
+            "message": entry.message,
+            "where": entry.where,
+        }
+        for entry in reversed(found)
+    ]
+
+
+async def events_tail(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: each new event of ``?topic=`` (every topic without it) after
+    ``?after=SEQ``, as it is recorded, until the browser goes away or the server closes."""
+    run = await run_of(request)
+    topic = request.query.get("topic") or None
+    after = _int_param(request, "after", None)
+    if after is None:
+        newest = await run.events(topic, limit=1)
+        after = newest[-1].seq if newest else 0
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    tails, task = request.app[TAILS], asyncio.current_task()
+    assert task is not None
+    tails.add(task)
+    try:
+        while True:
+            for record in await run.events(topic, after_seq=after):
+                after = record.seq
+                payload = _dumps(record._asdict())
+                await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
+            await asyncio.sleep(TAIL_INTERVAL)
+    finally:
+        tails.discard(task)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get(f"{API_PREFIX}/runs", runs),
+        web.get(f"{API_PREFIX}/workers", _view(_workers)),
+        web.get(f"{API_PREFIX}/progress", _view(_progress)),
+        web.get(f"{API_PREFIX}/task-stream", _view(_task_stream)),
+        web.get(f"{API_PREFIX}/story", _view(_story)),
+        web.get(f"{API_PREFIX}/topics", _view(_topics)),
+        web.get(f"{API_PREFIX}/events", _view(_events)),
+        web.get(f"{API_PREFIX}/events/tail", events_tail),
+        web.get(f"{API_PREFIX}/logs", _view(_logs)),
+    ]

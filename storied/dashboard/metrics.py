@@ -1,0 +1,109 @@
+"""``/metrics`` in Prometheus' text format, read from the scheduler when scraped.
+
+A custom collector, not metrics updated as things happen: recording a transition must cost the
+scheduler nothing extra, so every number here is counted from its state and record at scrape
+time. Names follow Dask's (``dask_scheduler_tasks`` is ``storied_scheduler_tasks``) where Dask
+exports the same quantity.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from storied.dashboard.views import key_prefix
+from storied.scheduler.state import STATES
+
+if TYPE_CHECKING:
+    from storied.scheduler.server import Scheduler
+
+NAMESPACE = "storied"
+
+
+class SchedulerCollector(Collector):
+    """Tasks by state and prefix, workers, clients, events, transitions, ledger writes."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        scheduler = self.scheduler
+        state = scheduler.state
+        name = f"{NAMESPACE}_scheduler"
+        yield GaugeMetricFamily(
+            f"{name}_clients", "Number of clients connected", value=len(scheduler.clients)
+        )
+        workers = GaugeMetricFamily(
+            f"{name}_workers", "Number of workers known by scheduler", labels=["state"]
+        )
+        busy = Counter(
+            _saturation(len(ws.processing), ws.nthreads) for ws in state.workers.values()
+        )
+        for saturation in ("idle", "partially_saturated", "saturated"):
+            workers.add_metric([saturation], busy[saturation])
+        yield workers
+
+        by_state: Counter[str] = Counter()
+        by_prefix: Counter[tuple[str, str]] = Counter()
+        for key, ts in state.tasks.items():
+            by_state[ts.state] += 1
+            by_prefix[key_prefix(key), ts.state] += 1
+        tasks = GaugeMetricFamily(
+            f"{name}_tasks", "Number of tasks known by scheduler", labels=["state"]
+        )
+        for task_state in STATES:
+            if task_state != "forgotten":
+                tasks.add_metric([task_state], by_state[task_state])
+        yield tasks
+        prefixes = GaugeMetricFamily(
+            f"{name}_prefix_tasks",
+            "Number of tasks known by scheduler, by task prefix and state",
+            labels=["task_prefix_name", "state"],
+        )
+        for (prefix, task_state), count in sorted(by_prefix.items()):
+            prefixes.add_metric([prefix, task_state], count)
+        yield prefixes
+
+        record = scheduler.record
+        events = CounterMetricFamily(f"{name}_events", "Events logged, by topic", labels=["topic"])
+        for topic, count in sorted(record.event_counts().items()):
+            events.add_metric([topic], count)
+        yield events
+        yield CounterMetricFamily(
+            f"{name}_transitions",
+            "Task transitions the scheduler recorded",
+            value=record.transitions_recorded,
+        )
+        if record.durable:
+            yield CounterMetricFamily(
+                f"{NAMESPACE}_ledger_written",
+                "Records the ledger committed to its file",
+                value=record.ledger_written,
+            )
+            yield CounterMetricFamily(
+                f"{NAMESPACE}_ledger_dropped",
+                "Records the ledger dropped under overload",
+                value=record.dropped,
+            )
+
+
+def _saturation(processing: int, nthreads: int) -> str:
+    if processing == 0:
+        return "idle"
+    return "saturated" if processing >= nthreads else "partially_saturated"
+
+
+def scheduler_registry(scheduler: Scheduler) -> CollectorRegistry:
+    """A registry of its own (not prometheus_client's global one): one per scheduler."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SchedulerCollector(scheduler))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,129 @@
+"""A live cluster with a ledger that has done some work (and failed once), and HTTP helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from storied import Client, LocalCluster, get_worker
+from tests.engine.helpers import inc, poll
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def fail_loudly(x: int) -> int:
+    raise ValueError(f"refusing {x}")
+
+
+def announce(topic: str, n: int) -> str:
+    get_worker().log_event(topic, {"announced": n})
+    return get_worker().address
+
+
+@dataclass
+class Workload:
+    cluster: LocalCluster
+    client: Client
+    ledger: Path
+    base: str  # the dashboard's root URL
+    inc_keys: list[str]
+    failed_key: str
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Status and body of a GET, error statuses included."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def get_json(url: str) -> Any:
+    status, body = get(url)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def root(link: str) -> str:
+    return link.removesuffix("/status")
+
+
+def cluster_with_ledger(ledger: Path) -> LocalCluster:
+    return LocalCluster(
+        n_workers=2, threads_per_worker=1, ledger=ledger, dashboard_address="127.0.0.1:0"
+    )
+
+
+def run_workload(cluster: LocalCluster, client: Client, ledger: Path) -> Workload:
+    """Twenty tasks, one failure and events under a topic of the test's own."""
+    futures = client.map(inc, range(20))
+    client.gather(futures)
+    failed = client.submit(fail_loudly, 7)
+    with pytest.raises(ValueError):
+        failed.result()
+    client.gather(client.map(announce, ["dashboard-test"] * 2, range(2)))
+    poll(lambda: client.get_events("dashboard-test"), what="the workers' events arrived")
+    return Workload(
+        cluster, client, ledger, root(cluster.dashboard_link), [f.key for f in futures], failed.key
+    )
+
+
+@pytest.fixture(scope="package")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
+    """A live cluster of two worker processes with a ledger, after ``run_workload``."""
+    ledger = tmp_path_factory.mktemp("live") / "history.db"
+    with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
+        yield run_workload(cluster, client, ledger)
+
+
+@pytest.fixture(scope="package")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Workload:
+    """A ledger file of two runs whose clusters are gone: ``run_workload``, then one task."""
+    ledger = tmp_path_factory.mktemp("offline") / "history.db"
+    with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
+        done = run_workload(cluster, client, ledger)
+    with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
+        assert client.submit(inc, 100).result() == 101
+    return done
+
+
+@pytest.fixture(scope="package")
+def offline(finished: Workload) -> Iterator[str]:
+    """``storied dashboard --ledger`` serving ``finished``'s file in a process of its own; its
+    root URL."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "storied",
+            "dashboard",
+            "--ledger",
+            str(finished.ledger),
+            "--port=0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # the first line names the address (or the error)
+        match = re.search(r"(http://\S+)/runs", line)
+        assert match, f"storied dashboard said: {line}"
+        yield match.group(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0

@@ -1,0 +1,135 @@
+"""The pages in a real browser (Debian's Chromium, headless, driven by Playwright): what a person
+would see, live on a cluster and from its ledger after the cluster is gone.
+
+Screenshots go to ``.pytest_cache/dashboard-screenshots/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.dashboard.conftest import Workload, get_json
+from tests.engine.helpers import poll
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / ".pytest_cache" / "dashboard-screenshots"
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        except Exception as exc:  # the reason is in the message: sandbox, missing libraries
+            pytest.skip(f"Chromium cannot be launched here: {exc}")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    opened = browser.new_page(viewport={"width": 1280, "height": 900})
+    opened.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield opened
+    opened.close()
+    assert errors == [], f"the page's script failed: {errors}"
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def check_status(page: Any, base: str, workload: Workload, name: str, run: str = "") -> None:
+    page.goto(f"{base}/status{run}")
+    page.wait_for_selector("#workers tr:nth-child(3)")  # a header and two workers
+    rows = page.locator("#workers tr").all_inner_texts()
+    assert any("127.0.0.1" in row for row in rows[1:])
+    assert {row.split("\t")[0] for row in rows[1:]} == {"0", "1"}  # the workers' names
+    page.wait_for_selector("#task-stream svg rect.task")
+    assert page.locator("#task-stream rect.erred").count() == 1
+    ran = get_json(f"{base}/api/v1/task-stream{run}")
+    assert page.locator("#task-stream rect.task").count() == len(ran) >= 23
+    assert page.locator('#progress [data-prefix="inc"]').inner_text().count("20") >= 1
+    shot(page, name)
+
+
+def check_story(page: Any, base: str, workload: Workload, name: str, run: str = "") -> None:
+    page.goto(f"{base}/story{run}")
+    page.fill("#story-query", workload.failed_key)
+    page.click("#story-form button")
+    failure = page.wait_for_selector(".failure")
+    assert "ValueError: refusing 7" in failure.inner_text()
+    traceback = page.locator(".failure pre.traceback").inner_text()
+    assert "Traceback (most recent call last)" in traceback and "fail_loudly" in traceback
+    assert "processing → erred" in page.locator("#story").inner_text()
+    shot(page, name)
+
+
+def check_logs(page: Any, base: str, name: str, run: str = "") -> None:
+    page.goto(f"{base}/logs{run}")
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    page.select_option("#logs-level", "WARNING")
+    poll(
+        lambda: all(
+            level in ("WARNING", "ERROR", "CRITICAL")
+            for level in page.locator("#logs tr td:nth-child(2)").all_inner_texts()
+        ),
+        what="only warnings and worse are shown",
+    )
+    assert "refusing 7" in page.locator("#logs").inner_text()
+    shot(page, name)
+
+
+def test_live_pages(page: Any, workload: Workload) -> None:
+    base = workload.base
+    check_status(page, base, workload, "live-status")
+    check_story(page, base, workload, "live-story")
+    check_logs(page, base, "live-logs")
+    page.goto(f"{base}/runs")
+    page.wait_for_selector("#runs tr:nth-child(2)")
+    assert "running" in page.locator("#runs").inner_text()
+
+
+def test_live_event_arrives_in_the_events_tail(page: Any, workload: Workload) -> None:
+    page.goto(f"{workload.base}/events?topic=dashboard-test")
+    page.wait_for_selector("#events tr:nth-child(3)")  # the two events already logged
+    assert page.locator("#topics").inner_text().count("dashboard-test") == 1
+    workload.client.log_event("dashboard-test", {"arrives": "live"})
+    arrived = page.wait_for_selector("#events tr.new")
+    assert '"arrives":"live"' in arrived.inner_text()
+    assert page.locator("#events tr").nth(1).get_attribute("class") == "new"  # newest first
+    shot(page, "live-events")
+
+
+def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: str) -> None:
+    page.goto(offline)
+    page.wait_for_selector("#runs tr:nth-child(3)")  # a header and two runs
+    runs = page.locator("#runs tr").all_inner_texts()
+    assert len(runs) == 3 and all("did not close" not in row for row in runs)
+    shot(page, "offline-runs")
+    page.locator("#runs tr").nth(2).get_by_role("link", name="status").click()  # the older run
+    page.wait_for_url("**/status?run=*")
+    run = "?run=" + quote(page.url.split("run=")[1])
+    check_status(page, offline, finished, "offline-status", run)
+    assert page.locator("#workers").inner_text().count("left") == 2
+    check_story(page, offline, finished, "offline-story", run)
+    check_logs(page, offline, "offline-logs", run)
+    page.goto(f"{offline}/events{run}")
+    page.wait_for_selector("#topics a")
+    page.get_by_role("link", name="erred").click()
+    page.wait_for_selector("#events tr:nth-child(2)")
+    assert "task-erred" in page.locator("#events").inner_text()
+    shot(page, "offline-events")
