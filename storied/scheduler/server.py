@@ -83,8 +83,11 @@ class Scheduler:
         worker_ttl: float | str | None = None,
         retain: float | str | None = None,
         dashboard_address: str | int | None = None,
+        insecure: bool = False,
     ) -> None:
+        """``insecure=True`` allows listening beyond loopback without a token or TLS."""
         self.host = host
+        self.insecure = insecure
         #: where the dashboard listens (None: no dashboard); ``dashboard`` once it serves
         self._dashboard_address = parse_dashboard_address(dashboard_address, host)
         self.dashboard: Dashboard | None = None
@@ -139,7 +142,10 @@ class Scheduler:
     async def start(self) -> Scheduler:
         self.loop = asyncio.get_running_loop()
         self._listener = configured_listener(
-            f"tcp://{self.host}:{self.port}", self._handle_comm, self.security
+            f"tcp://{self.host}:{self.port}",
+            self._handle_comm,
+            self.security,
+            insecure=self.insecure,
         )
         await self._listener.start()
         self.port = self._listener.port
@@ -203,6 +209,9 @@ class Scheduler:
 
     async def close(self) -> None:
         if self.status in ("closing", "closed"):
+            return
+        if self.status == "created":  # never listened (its start was refused): nothing runs
+            self.status = "closed"
             return
         self.status = "closing"
         logger.info("Scheduler %s closing", self.address)
