@@ -722,6 +722,11 @@ class Ledger:
             limit,
         )
 
+    def event_topics(self) -> list[str]:
+        """Every topic with events on file."""
+        with self._reading() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT topic FROM event_blocks")]
+
     def logs(
         self,
         level: str | int | None = None,

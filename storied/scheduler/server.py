@@ -40,6 +40,7 @@ from storied.record import (
     pack_event,
     unpack_msg,
 )
+from storied.record.events import check_event_size, configured_max_event_size
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
@@ -102,6 +103,7 @@ class Scheduler:
             "transition_log_length": transition_log_length
             or config.get("scheduler.transition-log-length"),
             "events_per_topic": events_per_topic or config.get("scheduler.events-per-topic"),
+            "event_bytes_per_topic": config.parse_bytes(config.get("events.max-bytes-per-topic")),
             "log_length": log_length or config.get("scheduler.log-length"),
             "execution_log_length": config.get("scheduler.execution-log-length"),
         }
@@ -648,7 +650,6 @@ class Scheduler:
             "story": self._story,
             "cluster-story": self._cluster_story,
             "transitions": self._transitions,
-            "get-events": self._get_events,
             "scheduler-info": self.identity,
             "run-on-scheduler": self._run_on_scheduler,
             "broadcast": self._broadcast,
@@ -764,6 +765,7 @@ class Scheduler:
             topics = check_topics(topic)
             if not isinstance(packed, bytes):
                 raise TypeError(f"event message must arrive packed, not {type(packed).__name__}")
+            check_event_size(packed, configured_max_event_size())
             msg = unpack_msg(packed)
         except (TypeError, ValueError) as exc:
             logger.warning(
@@ -785,17 +787,6 @@ class Scheduler:
                         stream.send(event)
             for plugin_key, plugin in self.plugins.items():
                 self._run_hook(plugin_key, plugin.log_event, topic, msg)
-
-    async def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
-        if detail:
-            found = await self._off_loop(self.record.events, topic, detail=True)
-            if isinstance(found, dict):
-                return {t: [_event_dict(r) for r in records] for t, records in found.items()}
-            return [_event_dict(r) for r in found]
-        events = await self._off_loop(self.record.events, topic)
-        if isinstance(events, dict):
-            return {t: [list(e) for e in evs] for t, evs in events.items()}
-        return [list(e) for e in events]
 
     async def _cluster_story(
         self, keys: list[str], on_error: str = "raise"
@@ -963,13 +954,3 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
 
 def _entry_list(entry: LogRecordEntry) -> list[Any]:
     return [entry.timestamp, entry.level, entry.levelno, entry.logger, entry.message, entry.where]
-
-
-def _event_dict(record: Any) -> dict[str, Any]:
-    return {
-        "seq": record.seq,
-        "topic": record.topic,
-        "timestamp": record.timestamp,
-        "msg": record.msg,
-        "source": record.source,
-    }
