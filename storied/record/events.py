@@ -149,6 +149,22 @@ def check_event_size(packed: bytes, limit: int) -> None:
         )
 
 
+def fit_event(msg: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``msg`` (a dict storied logs about itself) with its largest fields replaced by what
+    they were (``"<12000 items omitted: over events.max-event-size>"``) until it fits
+    ``limit``: a lost-task list or a traceback too large to keep must not fail the scheduler."""
+    fitted = dict(msg)
+    sizes = {name: len(pack_msg(value)) for name, value in fitted.items()}
+    while len(pack_msg(fitted)) > limit and sizes:
+        name = max(sizes, key=sizes.__getitem__)
+        del sizes[name]
+        value = fitted[name]
+        what = "characters" if isinstance(value, str | bytes) else "items"
+        count = len(value) if isinstance(value, str | bytes | list | tuple | dict) else 1
+        fitted[name] = f"<{count} {what} omitted: over events.max-event-size>"
+    return fitted
+
+
 def pack_event(topic: object, msg: object) -> tuple[list[str], bytes]:
     """Check a ``log_event`` call at its caller and pack its message: ``(topics, packed)``.
 

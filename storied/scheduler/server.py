@@ -40,7 +40,12 @@ from storied.record import (
     pack_event,
     unpack_msg,
 )
-from storied.record.events import check_event_size, configured_max_event_size
+from storied.record.events import (
+    check_event_size,
+    configured_max_event_size,
+    fit_event,
+    pack_msg,
+)
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
@@ -322,7 +327,7 @@ class Scheduler:
         self._apply(self.state.remove_worker(address, stimulus_id, expected=expected))
         log = logger.info if expected else logger.warning
         log("Remove worker %s (name: %s): %s; %d tasks lost", address, link.name, reason, len(lost))
-        self.log_event(
+        self._log_own_event(
             ["all", address],
             {
                 "action": "remove-worker",
@@ -415,7 +420,7 @@ class Scheduler:
             self._apply(state.task_erred(address, key, error, stimulus_id, _startstop(startstops)))
             if will_err:
                 logger.warning("Task %s erred on %s: %s", key, address, error.get("text"))
-                self.log_event(
+                self._log_own_event(
                     "erred",
                     {
                         "action": "task-erred",
@@ -610,7 +615,7 @@ class Scheduler:
         def fire_and_forget(keys: list[str]) -> None:
             self._apply(state.fire_and_forget(keys, _stimulus("fire-and-forget")))
             logger.info("Client %s fires and forgets %d keys", client, len(keys))
-            self.log_event(
+            self._log_own_event(
                 "fire-and-forget", {"action": "fire-and-forget", "client": client, "keys": keys}
             )
 
@@ -618,7 +623,7 @@ class Scheduler:
             effects, retried = state.retry(client, keys, _stimulus("client-retry"))
             self._apply(effects)
             logger.info("Client %s retries %d keys", client, len(retried))
-            self.log_event(client, {"action": "retry", "count": len(retried), "keys": retried})
+            self._log_own_event(client, {"action": "retry", "count": len(retried), "keys": retried})
             return retried
 
         def subscribe(topic: str) -> None:
@@ -751,6 +756,17 @@ class Scheduler:
         """Log a structured event to the ledger under ``topic`` (a str or a list of them)."""
         topics, packed = pack_event(topic, msg)
         self._call_on_loop(self._log_event, topics, packed, unpack_msg(packed), "scheduler")
+
+    def _log_own_event(self, topic: str | list[str], msg: dict[str, Any]) -> None:
+        """An event about the cluster whose lists (keys, a traceback) may grow without bound:
+        shortened to fit ``events.max-event-size`` rather than refused."""
+        limit = configured_max_event_size()
+        if len(pack_msg(msg)) > limit:
+            logger.warning(
+                "Event %s too large to keep whole; its largest fields are cut", msg.get("action")
+            )
+            msg = fit_event(msg, limit)
+        self.log_event(topic, msg)
 
     def get_events(self, topic: str | None = None) -> Any:
         return self.record.events(topic)
