@@ -977,7 +977,19 @@ class Client:
         return self._sync(self._story, keys, on_error)
 
     async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
-        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+        """Page by page (newest first), so the scheduler holds one page of a long story."""
+        pages = []
+        before_seq = None
+        while True:
+            page = await self._request(
+                "story-page", keys=keys, on_error=on_error, before_seq=before_seq
+            )
+            pages.append(page["entries"])
+            before_seq = page["before_seq"]
+            if before_seq is None:
+                break
+        entries = [entry for page in reversed(pages) for entry in page]
+        entries.sort(key=lambda entry: entry["timestamp"])
         return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:

@@ -320,6 +320,28 @@ class Record:
         disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound)
         return _merge(disk, memory)
 
+    def story_page(
+        self, *keys_or_stimulus_ids: str, before_seq: int | None = None, limit: int = 1_000
+    ) -> list[TransitionRecord]:
+        """One page of the cluster story (``story_records(where=None)``): its newest ``limit``
+        records below ``before_seq``, oldest first; the next page is below this one's first
+        seq, and an empty page is the end. The newest of memory and disk together are among
+        the newest of each, so each side is read for ``limit`` records at most."""
+
+        def in_memory() -> list[TransitionRecord]:
+            story = self._log.story(*keys_or_stimulus_ids)
+            if before_seq is not None:
+                story = [rec for rec in story if rec.seq < before_seq]
+            return story[-limit:] if limit else []
+
+        memory = self._run_in_owner(in_memory)
+        ledger = self._readable_ledger()
+        if ledger is None:
+            return memory
+        disk = ledger.story(*keys_or_stimulus_ids, max_seq=before_seq, limit=limit)
+        merged = _merge(disk, memory)
+        return merged[max(len(merged) - limit, 0) :]
+
     def transitions(
         self,
         keys: Iterable[str] | None = None,

@@ -653,7 +653,6 @@ class Scheduler:
             "update-data": update_data,
             "who-has": lambda keys: state.who_has(keys),
             "story": self._story,
-            "cluster-story": self._cluster_story,
             "transitions": self._transitions,
             "scheduler-info": self.identity,
             "run-on-scheduler": self._run_on_scheduler,
