@@ -98,12 +98,14 @@ async def _echo(comm) -> None:
         await comm.send(await comm.read())
 
 
-def test_insecure_true_listens_beyond_loopback_and_says_so(outside_address, caplog):
+@pytest.mark.parametrize("processes", [False, True])
+def test_insecure_true_listens_beyond_loopback_and_says_so(outside_address, caplog, processes):
+    """The worker processes get ``--insecure`` (their WARNING is on their own stderr)."""
     caplog.set_level(logging.WARNING, logger="storied.comm")
     with (
         LocalCluster(
             n_workers=1,
-            processes=False,
+            processes=processes,
             host=outside_address,
             security=False,
             insecure=True,
@@ -112,31 +114,12 @@ def test_insecure_true_listens_beyond_loopback_and_says_so(outside_address, capl
         Client(cluster) as client,
     ):
         assert cluster.scheduler_address.startswith(f"tcp://{outside_address}:")
-        assert client.submit(sum, [1, 2, 3]).result(timeout=10) == 6
-        assert all(
-            address.startswith(f"tcp://{outside_address}:")
-            for address in client.scheduler_info()["workers"]
-        )
-    warnings = [r for r in caplog.records if "insecure=True" in r.getMessage()]
-    assert len(warnings) == 2  # the scheduler's port and the worker's
-    assert all(r.levelno == logging.WARNING for r in warnings)
-
-
-def test_worker_processes_of_an_insecure_cluster_listen_beyond_loopback(outside_address):
-    with (
-        LocalCluster(
-            n_workers=1,
-            processes=True,
-            host=outside_address,
-            security=False,
-            insecure=True,
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+        assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
         [worker] = client.scheduler_info()["workers"]
         assert worker.startswith(f"tcp://{outside_address}:")
+    warnings = [r for r in caplog.records if "insecure=True" in r.getMessage()]
+    assert len(warnings) == (1 if processes else 2)  # the scheduler's port (and the worker's)
+    assert all(r.levelno == logging.WARNING for r in warnings)
 
 
 def test_a_token_allows_listening_beyond_loopback(outside_address):
