@@ -23,6 +23,7 @@ from storied.comm.security import (
     check_listener,
     is_loopback,
 )
+from storied.record.ledger import Ledger
 from storied.scheduler.server import Scheduler
 from storied.worker.server import Worker
 
@@ -156,6 +157,16 @@ def test_the_cli_refuses_a_bad_token(token, complaint):
     assert result.exit_code == 2
     assert complaint in result.output
     assert token.strip() not in result.output  # the secret is not echoed
+
+
+def test_the_dashboard_cli_refuses_a_bad_token(tmp_path):
+    ledger = Ledger(tmp_path / "history.db")
+    ledger.start_run({"address": "tcp://127.0.0.1:1"})
+    ledger.close()
+    args = ["dashboard", "--ledger", str(tmp_path / "history.db"), "--host", "0.0.0.0"]
+    result = CliRunner().invoke(cli, [*args, "--auth-token", "short"], env={})
+    assert result.exit_code == 2
+    assert "at least 16" in result.output
 
 
 # ---------------------------------------------------------------------------------- tokens
