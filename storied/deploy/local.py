@@ -41,6 +41,7 @@ class WorkerProcess:
         log_level: int | None,
         nanny: bool = True,
         resources: Mapping[str, float] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.name = name
         command = [
@@ -57,6 +58,8 @@ class WorkerProcess:
             host,
             "--nanny" if nanny else "--no-nanny",
         ]
+        if insecure:
+            command.append("--insecure")
         if resources:
             command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
         env = lifeline.environ_with_parent(config.environ_for_subprocess())
@@ -106,9 +109,11 @@ class LocalCluster:
         silence_logs: int | bool = logging.WARNING,
         nanny: bool = True,
         resources: str | Mapping[str, float] | None = None,
+        insecure: bool = False,
         **scheduler_kwargs: Any,
     ) -> None:
-        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's).
+        ``insecure=True`` allows listening beyond loopback with ``security=False``."""
         if n_workers is None:
             n_workers = 2 if processes else 1
         if threads_per_worker is None:
@@ -125,6 +130,7 @@ class LocalCluster:
         #: worker processes run under nannies, which restart them when they die
         self.nanny = nanny
         self.host = host
+        self.insecure = insecure
         self.threads_per_worker = threads_per_worker
         self.resources = None if resources is None else parse_resources(resources)
         self.asynchronous = asynchronous
@@ -138,6 +144,7 @@ class LocalCluster:
             security=self.security,
             ledger=ledger,
             dashboard_address=dashboard_address,
+            insecure=insecure,
             **scheduler_kwargs,
         )
         self.workers: dict[str, Worker | WorkerProcess] = {}
@@ -211,6 +218,7 @@ class LocalCluster:
                     self._worker_log_level,
                     self.nanny,
                     self.resources,
+                    self.insecure,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -220,6 +228,7 @@ class LocalCluster:
                     host=self.host,
                     security=self.security,
                     resources=self.resources,
+                    insecure=self.insecure,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:
