@@ -18,6 +18,7 @@ from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
+from storied.worker.memory import parse_memory_limit
 from storied.worker.server import Worker
 
 logger = logging.getLogger("storied.deploy")
@@ -40,6 +41,7 @@ class WorkerProcess:
         log_level: int | None,
         nanny: bool = True,
         resources: Mapping[str, float] | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.name = name
         command = [
@@ -55,6 +57,8 @@ class WorkerProcess:
             "--host",
             host,
             "--nanny" if nanny else "--no-nanny",
+            "--memory-limit",
+            str(memory_limit or 0),
         ]
         if resources:
             command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
@@ -105,9 +109,11 @@ class LocalCluster:
         silence_logs: int | bool = logging.WARNING,
         nanny: bool = True,
         resources: str | Mapping[str, float] | None = None,
+        memory_limit: str | float | None = "auto",
         **scheduler_kwargs: Any,
     ) -> None:
-        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's);
+        ``memory_limit``: each worker's (``"auto"``: system memory shared out by the workers)."""
         if n_workers is None:
             n_workers = 2 if processes else 1
         if threads_per_worker is None:
@@ -126,6 +132,8 @@ class LocalCluster:
         self.host = host
         self.threads_per_worker = threads_per_worker
         self.resources = None if resources is None else parse_resources(resources)
+        #: each worker's memory limit in bytes, None for none
+        self.memory_limit = parse_memory_limit(memory_limit, threads_per_worker, n_workers or 1)
         self.asynchronous = asynchronous
         config.configure_logging()
         self._worker_log_level = int(silence_logs) if silence_logs else None
@@ -206,6 +214,7 @@ class LocalCluster:
                     self._worker_log_level,
                     self.nanny,
                     self.resources,
+                    self.memory_limit,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -215,6 +224,7 @@ class LocalCluster:
                     host=self.host,
                     security=self.security,
                     resources=self.resources,
+                    memory_limit=self.memory_limit,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:
