@@ -407,6 +407,7 @@ class Worker:
                 "resources": self.resources,
                 "pid": os.getpid(),
                 "nanny": self.nanny,
+                "memory_limit": self.memory.limit,
             }
         )
         reply = await comm.read(timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +42,20 @@ def chunk(i: int) -> bytes:
     return bytes([i % 256]) * CHUNK
 
 
+#: the most the runaway task takes, so that a failing test cannot take the machine down
+CAP = 2_000_000_000
+
+
+def allocate_without_bound(attempts_log: str) -> int:
+    """Note the attempt, then hoard 10 MB at a time (up to ``CAP``)."""
+    with open(attempts_log, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    hoard = []
+    while len(hoard) * CHUNK < CAP:
+        hoard.append(b"x" * CHUNK)
+    return len(hoard)
+
+
 def memory_events(client: Client, action: str) -> list[dict[str, Any]]:
     return [msg for _, msg in client.get_events("memory") if msg.get("action") == action]
 
@@ -56,8 +71,6 @@ def spill_totals(client: Client) -> dict[str, int]:
 
 def data_on_worker(dask_worker: Worker) -> dict[str, Any]:
     """What the worker holds in memory and on disk, and the files in its local directory."""
-    import os
-
     data = dask_worker.data
     storage = os.path.join(dask_worker.memory.local_directory, "storage")
     return {

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from engine.helpers import inc, poll
 
 from storied import Client, KilledWorker, LocalCluster
 
-from .helpers import CHUNK, memory_events
-
-#: the most the runaway task takes, so that a failing test cannot take the machine down
-CAP = 2_000_000_000
-
-
-def allocate_without_bound(attempts_log: str) -> int:
-    """Note the attempt, then hoard 10 MB at a time (up to ``CAP``)."""
-    with open(attempts_log, "a") as log:
-        log.write(f"{os.getpid()}\n")
-    hoard = []
-    while len(hoard) * CHUNK < CAP:
-        hoard.append(b"x" * CHUNK)
-    return len(hoard)
+from .helpers import allocate_without_bound, memory_events
 
 
 def test_a_worker_past_its_memory_limit_is_restarted_and_the_task_ends_in_killed_worker(
