@@ -40,6 +40,8 @@ ALERT_TOPICS = ["all", "memory"]
 SPILL_REPORT_INTERVAL = 1.0
 #: how many items of a container ``sizeof`` looks at to estimate the rest
 _SIZEOF_SAMPLE = 16
+#: what ``sizeof`` says of a value it cannot weigh
+_DEFAULT_SIZE = 64
 
 
 def system_memory() -> int:
@@ -118,7 +120,15 @@ def format_bytes(n: float) -> str:
 
 def sizeof(value: Any) -> int:
     """An estimate of the bytes ``value`` holds: arrays and series by ``nbytes``, frames by
-    their memory usage, containers from a sample of their items."""
+    their memory usage, containers from a sample of their items. Attributes are looked up on
+    the type, so proxies (actors) are not asked; whatever goes wrong, the answer is a number."""
+    try:
+        return _sizeof(value)
+    except Exception:
+        return _DEFAULT_SIZE
+
+
+def _sizeof(value: Any) -> int:
     if isinstance(value, bytes | bytearray):
         return len(value)
     if isinstance(value, memoryview):
@@ -130,15 +140,13 @@ def sizeof(value: Any) -> int:
         sample = items[:_SIZEOF_SAMPLE]
         sampled = sum(sizeof(item) for item in sample)
         return sys.getsizeof(value) + sampled * len(items) // len(sample)
-    memory_usage = getattr(value, "memory_usage", None)
-    if callable(memory_usage) and hasattr(value, "columns"):
-        try:
-            return int(memory_usage(deep=True).sum())
-        except Exception:
-            pass
-    size = getattr(value, "nbytes", None)
-    if isinstance(size, int):
-        return size
+    kind = type(value)
+    if hasattr(kind, "memory_usage") and hasattr(kind, "columns"):
+        return int(value.memory_usage(deep=True).sum())
+    if hasattr(kind, "nbytes"):
+        size = value.nbytes
+        if isinstance(size, int):
+            return size
     return sys.getsizeof(value)
 
 

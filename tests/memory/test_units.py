@@ -4,6 +4,7 @@ limit's parsing, the spill buffer, and clear errors for bad input."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -81,11 +82,25 @@ def test_the_spill_buffer_keeps_the_newest_in_memory_and_reads_back_from_disk(tm
     assert buffer.take_counts() == {"spilled": [0, 0], "unspilled": [0, 0]}
 
 
+class Proxy:
+    """Answers every attribute by raising, as an actor proxy without a client does."""
+
+    def __getattr__(self, name: str) -> None:
+        raise ValueError(f"no {name} here")
+
+
+class Unweighable:
+    def __sizeof__(self) -> int:
+        raise RuntimeError("cannot say")
+
+
 def test_sizeof_weighs_what_values_hold():
     assert sizeof(b"x" * 1000) == 1000
     assert sizeof(memoryview(bytearray(64))) == 64
     assert sizeof([b"x" * 1000] * 100) >= 100_000
     assert sizeof({i: b"x" * 100 for i in range(1000)}) >= 100_000
+    assert sizeof(Proxy()) == sys.getsizeof(Proxy()), "a proxy is not asked for attributes"
+    assert sizeof(Unweighable()) > 0
     np = pytest.importorskip("numpy")
     assert sizeof(np.zeros(1000)) == 8000
     pd = pytest.importorskip("pandas")
