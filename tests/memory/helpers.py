@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,15 +45,19 @@ def chunk(i: int) -> bytes:
 
 #: the most the runaway task takes, so that a failing test cannot take the machine down
 CAP = 2_000_000_000
+#: how long the runaway task holds what it took before it gives up waiting to be killed
+HOLD = 30.0
 
 
 def allocate_without_bound(attempts_log: str) -> int:
-    """Note the attempt, then hoard 10 MB at a time (up to ``CAP``)."""
+    """Note the attempt, then hoard 10 MB at a time up to ``CAP``, and hold it for up to
+    ``HOLD`` seconds (a busy machine may be slow to notice)."""
     with open(attempts_log, "a") as log:
         log.write(f"{os.getpid()}\n")
     hoard = []
     while len(hoard) * CHUNK < CAP:
         hoard.append(b"x" * CHUNK)
+    time.sleep(HOLD)
     return len(hoard)
 
 
