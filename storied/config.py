@@ -73,6 +73,14 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         "heartbeat-interval": "1s",
         "resources": None,
+        "local-directory": None,
+        "memory": {
+            "target": 0.6,
+            "spill": 0.7,
+            "pause": 0.8,
+            "terminate": 0.95,
+            "monitor-interval": "100ms",
+        },
     },
     "nanny": {
         "restart-backoff": "100ms",

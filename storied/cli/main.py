@@ -209,6 +209,20 @@ def scheduler(
     help='What tasks may claim here, e.g. "GPU=2,MEM=10e9" [default: config worker.resources].',
 )
 @click.option(
+    "--memory-limit",
+    default="auto",
+    show_default=True,
+    help="Bytes of memory per worker ('4GB'), a fraction of system memory ('0.5'), 'auto' "
+    "(thread share of system memory) or 0 for no limit; see worker.memory in the config.",
+)
+@click.option(
+    "--local-directory",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the worker keeps spilled data [default: config worker.local-directory, else "
+    "the system's temporary folder].",
+)
+@click.option(
     "--nanny/--no-nanny",
     default=True,
     show_default=True,
@@ -222,6 +236,8 @@ def worker(
     host: str,
     port: int,
     resources: str | None,
+    memory_limit: str,
+    local_directory: str | None,
     nanny: bool,
     auth_token: str | None,
     insecure: bool,
@@ -232,20 +248,33 @@ def worker(
     """Start a worker connected to SCHEDULER_ADDRESS (tcp://HOST:PORT)."""
     from storied.deploy.local import SILENCE_ENV_VAR
     from storied.nanny import Nanny, WorkerStartError, lifeline
+    from storied.worker.memory import parse_memory_limit
     from storied.worker.server import Worker
 
     lifeline.die_with_parent()
     if os.environ.get(SILENCE_ENV_VAR):
         config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
     security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
+    try:
+        memory_bytes = parse_memory_limit(memory_limit, nthreads)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory-limit") from None
     server: Nanny | Worker
     on_started: Callable[[Any], None] | None = None
     if nanny:
         env = dict(os.environ)
         if security.token:  # in the environment, where ps does not show it
             env["STORIED_AUTH_TOKEN"] = security.token
-        command = _supervised_worker_command(click.get_current_context().params)
-        server = Nanny(scheduler_address, command, name=name, security=security, env=env)
+        params = {**click.get_current_context().params, "memory_limit": memory_bytes or 0}
+        command = _supervised_worker_command(params)
+        server = Nanny(
+            scheduler_address,
+            command,
+            name=name,
+            security=security,
+            env=env,
+            memory_limit=memory_bytes,
+        )
     else:
         supervisor = lifeline.supervising_nanny()
         server = Worker(
@@ -258,6 +287,8 @@ def worker(
             resources=resources,
             nanny=supervisor["id"] if supervisor else None,
             insecure=insecure,
+            memory_limit=memory_bytes,
+            local_directory=local_directory,
         )
         if supervisor is not None:
             on_started = partial(lifeline.report_joined, supervisor)

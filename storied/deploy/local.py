@@ -19,6 +19,7 @@ from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
+from storied.worker.memory import parse_memory_limit
 from storied.worker.server import Worker
 
 logger = logging.getLogger("storied.deploy")
@@ -42,6 +43,7 @@ class WorkerProcess:
         nanny: bool = True,
         resources: Mapping[str, float] | None = None,
         insecure: bool = False,
+        memory_limit: int | None = None,
     ) -> None:
         self.name = name
         command = [
@@ -57,6 +59,8 @@ class WorkerProcess:
             "--host",
             host,
             "--nanny" if nanny else "--no-nanny",
+            "--memory-limit",
+            str(memory_limit or 0),
         ]
         if insecure:
             command.append("--insecure")
@@ -110,9 +114,11 @@ class LocalCluster:
         nanny: bool = True,
         resources: str | Mapping[str, float] | None = None,
         insecure: bool = False,
+        memory_limit: str | float | None = "auto",
         **scheduler_kwargs: Any,
     ) -> None:
-        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's).
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's);
+        ``memory_limit``: each worker's (``"auto"``: system memory shared out by the workers).
         ``insecure=True`` allows listening beyond loopback with ``security=False``."""
         if n_workers is None:
             n_workers = 2 if processes else 1
@@ -133,6 +139,8 @@ class LocalCluster:
         self.insecure = insecure
         self.threads_per_worker = threads_per_worker
         self.resources = None if resources is None else parse_resources(resources)
+        #: each worker's memory limit in bytes, None for none
+        self.memory_limit = parse_memory_limit(memory_limit, threads_per_worker, n_workers or 1)
         self.asynchronous = asynchronous
         config.configure_logging()
         self._worker_log_level = int(silence_logs) if silence_logs else None
@@ -219,6 +227,7 @@ class LocalCluster:
                     self.nanny,
                     self.resources,
                     self.insecure,
+                    self.memory_limit,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -229,6 +238,7 @@ class LocalCluster:
                     security=self.security,
                     resources=self.resources,
                     insecure=self.insecure,
+                    memory_limit=self.memory_limit,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:

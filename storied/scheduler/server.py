@@ -61,7 +61,7 @@ def _stimulus(prefix: str) -> str:
 
 
 class _WorkerLink:
-    __slots__ = ("address", "last_seen", "name", "nanny", "pid", "stream")
+    __slots__ = ("address", "last_seen", "memory_limit", "name", "nanny", "pid", "stream")
 
     def __init__(
         self, address: str, name: str, pid: int | None, stream: Stream, nanny: str | None = None
@@ -70,6 +70,8 @@ class _WorkerLink:
         #: the id of the nanny supervising the worker's process, if any
         self.nanny = nanny
         self.last_seen = time.monotonic()
+        #: the worker's memory limit in bytes, None for none (as it said when it registered)
+        self.memory_limit: int | None = None
 
 
 class Scheduler:
@@ -279,6 +281,8 @@ class Scheduler:
         link = _WorkerLink(
             address, name, msg.get("pid"), stream, nanny if isinstance(nanny, str) else None
         )
+        memory_limit = msg.get("memory_limit")
+        link.memory_limit = memory_limit if isinstance(memory_limit, int) else None
         self.workers[address] = link
         await comm.send(
             {
@@ -884,6 +888,7 @@ class Scheduler:
                     "pid": link.pid,
                     "nanny": link.nanny,
                     "nanny_pid": self.nannies.pid(link.nanny),
+                    "memory_limit": link.memory_limit,
                     **(
                         self.state.workers[address].identity()
                         if address in self.state.workers

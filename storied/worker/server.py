@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -41,6 +41,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
+from storied.worker.memory import MemoryManager
 from storied.worker.state import (
     RUNNING,
     Execute,
@@ -300,8 +301,12 @@ class Worker:
         resources: str | Mapping[str, float] | None = None,
         nanny: str | None = None,
         insecure: bool = False,
+        memory_limit: str | float | None = "auto",
+        local_directory: str | None = None,
     ) -> None:
-        """``insecure=True`` allows listening beyond loopback without a token or TLS."""
+        """``insecure=True`` allows listening beyond loopback without a token or TLS.
+        ``memory_limit``: as in Dask, a size (``"4GB"``), a fraction of system memory,
+        ``"auto"`` or None/0 for none; results spill to ``local_directory`` past it."""
         self.scheduler_address = scheduler_address
         self.insecure = insecure
         #: the id of the nanny supervising this worker's process, if any
@@ -324,7 +329,9 @@ class Worker:
             )
             or 1.0
         )
-        self.data: dict[str, Any] = {}
+        self.memory = MemoryManager(self, memory_limit, local_directory)
+        #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
+        self.data: MutableMapping[str, Any] = self.memory.data
         self._pickled: dict[str, bytes] = {}
         self._function_payloads: dict[str, bytes] = {}
         self._functions: collections.OrderedDict[str, Callable[..., Any]] = (
@@ -381,6 +388,8 @@ class Worker:
         self.status = "running"
         self._spawn(self._keep_connected())
         self._spawn(self._heartbeat())
+        if self.memory.monitored:
+            self._spawn(self.memory.monitor(lambda: self.status == "running"))
         logger.info(
             "Worker %s (%s) at %s, connected to %s, %d threads, resources %s",
             self.name,
@@ -404,6 +413,7 @@ class Worker:
                 "resources": self.resources,
                 "pid": os.getpid(),
                 "nanny": self.nanny,
+                "memory_limit": self.memory.limit,
             }
         )
         reply = await comm.read(timeout)
@@ -491,6 +501,7 @@ class Worker:
         await self._listener.close()
         await self.pool.close()
         self.executor.shutdown()
+        self.memory.close()
         await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -562,6 +573,13 @@ class Worker:
     def _rejoin(self, key: str) -> None:
         """The seceded task ``key`` called ``rejoin()`` (on the loop, from the task's thread)."""
         self._handle(self.state.rejoin(key, _stimulus("rejoin")))
+
+    def _memory_paused(self, paused: bool) -> None:
+        """The memory monitor paused or unpaused this worker."""
+        state = self.state
+        self._handle(
+            state.pause(_stimulus("pause")) if paused else state.unpause(_stimulus("unpause"))
+        )
 
     def _close_requested(self, reason: str = "scheduler-close") -> None:
         self._spawn(self.close(report=False, reason=reason))
@@ -852,7 +870,9 @@ class Worker:
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
         hook = self._plugin_transition if self.plugins else None
-        return WorkerState(self.nthreads, self._recorder, hook, self.resources)
+        state = WorkerState(self.nthreads, self._recorder, hook, self.resources)
+        state.paused = self.memory.paused
+        return state
 
     def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
         for name, plugin in self.plugins.items():
