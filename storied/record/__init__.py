@@ -147,6 +147,7 @@ class Record:
         self._put_transitions: Callable[[list[TransitionEntry], list[Any]], None] | None = None
         self._put_event: Callable[[str, StoredEvent], None] | None = None
         self._put_execution: Callable[..., None] | None = None
+        self._put_failure: Callable[[dict[str, Any]], None] | None = None
         put_log: Callable[[LogRecordEntry], None] | None = None
         if ledger is not None:
             info = {"where": where, "pid": os.getpid(), "host": socket.gethostname()}
@@ -155,6 +156,7 @@ class Record:
             self._put_transitions = partial(ledger.put_transitions, run_id)
             self._put_event = partial(ledger.put_event, run_id)
             self._put_execution = partial(ledger.put_execution, run_id)
+            self._put_failure = partial(ledger.put_failure, run_id)
             put_log = partial(ledger.put_log, run_id)
         #: every record of this run has a seq from here on (earlier ones: earlier runs on file)
         self.first_seq = first_seq
@@ -171,6 +173,7 @@ class Record:
             ledger.follow(run_id, self._log)
         self._events = EventLedger(events_per_topic, seq=self._seq)
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
+        self._failures: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
         self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
 
@@ -237,6 +240,14 @@ class Record:
         )
         if self._put_execution is not None:
             self._put_execution(key, worker, thread, start, stop, outcome)
+
+    def failure(self, failure: dict[str, Any]) -> None:
+        """Record why a task failed: one failed attempt, or a dependent erring because of one
+        (a dict with the keys of ``storied.record.ledger.FAILURE_FIELDS``). Failures are rare,
+        so they are kept apart from transitions, which stay as cheap to record as ever."""
+        self._failures.append(failure)
+        if self._put_failure is not None:
+            self._put_failure(failure)
 
     def remote_log(self, entry: LogRecordEntry) -> None:
         """A log record shipped here from another process (a worker): kept in the ledger."""
@@ -406,6 +417,17 @@ class Record:
         """The most recent task executions (the full timeline is in the ledger)."""
         return list(self._executions)
 
+    def failures(self, keys: Iterable[str], *, all_runs: bool = False) -> list[dict[str, Any]]:
+        """Failures of ``keys`` oldest first: this run's from memory, and with ``all_runs`` the
+        earlier runs' from the ledger too (see ``Ledger.failures``)."""
+        wanted = set(keys)
+        memory = self._run_in_owner(lambda: [f for f in self._failures if f["key"] in wanted])
+        ledger = self._readable_ledger() if all_runs else None
+        if ledger is None:
+            return [{"run_id": self.run_id, **failure} for failure in memory]
+        earlier = [f for f in ledger.failures(wanted) if f["run_id"] != self.run_id]
+        return earlier + [{"run_id": self.run_id, **failure} for failure in memory]
+
     def logs(self, n: int | None = None) -> list[tuple[str, str]]:
         """``(levelname, formatted message)``, newest first, as dask's ``get_scheduler_logs``."""
         return self._log_capture.get(n)
@@ -414,6 +436,6 @@ class Record:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
         self._log_capture.on_record = None
         self._put_transitions = None
-        self._put_event = self._put_execution = self._put_log = None
+        self._put_event = self._put_execution = self._put_log = self._put_failure = None
         if self._ledger is not None:
             self._ledger.close()

@@ -43,8 +43,15 @@ from storied.record import (
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
+from storied.scheduler.failures import record_failure
 from storied.scheduler.nannies import Nannies
-from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerState, TaskSpec
+from storied.scheduler.state import (
+    DEFAULT_FIFO_TIMEOUT,
+    Effects,
+    SchedulerState,
+    TaskSpec,
+    TaskState,
+)
 
 logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
@@ -299,6 +306,16 @@ class Scheduler:
                 reason = stream.comm.closed_reason or "connection closed"
                 self.nannies.worker_connection_lost(address, reason)
 
+    def _record_failure(
+        self,
+        ts: TaskState,
+        worker: str,
+        error: dict[str, Any],
+        stimulus_id: str,
+        startstops: list[float] | None,
+    ) -> None:
+        record_failure(self.record, self.log_event, ts, worker, error, stimulus_id, startstops)
+
     def _remove_worker(
         self, address: str, reason: str, *, expected: bool, cause: dict[str, Any] | None = None
     ) -> None:
@@ -400,20 +417,10 @@ class Scheduler:
                     key, address, startstops[2], startstops[0], startstops[1], "erred"
                 )
             ts = state.tasks.get(key)
-            will_err = ts is not None and ts.state == "processing" and ts.retries == 0
+            attempts = ts.failed_attempts if ts is not None else 0
             self._apply(state.task_erred(address, key, error, stimulus_id, _startstop(startstops)))
-            if will_err:
-                logger.warning("Task %s erred on %s: %s", key, address, error.get("text"))
-                self.log_event(
-                    "erred",
-                    {
-                        "action": "task-erred",
-                        "key": key,
-                        "exception": error.get("text"),
-                        "traceback": error.get("traceback_text"),
-                        "worker": address,
-                    },
-                )
+            if ts is not None and ts.failed_attempts > attempts:
+                self._record_failure(ts, address, error, stimulus_id, startstops)
 
         def missing_data(key: str, errant_worker: str, stimulus_id: str) -> None:
             self._apply(state.missing_data(key, errant_worker, stimulus_id))
@@ -651,6 +658,7 @@ class Scheduler:
             "get-worker-logs": self._get_worker_logs,
             "log-entries": self._log_entries,
             "executions": lambda: self.record.executions(),
+            "failures": lambda keys: self.record.failures(keys),
             **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }
 
