@@ -7,6 +7,7 @@ the same queries, so the output is the same either way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import textwrap
@@ -19,6 +20,7 @@ from typing import Any
 import click
 
 from storied.record.events import EventRecord
+from storied.record.failures import explain_story, failure_text
 from storied.record.ledger import Ledger
 from storied.record.logcapture import LogRecordEntry
 from storied.record.trace import chrome_trace
@@ -26,6 +28,7 @@ from storied.record.transitions import TransitionRecord
 from storied.scheduler.state import STATES
 
 FOLLOW_POLL_INTERVAL = 0.5
+_TRANSITION_FIELDS = [field.name for field in dataclasses.fields(TransitionRecord)]
 
 
 class LiveHistory:
@@ -41,7 +44,10 @@ class LiveHistory:
         self.client.close()
 
     def story(self, *keys: str) -> list[TransitionRecord]:
-        return [TransitionRecord(**entry.as_dict()) for entry in self.client.story(*keys)]
+        return [
+            TransitionRecord(**{field: entry[field] for field in _TRANSITION_FIELDS})
+            for entry in self.client.story(*keys)
+        ]
 
     def events(
         self,
@@ -245,23 +251,6 @@ def _event_row(rec: EventRecord) -> Sequence[str]:
 _EVENT_HEADERS = ("TIME", "TOPIC", "SOURCE", "MESSAGE")
 
 
-def _failure_text(failure: dict[str, Any]) -> str:
-    """A failure as the story shows it, under the transition it caused."""
-    if failure["blame"] is not None:
-        return (
-            f"erred because {failure['blame']} did: {failure['exception_type']}: "
-            + (failure["message"])
-        )
-    took = (
-        f" after {failure['stop'] - failure['start']:.3f} s" if failure["start"] is not None else ""
-    )
-    head = (
-        f"attempt {failure['attempt']} on {failure['worker']}{took} {failure['outcome']}: "
-        f"{failure['exception_type']}: {failure['message']}"
-    )
-    return head + ("\n" + failure["traceback"].rstrip() if failure["traceback"] else "")
-
-
 @click.command()
 @click.argument("keys", nargs=-1, required=True)
 @source_options
@@ -281,32 +270,19 @@ def story(
     exception and its traceback."""
     with open_history(ledger_path, scheduler_address, auth_token) as history:
         found = _per_run(history, run, lambda **kw: history.story(*keys, **kw))
-        failures = {
-            (f["run_id"], f["key"], f["stimulus_id"]): f
-            for f in history.failures(keys={r.key for _, r in found}, run_id=_run_choice(run))
-        }
-    found.sort(key=lambda pair: (pair[1].timestamp, pair[1].seq))
-    explained = [(run_id, rec, _explain(failures, run_id, rec)) for run_id, rec in found]
+        found.sort(key=lambda pair: (pair[1].timestamp, pair[1].seq))
+        entries = [{"run_id": run_id, **rec.as_dict()} for run_id, rec in found]
+        keys_found = {entry["key"] for entry in entries}
+        explain_story(entries, history.failures(keys_found, run_id=_run_choice(run)))
     if as_json:
-        for run_id, rec, failure in explained:
-            extra = {"failure": failure} if failure is not None else {}
-            click.echo(_dumps({"run_id": run_id, **rec.as_dict(), **extra}))
+        for entry in entries:
+            click.echo(_dumps(entry))
         return
     _print_table(
         ("RUN", "TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
-        [(str(run_id), *_transition_row(rec)) for run_id, rec, _ in explained],
-        {i: _failure_text(failure) for i, (_, _, failure) in enumerate(explained) if failure},
+        [(str(run_id), *_transition_row(rec)) for run_id, rec in found],
+        {i: failure_text(entry["failure"]) for i, entry in enumerate(entries) if entry["failure"]},
     )
-
-
-def _explain(
-    failures: dict[tuple[Any, str, str], dict[str, Any]], run_id: Any, rec: TransitionRecord
-) -> dict[str, Any] | None:
-    """The failure that caused ``rec``, taken out of ``failures`` so that only the first
-    scheduler transition it caused shows it (a retry goes on to waiting and processing)."""
-    if rec.where != "scheduler":
-        return None
-    return failures.pop((run_id, rec.key, rec.stimulus_id), None)
 
 
 def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple[int | str, Any]]:

@@ -959,12 +959,21 @@ class Client:
 
     # ------------------------------------------------------------------ the record
 
-    def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
+    def story(
+        self, *keys_or_stimulus_ids: Any, on_error: str = "raise", run: int | str | None = None
+    ) -> Any:
         """The cluster-wide story: scheduler and worker transitions merged in time order, each a
         ``StoryEntry``, unpacking as Dask's ``(where, key, start, finish, recommendations,
-        stimulus_id, timestamp)``."""
+        stimulus_id, timestamp)``; a failure's traceback rides on the transition it caused.
+
+        With a ledger, ``run`` picks the runs: this one (None), "all" on file, or a run id.
+        """
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
+        if not (
+            run is None or run == "all" or (isinstance(run, int) and not isinstance(run, bool))
+        ):
+            raise ValueError(f"run must be None (this run), 'all' or a run id (int), not {run!r}")
         keys = [
             k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
             for k in keys_or_stimulus_ids
@@ -972,10 +981,10 @@ class Client:
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._story, keys, on_error)
+        return self._sync(self._story, keys, on_error, "current" if run is None else run)
 
-    async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
-        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+    async def _story(self, keys: list[str], on_error: str, run: int | str) -> list[StoryEntry]:
+        entries = await self._request("cluster-story", keys=keys, on_error=on_error, run=run)
         return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:

@@ -29,6 +29,7 @@ from storied.record.events import (
     pack_msg,
     unpack_msg,
 )
+from storied.record.failures import explain_story
 from storied.record.ledger import Ledger, LedgerError
 from storied.record.logcapture import LogCapture, LogRecordEntry
 from storied.record.trace import chrome_trace
@@ -312,10 +313,14 @@ class Record:
         return [rec.as_tuple() for rec in records]
 
     def story_records(
-        self, *keys_or_stimulus_ids: str, where: str | None = None
+        self, *keys_or_stimulus_ids: str, where: str | None = None, run: int | str = "all"
     ) -> list[TransitionRecord]:
-        """Full records; ``where=None`` adds the workers' transitions kept in the ledger."""
-        logs = self._logs_for(where)
+        """Full records; ``where=None`` adds the workers' transitions kept in the ledger.
+
+        ``run``: "all" runs on the ledger file, "current" (this run's alone), or a run id.
+        """
+        run_id = self._run_id_of(run)
+        logs = self._logs_for(where) if run_id in (None, self.run_id) else []
 
         def in_memory() -> tuple[list[TransitionRecord], int | None]:
             story = [rec for log in logs for rec in log.story(*keys_or_stimulus_ids)]
@@ -325,8 +330,42 @@ class Record:
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound)
+        disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound, run_id=run_id)
         return _merge(disk, memory)
+
+    def _run_id_of(self, run: int | str) -> int | None:
+        """The run id a ``run`` argument asks for; None for all runs."""
+        if run == "all":
+            return None
+        if run == "current":
+            return self.run_id
+        if isinstance(run, int) and not isinstance(run, bool):
+            return run
+        raise ValueError(f"run must be 'all', 'current' or a run id (int), not {run!r}")
+
+    def explained_story(
+        self, *names: str, where: str | None = None, run: int | str = "current"
+    ) -> list[dict[str, Any]]:
+        """``story_records`` as dicts, each with its ``run_id`` and the ``failure`` that
+        caused it, if any (see ``storied.record.failures``), in time order."""
+        records = self.story_records(*names, where=where, run=run)
+        run_id = self._run_id_of(run)
+        ledger = self._ledger
+        if run_id is not None or ledger is None:
+            runs: Iterable[int | None] = repeat(run_id if ledger is not None else self.run_id)
+        else:
+            runs = ledger.run_of(rec.seq for rec in records)
+        entries = [
+            {"run_id": rec_run, **rec.as_dict()}
+            for rec_run, rec in zip(runs, records, strict=False)
+        ]
+        entries.sort(key=lambda entry: entry["timestamp"])
+        keys = {entry["key"] for entry in entries}
+        failures = (
+            ledger.failures(keys, run_id=run_id) if ledger is not None else self.failures(keys)
+        )
+        explain_story(entries, failures)
+        return entries
 
     def transitions(
         self,

@@ -797,17 +797,15 @@ class Scheduler:
         return [list(e) for e in events]
 
     async def _cluster_story(
-        self, keys: list[str], on_error: str = "raise"
+        self, keys: list[str], on_error: str = "raise", run: int | str = "current"
     ) -> list[dict[str, Any]]:
+        """``run``: "current", "all" (every run on the ledger file) or a run id."""
         if self.record.durable:
             # workers ship their transitions here (the story survives workers that died); ask
             # the live ones to ship what they have not yet, so the story is complete
             await self._ask_workers(list(self.workers.values()), "ship-records")
-            records = await self._off_loop(self.record.story_records, *keys)
-            entries = [r.as_dict() for r in records]
-            entries.sort(key=lambda entry: entry["timestamp"])
-            return entries
-        entries = [r.as_dict() for r in self.record.story_records(*keys, where="scheduler")]
+            return await self._off_loop(self.record.explained_story, *keys, run=run)
+        entries = self.record.explained_story(*keys, where="scheduler", run=run)
         links = list(self.workers.values())
         replies = await self._ask_workers(links, "story", keys=keys)
         for link, reply in zip(links, replies, strict=True):
