@@ -351,10 +351,11 @@ class Record:
         records = self.story_records(*names, where=where, run=run)
         run_id = self._run_id_of(run)
         ledger = self._ledger
-        if run_id is not None or ledger is None:
-            runs: Iterable[int | None] = repeat(run_id if ledger is not None else self.run_id)
-        else:
-            runs = ledger.run_of(rec.seq for rec in records)
+        runs: Iterable[int | None] = (
+            repeat(run_id)
+            if run_id is not None or ledger is None
+            else ledger.run_of(rec.seq for rec in records)
+        )
         entries = [
             {"run_id": rec_run, **rec.as_dict()}
             for rec_run, rec in zip(runs, records, strict=False)
@@ -456,16 +457,12 @@ class Record:
         """The most recent task executions (the full timeline is in the ledger)."""
         return list(self._executions)
 
-    def failures(self, keys: Iterable[str], *, all_runs: bool = False) -> list[dict[str, Any]]:
-        """Failures of ``keys`` oldest first: this run's from memory, and with ``all_runs`` the
-        earlier runs' from the ledger too (see ``Ledger.failures``)."""
+    def failures(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        """This run's failures of ``keys`` still in memory, oldest first (the ledger keeps
+        every run's: ``Ledger.failures``)."""
         wanted = set(keys)
         memory = self._run_in_owner(lambda: [f for f in self._failures if f["key"] in wanted])
-        ledger = self._readable_ledger() if all_runs else None
-        if ledger is None:
-            return [{"run_id": self.run_id, **failure} for failure in memory]
-        earlier = [f for f in ledger.failures(wanted) if f["run_id"] != self.run_id]
-        return earlier + [{"run_id": self.run_id, **failure} for failure in memory]
+        return [{"run_id": self.run_id, **failure} for failure in memory]
 
     def logs(self, n: int | None = None) -> list[tuple[str, str]]:
         """``(levelname, formatted message)``, newest first, as dask's ``get_scheduler_logs``."""
