@@ -970,10 +970,7 @@ class Client:
         """
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
-        if not (
-            run is None or run == "all" or (isinstance(run, int) and not isinstance(run, bool))
-        ):
-            raise ValueError(f"run must be None (this run), 'all' or a run id (int), not {run!r}")
+        _check_run(run)
         keys = [
             k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
             for k in keys_or_stimulus_ids
@@ -993,14 +990,20 @@ class Client:
         self._send({"op": "log-event", "topic": topics, "packed": packed})
         return None if not self.asynchronous else _done_coroutine()  # type: ignore[return-value]
 
-    def get_events(self, topic: str | None = None, detail: bool = False) -> Any:
-        """Events of ``topic`` as ``((timestamp, msg), ...)`` oldest first; all topics if None."""
+    def get_events(
+        self, topic: str | None = None, detail: bool = False, run: int | str | None = None
+    ) -> Any:
+        """Events of ``topic`` as ``((timestamp, msg), ...)`` oldest first; all topics if None.
+
+        With a ledger, ``run`` picks the runs: this one (None), "all" on file, or a run id.
+        """
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a str or None, not {type(topic).__name__}")
-        return self._sync(self._get_events, topic, detail)
+        _check_run(run)
+        return self._sync(self._get_events, topic, detail, "current" if run is None else run)
 
-    async def _get_events(self, topic: str | None, detail: bool) -> Any:
-        reply = await self._request("get-events", topic=topic, detail=detail)
+    async def _get_events(self, topic: str | None, detail: bool, run: int | str) -> Any:
+        reply = await self._request("get-events", topic=topic, detail=detail, run=run)
         if detail:
             return reply
         if topic is None:
@@ -1191,3 +1194,9 @@ async def _wait_async(
             await wait_states(states, timeout, at_least=1)
     done = {f for f in found if f.done()}
     return DoneAndNotDoneFutures(done, set(found) - done)
+
+
+def _check_run(run: object) -> None:
+    """``run=`` of the record queries: None (this run), "all", or a run id."""
+    if not (run is None or run == "all" or (isinstance(run, int) and not isinstance(run, bool))):
+        raise ValueError(f"run must be None (this run), 'all' or a run id (int), not {run!r}")

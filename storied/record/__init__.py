@@ -407,15 +407,17 @@ class Record:
         merged = _merge(disk, memory)
         return merged if limit is None else merged[max(len(merged) - limit, 0) :]
 
-    def events(self, topic: str | None = None, detail: bool = False) -> Any:
+    def events(self, topic: str | None = None, detail: bool = False, run: int | str = "all") -> Any:
         """Events as ``Client.get_events`` returns them: ``(timestamp, msg)`` tuples per topic.
 
-        With ``detail`` the full ``EventRecord``s come back instead, as lists.
+        With ``detail`` the full ``EventRecord``s come back instead, as lists. ``run`` as for
+        ``story_records``.
         """
+        run_id = self._run_id_of(run)
         if topic is not None:
-            records = self._event_records(topic)
+            records = self._event_records(topic, run_id)
             return records if detail else tuple((rec.timestamp, rec.msg) for rec in records)
-        by_topic = self._all_event_records()
+        by_topic = self._all_event_records(run_id)
         if detail:
             return by_topic
         return {
@@ -423,22 +425,26 @@ class Record:
             for name, records in by_topic.items()
         }
 
-    def _event_records(self, topic: str) -> list[EventRecord]:
+    def _event_records(self, topic: str, run_id: int | None) -> list[EventRecord]:
         memory, oldest_seq = self._run_in_owner(
             lambda: (self._events.get_detail(topic), self._events.oldest_seq(topic))
         )
+        if run_id not in (None, self.run_id):
+            memory, oldest_seq = [], None
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        return _merge(ledger.events(topic, max_seq=oldest_seq), memory)
+        return _merge(ledger.events(topic, max_seq=oldest_seq, run_id=run_id), memory)
 
-    def _all_event_records(self) -> dict[str, list[EventRecord]]:
+    def _all_event_records(self, run_id: int | None) -> dict[str, list[EventRecord]]:
         memory = self._run_in_owner(self._events.get_detail)
+        if run_id not in (None, self.run_id):
+            memory = {}
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
         disk: dict[str, list[EventRecord]] = {}
-        for rec in ledger.events():
+        for rec in ledger.events(run_id=run_id):
             disk.setdefault(rec.topic, []).append(rec)
         return {
             name: _merge(disk.get(name, ()), memory.get(name, ())) for name in {**disk, **memory}

@@ -785,13 +785,16 @@ class Scheduler:
             for plugin_key, plugin in self.plugins.items():
                 self._run_hook(plugin_key, plugin.log_event, topic, msg)
 
-    async def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
+    async def _get_events(
+        self, topic: str | None = None, detail: bool = False, run: int | str = "current"
+    ) -> Any:
+        """``run``: "current", "all" (every run on the ledger file) or a run id."""
         if detail:
-            found = await self._off_loop(self.record.events, topic, detail=True)
+            found = await self._off_loop(self.record.events, topic, detail=True, run=run)
             if isinstance(found, dict):
                 return {t: [_event_dict(r) for r in records] for t, records in found.items()}
             return [_event_dict(r) for r in found]
-        events = await self._off_loop(self.record.events, topic)
+        events = await self._off_loop(self.record.events, topic, run=run)
         if isinstance(events, dict):
             return {t: [list(e) for e in evs] for t, evs in events.items()}
         return [list(e) for e in events]

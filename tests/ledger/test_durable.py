@@ -64,7 +64,9 @@ def test_restart_reads_back_earlier_run(tmp_path: Path) -> None:
         story = cluster.scheduler.story(key)
         assert story[:3] == first_story
         assert ("memory", "released") in [t[1:3] for t in story]
-        assert client.get_events("deploys")[-1][1] == {"version": 7}
+        assert client.get_events("deploys", run="all")[-1][1] == {"version": 7}
+        assert client.get_events("deploys") == () == client.get_events("deploys", run=2)
+        assert client.get_events("deploys", run=1) == client.get_events("deploys", run="all")
         assert client.story(key) == []  # the live story tells this run's unless asked
         every_run = client.story(key, run="all")
         places = {entry["where"] for entry in every_run}
