@@ -45,13 +45,7 @@ from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.failures import record_failure
 from storied.scheduler.nannies import Nannies
-from storied.scheduler.state import (
-    DEFAULT_FIFO_TIMEOUT,
-    Effects,
-    SchedulerState,
-    TaskSpec,
-    TaskState,
-)
+from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerState, TaskSpec
 
 logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
@@ -306,16 +300,6 @@ class Scheduler:
                 reason = stream.comm.closed_reason or "connection closed"
                 self.nannies.worker_connection_lost(address, reason)
 
-    def _record_failure(
-        self,
-        ts: TaskState,
-        worker: str,
-        error: dict[str, Any],
-        stimulus_id: str,
-        startstops: list[float] | None,
-    ) -> None:
-        record_failure(self.record, self.log_event, ts, worker, error, stimulus_id, startstops)
-
     def _remove_worker(
         self, address: str, reason: str, *, expected: bool, cause: dict[str, Any] | None = None
     ) -> None:
@@ -420,7 +404,9 @@ class Scheduler:
             attempts = ts.failed_attempts if ts is not None else 0
             self._apply(state.task_erred(address, key, error, stimulus_id, _startstop(startstops)))
             if ts is not None and ts.failed_attempts > attempts:
-                self._record_failure(ts, address, error, stimulus_id, startstops)
+                record_failure(
+                    self.record, self.log_event, ts, address, error, stimulus_id, startstops
+                )
 
         def missing_data(key: str, errant_worker: str, stimulus_id: str) -> None:
             self._apply(state.missing_data(key, errant_worker, stimulus_id))
