@@ -451,7 +451,7 @@ def runs(ledger_path: str, as_json: bool) -> None:
 
 @click.command()
 @ledger_option
-@click.option("--run", "run", default="all", show_default=True, help="A run id, or 'all'.")
+@run_option
 @click.option(
     "--state",
     type=click.Choice(STATES),
