@@ -911,7 +911,9 @@ class Ledger:
         and ``failures`` it had, and its last failure's ``exception`` (and ``blame``).
 
         Filters are ANDed: ``state`` (the outcome), ``worker`` (of any execution), ``prefix`` (of
-        the key), ``since``/``until`` (the task's transitions overlap the window), ``failed``
+        the key), ``since``/``until`` (the task ran in the window: from its first execution's
+        ``started`` to its last one's ``stopped``; one that never ran, while the scheduler had
+        it: ``first_time`` to ``last_time`` of its transitions), ``failed``
         (any failed attempt or erred, retried or not); ``slowest`` keeps the N longest last
         executions, longest first. Otherwise rows come in order of each task's first record.
         """
@@ -933,6 +935,8 @@ class Ledger:
                     "blame": None,
                     "first_time": None,
                     "last_time": None,
+                    "started": None,
+                    "stopped": None,
                     "workers": set(),
                 }
             return row
@@ -961,19 +965,27 @@ class Ledger:
             row["worker"] = execution["worker"]
             row["workers"].add(execution["worker"])
             row["duration"] = execution["stop"] - execution["start"]
+            row["started"] = min(row["started"] or execution["start"], execution["start"])
+            row["stopped"] = max(row["stopped"] or execution["stop"], execution["stop"])
         for failure in self.failures(run_id=run_id):
             row = task(failure["run_id"], failure["key"])
             row["failures"] += 1
             row["exception"] = f"{failure['exception_type']}: {failure['message']}"
             row["blame"] = failure["blame"]
 
+        def active(row: dict[str, Any]) -> tuple[float, float]:
+            """When the task ran (else when the scheduler had it), for ``since``/``until``."""
+            if row["executions"]:
+                return row["started"], row["stopped"]
+            return row["first_time"] or 0.0, row["last_time"] or 0.0
+
         def wanted(row: dict[str, Any]) -> bool:
             return (
                 (state is None or row["state"] == state)
                 and (worker is None or worker in row["workers"])
                 and (prefix is None or row["key"].startswith(prefix))
-                and (since is None or (row["last_time"] or 0) >= since)
-                and (until is None or (row["first_time"] or 0) < until)
+                and (since is None or active(row)[1] >= since)
+                and (until is None or active(row)[0] < until)
                 and (not failed or row["failures"] > 0)
             )
 
