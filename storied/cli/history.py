@@ -7,22 +7,28 @@ the same queries, so the output is the same either way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import click
 
 from storied.record.events import EventRecord
+from storied.record.failures import explain_story, failure_text
 from storied.record.ledger import Ledger
 from storied.record.logcapture import LogRecordEntry
 from storied.record.trace import chrome_trace
 from storied.record.transitions import TransitionRecord
+from storied.scheduler.state import STATES
 
 FOLLOW_POLL_INTERVAL = 0.5
+_TRANSITION_FIELDS = [field.name for field in dataclasses.fields(TransitionRecord)]
 
 
 class LiveHistory:
@@ -38,7 +44,10 @@ class LiveHistory:
         self.client.close()
 
     def story(self, *keys: str) -> list[TransitionRecord]:
-        return [TransitionRecord(**entry.as_dict()) for entry in self.client.story(*keys)]
+        return [
+            TransitionRecord(**{field: entry[field] for field in _TRANSITION_FIELDS})
+            for entry in self.client.story(*keys)
+        ]
 
     def events(
         self,
@@ -77,6 +86,11 @@ class LiveHistory:
 
     def runs(self) -> list[dict[str, Any]]:
         raise click.UsageError("runs are kept in a ledger file: pass --ledger PATH")
+
+    def failures(self, keys: Iterable[str], run_id: int | None = None) -> list[dict[str, Any]]:
+        """This run's failures of ``keys``, from the scheduler's memory."""
+        found = self.client._sync(self.client._request, "failures", keys=list(keys))
+        return [{**failure, "run_id": "live"} for failure in found]
 
 
 def _level_number(level: str) -> int:
@@ -125,6 +139,33 @@ def open_history(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 
 
+def _run_choice(value: str | None) -> int | None:
+    """``--run``: a run id, or ``all`` (the default) for every run on file."""
+    if value is None or value == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a run id nor 'all'") from None
+
+
+run_option = click.option(
+    "--run", "run", default="all", show_default=True, help="Only this run id, or 'all' runs."
+)
+
+
+def _per_run(
+    history: Ledger | LiveHistory, run: str, query: Callable[..., Sequence[Any]]
+) -> list[tuple[int | str, Any]]:
+    """``(run id, record)`` for what ``query(run_id=...)`` finds in each run asked for (a live
+    scheduler has one run, "live")."""
+    if isinstance(history, LiveHistory):
+        return [("live", rec) for rec in query()]
+    run_id = _run_choice(run)
+    run_ids = [run_id] if run_id is not None else [r["run_id"] for r in history.runs()]
+    return [(each, rec) for each in run_ids for rec in query(run_id=each)]
+
+
 def _parse_time(value: str | None) -> float | None:
     """Seconds since the epoch, or an ISO 8601 date/time (local time unless it says otherwise)."""
     if value is None:
@@ -153,13 +194,18 @@ def _dumps(value: object) -> str:
     return json.dumps(value, default=_json_default)
 
 
-def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Columns padded to their widest cell; the last column is left unpadded."""
+def _print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], notes: dict[int, str] | None = None
+) -> None:
+    """Columns padded to their widest cell; the last column is left unpadded. ``notes`` by row
+    index (0: the first row after the header) are printed under their row, indented."""
     table = [list(headers), *([str(cell) for cell in row] for row in rows)]
     widths = [max(len(row[column]) for row in table) for column in range(len(headers))]
-    for row in table:
+    for index, row in enumerate(table, start=-1):
         padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
         click.echo("  ".join([*padded, row[-1]]).rstrip())
+        if notes and index in notes:
+            click.echo(textwrap.indent(notes[index], "    "))
 
 
 def _print_records(
@@ -208,30 +254,45 @@ _EVENT_HEADERS = ("TIME", "TOPIC", "SOURCE", "MESSAGE")
 @click.command()
 @click.argument("keys", nargs=-1, required=True)
 @source_options
+@run_option
 @json_option
 def story(
     keys: tuple[str, ...],
     ledger_path: str | None,
     scheduler_address: str | None,
     auth_token: str | None,
+    run: str,
     as_json: bool,
 ) -> None:
     """Show every recorded transition of KEYS (task keys or stimulus ids), across runs, in time
-    order (as ``client.story``: workers ship theirs later than they make them)."""
+    order (as ``client.story``: workers ship theirs later than they make them). A transition a
+    failure caused (to ``erred``, or back to ``released`` for a retry) is followed by the
+    exception and its traceback."""
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        records = sorted(history.story(*keys), key=lambda rec: (rec.timestamp, rec.seq))
-    _print_records(
-        records,
-        as_json,
-        TransitionRecord.as_dict,
-        ("TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
-        _transition_row,
+        found = _per_run(history, run, lambda **kw: history.story(*keys, **kw))
+        found.sort(key=lambda pair: (pair[1].timestamp, pair[1].seq))
+        entries = [{"run_id": run_id, **rec.as_dict()} for run_id, rec in found]
+        keys_found = {entry["key"] for entry in entries}
+        explain_story(entries, history.failures(keys_found, run_id=_run_choice(run)))
+    if as_json:
+        for entry in entries:
+            click.echo(_dumps(entry))
+        return
+    _print_table(
+        ("RUN", "TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
+        [(str(run_id), *_transition_row(rec)) for run_id, rec in found],
+        {i: failure_text(entry["failure"]) for i, entry in enumerate(entries) if entry["failure"]},
     )
+
+
+def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple[int | str, Any]]:
+    return pairs if limit is None else pairs[max(len(pairs) - limit, 0) :]
 
 
 @click.command()
 @click.argument("topic", required=False)
 @source_options
+@run_option
 @click.option("--since", help="Only events at or after this time (ISO 8601 or epoch seconds).")
 @click.option("--until", help="Only events before this time (ISO 8601 or epoch seconds).")
 @click.option("--limit", type=click.IntRange(min=0), help="Only the newest N events.")
@@ -242,6 +303,7 @@ def events(
     ledger_path: str | None,
     scheduler_address: str | None,
     auth_token: str | None,
+    run: str,
     since: str | None,
     until: str | None,
     limit: int | None,
@@ -249,25 +311,48 @@ def events(
     follow: bool,
 ) -> None:
     """Show structured events, of one TOPIC or of all."""
+    start, end = _parse_time(since), _parse_time(until)
+
+    def show(pairs: list[tuple[int | str, EventRecord]]) -> None:
+        _print_records(
+            pairs,
+            as_json,
+            lambda pair: {"run_id": pair[0], **_event_dict(pair[1])},
+            ("RUN", *_EVENT_HEADERS),
+            lambda pair: (str(pair[0]), *_event_row(pair[1])),
+        )
+
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        records = history.events(topic, _parse_time(since), _parse_time(until), limit)
-        _print_records(records, as_json, _event_dict, _EVENT_HEADERS, _event_row)
+        found = _per_run(history, run, lambda **kw: history.events(topic, start, end, limit, **kw))
+        found.sort(key=lambda pair: pair[1].seq)
+        found = _newest(found, limit)
+        show(found)
         if not follow:
             return
-        last_seq = records[-1].seq if records else 0
+        last_seq = found[-1][1].seq if found else 0
         try:
             while True:
                 time.sleep(FOLLOW_POLL_INTERVAL)
-                for rec in history.events(topic, until=_parse_time(until), after_seq=last_seq):
-                    row = _dumps(_event_dict(rec)) if as_json else "  ".join(_event_row(rec))
+                new = _per_run(
+                    history,
+                    run,
+                    partial(history.events, topic, until=end, after_seq=last_seq),
+                )
+                for pair in sorted(new, key=lambda pair: pair[1].seq):
+                    row = (
+                        _dumps({"run_id": pair[0], **_event_dict(pair[1])})
+                        if as_json
+                        else "  ".join((str(pair[0]), *_event_row(pair[1])))
+                    )
                     click.echo(row)
-                    last_seq = rec.seq
+                    last_seq = pair[1].seq
         except KeyboardInterrupt:
             pass
 
 
 @click.command()
 @source_options
+@run_option
 @click.option("--level", help="Minimum level, e.g. WARNING.")
 @click.option("--worker", help="Only logs of this worker address ('scheduler' for its own).")
 @click.option("--limit", type=click.IntRange(min=0), help="Only the newest N records.")
@@ -276,6 +361,7 @@ def logs(
     ledger_path: str | None,
     scheduler_address: str | None,
     auth_token: str | None,
+    run: str,
     level: str | None,
     worker: str | None,
     limit: int | None,
@@ -284,51 +370,139 @@ def logs(
     """Show captured log records of the scheduler and workers."""
     try:
         with open_history(ledger_path, scheduler_address, auth_token) as history:
-            entries = history.logs(level=level, where=worker, limit=limit)
+            entries = _per_run(
+                history, run, lambda **kw: history.logs(level=level, where=worker, **kw)
+            )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--level") from None
+    entries.sort(key=lambda pair: pair[1].timestamp)
     _print_records(
-        entries,
+        _newest(entries, limit),
         as_json,
-        lambda entry: {
-            "timestamp": entry.timestamp,
-            "level": entry.level,
-            "logger": entry.logger,
-            "where": entry.where,
-            "message": entry.message,
+        lambda pair: {
+            "run_id": pair[0],
+            "timestamp": pair[1].timestamp,
+            "level": pair[1].level,
+            "logger": pair[1].logger,
+            "where": pair[1].where,
+            "message": pair[1].message,
         },
-        ("TIME", "LEVEL", "WHERE", "LOGGER", "MESSAGE"),
-        lambda entry: (
-            _iso(entry.timestamp),
-            entry.level,
-            entry.where,
-            entry.logger,
-            entry.message,
+        ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "MESSAGE"),
+        lambda pair: (
+            str(pair[0]),
+            _iso(pair[1].timestamp),
+            pair[1].level,
+            pair[1].where,
+            pair[1].logger,
+            pair[1].message,
         ),
     )
 
 
-@click.command()
-@click.option(
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+ledger_option = click.option(
     "--ledger",
     "ledger_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="SQLite ledger file written by a scheduler.",
 )
+
+
+@click.command()
+@ledger_option
 @json_option
 def runs(ledger_path: str, as_json: bool) -> None:
-    """List the runs (scheduler starts) recorded in the ledger."""
+    """List the runs (scheduler starts) recorded in the ledger, with what each did: tasks run
+    on workers, failed attempts, tasks that erred, retries, workers, and duration."""
     _print_records(
-        Ledger(ledger_path).runs(),
+        Ledger(ledger_path).run_summaries(),
         as_json,
         dict,
-        ("RUN", "STARTED", "ENDED", "INFO"),
+        (
+            "RUN",
+            "STARTED",
+            "ENDED",
+            "TASKS",
+            "FAILURES",
+            "ERRED",
+            "RETRIED",
+            "WORKERS",
+            "DURATION",
+            "INFO",
+        ),
         lambda run: (
             str(run["run_id"]),
             _iso(run["started"]),
             _iso(run["ended"]),
+            str(run["tasks"]),
+            str(run["failures"]),
+            str(run["erred"]),
+            str(run["retried"]),
+            str(run["workers"]),
+            _seconds(run["duration"]),
             _dumps(run["info"]),
+        ),
+    )
+
+
+@click.command()
+@ledger_option
+@run_option
+@click.option(
+    "--state",
+    type=click.Choice(STATES),
+    help="Only tasks whose outcome (last state but released and forgotten) is this.",
+)
+@click.option("--worker", help="Only tasks that ran on this worker address.")
+@click.option("--prefix", help="Only keys starting with this.")
+@click.option("--since", help="Only tasks with records at or after this time.")
+@click.option("--until", help="Only tasks with records before this time.")
+@click.option("--failed", is_flag=True, help="Only tasks with a failed attempt or that erred.")
+@click.option("--slowest", type=click.IntRange(min=1), help="Only the N longest last executions.")
+@json_option
+def tasks(
+    ledger_path: str,
+    run: str,
+    state: str | None,
+    worker: str | None,
+    prefix: str | None,
+    since: str | None,
+    until: str | None,
+    failed: bool,
+    slowest: int | None,
+    as_json: bool,
+) -> None:
+    """List tasks, one row per task and run: final state, worker and duration of its last
+    execution, executions, failures and the last exception."""
+    found = Ledger(ledger_path).tasks(
+        run_id=_run_choice(run),
+        state=state,
+        worker=worker,
+        prefix=prefix,
+        since=_parse_time(since),
+        until=_parse_time(until),
+        failed=failed,
+        slowest=slowest,
+    )
+    _print_records(
+        found,
+        as_json,
+        dict,
+        ("RUN", "KEY", "STATE", "WORKER", "DURATION", "RUNS", "FAILURES", "EXCEPTION"),
+        lambda row: (
+            str(row["run_id"]),
+            row["key"],
+            row["state"] or "-",
+            row["worker"] or "-",
+            _seconds(row["duration"]),
+            str(row["executions"]),
+            str(row["failures"]),
+            (row["exception"] or "-")
+            + (f" (because {row['blame']} erred)" if row["blame"] else ""),
         ),
     )
 
@@ -342,17 +516,18 @@ def runs(ledger_path: str, as_json: bool) -> None:
     required=True,
     help="Where to write the Chrome trace / Perfetto JSON.",
 )
-@click.option("--run", "run_id", type=int, help="Only this run (default: the latest).")
+@click.option("--run", "run", help="A run id, or 'all' (default: the latest).")
 def timeline(
     ledger_path: str | None,
     scheduler_address: str | None,
     auth_token: str | None,
     output: str,
-    run_id: int | None,
+    run: str | None,
 ) -> None:
     """Write task executions as a trace for chrome://tracing or ui.perfetto.dev."""
+    run_id = _run_choice(run)
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        if isinstance(history, Ledger) and run_id is None:
+        if isinstance(history, Ledger) and run is None:
             recorded = history.runs()
             if not recorded:
                 raise click.ClickException(f"{ledger_path} has no runs")
@@ -360,8 +535,12 @@ def timeline(
         executions = history.executions(run_id)
     with open(output, "w", encoding="utf-8") as stream:
         json.dump(chrome_trace(executions), stream)
-    source = f"run {run_id}" if run_id is not None else scheduler_address
+    source = (
+        scheduler_address
+        if ledger_path is None
+        else ("every run" if run_id is None else f"run {run_id}")
+    )
     click.echo(f"wrote {len(executions)} task executions of {source} to {output}")
 
 
-history_commands: list[click.Command] = [story, events, logs, runs, timeline]
+history_commands: list[click.Command] = [story, events, logs, runs, tasks, timeline]

@@ -966,12 +966,18 @@ class Client:
 
     # ------------------------------------------------------------------ the record
 
-    def story(self, *keys_or_stimulus_ids: Any, on_error: str = "raise") -> Any:
+    def story(
+        self, *keys_or_stimulus_ids: Any, on_error: str = "raise", run: int | str | None = None
+    ) -> Any:
         """The cluster-wide story: scheduler and worker transitions merged in time order, each a
         ``StoryEntry``, unpacking as Dask's ``(where, key, start, finish, recommendations,
-        stimulus_id, timestamp)``."""
+        stimulus_id, timestamp)``; a failure's traceback rides on the transition it caused.
+
+        With a ledger, ``run`` picks the runs: this one (None), "all" on file, or a run id.
+        """
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
+        _check_run(run)
         keys = [
             k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
             for k in keys_or_stimulus_ids
@@ -979,15 +985,15 @@ class Client:
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
-        return self._sync(self._story, keys, on_error)
+        return self._sync(self._story, keys, on_error, "current" if run is None else run)
 
-    async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
+    async def _story(self, keys: list[str], on_error: str, run: int | str) -> list[StoryEntry]:
         """Page by page (newest first), so the scheduler holds one page of a long story."""
         pages = []
         before_seq = None
         while True:
             page = await self._request(
-                "story-page", keys=keys, on_error=on_error, before_seq=before_seq
+                "story-page", keys=keys, on_error=on_error, before_seq=before_seq, run=run
             )
             pages.append(page["entries"])
             before_seq = page["before_seq"]
@@ -1011,17 +1017,21 @@ class Client:
         limit: int | None = None,
         since: float | datetime.datetime | None = None,
         until: float | datetime.datetime | None = None,
+        run: int | str | None = None,
     ) -> Any:
         """Events of ``topic`` as ``((timestamp, msg), ...)`` oldest first; all topics if None.
 
         ``limit`` keeps the newest that many (per topic); ``since``/``until`` (epoch seconds
         or datetimes) keep those logged in ``[since, until)``. Read page by page, so a large
-        topic costs the scheduler one page of memory at a time (docs/logging.md).
+        topic costs the scheduler one page of memory at a time (docs/logging.md). With a ledger,
+        ``run`` picks the runs: this one (None), "all" on file, or a run id.
         """
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a str or None, not {type(topic).__name__}")
+        _check_run(run)
         window = check_window(limit, since, until)
-        return self._sync(read_events, self._request, topic, detail, *window)
+        run_asked = "current" if run is None else run
+        return self._sync(read_events, self._request, topic, detail, *window, run_asked)
 
     def subscribe_topic(self, topic: str, handler: Callable[[Any], Any]) -> None:
         """Call ``handler((timestamp, msg))`` for each new event of ``topic``."""
@@ -1207,3 +1217,9 @@ async def _wait_async(
             await wait_states(states, timeout, at_least=1)
     done = {f for f in found if f.done()}
     return DoneAndNotDoneFutures(done, set(found) - done)
+
+
+def _check_run(run: object) -> None:
+    """``run=`` of the record queries: None (this run), "all", or a run id."""
+    if not (run is None or run == "all" or (isinstance(run, int) and not isinstance(run, bool))):
+        raise ValueError(f"run must be None (this run), 'all' or a run id (int), not {run!r}")

@@ -40,15 +40,16 @@ async def read_events(
     limit: int | None,
     since: float | None,
     until: float | None,
+    run: int | str = "current",
 ) -> Any:
     """As ``Client.get_events`` returns them: ``((timestamp, msg), ...)`` for a topic, a dict
     of those per topic for ``topic=None``; with ``detail`` dicts with seq, topic, timestamp,
     msg and source, in lists."""
     if topic is not None:
-        return await _read_topic(request, topic, detail, limit, since, until)
+        return await _read_topic(request, topic, detail, limit, since, until, run)
     found = {}
     for name in await request("event-topics"):
-        events = await _read_topic(request, name, detail, limit, since, until)
+        events = await _read_topic(request, name, detail, limit, since, until, run)
         if events:
             found[name] = events
     return found
@@ -61,6 +62,7 @@ async def _read_topic(
     limit: int | None,
     since: float | None,
     until: float | None,
+    run: int | str,
 ) -> Any:
     """Pages newest first, each below the oldest seq of the one before, until an empty page
     or ``limit`` events."""
@@ -75,6 +77,7 @@ async def _read_topic(
             since=since,
             until=until,
             limit=None if limit is None else limit - count,
+            run=run,
         )
         if not page:
             break

@@ -22,12 +22,16 @@ class StoryEntry(_DaskStoryFields):
     It unpacks as Dask's ``(where, key, start, finish, recommendations, stimulus_id,
     timestamp)``, ``where`` being ``"scheduler"`` or a worker's address, and also reads by
     attribute or by field name (``entry.worker``, ``entry["seq"]``), with what storied adds:
-    ``worker``, the worker a scheduler transition concerns, and ``seq``, its place in the log
-    it came from.
+    ``worker``, the worker a scheduler transition concerns, ``seq``, its place in the log
+    it came from, ``run_id``, the ledger run it belongs to (None without a ledger), and
+    ``failure``: for the scheduler transition a failure caused (to ``erred``, or back to
+    ``released`` for a retry), the exception type, message, traceback, attempt and worker.
     """
 
     worker: str | None
     seq: int
+    run_id: int | None
+    failure: dict[str, Any] | None
 
     def __new__(cls, record: Mapping[str, Any]) -> StoryEntry:
         entry = super().__new__(
@@ -42,6 +46,8 @@ class StoryEntry(_DaskStoryFields):
         )
         entry.worker = record.get("worker")
         entry.seq = record.get("seq", 0)
+        entry.run_id = record.get("run_id")
+        entry.failure = record.get("failure")
         return entry
 
     def __getitem__(self, item: Any) -> Any:
@@ -54,7 +60,13 @@ class StoryEntry(_DaskStoryFields):
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name, storied's included."""
-        return {**self._asdict(), "worker": self.worker, "seq": self.seq}
+        return {
+            **self._asdict(),
+            "worker": self.worker,
+            "seq": self.seq,
+            "run_id": self.run_id,
+            "failure": self.failure,
+        }
 
     def __reduce__(self) -> Any:
         return StoryEntry, (self.as_dict(),)

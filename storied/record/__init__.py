@@ -29,6 +29,7 @@ from storied.record.events import (
     pack_msg,
     unpack_msg,
 )
+from storied.record.failures import explain_story
 from storied.record.ledger import Ledger, LedgerError
 from storied.record.logcapture import LogCapture, LogRecordEntry
 from storied.record.trace import chrome_trace
@@ -148,6 +149,7 @@ class Record:
         self._put_transitions: Callable[[list[TransitionEntry], list[Any]], None] | None = None
         self._put_event: Callable[[str, StoredEvent], None] | None = None
         self._put_execution: Callable[..., None] | None = None
+        self._put_failure: Callable[[dict[str, Any]], None] | None = None
         put_log: Callable[[LogRecordEntry], None] | None = None
         if ledger is not None:
             info = {"where": where, "pid": os.getpid(), "host": socket.gethostname()}
@@ -156,6 +158,7 @@ class Record:
             self._put_transitions = partial(ledger.put_transitions, run_id)
             self._put_event = partial(ledger.put_event, run_id)
             self._put_execution = partial(ledger.put_execution, run_id)
+            self._put_failure = partial(ledger.put_failure, run_id)
             put_log = partial(ledger.put_log, run_id)
         #: every record of this run has a seq from here on (earlier ones: earlier runs on file)
         self.first_seq = first_seq
@@ -174,6 +177,7 @@ class Record:
             events_per_topic, seq=self._seq, max_bytes_per_topic=event_bytes_per_topic
         )
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
+        self._failures: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
         self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
 
@@ -241,6 +245,14 @@ class Record:
         if self._put_execution is not None:
             self._put_execution(key, worker, thread, start, stop, outcome)
 
+    def failure(self, failure: dict[str, Any]) -> None:
+        """Record why a task failed: one failed attempt, or a dependent erring because of one
+        (a dict with the keys of ``storied.record.ledger.FAILURE_FIELDS``). Failures are rare,
+        so they are kept apart from transitions, which stay as cheap to record as ever."""
+        self._failures.append(failure)
+        if self._put_failure is not None:
+            self._put_failure(failure)
+
     def remote_log(self, entry: LogRecordEntry) -> None:
         """A log record shipped here from another process (a worker): kept in the ledger."""
         if self._put_log is not None:
@@ -304,10 +316,14 @@ class Record:
         return [rec.as_tuple() for rec in records]
 
     def story_records(
-        self, *keys_or_stimulus_ids: str, where: str | None = None
+        self, *keys_or_stimulus_ids: str, where: str | None = None, run: int | str = "all"
     ) -> list[TransitionRecord]:
-        """Full records; ``where=None`` adds the workers' transitions kept in the ledger."""
-        logs = self._logs_for(where)
+        """Full records; ``where=None`` adds the workers' transitions kept in the ledger.
+
+        ``run``: "all" runs on the ledger file, "current" (this run's alone), or a run id.
+        """
+        run_id = self._run_id_of(run)
+        logs = self._logs_for(where) if run_id in (None, self.run_id) else []
 
         def in_memory() -> tuple[list[TransitionRecord], int | None]:
             story = [rec for log in logs for rec in log.story(*keys_or_stimulus_ids)]
@@ -317,19 +333,25 @@ class Record:
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound)
+        disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound, run_id=run_id)
         return _merge(disk, memory)
 
     def story_page(
-        self, *keys_or_stimulus_ids: str, before_seq: int | None = None, limit: int = 1_000
+        self,
+        *keys_or_stimulus_ids: str,
+        before_seq: int | None = None,
+        limit: int = 1_000,
+        run: int | str = "all",
     ) -> list[TransitionRecord]:
-        """One page of the cluster story (``story_records(where=None)``): its newest ``limit``
-        records below ``before_seq``, oldest first; the next page is below this one's first
-        seq, and an empty page is the end. The newest of memory and disk together are among
-        the newest of each, so each side is read for ``limit`` records at most."""
+        """One page of the cluster story (``story_records(where=None, run=run)``): its newest
+        ``limit`` records below ``before_seq``, oldest first; the next page is below this
+        one's first seq, and an empty page is the end. The newest of memory and disk together
+        are among the newest of each, so each side is read for ``limit`` records at most."""
+        run_id = self._run_id_of(run)
+        in_this_run = run_id in (None, self.run_id)
 
         def in_memory() -> list[TransitionRecord]:
-            story = self._log.story(*keys_or_stimulus_ids)
+            story = self._log.story(*keys_or_stimulus_ids) if in_this_run else []
             if before_seq is not None:
                 story = [rec for rec in story if rec.seq < before_seq]
             return story[-limit:] if limit else []
@@ -338,9 +360,48 @@ class Record:
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        disk = ledger.story(*keys_or_stimulus_ids, max_seq=before_seq, limit=limit)
+        disk = ledger.story(*keys_or_stimulus_ids, max_seq=before_seq, limit=limit, run_id=run_id)
         merged = _merge(disk, memory)
         return merged[max(len(merged) - limit, 0) :]
+
+    def _run_id_of(self, run: int | str) -> int | None:
+        """The run id a ``run`` argument asks for; None for all runs."""
+        if run == "all":
+            return None
+        if run == "current":
+            return self.run_id
+        if isinstance(run, int) and not isinstance(run, bool):
+            return run
+        raise ValueError(f"run must be 'all', 'current' or a run id (int), not {run!r}")
+
+    def explained_story(
+        self, *names: str, where: str | None = None, run: int | str = "current"
+    ) -> list[dict[str, Any]]:
+        """``story_records`` as ``explain`` gives them, in time order."""
+        entries = self.explain(self.story_records(*names, where=where, run=run), run)
+        entries.sort(key=lambda entry: entry["timestamp"])
+        return entries
+
+    def explain(self, records: list[TransitionRecord], run: int | str) -> list[dict[str, Any]]:
+        """Transition records as dicts, each with its ``run_id`` and the ``failure`` that
+        caused it, if any (see ``storied.record.failures``)."""
+        run_id = self._run_id_of(run)
+        ledger = self._ledger
+        runs: Iterable[int | None] = (
+            repeat(run_id)
+            if run_id is not None or ledger is None
+            else ledger.run_of(rec.seq for rec in records)
+        )
+        entries = [
+            {"run_id": rec_run, **rec.as_dict()}
+            for rec_run, rec in zip(runs, records, strict=False)
+        ]
+        keys = {entry["key"] for entry in entries}
+        failures = (
+            ledger.failures(keys, run_id=run_id) if ledger is not None else self.failures(keys)
+        )
+        explain_story(entries, failures)
+        return entries
 
     def transitions(
         self,
@@ -381,15 +442,17 @@ class Record:
         merged = _merge(disk, memory)
         return merged if limit is None else merged[max(len(merged) - limit, 0) :]
 
-    def events(self, topic: str | None = None, detail: bool = False) -> Any:
+    def events(self, topic: str | None = None, detail: bool = False, run: int | str = "all") -> Any:
         """Events as ``Client.get_events`` returns them: ``(timestamp, msg)`` tuples per topic.
 
-        With ``detail`` the full ``EventRecord``s come back instead, as lists.
+        With ``detail`` the full ``EventRecord``s come back instead, as lists. ``run`` as for
+        ``story_records``.
         """
+        run_id = self._run_id_of(run)
         if topic is not None:
-            records = self._event_records(topic)
+            records = self._event_records(topic, run_id)
             return records if detail else tuple((rec.timestamp, rec.msg) for rec in records)
-        by_topic = self._all_event_records()
+        by_topic = self._all_event_records(run_id)
         if detail:
             return by_topic
         return {
@@ -397,22 +460,26 @@ class Record:
             for name, records in by_topic.items()
         }
 
-    def _event_records(self, topic: str) -> list[EventRecord]:
+    def _event_records(self, topic: str, run_id: int | None) -> list[EventRecord]:
         memory, oldest_seq = self._run_in_owner(
             lambda: (self._events.get_detail(topic), self._events.oldest_seq(topic))
         )
+        if run_id not in (None, self.run_id):
+            memory, oldest_seq = [], None
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
-        return _merge(ledger.events(topic, max_seq=oldest_seq), memory)
+        return _merge(ledger.events(topic, max_seq=oldest_seq, run_id=run_id), memory)
 
-    def _all_event_records(self) -> dict[str, list[EventRecord]]:
+    def _all_event_records(self, run_id: int | None) -> dict[str, list[EventRecord]]:
         memory = self._run_in_owner(self._events.get_detail)
+        if run_id not in (None, self.run_id):
+            memory = {}
         ledger = self._readable_ledger()
         if ledger is None:
             return memory
         disk: dict[str, list[EventRecord]] = {}
-        for rec in ledger.events():
+        for rec in ledger.events(run_id=run_id):
             disk.setdefault(rec.topic, []).append(rec)
         return {
             name: _merge(disk.get(name, ()), memory.get(name, ())) for name in {**disk, **memory}
@@ -433,6 +500,7 @@ class Record:
         until: float | None = None,
         limit: int = 1_000,
         max_bytes: int | None = None,
+        run: int | str = "all",
     ) -> list[EventRecord]:
         """One page of ``topic``'s events, oldest first: the newest ``limit`` below
         ``before_seq`` (None: from the newest) within ``[since, until)``; the next page is
@@ -441,9 +509,13 @@ class Record:
         Memory holds a topic's newest events, so a page starts there and goes on in the
         ledger below the oldest in memory. ``max_bytes`` bounds the part from memory; what
         comes from the ledger is bounded by ``limit`` (each event by ``events.max-event-size``).
+        ``run`` as for ``story_records``: memory holds this run's events only.
         """
+        run_id = self._run_id_of(run)
 
         def in_memory() -> tuple[list[EventRecord], bool, int | None]:
+            if run_id not in (None, self.run_id):
+                return [], True, None
             page, exhausted = self._events.page(topic, before_seq, since, until, limit, max_bytes)
             return page, exhausted, self._events.oldest_seq(topic)
 
@@ -453,7 +525,12 @@ class Record:
             return memory
         bounds = [seq for seq in (before_seq, oldest_seq) if seq is not None]
         disk = ledger.events(
-            topic, since, until, limit - len(memory), max_seq=min(bounds) if bounds else None
+            topic,
+            since,
+            until,
+            limit - len(memory),
+            max_seq=min(bounds) if bounds else None,
+            run_id=run_id,
         )
         return disk + memory
 
@@ -470,6 +547,13 @@ class Record:
         """The most recent task executions (the full timeline is in the ledger)."""
         return list(self._executions)
 
+    def failures(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        """This run's failures of ``keys`` still in memory, oldest first (the ledger keeps
+        every run's: ``Ledger.failures``)."""
+        wanted = set(keys)
+        memory = self._run_in_owner(lambda: [f for f in self._failures if f["key"] in wanted])
+        return [{"run_id": self.run_id, **failure} for failure in memory]
+
     def logs(self, n: int | None = None) -> list[tuple[str, str]]:
         """``(levelname, formatted message)``, newest first, as dask's ``get_scheduler_logs``."""
         return self._log_capture.get(n)
@@ -478,6 +562,6 @@ class Record:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
         self._log_capture.on_record = None
         self._put_transitions = None
-        self._put_event = self._put_execution = self._put_log = None
+        self._put_event = self._put_execution = self._put_log = self._put_failure = None
         if self._ledger is not None:
             self._ledger.close()

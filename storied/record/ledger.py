@@ -27,6 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from storied.record.transitions import TransitionEntry, TransitionLog, Transitio
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,7 +106,43 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (timestamp);
 CREATE INDEX IF NOT EXISTS logs_by_run ON logs (run_id);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    stimulus_id TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    attempt INTEGER,
+    worker TEXT,
+    start REAL,
+    stop REAL,
+    exception_type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    traceback TEXT,
+    blame TEXT
+);
+CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key);
+CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
 """
+
+#: What a failure record holds, in the order of the ``failures`` table's columns after the
+#: run id: one failed attempt of a task (``outcome`` "retried" or "erred"), or a dependent that
+#: erred because ``blame`` did (no attempt, worker or times of its own).
+FAILURE_FIELDS = (
+    "key",
+    "stimulus_id",
+    "timestamp",
+    "outcome",
+    "attempt",
+    "worker",
+    "start",
+    "stop",
+    "exception_type",
+    "message",
+    "traceback",
+    "blame",
+)
 
 _LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where"'
 #: Transitions per block: a story reads whole blocks, so smaller blocks answer faster; larger
@@ -116,7 +153,7 @@ _PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
 # Queue item kinds; items are tuples whose first element is one of these.
-_TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH = range(6)
+_TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_of, _stimulus_of, _time_of = itemgetter(1), itemgetter(4), itemgetter(5)
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
@@ -342,6 +379,10 @@ class Ledger:
     def put_log(self, run_id: int, entry: LogRecordEntry) -> None:
         self._put((_LOG, run_id, entry))
 
+    def put_failure(self, run_id: int, failure: dict[str, Any]) -> None:
+        """Queue one failure (a dict with the keys of ``FAILURE_FIELDS``)."""
+        self._put((_FAILURE, run_id, tuple(failure[name] for name in FAILURE_FIELDS)))
+
     def _put(self, item: tuple[Any, ...], records: int = 1) -> None:
         """Enqueue without ever blocking; count the item's ``records`` as dropped when the
         queue is full."""
@@ -509,7 +550,11 @@ class Ledger:
             if last_time >= cutoff:
                 kept = [stored for stored in unpack_msg(blob) if stored[1] >= cutoff]
                 _insert_event_block(conn, run_id, topic, kept)
-        for table, time_column in (("logs", "timestamp"), ("executions", "stop")):
+        for table, time_column in (
+            ("logs", "timestamp"),
+            ("executions", "stop"),
+            ("failures", "timestamp"),
+        ):
             deleted = conn.execute(
                 f"DELETE FROM {table} WHERE id IN "
                 f"(SELECT id FROM {table} WHERE {time_column} < ? LIMIT ?)",
@@ -754,16 +799,220 @@ class Ledger:
         return [LogRecordEntry(*row) for row in rows]
 
     def executions(self, run_id: int | None = None) -> list[dict[str, Any]]:
-        """Task executions (the timeline), in the order they were recorded."""
-        filters = _run_filter(run_id)
+        """Task executions (the timeline), in the order they were recorded.
+
+        A failed one carries its failure's ``attempt``, ``exception_type``, ``message`` and
+        ``traceback`` too (None on the others): the failure row of the same run, key, worker
+        and start.
+        """
+        filters = _Filters()
+        if run_id is not None:
+            filters.add("e.run_id = ?", run_id)
+        columns = ", ".join(f"e.{name}" for name in _EXECUTION_FIELDS)
+        failure_columns = ", ".join(f"f.{name}" for name in _EXECUTION_FAILURE_FIELDS)
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT run_id, key, worker, thread, start, stop, outcome FROM executions "
+                f"SELECT {columns}, {failure_columns} FROM executions AS e "
+                "LEFT JOIN failures AS f ON f.run_id = e.run_id AND f.key = e.key "
+                "AND f.worker = e.worker AND f.start = e.start "
+                f"{filters.where()} ORDER BY e.id",
+                filters.params,
+            ).fetchall()
+        fields = (*_EXECUTION_FIELDS, *_EXECUTION_FAILURE_FIELDS)
+        return [dict(zip(fields, row, strict=True)) for row in rows]
+
+    def failures(
+        self,
+        keys: Iterable[str] | None = None,
+        *,
+        run_id: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Failures oldest first: every failed attempt (retried or final) and every dependent
+        that erred because of one (``blame``), as dicts of ``run_id`` and ``FAILURE_FIELDS``."""
+        filters = _run_filter(run_id)
+        key_list = None if keys is None else list(keys)
+        if key_list is not None:
+            filters.add(f"key IN ({_placeholders(key_list)})", *key_list)
+        for clause, value in (("timestamp >= ?", since), ("timestamp < ?", until)):
+            if value is not None:
+                filters.add(clause, value)
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT run_id, {', '.join(FAILURE_FIELDS)} FROM failures "
                 f"{filters.where()} ORDER BY id",
                 filters.params,
             ).fetchall()
-        fields = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
-        return [dict(zip(fields, row, strict=True)) for row in rows]
+        return [dict(zip(("run_id", *FAILURE_FIELDS), row, strict=True)) for row in rows]
+
+    def failure(self, key: str, run: int | None = None) -> dict[str, Any] | None:
+        """Why ``key`` erred: its newest failure (of run ``run``, default any), or None.
+
+        For a dependent that erred because of another task, ``blame`` names that task and the
+        exception and traceback are that task's, as ``Future.exception()`` reports them.
+        """
+        found = self.failures([key], run_id=run)
+        return found[-1] if found else None
+
+    def run_of(self, seqs: Iterable[int]) -> list[int | None]:
+        """The run each seq belongs to: seqs of a run start at its ``first_seq``."""
+        runs = self.runs()
+        firsts = [run["first_seq"] for run in runs]
+        ids = [run["run_id"] for run in runs]
+        return [ids[i - 1] if (i := bisect_right(firsts, seq)) else None for seq in seqs]
+
+    def run_summaries(self) -> list[dict[str, Any]]:
+        """Each run with counts: ``tasks`` run on workers, ``executions``, ``failures``
+        (failed attempts), ``erred`` (tasks that finally erred, blamed dependents included),
+        ``retried`` attempts, ``workers`` that ran tasks, and ``duration`` in seconds (to its
+        end, or to its last execution while running or after a crash)."""
+        with self._reading() as conn:
+            executed = {
+                run_id: (tasks, runs_, workers, last_stop)
+                for run_id, tasks, runs_, workers, last_stop in conn.execute(
+                    "SELECT run_id, count(DISTINCT key), count(*), count(DISTINCT worker), "
+                    "max(stop) FROM executions GROUP BY run_id"
+                )
+            }
+            failed = {
+                run_id: (attempts, erred, retried)
+                for run_id, attempts, erred, retried in conn.execute(
+                    "SELECT run_id, count(attempt), "
+                    "count(DISTINCT CASE WHEN outcome = 'erred' THEN key END), "
+                    "sum(outcome = 'retried') FROM failures GROUP BY run_id"
+                )
+            }
+        summaries = []
+        for run in self.runs():
+            tasks, executions, workers, last_stop = executed.get(run["run_id"], (0, 0, 0, None))
+            attempts, erred, retried = failed.get(run["run_id"], (0, 0, 0))
+            end = run["ended"] or last_stop
+            summaries.append(
+                {
+                    **run,
+                    "tasks": tasks,
+                    "executions": executions,
+                    "failures": attempts,
+                    "erred": erred,
+                    "retried": retried or 0,
+                    "workers": workers,
+                    "duration": None if end is None else end - run["started"],
+                }
+            )
+        return summaries
+
+    def tasks(
+        self,
+        *,
+        run_id: int | None = None,
+        state: str | None = None,
+        worker: str | None = None,
+        prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        failed: bool = False,
+        slowest: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """One row per task and run: the task's ``state``, the last state the scheduler moved it
+        to other than released or forgotten (its outcome: memory, erred, or how far it got
+        before it was let go; ``last_state`` is the very last), the ``worker`` and ``duration``
+        of its last execution, every worker it ran on (``workers``), how many ``executions``
+        and ``failures`` it had, and its last failure's ``exception`` (and ``blame``).
+
+        Filters are ANDed: ``state`` (the outcome), ``worker`` (of any execution), ``prefix`` (of
+        the key), ``since``/``until`` (the task ran in the window: from its first execution's
+        ``started`` to its last one's ``stopped``; one that never ran, while the scheduler had
+        it: ``first_time`` to ``last_time`` of its transitions), ``failed``
+        (any failed attempt or erred, retried or not); ``slowest`` keeps the N longest last
+        executions, longest first. Otherwise rows come in order of each task's first record.
+        """
+        tasks: dict[tuple[int, str], dict[str, Any]] = {}
+
+        def task(run: int, key: str) -> dict[str, Any]:
+            row = tasks.get((run, key))
+            if row is None:
+                row = tasks[run, key] = {
+                    "run_id": run,
+                    "key": key,
+                    "state": None,
+                    "last_state": None,
+                    "worker": None,
+                    "duration": None,
+                    "executions": 0,
+                    "failures": 0,
+                    "exception": None,
+                    "blame": None,
+                    "first_time": None,
+                    "last_time": None,
+                    "started": None,
+                    "stopped": None,
+                    "workers": set(),
+                }
+            return row
+
+        filters = _block_filters(run_id, None)
+        with self._reading() as conn:
+            blocks = conn.execute(
+                f"SELECT run_id, entries FROM transition_blocks {filters.where()} "
+                "ORDER BY first_seq",
+                filters.params,
+            ).fetchall()
+        for run, blob in blocks:
+            for (_, key, _, finish, _, timestamp, where, _), _ in unpack_msg(blob):
+                row = task(run, key)
+                if row["first_time"] is None or timestamp < row["first_time"]:
+                    row["first_time"] = timestamp
+                if row["last_time"] is None or timestamp > row["last_time"]:
+                    row["last_time"] = timestamp
+                if where == "scheduler":
+                    row["last_state"] = finish
+                    if finish not in _LET_GO:
+                        row["state"] = finish
+        for execution in self.executions(run_id):
+            row = task(execution["run_id"], execution["key"])
+            row["executions"] += 1
+            row["worker"] = execution["worker"]
+            row["workers"].add(execution["worker"])
+            row["duration"] = execution["stop"] - execution["start"]
+            row["started"] = min(row["started"] or execution["start"], execution["start"])
+            row["stopped"] = max(row["stopped"] or execution["stop"], execution["stop"])
+        for failure in self.failures(run_id=run_id):
+            row = task(failure["run_id"], failure["key"])
+            row["failures"] += 1
+            row["exception"] = f"{failure['exception_type']}: {failure['message']}"
+            row["blame"] = failure["blame"]
+
+        def active(row: dict[str, Any]) -> tuple[float, float]:
+            """When the task ran (else when the scheduler had it), for ``since``/``until``."""
+            if row["executions"]:
+                return row["started"], row["stopped"]
+            return row["first_time"] or 0.0, row["last_time"] or 0.0
+
+        def wanted(row: dict[str, Any]) -> bool:
+            return (
+                (state is None or row["state"] == state)
+                and (worker is None or worker in row["workers"])
+                and (prefix is None or row["key"].startswith(prefix))
+                and (since is None or active(row)[1] >= since)
+                and (until is None or active(row)[0] < until)
+                and (not failed or row["failures"] > 0)
+            )
+
+        found = [row for row in tasks.values() if wanted(row)]
+        for row in found:
+            row["workers"] = sorted(row["workers"])
+        if slowest is not None:
+            timed = [row for row in found if row["duration"] is not None]
+            found = sorted(timed, key=lambda row: row["duration"], reverse=True)[:slowest]
+        return found
+
+
+#: states a task is let go to after it is done with (or when the cluster closes)
+_LET_GO = frozenset(("released", "forgotten"))
+
+_EXECUTION_FIELDS = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
+_EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback")
 
 
 def _record_count(batch: list[tuple[Any, ...]]) -> int:
@@ -777,6 +1026,7 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
     events: dict[tuple[int, str], list[StoredEvent]] = {}
     executions: list[tuple[Any, ...]] = []
     logs: list[tuple[Any, ...]] = []
+    failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
     for item in batch:
         kind = item[0]
@@ -790,6 +1040,9 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
             events.setdefault((run_id, topic), []).append(stored)
         elif kind == _EXECUTION:
             executions.append(item[1:])
+        elif kind == _FAILURE:
+            _, run_id, fields = item
+            failures.append((run_id, *fields))
         elif kind == _LOG:
             _, run_id, entry = item
             logs.append(
@@ -820,6 +1073,12 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         logs,
     )
+    if failures:
+        conn.executemany(
+            f"INSERT INTO failures (run_id, {', '.join(FAILURE_FIELDS)}) "
+            f"VALUES (?, {_placeholders(FAILURE_FIELDS)})",
+            failures,
+        )
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
 
 

@@ -51,8 +51,10 @@ class RecordPages:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = None,
+        run: int | str = "current",
     ) -> list[list[Any]]:
-        """``[seq, timestamp, msg, source]`` oldest first; at most ``events.page-size``."""
+        """``[seq, timestamp, msg, source]`` oldest first; at most ``events.page-size``;
+        ``run``: "current", "all" (every run on the ledger file) or a run id."""
         page_size = int(config.get("events.page-size"))
         records: list[EventRecord] = await self.scheduler._off_loop(
             self.scheduler.record.events_page,
@@ -62,6 +64,7 @@ class RecordPages:
             until,
             page_size if limit is None else max(0, min(limit, page_size)),
             config.parse_bytes(config.get("events.page-bytes")),
+            run,
         )
         return [[r.seq, r.timestamp, r.msg, r.source] for r in records]
 
@@ -72,6 +75,7 @@ class RecordPages:
         on_error: str = "raise",
         before_seq: int | None = None,
         limit: int | None = None,
+        run: int | str = "current",
     ) -> dict[str, Any]:
         """``{"entries": [...], "before_seq": where the next page starts, or None: the end}``.
 
@@ -91,9 +95,8 @@ class RecordPages:
                 *keys,
                 before_seq=before_seq,
                 limit=page_size if limit is None else max(0, min(limit, page_size)),
+                run=run,
             )
         )
-        return {
-            "entries": [r.as_dict() for r in records],
-            "before_seq": records[0].seq if records else None,
-        }
+        entries = await scheduler._off_loop(scheduler.record.explain, records, run)
+        return {"entries": entries, "before_seq": records[0].seq if records else None}

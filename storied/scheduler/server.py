@@ -49,6 +49,7 @@ from storied.record.events import (
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
+from storied.scheduler.failures import record_failure
 from storied.scheduler.nannies import Nannies
 from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerState, TaskSpec
 
@@ -420,19 +421,12 @@ class Scheduler:
                     key, address, startstops[2], startstops[0], startstops[1], "erred"
                 )
             ts = state.tasks.get(key)
-            will_err = ts is not None and ts.state == "processing" and ts.retries == 0
+            attempts = ts.failed_attempts if ts is not None else 0
             self._apply(state.task_erred(address, key, error, stimulus_id, _startstop(startstops)))
-            if will_err:
-                logger.warning("Task %s erred on %s: %s", key, address, error.get("text"))
-                self._log_own_event(
-                    "erred",
-                    {
-                        "action": "task-erred",
-                        "key": key,
-                        "exception": error.get("text"),
-                        "traceback": error.get("traceback_text"),
-                        "worker": address,
-                    },
+            if ts is not None and ts.failed_attempts > attempts:
+                # a traceback can be long: the event is shortened to fit, never refused
+                record_failure(
+                    self.record, self._log_own_event, ts, address, error, stimulus_id, startstops
                 )
 
         def missing_data(key: str, errant_worker: str, stimulus_id: str) -> None:
@@ -669,6 +663,7 @@ class Scheduler:
             "get-worker-logs": self._get_worker_logs,
             "log-entries": self._log_entries,
             "executions": lambda: self.record.executions(),
+            "failures": lambda keys: self.record.failures(keys),
             **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }
 
@@ -808,17 +803,15 @@ class Scheduler:
                 self._run_hook(plugin_key, plugin.log_event, topic, msg)
 
     async def _cluster_story(
-        self, keys: list[str], on_error: str = "raise"
+        self, keys: list[str], on_error: str = "raise", run: int | str = "current"
     ) -> list[dict[str, Any]]:
+        """``run``: "current", "all" (every run on the ledger file) or a run id."""
         if self.record.durable:
             # workers ship their transitions here (the story survives workers that died); ask
             # the live ones to ship what they have not yet, so the story is complete
             await self._ask_workers(list(self.workers.values()), "ship-records")
-            records = await self._off_loop(self.record.story_records, *keys)
-            entries = [r.as_dict() for r in records]
-            entries.sort(key=lambda entry: entry["timestamp"])
-            return entries
-        entries = [r.as_dict() for r in self.record.story_records(*keys, where="scheduler")]
+            return await self._off_loop(self.record.explained_story, *keys, run=run)
+        entries = self.record.explained_story(*keys, where="scheduler", run=run)
         links = list(self.workers.values())
         replies = await self._ask_workers(links, "story", keys=keys)
         for link, reply in zip(links, replies, strict=True):

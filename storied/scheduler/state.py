@@ -70,7 +70,8 @@ class TaskState:
     """One task as the scheduler sees it. A hand-written class: one is made per task."""
 
     __slots__ = (
-        "args", "dependencies", "dependents", "erred_on", "error", "function_id", "key",
+        "args", "dependencies", "dependents", "erred_on", "error", "failed_attempts",
+        "function_id", "key",
         "loose", "nbytes", "priority", "processing_on", "resources", "restrictions", "retries",
         "state", "suspicious", "type", "user_priority", "waiters", "waiting_on", "who_has",
         "who_wants",
@@ -106,6 +107,8 @@ class TaskState:
         self.type: str | None = None
         self.error: dict[str, Any] | None = None
         self.erred_on: str | None = None
+        #: runs that raised, retries included: the attempt number the record gives a failure
+        self.failed_attempts = 0
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -421,6 +424,7 @@ class SchedulerState:
         ts = self.tasks.get(key)
         if ts is None or ts.state != "processing" or ts.processing_on != worker:
             return effects
+        ts.failed_attempts += 1
         if ts.retries > 0:
             ts.retries -= 1
             self._transitions([(key, "released")], stimulus_id, effects)

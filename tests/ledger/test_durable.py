@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import storied.config
 from storied import Client, LocalCluster
 from storied.comm import connect
@@ -62,9 +64,17 @@ def test_restart_reads_back_earlier_run(tmp_path: Path) -> None:
         story = cluster.scheduler.story(key)
         assert story[:3] == first_story
         assert ("memory", "released") in [t[1:3] for t in story]
-        assert client.get_events("deploys")[-1][1] == {"version": 7}
-        places = {entry["where"] for entry in client.story(key)}
+        assert client.get_events("deploys", run="all")[-1][1] == {"version": 7}
+        assert client.get_events("deploys") == () == client.get_events("deploys", run=2)
+        assert client.get_events("deploys", run=1) == client.get_events("deploys", run="all")
+        assert client.story(key) == []  # the live story tells this run's unless asked
+        every_run = client.story(key, run="all")
+        places = {entry["where"] for entry in every_run}
         assert "scheduler" in places and len(places) == 2  # the dead worker's entries too
+        assert {entry.run_id for entry in every_run} == {1}
+        assert client.story(key, run=1) == every_run and client.story(key, run=2) == []
+        with pytest.raises(ValueError, match="run must be None"):
+            client.story(key, run="latest")
     runs = Ledger(path).runs()
     assert len(runs) == 2 and all(run["ended"] for run in runs)
 

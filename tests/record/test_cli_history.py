@@ -59,7 +59,11 @@ def test_story_table_and_json(ledger_file):
     header, first, on_worker, last = table.output.splitlines()  # in time order, as client.story
     assert "tcp://w:1" in on_worker and "executing -> memory" in on_worker
     assert "waiting -> memory" in last
-    assert header.split() == ["TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"]
+    assert header.split() == [
+        "RUN",
+        *("TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
+    ]
+    assert first.startswith("1 ")
     assert "released -> waiting" in first and "inc-1: processing" in first
     assert first.index("graph-1") == header.index("STIMULUS")  # columns are aligned
     rows = json_lines(invoke("story", "inc-1", "--ledger", ledger_file, "--json").output)
@@ -78,7 +82,7 @@ def test_events_filters(ledger_file):
     limited = invoke("events", "--ledger", ledger_file, "--limit", "1", "--json")
     assert json_lines(limited.output)[0]["msg"] == {"start": 2.0}
     table = invoke("events", "workers", "--ledger", ledger_file, "--until", "2100-01-01T00:00")
-    assert table.output.splitlines()[1].split()[2:] == [
+    assert table.output.splitlines()[1].split()[3:] == [
         "workers",
         "scheduler",
         '{"action":',
@@ -127,7 +131,11 @@ def test_runs(ledger_file):
     (run,) = json_lines(invoke("runs", "--ledger", ledger_file, "--json").output)
     assert run["run_id"] == 1 and run["info"]["address"] == "tcp://s:1" and run["ended"]
     header, row = invoke("runs", "--ledger", ledger_file).output.splitlines()
-    assert header.split() == ["RUN", "STARTED", "ENDED", "INFO"] and row.startswith("1 ")
+    assert header.split() == [
+        *("RUN", "STARTED", "ENDED", "TASKS", "FAILURES", "ERRED", "RETRIED", "WORKERS"),
+        *("DURATION", "INFO"),
+    ]
+    assert row.split()[:1] + row.split()[5:10] == ["1", "1", "0", "0", "0", "1"]
 
 
 def test_timeline_writes_a_trace(ledger_file, tmp_path):

@@ -86,6 +86,7 @@ def test_write_flush_and_read_back(path):
             "start": 10.0,
             "stop": 10.5,
             "outcome": "memory",
+            **dict.fromkeys(("attempt", "exception_type", "message", "traceback")),
         }
     ]
     (run,) = ledger.runs()

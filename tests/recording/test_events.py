@@ -293,8 +293,13 @@ def test_a_task_erring_is_logged_under_erred(client):
     future.exception(timeout=10)
     workers = client.scheduler_info()["workers"]
     [event] = [m for _, m in events_of(client, "erred") if m["key"] == future.key]
-    assert set(event) == {"action", "key", "exception", "traceback", "worker"}
-    assert event["action"] == "task-erred"
+    assert set(event) == {
+        *("action", "key", "exception", "traceback", "worker"),
+        *("exception_type", "attempt", "duration", "dependents"),
+    }
+    assert event["action"] == "task-erred" and event["worker"] in workers
+    assert event["exception_type"] == "ZeroDivisionError" and event["attempt"] == 1
+    assert event["duration"] >= 0 and event["dependents"] == 0
     assert event["exception"].startswith("ZeroDivisionError: cannot handle")
     assert event["traceback"].startswith("Traceback (most recent call last)")
     assert event["traceback"].rstrip().endswith(event["exception"])
@@ -310,6 +315,7 @@ def test_every_built_in_topic_is_documented():
         "add-client",
         "remove-client",
         "task-erred",
+        "task-retried",
         "update-graph",
     ):
         assert f"`{action}`" in table

@@ -157,7 +157,7 @@ def test_cluster_story_merges_every_place_in_time_order(client):
     b.result(timeout=10)
 
     entries = client.story(a)
-    assert all(set(entry.as_dict()) == RECORD_FIELDS for entry in entries)
+    assert all(set(entry.as_dict()) == {*RECORD_FIELDS, "run_id", "failure"} for entry in entries)
     assert {entry["where"] for entry in entries} == {"scheduler", first, second}
     timestamps = [entry["timestamp"] for entry in entries]
     assert timestamps == sorted(timestamps)
