@@ -12,6 +12,7 @@ from storied.client.worker_client import get_client, worker_client
 from storied.comm import Security
 from storied.coordination import Actor, ActorFuture, Event, Lock, Queue, Semaphore, Variable
 from storied.deploy.local import LocalCluster
+from storied.diagnostics import get_task_stream, performance_report, progress
 from storied.exceptions import CancelledError, KilledWorker
 from storied.plugin import SchedulerPlugin, WorkerPlugin
 from storied.scheduler.server import Scheduler
@@ -41,7 +42,10 @@ __all__ = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
+    "performance_report",
+    "progress",
     "rejoin",
     "secede",
     "wait",

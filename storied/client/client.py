@@ -1027,6 +1027,19 @@ class Client:
             Path(filename).write_text(json.dumps(trace))
         return trace
 
+    def get_task_stream(
+        self,
+        start: float | str | None = None,
+        stop: float | str | None = None,
+        count: int | None = None,
+    ) -> Any:
+        """Task executions as Dask's task stream: dicts with ``key``, ``name``, ``worker``,
+        ``thread``, ``status`` and ``startstops``; ``start``/``stop`` a time or ``"60s"`` ago.
+        The ``with get_task_stream() as ts:`` form is ``storied.get_task_stream``."""
+        from storied.diagnostics.task_stream import task_stream
+
+        return self._sync(task_stream, self, start, stop, count)
+
     def get_scheduler_logs(self, n: int | None = None) -> Any:
         """The scheduler's recent log records as (level, message), newest first."""
         return self._sync(self._request_list, "get-scheduler-logs", n=n)

@@ -171,6 +171,9 @@ class Record:
             ledger.follow(run_id, self._log)
         self._events = EventLedger(events_per_topic, seq=self._seq)
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
+        #: executions recorded so far, the oldest fallen out of memory included: a cursor that
+        #: does not depend on clocks (``get_task_stream`` reads what came after it)
+        self.executions_recorded = 0
         self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
 
@@ -225,6 +228,7 @@ class Record:
         self, key: str, worker: str, thread: int, start: float, stop: float, outcome: str
     ) -> None:
         """Record one run of a task on a worker thread (``outcome``: "memory" or "erred")."""
+        self.executions_recorded += 1
         self._executions.append(
             {
                 "key": key,
@@ -402,9 +406,13 @@ class Record:
         """Events logged per topic by this run, counting those that fell out of memory."""
         return self._events.counts()
 
-    def executions(self) -> list[dict[str, Any]]:
-        """The most recent task executions (the full timeline is in the ledger)."""
-        return list(self._executions)
+    def executions(self, since: int | None = None) -> list[dict[str, Any]]:
+        """The most recent task executions (the full timeline is in the ledger); with ``since``
+        (a past ``executions_recorded``), only those recorded after it that are still held."""
+        if since is None:
+            return list(self._executions)
+        newer = max(self.executions_recorded - since, 0)
+        return list(self._executions)[max(len(self._executions) - newer, 0) :]
 
     def logs(self, n: int | None = None) -> list[tuple[str, str]]:
         """``(levelname, formatted message)``, newest first, as dask's ``get_scheduler_logs``."""
