@@ -215,7 +215,7 @@ _PAGE = """<!doctype html>
 _REPORT_SCRIPT = """
 "use strict";
 const report = JSON.parse(document.getElementById("report-data").textContent);
-const seconds = (s) => `${s.toFixed(3)} s`;
+const seconds = (s) => (s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(2)} s`);
 const megabytes = (n) => (n == null ? "unknown" : `${(n / 2 ** 20).toFixed(1)} MiB`);
 document.getElementById("summary").textContent =
   `${when(report.start)} … ${when(report.stop)} (${seconds(report.stop - report.start)}), ` +
