@@ -1032,12 +1032,14 @@ class Client:
         start: float | str | None = None,
         stop: float | str | None = None,
         count: int | None = None,
+        plot: bool | str = False,
     ) -> Any:
         """Task executions as Dask's task stream: dicts with ``key``, ``name``, ``worker``,
         ``thread``, ``status`` and ``startstops``; ``start``/``stop`` a time or ``"60s"`` ago.
         The ``with get_task_stream() as ts:`` form is ``storied.get_task_stream``."""
-        from storied.diagnostics.task_stream import task_stream
+        from storied.diagnostics.task_stream import refuse_plot, task_stream
 
+        refuse_plot(plot)
         return self._sync(task_stream, self, start, stop, count)
 
     def get_scheduler_logs(self, n: int | None = None) -> Any:

@@ -8,9 +8,11 @@ with no server and no network.
 from __future__ import annotations
 
 import html
+import inspect
 import json
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,11 +44,18 @@ class performance_report:
     """
 
     def __init__(
-        self, filename: str | os.PathLike[str] = "dask-report.html", client: Client | None = None
+        self,
+        filename: str | os.PathLike[str] = "dask-report.html",
+        stacklevel: int = 1,
+        client: Client | None = None,
     ) -> None:
         if not isinstance(filename, (str, os.PathLike)):
             raise TypeError(f"filename must be a path (str), not {type(filename).__name__}")
+        if not isinstance(stacklevel, int) or isinstance(stacklevel, bool):
+            raise TypeError(f"stacklevel must be an int, not {type(stacklevel).__name__}")
         self.filename = filename
+        #: whose code the report shows: 1 is the code holding the ``with`` block, as Dask's
+        self._stacklevel = max(stacklevel, 1)
         self._client = client
         self._start = 0.0
         self._since: int | None = None
@@ -64,7 +73,7 @@ class performance_report:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.client._sync(self.__aexit__, *exc_info)
+        self.client._sync(self._write, calling_code(self._stacklevel))
 
     async def __aenter__(self) -> performance_report:
         self._start = time.time()
@@ -72,7 +81,11 @@ class performance_report:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._write(calling_code(self._stacklevel))
+
+    async def _write(self, code: str) -> None:
         data = await collect(self.client, self._since, self._start)
+        data["code"] = code
         Path(self.filename).write_text(render(data), encoding="utf-8")
         summary = {
             "action": "performance-report",
@@ -168,6 +181,15 @@ async def _failures(client: Client, keys: list[str]) -> list[dict[str, Any]]:
     return failures
 
 
+def calling_code(stacklevel: int) -> str:
+    """The source of the code ``stacklevel`` frames above the caller (what ran the block)."""
+    frame = sys._getframe(stacklevel + 1)
+    try:
+        return inspect.getsource(frame.f_code)
+    except (OSError, TypeError):
+        return f"<code not available: {frame.f_code.co_filename}, line {frame.f_lineno}>"
+
+
 def _process_memory() -> int:
     """The worker process's resident memory in bytes (run on each worker)."""
     import psutil
@@ -190,6 +212,8 @@ def render(data: dict[str, Any]) -> str:
 _REPORT_CSS = """
 .summary { color: #444; }
 .story { font-size: 12px; margin-top: 0.6em; }
+.code { background: #fff; border: 1px solid #ddd; padding: 0.6em; max-width: 1100px;
+  overflow-x: auto; font-size: 12px; }
 """
 
 _PAGE = """<!doctype html>
@@ -205,6 +229,7 @@ _PAGE = """<!doctype html>
 <section><h2>Time per task prefix</h2><table id="prefixes" class="grid"></table></section>
 <section><h2>Workers</h2><table id="workers" class="grid"></table></section>
 <section><h2>Failures</h2><div id="failures"></div></section>
+<section><h2>Calling code</h2><pre id="code" class="code"></pre></section>
 </main>
 <script type="application/json" id="report-data">{data}</script>
 <script>{charts}</script>
@@ -241,4 +266,5 @@ for (const f of report.failures) {
   }
   failures.append(box);
 }
+document.getElementById("code").textContent = report.code || "";
 """

@@ -60,6 +60,15 @@ def select(
     return [task_stream_entry(execution) for execution in ordered[low:high]]
 
 
+def refuse_plot(plot: bool | str) -> None:
+    """Dask's ``plot=True``/``"save"`` makes a Bokeh figure; storied draws none."""
+    if plot:
+        raise ValueError(
+            "storied draws no Bokeh figures (plot must be False): for a task stream chart, "
+            "wrap the work in storied.performance_report(filename) and open that HTML file"
+        )
+
+
 def _when(value: float | str, name: str) -> float:
     if isinstance(value, str):
         return time.time() - (parse_timedelta(value) or 0.0)
@@ -85,9 +94,10 @@ class get_task_stream:
 
     data: list[dict[str, Any]]
 
-    def __init__(self, client: Client | None = None) -> None:
+    def __init__(self, client: Client | None = None, plot: bool | str = False) -> None:
         from storied.client.current import default_client
 
+        refuse_plot(plot)
         self.data = []
         self.client = client if client is not None else default_client()
         self._since: int | None = None

@@ -59,6 +59,7 @@ def test_the_file_holds_what_ran_inside_the_block(report: Path) -> None:
     finishes = [(entry["start"], entry["finish"]) for entry in failure["story"]]
     assert ("processing", "erred") in finishes
     assert {entry["where"] for entry in failure["story"]} > {"scheduler"}  # a worker's part too
+    assert "client.map(inc, range(710, 722))" in data["code"]  # the code that ran the block
 
 
 def test_the_file_needs_nothing_from_outside(report: Path) -> None:
@@ -118,6 +119,7 @@ def test_a_person_sees_the_task_stream_and_the_failure(browser: Any, report: Pat
         assert "Traceback (most recent call last)" in traceback and "in fail" in traceback
         assert "processing → erred" in page.locator(".failure table.story").inner_text()
         assert "MiB" in page.locator("#workers").inner_text()
+        assert "performance_report(filename=path)" in page.locator("#code").inner_text()
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "performance-report.png"), full_page=True)
     finally:

@@ -61,6 +61,13 @@ def test_a_bad_window_is_a_clear_error() -> None:
         select([], count=-1)
 
 
+def test_a_bokeh_plot_is_refused_with_what_to_do_instead(client: Client) -> None:
+    with pytest.raises(ValueError, match="performance_report"):
+        client.get_task_stream(plot=True)
+    with pytest.raises(ValueError, match="performance_report"):
+        get_task_stream(client, plot="save")
+
+
 def test_the_record_hands_out_executions_after_a_cursor() -> None:
     record = Record("scheduler", execution_log_length=3)
     assert record.executions_recorded == 0
