@@ -96,6 +96,7 @@ class TextProgress:
 
     def __init__(self, found: list[Future], groups: ProgressGroups, file: TextIO | None) -> None:
         self.found = found
+        self.clients = {future.client for future in found}
         self.groups = groups
         self.file = file if file is not None else sys.stdout
         self._finished: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
@@ -124,6 +125,8 @@ class TextProgress:
                 except queue.Empty:
                     for bar in bars.values():
                         bar.refresh()
+                    if any(client.status in ("closing", "closed") for client in self.clients):
+                        return  # what is pending will not finish on a closed client
                     continue
                 group = self.groups.finish(key, failed)
                 if group is None:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -154,3 +155,17 @@ def test_the_notebook_widget_fills_per_prefix(cluster: LocalCluster) -> None:
         "slow_double": [6, 6, "success", "6 / 6"],
         "fail": [1, 1, "danger", "1 / 1, 1 erred"],
     }
+
+
+def test_a_bar_stops_when_its_client_closes(cluster: LocalCluster) -> None:
+    """The futures of a closed client never finish: the bar returns rather than hang."""
+    client = Client(cluster)
+    forever = client.submit(time.sleep, 3, pure=False)
+    closer = threading.Timer(0.3, client.close)
+    closer.start()
+    stream = io.StringIO()
+    started = time.monotonic()
+    progress(forever, file=stream)
+    closer.join()
+    assert time.monotonic() - started < 2.5  # before the task could end
+    assert "0/1" in bars(stream)
