@@ -30,6 +30,8 @@ logger = logging.getLogger("storied.client")
 REPORT_TOPIC = "performance-report"
 #: failed tasks whose cluster-wide story a report tells, at most (the rest are listed)
 STORIES_PER_REPORT = 20
+#: task executions the report's task stream draws, at most: the newest (all are counted)
+TASK_STREAM_LIMIT = 20_000
 
 
 class performance_report:
@@ -92,7 +94,7 @@ class performance_report:
             "filename": os.fspath(self.filename),
             "start": data["start"],
             "stop": data["stop"],
-            "executions": len(data["executions"]),
+            "executions": data["executed"],
             "erred": len(data["failures"]),
         }
         logged = self.client.log_event(REPORT_TOPIC, summary)
@@ -110,14 +112,21 @@ async def collect(client: Client, since: int | None, start: float) -> dict[str, 
     """Everything a report shows, from the scheduler's record and the workers."""
     executions = await client._request("executions", since=since)
     info = await client._request("scheduler-info")
-    memory = await client._run(_process_memory, (), {}, None)
+    try:
+        memory = await client._run(_process_memory, (), {}, None)
+    except Exception as exc:  # a worker leaving now costs the report its memory column only
+        logger.warning("A performance report could not ask the workers' memory: %s", exc)
+        memory = {}
     erred_keys = [e["key"] for e in executions if e["outcome"] == "erred"]
     failures = await _failures(client, erred_keys)
     return {
         "start": start,
         "stop": time.time(),
         "scheduler": info["address"],
-        "executions": [{**e, "prefix": key_prefix(e["key"])} for e in executions],
+        "executed": len(executions),
+        "executions": [
+            {**e, "prefix": key_prefix(e["key"])} for e in executions[-TASK_STREAM_LIMIT:]
+        ],
         "prefixes": prefix_durations(executions),
         "workers": [
             {
@@ -244,8 +253,10 @@ const seconds = (s) => (s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(2)}
 const megabytes = (n) => (n == null ? "unknown" : `${(n / 2 ** 20).toFixed(1)} MiB`);
 document.getElementById("summary").textContent =
   `${when(report.start)} … ${when(report.stop)} (${seconds(report.stop - report.start)}), ` +
-  `scheduler ${report.scheduler}: ${report.executions.length} task executions, ` +
-  `${report.failures.length} failed.`;
+  `scheduler ${report.scheduler}: ${report.executed} task executions, ` +
+  `${report.failures.length} failed` +
+  (report.executions.length < report.executed
+    ? `; the task stream shows the newest ${report.executions.length}.` : ".");
 drawTaskStream(document.getElementById("task-stream"), report.executions);
 table(document.getElementById("prefixes"),
   ["prefix", "runs", "erred", "total", "mean", "longest"],

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from storied import Client, performance_report
+from storied.diagnostics import report as report_module
 from storied.diagnostics.report import REPORT_TOPIC, prefix_durations, render
 from tests.engine.helpers import fail, inc, poll
 
@@ -45,7 +46,7 @@ def report(tmp_path_factory: pytest.TempPathFactory, cluster: Any) -> Iterator[P
 
 def test_the_file_holds_what_ran_inside_the_block(report: Path) -> None:
     data = report_data(report)
-    assert len(data["executions"]) == 13
+    assert len(data["executions"]) == data["executed"] == 13
     assert {row["prefix"]: (row["runs"], row["erred"]) for row in data["prefixes"]} == {
         "inc": (12, 0),
         "fail": (1, 1),
@@ -87,7 +88,7 @@ def test_prefix_durations_are_summed_per_prefix() -> None:
 
 
 def test_a_report_of_nothing_renders() -> None:
-    empty = {"start": 1.0, "stop": 2.0, "scheduler": "tcp://x:1", "executions": [],
+    empty = {"start": 1.0, "stop": 2.0, "scheduler": "tcp://x:1", "executed": 0, "executions": [],
              "prefixes": [], "workers": [], "failures": []}  # fmt: skip
     assert "<h1>Performance report</h1>" in render(empty)
 
@@ -126,3 +127,16 @@ def test_a_person_sees_the_task_stream_and_the_failure(browser: Any, report: Pat
         page.close()
     assert errors == [], f"the page's script failed: {errors}"
     assert outside == [], f"the report reached outside the file: {outside}"
+
+
+def test_a_long_run_draws_its_newest_executions_and_counts_all(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_module, "TASK_STREAM_LIMIT", 5)
+    with performance_report(tmp_path / "long.html"):
+        client.gather(client.map(inc, range(900, 908)))
+    data = report_data(tmp_path / "long.html")
+    assert data["executed"] == 8 and len(data["executions"]) == 5
+    assert sum(row["runs"] for row in data["prefixes"]) == 8
+    newest = sorted(entry["startstops"][0]["stop"] for entry in client.get_task_stream(count=8))
+    assert sorted(e["stop"] for e in data["executions"]) == newest[-5:]
