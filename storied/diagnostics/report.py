@@ -110,7 +110,9 @@ class performance_report:
 
 async def collect(client: Client, since: int | None, start: float) -> dict[str, Any]:
     """Everything a report shows, from the scheduler's record and the workers."""
-    executions = await client._request("executions", since=since)
+    executions = sorted(
+        await client._request("executions", since=since), key=lambda e: e["stop"]
+    )  # two workers' reports arrive in any order: newest means latest to stop
     info = await client._request("scheduler-info")
     try:
         memory = await client._run(_process_memory, (), {}, None)
