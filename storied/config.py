@@ -93,6 +93,12 @@ DEFAULTS: dict[str, Any] = {
         "lease-timeout": "30s",
         "lease-validation-interval": "10s",
     },
+    "events": {
+        "max-bytes-per-topic": "64MiB",
+        "max-event-size": "1MiB",
+        "page-size": 1_000,
+        "page-bytes": "8MiB",
+    },
     "ledger": {
         "queue-size": 100_000,
         "batch-size": 2_000,

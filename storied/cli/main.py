@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import click
 
 from storied import config
 from storied.comm import Security
+from storied.comm.security import listens_openly
 from storied.loop import new_event_loop
 from storied.resources import parse_resources
 
@@ -75,22 +75,13 @@ def _security(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    if security.is_open and not _is_loopback(host) and not insecure:
+    if listens_openly(host, security) and not insecure:
         raise click.UsageError(
             f"refusing to listen on {host} without credentials: anyone who can reach it could "
             "run code on this machine. Pass --auth-token (or STORIED_AUTH_TOKEN) or TLS "
             "options, or --insecure if this network is trusted."
         )
     return security
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _serve(server: Any, on_started: Callable[[Any], None] | None = None) -> None:
@@ -196,6 +187,7 @@ def scheduler(
             ledger=ledger_path,
             retain=retain_seconds,
             dashboard_address=None if dashboard_address.lower() == "none" else dashboard_address,
+            insecure=insecure,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--dashboard-address") from None
@@ -265,6 +257,7 @@ def worker(
             security=security,
             resources=resources,
             nanny=supervisor["id"] if supervisor else None,
+            insecure=insecure,
         )
         if supervisor is not None:
             on_started = partial(lifeline.report_joined, supervisor)

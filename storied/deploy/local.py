@@ -14,6 +14,7 @@ from typing import Any
 
 from storied import config
 from storied.comm import Security
+from storied.compat import missing
 from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
@@ -40,6 +41,7 @@ class WorkerProcess:
         log_level: int | None,
         nanny: bool = True,
         resources: Mapping[str, float] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.name = name
         command = [
@@ -56,6 +58,8 @@ class WorkerProcess:
             host,
             "--nanny" if nanny else "--no-nanny",
         ]
+        if insecure:
+            command.append("--insecure")
         if resources:
             command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
         env = lifeline.environ_with_parent(config.environ_for_subprocess())
@@ -105,9 +109,11 @@ class LocalCluster:
         silence_logs: int | bool = logging.WARNING,
         nanny: bool = True,
         resources: str | Mapping[str, float] | None = None,
+        insecure: bool = False,
         **scheduler_kwargs: Any,
     ) -> None:
-        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's).
+        ``insecure=True`` allows listening beyond loopback with ``security=False``."""
         if n_workers is None:
             n_workers = 2 if processes else 1
         if threads_per_worker is None:
@@ -124,6 +130,7 @@ class LocalCluster:
         #: worker processes run under nannies, which restart them when they die
         self.nanny = nanny
         self.host = host
+        self.insecure = insecure
         self.threads_per_worker = threads_per_worker
         self.resources = None if resources is None else parse_resources(resources)
         self.asynchronous = asynchronous
@@ -137,6 +144,7 @@ class LocalCluster:
             security=self.security,
             ledger=ledger,
             dashboard_address=dashboard_address,
+            insecure=insecure,
             **scheduler_kwargs,
         )
         self.workers: dict[str, Worker | WorkerProcess] = {}
@@ -182,6 +190,10 @@ class LocalCluster:
     def __repr__(self) -> str:
         return f"LocalCluster({self.scheduler.address!r}, workers={len(self.workers)})"
 
+    def __getattr__(self, name: str) -> Any:
+        """dask.distributed names storied does not support say so (``storied.compat``)."""
+        raise missing("LocalCluster", name)
+
     def scale(self, n: int) -> Any:
         """Grow or shrink to ``n`` workers, waiting until they have joined or left."""
         if self.asynchronous:
@@ -206,6 +218,7 @@ class LocalCluster:
                     self._worker_log_level,
                     self.nanny,
                     self.resources,
+                    self.insecure,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -215,6 +228,7 @@ class LocalCluster:
                     host=self.host,
                     security=self.security,
                     resources=self.resources,
+                    insecure=self.insecure,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:

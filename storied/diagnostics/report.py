@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storied.client.events import read_events
 from storied.dashboard.pages import STATIC
 from storied.dashboard.views import ERRED_TOPIC, key_prefix
 
@@ -175,7 +176,8 @@ async def _failures(client: Client, keys: list[str]) -> list[dict[str, Any]]:
         return []
     wanted = dict.fromkeys(keys)
     found: dict[str, dict[str, Any]] = {}
-    for timestamp, msg in await client._get_events(ERRED_TOPIC, False):
+    erred = await read_events(client._request, ERRED_TOPIC, False, None, None, None)
+    for timestamp, msg in erred:
         if isinstance(msg, dict) and msg.get("key") in wanted:
             found[msg["key"]] = {
                 "key": msg["key"],
@@ -186,9 +188,8 @@ async def _failures(client: Client, keys: list[str]) -> list[dict[str, Any]]:
             }
     failures = [found.get(key, {"key": key}) for key in wanted]
     for failure in failures[:STORIES_PER_REPORT]:
-        failure["story"] = await client._request(
-            "cluster-story", keys=[failure["key"]], on_error="ignore"
-        )
+        story = await client._story([failure["key"]], "ignore")
+        failure["story"] = [entry._asdict() for entry in story]
     return failures
 
 

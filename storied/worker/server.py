@@ -299,8 +299,11 @@ class Worker:
         heartbeat_interval: float | str | None = None,
         resources: str | Mapping[str, float] | None = None,
         nanny: str | None = None,
+        insecure: bool = False,
     ) -> None:
+        """``insecure=True`` allows listening beyond loopback without a token or TLS."""
         self.scheduler_address = scheduler_address
+        self.insecure = insecure
         #: the id of the nanny supervising this worker's process, if any
         self.nanny = nanny
         self.nthreads = nthreads
@@ -350,7 +353,10 @@ class Worker:
     async def start(self) -> Worker:
         self.loop = asyncio.get_running_loop()
         self._listener = configured_listener(
-            f"tcp://{self.host}:{self.port}", self._serve_peer, self.security
+            f"tcp://{self.host}:{self.port}",
+            self._serve_peer,
+            self.security,
+            insecure=self.insecure,
         )
         await self._listener.start()
         self.address = self._listener.address

@@ -14,20 +14,12 @@ da = pytest.importorskip("dask.array")
 
 
 @pytest.fixture(params=["storied", "distributed"])
-def flavour(request: pytest.FixtureRequest, cluster: Any) -> Iterator[Any]:
-    """The module the example imports from, with its client made the default."""
+def flavour(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The module the example imports from, with a client of its cluster made the default."""
     module = importlib.import_module(request.param)
-    if request.param == "storied":
-        with module.Client(cluster):
-            yield module
-    else:
-        with (
-            module.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-            ) as dask_cluster,
-            module.Client(dask_cluster),
-        ):
-            yield module
+    cluster = request.getfixturevalue("cluster" if request.param == "storied" else "dask_cluster")
+    with module.Client(cluster):
+        yield module
 
 
 def test_progress_of_a_persisted_array(flavour: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,19 +116,16 @@ def work(client: Any, fail_function: Any) -> None:
         client.submit(fail_function, 1).result()
 
 
-def test_the_same_work_on_dask_distributed_gives_the_same_shape(client: Client) -> None:
+def test_the_same_work_on_dask_distributed_gives_the_same_shape(
+    client: Client, dask_client: Any
+) -> None:
     """Dask's records carry more (``nbytes``, ``type``, ``stimulus_id``...); the keys a task
     stream reader uses are in both, with the same kinds of values."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     with get_task_stream(client) as ours:
         work(client, fail)
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
-        ) as dask_cluster,
-        distributed.Client(dask_cluster) as dask_client,
-        distributed.get_task_stream(dask_client) as theirs,
-    ):
+    with distributed.get_task_stream(dask_client) as theirs:
         work(dask_client, fail)
     assert len(ours.data) == len(theirs.data) == 4
     for entries in (ours.data, theirs.data):
