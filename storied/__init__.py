@@ -13,6 +13,7 @@ from storied.comm import Security
 from storied.compat import missing
 from storied.coordination import Actor, ActorFuture, Event, Lock, Queue, Semaphore, Variable
 from storied.deploy.local import LocalCluster
+from storied.diagnostics import get_task_stream, performance_report, progress
 from storied.exceptions import CancelledError, KilledWorker
 from storied.plugin import SchedulerPlugin, WorkerPlugin
 from storied.scheduler.server import Scheduler
@@ -47,8 +48,11 @@ __all__ = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
     "local_client",
+    "performance_report",
+    "progress",
     "rejoin",
     "secede",
     "wait",

@@ -1,7 +1,9 @@
-"""Shared fixtures: an in-memory recorder for the pure state machines, and a live cluster."""
+"""Shared fixtures: an in-memory recorder for the pure state machines, a live cluster, and a
+real browser."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -114,3 +116,21 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
 
     with distributed.Client(dask_cluster, set_as_default=False) as connected:
         yield connected
+
+
+#: Debian's Chromium, driven by Playwright (never ``playwright install``)
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        except Exception as exc:  # the reason is in the message: sandbox, missing libraries
+            pytest.skip(f"Chromium cannot be launched here: {exc}")
+        yield launched
+        launched.close()

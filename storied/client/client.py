@@ -1062,6 +1062,21 @@ class Client:
             Path(filename).write_text(json.dumps(trace))
         return trace
 
+    def get_task_stream(
+        self,
+        start: float | str | None = None,
+        stop: float | str | None = None,
+        count: int | None = None,
+        plot: bool | str = False,
+    ) -> Any:
+        """Task executions as Dask's task stream: dicts with ``key``, ``name``, ``worker``,
+        ``thread``, ``status`` and ``startstops``; ``start``/``stop`` a time or ``"60s"`` ago.
+        The ``with get_task_stream() as ts:`` form is ``storied.get_task_stream``."""
+        from storied.diagnostics.task_stream import refuse_plot, task_stream
+
+        refuse_plot(plot)
+        return self._sync(task_stream, self, start, stop, count)
+
     def get_scheduler_logs(self, n: int | None = None) -> Any:
         """The scheduler's recent log records as (level, message), newest first."""
         return self._sync(self._request_list, "get-scheduler-logs", n=n)

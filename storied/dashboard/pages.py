@@ -68,6 +68,7 @@ _SHELL = """<!doctype html>
 <header><span class="brand">storied</span>
 <nav>{nav}</nav><span id="run-label" class="run"></span></header>
 <main><h1>{title}</h1>{body}</main>
+<script src="/static/charts.js"></script>
 <script src="/static/dashboard.js"></script>
 </body></html>
 """

@@ -50,6 +50,10 @@ def no_default_client() -> None:
 
 def get_on_default_client(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     """What dask calls to compute: the graph runs on the default storied client."""
+    return _default_sync_client().get(dsk, keys, **kwargs)
+
+
+def _default_sync_client() -> Any:
     from storied.client.current import global_client
 
     client = global_client()
@@ -60,4 +64,14 @@ def get_on_default_client(dsk: Any, keys: Any, **kwargs: Any) -> Any:
             "the default storied client is asynchronous: use `await client.compute(x)` "
             "instead of x.compute() or dask.compute(x)"
         )
-    return client.get(dsk, keys, **kwargs)
+    return client
+
+
+def persist_on_default_client(collections: Any, **kwargs: Any) -> Any:
+    """What dask calls for ``x.persist()`` / ``dask.persist(x)``: collections backed by futures
+    on the default storied client, as on a dask.distributed client, rather than computed here.
+    (dask asks the scheduler setting for a ``persist`` of its own.)"""
+    return _default_sync_client().persist(collections, **kwargs)
+
+
+get_on_default_client.persist = persist_on_default_client  # type: ignore[attr-defined]

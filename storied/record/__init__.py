@@ -178,6 +178,9 @@ class Record:
         )
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
         self._failures: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
+        #: executions recorded so far, the oldest fallen out of memory included: a cursor that
+        #: does not depend on clocks (``get_task_stream`` reads what came after it)
+        self.executions_recorded = 0
         self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
 
@@ -232,6 +235,7 @@ class Record:
         self, key: str, worker: str, thread: int, start: float, stop: float, outcome: str
     ) -> None:
         """Record one run of a task on a worker thread (``outcome``: "memory" or "erred")."""
+        self.executions_recorded += 1
         self._executions.append(
             {
                 "key": key,
@@ -543,9 +547,13 @@ class Record:
         """Events logged per topic by this run, counting those that fell out of memory."""
         return self._events.counts()
 
-    def executions(self) -> list[dict[str, Any]]:
-        """The most recent task executions (the full timeline is in the ledger)."""
-        return list(self._executions)
+    def executions(self, since: int | None = None) -> list[dict[str, Any]]:
+        """The most recent task executions (the full timeline is in the ledger); with ``since``
+        (a past ``executions_recorded``), only those recorded after it that are still held."""
+        if since is None:
+            return list(self._executions)
+        newer = max(self.executions_recorded - since, 0)
+        return list(self._executions)[max(len(self._executions) - newer, 0) :]
 
     def failures(self, keys: Iterable[str]) -> list[dict[str, Any]]:
         """This run's failures of ``keys`` still in memory, oldest first (the ledger keeps

@@ -662,7 +662,8 @@ class Scheduler:
             "get-scheduler-logs": lambda n=None: self.record.logs(n),
             "get-worker-logs": self._get_worker_logs,
             "log-entries": self._log_entries,
-            "executions": lambda: self.record.executions(),
+            "executions": lambda since=None: self.record.executions(since),
+            "executions-recorded": lambda: self.record.executions_recorded,
             "failures": lambda keys: self.record.failures(keys),
             **{op: partial(handler, client) for op, handler in self._extension_handlers.items()},
         }

@@ -6,7 +6,6 @@ Screenshots go to ``.pytest_cache/dashboard-screenshots/`` (not committed).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,8 @@ import pytest
 from tests.dashboard.conftest import Workload, get_json
 from tests.engine.helpers import poll
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / ".pytest_cache" / "dashboard-screenshots"
 TIMEOUT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
-    with sync_api.sync_playwright() as playwright:
-        try:
-            launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        except Exception as exc:  # the reason is in the message: sandbox, missing libraries
-            pytest.skip(f"Chromium cannot be launched here: {exc}")
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

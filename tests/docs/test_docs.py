@@ -16,7 +16,7 @@ def python_blocks(name: str) -> list[str]:
     return BLOCK.findall((DOCS / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["logging.md", "options.md", "coordination.md"])
+@pytest.mark.parametrize("name", ["logging.md", "options.md", "coordination.md", "diagnostics.md"])
 def test_doc_examples_run(name: str) -> None:
     blocks = python_blocks(name)
     assert len(blocks) > 5, f"{name} lost its examples"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storied import Client, Future, LocalCluster
+from storied import Client, Future, LocalCluster, futures_of
 
 
 def inc(x: int) -> int:
@@ -99,6 +99,15 @@ def test_persist_keeps_the_chunks_on_the_cluster(client: Client) -> None:
     assert persisted.sum().compute() == 4950
     (again,) = client.persist([persisted + 1])
     assert again.sum().compute() == 5050
+
+
+def test_dask_persist_on_the_default_client_keeps_futures(client: Client) -> None:
+    """``x.persist()`` and ``dask.persist(x)``, as on dask.distributed: futures-backed chunks
+    on the cluster (they used to be computed and brought back, with no future left)."""
+    x = da.arange(100, chunks=10).persist()
+    assert len(futures_of(x)) == 10 and x.sum().compute() == 4950
+    (y,) = dask.persist(x + 1)
+    assert len(futures_of(y)) == 10 and y.sum().compute() == 5050
 
 
 def test_persisted_chunks_are_not_computed_again(client: Client, tmp_path: Path) -> None:
