@@ -23,7 +23,14 @@ import cloudpickle
 from storied.client.future import Future
 from storied.graph.execute import GraphRunner, resolve_function, resolve_future
 from storied.graph.keys import stringify
-from storied.protocol.serialize import PICKLE_PROTOCOL, pickle_dumps, token
+from storied.protocol.serialize import (
+    OUT_OF_BAND_MIN,
+    PICKLE_PROTOCOL,
+    Pickled,
+    dumps_with_refs,
+    pickle_dumps,
+    token,
+)
 
 #: annotations (from ``dask.annotate``, collections or call arguments) that storied honours
 ANNOTATIONS = ("priority", "retries", "resources", "workers", "allow_other_workers")
@@ -54,9 +61,13 @@ def _dependency_key(obj: Any) -> str | None:
     return obj.key if type(obj) is _Dependency else None
 
 
-def _arguments(node: bytes, values: dict[Any, _Dependency]) -> bytes:
+def _arguments(node: bytes, values: dict[Any, _Dependency]) -> bytes | Pickled:
     """A task's pickled ``((node, values), {})``, each ``_Dependency`` a reference the worker
-    fills in with that dependency's result (the C pickler: values holds keys and references)."""
+    fills in with that dependency's result (the C pickler: values holds keys and references).
+    A node embedding large data goes the way of large arguments: out of band, beside the
+    message, which stays small."""
+    if len(node) >= OUT_OF_BAND_MIN:
+        return dumps_with_refs(((node, values), {}), _dependency_key)[0]
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
     pickler.persistent_id = _dependency_key  # type: ignore[method-assign]
