@@ -193,6 +193,8 @@ class LocalCluster:
         for name, worker in list(self.workers.items()):
             if isinstance(worker, WorkerProcess) and worker.process.poll() is not None:
                 del self.workers[name]  # died (or was killed): a replacement is started below
+        for name in self._retired_names() & set(self.workers):
+            await self._stop_worker(self.workers.pop(name))  # retired: it is on its way out
         while len(self.workers) < n:
             name = str(self._next_name)
             self._next_name += 1
@@ -239,6 +241,18 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers {missing} did not join within {timeout}s")
             await asyncio.sleep(0.01)
+
+    def _retired_names(self) -> set[str]:
+        manager = self.scheduler.extensions.get("manage")
+        return set(getattr(manager, "retired_names", ()))
+
+    async def _replace_workers(self, names: list[str]) -> None:
+        """Start fresh workers in place of ``names`` (closed by a restart: no nanny)."""
+        for name in names:
+            worker = self.workers.pop(name, None)
+            if worker is not None:
+                await self._stop_worker(worker)
+        await self._scale(len(self.workers) + len(names))
 
     async def _stop_worker(self, worker: Worker | WorkerProcess) -> None:
         if isinstance(worker, WorkerProcess):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import itertools
 import logging
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 import traceback
@@ -41,6 +44,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
+from storied.worker import upload
 from storied.worker.state import (
     RUNNING,
     Execute,
@@ -493,6 +497,8 @@ class Worker:
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         logging.getLogger("storied.worker").removeHandler(self._log_handler)
         self.record.close()
+        if "local_directory" in vars(self):
+            shutil.rmtree(self.local_directory, ignore_errors=True)
         self.status = "closed"
 
     async def finished(self) -> None:
@@ -515,6 +521,7 @@ class Worker:
             "log-entries": self._log_entries,
             "add-plugin": self._add_plugin,
             "remove-plugin": self._remove_plugin,
+            "upload-file": self.upload_file,
         }
 
     def _compute_task(
@@ -557,8 +564,22 @@ class Worker:
         """The seceded task ``key`` called ``rejoin()`` (on the loop, from the task's thread)."""
         self._handle(self.state.rejoin(key, _stimulus("rejoin")))
 
-    def _close_requested(self, reason: str = "scheduler-close") -> None:
-        self._spawn(self.close(report=False, reason=reason))
+    def _close_requested(self, reason: str = "scheduler-close", report: bool = False) -> None:
+        """``report``: unregister with ``reason`` (a retiring worker), so the scheduler
+        removes it as having left on purpose."""
+        self._spawn(self.close(report=report, reason=reason))
+
+    @functools.cached_property
+    def local_directory(self) -> str:
+        """A directory of this worker's own (uploaded files go here), made on first use."""
+        return tempfile.mkdtemp(prefix=f"storied-worker-{os.getpid()}-")
+
+    def upload_file(self, filename: str, data: bytes, load: bool = True) -> list[str]:
+        """Write a client's file here, put it on ``sys.path`` and import it (see
+        ``storied.worker.upload``); the modules imported. Import errors are raised."""
+        modules = upload.install(self.local_directory, filename, data, load)
+        self.log_event(upload.EVENT_TOPICS, upload.upload_event(filename, len(data), modules))
+        return modules
 
     async def _run_function(self, function: bytes, args: bytes) -> Any:
         func = pickle_loads(function)
