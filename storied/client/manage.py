@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from storied import config
 from storied.client.future import Future
 from storied.client.options import worker_restrictions
 from storied.worker.upload import check_upload_name
@@ -61,15 +62,18 @@ class ClusterManagement:
             remove=bool(remove),
         )
 
-    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> Any:
+    def restart(self, timeout: float | str | None = None, wait_for_workers: bool = True) -> Any:
         """Restart every worker (through its nanny; those without one are closed, and
         replaced if this client's cluster is a LocalCluster) and forget every task: all
         futures are cancelled. Returns once the workers are back (``wait_for_workers``)."""
-        if timeout is None:
-            timeout = self._timeout * RESTART_TIMEOUT_FACTOR
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise TypeError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        return self._sync(self._restart, float(timeout), bool(wait_for_workers))
+        seconds = (
+            self._timeout * RESTART_TIMEOUT_FACTOR
+            if timeout is None
+            else config.parse_timedelta(timeout)
+        )
+        if not seconds:
+            raise ValueError(f"restart's timeout must be a positive duration, not {timeout!r}")
+        return self._sync(self._restart, seconds, bool(wait_for_workers))
 
     async def _restart(self, timeout: float, wait_for_workers: bool) -> None:
         reply = await self._request("restart", timeout=timeout, wait_for_workers=wait_for_workers)
