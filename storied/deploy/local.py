@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 from storied import config
 from storied.comm import Security
+from storied.deploy.adaptive import Adaptive
 from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
@@ -140,6 +142,7 @@ class LocalCluster:
             **scheduler_kwargs,
         )
         self.workers: dict[str, Worker | WorkerProcess] = {}
+        self._adaptive: Adaptive | None = None
         self._n_workers = n_workers
         self._next_name = 0
         self.status = "created"
@@ -183,7 +186,9 @@ class LocalCluster:
         return f"LocalCluster({self.scheduler.address!r}, workers={len(self.workers)})"
 
     def scale(self, n: int) -> Any:
-        """Grow or shrink to ``n`` workers, waiting until they have joined or left."""
+        """Grow or shrink to ``n`` workers, waiting until they have joined or left; stops
+        adaptive scaling, as in Dask."""
+        self._stop_adaptive()
         if self.asynchronous:
             return self._scale(n)
         assert self._loop_thread is not None
@@ -242,6 +247,51 @@ class LocalCluster:
                 raise TimeoutError(f"workers {missing} did not join within {timeout}s")
             await asyncio.sleep(0.01)
 
+    def adapt(
+        self,
+        minimum: int = 0,
+        maximum: float = math.inf,
+        interval: float | str = "1s",
+        wait_count: int = 3,
+        **kwargs: Any,
+    ) -> Adaptive:
+        """Scale between ``minimum`` and ``maximum`` workers with the load, as Dask's
+        ``cluster.adapt``: up when tasks wait for threads, down (retiring, so no data is
+        lost) when workers stay idle ``wait_count`` looks ``interval`` apart. Replaces an
+        earlier ``adapt``; ``cluster.scale`` stops it. Dask's other options are accepted."""
+        adaptive = Adaptive(self, minimum, maximum, interval, wait_count)
+        self._stop_adaptive()
+        self._adaptive = adaptive
+        if self.asynchronous:
+            adaptive.start()
+        else:
+            assert self._loop_thread is not None
+            self._loop_thread.run(_started(adaptive))
+        return adaptive
+
+    def _stop_adaptive(self) -> None:
+        if self._adaptive is not None:
+            self._adaptive.stop()
+            self._adaptive = None
+
+    def scale_up(self, n: int) -> Any:
+        """Grow to ``n`` workers (as Dask's; fewer than there are: nothing happens)."""
+        return self.scale(max(n, len(self.workers)))
+
+    def scale_down(self, workers: Any) -> Any:
+        """Retire ``workers`` (addresses or names): their data moves to the others first."""
+        names = [workers] if isinstance(workers, str) else list(workers)
+        if self.asynchronous:
+            return self._retire(names, requester="scale_down")
+        assert self._loop_thread is not None
+        return self._loop_thread.run(self._retire(names, requester="scale_down"))
+
+    async def _retire(self, workers: list[str], requester: str) -> None:
+        """Retire through the scheduler (data moves first), then forget those workers."""
+        manager = self.scheduler.extensions["manage"]
+        retired = await manager.retire_workers(requester, workers)  # type: ignore[attr-defined]
+        await self._scale(len(self.workers) - len(retired))
+
     def _retired_names(self) -> set[str]:
         manager = self.scheduler.extensions.get("manage")
         return set(getattr(manager, "retired_names", ()))
@@ -277,6 +327,7 @@ class LocalCluster:
         if self.status == "closed":
             return
         self.status = "closing"
+        self._stop_adaptive()
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(self._stop_worker(w) for w in workers), return_exceptions=True)
@@ -295,3 +346,7 @@ class LocalCluster:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
+
+
+async def _started(adaptive: Adaptive) -> None:
+    adaptive.start()
