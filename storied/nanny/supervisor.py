@@ -191,7 +191,8 @@ class Nanny:
             if self.status != "running":
                 return
             if self._restart_requested:
-                await self._restart_on_request(process, address)
+                self._restart_requested = False
+                await self._start_next_worker(process, address, reason="restart requested")
                 continue
             if returncode == 0:
                 self._spawn(self.close(reason="worker closed"))
@@ -209,22 +210,7 @@ class Nanny:
             await asyncio.sleep(delay)
             if self.status != "running":
                 return
-            await self._start_worker()
-            self.restarts += 1
-            self._log_event(
-                {
-                    "action": "worker-restart",
-                    "nanny": self.id,
-                    "name": self.name,
-                    "previous-worker": address,
-                    "previous-pid": process.pid,
-                    **why,
-                    "delay": delay,
-                    "worker": self.worker_address,
-                    "pid": self.worker_pid,
-                    "restarts": self.restarts,
-                }
-            )
+            await self._start_next_worker(process, address, **why, delay=delay)
 
     def _request_restart(self, reason: str = "restart") -> None:
         """The scheduler asks for a fresh worker: stop this one (SIGTERM: it closes cleanly
@@ -246,10 +232,11 @@ class Nanny:
             logger.warning("Worker pid %d did not close in time: killing it", process.pid)
             process.kill()
 
-    async def _restart_on_request(
-        self, process: asyncio.subprocess.Process, address: str | None
+    async def _start_next_worker(
+        self, process: asyncio.subprocess.Process, address: str | None, **why: Any
     ) -> None:
-        self._restart_requested = False
+        """Start the worker after ``process`` (at ``address``); a ``worker-restart`` event
+        says ``why``."""
         await self._start_worker()
         self.restarts += 1
         self._log_event(
@@ -259,7 +246,7 @@ class Nanny:
                 "name": self.name,
                 "previous-worker": address,
                 "previous-pid": process.pid,
-                "reason": "restart requested",
+                **why,
                 "worker": self.worker_address,
                 "pid": self.worker_pid,
                 "restarts": self.restarts,

@@ -1,5 +1,5 @@
-"""What the cluster-management tests share: waiting with a deadline, reading the record,
-and an in-process dask.distributed cluster to compare shapes with."""
+"""What the cluster-management tests share: waiting with a deadline and counting task runs
+(``alive`` and ``events`` come from the nanny tests)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
+from nanny.helpers import alive, events
 
-from storied import Client
+__all__ = ["alive", "events", "record_run", "runs", "wait_until"]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -21,18 +21,6 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
             return value
         assert time.monotonic() < deadline, f"still not true after {timeout}s"
         time.sleep(0.05)
-
-
-def events(client: Client, topic: str, action: str) -> list[dict[str, Any]]:
-    return [msg for _, msg in client.get_events(topic) if msg.get("action") == action]
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie, dead but not yet reaped, is not)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def record_run(path: str, value: int) -> int:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from storied import Client, LocalCluster
+from storied import LocalCluster
 from storied.deploy.adaptive import Load, recommend
 
 from .helpers import events, record_run, runs, wait_until
@@ -46,32 +46,29 @@ def slow(path: str, value: int) -> int:
     return record_run(path, value)
 
 
-def test_a_local_cluster_grows_with_its_tasks_and_shrinks_without_losing_results(tmp_path):
+def test_a_local_cluster_grows_with_its_tasks_and_shrinks_without_losing_results(
+    in_process, tmp_path
+):
     log = str(tmp_path / "runs")
-    with (
-        LocalCluster(
-            n_workers=0, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        adaptive = cluster.adapt(minimum=0, maximum=3, interval="50ms", wait_count=3)
-        futures = client.map(slow, [log] * 6, range(6), pure=False)
-        wait_until(lambda: len(cluster.scheduler.workers) == 3, timeout=30)
-        assert client.gather(futures) == [0, 10, 20, 30, 40, 50]
-        wait_until(lambda: len(cluster.scheduler.workers) == 1, timeout=30)
-        assert len(cluster.workers) == 1
-        assert client.gather(futures) == [0, 10, 20, 30, 40, 50]
-        assert runs(log) == 6
-        actions = [e["action"] for e in events(client, "adaptive", "scale-up")] + [
-            e["action"] for e in events(client, "adaptive", "scale-down")
-        ]
-        assert "scale-up" in actions and "scale-down" in actions
-        retired = [e for e in events(client, "all", "remove-worker") if e["reason"] == "retired"]
-        assert len(retired) == 2
-        cluster.scale(2)  # scale stops adapting, as in Dask
-        assert adaptive._task is not None
-        wait_until(lambda: adaptive._task.done())
-        client.wait_for_workers(2, timeout=30)
+    cluster, client = in_process(0)
+    adaptive = cluster.adapt(minimum=0, maximum=3, interval="50ms", wait_count=3)
+    futures = client.map(slow, [log] * 6, range(6), pure=False)
+    wait_until(lambda: len(cluster.scheduler.workers) == 3, timeout=30)
+    assert client.gather(futures) == [0, 10, 20, 30, 40, 50]
+    wait_until(lambda: len(cluster.scheduler.workers) == 1, timeout=30)
+    assert len(cluster.workers) == 1
+    assert client.gather(futures) == [0, 10, 20, 30, 40, 50]
+    assert runs(log) == 6
+    actions = [e["action"] for e in events(client, "adaptive", "scale-up")] + [
+        e["action"] for e in events(client, "adaptive", "scale-down")
+    ]
+    assert "scale-up" in actions and "scale-down" in actions
+    retired = [e for e in events(client, "all", "remove-worker") if e["reason"] == "retired"]
+    assert len(retired) == 2
+    cluster.scale(2)  # scale stops adapting, as in Dask
+    assert adaptive._task is not None
+    wait_until(lambda: adaptive._task.done())
+    client.wait_for_workers(2, timeout=30)
 
 
 def test_adapt_refuses_bad_bounds():
@@ -84,21 +81,16 @@ def test_adapt_refuses_bad_bounds():
             cluster.adapt(interval=0)
 
 
-def test_scale_down_retires_named_workers_and_scale_up_grows(tmp_path):
+def test_scale_down_retires_named_workers_and_scale_up_grows(in_process, tmp_path):
     log = str(tmp_path / "runs")
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        futures = client.map(record_run, [log] * 4, range(4), pure=False)
-        client.gather(futures)
-        cluster.scale_down(["0"])
-        assert list(cluster.workers) == ["1"]
-        assert [w["name"] for w in client.scheduler_info()["workers"].values()] == ["1"]
-        assert client.gather(futures) == [0, 10, 20, 30] and runs(log) == 4
-        cluster.scale_up(3)
-        assert len(client.nthreads()) == 3
-        cluster.scale_up(1)  # never shrinks
-        assert len(cluster.workers) == 3
+    cluster, client = in_process(2)
+    futures = client.map(record_run, [log] * 4, range(4), pure=False)
+    client.gather(futures)
+    cluster.scale_down(["0"])
+    assert list(cluster.workers) == ["1"]
+    assert [w["name"] for w in client.scheduler_info()["workers"].values()] == ["1"]
+    assert client.gather(futures) == [0, 10, 20, 30] and runs(log) == 4
+    cluster.scale_up(3)
+    assert len(client.nthreads()) == 3
+    cluster.scale_up(1)  # never shrinks
+    assert len(cluster.workers) == 3

@@ -53,42 +53,32 @@ def test_a_retired_worker_s_data_survives_without_recomputation(nanny_cluster, t
         assert client.submit(record_run, log, 7, pure=False).result() == 70
 
 
-def test_retire_by_name_keeps_the_rest_working_and_refuses_unknown_workers(tmp_path):
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        with pytest.raises(ValueError, match="no worker"):
-            client.retire_workers(["tcp://127.0.0.1:1"])
-        futures = client.map(record_run, [str(tmp_path / "r")] * 4, range(4), pure=False)
-        client.gather(futures)
-        retired = client.retire_workers("0")
-        assert [info["name"] for info in retired.values()] == ["0"]
-        assert client.gather(futures) == [0, 10, 20, 30]
-        assert runs(tmp_path / "r") == 4
-        # no worker would remain for data only the last one holds: refused, nothing lost
-        with pytest.raises(ValueError, match="no other worker would remain"):
-            client.retire_workers("1")
-        assert client.gather(futures) == [0, 10, 20, 30]
+def test_retire_by_name_keeps_the_rest_working_and_refuses_unknown_workers(in_process, tmp_path):
+    _, client = in_process(2)
+    with pytest.raises(ValueError, match="no worker"):
+        client.retire_workers(["tcp://127.0.0.1:1"])
+    futures = client.map(record_run, [str(tmp_path / "r")] * 4, range(4), pure=False)
+    client.gather(futures)
+    retired = client.retire_workers("0")
+    assert [info["name"] for info in retired.values()] == ["0"]
+    assert client.gather(futures) == [0, 10, 20, 30]
+    assert runs(tmp_path / "r") == 4
+    # no worker would remain for data only the last one holds: refused, nothing lost
+    with pytest.raises(ValueError, match="no other worker would remain"):
+        client.retire_workers("1")
+    assert client.gather(futures) == [0, 10, 20, 30]
 
 
-def test_retire_without_closing_moves_the_data_and_returns_dask_s_shape(tmp_path):
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        futures = client.map(record_run, [str(tmp_path / "r")] * 3, range(3), pure=False)
-        client.gather(futures)
-        first = next(iter(client.nthreads()))
-        ours = client.retire_workers([first], close_workers=False, remove=False)
-        assert set(client.nthreads()) == {first, *client.nthreads()}  # still there
-        assert len(client.nthreads()) == 2
-        others = [a for a in client.nthreads() if a != first]
-        assert all(set(others) <= set(h) for h in client.who_has(futures).values())
+def test_retire_without_closing_moves_the_data_and_returns_dask_s_shape(in_process, tmp_path):
+    _, client = in_process(2)
+    futures = client.map(record_run, [str(tmp_path / "r")] * 3, range(3), pure=False)
+    client.gather(futures)
+    first = next(iter(client.nthreads()))
+    ours = client.retire_workers([first], close_workers=False, remove=False)
+    assert set(client.nthreads()) == {first, *client.nthreads()}  # still there
+    assert len(client.nthreads()) == 2
+    others = [a for a in client.nthreads() if a != first]
+    assert all(set(others) <= set(h) for h in client.who_has(futures).values())
     with (
         DaskLocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
