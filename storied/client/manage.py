@@ -33,16 +33,16 @@ class ClusterManagement:
     _states: dict[str, Any]
     _ref_lock: Any
 
-    def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
+    def who_has(self, futures: Any = None) -> Any:
         """``{key: [worker addresses holding it]}`` for ``futures`` (None: every task)."""
         keys = None if futures is None else _keys(futures)
         return self._sync(self._request, "cluster-who-has", keys=keys)
 
-    def has_what(self, workers: Any = None, **kwargs: Any) -> Any:
+    def has_what(self, workers: Any = None) -> Any:
         """``{worker address: [keys it holds]}`` for ``workers`` (None: every worker)."""
         return self._sync(self._request, "has-what", workers=worker_restrictions(workers))
 
-    def nthreads(self, workers: Any = None, **kwargs: Any) -> Any:
+    def nthreads(self, workers: Any = None) -> Any:
         """``{worker address: its number of threads}`` for ``workers`` (None: every worker)."""
         return self._sync(self._request, "nthreads", workers=worker_restrictions(workers))
 
@@ -54,6 +54,11 @@ class ClusterManagement:
         """Retire ``workers`` (addresses or names; None: the idle ones, keeping one) without
         losing data: what only they hold moves to the others first; then they close (nannies
         do not restart them). ``{address: worker info}`` of those retired."""
+        if kwargs:
+            raise TypeError(
+                f"retire_workers does not take Dask's {sorted(kwargs)} on storied: name the "
+                "workers (addresses or names) instead"
+            )
         return self._sync(
             self._request,
             "retire-workers",

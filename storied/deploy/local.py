@@ -260,6 +260,8 @@ class LocalCluster:
         lost) when workers stay idle ``wait_count`` looks ``interval`` apart. Replaces an
         earlier ``adapt``; ``cluster.scale`` stops it. Dask's other options are accepted."""
         adaptive = Adaptive(self, minimum, maximum, interval, wait_count)
+        if kwargs:
+            logger.info("adapt ignores Dask's options %s", sorted(kwargs))
         self._stop_adaptive()
         self._adaptive = adaptive
         if self.asynchronous:

@@ -57,6 +57,8 @@ def test_retire_by_name_keeps_the_rest_working_and_refuses_unknown_workers(in_pr
     _, client = in_process(2)
     with pytest.raises(ValueError, match="no worker"):
         client.retire_workers(["tcp://127.0.0.1:1"])
+    with pytest.raises(TypeError, match="does not take Dask's"):
+        client.retire_workers(n=1)
     futures = client.map(record_run, [str(tmp_path / "r")] * 4, range(4), pure=False)
     client.gather(futures)
     retired = client.retire_workers("0")
