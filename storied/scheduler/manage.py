@@ -283,6 +283,13 @@ class ClusterManager:
         self._closing = asyncio.ensure_future(self._close())
 
     async def _close(self) -> None:
+        """Workers first, each told to close and waited for (a scheduler closing with workers
+        connected may cut their link before they read its word, and they would try to
+        rejoin); then the scheduler."""
+        scheduler = self.scheduler
+        for link in list(scheduler.workers.values()):
+            link.stream.send({"op": "close", "reason": "shutdown", "report": True})
+        await self._wait_until(lambda: not scheduler.workers, self.close_timeout)
         if self.pool is not None:
             await self.pool.close()
-        await self.scheduler.close()
+        await scheduler.close()
