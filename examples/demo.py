@@ -6,6 +6,7 @@ Run with ``make demo``.
 from __future__ import annotations
 
 import random
+import sys
 import time
 
 from storied import Client, LocalCluster, get_worker
@@ -24,9 +25,25 @@ def total(counts: list[int]) -> int:
     return sum(counts)
 
 
+def dask_estimate(client: Client) -> None:
+    """The same estimate as a dask.array computation on the cluster (when dask is installed)."""
+    try:
+        import dask.array as da
+    except ImportError:
+        print("\n(dask is not installed: pip install 'storied[dask]' to compute collections)")
+        return
+    points = da.random.random((2_000_000, 2), chunks=(250_000, 2))
+    estimate = client.compute(4 * ((points**2).sum(axis=1) <= 1).mean())
+    print(f"\ndask.array says pi is about {estimate.result():.5f}; the story of its last task:")
+    for where, key, start, finish, _recs, _stimulus, timestamp in client.story(estimate):
+        if key == estimate.key:  # (a story also has the transitions that recommended this key)
+            print(f"  {timestamp:.4f}  {where:<22} {start:>10} -> {finish}")
+
+
 def main() -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
         print(f"cluster: {cluster.scheduler_address} with {len(cluster.workers)} worker processes")
+        print(f"dashboard: {cluster.dashboard_link}\n")
         samples = client.map(sample, range(16))
         inside = client.submit(total, samples)
         n = 16 * 200_000
@@ -45,6 +62,8 @@ def main() -> None:
         ):
             print(f"  {timestamp:.4f}  {where:<22} {start:>10} -> {finish:<10} {stimulus_id}")
 
+        dask_estimate(client)
+
         print("\nevents logged from inside tasks (topic 'runtimes'):")
         for timestamp, msg in client.get_events("runtimes")[:4]:
             print(f"  {timestamp:.4f}  seed={msg['seed']} took {msg['stop'] - msg['start']:.3f}s")
@@ -53,6 +72,9 @@ def main() -> None:
         print("\nthe cluster's own administrative events (topic 'all'):")
         for timestamp, msg in client.get_events("all"):
             print(f"  {timestamp:.4f}  {msg}")
+
+        if sys.stdin.isatty():
+            input(f"\nthe dashboard stays up at {cluster.dashboard_link}: press Enter to stop ")
 
 
 if __name__ == "__main__":

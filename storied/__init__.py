@@ -10,6 +10,7 @@ from storied.client.future import Future
 from storied.client.futures_of import fire_and_forget, futures_of
 from storied.client.worker_client import get_client, worker_client
 from storied.comm import Security
+from storied.compat import missing
 from storied.coordination import Actor, ActorFuture, Event, Lock, Queue, Semaphore, Variable
 from storied.deploy.local import LocalCluster
 from storied.exceptions import CancelledError, KilledWorker
@@ -17,6 +18,10 @@ from storied.plugin import SchedulerPlugin, WorkerPlugin
 from storied.scheduler.server import Scheduler
 from storied.worker.secede import rejoin, secede
 from storied.worker.server import Worker, get_worker
+
+#: as in dask.distributed (the built-in one on Python 3.11+), and Dask's old name of worker_client
+TimeoutError = TimeoutError
+local_client = worker_client
 
 __all__ = [
     "Actor",
@@ -33,6 +38,7 @@ __all__ = [
     "SchedulerPlugin",
     "Security",
     "Semaphore",
+    "TimeoutError",
     "Variable",
     "Worker",
     "WorkerPlugin",
@@ -42,8 +48,14 @@ __all__ = [
     "futures_of",
     "get_client",
     "get_worker",
+    "local_client",
     "rejoin",
     "secede",
     "wait",
     "worker_client",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """dask.distributed names storied does not support say so (``storied.compat``)."""
+    raise missing("storied", name)

@@ -38,6 +38,7 @@ from storied.client.recreate import recreate_error_locally
 from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
 from storied.comm.stream import Stream
+from storied.compat import missing
 from storied.coordination import datasets
 from storied.coordination.actor import submit_actor
 from storied.graph import defaults as graph_defaults
@@ -259,6 +260,10 @@ class Client(ClusterManagement):
         if self._current_tokens:
             with contextlib.suppress(ValueError):  # left in another thread or task
                 reset_current(self._current_tokens.pop())
+
+    def __getattr__(self, name: str) -> Any:
+        """dask.distributed names storied does not support say so (``storied.compat``)."""
+        raise missing("Client", name)
 
     def __repr__(self) -> str:
         return f"<Client: {self.id} scheduler={self._address!r} status={self.status}>"

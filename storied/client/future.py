@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import tblib
 
+from storied.compat import missing
 from storied.exceptions import CancelledError, FutureLostError
 from storied.protocol.serialize import pickle_loads
 
@@ -171,9 +172,10 @@ class Future:
             self._state = state if state is not None else client._acquire([key])[0]
 
     def __getattr__(self, name: str) -> Any:
-        """Only reached for ``_client`` and ``_state`` of a Future not bound yet: bind it."""
+        """Reached for ``_client`` and ``_state`` of a Future not bound yet (bind it), and for
+        names it lacks (dask.distributed names storied does not support say so)."""
         if name not in ("_client", "_state"):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            raise missing("Future", name)
         from storied.client.worker_client import get_client
 
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from storied import config
 from storied.comm import Security
+from storied.compat import missing
 from storied.deploy.adaptive import Adaptive
 from storied.loop import LoopThread
 from storied.nanny import lifeline
@@ -184,6 +185,10 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return f"LocalCluster({self.scheduler.address!r}, workers={len(self.workers)})"
+
+    def __getattr__(self, name: str) -> Any:
+        """dask.distributed names storied does not support say so (``storied.compat``)."""
+        raise missing("LocalCluster", name)
 
     def scale(self, n: int) -> Any:
         """Grow or shrink to ``n`` workers, waiting until they have joined or left; stops

@@ -20,9 +20,10 @@ from typing import Any
 
 import cloudpickle
 
+from storied.client.future import Future
 from storied.graph.execute import GraphRunner, resolve_function, resolve_future
 from storied.graph.keys import stringify
-from storied.protocol.serialize import PICKLE_PROTOCOL, dumps_with_refs, pickle_dumps, token
+from storied.protocol.serialize import PICKLE_PROTOCOL, pickle_dumps, token
 
 #: annotations (from ``dask.annotate``, collections or call arguments) that storied honours
 ANNOTATIONS = ("priority", "retries", "resources", "workers", "allow_other_workers")
@@ -49,13 +50,18 @@ class _Dependency:
         self.key = key
 
 
-def _reference(obj: Any) -> str | None:
-    kind = type(obj)
-    if kind is _Dependency:
-        return obj.key
-    if getattr(kind, "__dask_future__", False) and hasattr(obj, "_client"):
-        return obj.key  # a storied Future embedded in a literal
-    return None
+def _dependency_key(obj: Any) -> str | None:
+    return obj.key if type(obj) is _Dependency else None
+
+
+def _arguments(node: bytes, values: dict[Any, _Dependency]) -> bytes:
+    """A task's pickled ``((node, values), {})``, each ``_Dependency`` a reference the worker
+    fills in with that dependency's result (the C pickler: values holds keys and references)."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
+    pickler.persistent_id = _dependency_key  # type: ignore[method-assign]
+    pickler.dump(((node, values), {}))
+    return buffer.getvalue()
 
 
 _RESOLVERS = (resolve_function, resolve_future)
@@ -80,11 +86,9 @@ class _NodeReducer:
                 index = self._index[id(obj)] = len(self.functions)
                 self.functions.append(obj)
             return resolve_function, (index,)
-        if kind is not _Dependency:
-            key = _reference(obj)
-            if key is not None:
-                self.futures.append(key)
-                return resolve_future, (key,)
+        if kind is Future:
+            self.futures.append(obj.key)
+            return resolve_future, (obj.key,)
         return NotImplemented
 
     def dumps(self, node: Any) -> bytes:
@@ -197,7 +201,8 @@ def to_tasks(
         pickled = reducer.dumps(node)
         for future_key in reducer.futures:
             values[future_key] = _Dependency(future_key)
-        payload, dependencies = dumps_with_refs(((pickled, values), {}), _reference)
+        payload = _arguments(pickled, values)
+        dependencies = list(dict.fromkeys(dep.key for dep in values.values()))
         retries, workers, options = placement.of(key)
         entry = [storied_key, "", payload, dependencies, retries, workers]
         if options is not None:

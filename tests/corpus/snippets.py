@@ -547,4 +547,150 @@ with client.get_executor() as executor:
 result = (sorted(f.result() for f in done), mapped)
 """,
     ),
+    Snippet(
+        "coordination-variable",
+        "docs: Coordination Primitives, Global Variables",
+        """
+from dask.distributed import Variable
+
+var = Variable("corpus-var")
+var.set(1)
+first = var.get()
+future = client.submit(lambda x: x + 10, 5)
+var.set(future)
+result = (first, var.get().result())
+var.delete()
+""",
+    ),
+    Snippet(
+        "coordination-queue",
+        "docs: Coordination Primitives, Queues",
+        """
+from dask.distributed import Queue
+
+def inc(x):
+    return x + 1
+
+queue = Queue("corpus-queue")
+future = client.submit(inc, 41)
+queue.put(future)
+queue.put(7)
+result = (queue.qsize(), queue.get().result(), queue.get())
+""",
+    ),
+    Snippet(
+        "coordination-lock",
+        "docs: Coordination Primitives, Locks",
+        """
+from dask.distributed import Lock
+
+def increment(path):
+    with Lock("corpus-lock"):
+        with open(path) as f:
+            value = int(f.read())
+        with open(path, "w") as f:
+            f.write(str(value + 1))
+    return True
+
+import os, tempfile
+path = tempfile.mktemp()
+with open(path, "w") as f:
+    f.write("0")
+client.gather(client.map(increment, [path] * 10, pure=False))
+with open(path) as f:
+    result = int(f.read())
+os.unlink(path)
+""",
+    ),
+    Snippet(
+        "coordination-semaphore",
+        "docs: Coordination Primitives, Semaphore",
+        """
+from dask.distributed import Semaphore
+
+sem = Semaphore(max_leases=2, name="corpus-database")
+
+def access_limited(x, sem):
+    with sem:
+        return x * 2
+
+result = sorted(client.gather(client.map(access_limited, range(6), sem=sem)))
+""",
+    ),
+    Snippet(
+        "coordination-event",
+        "docs: Coordination Primitives, Events",
+        """
+from dask.distributed import Event
+
+def wait_for_it(name):
+    return Event(name).wait(timeout=10)
+
+event = Event("corpus-event")
+futures = client.map(wait_for_it, ["corpus-event"] * 2, pure=False)
+event.set()
+result = (client.gather(futures), event.is_set())
+event.clear()
+""",
+    ),
+    Snippet(
+        "publish-dataset",
+        "docs: Publish Datasets",
+        """
+def inc(x):
+    return x + 1
+
+x = client.submit(inc, 1)
+client.publish_dataset(corpus_x=x)
+names = client.list_datasets()
+got = client.get_dataset("corpus_x").result()
+client.unpublish_dataset("corpus_x")
+result = ("corpus_x" in names, got, "corpus_x" in client.list_datasets())
+""",
+    ),
+    Snippet(
+        "actor-counter",
+        "docs: Actors (the Counter example)",
+        """
+class Counter:
+    n = 0
+
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
+
+future = client.submit(Counter, actor=True)
+counter = future.result()
+calls = [counter.increment() for _ in range(3)]
+result = ([c.result() for c in calls], counter.n)
+""",
+    ),
+    Snippet(
+        "submit-priority",
+        "docs: Prioritizing Work (priority= is accepted and never reaches the function)",
+        """
+def inc(x):
+    return x + 1
+
+high = client.submit(inc, 1, priority=10)
+low = client.map(inc, range(3), priority=-1)
+result = (high.result(), client.gather(low))
+""",
+    ),
+    Snippet(
+        "persist-futures-of",
+        "docs: Futures, futures_of a persisted collection",
+        """
+import dask.array as da
+from dask.distributed import futures_of, wait
+
+x = client.persist(da.ones(100, chunks=10))
+futures = futures_of(x)
+wait(futures)
+result = (len(futures), all(f.status == "finished" for f in futures), int(x.sum().compute()))
+""",
+    ),
 ]
