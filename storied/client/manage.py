@@ -59,10 +59,12 @@ class ClusterManagement:
                 f"retire_workers does not take Dask's {sorted(kwargs)} on storied: name the "
                 "workers (addresses or names) instead"
             )
+        named = worker_restrictions(workers)
         return self._sync(
             self._request,
             "retire-workers",
-            workers=worker_restrictions(workers),
+            # an empty list retires no one; only None lets the scheduler choose
+            workers=[] if workers is not None and named is None else named,
             close_workers=bool(close_workers),
             remove=bool(remove),
         )

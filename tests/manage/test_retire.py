@@ -59,6 +59,8 @@ def test_retire_by_name_keeps_the_rest_working_and_refuses_unknown_workers(in_pr
         client.retire_workers(["tcp://127.0.0.1:1"])
     with pytest.raises(TypeError, match="does not take Dask's"):
         client.retire_workers(n=1)
+    assert client.retire_workers([]) == {}  # no one, not "the scheduler's choice"
+    assert len(client.nthreads()) == 2
     futures = client.map(record_run, [str(tmp_path / "r")] * 4, range(4), pure=False)
     client.gather(futures)
     retired = client.retire_workers("0")
@@ -93,3 +95,11 @@ def test_retire_without_closing_moves_the_data_and_returns_dask_s_shape(in_proce
     assert set(ours) == {first} and set(theirs) == {address}
     common = {"name", "nthreads", "resources"}
     assert common <= set(ours[first]) and common <= set(theirs[address])
+
+
+def test_retire_without_names_retires_the_idle_workers_but_one(in_process):
+    cluster, client = in_process(3)
+    assert client.submit(abs, -3).result() == 3
+    retired = client.retire_workers()
+    assert len(retired) == 2
+    assert len(client.nthreads()) == 1 and len(cluster.scheduler.workers) == 1
