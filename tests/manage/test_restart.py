@@ -90,3 +90,24 @@ def test_restart_takes_durations_and_rejects_bad_ones():
             client.restart(timeout=0)
         client.restart(timeout="30s")  # a Dask-style duration
         assert client.submit(inc, 1).result() == 2
+
+
+def _restart_adapt_shutdown(client, cluster) -> tuple[object, ...]:
+    """The same calls, written once, for storied and dask.distributed."""
+    future = client.submit(inc, 1)
+    future.result()
+    restarted = client.restart()
+    adaptive = type(cluster.adapt(minimum=1, maximum=1)).__name__
+    return restarted, future.status, adaptive, client.shutdown(), client.status
+
+
+def test_restart_adapt_and_shutdown_answer_as_dask_s():
+    from distributed import Client as DaskClient
+    from distributed import LocalCluster as DaskLocalCluster
+
+    dask_cluster = DaskLocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+    theirs = _restart_adapt_shutdown(DaskClient(dask_cluster), dask_cluster)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    ours = _restart_adapt_shutdown(Client(cluster), cluster)
+    assert ours == theirs == (None, "cancelled", "Adaptive", None, "closed")
+    assert cluster.status == "closed"
