@@ -73,6 +73,14 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         "heartbeat-interval": "1s",
         "resources": None,
+        "local-directory": None,
+        "memory": {
+            "target": 0.6,
+            "spill": 0.7,
+            "pause": 0.8,
+            "terminate": 0.95,
+            "monitor-interval": "100ms",
+        },
     },
     "nanny": {
         "restart-backoff": "100ms",
@@ -92,6 +100,12 @@ DEFAULTS: dict[str, Any] = {
         # a semaphore or lock lease not refreshed by its holder this long is freed ("inf": never)
         "lease-timeout": "30s",
         "lease-validation-interval": "10s",
+    },
+    "events": {
+        "max-bytes-per-topic": "64MiB",
+        "max-event-size": "1MiB",
+        "page-size": 1_000,
+        "page-bytes": "8MiB",
     },
     "ledger": {
         "queue-size": 100_000,

@@ -94,3 +94,23 @@ def loop_listener() -> Iterator[Callable[..., Listener]]:
     for listener in listeners:
         loop_thread.run(listener.close())
     loop_thread.release()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """dask.distributed itself, in this process, in the same shape (2 workers x 1 thread): to
+    compare what storied returns with what Dask returns."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as local_cluster:
+        yield local_cluster
+
+
+@pytest.fixture(scope="session")
+def dask_client(dask_cluster: Any) -> Iterator[Any]:
+    """A client of ``dask_cluster`` that leaves dask's default scheduler alone."""
+    import distributed
+
+    with distributed.Client(dask_cluster, set_as_default=False) as connected:
+        yield connected

@@ -32,8 +32,8 @@ def dashboard(ledger_path: str, host: str, port: int, auth_token: str | None) ->
     """Serve the dashboard for every run kept in ledger files, until Ctrl-C."""
     try:
         catalog = LedgerCatalog(ledger_files(ledger_path))
-        server = Dashboard(catalog, host, port, Security(token=auth_token))
-    except (FileNotFoundError, DashboardRefused) as exc:
+        server = Dashboard(catalog, host, port, Security(token=auth_token or None))
+    except (FileNotFoundError, DashboardRefused, TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 
     def started(serving: Dashboard) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import click
 
 from storied import config
 from storied.comm import Security
+from storied.comm.security import listens_openly
 from storied.loop import new_event_loop
 from storied.resources import parse_resources
 
@@ -75,22 +75,13 @@ def _security(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    if security.is_open and not _is_loopback(host) and not insecure:
+    if listens_openly(host, security) and not insecure:
         raise click.UsageError(
             f"refusing to listen on {host} without credentials: anyone who can reach it could "
             "run code on this machine. Pass --auth-token (or STORIED_AUTH_TOKEN) or TLS "
             "options, or --insecure if this network is trusted."
         )
     return security
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _serve(server: Any, on_started: Callable[[Any], None] | None = None) -> None:
@@ -196,6 +187,7 @@ def scheduler(
             ledger=ledger_path,
             retain=retain_seconds,
             dashboard_address=None if dashboard_address.lower() == "none" else dashboard_address,
+            insecure=insecure,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--dashboard-address") from None
@@ -217,6 +209,20 @@ def scheduler(
     help='What tasks may claim here, e.g. "GPU=2,MEM=10e9" [default: config worker.resources].',
 )
 @click.option(
+    "--memory-limit",
+    default="auto",
+    show_default=True,
+    help="Bytes of memory per worker ('4GB'), a fraction of system memory ('0.5'), 'auto' "
+    "(thread share of system memory) or 0 for no limit; see worker.memory in the config.",
+)
+@click.option(
+    "--local-directory",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the worker keeps spilled data [default: config worker.local-directory, else "
+    "the system's temporary folder].",
+)
+@click.option(
     "--nanny/--no-nanny",
     default=True,
     show_default=True,
@@ -230,6 +236,8 @@ def worker(
     host: str,
     port: int,
     resources: str | None,
+    memory_limit: str,
+    local_directory: str | None,
     nanny: bool,
     auth_token: str | None,
     insecure: bool,
@@ -240,20 +248,33 @@ def worker(
     """Start a worker connected to SCHEDULER_ADDRESS (tcp://HOST:PORT)."""
     from storied.deploy.local import SILENCE_ENV_VAR
     from storied.nanny import Nanny, WorkerStartError, lifeline
+    from storied.worker.memory import parse_memory_limit
     from storied.worker.server import Worker
 
     lifeline.die_with_parent()
     if os.environ.get(SILENCE_ENV_VAR):
         config.silence_console(int(os.environ[SILENCE_ENV_VAR]))
     security = _security(host, insecure, auth_token, tls_ca_file, tls_cert, tls_key)
+    try:
+        memory_bytes = parse_memory_limit(memory_limit, nthreads)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--memory-limit") from None
     server: Nanny | Worker
     on_started: Callable[[Any], None] | None = None
     if nanny:
         env = dict(os.environ)
         if security.token:  # in the environment, where ps does not show it
             env["STORIED_AUTH_TOKEN"] = security.token
-        command = _supervised_worker_command(click.get_current_context().params)
-        server = Nanny(scheduler_address, command, name=name, security=security, env=env)
+        params = {**click.get_current_context().params, "memory_limit": memory_bytes or 0}
+        command = _supervised_worker_command(params)
+        server = Nanny(
+            scheduler_address,
+            command,
+            name=name,
+            security=security,
+            env=env,
+            memory_limit=memory_bytes,
+        )
     else:
         supervisor = lifeline.supervising_nanny()
         server = Worker(
@@ -265,6 +286,9 @@ def worker(
             security=security,
             resources=resources,
             nanny=supervisor["id"] if supervisor else None,
+            insecure=insecure,
+            memory_limit=memory_bytes,
+            local_directory=local_directory,
         )
         if supervisor is not None:
             on_started = partial(lifeline.report_joined, supervisor)

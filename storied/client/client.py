@@ -7,6 +7,7 @@ import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import datetime
 import functools
 import inspect
 import json
@@ -29,6 +30,7 @@ from storied.client.current import (
     reset_current,
     set_current,
 )
+from storied.client.events import check_window, read_events
 from storied.client.executor import ClientExecutor
 from storied.client.future import Future, FutureState, wait_states
 from storied.client.futures_of import futures_of
@@ -982,7 +984,19 @@ class Client(ClusterManagement):
         return self._sync(self._story, keys, on_error)
 
     async def _story(self, keys: list[str], on_error: str) -> list[StoryEntry]:
-        entries = await self._request("cluster-story", keys=keys, on_error=on_error)
+        """Page by page (newest first), so the scheduler holds one page of a long story."""
+        pages = []
+        before_seq = None
+        while True:
+            page = await self._request(
+                "story-page", keys=keys, on_error=on_error, before_seq=before_seq
+            )
+            pages.append(page["entries"])
+            before_seq = page["before_seq"]
+            if before_seq is None:
+                break
+        entries = [entry for page in reversed(pages) for entry in page]
+        entries.sort(key=lambda entry: entry["timestamp"])
         return [StoryEntry(entry) for entry in entries]
 
     def log_event(self, topic: str | list[str], msg: Any) -> None:
@@ -991,19 +1005,25 @@ class Client(ClusterManagement):
         self._send({"op": "log-event", "topic": topics, "packed": packed})
         return None if not self.asynchronous else _done_coroutine()  # type: ignore[return-value]
 
-    def get_events(self, topic: str | None = None, detail: bool = False) -> Any:
-        """Events of ``topic`` as ``((timestamp, msg), ...)`` oldest first; all topics if None."""
+    def get_events(
+        self,
+        topic: str | None = None,
+        detail: bool = False,
+        *,
+        limit: int | None = None,
+        since: float | datetime.datetime | None = None,
+        until: float | datetime.datetime | None = None,
+    ) -> Any:
+        """Events of ``topic`` as ``((timestamp, msg), ...)`` oldest first; all topics if None.
+
+        ``limit`` keeps the newest that many (per topic); ``since``/``until`` (epoch seconds
+        or datetimes) keep those logged in ``[since, until)``. Read page by page, so a large
+        topic costs the scheduler one page of memory at a time (docs/logging.md).
+        """
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a str or None, not {type(topic).__name__}")
-        return self._sync(self._get_events, topic, detail)
-
-    async def _get_events(self, topic: str | None, detail: bool) -> Any:
-        reply = await self._request("get-events", topic=topic, detail=detail)
-        if detail:
-            return reply
-        if topic is None:
-            return {t: tuple((e[0], e[1]) for e in events) for t, events in reply.items()}
-        return tuple((e[0], e[1]) for e in reply)
+        window = check_window(limit, since, until)
+        return self._sync(read_events, self._request, topic, detail, *window)
 
     def subscribe_topic(self, topic: str, handler: Callable[[Any], Any]) -> None:
         """Call ``handler((timestamp, msg))`` for each new event of ``topic``."""

@@ -27,11 +27,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from storied.comm.security import Security
+from storied.comm.security import Security, check_listener
 from storied.protocol import handshake
 from storied.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
+    PLAIN_OPENING,
     FrameDecoder,
     ProtocolError,
     encode_frame,
@@ -387,7 +388,10 @@ async def connect(
         except TimeoutError:
             raise TimeoutError(f"could not connect to {address} within {timeout}s") from None
         except ssl.SSLError as exc:
-            raise ConnectionError(f"TLS handshake with {address} failed: {exc}") from exc
+            hint = ""
+            if getattr(exc, "reason", None) == "WRONG_VERSION_NUMBER":
+                hint = " (the listener does not speak TLS: connect with tcp:// and no certificates)"
+            raise ConnectionError(f"TLS handshake with {address} failed: {exc}{hint}") from exc
         except OSError as exc:
             if time.monotonic() + delay > deadline:
                 raise OSError(
@@ -396,6 +400,9 @@ async def connect(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
     comm = TCPComm(protocol)
+    if tls_context is None:
+        assert protocol.transport is not None
+        protocol.transport.write(PLAIN_OPENING)
     try:
         hello = await comm.read(max(deadline - time.monotonic(), 1.0))
         answer = handshake.client_answer(hello, security.token)
@@ -406,8 +413,14 @@ async def connect(
         comm.abort("handshake failed")
         raise handshake.AuthenticationError(f"cannot connect to {address}: {exc}") from None
     except CommClosedError as exc:
+        hint = ""
+        if tls_context is None and not protocol.bytes_received:
+            hint = (
+                "; a TLS listener closes plain connections at once: if it uses TLS, connect "
+                "to tls://... with Security(tls_ca_file=..., tls_cert=..., tls_key=...)"
+            )
         raise CommClosedError(
-            f"{address} closed the connection during the handshake: {exc}"
+            f"{address} closed the connection during the handshake: {exc}{hint}"
         ) from None
     except BaseException:
         comm.abort("handshake failed")
@@ -679,10 +692,16 @@ class ConnectionPool:
             comm.abort("pool closed")
 
 
-def configured_listener(address: str, handler: Handler, security: Security) -> Listener:
-    """A Listener with the limits from config (``comm.*``), as scheduler and workers use."""
+def configured_listener(
+    address: str, handler: Handler, security: Security, *, insecure: bool = False
+) -> Listener:
+    """A Listener with the limits from config (``comm.*``), as scheduler and workers use.
+
+    Raises ``InsecureListenerError`` for a port beyond loopback without a token or TLS unless
+    ``insecure`` (see ``check_listener``), before anything is bound."""
     from storied import config
 
+    check_listener(parse_address(address)[1], security, insecure)
     return Listener(
         address,
         handler,

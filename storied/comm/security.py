@@ -2,10 +2,81 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import secrets
 import ssl
+import unicodedata
 from dataclasses import dataclass
+
+logger = logging.getLogger("storied.comm")
+
+#: tokens shorter than this are refused: a short secret can be guessed by trying
+MIN_TOKEN_LENGTH = 16
+
+
+class InsecureListenerError(ValueError):
+    """A listener beyond loopback was asked for without a token or TLS, and without
+    ``insecure=True``."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine; anything else (names, ``0.0.0.0``, ``""``)
+    may be reachable from the network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def listens_openly(host: str, security: Security) -> bool:
+    """Whether a port on ``host`` with ``security`` would let anyone on the network in."""
+    return security.is_open and not is_loopback(host)
+
+
+def check_listener(host: str, security: Security, insecure: bool = False) -> None:
+    """The rule for every listening port: beyond loopback, only with a token or TLS, unless
+    the caller says ``insecure=True`` (then a WARNING says so). Raises
+    ``InsecureListenerError`` before anything is bound."""
+    if not listens_openly(host, security):
+        return
+    if not insecure:
+        raise InsecureListenerError(
+            f"refusing to listen on {host!r} without credentials: anyone who can reach it "
+            "could run code on this machine. Give security=Security(token=...) or TLS "
+            "certificates (LocalCluster does by default: security=True), listen on "
+            "127.0.0.1, or pass insecure=True if this network is trusted"
+        )
+    logger.warning(
+        "Listening on %s without a token or TLS (insecure=True): anyone who can reach it can "
+        "run code on this machine",
+        host,
+    )
+
+
+def check_token(token: object) -> None:
+    """Refuse a token that is not a str, is short, or holds control characters (a trailing
+    newline or NUL from a file or an environment variable would make it a different secret
+    from the one the other machines hold)."""
+    if token is None:
+        return
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    bad = [c for c in token if unicodedata.category(c) in ("Cc", "Cf", "Cs")]
+    if bad:
+        raise ValueError(
+            f"the auth token contains control characters ({', '.join(map(repr, bad[:3]))}): "
+            "strip newlines and NULs from it, e.g. when reading it from a file"
+        )
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"the auth token has {len(token)} characters; it needs at least "
+            f"{MIN_TOKEN_LENGTH}: generate one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -25,8 +96,7 @@ class Security:
         tls_parts = (self.tls_ca_file, self.tls_cert, self.tls_key)
         if any(tls_parts) and not all(tls_parts):
             raise ValueError("TLS needs all three of tls_ca_file, tls_cert and tls_key")
-        if self.token is not None and not isinstance(self.token, str):
-            raise TypeError(f"token must be a str, not {type(self.token).__name__}")
+        check_token(self.token)
 
     def __repr__(self) -> str:
         # The token is a secret: a repr ends up in logs and tracebacks, so never show it.

@@ -12,7 +12,6 @@ import asyncio
 import errno
 import hmac
 import html
-import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from storied.comm import Security
+from storied.comm.security import is_loopback
 from storied.dashboard import api, pages
 from storied.dashboard.history import Catalog, LiveCatalog
 from storied.dashboard.metrics import exposition, scheduler_registry
@@ -66,15 +66,6 @@ def parse_dashboard_address(address: Any, default_host: str) -> tuple[str, int] 
     if not 0 <= number < 65536:
         raise ValueError(f"dashboard_address {address!r}: port {number} is out of range")
     return (host.strip("[]") or default_host, number)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:

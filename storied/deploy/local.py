@@ -21,6 +21,7 @@ from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
+from storied.worker.memory import parse_memory_limit
 from storied.worker.server import Worker
 
 logger = logging.getLogger("storied.deploy")
@@ -43,6 +44,8 @@ class WorkerProcess:
         log_level: int | None,
         nanny: bool = True,
         resources: Mapping[str, float] | None = None,
+        insecure: bool = False,
+        memory_limit: int | None = None,
     ) -> None:
         self.name = name
         command = [
@@ -58,7 +61,11 @@ class WorkerProcess:
             "--host",
             host,
             "--nanny" if nanny else "--no-nanny",
+            "--memory-limit",
+            str(memory_limit or 0),
         ]
+        if insecure:
+            command.append("--insecure")
         if resources:
             command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
         env = lifeline.environ_with_parent(config.environ_for_subprocess())
@@ -108,9 +115,13 @@ class LocalCluster:
         silence_logs: int | bool = logging.WARNING,
         nanny: bool = True,
         resources: str | Mapping[str, float] | None = None,
+        insecure: bool = False,
+        memory_limit: str | float | None = "auto",
         **scheduler_kwargs: Any,
     ) -> None:
-        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's)."""
+        """``resources``: what each worker lends its tasks, e.g. ``{"GPU": 1}`` (as Dask's);
+        ``memory_limit``: each worker's (``"auto"``: system memory shared out by the workers).
+        ``insecure=True`` allows listening beyond loopback with ``security=False``."""
         if n_workers is None:
             n_workers = 2 if processes else 1
         if threads_per_worker is None:
@@ -127,8 +138,11 @@ class LocalCluster:
         #: worker processes run under nannies, which restart them when they die
         self.nanny = nanny
         self.host = host
+        self.insecure = insecure
         self.threads_per_worker = threads_per_worker
         self.resources = None if resources is None else parse_resources(resources)
+        #: each worker's memory limit in bytes, None for none
+        self.memory_limit = parse_memory_limit(memory_limit, threads_per_worker, n_workers or 1)
         self.asynchronous = asynchronous
         config.configure_logging()
         self._worker_log_level = int(silence_logs) if silence_logs else None
@@ -140,6 +154,7 @@ class LocalCluster:
             security=self.security,
             ledger=ledger,
             dashboard_address=dashboard_address,
+            insecure=insecure,
             **scheduler_kwargs,
         )
         self.workers: dict[str, Worker | WorkerProcess] = {}
@@ -218,6 +233,8 @@ class LocalCluster:
                     self._worker_log_level,
                     self.nanny,
                     self.resources,
+                    self.insecure,
+                    self.memory_limit,
                 )
             else:
                 self.workers[name] = await Worker(
@@ -227,6 +244,8 @@ class LocalCluster:
                     host=self.host,
                     security=self.security,
                     resources=self.resources,
+                    insecure=self.insecure,
+                    memory_limit=self.memory_limit,
                 ).start()
         surplus = list(self.workers)[n:]
         for name in surplus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from storied.compat import PAGE
 from storied.graph.convert import import_dask, to_tasks
 
 if TYPE_CHECKING:
@@ -43,18 +44,26 @@ def submit_graph(
     return futures
 
 
-def _annotations(
-    workers: Any, allow_other_workers: Any, resources: Any, retries: Any, priority: Any
-) -> dict[str, Any]:
-    if allow_other_workers not in (True, False, None):
+#: Client.get/compute/persist keywords that place tasks, as dask.annotate names them
+PLACEMENT = ("workers", "allow_other_workers", "resources", "retries", "priority")
+#: keywords Dask's get/compute/persist take that mean nothing for storied's graphs
+IGNORED = ("fifo_timeout", "direct", "asynchronous")
+
+
+def _annotations(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take the placement keywords out of ``kwargs`` (and those storied ignores); what is left
+    goes to dask's optimizations."""
+    annotations = {name: kwargs.pop(name, None) for name in PLACEMENT}
+    if annotations["allow_other_workers"] not in (True, False, None):
         raise TypeError("allow_other_workers= must be True, False, or None")
-    return {
-        "workers": workers,
-        "allow_other_workers": allow_other_workers,
-        "resources": resources,
-        "retries": retries,
-        "priority": priority,
-    }
+    if kwargs.pop("actors", None):
+        raise NotImplementedError(
+            "actors= is not supported for dask graphs and collections on storied; make an actor "
+            f"with client.submit(cls, actor=True) (see {PAGE})"
+        )
+    for name in IGNORED:
+        kwargs.pop(name, None)
+    return annotations
 
 
 def _cull_here(dask: Any, collections: list[Any], optimize_graph: bool) -> bool:
@@ -93,21 +102,9 @@ def _pack(keys: Any, futures: dict[Any, Future]) -> Any:
     return futures[keys]
 
 
-def get(
-    client: Client,
-    dsk: Any,
-    keys: Any,
-    *,
-    workers: Any = None,
-    allow_other_workers: Any = None,
-    resources: Any = None,
-    sync: bool = True,
-    retries: Any = None,
-    priority: Any = 0,
-    **kwargs: Any,
-) -> Any:
+def get(client: Client, dsk: Any, keys: Any, *, sync: bool = True, **kwargs: Any) -> Any:
     """Compute ``keys`` of graph ``dsk``; results in the nesting of ``keys``."""
-    annotations = _annotations(workers, allow_other_workers, resources, retries, priority)
+    annotations = _annotations(kwargs)
     futures = submit_graph(client, dsk, list(dict.fromkeys(_flatten(keys))), annotations)
     packed = _pack(keys, futures)
     if not sync:
@@ -121,16 +118,12 @@ def compute(
     *,
     sync: bool = False,
     optimize_graph: bool = True,
-    workers: Any = None,
-    allow_other_workers: Any = None,
-    resources: Any = None,
-    retries: Any = None,
-    priority: Any = 0,
     traverse: bool = True,
     **kwargs: Any,
 ) -> Any:
     """Futures for ``collections`` (one, or a list for a list); values if ``sync``."""
     dask = import_dask()
+    annotations = _annotations(kwargs)
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
 
@@ -150,7 +143,6 @@ def compute(
         expr = collections_to_expr(variables, optimize_graph and not cull_here, **kwargs)
         expr = FinalizeCompute(expr).optimize()
         names = list(_flatten(expr.__dask_keys__()))
-        annotations = _annotations(workers, allow_other_workers, resources, retries, priority)
         futures = submit_graph(client, expr, names, annotations, cull_here)
     position = iter(names)
     results = [
@@ -167,15 +159,11 @@ def persist(
     collections: Any,
     *,
     optimize_graph: bool = True,
-    workers: Any = None,
-    allow_other_workers: Any = None,
-    resources: Any = None,
-    retries: Any = None,
-    priority: Any = 0,
     **kwargs: Any,
 ) -> Any:
     """The same collections, backed by futures computing on the cluster."""
     dask = import_dask()
+    annotations = _annotations(kwargs)
     from dask.base import collections_to_expr
 
     singleton = not isinstance(collections, (list, tuple, set, frozenset))
@@ -186,7 +174,6 @@ def persist(
     cull_here = _cull_here(dask, items, optimize_graph)
     expr = collections_to_expr(items, optimize_graph and not cull_here).optimize()
     keys = expr.__dask_keys__()
-    annotations = _annotations(workers, allow_other_workers, resources, retries, priority)
     futures = submit_graph(client, expr, list(_flatten(keys)), annotations, cull_here)
     rebuilt = []
     for item, item_keys in zip(items, keys, strict=True):

@@ -23,6 +23,7 @@ from storied import config
 from storied.comm import Security, connect
 from storied.comm.stream import Stream
 from storied.nanny import lifeline
+from storied.nanny.memory import MEMORY_RESTART_TOPICS, MemoryWatch
 from storied.record import pack_event
 
 logger = logging.getLogger("storied.nanny")
@@ -68,7 +69,10 @@ class Nanny:
         name: str | None = None,
         security: Security | None = None,
         env: dict[str, str] | None = None,
+        memory_limit: int | None = None,
     ) -> None:
+        """``memory_limit``: the worker's, in bytes; past ``worker.memory.terminate`` of it the
+        nanny kills and restarts the worker."""
         self.scheduler_address = scheduler_address
         self.worker_command = worker_command
         self.name = name
@@ -91,6 +95,9 @@ class Nanny:
         #: the scheduler asked for a fresh worker (``client.restart``): the current one's end,
         #: whatever its exit code, is followed by a new one
         self._restart_requested = False
+        self.memory_watch = MemoryWatch(memory_limit or 0)
+        #: worker pid -> why the nanny killed it (it reports that rather than the bare signal)
+        self._kill_causes: dict[int, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"<Nanny {self.name!r} worker={self.worker_address} {self.status}>"
@@ -116,6 +123,8 @@ class Nanny:
             )
         self.status = "running"
         self._spawn(self._watch())
+        if self.memory_watch.active:
+            self._spawn(self.memory_watch.run(lambda: self.process, self._killed_for_memory))
         logger.info(
             "Nanny %s (%d) runs worker %s (pid %d)",
             self.name or self.id,
@@ -197,7 +206,7 @@ class Nanny:
             if returncode == 0:
                 self._spawn(self.close(reason="worker closed"))
                 return
-            why = describe_exit(process.pid, returncode)
+            why = self._kill_causes.pop(process.pid, None) or describe_exit(process.pid, returncode)
             early_deaths = 0 if address is not None else early_deaths + 1
             delay = self._restart_delay(early_deaths)
             logger.warning(
@@ -253,6 +262,21 @@ class Nanny:
             }
         )
 
+    def _killed_for_memory(self, pid: int, cause: dict[str, Any]) -> None:
+        self._kill_causes[pid] = cause
+        self._log_event(
+            {
+                "action": "memory-restart",
+                "nanny": self.id,
+                "name": self.name,
+                "worker": self.worker_address,
+                "pid": pid,
+                "memory-limit": self.memory_watch.limit,
+                **cause,
+            },
+            MEMORY_RESTART_TOPICS,
+        )
+
     def _restart_delay(self, early_deaths: int) -> float:
         """No wait after a worker that had joined; doubling waits while workers die young."""
         if early_deaths == 0:
@@ -288,9 +312,9 @@ class Nanny:
             else:
                 return
 
-    def _log_event(self, msg: dict[str, Any]) -> None:
-        """Into the scheduler's ledger, under ``EVENT_TOPICS``."""
-        self._send({"op": "log-events", "events": [list(pack_event(EVENT_TOPICS, msg))]})
+    def _log_event(self, msg: dict[str, Any], topics: list[str] = EVENT_TOPICS) -> None:
+        """Into the scheduler's ledger, under ``topics``."""
+        self._send({"op": "log-events", "events": [list(pack_event(topics, msg))]})
 
     def _send(self, msg: dict[str, Any]) -> None:
         if self._stream is None or self._stream.closed:

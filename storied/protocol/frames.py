@@ -1,7 +1,10 @@
 """Length-prefixed frames, decoded without any I/O so the decoder can be fuzzed directly.
 
 Every message is a frame: a 4-byte big-endian length, then that many bytes. Usually these are
-a msgpack payload: a *plain* message, as all control messages are.
+a msgpack payload: a *plain* message, as all control messages are. An empty frame carries no
+message and is skipped: a plain-TCP client opens with ``PLAIN_OPENING`` (two of them), bytes
+that are no TLS record, so a TLS listener fails its handshake at once instead of both sides
+waiting for the other to speak first.
 
 A message *with buffers* is a frame whose first byte is ``0xc1`` (a byte msgpack never uses)
 followed by a 4-byte count of buffers, an 8-byte length per buffer and the msgpack header;
@@ -30,6 +33,9 @@ HEADER_SIZE = _HEADER.size
 WITH_BUFFERS = 0xC1
 _BUFFER_LIST_AT = 1 + _COUNT.size
 DEFAULT_MAX_FRAME_SIZE = 256 * 2**20
+#: what a plain-TCP client sends first: two empty frames, 8 bytes, more than a TLS record
+#: header (5 bytes) and never a valid one (a record's type is never 0)
+PLAIN_OPENING = bytes(2 * HEADER_SIZE)
 _SCRATCH_SIZE = 64 * 1024
 
 #: what ``FrameDecoder`` yields: a plain payload, or a header with its buffers
@@ -162,7 +168,10 @@ class FrameDecoder:
                 break
             body = start + HEADER_SIZE
             end = start + self._need
-            if not size or scratch[body] != WITH_BUFFERS:
+            if not size:
+                self._start = end
+                continue
+            if scratch[body] != WITH_BUFFERS:
                 frames.append(bytes(scratch[body:end]))
                 self._start = end
                 continue

@@ -126,6 +126,7 @@ class Record:
         *,
         transition_log_length: int = 100_000,
         events_per_topic: int = 100_000,
+        event_bytes_per_topic: int | None = None,
         log_length: int = 10_000,
         execution_log_length: int = 100_000,
         ledger: Ledger | None = None,
@@ -169,7 +170,9 @@ class Record:
         self.transition = self._log.append
         if ledger is not None:
             ledger.follow(run_id, self._log)
-        self._events = EventLedger(events_per_topic, seq=self._seq)
+        self._events = EventLedger(
+            events_per_topic, seq=self._seq, max_bytes_per_topic=event_bytes_per_topic
+        )
         self._executions: deque[dict[str, Any]] = deque(maxlen=execution_log_length)
         self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
@@ -317,6 +320,28 @@ class Record:
         disk = ledger.story(*keys_or_stimulus_ids, where=where, max_seq=disk_bound)
         return _merge(disk, memory)
 
+    def story_page(
+        self, *keys_or_stimulus_ids: str, before_seq: int | None = None, limit: int = 1_000
+    ) -> list[TransitionRecord]:
+        """One page of the cluster story (``story_records(where=None)``): its newest ``limit``
+        records below ``before_seq``, oldest first; the next page is below this one's first
+        seq, and an empty page is the end. The newest of memory and disk together are among
+        the newest of each, so each side is read for ``limit`` records at most."""
+
+        def in_memory() -> list[TransitionRecord]:
+            story = self._log.story(*keys_or_stimulus_ids)
+            if before_seq is not None:
+                story = [rec for rec in story if rec.seq < before_seq]
+            return story[-limit:] if limit else []
+
+        memory = self._run_in_owner(in_memory)
+        ledger = self._readable_ledger()
+        if ledger is None:
+            return memory
+        disk = ledger.story(*keys_or_stimulus_ids, max_seq=before_seq, limit=limit)
+        merged = _merge(disk, memory)
+        return merged[max(len(merged) - limit, 0) :]
+
     def transitions(
         self,
         keys: Iterable[str] | None = None,
@@ -392,6 +417,45 @@ class Record:
         return {
             name: _merge(disk.get(name, ()), memory.get(name, ())) for name in {**disk, **memory}
         }
+
+    def event_topics(self) -> list[str]:
+        """Every topic with events, in memory or in the ledger (all runs)."""
+        memory = self._run_in_owner(self._events.topics)
+        ledger = self._readable_ledger()
+        disk = ledger.event_topics() if ledger is not None else []
+        return list(dict.fromkeys([*disk, *memory]))
+
+    def events_page(
+        self,
+        topic: str,
+        before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1_000,
+        max_bytes: int | None = None,
+    ) -> list[EventRecord]:
+        """One page of ``topic``'s events, oldest first: the newest ``limit`` below
+        ``before_seq`` (None: from the newest) within ``[since, until)``; the next page is
+        below this page's first seq, and an empty page is the end.
+
+        Memory holds a topic's newest events, so a page starts there and goes on in the
+        ledger below the oldest in memory. ``max_bytes`` bounds the part from memory; what
+        comes from the ledger is bounded by ``limit`` (each event by ``events.max-event-size``).
+        """
+
+        def in_memory() -> tuple[list[EventRecord], bool, int | None]:
+            page, exhausted = self._events.page(topic, before_seq, since, until, limit, max_bytes)
+            return page, exhausted, self._events.oldest_seq(topic)
+
+        memory, exhausted, oldest_seq = self._run_in_owner(in_memory)
+        ledger = self._readable_ledger()
+        if ledger is None or not exhausted or len(memory) >= limit:
+            return memory
+        bounds = [seq for seq in (before_seq, oldest_seq) if seq is not None]
+        disk = ledger.events(
+            topic, since, until, limit - len(memory), max_seq=min(bounds) if bounds else None
+        )
+        return disk + memory
 
     def events_after(self, seq: int, topic: str | None = None) -> list[EventRecord]:
         """Events newer than ``seq`` still in memory (where new ones always are), oldest first:

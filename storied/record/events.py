@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections import deque
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple, overload
 
 import msgpack
+
+from storied import config
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -124,13 +127,52 @@ def check_event(topic: object, msg: object) -> list[str]:
     return topics
 
 
+class EventTooLarge(ValueError):
+    """An event message larger than ``events.max-event-size``; it was not logged."""
+
+
+#: sizes as config holds them ("1MiB") parsed once: every event is checked against one
+_parsed_size = functools.lru_cache(maxsize=16)(config.parse_bytes)
+
+
+def configured_max_event_size() -> int:
+    return _parsed_size(config.get("events.max-event-size"))
+
+
+def check_event_size(packed: bytes, limit: int) -> None:
+    if len(packed) > limit:
+        raise EventTooLarge(
+            f"an event message of {len(packed)} bytes (packed) exceeds events.max-event-size "
+            f"({limit} bytes) and was not logged: log a summary, and keep large data in a "
+            "file or a dataset (client.publish_dataset), or raise events.max-event-size "
+            "(docs/configuration.md)"
+        )
+
+
+def fit_event(msg: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``msg`` (a dict storied logs about itself) with its largest fields replaced by what
+    they were (``"<12000 items omitted: over events.max-event-size>"``) until it fits
+    ``limit``: a lost-task list or a traceback too large to keep must not fail the scheduler."""
+    fitted = dict(msg)
+    sizes = {name: len(pack_msg(value)) for name, value in fitted.items()}
+    while len(pack_msg(fitted)) > limit and sizes:
+        name = max(sizes, key=sizes.__getitem__)
+        del sizes[name]
+        value = fitted[name]
+        what = "characters" if isinstance(value, str | bytes) else "items"
+        count = len(value) if isinstance(value, str | bytes | list | tuple | dict) else 1
+        fitted[name] = f"<{count} {what} omitted: over events.max-event-size>"
+    return fitted
+
+
 def pack_event(topic: object, msg: object) -> tuple[list[str], bytes]:
     """Check a ``log_event`` call at its caller and pack its message: ``(topics, packed)``.
 
     msgpack's C packer does the checking, and unpacking with ``strict_map_key`` refuses keys
     other than str (and bytes); only a message they refuse takes the slow walk of
     ``check_event``, to name the offending value and where it sits. The packed bytes are also
-    the copy that later changes to ``msg`` cannot reach.
+    the copy that later changes to ``msg`` cannot reach. A message over
+    ``events.max-event-size`` raises ``EventTooLarge``.
     """
     topics = check_topics(topic)
     try:
@@ -139,6 +181,7 @@ def pack_event(topic: object, msg: object) -> tuple[list[str], bytes]:
     except Exception as exc:
         check_event(topics, msg)
         raise TypeError(f"event message is not msgpack-serializable: {exc}") from None
+    check_event_size(packed, configured_max_event_size())
     return topics, packed
 
 
@@ -167,16 +210,26 @@ def _record_seq(record: EventRecord) -> int:
 
 
 class EventLedger:
-    """The most recent ``maxlen_per_topic`` events of every topic, and how many ever arrived."""
+    """The most recent events of every topic, at most ``maxlen_per_topic`` of them and at most
+    ``max_bytes_per_topic`` bytes of packed messages (the newest is always kept), and how many
+    ever arrived."""
 
-    def __init__(self, maxlen_per_topic: int, *, seq: Iterator[int] | None = None) -> None:
+    def __init__(
+        self,
+        maxlen_per_topic: int,
+        *,
+        seq: Iterator[int] | None = None,
+        max_bytes_per_topic: int | None = None,
+    ) -> None:
         """``seq`` lets the event ledger share a sequence counter with transition logs."""
         if maxlen_per_topic < 1:
             raise ValueError(f"maxlen_per_topic must be at least 1, got {maxlen_per_topic}")
         self.maxlen_per_topic = maxlen_per_topic
+        self.max_bytes_per_topic = max_bytes_per_topic
         self._seq = seq if seq is not None else itertools.count(1)
         self._by_topic: dict[str, deque[StoredEvent]] = {}
         self._counts: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
 
     def add(
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
@@ -194,9 +247,51 @@ class EventLedger:
         events = self._by_topic.get(topic)
         if events is None:
             events = self._by_topic[topic] = deque(maxlen=self.maxlen_per_topic)
+        size = self._bytes.get(topic, 0) + len(packed)
+        if len(events) == self.maxlen_per_topic:
+            size -= len(events[0][2])  # the deque drops it on append
         events.append(stored)
+        if self.max_bytes_per_topic is not None:
+            while size > self.max_bytes_per_topic and len(events) > 1:
+                size -= len(events.popleft()[2])
+        self._bytes[topic] = size
         self._counts[topic] = self._counts.get(topic, 0) + 1
         return stored
+
+    def page(
+        self,
+        topic: str,
+        before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1_000,
+        max_bytes: int | None = None,
+    ) -> tuple[list[EventRecord], bool]:
+        """The newest events of ``topic`` below ``before_seq`` within ``[since, until)``,
+        oldest first: at most ``limit`` of them and (but always one, if any) ``max_bytes`` of
+        packed messages; and whether every older event in memory was looked at (the page may
+        go on in a ledger). Reads from the newest end, so it holds the page alone."""
+        found: list[EventRecord] = []
+        size = 0
+        for stored in reversed(self._by_topic.get(topic, ())):
+            seq, timestamp, packed, _ = stored
+            if (
+                (before_seq is not None and seq >= before_seq)
+                or (since is not None and timestamp < since)
+                or (until is not None and timestamp >= until)
+            ):
+                continue
+            size += len(packed)
+            if len(found) >= limit or (found and max_bytes is not None and size > max_bytes):
+                found.reverse()
+                return found, False
+            found.append(record_of(topic, stored))
+        found.reverse()
+        return found, True
+
+    def bytes_of(self, topic: str) -> int:
+        """Bytes of packed messages ``topic`` holds in memory."""
+        return self._bytes.get(topic, 0)
 
     @overload
     def get(self, topic: str) -> tuple[tuple[float, Any], ...]: ...

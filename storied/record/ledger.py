@@ -582,19 +582,17 @@ class Ledger:
         run_id: int | None = None,
         max_seq: int | None = None,
         where: str | None = None,
+        limit: int | None = None,
     ) -> list[TransitionRecord]:
         """Like ``TransitionLog.story``, across every run on file unless ``run_id`` is given.
 
         ``max_seq`` keeps records with a smaller seq (the Record uses it to skip what it still
-        has in memory); ``where`` keeps those logged by one process.
+        has in memory, and pages to go on below the last); ``where`` keeps those logged by one
+        process; ``limit`` the newest that many, reading blocks only until it has them.
         """
         if not keys_or_stimulus_ids:
             return []
-        return [
-            rec
-            for rec in self._named_transitions(set(keys_or_stimulus_ids), run_id, max_seq)
-            if where is None or rec.where == where
-        ]
+        return self._named_transitions(set(keys_or_stimulus_ids), run_id, max_seq, where, limit)
 
     def transitions(
         self,
@@ -640,7 +638,12 @@ class Ledger:
         )
 
     def _named_transitions(
-        self, names: set[str], run_id: int | None, max_seq: int | None
+        self,
+        names: set[str],
+        run_id: int | None,
+        max_seq: int | None,
+        where: str | None = None,
+        limit: int | None = None,
     ) -> list[TransitionRecord]:
         """Records below ``max_seq``, oldest first, whose key, stimulus id or recommendations
         name one of ``names``.
@@ -659,6 +662,7 @@ class Ledger:
                     or not names.isdisjoint(logged[1])
                 )
                 and (max_seq is None or logged[0][0] < max_seq)
+                and (where is None or logged[0][6] == where)
             ]
 
         filters = _block_filters(run_id, max_seq)
@@ -667,10 +671,11 @@ class Ledger:
             _match(names),
         )
         return self._read_blocks(
-            f"SELECT last_seq, entries FROM transition_blocks {filters.where()}",
+            f"SELECT last_seq, entries FROM transition_blocks {filters.where()} "
+            "ORDER BY last_seq DESC",
             filters.params,
             concerned,
-            None,
+            limit,
         )
 
     def _read_blocks(
@@ -721,6 +726,11 @@ class Ledger:
             decode,
             limit,
         )
+
+    def event_topics(self) -> list[str]:
+        """Every topic with events on file."""
+        with self._reading() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT topic FROM event_blocks")]
 
     def logs(
         self,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 DEFAULT_EXTENSIONS = {
     "coordination": "storied.coordination.extension:CoordinationExtension",
     "manage": "storied.scheduler.manage:ClusterManager",
+    "record-pages": "storied.scheduler.record_pages:RecordPages",
 }
 
 

@@ -40,6 +40,12 @@ from storied.record import (
     pack_event,
     unpack_msg,
 )
+from storied.record.events import (
+    check_event_size,
+    configured_max_event_size,
+    fit_event,
+    pack_msg,
+)
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
@@ -55,7 +61,7 @@ def _stimulus(prefix: str) -> str:
 
 
 class _WorkerLink:
-    __slots__ = ("address", "last_seen", "name", "nanny", "pid", "stream")
+    __slots__ = ("address", "last_seen", "memory_limit", "name", "nanny", "pid", "stream")
 
     def __init__(
         self, address: str, name: str, pid: int | None, stream: Stream, nanny: str | None = None
@@ -64,6 +70,8 @@ class _WorkerLink:
         #: the id of the nanny supervising the worker's process, if any
         self.nanny = nanny
         self.last_seen = time.monotonic()
+        #: the worker's memory limit in bytes, None for none (as it said when it registered)
+        self.memory_limit: int | None = None
 
 
 class Scheduler:
@@ -83,8 +91,11 @@ class Scheduler:
         worker_ttl: float | str | None = None,
         retain: float | str | None = None,
         dashboard_address: str | int | None = None,
+        insecure: bool = False,
     ) -> None:
+        """``insecure=True`` allows listening beyond loopback without a token or TLS."""
         self.host = host
+        self.insecure = insecure
         #: where the dashboard listens (None: no dashboard); ``dashboard`` once it serves
         self._dashboard_address = parse_dashboard_address(dashboard_address, host)
         self.dashboard: Dashboard | None = None
@@ -99,6 +110,7 @@ class Scheduler:
             "transition_log_length": transition_log_length
             or config.get("scheduler.transition-log-length"),
             "events_per_topic": events_per_topic or config.get("scheduler.events-per-topic"),
+            "event_bytes_per_topic": config.parse_bytes(config.get("events.max-bytes-per-topic")),
             "log_length": log_length or config.get("scheduler.log-length"),
             "execution_log_length": config.get("scheduler.execution-log-length"),
         }
@@ -139,7 +151,10 @@ class Scheduler:
     async def start(self) -> Scheduler:
         self.loop = asyncio.get_running_loop()
         self._listener = configured_listener(
-            f"tcp://{self.host}:{self.port}", self._handle_comm, self.security
+            f"tcp://{self.host}:{self.port}",
+            self._handle_comm,
+            self.security,
+            insecure=self.insecure,
         )
         await self._listener.start()
         self.port = self._listener.port
@@ -204,6 +219,9 @@ class Scheduler:
     async def close(self) -> None:
         if self.status in ("closing", "closed"):
             return
+        if self.status == "created":  # never listened (its start was refused): nothing runs
+            self.status = "closed"
+            return
         self.status = "closing"
         logger.info("Scheduler %s closing", self.address)
         for name, plugin in list(self.plugins.items()):
@@ -263,6 +281,8 @@ class Scheduler:
         link = _WorkerLink(
             address, name, msg.get("pid"), stream, nanny if isinstance(nanny, str) else None
         )
+        memory_limit = msg.get("memory_limit")
+        link.memory_limit = memory_limit if isinstance(memory_limit, int) else None
         self.workers[address] = link
         await comm.send(
             {
@@ -311,7 +331,7 @@ class Scheduler:
         self._apply(self.state.remove_worker(address, stimulus_id, expected=expected))
         log = logger.info if expected else logger.warning
         log("Remove worker %s (name: %s): %s; %d tasks lost", address, link.name, reason, len(lost))
-        self.log_event(
+        self._log_own_event(
             ["all", address],
             {
                 "action": "remove-worker",
@@ -404,7 +424,7 @@ class Scheduler:
             self._apply(state.task_erred(address, key, error, stimulus_id, _startstop(startstops)))
             if will_err:
                 logger.warning("Task %s erred on %s: %s", key, address, error.get("text"))
-                self.log_event(
+                self._log_own_event(
                     "erred",
                     {
                         "action": "task-erred",
@@ -599,7 +619,7 @@ class Scheduler:
         def fire_and_forget(keys: list[str]) -> None:
             self._apply(state.fire_and_forget(keys, _stimulus("fire-and-forget")))
             logger.info("Client %s fires and forgets %d keys", client, len(keys))
-            self.log_event(
+            self._log_own_event(
                 "fire-and-forget", {"action": "fire-and-forget", "client": client, "keys": keys}
             )
 
@@ -607,7 +627,7 @@ class Scheduler:
             effects, retried = state.retry(client, keys, _stimulus("client-retry"))
             self._apply(effects)
             logger.info("Client %s retries %d keys", client, len(retried))
-            self.log_event(client, {"action": "retry", "count": len(retried), "keys": retried})
+            self._log_own_event(client, {"action": "retry", "count": len(retried), "keys": retried})
             return retried
 
         def subscribe(topic: str) -> None:
@@ -637,9 +657,7 @@ class Scheduler:
             "update-data": update_data,
             "who-has": lambda keys: state.who_has(keys),
             "story": self._story,
-            "cluster-story": self._cluster_story,
             "transitions": self._transitions,
-            "get-events": self._get_events,
             "scheduler-info": self.identity,
             "run-on-scheduler": self._run_on_scheduler,
             "broadcast": self._broadcast,
@@ -742,6 +760,17 @@ class Scheduler:
         topics, packed = pack_event(topic, msg)
         self._call_on_loop(self._log_event, topics, packed, unpack_msg(packed), "scheduler")
 
+    def _log_own_event(self, topic: str | list[str], msg: dict[str, Any]) -> None:
+        """An event about the cluster whose lists (keys, a traceback) may grow without bound:
+        shortened to fit ``events.max-event-size`` rather than refused."""
+        limit = configured_max_event_size()
+        if len(pack_msg(msg)) > limit:
+            logger.warning(
+                "Event %s too large to keep whole; its largest fields are cut", msg.get("action")
+            )
+            msg = fit_event(msg, limit)
+        self.log_event(topic, msg)
+
     def get_events(self, topic: str | None = None) -> Any:
         return self.record.events(topic)
 
@@ -755,6 +784,7 @@ class Scheduler:
             topics = check_topics(topic)
             if not isinstance(packed, bytes):
                 raise TypeError(f"event message must arrive packed, not {type(packed).__name__}")
+            check_event_size(packed, configured_max_event_size())
             msg = unpack_msg(packed)
         except (TypeError, ValueError) as exc:
             logger.warning(
@@ -776,17 +806,6 @@ class Scheduler:
                         stream.send(event)
             for plugin_key, plugin in self.plugins.items():
                 self._run_hook(plugin_key, plugin.log_event, topic, msg)
-
-    async def _get_events(self, topic: str | None = None, detail: bool = False) -> Any:
-        if detail:
-            found = await self._off_loop(self.record.events, topic, detail=True)
-            if isinstance(found, dict):
-                return {t: [_event_dict(r) for r in records] for t, records in found.items()}
-            return [_event_dict(r) for r in found]
-        events = await self._off_loop(self.record.events, topic)
-        if isinstance(events, dict):
-            return {t: [list(e) for e in evs] for t, evs in events.items()}
-        return [list(e) for e in events]
 
     async def _cluster_story(
         self, keys: list[str], on_error: str = "raise"
@@ -869,6 +888,7 @@ class Scheduler:
                     "pid": link.pid,
                     "nanny": link.nanny,
                     "nanny_pid": self.nannies.pid(link.nanny),
+                    "memory_limit": link.memory_limit,
                     **(
                         self.state.workers[address].identity()
                         if address in self.state.workers
@@ -954,13 +974,3 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
 
 def _entry_list(entry: LogRecordEntry) -> list[Any]:
     return [entry.timestamp, entry.level, entry.levelno, entry.logger, entry.message, entry.where]
-
-
-def _event_dict(record: Any) -> dict[str, Any]:
-    return {
-        "seq": record.seq,
-        "topic": record.topic,
-        "timestamp": record.timestamp,
-        "msg": record.msg,
-        "source": record.source,
-    }

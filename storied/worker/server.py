@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import inspect
 import itertools
 import logging
 import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -45,6 +42,7 @@ from storied.protocol.serialize import (
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
 from storied.worker import upload
+from storied.worker.memory import MemoryManager
 from storied.worker.state import (
     RUNNING,
     Execute,
@@ -303,8 +301,15 @@ class Worker:
         heartbeat_interval: float | str | None = None,
         resources: str | Mapping[str, float] | None = None,
         nanny: str | None = None,
+        insecure: bool = False,
+        memory_limit: str | float | None = "auto",
+        local_directory: str | None = None,
     ) -> None:
+        """``insecure=True`` allows listening beyond loopback without a token or TLS.
+        ``memory_limit``: as in Dask, a size (``"4GB"``), a fraction of system memory,
+        ``"auto"`` or None/0 for none; results spill to ``local_directory`` past it."""
         self.scheduler_address = scheduler_address
+        self.insecure = insecure
         #: the id of the nanny supervising this worker's process, if any
         self.nanny = nanny
         self.nthreads = nthreads
@@ -325,7 +330,9 @@ class Worker:
             )
             or 1.0
         )
-        self.data: dict[str, Any] = {}
+        self.memory = MemoryManager(self, memory_limit, local_directory)
+        #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
+        self.data: MutableMapping[str, Any] = self.memory.data
         self._pickled: dict[str, bytes] = {}
         self._function_payloads: dict[str, bytes] = {}
         self._functions: collections.OrderedDict[str, Callable[..., Any]] = (
@@ -354,7 +361,10 @@ class Worker:
     async def start(self) -> Worker:
         self.loop = asyncio.get_running_loop()
         self._listener = configured_listener(
-            f"tcp://{self.host}:{self.port}", self._serve_peer, self.security
+            f"tcp://{self.host}:{self.port}",
+            self._serve_peer,
+            self.security,
+            insecure=self.insecure,
         )
         await self._listener.start()
         self.address = self._listener.address
@@ -379,6 +389,8 @@ class Worker:
         self.status = "running"
         self._spawn(self._keep_connected())
         self._spawn(self._heartbeat())
+        if self.memory.monitored:
+            self._spawn(self.memory.monitor(lambda: self.status == "running"))
         logger.info(
             "Worker %s (%s) at %s, connected to %s, %d threads, resources %s",
             self.name,
@@ -402,6 +414,7 @@ class Worker:
                 "resources": self.resources,
                 "pid": os.getpid(),
                 "nanny": self.nanny,
+                "memory_limit": self.memory.limit,
             }
         )
         reply = await comm.read(timeout)
@@ -489,6 +502,7 @@ class Worker:
         await self._listener.close()
         await self.pool.close()
         self.executor.shutdown()
+        self.memory.close()
         await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -497,8 +511,6 @@ class Worker:
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         logging.getLogger("storied.worker").removeHandler(self._log_handler)
         self.record.close()
-        if "local_directory" in vars(self):
-            shutil.rmtree(self.local_directory, ignore_errors=True)
         self.status = "closed"
 
     async def finished(self) -> None:
@@ -564,15 +576,22 @@ class Worker:
         """The seceded task ``key`` called ``rejoin()`` (on the loop, from the task's thread)."""
         self._handle(self.state.rejoin(key, _stimulus("rejoin")))
 
+    def _memory_paused(self, paused: bool) -> None:
+        """The memory monitor paused or unpaused this worker."""
+        state = self.state
+        self._handle(
+            state.pause(_stimulus("pause")) if paused else state.unpause(_stimulus("unpause"))
+        )
+
     def _close_requested(self, reason: str = "scheduler-close", report: bool = False) -> None:
         """``report``: unregister with ``reason`` (a retiring worker), so the scheduler
         removes it as having left on purpose."""
         self._spawn(self.close(report=report, reason=reason))
 
-    @functools.cached_property
+    @property
     def local_directory(self) -> str:
-        """A directory of this worker's own (uploaded files go here), made on first use."""
-        return tempfile.mkdtemp(prefix=f"storied-worker-{os.getpid()}-")
+        """This worker's own directory (spilled results, uploaded files), as Dask's."""
+        return self.memory.local_directory
 
     def upload_file(self, filename: str, data: bytes, load: bool = True) -> list[str]:
         """Write a client's file here, put it on ``sys.path`` and import it (see
@@ -867,7 +886,9 @@ class Worker:
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
         hook = self._plugin_transition if self.plugins else None
-        return WorkerState(self.nthreads, self._recorder, hook, self.resources)
+        state = WorkerState(self.nthreads, self._recorder, hook, self.resources)
+        state.paused = self.memory.paused
+        return state
 
     def _plugin_transition(self, key: str, start: str, finish: str, stimulus_id: str) -> None:
         for name, plugin in self.plugins.items():

@@ -129,6 +129,8 @@ class WorkerState:
         self._ready: list[tuple[float, int, int, str]] = []
         self._constrained: list[tuple[float, int, int, str]] = []
         self._arrival = itertools.count()
+        #: memory is short: start no new tasks (data is still served, seceded tasks rejoin)
+        self.paused = False
 
     # ------------------------------------------------------------------ stimuli
 
@@ -330,6 +332,16 @@ class WorkerState:
         self._rejoining.append(ts)
         return self._start_ready(stimulus_id)
 
+    def pause(self, stimulus_id: str) -> list[Instruction]:
+        """Memory is short: start no new tasks until ``unpause``."""
+        self.paused = True
+        return []
+
+    def unpause(self, stimulus_id: str) -> list[Instruction]:
+        """Memory is back under the pause threshold: fill the thread slots again."""
+        self.paused = False
+        return self._start_ready(stimulus_id)
+
     def gather_error(self, key: str, error: dict[str, Any], stimulus_id: str) -> list[Instruction]:
         """``key`` arrived but could not be unpickled here: every task waiting for it fails
         with that error (fetching it again, from anyone, would fail the same way)."""
@@ -425,7 +437,7 @@ class WorkerState:
             self.executing.add(ts)
             self._transition(ts, "executing", stimulus_id)
             instructions.append(Rejoin(ts.key))
-        while len(self.executing) < self.nthreads:
+        while not self.paused and len(self.executing) < self.nthreads:
             ts = self._next_ready() if self._constrained else self._pop_live(self._ready, "ready")
             if ts is None:
                 break

@@ -40,19 +40,19 @@ def test_only_a_peer_with_the_same_credentials_skips_the_socket() -> None:
             served.append(type(comm).__name__)
             await comm.send({"hello": await comm.read()})
 
-        listener = Listener("tcp://127.0.0.1:0", handler, Security(token="secret"))
+        listener = Listener("tcp://127.0.0.1:0", handler, Security(token="secret-token-for-tests"))
         await listener.start()
         try:
-            comm = await connect(listener.address, Security(token="secret"))
+            comm = await connect(listener.address, Security(token="secret-token-for-tests"))
             assert isinstance(comm, LocalComm)
             assert await comm.request("there") == {"hello": "there"}
             with pytest.raises(AuthenticationError):
-                await connect(listener.address, Security(token="wrong"), timeout=2)
+                await connect(listener.address, Security(token="wrong-token-for-tests"), timeout=2)
             assert served == ["LocalComm"]
         finally:
             await listener.close()
         with pytest.raises(OSError):
-            await connect(listener.address, Security(token="secret"), timeout=0.2)
+            await connect(listener.address, Security(token="secret-token-for-tests"), timeout=0.2)
 
     asyncio.run(main())
 

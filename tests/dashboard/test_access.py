@@ -108,8 +108,14 @@ def test_dashboard_link_has_the_shape_of_dasks() -> None:
 def test_an_open_cluster_serves_no_dashboard_beyond_loopback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Even with ``insecure=True``, which opens the scheduler's port to anyone."""
     with LocalCluster(
-        n_workers=0, processes=False, host="0.0.0.0", security=False, dashboard_address=":0"
+        n_workers=0,
+        processes=False,
+        host="0.0.0.0",
+        security=False,
+        insecure=True,
+        dashboard_address=":0",
     ) as cluster:
         assert cluster.dashboard_link is None
     assert "refusing to serve the dashboard on 0.0.0.0" in caplog.text

@@ -96,3 +96,12 @@ def test_the_story_of_a_graph_task_is_told_by_its_dask_key(client: Client) -> No
         "processing",
         "memory",
     ]
+
+
+def test_dask_s_other_get_keywords_are_taken(client: Client) -> None:
+    graph = {"k": (inc, 1)}
+    assert client.get(graph, "k", fifo_timeout="60s", direct=True) == 2
+    with pytest.raises(NotImplementedError, match="dask-compatibility"):
+        client.get(graph, "k", actors=True)
+    with pytest.raises(TypeError, match="allow_other_workers"):
+        client.get(graph, "k", allow_other_workers="yes")

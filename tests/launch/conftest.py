@@ -23,18 +23,9 @@ def threads_client(threads_cluster: LocalCluster) -> Iterator[Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator[Any]:
-    """dask.distributed itself, the same shape, to compare behaviour in the same test."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-    ) as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def dask_client(dask_cluster: Any) -> Iterator[Any]:
+    """A default dask client of the session's ``dask_cluster`` (tests/conftest.py), per test."""
     import distributed
 
     client = distributed.Client(dask_cluster)

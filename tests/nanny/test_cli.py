@@ -95,7 +95,7 @@ def test_the_nanny_runs_its_worker_with_the_options_it_was_given():
         "--tls-ca-file",
         __file__,
         "--auth-token",
-        "s3cret",
+        "s3cret-for-this-test",
     ]
     params = cli.commands["worker"].make_context("worker", given).params
     command = _supervised_worker_command(params)

@@ -26,6 +26,7 @@ from storied import Client, LocalCluster
 from storied.cli.main import cli
 from storied.comm import Security, connect
 from storied.protocol import handshake
+from storied.protocol.frames import PLAIN_OPENING
 from storied.protocol.serialize import dumps
 from tests.security.conftest import RawPeer, wait_for
 
@@ -212,6 +213,7 @@ class _RogueServer:
     def _serve_one(self) -> None:
         sock, _ = self.listening.accept()
         with sock, contextlib.suppress(OSError):  # the client may hang up at any point
+            sock.recv(len(PLAIN_OPENING), socket.MSG_WAITALL)  # what a plain client sends first
             frame = dumps(self.hello)
             sock.sendall(len(frame).to_bytes(4, "big") + frame)
             sock.recv(4096)

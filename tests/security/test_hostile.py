@@ -75,7 +75,7 @@ def test_frame_decoder_reassembles_frames_however_the_stream_is_cut(payloads, ch
     frames = []
     for start in range(0, len(stream), chunk):
         frames += decoder.feed(stream[start : start + chunk])
-    assert frames == payloads
+    assert frames == [p for p in payloads if p]  # an empty frame carries no message
     assert decoder.pending == 0
 
 

@@ -29,7 +29,7 @@ def pki(make_ca):
 @pytest.fixture(scope="module")
 def tls_cluster(pki) -> Iterator[LocalCluster]:
     ca, _ = pki
-    security = ca.security("scheduler", token="tls-and-token")
+    security = ca.security("scheduler", token="tls-and-token-for-tests")
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, security=security
     ) as cluster:
@@ -47,7 +47,8 @@ def test_scheduler_workers_and_client_work_over_tls_with_a_token(pki, tls_cluste
     assert tls_cluster.scheduler_address.startswith("tls://")
     assert all(w.address.startswith("tls://") for w in tls_cluster.workers.values())
     with Client(
-        tls_cluster.scheduler_address, security=ca.security("client", token="tls-and-token")
+        tls_cluster.scheduler_address,
+        security=ca.security("client", token="tls-and-token-for-tests"),
     ) as client:
         # Pairs from both ends of the list make workers fetch each other's results over TLS.
         firsts = client.map(inc, range(100))
@@ -59,9 +60,9 @@ def test_scheduler_workers_and_client_work_over_tls_with_a_token(pki, tls_cluste
 def test_a_certificate_from_another_ca_is_refused(pki, tls_cluster, comm_log):
     ca, stranger_ca = pki
     # Trusts our CA (so it would accept the scheduler) but presents a stranger's certificate.
-    stranger = stranger_ca.security("client", token="tls-and-token")
+    stranger = stranger_ca.security("client", token="tls-and-token-for-tests")
     impostor = Security(
-        token="tls-and-token",
+        token="tls-and-token-for-tests",
         tls_ca_file=str(ca.cert),
         tls_cert=stranger.tls_cert,
         tls_key=stranger.tls_key,
@@ -107,7 +108,7 @@ def test_a_valid_certificate_without_the_token_is_refused(pki, tls_cluster, comm
     with pytest.raises(handshake.AuthenticationError, match="wrong or missing auth token"):
         Client(
             tls_cluster.scheduler_address,
-            security=ca.security("client", token="not-the-token"),
+            security=ca.security("client", token="not-the-token-at-all"),
             timeout=5,
         )
     with pytest.raises(handshake.AuthenticationError, match="requires an auth token"):

@@ -22,7 +22,7 @@ from storied.protocol.frames import encode_frames
 from storied.protocol.serialize import dumps_data, dumps_with_buffers, pickle_loads
 from tests.security.conftest import CertificateAuthority
 
-TOKEN = "wire-test-token"
+TOKEN = "wire-test-token-long-enough"
 
 
 def _loops() -> list[Any]:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from storied.protocol.frames import (
     HEADER_SIZE,
+    PLAIN_OPENING,
     WITH_BUFFERS,
     FrameDecoder,
     ProtocolError,
@@ -17,7 +18,8 @@ from storied.protocol.frames import (
     encode_frames,
 )
 
-plain = st.binary(max_size=300).filter(lambda b: not b or b[0] != WITH_BUFFERS)
+#: a message is never empty: an empty frame is padding (PLAIN_OPENING), tested on its own below
+plain = st.binary(min_size=1, max_size=300).filter(lambda b: b[0] != WITH_BUFFERS)
 with_buffers = st.tuples(
     st.binary(max_size=200),
     st.lists(st.binary(max_size=3000), max_size=4),
@@ -144,3 +146,12 @@ def test_garbage_from_an_accepted_peer_raises_only_protocol_error_and_holds_what
             assert decoder.pending <= received
     except ProtocolError:
         pass
+
+
+@given(msgs=messages, at=st.integers(0, 8))
+def test_empty_frames_carry_no_message_wherever_they_come(msgs, at):
+    """A plain client opens with empty frames (``PLAIN_OPENING``); the listener skips them."""
+    decoder = FrameDecoder(max_frame_size=4096, accept_buffers=True)
+    frames = decoder.feed(PLAIN_OPENING + _wire(msgs[:at]) + encode_frame(b"") + _wire(msgs[at:]))
+    assert _plain(frames) == [m if isinstance(m, bytes) else (m[0], m[1]) for m in msgs]
+    assert decoder.pending == 0
