@@ -34,6 +34,7 @@ from storied.client.events import check_window, read_events
 from storied.client.executor import ClientExecutor
 from storied.client.future import Future, FutureState, wait_states
 from storied.client.futures_of import futures_of
+from storied.client.manage import ClusterManagement
 from storied.client.options import TaskOptions, task_options, worker_restrictions
 from storied.client.recreate import recreate_error_locally
 from storied.client.story import StoryEntry
@@ -80,7 +81,7 @@ def _stimulus(prefix: str) -> str:
     return f"{prefix}-{time.time()}"
 
 
-class Client:
+class Client(ClusterManagement):
     """Connect to a scheduler (or start a LocalCluster) and run Python functions on it."""
 
     def __init__(
@@ -446,6 +447,7 @@ class Client:
             "graph-rejected": graph_rejected,
             "heartbeat": lambda: None,
             "event": self._handle_event,
+            "restarted": self._restarted,
         }
 
     def _handle_event(self, topic: str, event: list[Any]) -> None:

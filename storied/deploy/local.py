@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 from storied import config
 from storied.comm import Security
 from storied.compat import missing
+from storied.deploy.adaptive import Adaptive
 from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
@@ -156,6 +158,7 @@ class LocalCluster:
             **scheduler_kwargs,
         )
         self.workers: dict[str, Worker | WorkerProcess] = {}
+        self._adaptive: Adaptive | None = None
         self._n_workers = n_workers
         self._next_name = 0
         self.status = "created"
@@ -203,7 +206,9 @@ class LocalCluster:
         raise missing("LocalCluster", name)
 
     def scale(self, n: int) -> Any:
-        """Grow or shrink to ``n`` workers, waiting until they have joined or left."""
+        """Grow or shrink to ``n`` workers, waiting until they have joined or left; stops
+        adaptive scaling, as in Dask."""
+        self._stop_adaptive()
         if self.asynchronous:
             return self._scale(n)
         assert self._loop_thread is not None
@@ -213,6 +218,8 @@ class LocalCluster:
         for name, worker in list(self.workers.items()):
             if isinstance(worker, WorkerProcess) and worker.process.poll() is not None:
                 del self.workers[name]  # died (or was killed): a replacement is started below
+        for name in self._retired_names() & set(self.workers):
+            await self._stop_worker(self.workers.pop(name))  # retired: it is on its way out
         while len(self.workers) < n:
             name = str(self._next_name)
             self._next_name += 1
@@ -264,6 +271,65 @@ class LocalCluster:
                 raise TimeoutError(f"workers {missing} did not join within {timeout}s")
             await asyncio.sleep(0.01)
 
+    def adapt(
+        self,
+        minimum: int = 0,
+        maximum: float = math.inf,
+        interval: float | str = "1s",
+        wait_count: int = 3,
+        **kwargs: Any,
+    ) -> Adaptive:
+        """Scale between ``minimum`` and ``maximum`` workers with the load, as Dask's
+        ``cluster.adapt``: up when tasks wait for threads, down (retiring, so no data is
+        lost) when workers stay idle ``wait_count`` looks ``interval`` apart. Replaces an
+        earlier ``adapt``; ``cluster.scale`` stops it. Dask's other options are accepted."""
+        adaptive = Adaptive(self, minimum, maximum, interval, wait_count)
+        if kwargs:
+            logger.info("adapt ignores Dask's options %s", sorted(kwargs))
+        self._stop_adaptive()
+        self._adaptive = adaptive
+        if self.asynchronous:
+            adaptive.start()
+        else:
+            assert self._loop_thread is not None
+            self._loop_thread.run(_started(adaptive))
+        return adaptive
+
+    def _stop_adaptive(self) -> None:
+        if self._adaptive is not None:
+            self._adaptive.stop()
+            self._adaptive = None
+
+    def scale_up(self, n: int) -> Any:
+        """Grow to ``n`` workers (as Dask's; fewer than there are: nothing happens)."""
+        return self.scale(max(n, len(self.workers)))
+
+    def scale_down(self, workers: Any) -> Any:
+        """Retire ``workers`` (addresses or names): their data moves to the others first."""
+        names = [workers] if isinstance(workers, str) else list(workers)
+        if self.asynchronous:
+            return self._retire(names, requester="scale_down")
+        assert self._loop_thread is not None
+        return self._loop_thread.run(self._retire(names, requester="scale_down"))
+
+    async def _retire(self, workers: list[str], requester: str) -> None:
+        """Retire through the scheduler (data moves first), then forget those workers."""
+        manager = self.scheduler.extensions["manage"]
+        retired = await manager.retire_workers(requester, workers)  # type: ignore[attr-defined]
+        await self._scale(len(self.workers) - len(retired))
+
+    def _retired_names(self) -> set[str]:
+        manager = self.scheduler.extensions.get("manage")
+        return set(getattr(manager, "retired_names", ()))
+
+    async def _replace_workers(self, names: list[str]) -> None:
+        """Start fresh workers in place of ``names`` (closed by a restart: no nanny)."""
+        for name in names:
+            worker = self.workers.pop(name, None)
+            if worker is not None:
+                await self._stop_worker(worker)
+        await self._scale(len(self.workers) + len(names))
+
     async def _stop_worker(self, worker: Worker | WorkerProcess) -> None:
         if isinstance(worker, WorkerProcess):
             worker.terminate()
@@ -287,6 +353,7 @@ class LocalCluster:
         if self.status == "closed":
             return
         self.status = "closing"
+        self._stop_adaptive()
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(self._stop_worker(w) for w in workers), return_exceptions=True)
@@ -305,3 +372,7 @@ class LocalCluster:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
+
+
+async def _started(adaptive: Adaptive) -> None:
+    adaptive.start()

@@ -92,6 +92,9 @@ class Nanny:
         self._stream: Stream | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        #: the scheduler asked for a fresh worker (``client.restart``): the current one's end,
+        #: whatever its exit code, is followed by a new one
+        self._restart_requested = False
         self.memory_watch = MemoryWatch(memory_limit or 0)
         #: worker pid -> why the nanny killed it (it reports that rather than the bare signal)
         self._kill_causes: dict[int, dict[str, Any]] = {}
@@ -196,6 +199,10 @@ class Nanny:
             returncode = await process.wait()
             if self.status != "running":
                 return
+            if self._restart_requested:
+                self._restart_requested = False
+                await self._start_next_worker(process, address, reason="restart requested")
+                continue
             if returncode == 0:
                 self._spawn(self.close(reason="worker closed"))
                 return
@@ -212,22 +219,48 @@ class Nanny:
             await asyncio.sleep(delay)
             if self.status != "running":
                 return
-            await self._start_worker()
-            self.restarts += 1
-            self._log_event(
-                {
-                    "action": "worker-restart",
-                    "nanny": self.id,
-                    "name": self.name,
-                    "previous-worker": address,
-                    "previous-pid": process.pid,
-                    **why,
-                    "delay": delay,
-                    "worker": self.worker_address,
-                    "pid": self.worker_pid,
-                    "restarts": self.restarts,
-                }
-            )
+            await self._start_next_worker(process, address, **why, delay=delay)
+
+    def _request_restart(self, reason: str = "restart") -> None:
+        """The scheduler asks for a fresh worker: stop this one (SIGTERM: it closes cleanly
+        and unregisters); ``_watch`` starts the next."""
+        process = self.process
+        if self.status != "running" or process is None or process.returncode is not None:
+            return
+        logger.info(
+            "Nanny %s restarting worker %s: %s", self.name or self.id, self.worker_address, reason
+        )
+        self._restart_requested = True
+        process.send_signal(signal.SIGTERM)
+        self._spawn(self._kill_if_slow(process))
+
+    async def _kill_if_slow(self, process: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(process.wait(), self.close_timeout)
+        except TimeoutError:
+            logger.warning("Worker pid %d did not close in time: killing it", process.pid)
+            process.kill()
+
+    async def _start_next_worker(
+        self, process: asyncio.subprocess.Process, address: str | None, **why: Any
+    ) -> None:
+        """Start the worker after ``process`` (at ``address``); a ``worker-restart`` event
+        says ``why``."""
+        await self._start_worker()
+        self.restarts += 1
+        self._log_event(
+            {
+                "action": "worker-restart",
+                "nanny": self.id,
+                "name": self.name,
+                "previous-worker": address,
+                "previous-pid": process.pid,
+                **why,
+                "worker": self.worker_address,
+                "pid": self.worker_pid,
+                "restarts": self.restarts,
+            }
+        )
 
     def _killed_for_memory(self, pid: int, cause: dict[str, Any]) -> None:
         self._kill_causes[pid] = cause
@@ -261,7 +294,8 @@ class Nanny:
         if not isinstance(reply, dict) or reply.get("status") != "OK":
             await comm.close()
             raise ConnectionError(f"scheduler refused the nanny: {reply!r}")
-        return Stream(comm, {"heartbeat": lambda: None}, "nanny stream")
+        handlers = {"heartbeat": lambda: None, "restart-worker": self._request_restart}
+        return Stream(comm, handlers, "nanny stream")
 
     async def _keep_registered(self) -> None:
         """Stay connected to the scheduler while the nanny runs, to be able to report."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 #: name -> ``module:class``, the class taking the scheduler
 DEFAULT_EXTENSIONS = {
     "coordination": "storied.coordination.extension:CoordinationExtension",
+    "manage": "storied.scheduler.manage:ClusterManager",
     "record-pages": "storied.scheduler.record_pages:RecordPages",
 }
 

@@ -563,6 +563,57 @@ class SchedulerState:
     def processing_count(self) -> int:
         return sum(len(ws.processing) for ws in self.workers.values())
 
+    # ------------------------------------------------------------------ cluster management
+
+    def retirement_plan(self, addresses: Iterable[str]) -> dict[str, dict[str, list[str]]]:
+        """Where the data only ``addresses`` hold goes before they retire: target worker ->
+        {key: the retiring workers holding it}, each key on the remaining worker holding the
+        fewest bytes so far. ``ValueError`` if there is such data and no worker remains."""
+        retiring = set(addresses)
+        remaining = [ws for address, ws in self.workers.items() if address not in retiring]
+        load = {ws.address: sum(ts.nbytes for ts in ws.has_what) for ws in remaining}
+        plan: dict[str, dict[str, list[str]]] = {}
+        for address in sorted(retiring):
+            ws = self.workers.get(address)
+            if ws is None:
+                continue
+            for ts in sorted(ws.has_what, key=lambda ts: ts.key):
+                if ts.state != "memory" or not ts.who_has <= retiring:
+                    continue
+                if any(ts.key in keys for keys in plan.values()):
+                    continue
+                if not load:
+                    raise ValueError(
+                        f"cannot retire {sorted(retiring)}: they alone hold {ts.key!r} and no "
+                        "other worker would remain to take it"
+                    )
+                target = min(load, key=load.__getitem__)
+                load[target] += ts.nbytes
+                plan.setdefault(target, {})[ts.key] = sorted(ts.who_has)
+        return plan
+
+    def add_replicas(self, address: str, keys: Iterable[str]) -> None:
+        """``address`` now holds a copy of each of ``keys`` (moved there by the scheduler)."""
+        ws = self.workers.get(address)
+        if ws is None:
+            return
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                ts.who_has.add(address)
+                ws.has_what.add(ts)
+
+    def release_all(self, stimulus_id: str) -> Effects:
+        """A restart: no client wants anything any more and every task is forgotten; each
+        client is told (``restarted``), and its futures are cancelled, as in Dask."""
+        effects = Effects()
+        for ts in self.tasks.values():
+            ts.who_wants.clear()
+        self._transitions([(key, "forgotten") for key in list(self.tasks)], stimulus_id, effects)
+        for client in self.clients:
+            effects.clients[client].append({"op": "restarted"})
+        return effects
+
     # ------------------------------------------------------------------ engine
 
     def _desire(self, client: str, key: str, effects: Effects) -> None:

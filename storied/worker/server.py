@@ -41,6 +41,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
+from storied.worker import upload
 from storied.worker.memory import MemoryManager
 from storied.worker.state import (
     RUNNING,
@@ -532,6 +533,7 @@ class Worker:
             "log-entries": self._log_entries,
             "add-plugin": self._add_plugin,
             "remove-plugin": self._remove_plugin,
+            "upload-file": self.upload_file,
         }
 
     def _compute_task(
@@ -581,8 +583,22 @@ class Worker:
             state.pause(_stimulus("pause")) if paused else state.unpause(_stimulus("unpause"))
         )
 
-    def _close_requested(self, reason: str = "scheduler-close") -> None:
-        self._spawn(self.close(report=False, reason=reason))
+    def _close_requested(self, reason: str = "scheduler-close", report: bool = False) -> None:
+        """``report``: unregister with ``reason`` (a retiring worker), so the scheduler
+        removes it as having left on purpose."""
+        self._spawn(self.close(report=report, reason=reason))
+
+    @property
+    def local_directory(self) -> str:
+        """This worker's own directory (spilled results, uploaded files), as Dask's."""
+        return self.memory.local_directory
+
+    def upload_file(self, filename: str, data: bytes, load: bool = True) -> list[str]:
+        """Write a client's file here, put it on ``sys.path`` and import it (see
+        ``storied.worker.upload``); the modules imported. Import errors are raised."""
+        modules = upload.install(self.local_directory, filename, data, load)
+        self.log_event(upload.EVENT_TOPICS, upload.upload_event(filename, len(data), modules))
+        return modules
 
     async def _run_function(self, function: bytes, args: bytes) -> Any:
         func = pickle_loads(function)
