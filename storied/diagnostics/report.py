@@ -188,7 +188,7 @@ async def _failures(client: Client, keys: list[str]) -> list[dict[str, Any]]:
             }
     failures = [found.get(key, {"key": key}) for key in wanted]
     for failure in failures[:STORIES_PER_REPORT]:
-        story = await client._story([failure["key"]], "ignore")
+        story = await client._story([failure["key"]], "ignore", "current")
         failure["story"] = [entry._asdict() for entry in story]
     return failures
 

@@ -82,10 +82,12 @@ class RecordPages:
         With a ledger, the workers ship their transitions to it (on the first page) and the
         story is read from it in pages of at most ``events.page-size`` records. Without one,
         the story is in the memory of the scheduler and each worker, bounded by their
-        transition logs, and comes whole in one page."""
+        transition logs, and comes whole in one page. Each entry carries its run and the
+        failure that caused it, if any (``Record.explain``)."""
         scheduler = self.scheduler
         if not scheduler.record.durable:
-            return {"entries": await scheduler._cluster_story(keys, on_error), "before_seq": None}
+            entries = await scheduler._cluster_story(keys, on_error, run)
+            return {"entries": entries, "before_seq": None}
         if before_seq is None:
             await scheduler._ask_workers(list(scheduler.workers.values()), "ship-records")
         page_size = int(config.get("events.page-size"))
