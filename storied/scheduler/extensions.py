@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
 
 #: name -> ``module:class``, the class taking the scheduler
-DEFAULT_EXTENSIONS = {"coordination": "storied.coordination.extension:CoordinationExtension"}
+DEFAULT_EXTENSIONS = {
+    "coordination": "storied.coordination.extension:CoordinationExtension",
+    "replicas": "storied.scheduler.replicas:ReplicasExtension",
+}
 
 
 class SchedulerExtension(Protocol):

@@ -9,6 +9,7 @@ that caused it, which is how ``story`` can say *why*.
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import logging
 import math
@@ -27,7 +28,17 @@ Recommendations = dict[str, str]
 FIRE_AND_FORGET = "fire-and-forget"
 
 #: States a task can be in on the scheduler.
-STATES = ("released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten")
+#: ``queued``: runnable, waiting on the scheduler for a free thread slot on any worker.
+STATES = (
+    "released",
+    "waiting",
+    "no-worker",
+    "queued",
+    "processing",
+    "memory",
+    "erred",
+    "forgotten",
+)
 
 #: A task's ``priority`` is ``generation * GENERATION_SPAN + its index within its submit/map
 #: call``: older generations first, then call order; the user's priority comes before both.
@@ -72,8 +83,8 @@ class TaskState:
     __slots__ = (
         "args", "dependencies", "dependents", "erred_on", "error", "function_id", "key",
         "loose", "nbytes", "priority", "processing_on", "resources", "restrictions", "retries",
-        "state", "suspicious", "type", "user_priority", "waiters", "waiting_on", "who_has",
-        "who_wants",
+        "started", "state", "suspicious", "type", "user_priority", "waiters", "waiting_on",
+        "who_has", "who_wants",
     )  # fmt: skip
 
     def __init__(
@@ -93,6 +104,8 @@ class TaskState:
         self.who_wants: set[str] = set()
         self.who_has: set[str] = set()
         self.processing_on: str | None = None
+        #: its worker said it began executing it (only such tasks are blamed for a death)
+        self.started = False
         self.retries = 0
         self.suspicious = 0
         self.restrictions: frozenset[str] | None = None
@@ -118,12 +131,21 @@ class WorkerInfo:
     nthreads: int
     resources: Resources = field(default_factory=dict)
     processing: set[TaskState] = field(default_factory=set)
+    #: processing tasks that seceded from its thread pool: they hold no slot
+    long_running: set[TaskState] = field(default_factory=set)
     has_what: set[TaskState] = field(default_factory=set)
     known_functions: set[str] = field(default_factory=set)
 
     @property
     def occupancy(self) -> float:
         return len(self.processing) / self.nthreads
+
+    def free_slots(self, saturation: float) -> float:
+        """How many more tasks it should be sent now (``inf`` saturation: no limit)."""
+        if saturation == math.inf:
+            return math.inf
+        slots = max(math.ceil(saturation * self.nthreads), 1)
+        return slots - len(self.processing) + len(self.long_running)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -175,9 +197,25 @@ class SchedulerState:
         recorder: Recorder,
         allowed_failures: int = 3,
         on_transition: TransitionHook | None = None,
+        worker_saturation: float = math.inf,
     ) -> None:
+        """``worker_saturation``: a worker is sent at most this many tasks per thread at once
+        (at least one); tasks without inputs or restrictions beyond that wait ``queued`` here,
+        so whichever worker frees a slot (a new one too) takes the next. ``inf``: send all."""
+        if not worker_saturation > 0:
+            raise ValueError(
+                f"worker_saturation must be a number above 0 (or inf), not {worker_saturation!r}"
+            )
         self.record = recorder
         self.allowed_failures = allowed_failures
+        self.worker_saturation = worker_saturation
+        #: queued tasks, and a heap of (-user priority, priority, arrival, key) of them (stale
+        #: entries are skipped): ties, such as separate submits in one generation, go by arrival
+        self.queued: set[TaskState] = set()
+        self._queue: list[tuple[float, int, int, str]] = []
+        self._arrival = itertools.count()
+        #: workers whose processing shrank during the current stimulus: queued tasks may go there
+        self._slots_opened: set[WorkerInfo] = set()
         self.on_transition = on_transition
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
@@ -198,8 +236,10 @@ class SchedulerState:
             ("waiting", "released"): self._waiting_released,
             ("waiting", "erred"): self._waiting_erred,
             ("no-worker", "processing"): self._waiting_processing,
+            ("queued", "processing"): self._queued_processing,
             ("no-worker", "released"): self._waiting_released,
             ("no-worker", "erred"): self._waiting_erred,
+            ("queued", "released"): self._queued_released,
             ("processing", "memory"): self._processing_memory,
             ("processing", "erred"): self._processing_erred,
             ("processing", "released"): self._processing_released,
@@ -335,7 +375,10 @@ class SchedulerState:
     ) -> Effects:
         """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it."""
         effects = Effects()
-        self.workers[address] = WorkerInfo(address, name, max(1, nthreads), dict(resources or {}))
+        ws = self.workers[address] = WorkerInfo(
+            address, name, max(1, nthreads), dict(resources or {})
+        )
+        self._slots_opened.add(ws)
         recommendations = [(ts.key, "processing") for ts in self.unrunnable]
         self._transitions(recommendations, stimulus_id, effects)
         return effects
@@ -346,9 +389,11 @@ class SchedulerState:
         ws = self.workers.pop(address, None)
         if ws is None:
             return effects
+        self._slots_opened.discard(ws)
         recommendations: list[tuple[str, str]] = []
+        running = _believed_running(ws) if not expected else set()
         for ts in sorted(ws.processing, key=_rank):
-            if not expected:
+            if ts in running:
                 ts.suspicious += 1
                 if ts.suspicious > self.allowed_failures:
                     ts.error = _error_payload(KilledWorker(ts.key, address, self.allowed_failures))
@@ -360,6 +405,7 @@ class SchedulerState:
             if not ts.who_has:
                 recommendations.append((ts.key, "released"))
         ws.processing.clear()
+        ws.long_running.clear()
         ws.has_what.clear()
         self._transitions(recommendations, stimulus_id, effects)
         return effects
@@ -430,6 +476,81 @@ class SchedulerState:
             ts, "erred", stimulus_id, effects, worker=worker, startstops=startstops
         )
         self._transitions(recommendations.items(), stimulus_id, effects)
+        return effects
+
+    def task_started(self, worker: str, key: str) -> None:
+        """``worker`` began executing ``key``: if it dies now, the task shares the blame."""
+        ts = self.tasks.get(key)
+        if ts is not None and ts.state == "processing" and ts.processing_on == worker:
+            ts.started = True
+
+    def task_seceded(self, worker: str, key: str, stimulus_id: str) -> Effects:
+        """``key`` left ``worker``'s thread pool (it waits for other tasks): its slot may take a
+        queued task, or the tasks it waits for could never run."""
+        effects = Effects()
+        ts = self.tasks.get(key)
+        if ts is not None and ts.state == "processing" and ts.processing_on == worker:
+            ws = self.workers[worker]
+            ws.long_running.add(ts)
+            self._slots_opened.add(ws)
+            self._transitions((), stimulus_id, effects)
+        return effects
+
+    def add_replicas(self, worker: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """``worker`` now holds a copy of ``keys`` (it fetched them): ``who_has`` says so. A
+        copy of a key no longer in memory here is of no use: the worker is told to drop it."""
+        effects = Effects()
+        ws = self.workers.get(worker)
+        if ws is None:
+            return effects
+        unwanted = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                ts.who_has.add(worker)
+                ws.has_what.add(ts)
+            else:
+                unwanted.append(key)
+        if unwanted:
+            effects.workers[worker].append(
+                {"op": "free-keys", "keys": unwanted, "stimulus_id": stimulus_id}
+            )
+        return effects
+
+    def remove_replicas(self, worker: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """``worker`` dropped its copy of ``keys``; a key with no copy left is recomputed if
+        still needed."""
+        effects = Effects()
+        ws = self.workers.get(worker)
+        recommendations = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or worker not in ts.who_has:
+                continue
+            ts.who_has.discard(worker)
+            if ws is not None:
+                ws.has_what.discard(ts)
+            if ts.state == "memory" and not ts.who_has:
+                recommendations.append((key, "released"))
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def drop_replicas(self, worker: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """Have ``worker`` drop its copy of each of ``keys`` that another worker also holds."""
+        effects = Effects()
+        ws = self.workers.get(worker)
+        dropped = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ws is None or ts is None or worker not in ts.who_has or len(ts.who_has) < 2:
+                continue
+            ts.who_has.discard(worker)
+            ws.has_what.discard(ts)
+            dropped.append(key)
+        if dropped:
+            effects.workers[worker].append(
+                {"op": "free-keys", "keys": dropped, "stimulus_id": stimulus_id}
+            )
         return effects
 
     def missing_data(self, key: str, errant_worker: str, stimulus_id: str) -> Effects:
@@ -577,12 +698,45 @@ class SchedulerState:
     ) -> None:
         queue = collections.deque(recommendations)
         tasks = self.tasks
-        while queue:
-            key, finish = queue.popleft()
-            ts = tasks.get(key)
-            if ts is None or ts.state == finish:
+        while True:
+            while queue:
+                key, finish = queue.popleft()
+                ts = tasks.get(key)
+                if ts is None or ts.state == finish:
+                    continue
+                queue.extend(self._transition(ts, finish, stimulus_id, effects).items())
+            if not self._slots_opened:
+                return
+            if not self.queued:
+                self._slots_opened.clear()
+                return
+            queue.extend(self._fill_open_slots(stimulus_id, effects))
+
+    def _fill_open_slots(self, stimulus_id: str, effects: Effects) -> Recommendations:
+        """Hand queued tasks, best first, to the workers that freed slots."""
+        recommendations: Recommendations = {}
+        opened, self._slots_opened = self._slots_opened, set()
+        for ws in sorted(opened, key=_occupancy):
+            if self.workers.get(ws.address) is not ws:
                 continue
-            queue.extend(self._transition(ts, finish, stimulus_id, effects).items())
+            free = ws.free_slots(self.worker_saturation)
+            while free > 0:
+                ts = self._pop_queued()
+                if ts is None:
+                    return recommendations
+                recommendations.update(
+                    self._transition(ts, "processing", stimulus_id, effects, worker=ws.address)
+                )
+                free -= 1
+        return recommendations
+
+    def _pop_queued(self) -> TaskState | None:
+        queue, tasks = self._queue, self.tasks
+        while queue:
+            ts = tasks.get(heapq.heappop(queue)[-1])
+            if ts is not None and ts.state == "queued":
+                return ts
+        return None
 
     def _transition(
         self, ts: TaskState, finish: str, stimulus_id: str, effects: Effects, **kwargs: Any
@@ -678,8 +832,34 @@ class SchedulerState:
             return {}
         if ts.state == "no-worker":
             self._runnable_again(ts)
+        if _queueable(ts) and ws.free_slots(self.worker_saturation) <= 0:
+            # a root task: it waits here rather than behind a worker's backlog
+            ts.state = "queued"
+            self.queued.add(ts)
+            entry = (-ts.user_priority, ts.priority, next(self._arrival), ts.key)
+            heapq.heappush(self._queue, entry)
+            return {}
+        self._assign(ts, ws, stimulus_id, effects)
+        return {}
+
+    def _queued_processing(
+        self, ts: TaskState, stimulus_id: str, effects: Effects, *, worker: str
+    ) -> Recommendations:
+        self.queued.discard(ts)
+        self._assign(ts, self.workers[worker], stimulus_id, effects)
+        return {}
+
+    def _queued_released(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
+        self.queued.discard(ts)
+        return self._released(ts)
+
+    def _assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str, effects: Effects) -> None:
+        """Send ``ts`` to ``ws`` to compute."""
         ts.state = "processing"
         ts.processing_on = ws.address
+        ts.started = False
         ws.processing.add(ts)
         msg: dict[str, Any] = {
             "op": "compute-task",
@@ -701,7 +881,6 @@ class SchedulerState:
         if ts.user_priority:
             msg["user_priority"] = ts.user_priority
         effects.workers[ws.address].append(msg)
-        return {}
 
     def _waiting_no_worker(
         self, ts: TaskState, stimulus_id: str, effects: Effects
@@ -760,6 +939,8 @@ class SchedulerState:
     ) -> Recommendations:
         ws = self.workers[worker]
         ws.processing.discard(ts)
+        ws.long_running.discard(ts)
+        self._slots_opened.add(ws)
         ts.processing_on = None
         ts.state = "memory"
         ts.nbytes, ts.type = nbytes, type_name
@@ -801,6 +982,8 @@ class SchedulerState:
         ws = self.workers.get(address) if address else None
         if ws is not None:
             ws.processing.discard(ts)
+            ws.long_running.discard(ts)
+            self._slots_opened.add(ws)
         ts.erred_on = worker or address
         ts.processing_on = None
         return self._erred(ts, effects)
@@ -842,6 +1025,8 @@ class SchedulerState:
         ws = self.workers.get(address) if address else None
         if ws is not None:
             ws.processing.discard(ts)
+            ws.long_running.discard(ts)
+            self._slots_opened.add(ws)
             effects.workers[ws.address].append(
                 {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id}
             )
@@ -955,6 +1140,24 @@ def _least_busy(
             if candidates:
                 return min(candidates, key=_occupancy)
     return min(workers.values() if allowed is None else allowed, key=_occupancy)
+
+
+def _queueable(ts: TaskState) -> bool:
+    """Root tasks (no inputs, no restrictions) queue on the scheduler; a task with inputs goes
+    straight to a holder of them, as Dask sends its non-root tasks."""
+    return not ts.dependencies and ts.restrictions is None and ts.resources is None
+
+
+def _believed_running(ws: WorkerInfo) -> set[TaskState]:
+    """The tasks ``ws`` was executing, as far as the scheduler can tell: those it said it
+    started, and, for thread slots not so accounted for, the next in run order (a task that
+    kills its worker at once may do so before the worker's word of it leaves)."""
+    running = {ts for ts in ws.processing if ts.started}
+    unaccounted = ws.nthreads - len(running)
+    if unaccounted > 0:
+        rest = sorted((ts for ts in ws.processing if not ts.started), key=_rank)
+        running.update(rest[:unaccounted])
+    return running
 
 
 def _rank(ts: TaskState) -> tuple[float, int]:

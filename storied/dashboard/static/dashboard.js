@@ -70,7 +70,7 @@ async function status() {
   drawTaskStream(document.getElementById("task-stream"), stream);
 }
 
-const STATE_ORDER = ["memory", "erred", "processing", "no-worker", "waiting", "released", "forgotten"];
+const STATE_ORDER = ["memory", "erred", "processing", "queued", "no-worker", "waiting", "released", "forgotten"];
 
 function drawProgress(node, prefixes) {
   node.replaceChildren();
