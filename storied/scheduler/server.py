@@ -114,6 +114,7 @@ class Scheduler:
             if worker_saturation is not None
             else config.get("scheduler.worker-saturation")
         )
+        self.worker_backlog = config.parse_timedelta(config.get("scheduler.worker-backlog")) or 0.0
         self.worker_ttl = config.parse_timedelta(
             worker_ttl if worker_ttl is not None else config.get("scheduler.worker-ttl")
         )
@@ -162,7 +163,10 @@ class Scheduler:
         logging.getLogger("storied.scheduler").addHandler(self._log_handler)
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(
-            recorder, self.allowed_failures, worker_saturation=self.worker_saturation
+            recorder,
+            self.allowed_failures,
+            worker_saturation=self.worker_saturation,
+            worker_backlog=self.worker_backlog,
         )
         self.status = "running"
         for name, extension in default_extensions(self).items():

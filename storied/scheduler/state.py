@@ -140,11 +140,8 @@ class WorkerInfo:
     def occupancy(self) -> float:
         return len(self.processing) / self.nthreads
 
-    def free_slots(self, saturation: float) -> float:
-        """How many more tasks it should be sent now (``inf`` saturation: no limit)."""
-        if saturation == math.inf:
-            return math.inf
-        slots = max(math.ceil(saturation * self.nthreads), 1)
+    def free_slots(self, slots: float) -> float:
+        """How many more tasks it should be sent now, when it may hold ``slots`` at once."""
         return slots - len(self.processing) + len(self.long_running)
 
     def identity(self) -> dict[str, Any]:
@@ -198,17 +195,26 @@ class SchedulerState:
         allowed_failures: int = 3,
         on_transition: TransitionHook | None = None,
         worker_saturation: float = math.inf,
+        worker_backlog: float = 0.0,
     ) -> None:
         """``worker_saturation``: a worker is sent at most this many tasks per thread at once
         (at least one); tasks without inputs or restrictions beyond that wait ``queued`` here,
-        so whichever worker frees a slot (a new one too) takes the next. ``inf``: send all."""
+        so whichever worker frees a slot (a new one too) takes the next. ``inf``: send all.
+        ``worker_backlog``: seconds; a thread is also sent as many tasks as it runs in that
+        time (by the recent average duration), so short tasks do not each wait for a round
+        trip to the scheduler. 0: exactly Dask's limit."""
         if not worker_saturation > 0:
             raise ValueError(
                 f"worker_saturation must be a number above 0 (or inf), not {worker_saturation!r}"
             )
+        if not worker_backlog >= 0:
+            raise ValueError(f"worker_backlog must be seconds >= 0, not {worker_backlog!r}")
         self.record = recorder
         self.allowed_failures = allowed_failures
         self.worker_saturation = worker_saturation
+        self.worker_backlog = worker_backlog
+        #: moving average of how long tasks run (seconds; None until one has finished)
+        self.task_duration: float | None = None
         #: queued tasks, and a heap of (-user priority, priority, arrival, key) of them (stale
         #: entries are skipped): ties, such as separate submits in one generation, go by arrival
         self.queued: set[TaskState] = set()
@@ -431,6 +437,8 @@ class SchedulerState:
     ) -> Effects:
         """``data``: a small result's pickled bytes, passed on to the clients that want it."""
         effects = Effects()
+        if startstops is not None:
+            self._note_duration(startstops[1] - startstops[0])
         ts = self.tasks.get(key)
         if ts is None or ts.state != "processing" or ts.processing_on != worker:
             if ts is not None and ts.state == "memory" and worker in self.workers:
@@ -477,6 +485,21 @@ class SchedulerState:
         )
         self._transitions(recommendations.items(), stimulus_id, effects)
         return effects
+
+    def _note_duration(self, duration: float) -> None:
+        previous = self.task_duration
+        self.task_duration = duration if previous is None else 0.9 * previous + 0.1 * duration
+
+    def _free_slots(self, ws: WorkerInfo) -> float:
+        """How many more tasks ``ws`` should be sent now (see ``worker_saturation``)."""
+        saturation = self.worker_saturation
+        if saturation == math.inf:
+            return math.inf
+        slots = max(math.ceil(saturation * ws.nthreads), 1)
+        if self.worker_backlog and self.task_duration is not None:
+            per_thread = self.worker_backlog / max(self.task_duration, 1e-6)
+            slots += math.floor(ws.nthreads * per_thread)
+        return ws.free_slots(slots)
 
     def task_started(self, worker: str, key: str) -> None:
         """``worker`` began executing ``key``: if it dies now, the task shares the blame."""
@@ -719,7 +742,7 @@ class SchedulerState:
         for ws in sorted(opened, key=_occupancy):
             if self.workers.get(ws.address) is not ws:
                 continue
-            free = ws.free_slots(self.worker_saturation)
+            free = self._free_slots(ws)
             while free > 0:
                 ts = self._pop_queued()
                 if ts is None:
@@ -832,7 +855,7 @@ class SchedulerState:
             return {}
         if ts.state == "no-worker":
             self._runnable_again(ts)
-        if _queueable(ts) and ws.free_slots(self.worker_saturation) <= 0:
+        if _queueable(ts) and self._free_slots(ws) <= 0:
             # a root task: it waits here rather than behind a worker's backlog
             ts.state = "queued"
             self.queued.add(ts)

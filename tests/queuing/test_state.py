@@ -194,3 +194,20 @@ def test_a_seceded_task_frees_its_slot_for_the_tasks_it_waits_for(recorder):
     assert state.task_seceded(W2, "child-0", "not-there").workers == {}
     finish(state, "parent", W1)
     assert not state.workers[W1].long_running
+
+
+def test_short_tasks_get_a_backlog_worth_a_few_milliseconds(recorder):
+    """Saturation alone would make each 1 ms task wait for a round trip to the scheduler."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 2, "add-w1")
+    effects = submit(state, *(spec(f"r-{i}") for i in range(100)))
+    assert len(computed_keys(effects, W1)) == 3, "no durations known yet: saturation only"
+    effects = state.task_finished(W1, "r-0", 8, "int", "done", startstops=(1.0, 1.001))
+    # 2 threads x 10 ms / 1 ms = 20 more tasks than saturation's 3
+    assert len(state.workers[W1].processing) == 3 + 20
+    assert state.task_duration == pytest.approx(0.001)
+
+
+def test_a_negative_backlog_is_refused(recorder):
+    with pytest.raises(ValueError, match="worker_backlog"):
+        SchedulerState(recorder, worker_backlog=-1)
