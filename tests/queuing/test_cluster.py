@@ -100,3 +100,30 @@ def test_replicate_checks_its_arguments_at_the_caller(client):
         client.replicate([future], workers=3)
     with pytest.raises(ValueError, match="unknown workers"):
         client.replicate([future], workers=["tcp://nowhere:1"])
+
+
+def replica_counts(client) -> list[list[int]]:
+    """Dask's replicate/rebalance example, reduced to how many copies each result has."""
+    futures = client.map(slow_inc, range(4), seconds=0, pure=False)
+    client.gather(futures)
+    counts = []
+    for step in (
+        lambda: client.replicate(futures),
+        lambda: client.replicate(futures, n=1),
+        lambda: client.rebalance(futures),
+    ):
+        assert step() is None
+        counts.append(sorted(len(w) for w in client.who_has(futures).values()))
+    return counts
+
+
+def test_replicate_counts_match_dask(client):
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        expected = replica_counts(dask_client)
+    assert replica_counts(client) == expected == [[2, 2, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]
