@@ -335,6 +335,8 @@ class WorkerState:
                 retry.setdefault(dep.who_has[0], []).append(key)
             else:
                 instructions.extend(self._missing_dependency(dep, stimulus_id))
+                if not dep.dependents:  # a replica the scheduler asked for: none to be had
+                    self._release(dep, stimulus_id, instructions, told=True)
         for peer, peer_keys in retry.items():
             for key in peer_keys:
                 self._transition(self.tasks[key], "flight", stimulus_id)

@@ -48,3 +48,10 @@ def test_acquired_replicas_stay_until_freed(state):
     assert reported(arrived, "add-keys") == ["a"]
     assert state.tasks["a"].state == "memory"
     assert forgotten(state.free_keys(["a"], "free")) == ["a"]
+
+
+def test_a_replica_that_cannot_be_fetched_is_let_go(state):
+    state.acquire_replicas({"a": ["tcp://w1"]}, "replicate")
+    instructions = state.gather_failure("tcp://w1", ["a"], "gone")
+    assert [m["key"] for m in sent(instructions, "missing-data")] == ["a"]
+    assert "a" not in state.tasks
