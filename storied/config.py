@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
         "worker-ttl": "30s",
         "worker-reply-timeout": "5s",
         "allowed-failures": 3,
+        # tasks per worker thread sent at once; the rest of the root tasks queue ("inf": none)
+        "worker-saturation": 1.1,
+        # ... and as many more as a thread runs in this time, so short tasks need no round trips
+        "worker-backlog": "10ms",
         "client-grace": "10s",
         "ledger": None,
         "retain": None,

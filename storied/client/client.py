@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
+from storied.client import replicas
 from storied.client.as_completed import as_completed as as_completed
 from storied.client.current import (
     current_client,
@@ -832,6 +833,30 @@ class Client(ClusterManagement):
     def datasets(self) -> datasets.Datasets:
         """The published datasets as a mapping: ``client.datasets["x"] = future``."""
         return datasets.Datasets(self)
+
+    def replicate(
+        self, futures: Any, n: int | None = None, workers: Any = None, branching_factor: int = 2
+    ) -> Any:
+        """Copies of these futures' results on ``n`` workers (None: every one) of ``workers``
+        (None: all), once they are done; losing a worker then loses no copy-held result.
+        ``branching_factor`` is accepted for Dask's sake: copies come from any holder."""
+        found = futures_of(futures)
+        return self._sync_waiting(
+            found,
+            replicas.replicate,
+            self,
+            found,
+            replicas.check_copies(n),
+            replicas.check_workers(workers),
+        )
+
+    def rebalance(self, futures: Any = None, workers: Any = None) -> Any:
+        """Move results between ``workers`` (None: all) so each holds about as many bytes of
+        them (of these futures', or of all results when None)."""
+        found = None if futures is None else futures_of(futures)
+        return self._sync_waiting(
+            found or [], replicas.rebalance, self, found, replicas.check_workers(workers)
+        )
 
     def retry(self, futures: Any) -> Any:
         """Run these failed futures again, with the failed tasks they depend on."""

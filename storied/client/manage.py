@@ -34,7 +34,8 @@ class ClusterManagement:
     _ref_lock: Any
 
     def who_has(self, futures: Any = None) -> Any:
-        """``{key: [worker addresses holding it]}`` for ``futures`` (None: every task)."""
+        """``{key: [worker addresses holding it]}`` for ``futures`` (None: every task), as the
+        scheduler knows them: workers report each copy they fetch or drop."""
         keys = None if futures is None else _keys(futures)
         return self._sync(self._request, "cluster-who-has", keys=keys)
 

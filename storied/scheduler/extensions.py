@@ -18,6 +18,7 @@ DEFAULT_EXTENSIONS = {
     "coordination": "storied.coordination.extension:CoordinationExtension",
     "manage": "storied.scheduler.manage:ClusterManager",
     "record-pages": "storied.scheduler.record_pages:RecordPages",
+    "replicas": "storied.scheduler.replicas:ReplicasExtension",
 }
 
 

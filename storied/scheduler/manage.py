@@ -178,7 +178,10 @@ class ClusterManager:
                 if not data:
                     continue
                 await pool.request(target, {"op": "update_data", "data": data})
-                self.scheduler.state.add_replicas(target, list(data))
+                scheduler = self.scheduler
+                scheduler._apply(
+                    scheduler.state.add_replicas(target, list(data), f"retire-move-{time.time()}")
+                )
                 moved += len(data)
         return moved
 

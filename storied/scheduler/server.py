@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import os
 import time
 import uuid
@@ -89,6 +90,7 @@ class Scheduler:
         events_per_topic: int | None = None,
         log_length: int | None = None,
         allowed_failures: int | None = None,
+        worker_saturation: float | str | None = None,
         worker_ttl: float | str | None = None,
         retain: float | str | None = None,
         dashboard_address: str | int | None = None,
@@ -120,6 +122,12 @@ class Scheduler:
             if allowed_failures is not None
             else config.get("scheduler.allowed-failures")
         )
+        self.worker_saturation = _saturation(
+            worker_saturation
+            if worker_saturation is not None
+            else config.get("scheduler.worker-saturation")
+        )
+        self.worker_backlog = config.parse_timedelta(config.get("scheduler.worker-backlog")) or 0.0
         self.worker_ttl = config.parse_timedelta(
             worker_ttl if worker_ttl is not None else config.get("scheduler.worker-ttl")
         )
@@ -170,7 +178,12 @@ class Scheduler:
         self._log_handler = self.record.log_handler()
         logging.getLogger("storied.scheduler").addHandler(self._log_handler)
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
-        self.state = SchedulerState(recorder, self.allowed_failures)
+        self.state = SchedulerState(
+            recorder,
+            self.allowed_failures,
+            worker_saturation=self.worker_saturation,
+            worker_backlog=self.worker_backlog,
+        )
         self.status = "running"
         for name, extension in default_extensions(self).items():
             self.add_extension(name, extension)
@@ -435,6 +448,18 @@ class Scheduler:
         def reschedule(key: str, stimulus_id: str) -> None:
             self._apply(state.reschedule(key, address, stimulus_id))
 
+        def task_started(key: str) -> None:
+            state.task_started(address, key)
+
+        def long_running(key: str) -> None:
+            self._apply(state.task_seceded(address, key, _stimulus("long-running")))
+
+        def add_keys(keys: list[str], stimulus_id: str) -> None:
+            self._apply(state.add_replicas(address, keys, stimulus_id))
+
+        def release_worker_data(keys: list[str], stimulus_id: str) -> None:
+            self._apply(state.remove_replicas(address, keys, stimulus_id))
+
         def log_events(events: list[Any]) -> None:
             for event in events:
                 self._log_remote_event(event, address)
@@ -474,6 +499,10 @@ class Scheduler:
             "task-erred": touch(task_erred),
             "missing-data": missing_data,
             "reschedule": reschedule,
+            "task-started": task_started,
+            "long-running": long_running,
+            "add-keys": add_keys,
+            "release-worker-data": release_worker_data,
             "log-events": log_events,
             "heartbeat": heartbeat,
             "worker-records": worker_records,
@@ -649,7 +678,9 @@ class Scheduler:
             "heartbeat": lambda: None,
             "close-client": lambda: self._clients_leaving.add(client),
             "update-data": update_data,
-            "who-has": lambda keys: state.who_has(keys),
+            "who-has": lambda keys=None: state.who_has(
+                keys if keys is not None else [k for k, ts in state.tasks.items() if ts.who_has]
+            ),
             "story": self._story,
             "transitions": self._transitions,
             "scheduler-info": self.identity,
@@ -953,6 +984,20 @@ class Scheduler:
         self._set_plugin(name, plugin)
         if self.loop is not None:
             self._call_on_loop(self._run_hook, name, plugin.start, self)
+
+
+def _saturation(value: float | str) -> float:
+    """``scheduler.worker-saturation`` as a number: above 0, or ``inf`` (no queuing)."""
+    try:
+        saturation = float(value)
+    except (TypeError, ValueError):
+        saturation = math.nan
+    if isinstance(value, bool) or not saturation > 0:
+        raise ValueError(
+            f"worker-saturation must be a number above 0 or 'inf', not {value!r} "
+            "(e.g. 1.1: send each worker 1.1 tasks per thread, queue the rest)"
+        )
+    return saturation
 
 
 def _startstop(startstops: list[Any] | None) -> tuple[float, float] | None:

@@ -9,6 +9,7 @@ that caused it, which is how ``story`` can say *why*.
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import logging
 import math
@@ -27,7 +28,17 @@ Recommendations = dict[str, str]
 FIRE_AND_FORGET = "fire-and-forget"
 
 #: States a task can be in on the scheduler.
-STATES = ("released", "waiting", "no-worker", "processing", "memory", "erred", "forgotten")
+#: ``queued``: runnable, waiting on the scheduler for a free thread slot on any worker.
+STATES = (
+    "released",
+    "waiting",
+    "no-worker",
+    "queued",
+    "processing",
+    "memory",
+    "erred",
+    "forgotten",
+)
 
 #: A task's ``priority`` is ``generation * GENERATION_SPAN + its index within its submit/map
 #: call``: older generations first, then call order; the user's priority comes before both.
@@ -73,8 +84,8 @@ class TaskState:
         "args", "dependencies", "dependents", "erred_on", "error", "failed_attempts",
         "function_id", "key",
         "loose", "nbytes", "priority", "processing_on", "resources", "restrictions", "retries",
-        "state", "suspicious", "type", "user_priority", "waiters", "waiting_on", "who_has",
-        "who_wants",
+        "started", "state", "suspicious", "type", "user_priority", "waiters", "waiting_on",
+        "who_has", "who_wants",
     )  # fmt: skip
 
     def __init__(
@@ -94,6 +105,8 @@ class TaskState:
         self.who_wants: set[str] = set()
         self.who_has: set[str] = set()
         self.processing_on: str | None = None
+        #: its worker said it began executing it (only such tasks are blamed for a death)
+        self.started = False
         self.retries = 0
         self.suspicious = 0
         self.restrictions: frozenset[str] | None = None
@@ -121,12 +134,18 @@ class WorkerInfo:
     nthreads: int
     resources: Resources = field(default_factory=dict)
     processing: set[TaskState] = field(default_factory=set)
+    #: processing tasks that seceded from its thread pool: they hold no slot
+    long_running: set[TaskState] = field(default_factory=set)
     has_what: set[TaskState] = field(default_factory=set)
     known_functions: set[str] = field(default_factory=set)
 
     @property
     def occupancy(self) -> float:
         return len(self.processing) / self.nthreads
+
+    def free_slots(self, slots: float) -> float:
+        """How many more tasks it should be sent now, when it may hold ``slots`` at once."""
+        return slots - len(self.processing) + len(self.long_running)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -178,9 +197,34 @@ class SchedulerState:
         recorder: Recorder,
         allowed_failures: int = 3,
         on_transition: TransitionHook | None = None,
+        worker_saturation: float = math.inf,
+        worker_backlog: float = 0.0,
     ) -> None:
+        """``worker_saturation``: a worker is sent at most this many tasks per thread at once
+        (at least one); tasks without inputs or restrictions beyond that wait ``queued`` here,
+        so whichever worker frees a slot (a new one too) takes the next. ``inf``: send all.
+        ``worker_backlog``: seconds; a thread is also sent as many tasks as it runs in that
+        time (by the recent average duration), so short tasks do not each wait for a round
+        trip to the scheduler. 0: exactly Dask's limit."""
+        if not worker_saturation > 0:
+            raise ValueError(
+                f"worker_saturation must be a number above 0 (or inf), not {worker_saturation!r}"
+            )
+        if not worker_backlog >= 0:
+            raise ValueError(f"worker_backlog must be seconds >= 0, not {worker_backlog!r}")
         self.record = recorder
         self.allowed_failures = allowed_failures
+        self.worker_saturation = worker_saturation
+        self.worker_backlog = worker_backlog
+        #: moving average of how long tasks run (seconds; None until one has finished)
+        self.task_duration: float | None = None
+        #: queued tasks, and a heap of (-user priority, priority, arrival, key) of them (stale
+        #: entries are skipped): ties, such as separate submits in one generation, go by arrival
+        self.queued: set[TaskState] = set()
+        self._queue: list[tuple[float, int, int, str]] = []
+        self._arrival = itertools.count()
+        #: workers whose processing shrank during the current stimulus: queued tasks may go there
+        self._slots_opened: set[WorkerInfo] = set()
         self.on_transition = on_transition
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
@@ -201,8 +245,10 @@ class SchedulerState:
             ("waiting", "released"): self._waiting_released,
             ("waiting", "erred"): self._waiting_erred,
             ("no-worker", "processing"): self._waiting_processing,
+            ("queued", "processing"): self._queued_processing,
             ("no-worker", "released"): self._waiting_released,
             ("no-worker", "erred"): self._waiting_erred,
+            ("queued", "released"): self._queued_released,
             ("processing", "memory"): self._processing_memory,
             ("processing", "erred"): self._processing_erred,
             ("processing", "released"): self._processing_released,
@@ -338,7 +384,10 @@ class SchedulerState:
     ) -> Effects:
         """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it."""
         effects = Effects()
-        self.workers[address] = WorkerInfo(address, name, max(1, nthreads), dict(resources or {}))
+        ws = self.workers[address] = WorkerInfo(
+            address, name, max(1, nthreads), dict(resources or {})
+        )
+        self._slots_opened.add(ws)
         recommendations = [(ts.key, "processing") for ts in self.unrunnable]
         self._transitions(recommendations, stimulus_id, effects)
         return effects
@@ -349,9 +398,11 @@ class SchedulerState:
         ws = self.workers.pop(address, None)
         if ws is None:
             return effects
+        self._slots_opened.discard(ws)
         recommendations: list[tuple[str, str]] = []
+        running = _believed_running(ws) if not expected else set()
         for ts in sorted(ws.processing, key=_rank):
-            if not expected:
+            if ts in running:
                 ts.suspicious += 1
                 if ts.suspicious > self.allowed_failures:
                     ts.error = _error_payload(KilledWorker(ts.key, address, self.allowed_failures))
@@ -363,6 +414,7 @@ class SchedulerState:
             if not ts.who_has:
                 recommendations.append((ts.key, "released"))
         ws.processing.clear()
+        ws.long_running.clear()
         ws.has_what.clear()
         self._transitions(recommendations, stimulus_id, effects)
         return effects
@@ -388,6 +440,8 @@ class SchedulerState:
     ) -> Effects:
         """``data``: a small result's pickled bytes, passed on to the clients that want it."""
         effects = Effects()
+        if startstops is not None:
+            self._note_duration(startstops[1] - startstops[0])
         ts = self.tasks.get(key)
         if ts is None or ts.state != "processing" or ts.processing_on != worker:
             if ts is not None and ts.state == "memory" and worker in self.workers:
@@ -434,6 +488,97 @@ class SchedulerState:
             ts, "erred", stimulus_id, effects, worker=worker, startstops=startstops
         )
         self._transitions(recommendations.items(), stimulus_id, effects)
+        return effects
+
+    def _note_duration(self, duration: float) -> None:
+        previous = self.task_duration
+        self.task_duration = duration if previous is None else 0.9 * previous + 0.1 * duration
+
+    def _free_slots(self, ws: WorkerInfo) -> float:
+        """How many more tasks ``ws`` should be sent now (see ``worker_saturation``)."""
+        saturation = self.worker_saturation
+        if saturation == math.inf:
+            return math.inf
+        slots = max(math.ceil(saturation * ws.nthreads), 1)
+        if self.worker_backlog and self.task_duration is not None:
+            per_thread = self.worker_backlog / max(self.task_duration, 1e-6)
+            slots += math.floor(ws.nthreads * per_thread)
+        return ws.free_slots(slots)
+
+    def task_started(self, worker: str, key: str) -> None:
+        """``worker`` began executing ``key``: if it dies now, the task shares the blame."""
+        ts = self.tasks.get(key)
+        if ts is not None and ts.state == "processing" and ts.processing_on == worker:
+            ts.started = True
+
+    def task_seceded(self, worker: str, key: str, stimulus_id: str) -> Effects:
+        """``key`` left ``worker``'s thread pool (it waits for other tasks): its slot may take a
+        queued task, or the tasks it waits for could never run."""
+        effects = Effects()
+        ts = self.tasks.get(key)
+        if ts is not None and ts.state == "processing" and ts.processing_on == worker:
+            ws = self.workers[worker]
+            ws.long_running.add(ts)
+            self._slots_opened.add(ws)
+            self._transitions((), stimulus_id, effects)
+        return effects
+
+    def add_replicas(self, worker: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """``worker`` now holds a copy of ``keys`` (it fetched them, or the scheduler moved them
+        there): ``who_has`` says so. A copy of a key no longer in memory here is of no use: the
+        worker is told to drop it."""
+        effects = Effects()
+        ws = self.workers.get(worker)
+        if ws is None:
+            return effects
+        unwanted = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                ts.who_has.add(worker)
+                ws.has_what.add(ts)
+            else:
+                unwanted.append(key)
+        if unwanted:
+            effects.workers[worker].append(
+                {"op": "free-keys", "keys": unwanted, "stimulus_id": stimulus_id}
+            )
+        return effects
+
+    def remove_replicas(self, worker: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """``worker`` dropped its copy of ``keys``; a key with no copy left is recomputed if
+        still needed."""
+        effects = Effects()
+        ws = self.workers.get(worker)
+        recommendations = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or worker not in ts.who_has:
+                continue
+            ts.who_has.discard(worker)
+            if ws is not None:
+                ws.has_what.discard(ts)
+            if ts.state == "memory" and not ts.who_has:
+                recommendations.append((key, "released"))
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def drop_replicas(self, worker: str, keys: Iterable[str], stimulus_id: str) -> Effects:
+        """Have ``worker`` drop its copy of each of ``keys`` that another worker also holds."""
+        effects = Effects()
+        ws = self.workers.get(worker)
+        dropped = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ws is None or ts is None or worker not in ts.who_has or len(ts.who_has) < 2:
+                continue
+            ts.who_has.discard(worker)
+            ws.has_what.discard(ts)
+            dropped.append(key)
+        if dropped:
+            effects.workers[worker].append(
+                {"op": "free-keys", "keys": dropped, "stimulus_id": stimulus_id}
+            )
         return effects
 
     def missing_data(self, key: str, errant_worker: str, stimulus_id: str) -> Effects:
@@ -592,17 +737,6 @@ class SchedulerState:
                 plan.setdefault(target, {})[ts.key] = sorted(ts.who_has)
         return plan
 
-    def add_replicas(self, address: str, keys: Iterable[str]) -> None:
-        """``address`` now holds a copy of each of ``keys`` (moved there by the scheduler)."""
-        ws = self.workers.get(address)
-        if ws is None:
-            return
-        for key in keys:
-            ts = self.tasks.get(key)
-            if ts is not None and ts.state == "memory":
-                ts.who_has.add(address)
-                ws.has_what.add(ts)
-
     def release_all(self, stimulus_id: str) -> Effects:
         """A restart: no client wants anything any more and every task is forgotten; each
         client is told (``restarted``), and its futures are cancelled, as in Dask."""
@@ -632,12 +766,45 @@ class SchedulerState:
     ) -> None:
         queue = collections.deque(recommendations)
         tasks = self.tasks
-        while queue:
-            key, finish = queue.popleft()
-            ts = tasks.get(key)
-            if ts is None or ts.state == finish:
+        while True:
+            while queue:
+                key, finish = queue.popleft()
+                ts = tasks.get(key)
+                if ts is None or ts.state == finish:
+                    continue
+                queue.extend(self._transition(ts, finish, stimulus_id, effects).items())
+            if not self._slots_opened:
+                return
+            if not self.queued:
+                self._slots_opened.clear()
+                return
+            queue.extend(self._fill_open_slots(stimulus_id, effects))
+
+    def _fill_open_slots(self, stimulus_id: str, effects: Effects) -> Recommendations:
+        """Hand queued tasks, best first, to the workers that freed slots."""
+        recommendations: Recommendations = {}
+        opened, self._slots_opened = self._slots_opened, set()
+        for ws in sorted(opened, key=_occupancy):
+            if self.workers.get(ws.address) is not ws:
                 continue
-            queue.extend(self._transition(ts, finish, stimulus_id, effects).items())
+            free = self._free_slots(ws)
+            while free > 0:
+                ts = self._pop_queued()
+                if ts is None:
+                    return recommendations
+                recommendations.update(
+                    self._transition(ts, "processing", stimulus_id, effects, worker=ws.address)
+                )
+                free -= 1
+        return recommendations
+
+    def _pop_queued(self) -> TaskState | None:
+        queue, tasks = self._queue, self.tasks
+        while queue:
+            ts = tasks.get(heapq.heappop(queue)[-1])
+            if ts is not None and ts.state == "queued":
+                return ts
+        return None
 
     def _transition(
         self, ts: TaskState, finish: str, stimulus_id: str, effects: Effects, **kwargs: Any
@@ -733,8 +900,34 @@ class SchedulerState:
             return {}
         if ts.state == "no-worker":
             self._runnable_again(ts)
+        if _queueable(ts) and self._free_slots(ws) <= 0:
+            # a root task: it waits here rather than behind a worker's backlog
+            ts.state = "queued"
+            self.queued.add(ts)
+            entry = (-ts.user_priority, ts.priority, next(self._arrival), ts.key)
+            heapq.heappush(self._queue, entry)
+            return {}
+        self._assign(ts, ws, stimulus_id, effects)
+        return {}
+
+    def _queued_processing(
+        self, ts: TaskState, stimulus_id: str, effects: Effects, *, worker: str
+    ) -> Recommendations:
+        self.queued.discard(ts)
+        self._assign(ts, self.workers[worker], stimulus_id, effects)
+        return {}
+
+    def _queued_released(
+        self, ts: TaskState, stimulus_id: str, effects: Effects
+    ) -> Recommendations:
+        self.queued.discard(ts)
+        return self._released(ts)
+
+    def _assign(self, ts: TaskState, ws: WorkerInfo, stimulus_id: str, effects: Effects) -> None:
+        """Send ``ts`` to ``ws`` to compute."""
         ts.state = "processing"
         ts.processing_on = ws.address
+        ts.started = False
         ws.processing.add(ts)
         msg: dict[str, Any] = {
             "op": "compute-task",
@@ -756,7 +949,6 @@ class SchedulerState:
         if ts.user_priority:
             msg["user_priority"] = ts.user_priority
         effects.workers[ws.address].append(msg)
-        return {}
 
     def _waiting_no_worker(
         self, ts: TaskState, stimulus_id: str, effects: Effects
@@ -815,6 +1007,8 @@ class SchedulerState:
     ) -> Recommendations:
         ws = self.workers[worker]
         ws.processing.discard(ts)
+        ws.long_running.discard(ts)
+        self._slots_opened.add(ws)
         ts.processing_on = None
         ts.state = "memory"
         ts.nbytes, ts.type = nbytes, type_name
@@ -856,6 +1050,8 @@ class SchedulerState:
         ws = self.workers.get(address) if address else None
         if ws is not None:
             ws.processing.discard(ts)
+            ws.long_running.discard(ts)
+            self._slots_opened.add(ws)
         ts.erred_on = worker or address
         ts.processing_on = None
         return self._erred(ts, effects)
@@ -897,6 +1093,8 @@ class SchedulerState:
         ws = self.workers.get(address) if address else None
         if ws is not None:
             ws.processing.discard(ts)
+            ws.long_running.discard(ts)
+            self._slots_opened.add(ws)
             effects.workers[ws.address].append(
                 {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id}
             )
@@ -1010,6 +1208,24 @@ def _least_busy(
             if candidates:
                 return min(candidates, key=_occupancy)
     return min(workers.values() if allowed is None else allowed, key=_occupancy)
+
+
+def _queueable(ts: TaskState) -> bool:
+    """Root tasks (no inputs, no restrictions) queue on the scheduler; a task with inputs goes
+    straight to a holder of them, as Dask sends its non-root tasks."""
+    return not ts.dependencies and ts.restrictions is None and ts.resources is None
+
+
+def _believed_running(ws: WorkerInfo) -> set[TaskState]:
+    """The tasks ``ws`` was executing, as far as the scheduler can tell: those it said it
+    started, and, for thread slots not so accounted for, the next in run order (a task that
+    kills its worker at once may do so before the worker's word of it leaves)."""
+    running = {ts for ts in ws.processing if ts.started}
+    unaccounted = ws.nthreads - len(running)
+    if unaccounted > 0:
+        rest = sorted((ts for ts in ws.processing if not ts.started), key=_rank)
+        running.update(rest[:unaccounted])
+    return running
 
 
 def _rank(ts: TaskState) -> tuple[float, int]:

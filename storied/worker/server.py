@@ -525,6 +525,7 @@ class Worker:
             "compute-task": self._compute_task,
             "heartbeat": lambda: None,
             "free-keys": self._free_keys,
+            "acquire-replicas": self._acquire_replicas,
             "close": self._close_requested,
             "run": self._run_function,
             "story": self.story_records,
@@ -568,8 +569,13 @@ class Worker:
     def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
         self._handle(self.state.free_keys(keys, stimulus_id))
 
+    def _acquire_replicas(self, who_has: dict[str, list[str]], stimulus_id: str) -> None:
+        self._handle(self.state.acquire_replicas(who_has, stimulus_id))
+
     def _secede(self, key: str) -> None:
-        """The task ``key`` called ``secede()`` (on the loop, from the task's thread)."""
+        """The task ``key`` called ``secede()`` (on the loop, from the task's thread); the
+        scheduler hears of it, so that it counts the slot as free too."""
+        self.stream.send({"op": "long-running", "key": key})
         self._handle(self.state.secede(key, _stimulus("secede")))
 
     def _rejoin(self, key: str) -> None:
@@ -617,6 +623,7 @@ class Worker:
             if isinstance(instruction, SendMessage):
                 self.stream.send(instruction.msg)
             elif isinstance(instruction, Execute):
+                self.stream.send({"op": "task-started", "key": instruction.key})
                 self.executor.submit(instruction)
             elif isinstance(instruction, GatherDep):
                 self._queue_gather(instruction.worker, instruction.keys)

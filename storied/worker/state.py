@@ -47,7 +47,8 @@ class WorkerTask:
         self.resources: Resources | None = None
         self.function_id: str | None = None
         self.args: bytes | None = None
-        #: True once the scheduler asked this worker to compute it (else it is a fetched input)
+        #: True once the scheduler asked this worker to compute it or to hold a copy of it
+        #: (else it is an input fetched for a task here)
         self.assigned = assigned
         self.dependencies: set[WorkerTask] = set()
         self.dependents: set[WorkerTask] = set()
@@ -64,6 +65,9 @@ class WorkerTask:
 
 @dataclass(frozen=True, slots=True)
 class Execute:
+    """Run the task in a thread; the scheduler hears that it started (it may be blamed if the
+    worker dies while it runs)."""
+
     key: str
     function_id: str
     args: bytes
@@ -261,6 +265,7 @@ class WorkerState:
         self, worker: str, received: Iterable[str], stimulus_id: str
     ) -> list[Instruction]:
         instructions: list[Instruction] = []
+        acquired = []
         for key in received:
             dep = self.tasks.get(key)
             if dep is None or dep.state != "flight":
@@ -270,10 +275,39 @@ class WorkerState:
                 dependent.waiting_for.discard(dep)
                 if not dependent.waiting_for and dependent.state == "waiting":
                     self._make_ready(dependent, stimulus_id)
-            if not dep.dependents:
+            if not dep.dependents and not dep.assigned:
                 self._forget(dep, instructions)
                 instructions.append(ForgetData((key,)))
+            else:
+                acquired.append(key)
+        if acquired:
+            instructions.append(
+                SendMessage({"op": "add-keys", "keys": acquired, "stimulus_id": stimulus_id})
+            )
         instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    def acquire_replicas(
+        self, who_has: Mapping[str, Iterable[str]], stimulus_id: str
+    ) -> list[Instruction]:
+        """The scheduler wants a copy of each key here, fetched from one of its holders."""
+        instructions: list[Instruction] = []
+        fetch: dict[str, list[str]] = {}
+        for key, holders in who_has.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = self.tasks[key] = WorkerTask(key)
+            ts.assigned = True
+            if ts.state != "released":
+                continue  # here, or on its way already
+            ts.who_has = list(holders)
+            if ts.who_has:
+                self._transition(ts, "flight", stimulus_id)
+                fetch.setdefault(ts.who_has[0], []).append(key)
+            else:
+                self._forget(ts, instructions)
+        for worker, keys in fetch.items():
+            instructions.append(GatherDep(worker, tuple(keys), stimulus_id))
         return instructions
 
     def gather_failure(
@@ -303,6 +337,8 @@ class WorkerState:
                 retry.setdefault(dep.who_has[0], []).append(key)
             else:
                 instructions.extend(self._missing_dependency(dep, stimulus_id))
+                if not dep.dependents:  # a replica the scheduler asked for: none to be had
+                    self._release(dep, stimulus_id, instructions, told=True)
         for peer, peer_keys in retry.items():
             for key in peer_keys:
                 self._transition(self.tasks[key], "flight", stimulus_id)
@@ -382,7 +418,7 @@ class WorkerState:
                 continue
             if ts.dependents and ts.state == "memory":
                 continue  # still an input of a task here; dropped when that one is done
-            self._release(ts, stimulus_id, instructions)
+            self._release(ts, stimulus_id, instructions, told=True)
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
 
@@ -488,16 +524,26 @@ class WorkerState:
             if not dep.dependents and not dep.assigned and dep.state == "memory":
                 self._transition(dep, "released", "inputs-done")
                 instructions.append(ForgetData((dep.key,)))
+                instructions.append(_dropped(dep.key, "inputs-done"))
                 self._forget(dep, instructions)
         ts.dependencies.clear()
         ts.args = None
 
-    def _release(self, ts: WorkerTask, stimulus_id: str, instructions: list[Instruction]) -> None:
+    def _release(
+        self,
+        ts: WorkerTask,
+        stimulus_id: str,
+        instructions: list[Instruction],
+        told: bool = False,
+    ) -> None:
+        """``told``: the scheduler asked for it (so it needs no word of the dropped data)."""
         had_data = ts.state == "memory"
         if ts.state != "released":
             self._transition(ts, "released", stimulus_id)
         if had_data:
             instructions.append(ForgetData((ts.key,)))
+            if not told:
+                instructions.append(_dropped(ts.key, stimulus_id))
         for dep in ts.dependencies:
             dep.dependents.discard(ts)
             if not dep.dependents and not dep.assigned:
@@ -516,3 +562,8 @@ class WorkerState:
         self.record.transition(ts.key, start, finish, NO_RECOMMENDATIONS, stimulus_id)
         if self.on_transition is not None:
             self.on_transition(ts.key, start, finish, stimulus_id)
+
+
+def _dropped(key: str, stimulus_id: str) -> SendMessage:
+    """Tell the scheduler this worker no longer holds ``key`` (so ``who_has`` stays exact)."""
+    return SendMessage({"op": "release-worker-data", "keys": [key], "stimulus_id": stimulus_id})

@@ -32,7 +32,7 @@ def test_only_data_held_nowhere_else_moves_spread_over_the_remaining(recorder):
     state = _state(recorder, "tcp://a", "tcp://b", "tcp://c")
     for key in ("w", "x", "y", "z"):
         assert _compute(state, key, on="tcp://a") == "tcp://a"
-    state.add_replicas("tcp://b", ["y"])  # y has a copy elsewhere: it stays
+    state.add_replicas("tcp://b", ["y"], "moved")  # y has a copy elsewhere: it stays
     plan = state.retirement_plan(["tcp://a"])
     moved = {key: target for target, keys in plan.items() for key in keys}
     assert sorted(moved) == ["w", "x", "z"]
@@ -46,7 +46,7 @@ def test_data_held_only_among_the_retiring_moves_once(recorder):
     state = _state(recorder, "tcp://a", "tcp://b", "tcp://c")
     worker = _compute(state, "x")
     for other in ("tcp://a", "tcp://b"):
-        state.add_replicas(other, ["x"])
+        state.add_replicas(other, ["x"], "moved")
     assert worker in ("tcp://a", "tcp://b", "tcp://c")
     state.tasks["x"].who_has.discard("tcp://c")
     state.workers["tcp://c"].has_what.discard(state.tasks["x"])
@@ -65,8 +65,8 @@ def test_retiring_every_holder_with_no_worker_left_is_refused(recorder):
 def test_add_replicas_only_for_tasks_in_memory_and_known_workers(recorder):
     state = _state(recorder, "tcp://a", "tcp://b")
     _compute(state, "x")
-    state.add_replicas("tcp://b", ["x", "unknown"])
-    state.add_replicas("tcp://gone", ["x"])
+    state.add_replicas("tcp://b", ["x", "unknown"], "moved")
+    state.add_replicas("tcp://gone", ["x"], "moved")
     assert state.tasks["x"].who_has == {"tcp://a", "tcp://b"}
     assert {ts.key for ts in state.workers["tcp://b"].has_what} == {"x"}
 

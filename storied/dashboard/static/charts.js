@@ -36,7 +36,7 @@ function colour(name) {
   return `hsl(${hash % 360}, 55%, 55%)`;
 }
 
-const STATE_ORDER = ["memory", "erred", "processing", "no-worker", "waiting", "released", "forgotten"];
+const STATE_ORDER = ["memory", "erred", "processing", "queued", "no-worker", "waiting", "released", "forgotten"];
 
 function drawProgress(node, prefixes) {
   node.replaceChildren();
