@@ -939,5 +939,6 @@ def _error_payload(exc: BaseException) -> dict[str, Any]:
         "exception": payload,
         "traceback": tb_dict,
         "text": text,
-        "traceback_text": "".join(traceback.format_exception(exc)),
+        # from the same frame as the traceback the client rebuilds: the user's code, not ours
+        "traceback_text": "".join(traceback.format_exception(type(exc), exc, tb)),
     }

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from engine.helpers import poll
 
 from storied import Client, LocalCluster
 from storied.record import Ledger
@@ -98,3 +99,24 @@ def test_the_ledger_answers_why_after_the_cluster_is_gone(tmp_path):
     assert ledger.tasks(run_id=2) == []
     (summary,) = ledger.run_summaries()
     assert (summary["failures"], summary["erred"], summary["retried"]) == (2, 2, 1)
+
+
+def test_a_failure_s_traceback_text_starts_in_the_task_not_in_storied(client):
+    def fails_here() -> None:
+        raise LookupError("from the task")
+
+    future = client.submit(fails_here, pure=False)
+    with pytest.raises(LookupError):
+        future.result(timeout=10)
+    traceback = poll(
+        lambda: next(
+            (
+                msg["traceback"]
+                for _, msg in client.get_events("erred")
+                if msg.get("key") == future.key
+            ),
+            None,
+        )
+    )
+    assert "fails_here" in traceback
+    assert "storied/worker/server.py" not in traceback
