@@ -117,13 +117,6 @@ def replica_counts(client) -> list[list[int]]:
     return counts
 
 
-def test_replicate_counts_match_dask(client):
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        expected = replica_counts(dask_client)
+def test_replicate_counts_match_dask(client, dask_client):
+    expected = replica_counts(dask_client)
     assert replica_counts(client) == expected == [[2, 2, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]]

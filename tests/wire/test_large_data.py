@@ -173,17 +173,9 @@ def _scatter_then_sum(client: Any) -> tuple[float, float]:
     return float(total), float(back[-1])
 
 
-def test_scatter_and_large_results_behave_as_on_dask(client):
-    import distributed
-
+def test_scatter_and_large_results_behave_as_on_dask(client, dask_client):
     ours = _scatter_then_sum(client)
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        theirs = _scatter_then_sum(dask_client)
+    theirs = _scatter_then_sum(dask_client)
     assert ours == theirs
     assert ours == pytest.approx((5_000_000.0, 2.0))
 
