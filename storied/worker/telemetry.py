@@ -1,0 +1,78 @@
+"""Resource telemetry: what a worker uses, sampled with every heartbeat.
+
+One sample is a flat dict (so the ledger, ``get_worker_metrics`` and ``storied top`` read it
+alike); the names follow Dask's heartbeat metrics where Dask has one (``cpu``, ``memory``,
+``managed_bytes``, ``spilled_bytes``; ``host_net_io``'s ``read_bps``/``write_bps`` become
+``host_read_bps``/``host_write_bps``). Switched off by ``worker.telemetry: false``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from storied.worker.memory import SpillBuffer
+
+if TYPE_CHECKING:
+    from storied.worker.server import Worker
+
+#: the fields of a sample, in the order ``storied top`` shows them
+SAMPLE_FIELDS = (
+    "time",
+    "cpu",
+    "memory",
+    "managed_bytes",
+    "spilled_bytes",
+    "connections",
+    "host_read_bps",
+    "host_write_bps",
+    "transfer_incoming_bytes_total",
+    "transfer_outgoing_bytes_total",
+)
+
+
+class TransferCounters:
+    """Bytes of task data a worker fetched from peers and served to peers and clients, since
+    it started (storied's own count, beside the host's network counters)."""
+
+    __slots__ = ("incoming_bytes", "outgoing_bytes")
+
+    def __init__(self) -> None:
+        self.incoming_bytes = 0
+        self.outgoing_bytes = 0
+
+
+class ResourceSampler:
+    """Samples one worker process: call ``sample()`` once per heartbeat."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._process = psutil.Process()
+        self._process.cpu_percent()  # the first call only starts the measurement
+        self._net = psutil.net_io_counters()
+        self._net_time = time.monotonic()
+
+    def sample(self) -> dict[str, Any]:
+        """Where the worker stands now; network rates are since the previous sample."""
+        process = self._process
+        data = self.worker.data
+        spilling = isinstance(data, SpillBuffer)
+        net, now = psutil.net_io_counters(), time.monotonic()
+        elapsed = max(now - self._net_time, 1e-6)
+        read_bps = (net.bytes_recv - self._net.bytes_recv) / elapsed
+        write_bps = (net.bytes_sent - self._net.bytes_sent) / elapsed
+        self._net, self._net_time = net, now
+        return {
+            "time": time.time(),
+            "cpu": process.cpu_percent(),
+            "memory": process.memory_info().rss,
+            "managed_bytes": data.memory_bytes if spilling else None,
+            "spilled_bytes": data.spilled_bytes if spilling else 0,
+            "connections": len(process.net_connections(kind="inet")),
+            "host_read_bps": max(read_bps, 0.0),
+            "host_write_bps": max(write_bps, 0.0),
+            "transfer_incoming_bytes_total": self.worker.transfers.incoming_bytes,
+            "transfer_outgoing_bytes_total": self.worker.transfers.outgoing_bytes,
+        }
