@@ -25,6 +25,7 @@ from storied.record.ledger import Ledger
 from storied.record.logcapture import LogRecordEntry
 from storied.record.trace import chrome_trace
 from storied.record.transitions import TransitionRecord
+from storied.record.workers import transfers, with_names, worker_names, worker_removals
 from storied.scheduler.state import STATES
 
 FOLLOW_POLL_INTERVAL = 0.5
@@ -222,11 +223,11 @@ def _print_records(
         _print_table(headers, [as_row(rec) for rec in records])
 
 
-def _transition_row(rec: TransitionRecord) -> Sequence[str]:
+def _transition_row(rec: TransitionRecord, names: dict[str, str]) -> Sequence[str]:
     recommendations = ", ".join(f"{key}: {state}" for key, state in rec.recommendations.items())
     return (
         _iso(rec.timestamp),
-        rec.where,
+        with_names(rec.where, names),
         rec.key,
         f"{rec.start} -> {rec.finish}",
         rec.stimulus_id,
@@ -274,13 +275,14 @@ def story(
         entries = [{"run_id": run_id, **rec.as_dict()} for run_id, rec in found]
         keys_found = {entry["key"] for entry in entries}
         explain_story(entries, history.failures(keys_found, run_id=_run_choice(run)))
+        names = worker_names(history.events("all"))
     if as_json:
         for entry in entries:
             click.echo(_dumps(entry))
         return
     _print_table(
         ("RUN", "TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
-        [(str(run_id), *_transition_row(rec)) for run_id, rec in found],
+        [(str(run_id), *_transition_row(rec, names)) for run_id, rec in found],
         {i: failure_text(entry["failure"]) for i, entry in enumerate(entries) if entry["failure"]},
     )
 
@@ -533,8 +535,19 @@ def timeline(
                 raise click.ClickException(f"{ledger_path} has no runs")
             run_id = recorded[-1]["run_id"]
         executions = history.executions(run_id)
+        if isinstance(history, Ledger):
+            events = history.events("all", run_id=run_id)
+            fetched = transfers(history.transitions(run_id=run_id))
+        else:  # a live scheduler: its workers keep their own transitions, and so the transfers
+            events, fetched = history.events("all"), []
+    trace = chrome_trace(
+        executions,
+        names=worker_names(events),
+        transfers=fetched,
+        removals=worker_removals(events),
+    )
     with open(output, "w", encoding="utf-8") as stream:
-        json.dump(chrome_trace(executions), stream)
+        json.dump(trace, stream)
     source = (
         scheduler_address
         if ledger_path is None
