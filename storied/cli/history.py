@@ -375,6 +375,7 @@ def logs(
             entries = _per_run(
                 history, run, lambda **kw: history.logs(level=level, where=worker, **kw)
             )
+            names = {} if as_json else worker_names(history.events("all"))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--level") from None
     entries.sort(key=lambda pair: pair[1].timestamp)
@@ -394,7 +395,7 @@ def logs(
             str(pair[0]),
             _iso(pair[1].timestamp),
             pair[1].level,
-            pair[1].where,
+            with_names(pair[1].where, names),
             pair[1].logger,
             pair[1].message,
         ),
@@ -480,7 +481,8 @@ def tasks(
 ) -> None:
     """List tasks, one row per task and run: final state, worker and duration of its last
     execution, executions, failures and the last exception."""
-    found = Ledger(ledger_path).tasks(
+    ledger = Ledger(ledger_path)
+    found = ledger.tasks(
         run_id=_run_choice(run),
         state=state,
         worker=worker,
@@ -490,6 +492,7 @@ def tasks(
         failed=failed,
         slowest=slowest,
     )
+    names = {} if as_json else worker_names(ledger.events("all"))
     _print_records(
         found,
         as_json,
@@ -499,7 +502,7 @@ def tasks(
             str(row["run_id"]),
             row["key"],
             row["state"] or "-",
-            row["worker"] or "-",
+            with_names(row["worker"], names) if row["worker"] else "-",
             _seconds(row["duration"]),
             str(row["executions"]),
             str(row["failures"]),

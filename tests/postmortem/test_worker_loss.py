@@ -181,11 +181,15 @@ def test_top_says_when_a_run_has_no_metrics(loss, tmp_path):
     assert "has no worker metrics for no-such-worker" in result.output
 
 
-def test_worker_names_show_beside_addresses_in_story_output(loss):
+def test_worker_names_show_beside_addresses_in_story_tasks_and_logs_output(loss):
     story = storied("story", loss.dependent, "--ledger", loss.ledger)
     assert f"{loss.survivor} ({loss.survivor_name})" in story
     fetched = storied("story", loss.fetched, "--ledger", loss.ledger)
     assert f"{loss.killed} ({loss.killed_name})" in fetched
+    tasks = storied("tasks", "--ledger", loss.ledger, "--prefix", "dependent")
+    assert f"{loss.survivor} ({loss.survivor_name})" in tasks
+    logs = storied("logs", "--ledger", loss.ledger, "--worker", loss.survivor)
+    assert f"{loss.survivor} ({loss.survivor_name})" in logs
 
 
 def test_the_timeline_marks_the_loss_and_shows_the_transfer(loss, tmp_path):
