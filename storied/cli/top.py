@@ -48,7 +48,7 @@ CHARTS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("memory (rss)", "memory", format_bytes),
     ("managed", "managed_bytes", format_bytes),
     ("spilled", "spilled_bytes", format_bytes),
-    ("connections", "connections", _count),
+    ("sockets", "sockets", _count),
     ("host net in", "host_read_bps", _rate),
     ("host net out", "host_write_bps", _rate),
     ("fetched", "fetched_bps", _rate),
@@ -165,7 +165,7 @@ def render(
 @click.option("--worker", "wanted", multiple=True, help="Only this worker (address or name).")
 @click.option("--json", "as_json", is_flag=True, help="Print each sample as a JSON line.")
 def top(ledger_path: str, run: int | None, wanted: tuple[str, ...], as_json: bool) -> None:
-    """Chart each worker's CPU, memory, spilled bytes, connections and bytes moved over a run,
+    """Chart each worker's CPU, memory, spilled bytes, sockets and bytes moved over a run,
     as sampled with every heartbeat, from the ledger alone."""
     ledger = Ledger(ledger_path)
     if run is None:

@@ -1114,7 +1114,7 @@ class Client(ClusterManagement):
 
     def get_worker_metrics(self, workers: Any = None, since: float | None = None) -> Any:
         """Each worker's resource samples (one a heartbeat: CPU, memory, spilled bytes,
-        connections, bytes moved), oldest first, keyed by worker address; departed workers'
+        open sockets, bytes moved), oldest first, keyed by worker address; departed workers'
         too. ``workers``: addresses or names; ``since``: only samples from then (epoch s).
         Dask has no equivalent (its ``scheduler_info()`` holds only the newest sample)."""
         if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):

@@ -149,7 +149,8 @@ def test_the_ledger_holds_metrics_after_the_cluster_is_gone_and_top_charts_them(
     for samples in by_worker.values():
         assert set(SAMPLE_FIELDS) <= set(samples[0])
         assert all(s["memory"] > 10_000_000 for s in samples), "an RSS of a Python process"
-        assert all(s["connections"] >= 1 for s in samples), "each holds the scheduler link"
+        assert all(s["sockets"] >= 2 for s in samples), "the scheduler link, the listener"
+        assert all(s["num_fds"] >= s["sockets"] for s in samples)
     assert {s["name"] for s in by_worker[loss.killed]} == {loss.killed_name}
     removal_time = next(
         row["timestamp"]
@@ -169,7 +170,7 @@ def test_the_ledger_holds_metrics_after_the_cluster_is_gone_and_top_charts_them(
     killed_at = next(i for i, line in enumerate(lines) if line.startswith(f"{loss.killed} ("))
     header = " ".join(line.strip() for line in lines[killed_at : killed_at + 2])
     assert ": killed, worker process " in header and "was killed by SIGKILL" in header
-    for label in ("cpu", "memory (rss)", "connections", "host net in", "fetched", "served"):
+    for label in ("cpu", "memory (rss)", "sockets", "host net in", "fetched", "served"):
         assert any(line.startswith(f"  {label} ") for line in lines), label
     only = storied("top", "--ledger", loss.ledger, "--worker", loss.survivor_name)
     assert loss.survivor in only and f"{loss.killed} (" not in only

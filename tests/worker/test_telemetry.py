@@ -28,7 +28,7 @@ def test_a_sample_keeps_its_fields_and_numbers_only():
         sample(cpu="high"),
         sample(memory=True),
         sample(cpu=math.nan),
-        sample(connections=[1]),
+        sample(sockets=[1]),
     ):
         assert checked_sample(bad) is None, bad
 
