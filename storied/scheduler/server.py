@@ -51,6 +51,7 @@ from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.failures import record_failure
+from storied.scheduler.manage import RETIRED
 from storied.scheduler.nannies import Nannies
 from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerState, TaskSpec
 
@@ -506,7 +507,9 @@ class Scheduler:
                     self.extensions["telemetry"].add_sample(address, link.name, metrics)
 
         def unregister(reason: str = "worker-close") -> None:
-            self._remove_worker(address, reason, expected=True, cause="closed")
+            # a retiring worker closes with the reason the scheduler gave it
+            cause = RETIRED if reason == RETIRED else "closed"
+            self._remove_worker(address, reason, expected=True, cause=cause)
 
         def touch(handler: Callable[..., None]) -> Callable[..., None]:
             def handle(**kwargs: Any) -> None:
