@@ -488,10 +488,10 @@ class Worker:
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
             if not self.stream.closed:
-                if self.telemetry is None:
-                    self.stream.send({"op": "heartbeat"})
-                else:
-                    self.stream.send({"op": "heartbeat", "metrics": self.telemetry.sample()})
+                msg: dict[str, Any] = {"op": "heartbeat"}
+                if self.telemetry is not None and (sample := self.telemetry.sample()):
+                    msg["metrics"] = sample
+                self.stream.send(msg)
                 if self._silence_timeout:
                     self.stream.abort_if_silent(self._silence_timeout)
 

@@ -8,6 +8,7 @@ alike); the names follow Dask's heartbeat metrics where Dask has one (``cpu``, `
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from storied.worker.memory import SpillBuffer
 
 if TYPE_CHECKING:
     from storied.worker.server import Worker
+
+logger = logging.getLogger("storied.worker")
 
 #: the fields of a sample, in the order ``storied top`` shows them
 SAMPLE_FIELDS = (
@@ -77,16 +80,34 @@ class ResourceSampler:
         self._process.cpu_percent()  # the first call only starts the measurement
         self._net = psutil.net_io_counters()
         self._net_time = time.monotonic()
+        self._failed = False
 
-    def sample(self) -> dict[str, Any]:
-        """Where the worker stands now; network rates are since the previous sample."""
+    def sample(self) -> dict[str, Any] | None:
+        """Where the worker stands now (network rates since the previous sample), or None if
+        the system would not say: a heartbeat goes out without a sample rather than not at
+        all."""
+        try:
+            return self._sample()
+        except (psutil.Error, OSError) as error:
+            if not self._failed:
+                self._failed = True
+                logger.warning(
+                    "Worker %s cannot sample its resource use, heartbeats go without: %r",
+                    self.worker.address,
+                    error,
+                )
+            return None
+
+    def _sample(self) -> dict[str, Any]:
         process = self._process
         data = self.worker.data
         spilling = isinstance(data, SpillBuffer)
         net, now = psutil.net_io_counters(), time.monotonic()
-        elapsed = max(now - self._net_time, 1e-6)
-        read_bps = (net.bytes_recv - self._net.bytes_recv) / elapsed
-        write_bps = (net.bytes_sent - self._net.bytes_sent) / elapsed
+        read_bps = write_bps = None
+        if net is not None and self._net is not None:  # None: the host has no interfaces
+            elapsed = max(now - self._net_time, 1e-6)
+            read_bps = max((net.bytes_recv - self._net.bytes_recv) / elapsed, 0.0)
+            write_bps = max((net.bytes_sent - self._net.bytes_sent) / elapsed, 0.0)
         self._net, self._net_time = net, now
         return {
             "time": time.time(),
@@ -96,8 +117,8 @@ class ResourceSampler:
             "spilled_bytes": data.spilled_bytes if spilling else 0,
             "sockets": open_sockets(process),
             "num_fds": process.num_fds() if _HAS_FDS else None,
-            "host_read_bps": max(read_bps, 0.0),
-            "host_write_bps": max(write_bps, 0.0),
+            "host_read_bps": read_bps,
+            "host_write_bps": write_bps,
             "transfer_incoming_bytes_total": self.worker.transfers.incoming_bytes,
             "transfer_outgoing_bytes_total": self.worker.transfers.outgoing_bytes,
         }

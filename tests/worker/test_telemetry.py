@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import psutil
 import pytest
 from engine.helpers import poll
 
@@ -106,3 +107,24 @@ def test_a_malformed_sample_is_dropped_with_a_warning_and_the_worker_carries_on(
     samples = client.get_worker_metrics()[worker.address]
     assert len(samples) > before and all(isinstance(s["time"], float) for s in samples)
     assert client.submit(sum, [1, 2]).result(timeout=10) == 3
+
+
+@pytest.mark.parametrize("in_process_cluster", [True], indirect=True)
+def test_a_worker_that_cannot_sample_still_heartbeats(in_process_cluster, caplog, monkeypatch):
+    """psutil refusing (a hardened host) costs the samples, never the heartbeats."""
+    cluster, client = in_process_cluster
+    [worker] = cluster.workers.values()
+
+    assert worker.telemetry is not None
+    process = worker.telemetry._process
+
+    def refuse():
+        raise psutil.AccessDenied(process.pid)
+
+    monkeypatch.setattr(process, "memory_info", refuse)  # the sampler's process alone
+    poll(lambda: "cannot sample its resource use" in caplog.text, what="the worker's warning")
+    before = len(client.get_worker_metrics().get(worker.address, []))
+    heartbeats_heard(cluster, 3)
+    assert len(client.get_worker_metrics().get(worker.address, [])) == before
+    assert worker.address in client.scheduler_info()["workers"]
+    assert caplog.text.count("cannot sample its resource use") == 1, "said once"
