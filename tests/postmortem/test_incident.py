@@ -75,7 +75,7 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
     tmp = tmp_path_factory.mktemp("incident")
     ledger = tmp / "incident.db"
     with (
-        config.set({"scheduler.worker-ttl": "3s"}),
+        config.set({"scheduler.worker-ttl": "3s", "worker.heartbeat-interval": "200ms"}),
         LocalCluster(
             n_workers=3, threads_per_worker=2, host="127.0.0.1", nanny=False, ledger=ledger
         ) as cluster,
@@ -86,6 +86,11 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
         dependent = client.submit(total, [root, futures[0], futures[1]], key="total-1")
         retried = client.map(flaky, range(N_FLAKY), marker_dir=str(tmp), retries=2)
         poll(lambda: sum(f.done() for f in futures) >= KILL_AFTER, timeout=30, what="progress")
+        poll(
+            lambda: len(client.get_worker_metrics()) == 3,
+            timeout=30,
+            what="a resource sample from each worker, to read after the kill",
+        )
         workers = client.scheduler_info()["workers"]
         killed = max(workers, key=lambda a: workers[a]["in_memory"])
         process = next(

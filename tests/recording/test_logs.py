@@ -58,7 +58,10 @@ def test_worker_left_and_why_is_in_the_scheduler_logs():
             what="worker removal logged",
         )
     assert f"Register worker {leaving} (name: 1" in logs
-    assert re.search(rf"Remove worker {re.escape(leaving)} \(name: 1\): worker-close", logs)
+    assert re.search(
+        rf"Remove worker {re.escape(leaving)} \(name: 1\): closed \(worker-close\); lost 0 ",
+        logs,
+    )
 
 
 def test_client_connected_and_left_are_in_the_scheduler_logs(cluster, client):
