@@ -26,11 +26,14 @@ from storied.comm.stream import Stream
 from storied.dashboard.app import Dashboard, parse_dashboard_address, serve_scheduler
 from storied.loop import call_on_loop
 from storied.plugin import (
+    PLUGIN_ERRORS_TOPIC,
+    PluginErrors,
     SchedulerPlugin,
     call_plugin_hook,
     finish_plugin_hook,
     plugin_name,
     run_plugin_hook,
+    run_setup_hook,
 )
 from storied.protocol.serialize import pickle_dumps, pickle_loads
 from storied.record import (
@@ -140,6 +143,7 @@ class Scheduler:
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
+        self.plugin_errors = PluginErrors(logger)
         self.extensions: dict[str, SchedulerExtension] = {}
         self._extension_handlers: dict[str, Callable[..., Any]] = {}
         self.worker_plugins: dict[str, bytes] = {}
@@ -239,7 +243,8 @@ class Scheduler:
         self.status = "closing"
         logger.info("Scheduler %s closing", self.address)
         for name, plugin in list(self.plugins.items()):
-            await run_plugin_hook(logger, name, plugin.close)
+            await run_plugin_hook(self.plugin_errors, name, plugin.close)
+        self._report_plugin_errors()
         for link in list(self.workers.values()):
             link.stream.send({"op": "close", "reason": "scheduler-close"})
             link.stream.batched.flush()
@@ -404,6 +409,7 @@ class Scheduler:
                     },
                 )
                 reported_drops = dropped
+            self._report_plugin_errors()
 
     def _worker_handlers(self, address: str) -> dict[str, Callable[..., Any]]:
         state = self.state
@@ -739,9 +745,9 @@ class Scheduler:
 
     def _run_hook(self, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Call a plugin hook now; an async one finishes in a task of the scheduler's."""
-        awaitable = call_plugin_hook(logger, name, hook, *args, **kwargs)
+        awaitable = call_plugin_hook(self.plugin_errors, name, hook, *args, **kwargs)
         if awaitable is not None:
-            self._spawn(finish_plugin_hook(logger, name, hook, awaitable))
+            self._spawn(finish_plugin_hook(self.plugin_errors, name, hook, awaitable))
 
     # ------------------------------------------------------------------ the record
 
@@ -954,8 +960,12 @@ class Scheduler:
             if idempotent:
                 return name
             await self._unregister_scheduler_plugin(name)
+        try:
+            await run_setup_hook(instance.start, self)
+        except Exception:
+            logger.exception("Scheduler plugin %r not registered: its start() failed", name)
+            raise
         self._set_plugin(name, instance)
-        await run_plugin_hook(logger, name, instance.start, self)
         logger.info("Registered scheduler plugin %r", name)
         return name
 
@@ -963,13 +973,20 @@ class Scheduler:
         plugin = self._set_plugin(name, None)
         if plugin is None:
             raise ValueError(f"no scheduler plugin named {name!r} is registered")
-        await run_plugin_hook(logger, name, plugin.close)
+        await run_plugin_hook(self.plugin_errors, name, plugin.close)
 
     async def _register_worker_plugin(self, plugin: bytes, name: str, idempotent: bool) -> str:
         if name in self.worker_plugins and idempotent:
             return name
         self.worker_plugins[name] = plugin
-        await self._broadcast_request("add-plugin", None, plugin=plugin, name=name)
+        try:
+            await self._broadcast_request("add-plugin", None, plugin=plugin, name=name)
+        except Exception as error:
+            # all or nothing: workers whose setup worked drop it again, later ones never get it
+            self.worker_plugins.pop(name, None)
+            await self._broadcast_request("remove-plugin", None, name=name)
+            logger.error("Worker plugin %r not registered: its setup() failed: %r", name, error)
+            raise
         logger.info("Registered worker plugin %r", name)
         return name
 
@@ -977,6 +994,11 @@ class Scheduler:
         if self.worker_plugins.pop(name, None) is None:
             raise ValueError(f"no worker plugin named {name!r} is registered")
         await self._broadcast_request("remove-plugin", None, name=name)
+
+    def _report_plugin_errors(self) -> None:
+        """Plugin hook failures since the last report, as ``plugin-errors`` events."""
+        for message in self.plugin_errors.summary():
+            self._log_own_event(PLUGIN_ERRORS_TOPIC, message)
 
     def add_plugin(self, plugin: SchedulerPlugin, name: str | None = None) -> None:
         """Register a plugin from code running in the scheduler's process."""

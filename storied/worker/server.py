@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import itertools
 import logging
@@ -29,7 +30,15 @@ from storied.comm.core import configured_listener
 from storied.comm.stream import Stream
 from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
-from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
+from storied.plugin import (
+    PLUGIN_ERRORS_TOPIC,
+    PluginErrors,
+    WorkerPlugin,
+    call_plugin_hook,
+    finish_plugin_hook,
+    run_plugin_hook,
+    run_setup_hook,
+)
 from storied.protocol.serialize import (
     Pickled,
     dumps_data,
@@ -340,6 +349,7 @@ class Worker:
         )
         self._functions_lock = threading.Lock()
         self.plugins: dict[str, WorkerPlugin] = {}
+        self.plugin_errors = PluginErrors(logger)
         self.status = "created"
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -428,7 +438,8 @@ class Worker:
         self._recorder.ship_with(self.stream.batched if durable else None)
         self._log_handler.on_record = self._outbox.put if durable else None
         for payload in reply.get("plugins", []):
-            await self._add_plugin(**payload)
+            with contextlib.suppress(Exception):  # logged; this worker runs on without it
+                await self._add_plugin(**payload)
 
     async def _keep_connected(self) -> None:
         """Serve the scheduler stream; if it drops, start afresh and rejoin, or give up."""
@@ -482,6 +493,7 @@ class Worker:
         """Tell the scheduler we live; if it has gone silent, drop the link and rejoin."""
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
+            self._report_plugin_errors()
             if not self.stream.closed:
                 self.stream.send({"op": "heartbeat"})
                 if self._silence_timeout:
@@ -493,7 +505,8 @@ class Worker:
         self.status = "closing"
         logger.info("Worker %s closing: %s", self.address, reason)
         for name, plugin in list(self.plugins.items()):
-            await run_plugin_hook(logger, name, plugin.teardown, self)
+            await run_plugin_hook(self.plugin_errors, name, plugin.teardown, self)
+        self._report_plugin_errors()
         if report and not self.stream.closed:
             self._recorder.ship_now()
             self.stream.send({"op": "unregister", "reason": reason})
@@ -879,16 +892,25 @@ class Worker:
         instance: WorkerPlugin = pickle_loads(plugin)
         if name in self.plugins:
             await self._remove_plugin(name)
+        try:
+            await run_setup_hook(instance.setup, self)
+        except Exception:
+            logger.exception("Worker plugin %r not added: its setup() failed", name)
+            raise
         self.plugins[name] = instance
         self.state.on_transition = self._plugin_transition
-        await run_plugin_hook(logger, name, instance.setup, self)
 
     async def _remove_plugin(self, name: str) -> None:
         plugin = self.plugins.pop(name, None)
         if not self.plugins:
             self.state.on_transition = None
         if plugin is not None:
-            await run_plugin_hook(logger, name, plugin.teardown, self)
+            await run_plugin_hook(self.plugin_errors, name, plugin.teardown, self)
+
+    def _report_plugin_errors(self) -> None:
+        """Plugin hook failures since the last report, as ``plugin-errors`` events."""
+        for message in self.plugin_errors.summary():
+            self.log_event(PLUGIN_ERRORS_TOPIC, {**message, "worker": self.address})
 
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
@@ -901,10 +923,10 @@ class Worker:
         for name, plugin in self.plugins.items():
             hook = plugin.transition
             awaitable = call_plugin_hook(
-                logger, name, hook, key, start, finish, stimulus_id=stimulus_id
+                self.plugin_errors, name, hook, key, start, finish, stimulus_id=stimulus_id
             )
             if awaitable is not None:
-                self._spawn(finish_plugin_hook(logger, name, hook, awaitable))
+                self._spawn(finish_plugin_hook(self.plugin_errors, name, hook, awaitable))
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:

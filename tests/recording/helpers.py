@@ -335,3 +335,25 @@ def plugin_state(name: str, dask_worker: Any) -> dict[str, Any] | None:
     if plugin is None:
         return None
     return {"id": id(plugin), "setups": plugin.setups, "transitions": plugin.transitions}
+
+
+class TransitionFlooder(SchedulerPlugin):
+    """Raises on every transition, counting them: a plugin that would flood the log."""
+
+    name = "flooder"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transition(self, key: str, start: str, finish: str, *args: Any, **kw: Any) -> None:
+        self.calls += 1
+        raise ValueError(f"flooder fails on {key}")
+
+
+class WorkerTransitionFlooder(WorkerPlugin):
+    """Raises on every transition on a worker."""
+
+    name = "worker-flooder"
+
+    def transition(self, key: str, start: str, finish: str, **kwargs: Any) -> None:
+        raise ValueError(f"worker-flooder fails on {key}")
