@@ -336,7 +336,7 @@ def events(
                 new = _per_run(
                     history,
                     run,
-                    partial(history.events, topic, until=end, after_seq=last_seq),
+                    partial(history.events, topic, start, end, after_seq=last_seq),
                 )
                 for pair in sorted(new, key=lambda pair: pair[1].seq):
                     row = (

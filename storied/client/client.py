@@ -96,6 +96,7 @@ class Client(ClusterManagement):
         set_as_default: bool = True,
         **cluster_kwargs: Any,
     ) -> None:
+        config.configure_logging()  # as LocalCluster and the CLI: a plain Client(address) too
         self.id = f"Client-{uuid.uuid4()}"
         self.name = name
         self.asynchronous = asynchronous

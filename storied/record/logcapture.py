@@ -1,4 +1,11 @@
-"""A logging handler that keeps a process's recent log records for ``get_*_logs`` and the ledger."""
+"""A logging handler that keeps a process's recent log records for ``get_*_logs`` and the ledger.
+
+Every ``storied.*`` logger is captured (``storied.comm``, ``storied.record``, ``storied.nanny``,
+...), at the levels the logging config sets. One process may host a scheduler and workers (a
+LocalCluster): records of ``storied.scheduler*`` go to the scheduler's capture, those of
+``storied.worker*`` to the workers', and the rest to the scheduler's if the process has one, else
+to the workers', so that each record reaches the ledger once.
+"""
 
 from __future__ import annotations
 
@@ -62,3 +69,40 @@ class LogCapture(logging.Handler):
     def entries(self) -> list[LogRecordEntry]:
         """The captured entries, oldest first."""
         return [entry for entry, _ in self._captured]
+
+    def attach(self, role: str) -> None:
+        """Capture this process's ``storied.*`` records as its ``role``, "scheduler" or
+        "worker"."""
+        _ROUTER.captures.append((role, self))
+        if _ROUTER not in _STORIED.handlers:
+            _STORIED.addHandler(_ROUTER)
+
+    def detach(self) -> None:
+        _ROUTER.captures = [(role, c) for role, c in _ROUTER.captures if c is not self]
+        if not _ROUTER.captures:
+            _STORIED.removeHandler(_ROUTER)
+
+
+class _Router(logging.Handler):
+    """On the "storied" logger: hands each record to the captures that own it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.captures: list[tuple[str, LogCapture]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        captures = self.captures
+        name = record.name
+        if name.startswith("storied.scheduler"):
+            owner = "scheduler"
+        elif name.startswith("storied.worker"):
+            owner = "worker"
+        else:
+            owner = "scheduler" if any(role == "scheduler" for role, _ in captures) else "worker"
+        for role, capture in captures:
+            if role == owner:
+                capture.handle(record)
+
+
+_STORIED = logging.getLogger("storied")
+_ROUTER = _Router()

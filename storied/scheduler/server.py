@@ -180,7 +180,7 @@ class Scheduler:
             **self._record_options,
         )
         self._log_handler = self.record.log_handler()
-        logging.getLogger("storied.scheduler").addHandler(self._log_handler)
+        self._log_handler.attach("scheduler")
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(
             recorder,
@@ -256,7 +256,7 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        logging.getLogger("storied.scheduler").removeHandler(self._log_handler)
+        self._log_handler.detach()
         self.record.close()
         self.status = "closed"
 

@@ -389,7 +389,7 @@ class Worker:
         self._log_handler = self.record.log_handler()
         self._outbox = Outbox(self.loop, self._send_outbox)
         self._recorder = _ShippingRecorder(self.record)
-        logging.getLogger("storied.worker").addHandler(self._log_handler)
+        self._log_handler.attach("worker")
         self.state = self._new_state()
         self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
@@ -522,7 +522,7 @@ class Worker:
             if task is not current:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
-        logging.getLogger("storied.worker").removeHandler(self._log_handler)
+        self._log_handler.detach()
         self.record.close()
         self.status = "closed"
 

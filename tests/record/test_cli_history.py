@@ -115,6 +115,30 @@ def test_events_follow_prints_new_rows_until_interrupted(ledger_file, tmp_path, 
     assert polls == [history.FOLLOW_POLL_INTERVAL] * 2
 
 
+def test_events_follow_since_does_not_replay_what_came_before(tmp_path, monkeypatch):
+    """Issue 16: with nothing in the window yet, following used to replay every event."""
+    path = tmp_path / "follow-since.db"
+    record = Record(ledger=Ledger(path))
+    record.event(["t"], "long before", "scheduler", timestamp=1_000.0)
+    record.close()
+    polls = []
+
+    def fake_sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 1:
+            later = Record(ledger=Ledger(path))
+            later.event(["t"], "also before", "scheduler", timestamp=2_000.0)
+            later.event(["t"], "in the window", "scheduler", timestamp=3_000.0)
+            later.close()
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(history.time, "sleep", fake_sleep)
+    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow", "--since", "2500")
+    assert result.exit_code == 0
+    assert [row["msg"] for row in json_lines(result.output)] == ["in the window"]
+
+
 def test_logs_level_worker_and_limit(ledger_file):
     rows = json_lines(invoke("logs", "--ledger", ledger_file, "--json").output)
     assert [r["level"] for r in rows] == ["WARNING", "ERROR"]
