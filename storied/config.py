@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
         "record-transitions": True,
         "transition-log-length": 100_000,
         "log-length": 10_000,
+        # keep what tasks log (any logger) and print, tagged with the task's key
+        "capture-task-logs": False,
         "heartbeat-interval": "1s",
         "resources": None,
         "local-directory": None,

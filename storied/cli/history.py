@@ -71,13 +71,30 @@ class LiveHistory:
         return records[-limit:] if limit else records
 
     def logs(
-        self, level: str | None = None, where: str | None = None, limit: int | None = None
+        self,
+        level: str | None = None,
+        where: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        *,
+        until: float | None = None,
+        logger: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[LogRecordEntry]:
+        """As ``Ledger.logs``, from what the scheduler and workers hold in memory."""
         minimum = _level_number(level) if level is not None else 0
         entries = [
-            LogRecordEntry(*entry)
-            for entry in self.client._sync(self.client._request, "log-entries")
-            if entry[2] >= minimum and (where is None or entry[5] == where)
+            entry
+            for entry in (
+                LogRecordEntry(*fields)
+                for fields in self.client._sync(self.client._request, "log-entries")
+            )
+            if entry.levelno >= minimum
+            and (where is None or entry.where == where)
+            and (since is None or entry.timestamp >= since)
+            and (until is None or entry.timestamp < until)
+            and (logger is None or f"{entry.logger}.".startswith(f"{logger}."))
+            and (keys is None or entry.key in keys)
         ]
         return entries[-limit:] if limit else entries
 
@@ -274,15 +291,22 @@ def story(
         entries = [{"run_id": run_id, **rec.as_dict()} for run_id, rec in found]
         keys_found = {entry["key"] for entry in entries}
         explain_story(entries, history.failures(keys_found, run_id=_run_choice(run)))
+        task_logs = _per_run(history, run, lambda **kw: history.logs(keys=list(keys), **kw))
+    task_logs.sort(key=lambda pair: pair[1].timestamp)
     if as_json:
         for entry in entries:
             click.echo(_dumps(entry))
+        for pair in task_logs:
+            click.echo(_dumps(_log_dict(pair)))
         return
     _print_table(
         ("RUN", "TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
         [(str(run_id), *_transition_row(rec)) for run_id, rec in found],
         {i: failure_text(entry["failure"]) for i, entry in enumerate(entries) if entry["failure"]},
     )
+    if task_logs:
+        click.echo("\nWhat the task logged and printed (worker.capture-task-logs):")
+        _print_table(_LOG_HEADERS, [_log_row(pair) for pair in task_logs])
 
 
 def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple[int | str, Any]]:
@@ -355,6 +379,10 @@ def events(
 @run_option
 @click.option("--level", help="Minimum level, e.g. WARNING.")
 @click.option("--worker", help="Only logs of this worker address ('scheduler' for its own).")
+@click.option("--logger", help="Only this logger and its children, e.g. storied.comm.")
+@click.option("--key", "keys", multiple=True, help="Only what this task logged (repeatable).")
+@click.option("--since", help="Only records at or after this time (ISO 8601 or epoch seconds).")
+@click.option("--until", help="Only records before this time (ISO 8601 or epoch seconds).")
 @click.option("--limit", type=click.IntRange(min=0), help="Only the newest N records.")
 @json_option
 def logs(
@@ -364,38 +392,64 @@ def logs(
     run: str,
     level: str | None,
     worker: str | None,
+    logger: str | None,
+    keys: tuple[str, ...],
+    since: str | None,
+    until: str | None,
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """Show captured log records of the scheduler and workers."""
+    """Show captured log records of the scheduler and workers (and, with
+    worker.capture-task-logs, what tasks logged and printed, with their key)."""
+    start, end = _parse_time(since), _parse_time(until)
     try:
         with open_history(ledger_path, scheduler_address, auth_token) as history:
             entries = _per_run(
-                history, run, lambda **kw: history.logs(level=level, where=worker, **kw)
+                history,
+                run,
+                lambda **kw: history.logs(
+                    level=level,
+                    where=worker,
+                    since=start,
+                    until=end,
+                    logger=logger,
+                    keys=list(keys) or None,
+                    limit=limit,
+                    **kw,
+                ),
             )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--level") from None
     entries.sort(key=lambda pair: pair[1].timestamp)
-    _print_records(
-        _newest(entries, limit),
-        as_json,
-        lambda pair: {
-            "run_id": pair[0],
-            "timestamp": pair[1].timestamp,
-            "level": pair[1].level,
-            "logger": pair[1].logger,
-            "where": pair[1].where,
-            "message": pair[1].message,
-        },
-        ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "MESSAGE"),
-        lambda pair: (
-            str(pair[0]),
-            _iso(pair[1].timestamp),
-            pair[1].level,
-            pair[1].where,
-            pair[1].logger,
-            pair[1].message,
-        ),
+    _print_records(_newest(entries, limit), as_json, _log_dict, _LOG_HEADERS, _log_row)
+
+
+_LOG_HEADERS = ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE")
+
+
+def _log_dict(pair: tuple[int | str, LogRecordEntry]) -> dict[str, Any]:
+    run_id, entry = pair
+    return {
+        "run_id": run_id,
+        "timestamp": entry.timestamp,
+        "level": entry.level,
+        "logger": entry.logger,
+        "where": entry.where,
+        "key": entry.key,
+        "message": entry.message,
+    }
+
+
+def _log_row(pair: tuple[int | str, LogRecordEntry]) -> Sequence[str]:
+    run_id, entry = pair
+    return (
+        str(run_id),
+        _iso(entry.timestamp),
+        entry.level,
+        entry.where,
+        entry.logger,
+        entry.key or "-",
+        entry.message,
     )
 
 

@@ -44,7 +44,7 @@ from storied.record.transitions import TransitionEntry, TransitionLog, Transitio
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,10 +102,12 @@ CREATE TABLE IF NOT EXISTS logs (
     levelno INTEGER NOT NULL,
     logger TEXT NOT NULL,
     message TEXT NOT NULL,
-    "where" TEXT NOT NULL
+    "where" TEXT NOT NULL,
+    key TEXT
 );
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (timestamp);
 CREATE INDEX IF NOT EXISTS logs_by_run ON logs (run_id);
+CREATE INDEX IF NOT EXISTS logs_by_key ON logs (key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS failures (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -144,7 +146,7 @@ FAILURE_FIELDS = (
     "blame",
 )
 
-_LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where"'
+_LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where", key'
 #: Transitions per block: a story reads whole blocks, so smaller blocks answer faster; larger
 #: ones index each name fewer times.
 _TRANSITIONS_PER_BLOCK = 1_000
@@ -785,14 +787,29 @@ class Ledger:
         limit: int | None = None,
         *,
         run_id: int | None = None,
+        until: float | None = None,
+        logger: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[LogRecordEntry]:
-        """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number."""
+        """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number;
+        ``logger`` keeps that logger and its children; ``keys``, what those tasks logged and
+        printed (``worker.capture-task-logs``). ``limit`` keeps the newest."""
         filters = _run_filter(run_id)
         if level is not None:
             filters.add("levelno >= ?", _level_number(level))
-        for clause, value in (('"where" = ?', where), ("timestamp >= ?", since)):
+        for clause, value in (
+            ('"where" = ?', where),
+            ("timestamp >= ?", since),
+            ("timestamp < ?", until),
+        ):
             if value is not None:
                 filters.add(clause, value)
+        if logger is not None:
+            filters.add(
+                "(logger = ? OR substr(logger, 1, ?) = ?)", logger, len(logger) + 1, f"{logger}."
+            )
+        if keys is not None:
+            filters.add(f"key IN ({_placeholders(keys)})", *keys)
         sql, params = _select(_LOG_COLUMNS, "logs", filters, "id", limit)
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
@@ -1054,6 +1071,7 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
                     entry.logger,
                     entry.message,
                     entry.where,
+                    entry.key,
                 )
             )
         else:
@@ -1069,8 +1087,8 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         executions,
     )
     conn.executemany(
-        'INSERT INTO logs (run_id, timestamp, level, levelno, logger, message, "where") '
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        'INSERT INTO logs (run_id, timestamp, level, levelno, logger, message, "where", key) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         logs,
     )
     if failures:

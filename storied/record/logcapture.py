@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from itertools import islice
 
 DEFAULT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+#: What a task logged or printed (``worker.capture-task-logs``) names the task.
+TASK_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - task %(storied_task)s - %(message)s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,7 @@ class LogRecordEntry:
     logger: str
     message: str  # the message with any traceback appended
     where: str  # "scheduler" or a worker address
+    key: str | None = None  # the task that logged or printed it (``worker.capture-task-logs``)
 
 
 class LogCapture(logging.Handler):
@@ -44,16 +47,35 @@ class LogCapture(logging.Handler):
         self.where = where
         self.on_record = on_record
         self.setFormatter(logging.Formatter(DEFAULT_FORMAT))
+        self._task_formatter = logging.Formatter(TASK_FORMAT)
         self._captured: deque[tuple[LogRecordEntry, str]] = deque(maxlen=maxlen)
 
     def emit(self, record: logging.LogRecord) -> None:
+        self._keep(record, None)
+
+    def task_record(self, record: logging.LogRecord, key: str) -> None:
+        """Keep a record that task ``key`` logged or printed, tagged with its key."""
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+            self._keep(record, key)
+
+    def _keep(self, record: logging.LogRecord, key: str | None) -> None:
         try:
-            formatted = self.format(record)  # also fills record.exc_text for the entry below
+            if key is None:
+                formatted = self.format(record)  # also fills record.exc_text for the entry
+            else:
+                record.storied_task = key
+                formatted = self._task_formatter.format(record)
             message = record.getMessage()
             if record.exc_text:
                 message = f"{message}\n{record.exc_text}"
             entry = LogRecordEntry(
-                record.created, record.levelname, record.levelno, record.name, message, self.where
+                record.created,
+                record.levelname,
+                record.levelno,
+                record.name,
+                message,
+                self.where,
+                key,
             )
             self._captured.append((entry, formatted))
             if self.on_record is not None:

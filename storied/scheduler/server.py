@@ -478,9 +478,9 @@ class Scheduler:
                     record.worker_transitions(address, transitions)
                 except ValueError as exc:
                     logger.warning("Dropping malformed transitions from %s: %s", address, exc)
-            for timestamp, level, levelno, logger_name, message in logs:
+            for timestamp, level, levelno, logger_name, message, key in logs:
                 record.remote_log(
-                    LogRecordEntry(timestamp, level, levelno, logger_name, message, address)
+                    LogRecordEntry(timestamp, level, levelno, logger_name, message, address, key)
                 )
 
         def heartbeat() -> None:
@@ -1034,4 +1034,12 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
 
 
 def _entry_list(entry: LogRecordEntry) -> list[Any]:
-    return [entry.timestamp, entry.level, entry.levelno, entry.logger, entry.message, entry.where]
+    return [
+        entry.timestamp,
+        entry.level,
+        entry.levelno,
+        entry.logger,
+        entry.message,
+        entry.where,
+        entry.key,
+    ]

@@ -50,7 +50,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
-from storied.worker import upload
+from storied.worker import tasklogs, upload
 from storied.worker.memory import MemoryManager
 from storied.worker.state import (
     RUNNING,
@@ -350,6 +350,8 @@ class Worker:
         self._functions_lock = threading.Lock()
         self.plugins: dict[str, WorkerPlugin] = {}
         self.plugin_errors = PluginErrors(logger)
+        #: tag what tasks log and print with their key (``worker.capture-task-logs``)
+        self.capture_task_logs = bool(config.get("worker.capture-task-logs"))
         self.status = "created"
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -390,6 +392,8 @@ class Worker:
         self._outbox = Outbox(self.loop, self._send_outbox)
         self._recorder = _ShippingRecorder(self.record)
         self._log_handler.attach("worker")
+        if self.capture_task_logs:
+            tasklogs.install()
         self.state = self._new_state()
         self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
@@ -523,6 +527,8 @@ class Worker:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
         self._log_handler.detach()
+        if self.capture_task_logs:
+            tasklogs.uninstall()
         self.record.close()
         self.status = "closed"
 
@@ -672,7 +678,12 @@ class Worker:
             else:
                 args, kwargs = pickle_loads(instruction.args)
             _thread_state.key = key
-            result = func(*args, **kwargs)
+            with (
+                tasklogs.task_logs(self._log_handler, key)
+                if self.capture_task_logs
+                else contextlib.nullcontext()
+            ):
+                result = func(*args, **kwargs)
         except BaseException as exc:
             return (key, False, _error_payload(exc), start, time.time(), None)
         finally:
@@ -852,7 +863,9 @@ class Worker:
             if isinstance(item, _LoggedEvent):
                 events.append(item)
             elif isinstance(item, LogRecordEntry):
-                logs.append([item.timestamp, item.level, item.levelno, item.logger, item.message])
+                logs.append(
+                    [item.timestamp, item.level, item.levelno, item.logger, item.message, item.key]
+                )
         if events:
             msgs.append({"op": "log-events", "events": events})
         if logs:
@@ -879,7 +892,7 @@ class Worker:
 
     def _log_entries(self, n: int | None = None) -> list[list[Any]]:
         return [
-            [e.timestamp, e.level, e.levelno, e.logger, e.message, e.where]
+            [e.timestamp, e.level, e.levelno, e.logger, e.message, e.where, e.key]
             for e in self.record.log_handler().entries()[-(n or 0) :]
         ]
 
