@@ -1006,13 +1006,7 @@ class Client(ClusterManagement):
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
         _check_run(run)
-        keys = [
-            k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
-            for k in keys_or_stimulus_ids
-        ]
-        for key in keys:
-            if not isinstance(key, str):
-                raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
+        keys = _key_strings("story", keys_or_stimulus_ids)
         return self._sync(self._story, keys, on_error, "current" if run is None else run)
 
     async def _story(self, keys: list[str], on_error: str, run: int | str) -> list[StoryEntry]:
@@ -1113,6 +1107,13 @@ class Client(ClusterManagement):
         """Each worker's recent log records, keyed by worker address."""
         return self._sync(self._worker_logs, n, workers)
 
+    def get_task_logs(self, *keys: Any) -> list[dict[str, Any]]:
+        """What these tasks logged and printed, oldest first, as the live workers hold it
+        (with ``worker.capture-task-logs``; the ledger keeps it after them: ``storied logs
+        --key``)."""
+        reply = self._sync(self._request, "log-entries", keys=_key_strings("get_task_logs", keys))
+        return [dict(zip(_LOG_ENTRY_FIELDS, entry, strict=True)) for entry in reply]
+
     async def _request_list(self, method: str, **kwargs: Any) -> list[tuple[str, str]]:
         return [tuple(entry) for entry in await self._request(method, **kwargs)]  # type: ignore[misc]
 
@@ -1170,6 +1171,20 @@ class _GraphPart(NamedTuple):
 
 
 _SKIPPED = object()
+#: the fields of a log record as the scheduler's "log-entries" answers it
+_LOG_ENTRY_FIELDS = ("timestamp", "level", "levelno", "logger", "message", "where", "key")
+
+
+def _key_strings(method: str, keys: Iterable[Any]) -> list[str]:
+    """Futures, tuple keys and str keys (or stimulus ids) as the str keys the record uses."""
+    strings = [
+        k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
+        for k in keys
+    ]
+    for key in strings:
+        if not isinstance(key, str):
+            raise TypeError(f"{method}() takes keys or stimulus ids (str), not {key!r}")
+    return strings
 
 
 def _cancel_state(state: FutureState) -> None:

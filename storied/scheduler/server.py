@@ -869,10 +869,15 @@ class Scheduler:
     ) -> dict[str, Any]:
         return await self._broadcast_request("get-logs", workers, n=n)
 
-    async def _log_entries(self, n: int | None = None) -> list[list[Any]]:
-        """Structured log records of the scheduler and every worker, oldest first."""
-        entries = [_entry_list(e) for e in self.record.log_handler().entries()[-(n or 0) :]]
-        for worker_entries in (await self._broadcast_request("log-entries", None, n=n)).values():
+    async def _log_entries(
+        self, n: int | None = None, keys: list[str] | None = None
+    ) -> list[list[Any]]:
+        """Structured log records of the scheduler and every worker, oldest first; with
+        ``keys``, only what those tasks logged and printed (``worker.capture-task-logs``)."""
+        own = [] if keys is not None else self.record.log_handler().entries()[-(n or 0) :]
+        entries = [_entry_list(e) for e in own]
+        replies = await self._broadcast_request("log-entries", None, n=n, keys=keys)
+        for worker_entries in replies.values():
             entries.extend(worker_entries)
         entries.sort(key=lambda entry: entry[0])
         return entries

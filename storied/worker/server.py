@@ -890,10 +890,14 @@ class Worker:
     def story_records(self, keys: list[str]) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.record.story_records(*keys)]
 
-    def _log_entries(self, n: int | None = None) -> list[list[Any]]:
+    def _log_entries(self, n: int | None = None, keys: list[str] | None = None) -> list[list[Any]]:
+        """The newest ``n`` captured records (all: None), or only what tasks ``keys`` logged."""
+        entries = self.record.log_handler().entries()[-(n or 0) :]
+        wanted = None if keys is None else set(keys)
         return [
             [e.timestamp, e.level, e.levelno, e.logger, e.message, e.where, e.key]
-            for e in self.record.log_handler().entries()[-(n or 0) :]
+            for e in entries
+            if wanted is None or e.key in wanted
         ]
 
     def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:

@@ -173,3 +173,38 @@ def test_timeline_writes_a_trace(ledger_file, tmp_path):
 def test_missing_ledger_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(history.runs, ["--ledger", str(tmp_path / "nope.db")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_logs_window_logger_and_task_filters(tmp_path):
+    from storied.record import LogRecordEntry
+
+    path = tmp_path / "logs.db"
+    record = Record(ledger=Ledger(path))
+    for timestamp, name, key, message in [
+        (1_000.0, "storied.comm", None, "refused a stranger"),
+        (2_000.0, "storied.communism", None, "not a child of storied.comm"),
+        (3_000.0, "storied.comm.tcp", None, "a child of storied.comm"),
+        (4_000.0, "stdout", "inc-1", "inc-1 printed"),
+        (5_000.0, "user", "inc-2", "inc-2 logged"),
+    ]:
+        record.remote_log(LogRecordEntry(timestamp, "INFO", 20, name, message, "tcp://w:1", key))
+    record.close()
+
+    def messages(*options: str) -> list[str]:
+        result = invoke("logs", "--ledger", str(path), "--json", *options)
+        assert result.exit_code == 0, result.output
+        return [row["message"] for row in json_lines(result.output)]
+
+    assert messages("--since", "2000", "--until", "4000") == [
+        "not a child of storied.comm",
+        "a child of storied.comm",
+    ]
+    assert messages("--logger", "storied.comm") == [
+        "refused a stranger",
+        "a child of storied.comm",
+    ]
+    assert messages("--key", "inc-1", "--key", "inc-2") == ["inc-1 printed", "inc-2 logged"]
+    assert messages("--since", "1970-01-01T00:50:00+00:00", "--limit", "1") == ["inc-2 logged"]
+    table = invoke("logs", "--ledger", str(path), "--key", "inc-1").output.splitlines()
+    assert table[0].split() == ["RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE"]
+    assert table[1].split()[-3:] == ["inc-1", "inc-1", "printed"]

@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 
+import pytest
 from click.testing import CliRunner
 
 from storied import Client, LocalCluster, config
@@ -84,6 +85,14 @@ def test_task_logs_reach_worker_logs_the_ledger_and_the_story(tmp_path):
         )
         [worker_logs] = client.get_worker_logs().values()
         assert any(f"task {first.key} - first printed after" in m for _, m in worker_logs)
+        live = client.get_task_logs(first)
+        assert [(e["logger"], e["message"]) for e in live] == _expected("first")
+        assert {e["key"] for e in client.get_task_logs(first.key, second.key)} == {
+            first.key,
+            second.key,
+        }
+        with pytest.raises(TypeError, match=r"get_task_logs\(\) takes keys"):
+            client.get_task_logs(3)
     ledger = Ledger(ledger_path)
     assert _captured(ledger.logs(), first.key) == _expected("first")
     assert _captured(ledger.logs(keys=[second.key]), second.key) == _expected("second")
