@@ -1062,18 +1062,7 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
             failures.append((run_id, *fields))
         elif kind == _LOG:
             _, run_id, entry = item
-            logs.append(
-                (
-                    run_id,
-                    entry.timestamp,
-                    entry.level,
-                    entry.levelno,
-                    entry.logger,
-                    entry.message,
-                    entry.where,
-                    entry.key,
-                )
-            )
+            logs.append((run_id, *entry.as_list()))
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))

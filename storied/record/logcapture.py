@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 DEFAULT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 #: What a task logged or printed (``worker.capture-task-logs``) names the task.
@@ -31,6 +32,18 @@ class LogRecordEntry:
     message: str  # the message with any traceback appended
     where: str  # "scheduler" or a worker address
     key: str | None = None  # the task that logged or printed it (``worker.capture-task-logs``)
+
+    def as_list(self) -> list[Any]:
+        """The fields in order, as the wire and the ledger's ``logs`` table carry them."""
+        return [
+            self.timestamp,
+            self.level,
+            self.levelno,
+            self.logger,
+            self.message,
+            self.where,
+            self.key,
+        ]
 
 
 class LogCapture(logging.Handler):

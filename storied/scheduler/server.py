@@ -875,7 +875,7 @@ class Scheduler:
         """Structured log records of the scheduler and every worker, oldest first; with
         ``keys``, only what those tasks logged and printed (``worker.capture-task-logs``)."""
         own = [] if keys is not None else self.record.log_handler().entries()[-(n or 0) :]
-        entries = [_entry_list(e) for e in own]
+        entries = [e.as_list() for e in own]
         replies = await self._broadcast_request("log-entries", None, n=n, keys=keys)
         for worker_entries in replies.values():
             entries.extend(worker_entries)
@@ -1036,15 +1036,3 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
         return set(inspect.signature(func).parameters)
     except (TypeError, ValueError):
         return set()
-
-
-def _entry_list(entry: LogRecordEntry) -> list[Any]:
-    return [
-        entry.timestamp,
-        entry.level,
-        entry.levelno,
-        entry.logger,
-        entry.message,
-        entry.where,
-        entry.key,
-    ]

@@ -894,11 +894,7 @@ class Worker:
         """The newest ``n`` captured records (all: None), or only what tasks ``keys`` logged."""
         entries = self.record.log_handler().entries()[-(n or 0) :]
         wanted = None if keys is None else set(keys)
-        return [
-            [e.timestamp, e.level, e.levelno, e.logger, e.message, e.where, e.key]
-            for e in entries
-            if wanted is None or e.key in wanted
-        ]
+        return [e.as_list() for e in entries if wanted is None or e.key in wanted]
 
     def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:
         return self.record.logs(n)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import click
 import pytest
@@ -92,10 +93,12 @@ def test_events_filters(ledger_file):
     assert bad.exit_code == 2 and "neither epoch seconds nor ISO 8601" in bad.output
 
 
-def test_events_follow_prints_new_rows_until_interrupted(ledger_file, tmp_path, monkeypatch):
-    path = tmp_path / "follow.db"
+def _follow(path, monkeypatch, before, during, *options: str) -> tuple[list, list[float]]:
+    """``events t --follow`` on a ledger holding ``before``; ``during`` (msg, timestamp) pairs
+    arrive at the first poll, the second poll stops it. Returns the msgs printed and the polls."""
     record = Record(ledger=Ledger(path))
-    record.event(["t"], "before", "scheduler")
+    for msg, timestamp in before:
+        record.event(["t"], msg, "scheduler", timestamp=timestamp)
     record.close()
     polls = []
 
@@ -103,40 +106,38 @@ def test_events_follow_prints_new_rows_until_interrupted(ledger_file, tmp_path, 
         polls.append(seconds)
         if len(polls) == 1:
             later = Record(ledger=Ledger(path))
-            later.event(["t"], "during", "scheduler")
+            for msg, timestamp in during:
+                later.event(["t"], msg, "scheduler", timestamp=timestamp)
             later.close()
         else:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(history.time, "sleep", fake_sleep)
-    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow")
+    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow", *options)
     assert result.exit_code == 0
-    assert [row["msg"] for row in json_lines(result.output)] == ["before", "during"]
+    return [row["msg"] for row in json_lines(result.output)], polls
+
+
+def test_events_follow_prints_new_rows_until_interrupted(tmp_path, monkeypatch):
+    now = time.time()
+    printed, polls = _follow(
+        tmp_path / "follow.db", monkeypatch, [("before", now)], [("during", now + 1)]
+    )
+    assert printed == ["before", "during"]
     assert polls == [history.FOLLOW_POLL_INTERVAL] * 2
 
 
 def test_events_follow_since_does_not_replay_what_came_before(tmp_path, monkeypatch):
     """Issue 16: with nothing in the window yet, following used to replay every event."""
-    path = tmp_path / "follow-since.db"
-    record = Record(ledger=Ledger(path))
-    record.event(["t"], "long before", "scheduler", timestamp=1_000.0)
-    record.close()
-    polls = []
-
-    def fake_sleep(seconds: float) -> None:
-        polls.append(seconds)
-        if len(polls) == 1:
-            later = Record(ledger=Ledger(path))
-            later.event(["t"], "also before", "scheduler", timestamp=2_000.0)
-            later.event(["t"], "in the window", "scheduler", timestamp=3_000.0)
-            later.close()
-        else:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(history.time, "sleep", fake_sleep)
-    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow", "--since", "2500")
-    assert result.exit_code == 0
-    assert [row["msg"] for row in json_lines(result.output)] == ["in the window"]
+    printed, _ = _follow(
+        tmp_path / "follow-since.db",
+        monkeypatch,
+        [("long before", 1_000.0)],
+        [("also before", 2_000.0), ("in the window", 3_000.0)],
+        "--since",
+        "2500",
+    )
+    assert printed == ["in the window"]
 
 
 def test_logs_level_worker_and_limit(ledger_file):
