@@ -178,9 +178,13 @@ def _per_run(
     scheduler has one run, "live")."""
     if isinstance(history, LiveHistory):
         return [("live", rec) for rec in query()]
+    return [(each, rec) for each in _run_ids(history, run) for rec in query(run_id=each)]
+
+
+def _run_ids(ledger: Ledger, run: str) -> list[int]:
+    """``--run``: the one asked for, or every run on file."""
     run_id = _run_choice(run)
-    run_ids = [run_id] if run_id is not None else [r["run_id"] for r in history.runs()]
-    return [(each, rec) for each in run_ids for rec in query(run_id=each)]
+    return [run_id] if run_id is not None else [r["run_id"] for r in ledger.runs()]
 
 
 def _parse_time(value: str | None) -> float | None:
@@ -215,10 +219,15 @@ def _print_table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], notes: dict[int, str] | None = None
 ) -> None:
     """Columns padded to their widest cell; the last column is left unpadded. ``notes`` by row
-    index (0: the first row after the header) are printed under their row, indented."""
+    index (0: the first row after the header) are printed under their row, indented. Empty
+    ``headers``: rows only (a later page of a table)."""
     table = [list(headers), *([str(cell) for cell in row] for row in rows)]
-    widths = [max(len(row[column]) for row in table) for column in range(len(headers))]
-    for index, row in enumerate(table, start=-1):
+    if not table[0]:
+        table.pop(0)
+        if not table:
+            return
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
+    for index, row in enumerate(table, start=-1 if headers else 0):
         padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
         click.echo("  ".join([*padded, row[-1]]).rstrip())
         if notes and index in notes:
@@ -401,27 +410,36 @@ def logs(
 ) -> None:
     """Show captured log records of the scheduler and workers (and, with
     worker.capture-task-logs, what tasks logged and printed, with their key)."""
-    start, end = _parse_time(since), _parse_time(until)
+    query = {
+        "level": level,
+        "where": worker,
+        "since": _parse_time(since),
+        "until": _parse_time(until),
+        "logger": logger,
+        "keys": list(keys) or None,
+    }
     try:
         with open_history(ledger_path, scheduler_address, auth_token) as history:
-            entries = _per_run(
-                history,
-                run,
-                lambda **kw: history.logs(
-                    level=level,
-                    where=worker,
-                    since=start,
-                    until=end,
-                    logger=logger,
-                    keys=list(keys) or None,
-                    limit=limit,
-                    **kw,
-                ),
-            )
+            if isinstance(history, Ledger) and limit is None:
+                _print_log_pages(history, run, query, as_json)
+                return
+            entries = _per_run(history, run, lambda **kw: history.logs(limit=limit, **query, **kw))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--level") from None
     entries.sort(key=lambda pair: pair[1].timestamp)
     _print_records(_newest(entries, limit), as_json, _log_dict, _LOG_HEADERS, _log_row)
+
+
+def _print_log_pages(ledger: Ledger, run: str, query: dict[str, Any], as_json: bool) -> None:
+    """Every matching record of a ledger, run after run in the order recorded, printed a page
+    at a time so that a ledger of millions of records is never held in memory at once."""
+    headers: Sequence[str] = _LOG_HEADERS
+    for run_id in _run_ids(ledger, run):
+        for page in ledger.log_pages(run_id=run_id, **query):
+            _print_records([(run_id, e) for e in page], as_json, _log_dict, headers, _log_row)
+            headers = ()
+    if headers and not as_json:  # nothing found: the header alone, as for other queries
+        _print_table(headers, [])
 
 
 _LOG_HEADERS = ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE")

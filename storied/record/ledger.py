@@ -147,6 +147,8 @@ FAILURE_FIELDS = (
 )
 
 _LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where", key'
+#: Log records per page when a reader goes through them all (``Ledger.log_pages``)
+LOG_PAGE_SIZE = 10_000
 #: Transitions per block: a story reads whole blocks, so smaller blocks answer faster; larger
 #: ones index each name fewer times.
 _TRANSITIONS_PER_BLOCK = 1_000
@@ -210,6 +212,36 @@ def _select(
         f"SELECT {columns} FROM ({matching} ORDER BY {order} DESC LIMIT ?) ORDER BY {order}",
         [*filters.params, limit],
     )
+
+
+def _log_filters(
+    *,
+    run_id: int | None = None,
+    level: str | int | None = None,
+    where: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    logger: str | None = None,
+    keys: Sequence[str] | None = None,
+) -> _Filters:
+    """The WHERE clause of a ``Ledger.logs`` query."""
+    filters = _run_filter(run_id)
+    if level is not None:
+        filters.add("levelno >= ?", _level_number(level))
+    for clause, value in (
+        ('"where" = ?', where),
+        ("timestamp >= ?", since),
+        ("timestamp < ?", until),
+    ):
+        if value is not None:
+            filters.add(clause, value)
+    if logger is not None:
+        filters.add(
+            "(logger = ? OR substr(logger, 1, ?) = ?)", logger, len(logger) + 1, f"{logger}."
+        )
+    if keys is not None:
+        filters.add(f"key IN ({_placeholders(keys)})", *keys)
+    return filters
 
 
 def _run_filter(run_id: int | None) -> _Filters:
@@ -794,26 +826,36 @@ class Ledger:
         """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number;
         ``logger`` keeps that logger and its children; ``keys``, what those tasks logged and
         printed (``worker.capture-task-logs``). ``limit`` keeps the newest."""
-        filters = _run_filter(run_id)
-        if level is not None:
-            filters.add("levelno >= ?", _level_number(level))
-        for clause, value in (
-            ('"where" = ?', where),
-            ("timestamp >= ?", since),
-            ("timestamp < ?", until),
-        ):
-            if value is not None:
-                filters.add(clause, value)
-        if logger is not None:
-            filters.add(
-                "(logger = ? OR substr(logger, 1, ?) = ?)", logger, len(logger) + 1, f"{logger}."
-            )
-        if keys is not None:
-            filters.add(f"key IN ({_placeholders(keys)})", *keys)
+        filters = _log_filters(
+            run_id=run_id,
+            level=level,
+            where=where,
+            since=since,
+            until=until,
+            logger=logger,
+            keys=keys,
+        )
         sql, params = _select(_LOG_COLUMNS, "logs", filters, "id", limit)
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [LogRecordEntry(*row) for row in rows]
+
+    def log_pages(
+        self, page_size: int = LOG_PAGE_SIZE, **query: Any
+    ) -> Iterator[list[LogRecordEntry]]:
+        """What ``logs(**query)`` finds (no ``limit``), oldest first, ``page_size`` records at a
+        time: a reader of a ledger with millions of records holds one page."""
+        after = 0
+        while True:
+            filters = _log_filters(**query)
+            filters.add("id > ?", after)
+            sql = f"SELECT id, {_LOG_COLUMNS} FROM logs {filters.where()} ORDER BY id LIMIT ?"
+            with self._reading() as conn:
+                rows = conn.execute(sql, [*filters.params, page_size]).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [LogRecordEntry(*row[1:]) for row in rows]
 
     def executions(self, run_id: int | None = None) -> list[dict[str, Any]]:
         """Task executions (the timeline), in the order they were recorded.

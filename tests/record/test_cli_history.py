@@ -209,3 +209,30 @@ def test_logs_window_logger_and_task_filters(tmp_path):
     table = invoke("logs", "--ledger", str(path), "--key", "inc-1").output.splitlines()
     assert table[0].split() == ["RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE"]
     assert table[1].split()[-3:] == ["inc-1", "inc-1", "printed"]
+
+
+def test_logs_are_read_in_pages(tmp_path):
+    from storied.record import LogRecordEntry
+
+    path = tmp_path / "pages.db"
+    for run in range(2):  # two runs on one file
+        record = Record(ledger=Ledger(path))
+        for i in range(5):
+            entry = LogRecordEntry(1_000.0 * run + i, "INFO", 20, "user", f"run {run} #{i}", "s")
+            record.remote_log(entry)
+        record.close()
+    ledger = Ledger(path)
+    pages = list(ledger.log_pages(page_size=2, run_id=2))
+    assert [[e.message for e in page] for page in pages] == [
+        ["run 1 #0", "run 1 #1"],
+        ["run 1 #2", "run 1 #3"],
+        ["run 1 #4"],
+    ]
+    assert [e for page in ledger.log_pages(page_size=3, since=1_000.0) for e in page] == (
+        ledger.logs(since=1_000.0)
+    )
+    table = invoke("logs", "--ledger", str(path)).output.splitlines()
+    assert table[0].startswith("RUN") and len(table) == 11
+    assert [line.split()[0] for line in table[1:]] == ["1"] * 5 + ["2"] * 5
+    rows = json_lines(invoke("logs", "--ledger", str(path), "--json", "--run", "2").output)
+    assert [row["message"] for row in rows] == [f"run 1 #{i}" for i in range(5)]
