@@ -47,7 +47,10 @@ NO_RECORD_ENVIRONMENT = {
 }
 #: storied with the durable SQLite ledger on, to show what durability costs
 WITH_LEDGER = "storied-ledger"
-FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, "dask"})
+#: storied with resource telemetry (a sample with every heartbeat) off, to show what it costs
+NO_TELEMETRY = "storied-notelemetry"
+NO_TELEMETRY_ENVIRONMENT = {"STORIED_WORKER__TELEMETRY": "false"}
+FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, "dask"})
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
 #: not a scheduler: two plain Python processes copying bytes over loopback TCP, the reference
 #: a data transfer is measured against
@@ -57,6 +60,7 @@ SYSTEM_MODULES = {
     "storied": "storied",
     NO_RECORD: "storied",
     WITH_LEDGER: "storied",
+    NO_TELEMETRY: "storied",
     "dask": "distributed",
 }
 
@@ -719,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.system == NO_RECORD:
         os.environ.update(NO_RECORD_ENVIRONMENT)  # read when storied is imported
+    if args.system == NO_TELEMETRY:
+        os.environ.update(NO_TELEMETRY_ENVIRONMENT)
     ledger_dir = tempfile.TemporaryDirectory() if args.system == WITH_LEDGER else None
     if ledger_dir is not None:
         os.environ["STORIED_SCHEDULER__LEDGER"] = os.path.join(ledger_dir.name, "ledger.db")

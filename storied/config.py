@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
         "events-per-topic": 100_000,
         "log-length": 10_000,
         "execution-log-length": 100_000,
+        # resource samples (one a heartbeat) kept in memory per worker: an hour at 1s
+        "worker-metrics-length": 3_600,
         "worker-ttl": "30s",
         "worker-reply-timeout": "5s",
         "allowed-failures": 3,
@@ -78,6 +80,8 @@ DEFAULTS: dict[str, Any] = {
         # keep what tasks log (any logger) and print, tagged with the task's key
         "capture-task-logs": False,
         "heartbeat-interval": "1s",
+        # sample CPU, memory, connections and bytes moved with every heartbeat (``storied top``)
+        "telemetry": True,
         "resources": None,
         "local-directory": None,
         "memory": {

@@ -25,6 +25,7 @@ from storied.record.ledger import Ledger
 from storied.record.logcapture import LogRecordEntry
 from storied.record.trace import chrome_trace
 from storied.record.transitions import TransitionRecord
+from storied.record.workers import transfers, with_names, worker_names, worker_removals
 from storied.scheduler.state import STATES
 
 FOLLOW_POLL_INTERVAL = 0.5
@@ -248,11 +249,11 @@ def _print_records(
         _print_table(headers, [as_row(rec) for rec in records])
 
 
-def _transition_row(rec: TransitionRecord) -> Sequence[str]:
+def _transition_row(rec: TransitionRecord, names: dict[str, str]) -> Sequence[str]:
     recommendations = ", ".join(f"{key}: {state}" for key, state in rec.recommendations.items())
     return (
         _iso(rec.timestamp),
-        rec.where,
+        with_names(rec.where, names),
         rec.key,
         f"{rec.start} -> {rec.finish}",
         rec.stimulus_id,
@@ -301,6 +302,7 @@ def story(
         keys_found = {entry["key"] for entry in entries}
         explain_story(entries, history.failures(keys_found, run_id=_run_choice(run)))
         task_logs = _per_run(history, run, lambda **kw: history.logs(keys=list(keys), **kw))
+        names = worker_names(history.events("all"))
     task_logs.sort(key=lambda pair: pair[1].timestamp)
     if as_json:
         for entry in entries:
@@ -310,12 +312,12 @@ def story(
         return
     _print_table(
         ("RUN", "TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
-        [(str(run_id), *_transition_row(rec)) for run_id, rec in found],
+        [(str(run_id), *_transition_row(rec, names)) for run_id, rec in found],
         {i: failure_text(entry["failure"]) for i, entry in enumerate(entries) if entry["failure"]},
     )
     if task_logs:
         click.echo("\nWhat the task logged and printed (worker.capture-task-logs):")
-        _print_table(_LOG_HEADERS, [_log_row(pair) for pair in task_logs])
+        _print_table(_LOG_HEADERS, [_log_row(pair, names) for pair in task_logs])
 
 
 def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple[int | str, Any]]:
@@ -420,23 +422,28 @@ def logs(
     }
     try:
         with open_history(ledger_path, scheduler_address, auth_token) as history:
+            names = {} if as_json else worker_names(history.events("all"))
             if isinstance(history, Ledger) and limit is None:
-                _print_log_pages(history, run, query, as_json)
+                _print_log_pages(history, run, query, as_json, names)
                 return
             entries = _per_run(history, run, lambda **kw: history.logs(limit=limit, **query, **kw))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--level") from None
     entries.sort(key=lambda pair: pair[1].timestamp)
-    _print_records(_newest(entries, limit), as_json, _log_dict, _LOG_HEADERS, _log_row)
+    as_row = partial(_log_row, names=names)
+    _print_records(_newest(entries, limit), as_json, _log_dict, _LOG_HEADERS, as_row)
 
 
-def _print_log_pages(ledger: Ledger, run: str, query: dict[str, Any], as_json: bool) -> None:
+def _print_log_pages(
+    ledger: Ledger, run: str, query: dict[str, Any], as_json: bool, names: dict[str, str]
+) -> None:
     """Every matching record of a ledger, run after run in the order recorded, printed a page
     at a time so that a ledger of millions of records is never held in memory at once."""
     headers: Sequence[str] = _LOG_HEADERS
+    as_row = partial(_log_row, names=names)
     for run_id in _run_ids(ledger, run):
         for page in ledger.log_pages(run_id=run_id, **query):
-            _print_records([(run_id, e) for e in page], as_json, _log_dict, headers, _log_row)
+            _print_records([(run_id, e) for e in page], as_json, _log_dict, headers, as_row)
             headers = ()
     if headers and not as_json:  # nothing found: the header alone, as for other queries
         _print_table(headers, [])
@@ -458,13 +465,13 @@ def _log_dict(pair: tuple[int | str, LogRecordEntry]) -> dict[str, Any]:
     }
 
 
-def _log_row(pair: tuple[int | str, LogRecordEntry]) -> Sequence[str]:
+def _log_row(pair: tuple[int | str, LogRecordEntry], names: dict[str, str]) -> Sequence[str]:
     run_id, entry = pair
     return (
         str(run_id),
         _iso(entry.timestamp),
         entry.level,
-        entry.where,
+        with_names(entry.where, names),
         entry.logger,
         entry.key or "-",
         entry.message,
@@ -550,7 +557,8 @@ def tasks(
 ) -> None:
     """List tasks, one row per task and run: final state, worker and duration of its last
     execution, executions, failures and the last exception."""
-    found = Ledger(ledger_path).tasks(
+    ledger = Ledger(ledger_path)
+    found = ledger.tasks(
         run_id=_run_choice(run),
         state=state,
         worker=worker,
@@ -560,6 +568,7 @@ def tasks(
         failed=failed,
         slowest=slowest,
     )
+    names = {} if as_json else worker_names(ledger.events("all"))
     _print_records(
         found,
         as_json,
@@ -569,7 +578,7 @@ def tasks(
             str(row["run_id"]),
             row["key"],
             row["state"] or "-",
-            row["worker"] or "-",
+            with_names(row["worker"], names) if row["worker"] else "-",
             _seconds(row["duration"]),
             str(row["executions"]),
             str(row["failures"]),
@@ -605,8 +614,19 @@ def timeline(
                 raise click.ClickException(f"{ledger_path} has no runs")
             run_id = recorded[-1]["run_id"]
         executions = history.executions(run_id)
+        if isinstance(history, Ledger):
+            events = history.events("all", run_id=run_id)
+            fetched = transfers(history.transitions(run_id=run_id))
+        else:  # a live scheduler: its workers keep their own transitions, and so the transfers
+            events, fetched = history.events("all"), []
+    trace = chrome_trace(
+        executions,
+        names=worker_names(events),
+        transfers=fetched,
+        removals=worker_removals(events),
+    )
     with open(output, "w", encoding="utf-8") as stream:
-        json.dump(chrome_trace(executions), stream)
+        json.dump(trace, stream)
     source = (
         scheduler_address
         if ledger_path is None

@@ -331,8 +331,10 @@ def _add_history_commands() -> None:
     for command in history_commands:
         cli.add_command(command)
     from storied.cli.dashboard import dashboard
+    from storied.cli.top import top
 
     cli.add_command(dashboard)
+    cli.add_command(top)
 
 
 _add_history_commands()

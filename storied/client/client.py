@@ -1114,6 +1114,17 @@ class Client(ClusterManagement):
         reply = self._sync(self._request, "log-entries", keys=_key_strings("get_task_logs", keys))
         return [dict(zip(_LOG_ENTRY_FIELDS, entry, strict=True)) for entry in reply]
 
+    def get_worker_metrics(self, workers: Any = None, since: float | None = None) -> Any:
+        """Each worker's resource samples (one a heartbeat: CPU, memory, spilled bytes,
+        open sockets, bytes moved), oldest first, keyed by worker address; departed workers'
+        too. ``workers``: addresses or names; ``since``: only samples from then (epoch s).
+        Dask has no equivalent (its ``scheduler_info()`` holds only the newest sample)."""
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+            raise TypeError(f"since must be a time in seconds since the epoch, not {since!r}")
+        return self._sync(
+            self._request, "worker-metrics", workers=worker_restrictions(workers), since=since
+        )
+
     async def _request_list(self, method: str, **kwargs: Any) -> list[tuple[str, str]]:
         return [tuple(entry) for entry in await self._request(method, **kwargs)]  # type: ignore[misc]
 

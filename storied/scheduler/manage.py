@@ -151,7 +151,7 @@ class ClusterManager:
             )
         if remove:
             for address in addresses:  # a worker that did not leave in time, or stays up
-                scheduler._remove_worker(address, RETIRED, expected=True)
+                scheduler._remove_worker(address, RETIRED, expected=True, cause=RETIRED)
         return retired
 
     def _idle_workers(self) -> list[str]:

@@ -69,7 +69,7 @@ class Nannies:
         scheduler = self.scheduler
         link = scheduler.workers[address]
         if link.nanny not in self.links:
-            scheduler._remove_worker(address, reason, expected=False)
+            scheduler._remove_worker(address, reason, expected=False, cause="connection-lost")
             return
         key = (link.nanny, link.pid)
         handle = asyncio.get_running_loop().call_later(REPORT_GRACE, self._remove_now, key)
@@ -79,7 +79,7 @@ class Nannies:
         address, reason, handle = self._awaiting.pop(key)
         handle.cancel()
         if self.scheduler.status == "running":  # a closing scheduler keeps its workers
-            self.scheduler._remove_worker(address, reason, expected=False)
+            self.scheduler._remove_worker(address, reason, expected=False, cause="connection-lost")
 
     def _handlers(self, nanny_id: str) -> dict[str, Any]:
         scheduler = self.scheduler
@@ -94,7 +94,8 @@ class Nannies:
                         address,
                         reason,
                         expected=False,
-                        cause={name: cause.get(name) for name in ("exit-code", "signal")},
+                        cause="exited" if cause.get("signal") is None else "killed",
+                        exit_status={name: cause.get(name) for name in ("exit-code", "signal")},
                     )
 
         def log_events(events: list[Any]) -> None:

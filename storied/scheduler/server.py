@@ -54,6 +54,7 @@ from storied.record.ledger import Ledger
 from storied.resources import check_resources
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.failures import record_failure
+from storied.scheduler.manage import RETIRED
 from storied.scheduler.nannies import Nannies
 from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerState, TaskSpec
 
@@ -339,27 +340,47 @@ class Scheduler:
                 self.nannies.worker_connection_lost(address, reason)
 
     def _remove_worker(
-        self, address: str, reason: str, *, expected: bool, cause: dict[str, Any] | None = None
+        self,
+        address: str,
+        reason: str,
+        *,
+        expected: bool,
+        cause: str,
+        exit_status: dict[str, Any] | None = None,
     ) -> None:
-        """``cause``: why its process ended (``exit-code``, ``signal``), as its nanny saw it."""
+        """``cause``, the kind of loss: ``closed`` (the worker said goodbye), ``retired``,
+        ``heartbeat-timeout``, ``connection-lost``, ``exited`` or ``killed`` (its nanny saw the
+        process end); ``reason`` says it in words. ``exit_status``: ``exit-code`` and
+        ``signal``, as the nanny saw them. The stimulus id names the cause too."""
         link = self.workers.pop(address, None)
         if link is None:
             return
         lost = self.state.lost_tasks(address)
-        stimulus_id = _stimulus("worker-left" if expected else "worker-lost")
+        stimulus_id = _stimulus(f"{'worker-left' if expected else 'worker-lost'}-{cause}")
         self._apply(self.state.remove_worker(address, stimulus_id, expected=expected))
         log = logger.info if expected else logger.warning
-        log("Remove worker %s (name: %s): %s; %d tasks lost", address, link.name, reason, len(lost))
+        log(
+            "Remove worker %s (name: %s): %s (%s); lost %d processing, %d computed, "
+            "%d scattered tasks",
+            address,
+            link.name,
+            cause,
+            reason,
+            *map(len, lost.values()),
+        )
         self._log_own_event(
             ["all", address],
             {
                 "action": "remove-worker",
                 "worker": address,
                 "name": link.name,
+                "cause": cause,
                 "reason": reason,
-                "lost-tasks": lost,
+                "expected": expected,
+                **lost,
+                "lost-tasks": [key for keys in lost.values() for key in keys],
                 "stimulus_id": stimulus_id,
-                **(cause or {}),
+                **(exit_status or {}),
             },
         )
         for extension in self.extensions.values():
@@ -397,6 +418,7 @@ class Scheduler:
                             address,
                             f"worker-ttl-timed-out: silent for {silent:.1f}s",
                             expected=False,
+                            cause="heartbeat-timeout",
                         )
             dropped = self.record.dropped
             if dropped > reported_drops:
@@ -483,13 +505,17 @@ class Scheduler:
                     LogRecordEntry(timestamp, level, levelno, logger_name, message, address, key)
                 )
 
-        def heartbeat() -> None:
+        def heartbeat(metrics: Any = None) -> None:
             link = self.workers.get(address)
             if link is not None:
                 link.last_seen = time.monotonic()
+                if metrics is not None:
+                    self.extensions["telemetry"].add_sample(address, link.name, metrics)
 
         def unregister(reason: str = "worker-close") -> None:
-            self._remove_worker(address, reason, expected=True)
+            # a retiring worker closes with the reason the scheduler gave it
+            cause = RETIRED if reason == RETIRED else "closed"
+            self._remove_worker(address, reason, expected=True, cause=cause)
 
         def touch(handler: Callable[..., None]) -> Callable[..., None]:
             def handle(**kwargs: Any) -> None:
@@ -925,6 +951,7 @@ class Scheduler:
                     "nanny": link.nanny,
                     "nanny_pid": self.nannies.pid(link.nanny),
                     "memory_limit": link.memory_limit,
+                    "metrics": self.extensions["telemetry"].newest(address),
                     **(
                         self.state.workers[address].identity()
                         if address in self.state.workers

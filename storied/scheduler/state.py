@@ -419,13 +419,23 @@ class SchedulerState:
         self._transitions(recommendations, stimulus_id, effects)
         return effects
 
-    def lost_tasks(self, address: str) -> list[str]:
-        """Keys a worker is running or solely holds: lost if it goes now."""
+    def lost_tasks(self, address: str) -> dict[str, list[str]]:
+        """What goes if a worker goes now, as Dask's ``remove-worker`` event splits it: the
+        ``processing-tasks`` it runs, the ``lost-computed-tasks`` it alone holds (to compute
+        again) and the ``lost-scattered-tasks`` it alone holds (data no task can rebuild)."""
         ws = self.workers.get(address)
+        lost: dict[str, list[str]] = {
+            "processing-tasks": [],
+            "lost-computed-tasks": [],
+            "lost-scattered-tasks": [],
+        }
         if ws is None:
-            return []
-        lost = [ts.key for ts in ws.processing]
-        lost += [ts.key for ts in ws.has_what if ts.who_has == {address}]
+            return lost
+        lost["processing-tasks"] = [ts.key for ts in ws.processing]
+        for ts in ws.has_what:
+            if ts.who_has == {address}:
+                kind = "lost-computed-tasks" if ts.function_id else "lost-scattered-tasks"
+                lost[kind].append(ts.key)
         return lost
 
     def task_finished(

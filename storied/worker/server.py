@@ -62,6 +62,7 @@ from storied.worker.state import (
     SendMessage,
     WorkerState,
 )
+from storied.worker.telemetry import ResourceSampler, TransferCounters
 
 logger = logging.getLogger("storied.worker")
 
@@ -342,6 +343,10 @@ class Worker:
         self.memory = MemoryManager(self, memory_limit, local_directory)
         #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
         self.data: MutableMapping[str, Any] = self.memory.data
+        #: bytes of task data fetched from peers and served to peers and clients
+        self.transfers = TransferCounters()
+        #: samples resource use for each heartbeat (None: ``worker.telemetry`` is off)
+        self.telemetry = ResourceSampler(self) if config.get("worker.telemetry") else None
         self._pickled: dict[str, bytes] = {}
         self._function_payloads: dict[str, bytes] = {}
         self._functions: collections.OrderedDict[str, Callable[..., Any]] = (
@@ -499,7 +504,10 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             self._report_plugin_errors()
             if not self.stream.closed:
-                self.stream.send({"op": "heartbeat"})
+                msg: dict[str, Any] = {"op": "heartbeat"}
+                if self.telemetry is not None and (sample := self.telemetry.sample()):
+                    msg["metrics"] = sample
+                self.stream.send(msg)
                 if self._silence_timeout:
                     self.stream.abort_if_silent(self._silence_timeout)
 
@@ -760,6 +768,7 @@ class Worker:
             logger.info("Could not fetch %d keys from %s: %s", len(keys), worker, exc)
             self.pool.remove(worker)
             payloads = {}
+        self.transfers.incoming_bytes += sum(map(nbytes, payloads.values()))
         received = []
         unreadable: dict[str, dict[str, Any]] = {}
         for key, payload in payloads.items():
@@ -835,6 +844,7 @@ class Worker:
                     errors[key] = str(exc)
                     continue
             data[key] = payload
+        self.transfers.outgoing_bytes += sum(map(nbytes, data.values()))
         return {"status": "OK", "data": data, "errors": errors}
 
     def _update_data(self, data: dict[str, bytes | Pickled]) -> dict[str, Any]:

@@ -42,7 +42,10 @@ def test_a_retired_worker_s_data_survives_without_recomputation(nanny_cluster, t
         assert event["workers"] == [leaving] and event["moved-keys"] == 5
         assert event["client"] == client.id
         removed = [e for e in events(client, "all", "remove-worker") if e["worker"] == leaving]
-        assert [e["reason"] for e in removed] == ["retired"]
+        assert [(e["reason"], e["cause"], e["expected"]) for e in removed] == [
+            ("retired", "retired", True)
+        ]
+        assert removed[0]["stimulus_id"].startswith("worker-left-retired-")
         # its nanny went with it: nothing starts the worker again
         wait_until(lambda: not alive(leaving_info["nanny_pid"]))
         assert not alive(leaving_info["pid"])

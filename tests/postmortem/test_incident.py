@@ -243,3 +243,22 @@ def test_slowest_and_worker_filters(incident: Incident) -> None:
     assert on_killed and all(incident.killed in row["workers"] for row in on_killed)
     prefixed = json_rows("tasks", "--ledger", incident.ledger, "--prefix", "flaky")
     assert {row["key"] for row in prefixed} == incident.flaky
+
+
+def test_what_the_killed_worker_s_memory_was_when_it_died(incident: Incident) -> None:
+    (removal,) = [
+        e
+        for e in json_rows("events", incident.killed, "--ledger", incident.ledger)
+        if e["msg"]["action"] == "remove-worker"
+    ]
+    assert removal["msg"]["cause"] in ("connection-lost", "heartbeat-timeout")
+    assert removal["msg"]["processing-tasks"] or removal["msg"]["lost-computed-tasks"]
+    samples = json_rows("top", "--ledger", incident.ledger, "--worker", incident.killed)
+    assert samples and {s["worker"] for s in samples} == {incident.killed}
+    last = samples[-1]
+    assert last["time"] < removal["timestamp"] and last["memory"] > 10_000_000
+    assert last["managed_bytes"] > 0, "it held results when it died"
+    chart = storied("top", "--ledger", incident.ledger, "--worker", incident.killed)
+    memory = next(line for line in chart.splitlines() if line.startswith("  memory (rss) "))
+    assert f"last {last['memory'] / 2**20:.2f} MiB" in memory
+    assert "removed at " in chart and removal["msg"]["cause"] in chart

@@ -50,3 +50,58 @@ def test_one_track_per_worker_thread_with_named_metadata():
 
 def test_no_executions_make_an_empty_trace():
     assert chrome_trace([])["traceEvents"] == []
+
+
+def test_failed_attempts_are_coloured_and_a_retried_one_says_so():
+    trace = chrome_trace(
+        [
+            execution("flaky", "tcp://w:1", 1, 10.0, 10.5, "erred"),
+            execution("flaky", "tcp://w:1", 1, 11.0, 11.5),
+            execution("bad", "tcp://w:1", 1, 12.0, 12.5, "erred"),
+        ]
+    )
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert [(e["name"], e["args"]["outcome"], e["cname"]) for e in slices] == [
+        ("flaky", "retried", "bad"),
+        ("flaky", "memory", "good"),
+        ("bad", "erred", "terrible"),
+    ]
+
+
+def test_names_transfers_and_removals_join_the_executions():
+    trace = chrome_trace(
+        [execution("a", "tcp://w:1", 7, 10.0, 10.5)],
+        names={"tcp://w:1": "alpha", "tcp://w:2": "beta"},
+        transfers=[{"key": "a", "worker": "tcp://w:2", "start": 10.6, "stop": 10.7}],
+        removals=[
+            {
+                "worker": "tcp://w:1",
+                "cause": "killed",
+                "reason": "worker process 9 was killed by SIGKILL",
+                "processing-tasks": ["b"],
+                "lost-computed-tasks": ["a"],
+                "time": 11.0,
+            }
+        ],
+    )
+    json.dumps(trace)
+    events = trace["traceEvents"]
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert names == {
+        (1, 0): "tcp://w:1 (alpha)",
+        (1, 1): "thread 7",
+        (2, 0): "tcp://w:2 (beta)",
+        (2, 2): "transfers",
+    }
+    [transfer] = [e for e in events if e.get("cat") == "transfer"]
+    assert (transfer["name"], transfer["pid"], transfer["tid"]) == ("a", 2, 2)
+    assert transfer["ts"] == 10.6e6 and round(transfer["dur"]) == round(0.1e6)
+    [marker] = [e for e in events if e.get("cat") == "worker-loss"]
+    assert (marker["ph"], marker["s"], marker["pid"], marker["ts"]) == ("i", "p", 1, 11.0e6)
+    assert marker["name"] == "worker removed: killed"
+    assert marker["args"] == {
+        "reason": "worker process 9 was killed by SIGKILL",
+        "processing-tasks": ["b"],
+        "lost-computed-tasks": ["a"],
+        "lost-scattered-tasks": [],
+    }

@@ -231,7 +231,19 @@ def test_each_topic_keeps_its_newest_events_and_counts_all():
 # ---------------------------------------------------------------------------- built-in topics
 
 ADD_WORKER_FIELDS = {"action", "worker", "name", "nthreads"}
-REMOVE_WORKER_FIELDS = {"action", "worker", "name", "reason", "lost-tasks", "stimulus_id"}
+REMOVE_WORKER_FIELDS = {
+    "action",
+    "worker",
+    "name",
+    "cause",
+    "reason",
+    "expected",
+    "processing-tasks",
+    "lost-computed-tasks",
+    "lost-scattered-tasks",
+    "lost-tasks",
+    "stimulus_id",
+}
 
 
 def test_a_worker_joining_and_leaving_is_logged_under_all_and_its_address():
@@ -245,8 +257,9 @@ def test_a_worker_joining_and_leaving_is_logged_under_all_and_its_address():
         assert removed["action"] == "remove-worker"
         assert (removed["worker"], removed["name"]) == (joined, "1")
         assert removed["reason"] == "worker-close"
+        assert (removed["cause"], removed["expected"]) == ("closed", True)
         assert removed["lost-tasks"] == []
-        assert removed["stimulus_id"].startswith("worker-left-")
+        assert removed["stimulus_id"].startswith("worker-left-closed-")
         in_all = [m for _, m in client.get_events("all") if m.get("worker") == joined]
         assert in_all == [added, removed]
         first = next(m for _, m in client.get_events("all") if m["action"] == "add-worker")
@@ -264,8 +277,10 @@ def test_a_lost_worker_names_the_tasks_it_took_with_it(tmp_path):
         cluster.workers["0"].process.kill()
         removed = events_of(client, address, n=2)[-1][1]
         assert removed["action"] == "remove-worker"
-        assert removed["lost-tasks"] == [future.key]
-        assert removed["stimulus_id"].startswith("worker-lost-")
+        assert removed["lost-tasks"] == removed["processing-tasks"] == [future.key]
+        assert removed["lost-computed-tasks"] == removed["lost-scattered-tasks"] == []
+        assert removed["expected"] is False
+        assert removed["stimulus_id"].startswith(f"worker-lost-{removed['cause']}-")
         assert removed["reason"]
 
 

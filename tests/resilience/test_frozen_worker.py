@@ -30,6 +30,8 @@ def test_frozen_worker_is_replaced_then_rejoins(fragile_cluster, fragile_client,
     try:
         [removal] = poll(lambda: remove_worker_events(client, {frozen}), timeout=15)
         assert removal["reason"].startswith("worker-ttl-timed-out")
+        assert removal["cause"] == "heartbeat-timeout" and removal["expected"] is False
+        assert removal["stimulus_id"].startswith("worker-lost-heartbeat-timeout-")
         assert removal["lost-tasks"]
         assert futures[-1].result(timeout=60) == pairwise_sum_expected(N_LEAVES)
         assert {f.status for f in futures} == {"finished"}

@@ -253,6 +253,33 @@ def test_data_with_another_replica_survives_a_lost_worker(two_workers):
     assert two_workers.tasks["a"].who_has == {other}
 
 
+def test_a_lost_worker_s_tasks_split_as_dask_splits_them(two_workers):
+    """Running, computed and held alone, scattered and held alone; a replicated result is
+    not lost."""
+    submit(two_workers, spec("computed"), spec("replicated"))
+    holder = two_workers.tasks["computed"].processing_on
+    finish(two_workers, "computed", holder)
+    other = ({"tcp://w1", "tcp://w2"} - {holder}).pop()
+    replicated_on = two_workers.tasks["replicated"].processing_on
+    finish(two_workers, "replicated", replicated_on)
+    two_workers.task_finished(
+        ({"tcp://w1", "tcp://w2"} - {replicated_on}).pop(), "replicated", 8, "int", "copy"
+    )
+    two_workers.update_data(CLIENT, {"scattered": [holder]}, {"scattered": 8}, {}, "scatter")
+    submit(two_workers, spec("running", restrictions=(holder,)))
+    assert two_workers.lost_tasks(holder) == {
+        "processing-tasks": ["running"],
+        "lost-computed-tasks": ["computed"],
+        "lost-scattered-tasks": ["scattered"],
+    }
+    assert two_workers.lost_tasks(other)["lost-computed-tasks"] == []
+    assert two_workers.lost_tasks("tcp://nobody") == {
+        "processing-tasks": [],
+        "lost-computed-tasks": [],
+        "lost-scattered-tasks": [],
+    }
+
+
 def test_killed_worker_after_allowed_failures_deaths(state):
     """allowed_failures=1: the task may be on one dying worker and survive, not on two."""
     for name in ("w1", "w2", "w3"):
