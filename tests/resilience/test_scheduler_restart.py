@@ -7,9 +7,12 @@ that had finished still answers from the client.
 
 from __future__ import annotations
 
-import signal
+import contextlib
+import importlib
+import operator
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,7 +21,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 from engine.helpers import inc, poll
-from engine.test_cli import Started, free_port, started
+from engine.test_cli import STORIED, Started, clean_environ, free_port, started
 from nanny.helpers import alive
 
 from storied import Client, config
@@ -32,27 +35,47 @@ RECONNECT_TIMEOUT = "20s"
 RESTARTS = 20
 
 
-class RestartableScheduler:
-    """``storied scheduler`` on a fixed port, which the test kills and starts again."""
+STORIED_SCHEDULER = [STORIED, "scheduler", "--no-ledger", "--dashboard-address", "none"]
+DASK = str(Path(sys.executable).with_name("dask"))
+DASK_SCHEDULER = [DASK, "scheduler"]
 
-    def __init__(self, tmp_path: Path) -> None:
+
+class RestartableScheduler:
+    """A scheduler process on a fixed port, which the test kills and starts again."""
+
+    def __init__(self, tmp_path: Path, command: list[str] = STORIED_SCHEDULER) -> None:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
+        self.command = command
         self.tmp_path = tmp_path
-        self.runs: list[Started] = []
+        self.runs: list[subprocess.Popen[bytes]] = []
+        #: processes to end with it
+        self.others: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> Started:
-        run = Started(
-            ["scheduler", "--port", str(self.port), "--no-ledger", "--dashboard-address", "none"],
-            self.tmp_path / f"scheduler-{len(self.runs)}.log",
+    def start(self) -> None:
+        self.runs.append(
+            self.run([*self.command, "--port", str(self.port)], f"scheduler-{len(self.runs)}")
         )
-        self.runs.append(run)
-        return run
+
+    def run(self, command: list[str], name: str) -> subprocess.Popen[bytes]:
+        """``command`` (killed at ``close``), logging to ``name.log``."""
+        with (self.tmp_path / f"{name}.log").open("w") as log:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=clean_environ(),
+            )
 
     def kill(self) -> None:
-        run = self.runs[-1]
-        run.process.send_signal(signal.SIGKILL)
-        run.process.wait(timeout=10)
+        self.runs[-1].kill()
+        self.runs[-1].wait(timeout=10)
+
+    def close(self) -> None:
+        for run in self.runs + self.others:
+            run.kill()
+            run.wait(timeout=10)
 
 
 @pytest.fixture
@@ -60,8 +83,7 @@ def scheduler(tmp_path: Path) -> Iterator[RestartableScheduler]:
     scheduler = RestartableScheduler(tmp_path)
     scheduler.start()
     yield scheduler
-    for run in scheduler.runs:
-        run.kill()
+    scheduler.close()
 
 
 @pytest.fixture
@@ -145,10 +167,14 @@ def test_without_a_scheduler_the_client_gives_up_and_the_worker_exits(tmp_path, 
     """After ``comm.reconnect-timeout`` the client closes, as Dask's does, and a worker (and
     its nanny) whose scheduler is gone for good exit: none is left behind, running a task."""
     scheduler = RestartableScheduler(tmp_path)
-    started.append(scheduler.start())
+    scheduler.start()
     env = {"STORIED_COMM__RECONNECT_TIMEOUT": "1s"}
     started.append(Started(["worker", scheduler.address], tmp_path / "w.log", env))
-    with config.set({"comm.reconnect-timeout": "1s"}), Client(scheduler.address) as client:
+    with (
+        config.set({"comm.reconnect-timeout": "1s"}),
+        Client(scheduler.address) as client,
+        contextlib.closing(scheduler),
+    ):
         client.wait_for_workers(1, timeout=20)
         [info] = client.scheduler_info()["workers"].values()
         pids = [info["pid"], info["nanny_pid"]]
@@ -174,3 +200,31 @@ def sleep_forever(started: str) -> None:
     """A task that runs until its worker stops it; it says when it started."""
     Path(started).touch()
     threading.Event().wait()
+
+
+@pytest.mark.parametrize("library", ["storied", "dask.distributed"])
+def test_futures_of_a_restarted_scheduler_are_cancelled_as_in_dask(library, tmp_path):
+    """The same user code against dask.distributed itself: once the client is back, a future
+    it held is cancelled for reason ``scheduler-connection-lost``. Dask cancels it the moment
+    the link drops; storied only once it knows the scheduler is a new one."""
+    lib = importlib.import_module(library)
+    scheduler = RestartableScheduler(
+        tmp_path, STORIED_SCHEDULER if library == "storied" else DASK_SCHEDULER
+    )
+    scheduler.start()
+    worker = [STORIED if library == "storied" else DASK, "worker", scheduler.address]
+    scheduler.others.append(scheduler.run([*worker, "--no-nanny"], "worker"))
+    with contextlib.closing(scheduler), lib.Client(scheduler.address, timeout=15) as client:
+        client.wait_for_workers(1, timeout=30)
+        future = client.submit(operator.add, 40, 1)  # small: storied sends it along
+        assert future.result(timeout=5) == 41
+        scheduler.kill()
+        poll(lambda: client.status == "connecting", timeout=5, what="the client noticed")
+        if library == "storied":
+            assert future.result(timeout=1) == 41, "storied: it answers until it knows"
+        scheduler.start()
+        poll(lambda: client.status == "running", timeout=30, what="the client is back")
+        poll(lambda: future.status == "cancelled", timeout=5, what="the future is cancelled")
+        with pytest.raises(Exception, match="scheduler-connection-lost") as raised:
+            future.result(timeout=5)
+        assert type(raised.value).__name__.endswith("CancelledError")
