@@ -110,6 +110,7 @@ def reconnect_events(client: Client) -> list[dict]:
 
 def test_the_client_comes_back_after_each_of_20_scheduler_kills(scheduler, worker, client):
     client.wait_for_workers(1, timeout=20)
+    [worker_address] = client.scheduler_info()["workers"]
     for attempt in range(RESTARTS):
         finished = client.submit(inc, attempt)
         assert finished.result(timeout=20) == attempt + 1
@@ -121,14 +122,18 @@ def test_the_client_comes_back_after_each_of_20_scheduler_kills(scheduler, worke
         assert finished.result(timeout=1) == attempt + 1
         assert finished.exception(timeout=1) is None and finished.traceback(timeout=1) is None
         meanwhile = client.submit(inc, -attempt, pure=False)
-        info: dict = {}
-        asking = threading.Thread(target=ask_scheduler_info, args=(client, info))
+        answers: dict = {}
+        asking = threading.Thread(target=ask_the_scheduler, args=(client, finished.key, answers))
         asking.start()
         scheduler.start()
 
         assert meanwhile.result(timeout=30) == 1 - attempt, f"restart {attempt + 1}"
         asking.join(timeout=30)
-        assert info["id"] not in (None, before), "asked while reconnecting: the new scheduler"
+        assert answers["info"]["id"] != before, "asked while reconnecting: the new scheduler"
+        # the worker's own record of the task outlives the old scheduler; the new one has none
+        assert {entry.where for entry in answers["story"]} <= {worker_address}
+        actions = [msg["action"] for _, msg in answers["events"]]
+        assert actions == ["add-client", "reconnect-client"]
         with pytest.raises(CancelledError, match="scheduler-connection-lost"):
             finished.result(timeout=5)
         assert finished.status == "cancelled"
@@ -137,8 +142,11 @@ def test_the_client_comes_back_after_each_of_20_scheduler_kills(scheduler, worke
     assert client.submit(inc, 41).result(timeout=20) == 42
 
 
-def ask_scheduler_info(client: Client, into: dict) -> None:
-    into.update(client.scheduler_info())
+def ask_the_scheduler(client: Client, key: str, answers: dict) -> None:
+    """Calls made while the client reconnects: each waits for the link, none raises."""
+    answers["info"] = client.scheduler_info()
+    answers["story"] = client.story(key)
+    answers["events"] = client.get_events(client.id)
 
 
 def test_a_connection_closed_during_the_handshake_is_retried(scheduler, client):
