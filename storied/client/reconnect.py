@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from storied import config
 from storied.comm.retry import retry_until
+from storied.record import pack_event
 
 if TYPE_CHECKING:
     from storied.client.client import Client
@@ -40,7 +41,7 @@ async def reconnect(client: Client) -> bool:
     assert client._stream is not None
     why = client._stream.comm.closed_reason or "connection closed"
     previous_scheduler = client.scheduler_id
-    held = list(client._states)
+    held = _held_keys(client)
     timeout = reconnect_timeout()
     client.status = "connecting"
     client._connected.clear()
@@ -68,7 +69,7 @@ async def reconnect(client: Client) -> bool:
     new_scheduler = client.scheduler_id != previous_scheduler
     cancelled = _cancel_held(client, held) if new_scheduler else 0
     if not new_scheduler:
-        client._send({"op": "client-desires-keys", "keys": list(client._states)})
+        client._send({"op": "client-desires-keys", "keys": _held_keys(client)})
     logger.info(
         "Reconnected to %s after %.2fs and %d attempts%s",
         client.scheduler_address,
@@ -76,7 +77,7 @@ async def reconnect(client: Client) -> bool:
         attempts,
         f"; it is a new scheduler: {cancelled} futures cancelled" if new_scheduler else "",
     )
-    client.log_event(
+    topics, packed = pack_event(
         ["all", client.id],
         {
             "action": RECONNECT_ACTION,
@@ -88,8 +89,15 @@ async def reconnect(client: Client) -> bool:
             "cancelled": cancelled,
         },
     )
+    client._send({"op": "log-event", "topic": topics, "packed": packed})
     client._flush_outbox()
     return True
+
+
+def _held_keys(client: Client) -> list[str]:
+    """The keys of the futures the client holds (users add some from their threads)."""
+    with client._ref_lock:
+        return list(client._states)
 
 
 def _cancel_held(client: Client, keys: list[str]) -> int:
@@ -115,7 +123,9 @@ def _give_up(client: Client, why: str) -> None:
     )
     client.status = "closed"
     client._connection_lost = why
-    for state in client._states.values():
+    with client._ref_lock:
+        states = list(client._states.values())
+    for state in states:
         if not state.done:
             state.cancel(f"{LOST_REASON}: {why}")
     client._connected.set()

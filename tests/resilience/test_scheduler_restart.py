@@ -7,6 +7,7 @@ that had finished still answers from the client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import operator
@@ -236,3 +237,30 @@ def test_futures_of_a_restarted_scheduler_are_cancelled_as_in_dask(library, tmp_
         with pytest.raises(Exception, match="scheduler-connection-lost") as raised:
             future.result(timeout=5)
         assert type(raised.value).__name__.endswith("CancelledError")
+
+
+def test_an_asynchronous_client_waits_for_the_new_scheduler_too(scheduler, recwarn):
+    async def main() -> None:
+        with config.set({"comm.reconnect-timeout": RECONNECT_TIMEOUT}):
+            async with Client(scheduler.address, asynchronous=True, timeout=15) as client:
+                before = (await client.scheduler_info())["id"]
+                scheduler.kill()
+                await asyncio.wait_for(status_becomes(client, "connecting"), 5)
+                asking = asyncio.ensure_future(client.scheduler_info())
+                scheduler.start()
+                info = await asyncio.wait_for(asking, 30)
+                assert info["id"] != before
+                [event] = [
+                    msg
+                    for _, msg in await client.get_events(client.id)
+                    if msg["action"] == "reconnect-client"
+                ]
+                assert event["new-scheduler"] is True
+
+    asyncio.run(main())
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+async def status_becomes(client: Client, status: str) -> None:
+    while client.status != status:
+        await asyncio.sleep(0.01)
