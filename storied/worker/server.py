@@ -27,6 +27,7 @@ from storied import config
 from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
+from storied.comm.retry import retry_until
 from storied.comm.stream import Stream
 from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
@@ -453,6 +454,7 @@ class Worker:
     async def _keep_connected(self) -> None:
         """Serve the scheduler stream; if it drops, start afresh and rejoin, or give up."""
         reconnect_timeout = config.parse_timedelta(config.get("comm.reconnect-timeout")) or 0.0
+        connect_timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
         while True:
             await self.stream.run()
             if self.status != "running":
@@ -465,19 +467,20 @@ class Worker:
                 reconnect_timeout,
             )
             self._reset()
-            deadline = time.monotonic() + reconnect_timeout
-            while True:
-                try:
-                    await self._register(max(deadline - time.monotonic(), 0.5))
-                    break
-                except (OSError, TimeoutError, ConnectionError) as exc:
-                    if time.monotonic() >= deadline or self.status != "running":
-                        logger.error(
-                            "Could not rejoin %s: %s; shutting down", self.scheduler_address, exc
-                        )
-                        self._spawn(self.close(report=False, reason="scheduler lost"))
-                        return
-                    await asyncio.sleep(0.5)
+            try:
+                await retry_until(
+                    self._register,
+                    reconnect_timeout,
+                    what=f"rejoin {self.scheduler_address}",
+                    logger=logger,
+                    attempt_timeout=connect_timeout,
+                    keep_trying=lambda: self.status == "running",
+                )
+            except Exception as exc:
+                logger.error("Could not rejoin %s: %s; shutting down", self.scheduler_address, exc)
+                # no one is left to take what running tasks make: do not wait for them
+                self._spawn(self.close(report=False, reason="scheduler lost", task_wait=0.0))
+                return
             logger.info("Worker %s rejoined %s", self.address, self.scheduler_address)
 
     def _reset(self) -> None:
@@ -511,7 +514,11 @@ class Worker:
                 if self._silence_timeout:
                     self.stream.abort_if_silent(self._silence_timeout)
 
-    async def close(self, report: bool = True, reason: str = "worker-close") -> None:
+    async def close(
+        self, report: bool = True, reason: str = "worker-close", task_wait: float = 5.0
+    ) -> None:
+        """``task_wait``: seconds to let running tasks finish (their threads are left behind,
+        to end with the process, after that)."""
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
@@ -526,7 +533,7 @@ class Worker:
         await self.stream.close()
         await self._listener.close()
         await self.pool.close()
-        self.executor.shutdown()
+        self.executor.shutdown(task_wait)
         self.memory.close()
         await self.coordination.close()
         current = asyncio.current_task()
