@@ -19,6 +19,7 @@ DEFAULT_EXTENSIONS = {
     "manage": "storied.scheduler.manage:ClusterManager",
     "record-pages": "storied.scheduler.record_pages:RecordPages",
     "replicas": "storied.scheduler.replicas:ReplicasExtension",
+    "stealing": "storied.scheduler.balancing:StealingExtension",
 }
 
 

@@ -115,6 +115,12 @@ class ClusterManager:
         if not addresses:
             return {}
         plan = scheduler.state.retirement_plan(addresses)
+        for address in addresses:  # as Dask's: a retiring worker is sent no new tasks
+            scheduler._apply(
+                scheduler.state.set_worker_status(
+                    address, "closing_gracefully", f"retire-workers-{time.time()}"
+                )
+            )
         retired = {
             address: scheduler.state.workers[address].identity()
             for address in addresses

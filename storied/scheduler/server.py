@@ -58,6 +58,13 @@ logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
 
 
+#: what a worker status means for its tasks, for the log
+_STATUS_MEANS = {
+    "running": "it is sent new tasks again",
+    "paused": "it is sent no new tasks; those it has not started may be stolen",
+}
+
+
 def _stimulus(prefix: str) -> str:
     return f"{prefix}-{time.time()}"
 
@@ -308,6 +315,8 @@ class Scheduler:
         )
         stimulus_id = _stimulus("add-worker")
         self._apply(self.state.add_worker(address, name, nthreads, stimulus_id, resources))
+        if msg.get("status") == "paused":  # it rejoined while short of memory
+            self._apply(self.state.set_worker_status(address, "paused", stimulus_id))
         logger.info(
             "Register worker %s (name: %s, threads: %d, resources: %s)",
             address,
@@ -477,6 +486,18 @@ class Scheduler:
                     LogRecordEntry(timestamp, level, levelno, logger_name, message, address)
                 )
 
+        def worker_status(status: str, stimulus_id: str) -> None:
+            if status not in ("running", "paused"):
+                logger.warning("Ignoring worker status %r from %s", status, address)
+                return
+            logger.info("Worker %s is %s: %s", address, status, _STATUS_MEANS[status])
+            self._apply(state.set_worker_status(address, status, stimulus_id))
+
+        def steal_response(key: str, state: str | None, stimulus_id: str) -> None:
+            self.extensions["stealing"].steal_response(  # type: ignore[attr-defined]
+                address, key, state, stimulus_id
+            )
+
         def heartbeat() -> None:
             link = self.workers.get(address)
             if link is not None:
@@ -507,6 +528,8 @@ class Scheduler:
             "heartbeat": heartbeat,
             "worker-records": worker_records,
             "unregister": unregister,
+            "worker-status": worker_status,
+            "steal-response": steal_response,
         }
 
     async def _serve_client(self, comm: Comm, msg: dict[str, Any]) -> None:
