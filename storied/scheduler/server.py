@@ -314,9 +314,10 @@ class Scheduler:
             }
         )
         stimulus_id = _stimulus("add-worker")
-        self._apply(self.state.add_worker(address, name, nthreads, stimulus_id, resources))
-        if msg.get("status") == "paused":  # it rejoined while short of memory
-            self._apply(self.state.set_worker_status(address, "paused", stimulus_id))
+        status = "paused" if msg.get("status") == "paused" else "running"
+        self._apply(
+            self.state.add_worker(address, name, nthreads, stimulus_id, resources, status=status)
+        )
         logger.info(
             "Register worker %s (name: %s, threads: %d, resources: %s)",
             address,

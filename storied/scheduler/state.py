@@ -391,12 +391,17 @@ class SchedulerState:
         nthreads: int,
         stimulus_id: str,
         resources: Mapping[str, float] | None = None,
+        status: str = "running",
     ) -> Effects:
-        """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it."""
+        """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it. A
+        worker joining ``paused`` (it rejoined short of memory) waits for its word to run."""
         effects = Effects()
-        ws = self.workers[address] = self.running[address] = WorkerInfo(
+        ws = self.workers[address] = WorkerInfo(
             address, name, max(1, nthreads), dict(resources or {})
         )
+        if status != "running":
+            return self.set_worker_status(address, status, stimulus_id)
+        self.running[address] = ws
         self._slots_opened.add(ws)
         recommendations = [(ts.key, "processing") for ts in self.unrunnable]
         self._transitions(recommendations, stimulus_id, effects)

@@ -244,3 +244,13 @@ def test_the_victim_keeps_a_task_it_started_or_finished(recorder):
     assert answer(worker.steal_request("t-0", "steal-2"))["state"] == "memory"
     assert worker.tasks["t-0"].state == "memory"
     assert answer(worker.steal_request("nope", "steal-3"))["state"] is None
+
+
+def test_a_worker_that_joins_paused_gets_nothing_until_it_runs(state):
+    state.set_worker_status(W1, "paused", "pause-1")
+    submit(state, spec("t"))
+    effects = state.add_worker(W2, "w2", 1, "add-w2", status="paused")
+    assert not effects.workers and state.tasks["t"].state == "no-worker"
+    assert state.workers[W2].status == "paused" and W2 not in state.running
+    effects = state.set_worker_status(W2, "running", "unpause-w2")
+    assert computed_keys(effects, W2) == ["t"]
