@@ -62,6 +62,13 @@ logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
 
 
+#: what a worker status means for its tasks, for the log
+_STATUS_MEANS = {
+    "running": "it is sent new tasks again",
+    "paused": "it is sent no new tasks; those it has not started may be stolen",
+}
+
+
 def _stimulus(prefix: str) -> str:
     return f"{prefix}-{time.time()}"
 
@@ -313,7 +320,10 @@ class Scheduler:
             }
         )
         stimulus_id = _stimulus("add-worker")
-        self._apply(self.state.add_worker(address, name, nthreads, stimulus_id, resources))
+        status = "paused" if msg.get("status") == "paused" else "running"
+        self._apply(
+            self.state.add_worker(address, name, nthreads, stimulus_id, resources, status=status)
+        )
         logger.info(
             "Register worker %s (name: %s, threads: %d, resources: %s)",
             address,
@@ -505,6 +515,18 @@ class Scheduler:
                     LogRecordEntry(timestamp, level, levelno, logger_name, message, address, key)
                 )
 
+        def worker_status(status: str, stimulus_id: str) -> None:
+            if status not in ("running", "paused"):
+                logger.warning("Ignoring worker status %r from %s", status, address)
+                return
+            logger.info("Worker %s is %s: %s", address, status, _STATUS_MEANS[status])
+            self._apply(state.set_worker_status(address, status, stimulus_id))
+
+        def steal_response(key: str, state: str | None, stimulus_id: str) -> None:
+            self.extensions["stealing"].steal_response(  # type: ignore[attr-defined]
+                address, key, state, stimulus_id
+            )
+
         def heartbeat(metrics: Any = None) -> None:
             link = self.workers.get(address)
             if link is not None:
@@ -539,6 +561,8 @@ class Scheduler:
             "heartbeat": heartbeat,
             "worker-records": worker_records,
             "unregister": unregister,
+            "worker-status": worker_status,
+            "steal-response": steal_response,
         }
 
     async def _serve_client(self, comm: Comm, msg: dict[str, Any]) -> None:

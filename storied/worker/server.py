@@ -435,6 +435,7 @@ class Worker:
                 "pid": os.getpid(),
                 "nanny": self.nanny,
                 "memory_limit": self.memory.limit,
+                "status": "paused" if self.memory.paused else "running",
             }
         )
         reply = await comm.read(timeout)
@@ -559,6 +560,7 @@ class Worker:
             "compute-task": self._compute_task,
             "heartbeat": lambda: None,
             "free-keys": self._free_keys,
+            "steal-request": self._steal_request,
             "acquire-replicas": self._acquire_replicas,
             "close": self._close_requested,
             "run": self._run_function,
@@ -603,6 +605,9 @@ class Worker:
     def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
         self._handle(self.state.free_keys(keys, stimulus_id))
 
+    def _steal_request(self, key: str, stimulus_id: str) -> None:
+        self._handle(self.state.steal_request(key, stimulus_id))
+
     def _acquire_replicas(self, who_has: dict[str, list[str]], stimulus_id: str) -> None:
         self._handle(self.state.acquire_replicas(who_has, stimulus_id))
 
@@ -619,9 +624,12 @@ class Worker:
     def _memory_paused(self, paused: bool) -> None:
         """The memory monitor paused or unpaused this worker."""
         state = self.state
-        self._handle(
-            state.pause(_stimulus("pause")) if paused else state.unpause(_stimulus("unpause"))
-        )
+        stimulus_id = _stimulus("pause" if paused else "unpause")
+        stream = getattr(self, "stream", None)  # not yet registered: registration says it
+        if stream is not None and not stream.closed:
+            status = {"op": "worker-status", "status": "paused" if paused else "running"}
+            stream.send({**status, "stimulus_id": stimulus_id})
+        self._handle(state.pause(stimulus_id) if paused else state.unpause(stimulus_id))
 
     def _close_requested(self, reason: str = "scheduler-close", report: bool = False) -> None:
         """``report``: unregister with ``reason`` (a retiring worker), so the scheduler
