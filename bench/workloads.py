@@ -18,9 +18,11 @@ import math
 import os
 import platform
 import random
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +40,11 @@ STORY_LOOKUPS = 200
 POLL_INTERVAL_S = 0.02
 SETTLE_S = 1.0
 WAIT_DEADLINE_S = 300.0
+#: the churn workload (issue 15): worker processes under nannies, one SIGKILLed this often,
+#: each task taking this long (so a tree of thousands of tasks outlives many kills)
+CHURN_WORKERS = 3
+CHURN_KILL_INTERVAL_S = 5.0
+CHURN_TASK_S = 0.01
 
 #: storied with transition recording switched off, to show what the record costs
 NO_RECORD = "storied-norecord"
@@ -50,7 +57,10 @@ WITH_LEDGER = "storied-ledger"
 #: storied with resource telemetry (a sample with every heartbeat) off, to show what it costs
 NO_TELEMETRY = "storied-notelemetry"
 NO_TELEMETRY_ENVIRONMENT = {"STORIED_WORKER__TELEMETRY": "false"}
-FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, "dask"})
+#: storied without scheduler-side queuing (``worker-saturation: inf``), to show what it costs
+NO_QUEUE = "storied-noqueue"
+NO_QUEUE_ENVIRONMENT = {"STORIED_SCHEDULER__WORKER_SATURATION": "inf"}
+FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, NO_QUEUE, "dask"})
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
 #: not a scheduler: two plain Python processes copying bytes over loopback TCP, the reference
 #: a data transfer is measured against
@@ -59,6 +69,7 @@ ALL_SYSTEMS = TASK_SYSTEMS | {"pool", RAW_TCP}
 SYSTEM_MODULES = {
     "storied": "storied",
     NO_RECORD: "storied",
+    NO_QUEUE: "storied",
     WITH_LEDGER: "storied",
     NO_TELEMETRY: "storied",
     "dask": "distributed",
@@ -77,6 +88,16 @@ def inc(x: int) -> int:
 
 
 def add(a: int, b: int) -> int:
+    return a + b
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(CHURN_TASK_S)
+    return x + 1
+
+
+def slow_add(a: int, b: int) -> int:
+    time.sleep(CHURN_TASK_S)
     return a + b
 
 
@@ -122,6 +143,25 @@ def scheduler_task_count(dask_scheduler: Any = None) -> int:
     """Tasks the scheduler still tracks: dask keeps them on the server, storied on its state."""
     owner = dask_scheduler if hasattr(dask_scheduler, "tasks") else dask_scheduler.state
     return len(owner.tasks)
+
+
+def finished_runs(dask_scheduler: Any = None) -> tuple[int, int]:
+    """(runs that ended in memory, distinct keys among them), read from the scheduler's own
+    transition log: dask's ``transition_log``, storied's record."""
+    if hasattr(dask_scheduler, "transition_log"):
+        keys = [
+            str(t.key)
+            for t in dask_scheduler.transition_log
+            if t.start == "processing" and t.finish == "memory"
+        ]
+    else:
+        keys = [r.key for r in dask_scheduler.transitions(start="processing", finish="memory")]
+    return len(keys), len(set(keys))
+
+
+def worker_pids(dask_scheduler: Any = None) -> list[int]:
+    """The process ids of the workers the scheduler has now (both keep ``.pid`` per worker)."""
+    return sorted(w.pid for w in dask_scheduler.workers.values() if w.pid)
 
 
 def scheduler_rss() -> int:
@@ -223,10 +263,13 @@ class RayBackend(Backend):
 
 
 @contextmanager
-def open_backend(system: str, dask_config: dict[str, Any]) -> Iterator[Backend]:
-    """Start ``system`` with the common cluster shape (2 worker processes x 1 thread), warmed up."""
+def open_backend(
+    system: str, dask_config: dict[str, Any], n_workers: int = N_WORKERS
+) -> Iterator[Backend]:
+    """Start ``system`` with the common cluster shape (2 worker processes x 1 thread, unless
+    the workload asks for more workers), warmed up."""
     if system in FUTURES_SYSTEMS:
-        backend_cm = _futures_backend(system, dask_config)
+        backend_cm = _futures_backend(system, dask_config, n_workers)
     elif system == "pool":
         backend_cm = _pool_backend()
     elif system == "ray":
@@ -242,11 +285,11 @@ def open_backend(system: str, dask_config: dict[str, Any]) -> Iterator[Backend]:
 
 
 @contextmanager
-def _futures_backend(system: str, dask_config: dict[str, Any]) -> Iterator[Backend]:
+def _futures_backend(system: str, dask_config: dict[str, Any], n_workers: int) -> Iterator[Backend]:
     module = importlib.import_module(SYSTEM_MODULES[system])
     logging.getLogger(module.__name__).setLevel(logging.ERROR)
     cluster_kwargs: dict[str, Any] = {
-        "n_workers": N_WORKERS,
+        "n_workers": n_workers,
         "threads_per_worker": THREADS_PER_WORKER,
         "processes": True,
         "dashboard_address": None,
@@ -310,6 +353,9 @@ class Workload:
     systems: frozenset[str]
     run: Callable[[Any, int], dict[str, float]]
     dask_config: dict[str, Any] = field(default_factory=dict)
+    n_workers: int = N_WORKERS
+    #: run by ``bench/run`` when no workloads are named (the long ones are not)
+    by_default: bool = True
 
 
 def cpu_seconds() -> float:
@@ -345,21 +391,81 @@ def run_map(backend: Backend, size: int) -> dict[str, float]:
     return per_task(size, started, started_cpu)
 
 
+def submit_tree(
+    backend: Backend, leaves: int, leaf: Callable[[int], int], combine: Callable[[int, int], int]
+) -> tuple[Any, int]:
+    """Submit ``leaf(i)`` for ``leaves`` leaves, combined pairwise up to one root; (the root's
+    handle, the number of tasks)."""
+    level = backend.map(leaf, range(leaves))
+    task_count = len(level)
+    while len(level) > 1:
+        pairs = [
+            backend.submit(combine, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)
+        ]
+        task_count += len(pairs)
+        level = pairs + level[len(pairs) * 2 :]
+    return level[0], task_count
+
+
 def run_tree(backend: Backend, leaves: int) -> dict[str, float]:
     """Sum inc(i) over ``leaves`` leaf tasks pairwise, one level of futures at a time."""
     started, started_cpu = time.perf_counter(), cpu_seconds()
-    level = backend.map(inc, range(leaves))
-    task_count = len(level)
-    while len(level) > 1:
-        pairs = [backend.submit(add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        task_count += len(pairs)
-        level = pairs + level[len(pairs) * 2 :]
-    total = backend.result(level[0])
+    root, task_count = submit_tree(backend, leaves, inc, add)
+    total = backend.result(root)
     measured = per_task(task_count, started, started_cpu)
     expected = leaves * (leaves + 1) // 2
     if total != expected:
         raise RuntimeError(f"tree reduced to {total}, expected {expected}")
     return measured
+
+
+def run_churn(backend: FuturesBackend, leaves: int) -> dict[str, float]:
+    """The tree of ``run_tree`` with tasks of ``CHURN_TASK_S``, while one worker process is
+    SIGKILLed every ``CHURN_KILL_INTERVAL_S`` (its nanny starts another) for the whole run:
+    completion time, kills, and results computed more than once (by the scheduler's record)."""
+    client = backend.client
+    killer = _Killer(client)
+    started, started_cpu = time.perf_counter(), cpu_seconds()
+    killer.start()
+    try:
+        root, task_count = submit_tree(backend, leaves, slow_inc, slow_add)
+        total = backend.result(root)
+    finally:
+        killer.stop.set()
+        killer.join()
+    measured = per_task(task_count, started, started_cpu)
+    expected = leaves * (leaves + 1) // 2
+    if total != expected:
+        raise RuntimeError(f"tree reduced to {total}, expected {expected}")
+    runs, distinct = client.run_on_scheduler(finished_runs)  # the warm-up tasks included
+    return {
+        **measured,
+        "seconds": time.perf_counter() - started,
+        "kills": killer.kills,
+        "recomputed": runs - distinct,
+    }
+
+
+class _Killer(threading.Thread):
+    """SIGKILLs one worker process, chosen at random, every ``CHURN_KILL_INTERVAL_S``."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.stop = threading.Event()
+        self.kills = 0
+        self.random = random.Random(15)
+
+    def run(self) -> None:
+        while not self.stop.wait(CHURN_KILL_INTERVAL_S):
+            pids = self.client.run_on_scheduler(worker_pids)
+            if not pids:
+                continue
+            try:
+                os.kill(self.random.choice(pids), signal.SIGKILL)
+                self.kills += 1
+            except ProcessLookupError:
+                pass  # it died meanwhile
 
 
 def run_roundtrip(backend: Backend, count: int) -> dict[str, float]:
@@ -629,6 +735,11 @@ TRANSFER_MB_S = tuple(
         "gather_1000x1mb_mb_s",
     )
 )
+CHURN = (
+    Metric("seconds", "s", False),
+    Metric("recomputed", "tasks", False),
+    Metric("kills", "kills", True),
+)
 # Older distributed names the scheduler's transition log length the first way; the current one
 # sizes it (and every event topic) with the second.
 LONG_TRANSITION_LOG = {
@@ -695,6 +806,18 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload("dask_bag", 100, 400, "partitions", TASKS_PER_S, FUTURES_SYSTEMS, run_dask_bag),
         Workload("delayed", 2_000, 5_000, "leaves", TASKS_PER_S, FUTURES_SYSTEMS, run_delayed),
+        Workload(
+            "churn",
+            2_500,
+            2_500,
+            "leaves",
+            CHURN,
+            frozenset({"storied", "dask"}),
+            run_churn,
+            dask_config=LONG_TRANSITION_LOG,
+            n_workers=CHURN_WORKERS,
+            by_default=False,
+        ),
     )
 }
 
@@ -703,7 +826,7 @@ def measure(system: str, workload_name: str, size: int) -> dict[str, Any]:
     workload = WORKLOADS[workload_name]
     if system not in workload.systems:
         raise ValueError(f"{system} has no {workload_name} workload")
-    with open_backend(system, workload.dask_config) as backend:
+    with open_backend(system, workload.dask_config, workload.n_workers) as backend:
         metrics = workload.run(backend, size)
         versions = {"python": platform.python_version(), **backend.versions()}
     return {
@@ -725,6 +848,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(NO_RECORD_ENVIRONMENT)  # read when storied is imported
     if args.system == NO_TELEMETRY:
         os.environ.update(NO_TELEMETRY_ENVIRONMENT)
+    if args.system == NO_QUEUE:
+        os.environ.update(NO_QUEUE_ENVIRONMENT)
     ledger_dir = tempfile.TemporaryDirectory() if args.system == WITH_LEDGER else None
     if ledger_dir is not None:
         os.environ["STORIED_SCHEDULER__LEDGER"] = os.path.join(ledger_dir.name, "ledger.db")

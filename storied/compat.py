@@ -55,7 +55,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "processing": "not yet: the dashboard's Status page shows what each worker is doing",
         "profile": "no statistical profiler; `bench/profile.py` samples a cluster with py-spy",
         "register_worker_callbacks": "register a `WorkerPlugin` with `setup()` instead",
-        "restart_workers": "not yet: see issue 'Workers that come back'",
         "set_metadata": "use a `Variable` or a published dataset",
         "start": "a client connects when made; `await Client(..., asynchronous=True)` for asynchronous use",
         "unforward_logging": "worker logs are captured on the record",

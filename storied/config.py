@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
         "worker-saturation": 1.1,
         # ... and as many more as a thread runs in this time, so short tasks need no round trips
         "worker-backlog": "10ms",
+        # move tasks not started from busy workers to idle ones, checked this often
+        "work-stealing": True,
+        "work-stealing-interval": "100ms",
         "client-grace": "10s",
         "ledger": None,
         "retain": None,
@@ -77,6 +80,8 @@ DEFAULTS: dict[str, Any] = {
         "record-transitions": True,
         "transition-log-length": 100_000,
         "log-length": 10_000,
+        # keep what tasks log (any logger) and print, tagged with the task's key
+        "capture-task-logs": False,
         "heartbeat-interval": "1s",
         # sample CPU, memory, connections and bytes moved with every heartbeat (``storied top``)
         "telemetry": True,

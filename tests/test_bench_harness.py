@@ -346,3 +346,18 @@ def test_the_transfer_workload_reports_every_rate(system: str) -> None:
     names = {metric.name for metric in workloads.WORKLOADS["transfer"].metrics}
     assert set(run.metrics) == names
     assert all(rate > 0 for rate in run.metrics.values())
+
+
+def test_a_zero_on_the_peer_side_gives_no_ratio_rather_than_a_crash() -> None:
+    """The churn workload's recomputed count is often 0 for one side."""
+    fewer = workloads.Metric("recomputed", "tasks", higher_is_better=False)
+    assert driver.ratio_cell([12.0], [0.0], fewer) == "-"
+    assert driver.ratio_cell([12.0, 8.0], [0.0, 4.0], fewer) == "5.00 (worse)"  # 10 / 2: medians
+
+
+def test_the_churn_workload_runs_only_when_named() -> None:
+    defaults = driver.parse_args([]).workloads.split(",")
+    assert "churn" not in defaults and "map" in defaults
+    assert "churn" in driver.parse_args(["--workloads", "churn"]).workloads
+    churn = workloads.WORKLOADS["churn"]
+    assert churn.n_workers == 3 and churn.systems == {"storied", "dask"}

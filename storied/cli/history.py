@@ -72,13 +72,30 @@ class LiveHistory:
         return records[-limit:] if limit else records
 
     def logs(
-        self, level: str | None = None, where: str | None = None, limit: int | None = None
+        self,
+        level: str | None = None,
+        where: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        *,
+        until: float | None = None,
+        logger: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[LogRecordEntry]:
+        """As ``Ledger.logs``, from what the scheduler and workers hold in memory."""
         minimum = _level_number(level) if level is not None else 0
         entries = [
-            LogRecordEntry(*entry)
-            for entry in self.client._sync(self.client._request, "log-entries")
-            if entry[2] >= minimum and (where is None or entry[5] == where)
+            entry
+            for entry in (
+                LogRecordEntry(*fields)
+                for fields in self.client._sync(self.client._request, "log-entries")
+            )
+            if entry.levelno >= minimum
+            and (where is None or entry.where == where)
+            and (since is None or entry.timestamp >= since)
+            and (until is None or entry.timestamp < until)
+            and (logger is None or f"{entry.logger}.".startswith(f"{logger}."))
+            and (keys is None or entry.key in keys)
         ]
         return entries[-limit:] if limit else entries
 
@@ -162,9 +179,13 @@ def _per_run(
     scheduler has one run, "live")."""
     if isinstance(history, LiveHistory):
         return [("live", rec) for rec in query()]
+    return [(each, rec) for each in _run_ids(history, run) for rec in query(run_id=each)]
+
+
+def _run_ids(ledger: Ledger, run: str) -> list[int]:
+    """``--run``: the one asked for, or every run on file."""
     run_id = _run_choice(run)
-    run_ids = [run_id] if run_id is not None else [r["run_id"] for r in history.runs()]
-    return [(each, rec) for each in run_ids for rec in query(run_id=each)]
+    return [run_id] if run_id is not None else [r["run_id"] for r in ledger.runs()]
 
 
 def _parse_time(value: str | None) -> float | None:
@@ -199,10 +220,15 @@ def _print_table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], notes: dict[int, str] | None = None
 ) -> None:
     """Columns padded to their widest cell; the last column is left unpadded. ``notes`` by row
-    index (0: the first row after the header) are printed under their row, indented."""
+    index (0: the first row after the header) are printed under their row, indented. Empty
+    ``headers``: rows only (a later page of a table)."""
     table = [list(headers), *([str(cell) for cell in row] for row in rows)]
-    widths = [max(len(row[column]) for row in table) for column in range(len(headers))]
-    for index, row in enumerate(table, start=-1):
+    if not table[0]:
+        table.pop(0)
+        if not table:
+            return
+    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
+    for index, row in enumerate(table, start=-1 if headers else 0):
         padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
         click.echo("  ".join([*padded, row[-1]]).rstrip())
         if notes and index in notes:
@@ -275,16 +301,23 @@ def story(
         entries = [{"run_id": run_id, **rec.as_dict()} for run_id, rec in found]
         keys_found = {entry["key"] for entry in entries}
         explain_story(entries, history.failures(keys_found, run_id=_run_choice(run)))
+        task_logs = _per_run(history, run, lambda **kw: history.logs(keys=list(keys), **kw))
         names = worker_names(history.events("all"))
+    task_logs.sort(key=lambda pair: pair[1].timestamp)
     if as_json:
         for entry in entries:
             click.echo(_dumps(entry))
+        for pair in task_logs:
+            click.echo(_dumps(_log_dict(pair)))
         return
     _print_table(
         ("RUN", "TIME", "WHERE", "KEY", "TRANSITION", "STIMULUS", "RECOMMENDATIONS"),
         [(str(run_id), *_transition_row(rec, names)) for run_id, rec in found],
         {i: failure_text(entry["failure"]) for i, entry in enumerate(entries) if entry["failure"]},
     )
+    if task_logs:
+        click.echo("\nWhat the task logged and printed (worker.capture-task-logs):")
+        _print_table(_LOG_HEADERS, [_log_row(pair, names) for pair in task_logs])
 
 
 def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple[int | str, Any]]:
@@ -338,7 +371,7 @@ def events(
                 new = _per_run(
                     history,
                     run,
-                    partial(history.events, topic, until=end, after_seq=last_seq),
+                    partial(history.events, topic, start, end, after_seq=last_seq),
                 )
                 for pair in sorted(new, key=lambda pair: pair[1].seq):
                     row = (
@@ -357,6 +390,10 @@ def events(
 @run_option
 @click.option("--level", help="Minimum level, e.g. WARNING.")
 @click.option("--worker", help="Only logs of this worker address ('scheduler' for its own).")
+@click.option("--logger", help="Only this logger and its children, e.g. storied.comm.")
+@click.option("--key", "keys", multiple=True, help="Only what this task logged (repeatable).")
+@click.option("--since", help="Only records at or after this time (ISO 8601 or epoch seconds).")
+@click.option("--until", help="Only records before this time (ISO 8601 or epoch seconds).")
 @click.option("--limit", type=click.IntRange(min=0), help="Only the newest N records.")
 @json_option
 def logs(
@@ -366,39 +403,78 @@ def logs(
     run: str,
     level: str | None,
     worker: str | None,
+    logger: str | None,
+    keys: tuple[str, ...],
+    since: str | None,
+    until: str | None,
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """Show captured log records of the scheduler and workers."""
+    """Show captured log records of the scheduler and workers (and, with
+    worker.capture-task-logs, what tasks logged and printed, with their key)."""
+    query = {
+        "level": level,
+        "where": worker,
+        "since": _parse_time(since),
+        "until": _parse_time(until),
+        "logger": logger,
+        "keys": list(keys) or None,
+    }
     try:
         with open_history(ledger_path, scheduler_address, auth_token) as history:
-            entries = _per_run(
-                history, run, lambda **kw: history.logs(level=level, where=worker, **kw)
-            )
             names = {} if as_json else worker_names(history.events("all"))
+            if isinstance(history, Ledger) and limit is None:
+                _print_log_pages(history, run, query, as_json, names)
+                return
+            entries = _per_run(history, run, lambda **kw: history.logs(limit=limit, **query, **kw))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--level") from None
     entries.sort(key=lambda pair: pair[1].timestamp)
-    _print_records(
-        _newest(entries, limit),
-        as_json,
-        lambda pair: {
-            "run_id": pair[0],
-            "timestamp": pair[1].timestamp,
-            "level": pair[1].level,
-            "logger": pair[1].logger,
-            "where": pair[1].where,
-            "message": pair[1].message,
-        },
-        ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "MESSAGE"),
-        lambda pair: (
-            str(pair[0]),
-            _iso(pair[1].timestamp),
-            pair[1].level,
-            with_names(pair[1].where, names),
-            pair[1].logger,
-            pair[1].message,
-        ),
+    as_row = partial(_log_row, names=names)
+    _print_records(_newest(entries, limit), as_json, _log_dict, _LOG_HEADERS, as_row)
+
+
+def _print_log_pages(
+    ledger: Ledger, run: str, query: dict[str, Any], as_json: bool, names: dict[str, str]
+) -> None:
+    """Every matching record of a ledger, run after run in the order recorded, printed a page
+    at a time so that a ledger of millions of records is never held in memory at once."""
+    headers: Sequence[str] = _LOG_HEADERS
+    as_row = partial(_log_row, names=names)
+    for run_id in _run_ids(ledger, run):
+        for page in ledger.log_pages(run_id=run_id, **query):
+            _print_records([(run_id, e) for e in page], as_json, _log_dict, headers, as_row)
+            headers = ()
+    if headers and not as_json:  # nothing found: the header alone, as for other queries
+        _print_table(headers, [])
+
+
+_LOG_HEADERS = ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE")
+
+
+def _log_dict(pair: tuple[int | str, LogRecordEntry]) -> dict[str, Any]:
+    run_id, entry = pair
+    return {
+        "run_id": run_id,
+        "timestamp": entry.timestamp,
+        "level": entry.level,
+        "logger": entry.logger,
+        "where": entry.where,
+        "key": entry.key,
+        "message": entry.message,
+    }
+
+
+def _log_row(pair: tuple[int | str, LogRecordEntry], names: dict[str, str]) -> Sequence[str]:
+    run_id, entry = pair
+    return (
+        str(run_id),
+        _iso(entry.timestamp),
+        entry.level,
+        with_names(entry.where, names),
+        entry.logger,
+        entry.key or "-",
+        entry.message,
     )
 
 

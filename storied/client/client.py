@@ -37,6 +37,7 @@ from storied.client.future import Future, FutureState, wait_states
 from storied.client.futures_of import futures_of
 from storied.client.manage import ClusterManagement
 from storied.client.options import TaskOptions, task_options, worker_restrictions
+from storied.client.reconnect import USABLE, reconnect
 from storied.client.recreate import recreate_error_locally
 from storied.client.story import StoryEntry
 from storied.comm import ConnectionPool, Security, connect
@@ -96,6 +97,7 @@ class Client(ClusterManagement):
         set_as_default: bool = True,
         **cluster_kwargs: Any,
     ) -> None:
+        config.configure_logging()  # as LocalCluster and the CLI: a plain Client(address) too
         self.id = f"Client-{uuid.uuid4()}"
         self.name = name
         self.asynchronous = asynchronous
@@ -139,6 +141,11 @@ class Client(ClusterManagement):
         )
         self.status = "newly-created"
         self._stream: Stream | None = None
+        #: set while the link to the scheduler is up (or the client gave up on it)
+        self._connected = asyncio.Event()
+        #: why the client gave up reconnecting, for the calls that needed the link
+        self._connection_lost: str | None = None
+        self.scheduler_id: str | None = None
         self._pool: ConnectionPool | None = None
         self._loop_thread: LoopThread | None = None
         if asynchronous:
@@ -204,34 +211,30 @@ class Client(ClusterManagement):
         self._silence_timeout = reply.get("silence_timeout")
         self._stream = Stream(comm, self._stream_handlers(), "client stream")
         self.status = "running"
+        self._connected.set()
         logger.debug("Client %s connected to %s", self.id, self.scheduler_address)
 
     async def _keep_connected(self) -> None:
-        """Serve the stream; when it drops, reconnect and re-sync futures and subscriptions."""
-        reconnect_timeout = config.parse_timedelta(config.get("comm.reconnect-timeout")) or 0.0
+        """Serve the stream; when it drops, reconnect (``storied.client.reconnect``)."""
         while True:
             assert self._stream is not None
             await self._stream.run()
-            if self.status != "running":
+            if self.status != "running" or not await reconnect(self):
                 return
-            self.status = "connecting"
-            logger.warning(
-                "Lost connection to scheduler %s: %s; reconnecting",
-                self.scheduler_address,
-                self._stream.comm.closed_reason,
-            )
+
+    async def _until_connected(self, timeout: float | None = None) -> None:
+        """A call needing the scheduler while the client reconnects waits for the link (at
+        most ``timeout`` seconds; None: until the client reconnects or gives up)."""
+        if self.status == "connecting":
             try:
-                await self._connect(reconnect_timeout)
-            except (OSError, TimeoutError, ConnectionError) as exc:
-                logger.error("Could not reconnect to %s: %s", self.scheduler_address, exc)
-                self.status = "closed"
-                for state in self._states.values():
-                    if not state.done:
-                        state.lose()
-                return
-            logger.info("Reconnected to %s", self.scheduler_address)
-            self._stream.send({"op": "client-desires-keys", "keys": list(self._states)})
-            self._deliver([])
+                await asyncio.wait_for(self._connected.wait(), timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the client did not reconnect to {self.scheduler_address} within {timeout}s"
+                ) from None
+        if self.status != "running":
+            why = f": {self._connection_lost}" if self._connection_lost else ""
+            raise RuntimeError(f"the client is {self.status}{why}; create a new Client")
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self._start().__await__()
@@ -289,8 +292,10 @@ class Client(ClusterManagement):
         return None
 
     async def _close(self) -> None:
-        if self.status in ("closing", "closed"):
+        # a client that gave up reconnecting is closed but still has its loop's tasks to end
+        if self.status == "closing" or (self.status == "closed" and not self._connection_lost):
             return
+        self._connection_lost = None
         self.status = "closing"
         remove_default(self)
         if global_client() is None:
@@ -322,7 +327,7 @@ class Client(ClusterManagement):
         """Run coroutine function ``func`` on the loop: awaitable if asynchronous, else blocking."""
         if self.asynchronous:
             return func(*args, **kwargs)
-        if self._loop_thread is None or self.status != "running":
+        if self._loop_thread is None:  # closed; calls needing the scheduler check the status
             raise RuntimeError(f"the client is {self.status}; create a new Client")
         return self._loop_thread.run(func(*args, **kwargs))
 
@@ -491,7 +496,7 @@ class Client(ClusterManagement):
                 self._refcount[key] = count
                 return
             del self._refcount[key]
-        if self.status == "running":
+        if self.status in USABLE:
             self._outbox.put(key)  # a bare key in the outbox means: release it
 
     def _function_payload(self, func: Callable[..., Any]) -> tuple[str, bytes]:
@@ -612,7 +617,7 @@ class Client(ClusterManagement):
         alone: bool = False,
     ) -> list[Future]:
         """One submit/map call (``alone``: a batch, sent in a message of its own)."""
-        if self.status != "running":
+        if self.status not in USABLE:
             raise RuntimeError(f"the client is {self.status}; cannot submit")
         retries, restrictions, options, fifo_timeout = chosen
         function_id, function = self._function_payload(func)
@@ -696,7 +701,8 @@ class Client(ClusterManagement):
                     else:
                         missing.append(key)
             if missing:
-                await self._refresh_locations(missing)
+                remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                await self._refresh_locations(missing, remaining)
         return [values[f.key] for f in futures]
 
     async def _fetch(self, worker: str, keys: list[str]) -> dict[str, Any]:
@@ -708,13 +714,13 @@ class Client(ClusterManagement):
             raise TypeError(f"the result of {key!r} could not be sent from its worker: {text}")
         return {key: pickle_loads(payload) for key, payload in reply.get("data", {}).items()}
 
-    async def _refresh_locations(self, keys: list[str]) -> None:
-        assert self._stream is not None
-        who_has = await self._stream.request("who-has", keys=keys)
+    async def _refresh_locations(self, keys: list[str], timeout: float | None) -> None:
+        await self._until_connected(timeout)
+        who_has = await self._request("who-has", keys=keys)
         for key, workers in who_has.items():
             state = self._states.get(key)
-            if state is None:
-                continue
+            if state is None or state.status != "finished":
+                continue  # e.g. cancelled: the client reconnected to a new scheduler
             if workers:
                 state.workers = workers
             else:
@@ -752,7 +758,7 @@ class Client(ClusterManagement):
         return self._sync(self._scatter, data, workers, broadcast, hash)
 
     async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash: bool = True) -> Any:
-        assert self._stream is not None and self._pool is not None
+        assert self._pool is not None
         # each value is pickled once: its key is the token of its pickle
         if isinstance(data, dict):
             items = [(key, dumps_data(value)) for key, value in data.items()]
@@ -762,7 +768,7 @@ class Client(ClusterManagement):
             for value in values:
                 payload = dumps_data(value)
                 items.append((_scatter_key(value, payload, hash), payload))
-        info = await self._stream.request("scheduler-info")
+        info = await self._request("scheduler-info")
         addresses = list(info["workers"])
         if workers is not None:
             wanted = set(worker_restrictions(workers) or ())
@@ -791,7 +797,7 @@ class Client(ClusterManagement):
             nbytes.update(reply["nbytes"])
             types.update(reply["types"])
         futures = {key: Future(key, self) for key, _ in items}
-        await self._stream.request("update-data", who_has=dict(who_has), nbytes=nbytes, types=types)
+        await self._request("update-data", who_has=dict(who_has), nbytes=nbytes, types=types)
         if isinstance(data, dict):
             return futures
         ordered = [futures[key] for key, _ in items]
@@ -931,8 +937,7 @@ class Client(ClusterManagement):
     async def _run(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], workers: Any
     ) -> dict[str, Any]:
-        assert self._stream is not None
-        replies = await self._stream.request(
+        replies = await self._request(
             "broadcast",
             function=pickle_dumps(func),
             args=pickle_dumps((args, kwargs)),
@@ -954,6 +959,8 @@ class Client(ClusterManagement):
         )
 
     async def _request(self, method: str, **kwargs: Any) -> Any:
+        """Ask the scheduler; while the client reconnects, once it has (or raise if it gave up)."""
+        await self._until_connected()
         self._flush_outbox()
         assert self._stream is not None
         return await self._stream.request(method, **kwargs)
@@ -1005,13 +1012,7 @@ class Client(ClusterManagement):
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
         _check_run(run)
-        keys = [
-            k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
-            for k in keys_or_stimulus_ids
-        ]
-        for key in keys:
-            if not isinstance(key, str):
-                raise TypeError(f"story() takes keys or stimulus ids (str), not {key!r}")
+        keys = _key_strings("story", keys_or_stimulus_ids)
         return self._sync(self._story, keys, on_error, "current" if run is None else run)
 
     async def _story(self, keys: list[str], on_error: str, run: int | str) -> list[StoryEntry]:
@@ -1112,6 +1113,13 @@ class Client(ClusterManagement):
         """Each worker's recent log records, keyed by worker address."""
         return self._sync(self._worker_logs, n, workers)
 
+    def get_task_logs(self, *keys: Any) -> list[dict[str, Any]]:
+        """What these tasks logged and printed, oldest first, as the live workers hold it
+        (with ``worker.capture-task-logs``; the ledger keeps it after them: ``storied logs
+        --key``)."""
+        reply = self._sync(self._request, "log-entries", keys=_key_strings("get_task_logs", keys))
+        return [dict(zip(_LOG_ENTRY_FIELDS, entry, strict=True)) for entry in reply]
+
     def get_worker_metrics(self, workers: Any = None, since: float | None = None) -> Any:
         """Each worker's resource samples (one a heartbeat: CPU, memory, spilled bytes,
         open sockets, bytes moved), oldest first, keyed by worker address; departed workers'
@@ -1180,6 +1188,20 @@ class _GraphPart(NamedTuple):
 
 
 _SKIPPED = object()
+#: the fields of a log record as the scheduler's "log-entries" answers it
+_LOG_ENTRY_FIELDS = ("timestamp", "level", "levelno", "logger", "message", "where", "key")
+
+
+def _key_strings(method: str, keys: Iterable[Any]) -> list[str]:
+    """Futures, tuple keys and str keys (or stimulus ids) as the str keys the record uses."""
+    strings = [
+        k.key if isinstance(k, Future) else stringify(k) if isinstance(k, tuple) else k
+        for k in keys
+    ]
+    for key in strings:
+        if not isinstance(key, str):
+            raise TypeError(f"{method}() takes keys or stimulus ids (str), not {key!r}")
+    return strings
 
 
 def _cancel_state(state: FutureState) -> None:

@@ -59,8 +59,12 @@ class FutureState:
         self.blame = error.get("blame")
         self._wake()
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
+        """``reason`` (Dask's words, e.g. ``scheduler-connection-lost``) goes into the error."""
         self.status = "cancelled"
+        self.exception = (
+            CancelledError(f"the future was cancelled for reason: {reason}") if reason else None
+        )
         self._wake()
 
     def lose(self) -> None:
@@ -91,7 +95,7 @@ class FutureState:
 
     def exception_object(self) -> BaseException:
         if self.status == "cancelled":
-            return CancelledError("the future was cancelled")
+            return self.exception or CancelledError("the future was cancelled")
         if self.status == "lost":
             return FutureLostError("the data was lost and cannot be recomputed")
         assert self.exception is not None

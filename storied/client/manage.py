@@ -74,13 +74,7 @@ class ClusterManagement:
         """Restart every worker (through its nanny; those without one are closed, and
         replaced if this client's cluster is a LocalCluster) and forget every task: all
         futures are cancelled. Returns once the workers are back (``wait_for_workers``)."""
-        seconds = (
-            self._timeout * RESTART_TIMEOUT_FACTOR
-            if timeout is None
-            else config.parse_timedelta(timeout)
-        )
-        if not seconds:
-            raise ValueError(f"restart's timeout must be a positive duration, not {timeout!r}")
+        seconds = self._restart_timeout("restart", timeout)
         return self._sync(self._restart, seconds, bool(wait_for_workers))
 
     async def _restart(self, timeout: float, wait_for_workers: bool) -> None:
@@ -90,6 +84,43 @@ class ClusterManagement:
             await _on_loop(getattr(self.cluster, "loop", None), replace(reply["closed"]))
         if wait_for_workers:
             await self._wait_for_workers(reply["workers"], timeout)  # type: ignore[attr-defined]
+
+    def restart_workers(
+        self,
+        workers: list[str],
+        timeout: float | str | None = None,
+        raise_for_error: bool = True,
+    ) -> Any:
+        """Restart ``workers`` (addresses or names) through their nannies, as Dask's; unlike
+        ``restart``, tasks are kept (what they held is recomputed or fetched from a copy).
+        ``{worker as given: "OK" or "timed out"}``; with ``raise_for_error``, ``TimeoutError``
+        if any is not back within ``timeout``. ``ValueError`` if one has no nanny."""
+        if isinstance(workers, str) or not isinstance(workers, list | tuple | set):
+            raise TypeError(
+                f"restart_workers takes a list of worker addresses or names, not {workers!r}"
+            )
+        seconds = self._restart_timeout("restart_workers", timeout)
+        named = [str(worker) for worker in workers]
+        return self._sync(self._restart_workers, named, seconds, bool(raise_for_error))
+
+    async def _restart_workers(
+        self, workers: list[str], timeout: float, raise_for_error: bool
+    ) -> dict[str, str]:
+        out = await self._request("restart-workers", workers=workers, timeout=timeout)
+        if raise_for_error and any(status != "OK" for status in out.values()):
+            raise TimeoutError(f"workers not back within {timeout}s: {out}")
+        return out
+
+    def _restart_timeout(self, method: str, timeout: float | str | None) -> float:
+        """Seconds to wait for restarted workers (None: Dask's default)."""
+        seconds = (
+            self._timeout * RESTART_TIMEOUT_FACTOR
+            if timeout is None
+            else config.parse_timedelta(timeout)
+        )
+        if not seconds or seconds < 0:
+            raise ValueError(f"{method}'s timeout must be a positive duration, not {timeout!r}")
+        return seconds
 
     def _restarted(self) -> None:
         """The scheduler forgot every task: every future is cancelled, as in Dask."""

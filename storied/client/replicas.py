@@ -37,8 +37,7 @@ async def replicate(
     client: Client, futures: list[Future], n: int | None, workers: list[str] | None
 ) -> None:
     await wait_states([f._state for f in futures])
-    assert client._stream is not None
-    await client._stream.request("replicate", keys=[f.key for f in futures], n=n, workers=workers)
+    await client._request("replicate", keys=[f.key for f in futures], n=n, workers=workers)
 
 
 async def rebalance(
@@ -48,5 +47,4 @@ async def rebalance(
     if futures is not None:
         await wait_states([f._state for f in futures])
         keys = [f.key for f in futures]
-    assert client._stream is not None
-    await client._stream.request("rebalance", keys=keys, workers=workers)
+    await client._request("rebalance", keys=keys, workers=workers)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from storied import config
 from storied.client.future import _rebuild_exception
+from storied.client.reconnect import USABLE
 from storied.coordination.client import current_client, who
 from storied.coordination.worker import local_actor
 from storied.protocol.serialize import pickle_dumps, pickle_loads
@@ -78,7 +79,7 @@ class Actor:
             client = current_client()
         except ValueError:
             return  # a worker process fetching the handle as a task's input
-        if client.status == "running":
+        if client.status in USABLE:
             self._future = Future(self.key, client)
             client._send({"op": "client-desires-keys", "keys": [self.key]})
 

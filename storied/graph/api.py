@@ -23,9 +23,10 @@ def submit_graph(
     """Send ``graph``'s tasks; a Future for each of ``keys`` (dask keys)."""
     from storied.client.client import _GraphPart
     from storied.client.future import Future
+    from storied.client.reconnect import USABLE
 
     dask = import_dask()
-    if client.status != "running":
+    if client.status not in USABLE:
         raise RuntimeError(f"the client is {client.status}; cannot compute")
     defaults = {**dask.get_annotations(), **{k: v for k, v in annotations.items() if v}}
     converted = to_tasks(graph, keys, defaults, cull_graph=cull_graph)

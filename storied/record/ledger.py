@@ -44,7 +44,7 @@ from storied.record.transitions import TransitionEntry, TransitionLog, Transitio
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,10 +102,12 @@ CREATE TABLE IF NOT EXISTS logs (
     levelno INTEGER NOT NULL,
     logger TEXT NOT NULL,
     message TEXT NOT NULL,
-    "where" TEXT NOT NULL
+    "where" TEXT NOT NULL,
+    key TEXT
 );
 CREATE INDEX IF NOT EXISTS logs_by_time ON logs (timestamp);
 CREATE INDEX IF NOT EXISTS logs_by_run ON logs (run_id);
+CREATE INDEX IF NOT EXISTS logs_by_key ON logs (key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS failures (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -144,7 +146,9 @@ FAILURE_FIELDS = (
     "blame",
 )
 
-_LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where"'
+_LOG_COLUMNS = 'timestamp, level, levelno, logger, message, "where", key'
+#: Log records per page when a reader goes through them all (``Ledger.log_pages``)
+LOG_PAGE_SIZE = 10_000
 #: Transitions per block: a story reads whole blocks, so smaller blocks answer faster; larger
 #: ones index each name fewer times.
 _TRANSITIONS_PER_BLOCK = 1_000
@@ -208,6 +212,36 @@ def _select(
         f"SELECT {columns} FROM ({matching} ORDER BY {order} DESC LIMIT ?) ORDER BY {order}",
         [*filters.params, limit],
     )
+
+
+def _log_filters(
+    *,
+    run_id: int | None = None,
+    level: str | int | None = None,
+    where: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    logger: str | None = None,
+    keys: Sequence[str] | None = None,
+) -> _Filters:
+    """The WHERE clause of a ``Ledger.logs`` query."""
+    filters = _run_filter(run_id)
+    if level is not None:
+        filters.add("levelno >= ?", _level_number(level))
+    for clause, value in (
+        ('"where" = ?', where),
+        ("timestamp >= ?", since),
+        ("timestamp < ?", until),
+    ):
+        if value is not None:
+            filters.add(clause, value)
+    if logger is not None:
+        filters.add(
+            "(logger = ? OR substr(logger, 1, ?) = ?)", logger, len(logger) + 1, f"{logger}."
+        )
+    if keys is not None:
+        filters.add(f"key IN ({_placeholders(keys)})", *keys)
+    return filters
 
 
 def _run_filter(run_id: int | None) -> _Filters:
@@ -785,18 +819,43 @@ class Ledger:
         limit: int | None = None,
         *,
         run_id: int | None = None,
+        until: float | None = None,
+        logger: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[LogRecordEntry]:
-        """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number."""
-        filters = _run_filter(run_id)
-        if level is not None:
-            filters.add("levelno >= ?", _level_number(level))
-        for clause, value in (('"where" = ?', where), ("timestamp >= ?", since)):
-            if value is not None:
-                filters.add(clause, value)
+        """Log entries oldest first; ``level`` is a minimum, by name ("WARNING") or number;
+        ``logger`` keeps that logger and its children; ``keys``, what those tasks logged and
+        printed (``worker.capture-task-logs``). ``limit`` keeps the newest."""
+        filters = _log_filters(
+            run_id=run_id,
+            level=level,
+            where=where,
+            since=since,
+            until=until,
+            logger=logger,
+            keys=keys,
+        )
         sql, params = _select(_LOG_COLUMNS, "logs", filters, "id", limit)
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [LogRecordEntry(*row) for row in rows]
+
+    def log_pages(
+        self, page_size: int = LOG_PAGE_SIZE, **query: Any
+    ) -> Iterator[list[LogRecordEntry]]:
+        """What ``logs(**query)`` finds (no ``limit``), oldest first, ``page_size`` records at a
+        time: a reader of a ledger with millions of records holds one page."""
+        after = 0
+        while True:
+            filters = _log_filters(**query)
+            filters.add("id > ?", after)
+            sql = f"SELECT id, {_LOG_COLUMNS} FROM logs {filters.where()} ORDER BY id LIMIT ?"
+            with self._reading() as conn:
+                rows = conn.execute(sql, [*filters.params, page_size]).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [LogRecordEntry(*row[1:]) for row in rows]
 
     def executions(self, run_id: int | None = None) -> list[dict[str, Any]]:
         """Task executions (the timeline), in the order they were recorded.
@@ -1045,17 +1104,7 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
             failures.append((run_id, *fields))
         elif kind == _LOG:
             _, run_id, entry = item
-            logs.append(
-                (
-                    run_id,
-                    entry.timestamp,
-                    entry.level,
-                    entry.levelno,
-                    entry.logger,
-                    entry.message,
-                    entry.where,
-                )
-            )
+            logs.append((run_id, *entry.as_list()))
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
@@ -1069,8 +1118,8 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         executions,
     )
     conn.executemany(
-        'INSERT INTO logs (run_id, timestamp, level, levelno, logger, message, "where") '
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        'INSERT INTO logs (run_id, timestamp, level, levelno, logger, message, "where", key) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         logs,
     )
     if failures:

@@ -20,6 +20,7 @@ DEFAULT_EXTENSIONS = {
     "record-pages": "storied.scheduler.record_pages:RecordPages",
     "replicas": "storied.scheduler.replicas:ReplicasExtension",
     "telemetry": "storied.scheduler.telemetry:WorkerTelemetry",
+    "stealing": "storied.scheduler.balancing:StealingExtension",
 }
 
 

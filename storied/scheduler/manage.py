@@ -19,7 +19,7 @@ from storied.protocol.serialize import pickle_dumps
 from storied.worker.upload import UploadFile, check_upload_name
 
 if TYPE_CHECKING:
-    from storied.scheduler.server import Scheduler
+    from storied.scheduler.server import Scheduler, _WorkerLink
 
 logger = logging.getLogger("storied.scheduler")
 
@@ -48,6 +48,7 @@ class ClusterManager:
             "nthreads": self.nthreads,
             "retire-workers": self.retire_workers,
             "restart": self.restart,
+            "restart-workers": self.restart_workers,
             "upload-file": self.upload_file,
             "shutdown": self.shutdown,
         }
@@ -115,6 +116,12 @@ class ClusterManager:
         if not addresses:
             return {}
         plan = scheduler.state.retirement_plan(addresses)
+        for address in addresses:  # as Dask's: a retiring worker is sent no new tasks
+            scheduler._apply(
+                scheduler.state.set_worker_status(
+                    address, "closing_gracefully", f"retire-workers-{time.time()}"
+                )
+            )
         retired = {
             address: scheduler.state.workers[address].identity()
             for address in addresses
@@ -233,6 +240,43 @@ class ClusterManager:
         if wait_for_workers:
             await self._wait_for_count(len(restarted), timeout)
         return {"workers": len(links), "closed": [link.name for link in closed]}
+
+    async def restart_workers(
+        self, client: str, workers: list[str], timeout: float = 120.0
+    ) -> dict[str, str]:
+        """Restart ``workers`` (addresses or names) through their nannies, keeping every task
+        (what they held is recomputed, or fetched from copies elsewhere), as Dask's
+        ``restart_workers``. ``{worker as given: "OK" or "timed out"}``, once each nanny's next
+        worker has joined or ``timeout`` has passed. ``ValueError`` naming workers without a
+        nanny, or not of this scheduler."""
+        scheduler = self.scheduler
+        given = {worker: self._addresses([worker])[0] for worker in workers}
+        addresses = list(dict.fromkeys(given.values()))
+        links = {address: scheduler.workers[address] for address in addresses}
+        nannies = scheduler.nannies.links
+        unsupervised = sorted(a for a, link in links.items() if link.nanny not in nannies)
+        if unsupervised:
+            raise ValueError(
+                f"restart_workers needs workers under a nanny; {unsupervised} have none "
+                "(start them with a nanny, or use retire_workers or restart instead)"
+            )
+        logger.info("Restart workers %s (asked by %s)", addresses, client)
+        scheduler.log_event(
+            ["all", "restart-workers"],
+            {"action": "restart-workers", "client": client, "workers": addresses},
+        )
+        for link in links.values():
+            nannies[link.nanny].stream.send(  # type: ignore[index]
+                {"op": "restart-worker", "reason": f"restart_workers asked by {client}"}
+            )
+
+        def replaced(old: _WorkerLink) -> bool:
+            return old.address not in scheduler.workers and any(
+                new.nanny == old.nanny and new.pid != old.pid for new in scheduler.workers.values()
+            )
+
+        await self._wait_until(lambda: all(map(replaced, links.values())), timeout)
+        return {w: "OK" if replaced(links[a]) else "timed out" for w, a in given.items()}
 
     async def _wait_for_count(self, count: int, timeout: float) -> None:
         workers = self.scheduler.workers

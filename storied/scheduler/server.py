@@ -26,11 +26,14 @@ from storied.comm.stream import Stream
 from storied.dashboard.app import Dashboard, parse_dashboard_address, serve_scheduler
 from storied.loop import call_on_loop
 from storied.plugin import (
+    PLUGIN_ERRORS_TOPIC,
+    PluginErrors,
     SchedulerPlugin,
     call_plugin_hook,
     finish_plugin_hook,
     plugin_name,
     run_plugin_hook,
+    run_setup_hook,
 )
 from storied.protocol.serialize import pickle_dumps, pickle_loads
 from storied.record import (
@@ -57,6 +60,13 @@ from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT, Effects, SchedulerStat
 
 logger = logging.getLogger("storied.scheduler")
 T = TypeVar("T")
+
+
+#: what a worker status means for its tasks, for the log
+_STATUS_MEANS = {
+    "running": "it is sent new tasks again",
+    "paused": "it is sent no new tasks; those it has not started may be stolen",
+}
 
 
 def _stimulus(prefix: str) -> str:
@@ -141,6 +151,7 @@ class Scheduler:
         self.clients: dict[str, Stream] = {}
         self.subscriptions: defaultdict[str, set[str]] = defaultdict(set)
         self.plugins: dict[str, SchedulerPlugin] = {}
+        self.plugin_errors = PluginErrors(logger)
         self.extensions: dict[str, SchedulerExtension] = {}
         self._extension_handlers: dict[str, Callable[..., Any]] = {}
         self.worker_plugins: dict[str, bytes] = {}
@@ -177,7 +188,7 @@ class Scheduler:
             **self._record_options,
         )
         self._log_handler = self.record.log_handler()
-        logging.getLogger("storied.scheduler").addHandler(self._log_handler)
+        self._log_handler.attach("scheduler")
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
         self.state = SchedulerState(
             recorder,
@@ -240,7 +251,8 @@ class Scheduler:
         self.status = "closing"
         logger.info("Scheduler %s closing", self.address)
         for name, plugin in list(self.plugins.items()):
-            await run_plugin_hook(logger, name, plugin.close)
+            await run_plugin_hook(self.plugin_errors, name, plugin.close)
+        self._report_plugin_errors()
         for link in list(self.workers.values()):
             link.stream.send({"op": "close", "reason": "scheduler-close"})
             link.stream.batched.flush()
@@ -252,7 +264,7 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        logging.getLogger("storied.scheduler").removeHandler(self._log_handler)
+        self._log_handler.detach()
         self.record.close()
         self.status = "closed"
 
@@ -308,7 +320,10 @@ class Scheduler:
             }
         )
         stimulus_id = _stimulus("add-worker")
-        self._apply(self.state.add_worker(address, name, nthreads, stimulus_id, resources))
+        status = "paused" if msg.get("status") == "paused" else "running"
+        self._apply(
+            self.state.add_worker(address, name, nthreads, stimulus_id, resources, status=status)
+        )
         logger.info(
             "Register worker %s (name: %s, threads: %d, resources: %s)",
             address,
@@ -426,6 +441,7 @@ class Scheduler:
                     },
                 )
                 reported_drops = dropped
+            self._report_plugin_errors()
 
     def _worker_handlers(self, address: str) -> dict[str, Callable[..., Any]]:
         state = self.state
@@ -494,10 +510,22 @@ class Scheduler:
                     record.worker_transitions(address, transitions)
                 except ValueError as exc:
                     logger.warning("Dropping malformed transitions from %s: %s", address, exc)
-            for timestamp, level, levelno, logger_name, message in logs:
+            for timestamp, level, levelno, logger_name, message, key in logs:
                 record.remote_log(
-                    LogRecordEntry(timestamp, level, levelno, logger_name, message, address)
+                    LogRecordEntry(timestamp, level, levelno, logger_name, message, address, key)
                 )
+
+        def worker_status(status: str, stimulus_id: str) -> None:
+            if status not in ("running", "paused"):
+                logger.warning("Ignoring worker status %r from %s", status, address)
+                return
+            logger.info("Worker %s is %s: %s", address, status, _STATUS_MEANS[status])
+            self._apply(state.set_worker_status(address, status, stimulus_id))
+
+        def steal_response(key: str, state: str | None, stimulus_id: str) -> None:
+            self.extensions["stealing"].steal_response(  # type: ignore[attr-defined]
+                address, key, state, stimulus_id
+            )
 
         def heartbeat(metrics: Any = None) -> None:
             link = self.workers.get(address)
@@ -533,6 +561,8 @@ class Scheduler:
             "heartbeat": heartbeat,
             "worker-records": worker_records,
             "unregister": unregister,
+            "worker-status": worker_status,
+            "steal-response": steal_response,
         }
 
     async def _serve_client(self, comm: Comm, msg: dict[str, Any]) -> None:
@@ -765,9 +795,9 @@ class Scheduler:
 
     def _run_hook(self, name: str, hook: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Call a plugin hook now; an async one finishes in a task of the scheduler's."""
-        awaitable = call_plugin_hook(logger, name, hook, *args, **kwargs)
+        awaitable = call_plugin_hook(self.plugin_errors, name, hook, *args, **kwargs)
         if awaitable is not None:
-            self._spawn(finish_plugin_hook(logger, name, hook, awaitable))
+            self._spawn(finish_plugin_hook(self.plugin_errors, name, hook, awaitable))
 
     # ------------------------------------------------------------------ the record
 
@@ -889,10 +919,15 @@ class Scheduler:
     ) -> dict[str, Any]:
         return await self._broadcast_request("get-logs", workers, n=n)
 
-    async def _log_entries(self, n: int | None = None) -> list[list[Any]]:
-        """Structured log records of the scheduler and every worker, oldest first."""
-        entries = [_entry_list(e) for e in self.record.log_handler().entries()[-(n or 0) :]]
-        for worker_entries in (await self._broadcast_request("log-entries", None, n=n)).values():
+    async def _log_entries(
+        self, n: int | None = None, keys: list[str] | None = None
+    ) -> list[list[Any]]:
+        """Structured log records of the scheduler and every worker, oldest first; with
+        ``keys``, only what those tasks logged and printed (``worker.capture-task-logs``)."""
+        own = [] if keys is not None else self.record.log_handler().entries()[-(n or 0) :]
+        entries = [e.as_list() for e in own]
+        replies = await self._broadcast_request("log-entries", None, n=n, keys=keys)
+        for worker_entries in replies.values():
             entries.extend(worker_entries)
         entries.sort(key=lambda entry: entry[0])
         return entries
@@ -981,8 +1016,12 @@ class Scheduler:
             if idempotent:
                 return name
             await self._unregister_scheduler_plugin(name)
+        try:
+            await run_setup_hook(instance.start, self)
+        except Exception:
+            logger.exception("Scheduler plugin %r not registered: its start() failed", name)
+            raise
         self._set_plugin(name, instance)
-        await run_plugin_hook(logger, name, instance.start, self)
         logger.info("Registered scheduler plugin %r", name)
         return name
 
@@ -990,13 +1029,20 @@ class Scheduler:
         plugin = self._set_plugin(name, None)
         if plugin is None:
             raise ValueError(f"no scheduler plugin named {name!r} is registered")
-        await run_plugin_hook(logger, name, plugin.close)
+        await run_plugin_hook(self.plugin_errors, name, plugin.close)
 
     async def _register_worker_plugin(self, plugin: bytes, name: str, idempotent: bool) -> str:
         if name in self.worker_plugins and idempotent:
             return name
         self.worker_plugins[name] = plugin
-        await self._broadcast_request("add-plugin", None, plugin=plugin, name=name)
+        try:
+            await self._broadcast_request("add-plugin", None, plugin=plugin, name=name)
+        except Exception as error:
+            # all or nothing: workers whose setup worked drop it again, later ones never get it
+            self.worker_plugins.pop(name, None)
+            await self._broadcast_request("remove-plugin", None, name=name)
+            logger.error("Worker plugin %r not registered: its setup() failed: %r", name, error)
+            raise
         logger.info("Registered worker plugin %r", name)
         return name
 
@@ -1004,6 +1050,11 @@ class Scheduler:
         if self.worker_plugins.pop(name, None) is None:
             raise ValueError(f"no worker plugin named {name!r} is registered")
         await self._broadcast_request("remove-plugin", None, name=name)
+
+    def _report_plugin_errors(self) -> None:
+        """Plugin hook failures since the last report, as ``plugin-errors`` events."""
+        for message in self.plugin_errors.summary():
+            self._log_own_event(PLUGIN_ERRORS_TOPIC, message)
 
     def add_plugin(self, plugin: SchedulerPlugin, name: str | None = None) -> None:
         """Register a plugin from code running in the scheduler's process."""
@@ -1036,7 +1087,3 @@ def _parameters(func: Callable[..., Any]) -> set[str]:
         return set(inspect.signature(func).parameters)
     except (TypeError, ValueError):
         return set()
-
-
-def _entry_list(entry: LogRecordEntry) -> list[Any]:
-    return [entry.timestamp, entry.level, entry.levelno, entry.logger, entry.message, entry.where]

@@ -40,6 +40,9 @@ STATES = (
     "forgotten",
 )
 
+#: A worker's statuses, as Dask's: only ``running`` workers are sent new tasks.
+WORKER_STATUSES = ("running", "paused", "closing_gracefully")
+
 #: A task's ``priority`` is ``generation * GENERATION_SPAN + its index within its submit/map
 #: call``: older generations first, then call order; the user's priority comes before both.
 GENERATION_SPAN = 2**32
@@ -138,6 +141,9 @@ class WorkerInfo:
     long_running: set[TaskState] = field(default_factory=set)
     has_what: set[TaskState] = field(default_factory=set)
     known_functions: set[str] = field(default_factory=set)
+    #: as Dask's: only a ``running`` worker is sent new tasks (``paused``: short of memory;
+    #: ``closing_gracefully``: retiring)
+    status: str = "running"
 
     @property
     def occupancy(self) -> float:
@@ -216,8 +222,10 @@ class SchedulerState:
         self.allowed_failures = allowed_failures
         self.worker_saturation = worker_saturation
         self.worker_backlog = worker_backlog
-        #: moving average of how long tasks run (seconds; None until one has finished)
+        #: moving average of how long tasks run (seconds; None until one has finished), and
+        #: the same per function (work stealing weighs a task by its function's)
         self.task_duration: float | None = None
+        self.function_durations: dict[str, float] = {}
         #: queued tasks, and a heap of (-user priority, priority, arrival, key) of them (stale
         #: entries are skipped): ties, such as separate submits in one generation, go by arrival
         self.queued: set[TaskState] = set()
@@ -228,6 +236,8 @@ class SchedulerState:
         self.on_transition = on_transition
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
+        #: the workers that may be sent new tasks (status ``running``)
+        self.running: dict[str, WorkerInfo] = {}
         self.clients: set[str] = set()
         self.functions: dict[str, bytes] = {}
         self._function_users: collections.Counter[str] = collections.Counter()
@@ -381,15 +391,52 @@ class SchedulerState:
         nthreads: int,
         stimulus_id: str,
         resources: Mapping[str, float] | None = None,
+        status: str = "running",
     ) -> Effects:
-        """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it."""
+        """A worker joined (with ``resources`` to lend its tasks); unrunnable tasks try it. A
+        worker joining ``paused`` (it rejoined short of memory) waits for its word to run."""
         effects = Effects()
         ws = self.workers[address] = WorkerInfo(
             address, name, max(1, nthreads), dict(resources or {})
         )
+        if status != "running":
+            return self.set_worker_status(address, status, stimulus_id)
+        self.running[address] = ws
         self._slots_opened.add(ws)
         recommendations = [(ts.key, "processing") for ts in self.unrunnable]
         self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def set_worker_status(self, address: str, status: str, stimulus_id: str) -> Effects:
+        """A worker paused, resumed or began retiring: only ``running`` workers get new tasks
+        (those it holds stay; work stealing may move the ones not started)."""
+        if status not in WORKER_STATUSES:
+            raise ValueError(f"worker status must be one of {WORKER_STATUSES}, not {status!r}")
+        effects = Effects()
+        ws = self.workers.get(address)
+        if ws is None or ws.status == status:
+            return effects
+        ws.status = status
+        if status != "running":
+            self.running.pop(address, None)
+            return effects
+        self.running[address] = ws
+        self._slots_opened.add(ws)
+        recommendations = [(ts.key, "processing") for ts in self.unrunnable]
+        self._transitions(recommendations, stimulus_id, effects)
+        return effects
+
+    def steal_task(self, key: str, victim: str, thief: str, stimulus_id: str) -> Effects:
+        """``victim`` gave ``key`` back before starting it (work stealing): ``thief`` computes
+        it instead. The story shows the move as processing -> processing on ``thief``."""
+        effects = Effects()
+        ts = self.tasks[key]
+        old, new = self.workers[victim], self.workers[thief]
+        old.processing.discard(ts)
+        self._slots_opened.add(old)
+        self._assign(ts, new, stimulus_id, effects)
+        self.record.transition(key, "processing", "processing", {}, stimulus_id, thief)
+        self._transitions((), stimulus_id, effects)
         return effects
 
     def remove_worker(self, address: str, stimulus_id: str, *, expected: bool) -> Effects:
@@ -398,6 +445,7 @@ class SchedulerState:
         ws = self.workers.pop(address, None)
         if ws is None:
             return effects
+        self.running.pop(address, None)
         self._slots_opened.discard(ws)
         recommendations: list[tuple[str, str]] = []
         running = _believed_running(ws) if not expected else set()
@@ -450,9 +498,9 @@ class SchedulerState:
     ) -> Effects:
         """``data``: a small result's pickled bytes, passed on to the clients that want it."""
         effects = Effects()
-        if startstops is not None:
-            self._note_duration(startstops[1] - startstops[0])
         ts = self.tasks.get(key)
+        if startstops is not None:
+            self._note_duration(startstops[1] - startstops[0], ts)
         if ts is None or ts.state != "processing" or ts.processing_on != worker:
             if ts is not None and ts.state == "memory" and worker in self.workers:
                 ts.who_has.add(worker)
@@ -500,9 +548,11 @@ class SchedulerState:
         self._transitions(recommendations.items(), stimulus_id, effects)
         return effects
 
-    def _note_duration(self, duration: float) -> None:
-        previous = self.task_duration
-        self.task_duration = duration if previous is None else 0.9 * previous + 0.1 * duration
+    def _note_duration(self, duration: float, ts: TaskState | None) -> None:
+        self.task_duration = _moving_average(self.task_duration, duration)
+        if ts is not None and ts.function_id is not None:
+            durations = self.function_durations
+            durations[ts.function_id] = _moving_average(durations.get(ts.function_id), duration)
 
     def _free_slots(self, ws: WorkerInfo) -> float:
         """How many more tasks ``ws`` should be sent now (see ``worker_saturation``)."""
@@ -795,7 +845,7 @@ class SchedulerState:
         recommendations: Recommendations = {}
         opened, self._slots_opened = self._slots_opened, set()
         for ws in sorted(opened, key=_occupancy):
-            if self.workers.get(ws.address) is not ws:
+            if self.running.get(ws.address) is not ws:
                 continue
             free = self._free_slots(ws)
             while free > 0:
@@ -977,6 +1027,8 @@ class SchedulerState:
         """Independent of which workers are here, so it stays true while the task waits."""
         if not self.workers:
             return "no workers"
+        if not self.running:
+            return "every worker is paused or retiring"
         parts = []
         if ts.restrictions is not None:
             parts.append(f"restricted to workers {sorted(ts.restrictions)}")
@@ -985,8 +1037,9 @@ class SchedulerState:
         return f"{' and '.join(parts)}: no worker here qualifies"
 
     def _choose_worker(self, ts: TaskState) -> WorkerInfo | None:
-        """The least busy worker allowed to run ``ts``, preferring ones that hold its inputs."""
-        workers = self.workers
+        """The least busy running worker allowed to run ``ts``, preferring ones that hold its
+        inputs."""
+        workers = self.running
         if not workers:
             return None
         if ts.restrictions is None and ts.resources is None:
@@ -1197,6 +1250,10 @@ class SchedulerState:
 
 def _occupancy(ws: WorkerInfo) -> float:
     return ws.occupancy
+
+
+def _moving_average(previous: float | None, value: float) -> float:
+    return value if previous is None else 0.9 * previous + 0.1 * value
 
 
 def _least_busy(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import itertools
 import logging
@@ -26,10 +27,19 @@ from storied import config
 from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
 from storied.comm.core import configured_listener
+from storied.comm.retry import retry_until
 from storied.comm.stream import Stream
 from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
-from storied.plugin import WorkerPlugin, call_plugin_hook, finish_plugin_hook, run_plugin_hook
+from storied.plugin import (
+    PLUGIN_ERRORS_TOPIC,
+    PluginErrors,
+    WorkerPlugin,
+    call_plugin_hook,
+    finish_plugin_hook,
+    run_plugin_hook,
+    run_setup_hook,
+)
 from storied.protocol.serialize import (
     Pickled,
     dumps_data,
@@ -41,7 +51,7 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
-from storied.worker import upload
+from storied.worker import tasklogs, upload
 from storied.worker.memory import MemoryManager
 from storied.worker.state import (
     RUNNING,
@@ -345,6 +355,9 @@ class Worker:
         )
         self._functions_lock = threading.Lock()
         self.plugins: dict[str, WorkerPlugin] = {}
+        self.plugin_errors = PluginErrors(logger)
+        #: tag what tasks log and print with their key (``worker.capture-task-logs``)
+        self.capture_task_logs = bool(config.get("worker.capture-task-logs"))
         self.status = "created"
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -384,7 +397,9 @@ class Worker:
         self._log_handler = self.record.log_handler()
         self._outbox = Outbox(self.loop, self._send_outbox)
         self._recorder = _ShippingRecorder(self.record)
-        logging.getLogger("storied.worker").addHandler(self._log_handler)
+        self._log_handler.attach("worker")
+        if self.capture_task_logs:
+            tasklogs.install()
         self.state = self._new_state()
         self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
@@ -420,6 +435,7 @@ class Worker:
                 "pid": os.getpid(),
                 "nanny": self.nanny,
                 "memory_limit": self.memory.limit,
+                "status": "paused" if self.memory.paused else "running",
             }
         )
         reply = await comm.read(timeout)
@@ -433,11 +449,13 @@ class Worker:
         self._recorder.ship_with(self.stream.batched if durable else None)
         self._log_handler.on_record = self._outbox.put if durable else None
         for payload in reply.get("plugins", []):
-            await self._add_plugin(**payload)
+            with contextlib.suppress(Exception):  # logged; this worker runs on without it
+                await self._add_plugin(**payload)
 
     async def _keep_connected(self) -> None:
         """Serve the scheduler stream; if it drops, start afresh and rejoin, or give up."""
         reconnect_timeout = config.parse_timedelta(config.get("comm.reconnect-timeout")) or 0.0
+        connect_timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
         while True:
             await self.stream.run()
             if self.status != "running":
@@ -450,19 +468,20 @@ class Worker:
                 reconnect_timeout,
             )
             self._reset()
-            deadline = time.monotonic() + reconnect_timeout
-            while True:
-                try:
-                    await self._register(max(deadline - time.monotonic(), 0.5))
-                    break
-                except (OSError, TimeoutError, ConnectionError) as exc:
-                    if time.monotonic() >= deadline or self.status != "running":
-                        logger.error(
-                            "Could not rejoin %s: %s; shutting down", self.scheduler_address, exc
-                        )
-                        self._spawn(self.close(report=False, reason="scheduler lost"))
-                        return
-                    await asyncio.sleep(0.5)
+            try:
+                await retry_until(
+                    self._register,
+                    reconnect_timeout,
+                    what=f"rejoin {self.scheduler_address}",
+                    logger=logger,
+                    attempt_timeout=connect_timeout,
+                    keep_trying=lambda: self.status == "running",
+                )
+            except Exception as exc:
+                logger.error("Could not rejoin %s: %s; shutting down", self.scheduler_address, exc)
+                # no one is left to take what running tasks make: do not wait for them
+                self._spawn(self.close(report=False, reason="scheduler lost", task_wait=0.0))
+                return
             logger.info("Worker %s rejoined %s", self.address, self.scheduler_address)
 
     def _reset(self) -> None:
@@ -487,6 +506,7 @@ class Worker:
         """Tell the scheduler we live; if it has gone silent, drop the link and rejoin."""
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
+            self._report_plugin_errors()
             if not self.stream.closed:
                 msg: dict[str, Any] = {"op": "heartbeat"}
                 if self.telemetry is not None and (sample := self.telemetry.sample()):
@@ -495,13 +515,18 @@ class Worker:
                 if self._silence_timeout:
                     self.stream.abort_if_silent(self._silence_timeout)
 
-    async def close(self, report: bool = True, reason: str = "worker-close") -> None:
+    async def close(
+        self, report: bool = True, reason: str = "worker-close", task_wait: float = 5.0
+    ) -> None:
+        """``task_wait``: seconds to let running tasks finish (their threads are left behind,
+        to end with the process, after that)."""
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
         logger.info("Worker %s closing: %s", self.address, reason)
         for name, plugin in list(self.plugins.items()):
-            await run_plugin_hook(logger, name, plugin.teardown, self)
+            await run_plugin_hook(self.plugin_errors, name, plugin.teardown, self)
+        self._report_plugin_errors()
         if report and not self.stream.closed:
             self._recorder.ship_now()
             self.stream.send({"op": "unregister", "reason": reason})
@@ -509,7 +534,7 @@ class Worker:
         await self.stream.close()
         await self._listener.close()
         await self.pool.close()
-        self.executor.shutdown()
+        self.executor.shutdown(task_wait)
         self.memory.close()
         await self.coordination.close()
         current = asyncio.current_task()
@@ -517,7 +542,9 @@ class Worker:
             if task is not current:
                 task.cancel()
         await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
-        logging.getLogger("storied.worker").removeHandler(self._log_handler)
+        self._log_handler.detach()
+        if self.capture_task_logs:
+            tasklogs.uninstall()
         self.record.close()
         self.status = "closed"
 
@@ -533,6 +560,7 @@ class Worker:
             "compute-task": self._compute_task,
             "heartbeat": lambda: None,
             "free-keys": self._free_keys,
+            "steal-request": self._steal_request,
             "acquire-replicas": self._acquire_replicas,
             "close": self._close_requested,
             "run": self._run_function,
@@ -577,6 +605,9 @@ class Worker:
     def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
         self._handle(self.state.free_keys(keys, stimulus_id))
 
+    def _steal_request(self, key: str, stimulus_id: str) -> None:
+        self._handle(self.state.steal_request(key, stimulus_id))
+
     def _acquire_replicas(self, who_has: dict[str, list[str]], stimulus_id: str) -> None:
         self._handle(self.state.acquire_replicas(who_has, stimulus_id))
 
@@ -593,9 +624,12 @@ class Worker:
     def _memory_paused(self, paused: bool) -> None:
         """The memory monitor paused or unpaused this worker."""
         state = self.state
-        self._handle(
-            state.pause(_stimulus("pause")) if paused else state.unpause(_stimulus("unpause"))
-        )
+        stimulus_id = _stimulus("pause" if paused else "unpause")
+        stream = getattr(self, "stream", None)  # not yet registered: registration says it
+        if stream is not None and not stream.closed:
+            status = {"op": "worker-status", "status": "paused" if paused else "running"}
+            stream.send({**status, "stimulus_id": stimulus_id})
+        self._handle(state.pause(stimulus_id) if paused else state.unpause(stimulus_id))
 
     def _close_requested(self, reason: str = "scheduler-close", report: bool = False) -> None:
         """``report``: unregister with ``reason`` (a retiring worker), so the scheduler
@@ -667,7 +701,12 @@ class Worker:
             else:
                 args, kwargs = pickle_loads(instruction.args)
             _thread_state.key = key
-            result = func(*args, **kwargs)
+            with (
+                tasklogs.task_logs(self._log_handler, key)
+                if self.capture_task_logs
+                else contextlib.nullcontext()
+            ):
+                result = func(*args, **kwargs)
         except BaseException as exc:
             return (key, False, _error_payload(exc), start, time.time(), None)
         finally:
@@ -849,7 +888,9 @@ class Worker:
             if isinstance(item, _LoggedEvent):
                 events.append(item)
             elif isinstance(item, LogRecordEntry):
-                logs.append([item.timestamp, item.level, item.levelno, item.logger, item.message])
+                logs.append(
+                    [item.timestamp, item.level, item.levelno, item.logger, item.message, item.key]
+                )
         if events:
             msgs.append({"op": "log-events", "events": events})
         if logs:
@@ -874,11 +915,11 @@ class Worker:
     def story_records(self, keys: list[str]) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.record.story_records(*keys)]
 
-    def _log_entries(self, n: int | None = None) -> list[list[Any]]:
-        return [
-            [e.timestamp, e.level, e.levelno, e.logger, e.message, e.where]
-            for e in self.record.log_handler().entries()[-(n or 0) :]
-        ]
+    def _log_entries(self, n: int | None = None, keys: list[str] | None = None) -> list[list[Any]]:
+        """The newest ``n`` captured records (all: None), or only what tasks ``keys`` logged."""
+        entries = self.record.log_handler().entries()[-(n or 0) :]
+        wanted = None if keys is None else set(keys)
+        return [e.as_list() for e in entries if wanted is None or e.key in wanted]
 
     def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:
         return self.record.logs(n)
@@ -889,16 +930,25 @@ class Worker:
         instance: WorkerPlugin = pickle_loads(plugin)
         if name in self.plugins:
             await self._remove_plugin(name)
+        try:
+            await run_setup_hook(instance.setup, self)
+        except Exception:
+            logger.exception("Worker plugin %r not added: its setup() failed", name)
+            raise
         self.plugins[name] = instance
         self.state.on_transition = self._plugin_transition
-        await run_plugin_hook(logger, name, instance.setup, self)
 
     async def _remove_plugin(self, name: str) -> None:
         plugin = self.plugins.pop(name, None)
         if not self.plugins:
             self.state.on_transition = None
         if plugin is not None:
-            await run_plugin_hook(logger, name, plugin.teardown, self)
+            await run_plugin_hook(self.plugin_errors, name, plugin.teardown, self)
+
+    def _report_plugin_errors(self) -> None:
+        """Plugin hook failures since the last report, as ``plugin-errors`` events."""
+        for message in self.plugin_errors.summary():
+            self.log_event(PLUGIN_ERRORS_TOPIC, {**message, "worker": self.address})
 
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
@@ -911,10 +961,10 @@ class Worker:
         for name, plugin in self.plugins.items():
             hook = plugin.transition
             awaitable = call_plugin_hook(
-                logger, name, hook, key, start, finish, stimulus_id=stimulus_id
+                self.plugin_errors, name, hook, key, start, finish, stimulus_id=stimulus_id
             )
             if awaitable is not None:
-                self._spawn(finish_plugin_hook(logger, name, hook, awaitable))
+                self._spawn(finish_plugin_hook(self.plugin_errors, name, hook, awaitable))
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:

@@ -25,6 +25,8 @@ STATES = (
 )  # fmt: skip
 #: States of a task whose function is running in a thread (``long-running``: it seceded).
 RUNNING = ("executing", "long-running")
+#: States of a task given to this worker that has not started: work stealing may take it.
+GIVEN_BACK = ("waiting", "ready", "constrained")
 
 
 class WorkerTask:
@@ -403,6 +405,22 @@ class WorkerState:
             dependent.waiting_for.clear()
             self._release_inputs(dependent, instructions)
         self._forget(dep, instructions)
+        return instructions
+
+    def steal_request(self, key: str, stimulus_id: str) -> list[Instruction]:
+        """The scheduler would move ``key`` to another worker: give it back if it has not
+        started here (waiting for inputs or a thread), else keep it. Either way the answer
+        says the state it was in, which is how the scheduler knows whether the steal holds."""
+        ts = self.tasks.get(key)
+        state = ts.state if ts is not None and ts.assigned else None
+        instructions: list[Instruction] = [
+            SendMessage(
+                {"op": "steal-response", "key": key, "state": state, "stimulus_id": stimulus_id}
+            )
+        ]
+        if ts is not None and state in GIVEN_BACK:
+            ts.assigned = False
+            self._release(ts, stimulus_id, instructions, told=True)
         return instructions
 
     def free_keys(self, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:

@@ -47,7 +47,10 @@ def run_script(nanny: bool, wait: bool) -> tuple[subprocess.Popen[str], list[int
 
 @pytest.mark.parametrize(
     ("nanny", "how"),
-    [(True, "exits"), (True, "SIGINT"), (True, "SIGKILL"), (False, "exits"), (False, "SIGKILL")],
+    [
+        *((True, how) for how in ("exits", "SIGINT", "SIGKILL")),
+        *((False, how) for how in ("exits", "SIGINT", "SIGKILL")),
+    ],
 )
 def test_a_script_leaves_no_worker_or_nanny_behind(nanny, how):
     script, pids = run_script(nanny, wait=how != "exits")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import click
 import pytest
@@ -92,10 +93,12 @@ def test_events_filters(ledger_file):
     assert bad.exit_code == 2 and "neither epoch seconds nor ISO 8601" in bad.output
 
 
-def test_events_follow_prints_new_rows_until_interrupted(ledger_file, tmp_path, monkeypatch):
-    path = tmp_path / "follow.db"
+def _follow(path, monkeypatch, before, during, *options: str) -> tuple[list, list[float]]:
+    """``events t --follow`` on a ledger holding ``before``; ``during`` (msg, timestamp) pairs
+    arrive at the first poll, the second poll stops it. Returns the msgs printed and the polls."""
     record = Record(ledger=Ledger(path))
-    record.event(["t"], "before", "scheduler")
+    for msg, timestamp in before:
+        record.event(["t"], msg, "scheduler", timestamp=timestamp)
     record.close()
     polls = []
 
@@ -103,16 +106,38 @@ def test_events_follow_prints_new_rows_until_interrupted(ledger_file, tmp_path, 
         polls.append(seconds)
         if len(polls) == 1:
             later = Record(ledger=Ledger(path))
-            later.event(["t"], "during", "scheduler")
+            for msg, timestamp in during:
+                later.event(["t"], msg, "scheduler", timestamp=timestamp)
             later.close()
         else:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(history.time, "sleep", fake_sleep)
-    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow")
+    result = invoke("events", "t", "--ledger", str(path), "--json", "--follow", *options)
     assert result.exit_code == 0
-    assert [row["msg"] for row in json_lines(result.output)] == ["before", "during"]
+    return [row["msg"] for row in json_lines(result.output)], polls
+
+
+def test_events_follow_prints_new_rows_until_interrupted(tmp_path, monkeypatch):
+    now = time.time()
+    printed, polls = _follow(
+        tmp_path / "follow.db", monkeypatch, [("before", now)], [("during", now + 1)]
+    )
+    assert printed == ["before", "during"]
     assert polls == [history.FOLLOW_POLL_INTERVAL] * 2
+
+
+def test_events_follow_since_does_not_replay_what_came_before(tmp_path, monkeypatch):
+    """Issue 16: with nothing in the window yet, following used to replay every event."""
+    printed, _ = _follow(
+        tmp_path / "follow-since.db",
+        monkeypatch,
+        [("long before", 1_000.0)],
+        [("also before", 2_000.0), ("in the window", 3_000.0)],
+        "--since",
+        "2500",
+    )
+    assert printed == ["in the window"]
 
 
 def test_logs_level_worker_and_limit(ledger_file):
@@ -149,3 +174,65 @@ def test_timeline_writes_a_trace(ledger_file, tmp_path):
 def test_missing_ledger_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(history.runs, ["--ledger", str(tmp_path / "nope.db")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_logs_window_logger_and_task_filters(tmp_path):
+    from storied.record import LogRecordEntry
+
+    path = tmp_path / "logs.db"
+    record = Record(ledger=Ledger(path))
+    for timestamp, name, key, message in [
+        (1_000.0, "storied.comm", None, "refused a stranger"),
+        (2_000.0, "storied.communism", None, "not a child of storied.comm"),
+        (3_000.0, "storied.comm.tcp", None, "a child of storied.comm"),
+        (4_000.0, "stdout", "inc-1", "inc-1 printed"),
+        (5_000.0, "user", "inc-2", "inc-2 logged"),
+    ]:
+        record.remote_log(LogRecordEntry(timestamp, "INFO", 20, name, message, "tcp://w:1", key))
+    record.close()
+
+    def messages(*options: str) -> list[str]:
+        result = invoke("logs", "--ledger", str(path), "--json", *options)
+        assert result.exit_code == 0, result.output
+        return [row["message"] for row in json_lines(result.output)]
+
+    assert messages("--since", "2000", "--until", "4000") == [
+        "not a child of storied.comm",
+        "a child of storied.comm",
+    ]
+    assert messages("--logger", "storied.comm") == [
+        "refused a stranger",
+        "a child of storied.comm",
+    ]
+    assert messages("--key", "inc-1", "--key", "inc-2") == ["inc-1 printed", "inc-2 logged"]
+    assert messages("--since", "1970-01-01T00:50:00+00:00", "--limit", "1") == ["inc-2 logged"]
+    table = invoke("logs", "--ledger", str(path), "--key", "inc-1").output.splitlines()
+    assert table[0].split() == ["RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE"]
+    assert table[1].split()[-3:] == ["inc-1", "inc-1", "printed"]
+
+
+def test_logs_are_read_in_pages(tmp_path):
+    from storied.record import LogRecordEntry
+
+    path = tmp_path / "pages.db"
+    for run in range(2):  # two runs on one file
+        record = Record(ledger=Ledger(path))
+        for i in range(5):
+            entry = LogRecordEntry(1_000.0 * run + i, "INFO", 20, "user", f"run {run} #{i}", "s")
+            record.remote_log(entry)
+        record.close()
+    ledger = Ledger(path)
+    pages = list(ledger.log_pages(page_size=2, run_id=2))
+    assert [[e.message for e in page] for page in pages] == [
+        ["run 1 #0", "run 1 #1"],
+        ["run 1 #2", "run 1 #3"],
+        ["run 1 #4"],
+    ]
+    assert [e for page in ledger.log_pages(page_size=3, since=1_000.0) for e in page] == (
+        ledger.logs(since=1_000.0)
+    )
+    table = invoke("logs", "--ledger", str(path)).output.splitlines()
+    assert table[0].startswith("RUN") and len(table) == 11
+    assert [line.split()[0] for line in table[1:]] == ["1"] * 5 + ["2"] * 5
+    rows = json_lines(invoke("logs", "--ledger", str(path), "--json", "--run", "2").output)
+    assert [row["message"] for row in rows] == [f"run 1 #{i}" for i in range(5)]

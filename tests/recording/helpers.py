@@ -335,3 +335,49 @@ def plugin_state(name: str, dask_worker: Any) -> dict[str, Any] | None:
     if plugin is None:
         return None
     return {"id": id(plugin), "setups": plugin.setups, "transitions": plugin.transitions}
+
+
+class TransitionFlooder(SchedulerPlugin):
+    """Raises on every transition, counting them: a plugin that would flood the log."""
+
+    name = "flooder"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transition(self, key: str, start: str, finish: str, *args: Any, **kw: Any) -> None:
+        self.calls += 1
+        raise ValueError(f"flooder fails on {key}")
+
+
+class WorkerTransitionFlooder(WorkerPlugin):
+    """Raises on every transition on a worker."""
+
+    name = "worker-flooder"
+
+    def transition(self, key: str, start: str, finish: str, **kwargs: Any) -> None:
+        raise ValueError(f"worker-flooder fails on {key}")
+
+
+def chatty_task(name: str) -> str:
+    """Prints and logs (a user logger) twice, meeting a sibling task on another thread of the
+    same worker in between, so both run at once."""
+    import threading
+
+    worker = get_worker()
+    barrier = worker.__dict__.setdefault("test_barrier", threading.Barrier(2))
+    user_logger = logging.getLogger("user.chatty")
+    print(f"{name} printed before")
+    user_logger.warning("%s logged before", name)
+    barrier.wait(timeout=10)
+    print(f"{name} printed", end="")
+    print(" after")  # one line from two writes
+    print(f"{name} complained", file=sys.stderr)
+    user_logger.error("%s logged after", name)
+    return name
+
+
+def stdout_is_wrapped() -> bool:
+    from storied.worker.tasklogs import _TeeStream
+
+    return isinstance(sys.stdout, _TeeStream)

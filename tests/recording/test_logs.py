@@ -31,13 +31,17 @@ def messages(entries: list[tuple[str, str]]) -> str:
 
 
 def test_records_come_from_loggers_named_after_their_process(client):
+    """Each process keeps every ``storied.*`` logger (comm, record, ...), but the scheduler never
+    takes a worker's records, nor a worker the scheduler's."""
     scheduler_loggers = logger_names(client.get_scheduler_logs())
     assert "storied.scheduler" in scheduler_loggers
-    assert all(re.fullmatch(r"storied\.scheduler(\..+)?", name) for name in scheduler_loggers)
+    assert all(re.fullmatch(r"storied\..+", name) for name in scheduler_loggers)
+    assert not any(re.fullmatch(r"storied\.worker(\..+)?", name) for name in scheduler_loggers)
     for entries in client.get_worker_logs().values():
         worker_loggers = logger_names(entries)
         assert "storied.worker" in worker_loggers
-        assert all(re.fullmatch(r"storied\.worker(\..+)?", name) for name in worker_loggers)
+        assert all(re.fullmatch(r"storied\..+", name) for name in worker_loggers)
+        assert not any(re.fullmatch(r"storied\.scheduler(\..+)?", n) for n in worker_loggers)
 
 
 def test_levels_and_messages_pair_up(client):

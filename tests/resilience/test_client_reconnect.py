@@ -59,5 +59,11 @@ def test_client_reconnects_and_keeps_futures_and_subscriptions(
     poll(lambda: {"n": "last"} in received)
     assert received == [{"n": "before"}, {"n": "after"}, {"n": "last"}]
 
-    actions = [msg["action"] for _, msg in client.get_events(client.id)]
-    assert actions == ["add-client"], "a reconnection is not a new client"
+    events = [msg for _, msg in client.get_events(client.id)]
+    assert [msg["action"] for msg in events] == ["add-client", "reconnect-client"], (
+        "a reconnection is not a new client"
+    )
+    reconnected = events[1]
+    assert reconnected["reason"] == "closed by peer"
+    assert (reconnected["new-scheduler"], reconnected["cancelled"]) == (False, 0)
+    assert reconnected["attempts"] >= 1 and reconnected["seconds"] < scheduler.client_grace
