@@ -17,6 +17,10 @@ from storied.dashboard.history import Catalog, RunHistory
 API_PREFIX = "/api/v1"
 #: How often the events tail looks for new events.
 TAIL_INTERVAL = 0.5
+#: How often the status push looks whether anything changed (it sends only then).
+STATUS_INTERVAL = 1.0
+#: The most rows one page of any list may ask for.
+MAX_PAGE = 10_000
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)
 #: The open events tails: they run until the browser leaves, so the server ends them on close.
 TAILS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tails", set)
@@ -37,6 +41,18 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
         return int(raw)
     except ValueError:
         raise web.HTTPBadRequest(text=f"{name} must be an integer, not {raw!r}") from None
+
+
+def _page_params(request: web.Request, default_limit: int) -> tuple[int, int]:
+    """``offset`` and ``limit`` of a page: 0 <= offset, 1 <= limit <= MAX_PAGE."""
+    offset = _int_param(request, "offset", 0) or 0
+    limit = _int_param(request, "limit", default_limit) or 0
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise web.HTTPBadRequest(
+            text=f"a page needs offset >= 0 and 1 <= limit <= {MAX_PAGE}, "
+            f"not offset={offset}, limit={limit}"
+        )
+    return offset, limit
 
 
 def _level_param(request: web.Request) -> int:
@@ -83,11 +99,31 @@ async def _progress(run: RunHistory, request: web.Request) -> Any:
 
 
 async def _task_stream(run: RunHistory, request: web.Request) -> Any:
-    return await views.task_stream(run, _int_param(request, "limit", 2_000) or 0)
+    return await views.task_stream(run, _stream_limit(request))
+
+
+def _stream_limit(request: web.Request) -> int:
+    return _int_param(request, "limit", 2_000) or 0
+
+
+async def _status(run: RunHistory, request: web.Request) -> Any:
+    return await views.status(run, _stream_limit(request))
+
+
+async def _tasks(run: RunHistory, request: web.Request) -> Any:
+    offset, limit = _page_params(request, 100)
+    table = await run.tasks()
+    return table.page(
+        offset,
+        limit,
+        prefix=request.query.get("prefix") or None,
+        state=request.query.get("state") or None,
+    )
 
 
 async def _story(run: RunHistory, request: web.Request) -> Any:
-    return await views.story(run, request.query.get("q", ""))
+    offset, limit = _page_params(request, 1_000)
+    return await views.story(run, request.query.get("q", ""), offset, limit)
 
 
 async def _topics(run: RunHistory, request: web.Request) -> Any:
@@ -96,12 +132,15 @@ async def _topics(run: RunHistory, request: web.Request) -> Any:
 
 async def _events(run: RunHistory, request: web.Request) -> Any:
     topic = request.query.get("topic") or None
-    found = await run.events(topic, limit=_int_param(request, "limit", 200))
+    _, limit = _page_params(request, 200)
+    before = _int_param(request, "before", None)
+    found = await run.events(topic, limit=limit, before_seq=before)
     return [record._asdict() for record in reversed(found)]
 
 
 async def _logs(run: RunHistory, request: web.Request) -> Any:
-    found = await run.logs(_level_param(request), _int_param(request, "limit", 500))
+    offset, limit = _page_params(request, 500)
+    found = await run.logs(_level_param(request), limit, offset)
     return [
         {
             "timestamp": entry.timestamp,
@@ -115,22 +154,47 @@ async def _logs(run: RunHistory, request: web.Request) -> Any:
     ]
 
 
-async def events_tail(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: each new event of ``?topic=`` (every topic without it) after
-    ``?after=SEQ``, as it is recorded, until the browser goes away or the server closes."""
+async def _pushed(request: web.Request) -> tuple[RunHistory, web.StreamResponse]:
+    """The run asked for, and an open server-sent events answer, counted among the tails the
+    server ends when it closes."""
     run = await run_of(request)
-    topic = request.query.get("topic") or None
-    after = _int_param(request, "after", None)
-    if after is None:
-        newest = await run.events(topic, limit=1)
-        after = newest[-1].seq if newest else 0
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    tails, task = request.app[TAILS], asyncio.current_task()
+    task = asyncio.current_task()
     assert task is not None
-    tails.add(task)
+    request.app[TAILS].add(task)
+    return run, response
+
+
+async def status_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the status page's whole answer (``/status``'s JSON) now, then
+    again each time the run has changed, until the browser goes away or the server closes."""
+    limit = _stream_limit(request)
+    run, response = await _pushed(request)
+    sent = None
+    try:
+        while True:
+            version = run.version()
+            if version != sent:
+                sent = version
+                payload = _dumps(await views.status(run, limit))
+                await response.write(f"event: status\ndata: {payload}\n\n".encode())
+            await asyncio.sleep(STATUS_INTERVAL)
+    finally:
+        request.app[TAILS].discard(asyncio.current_task())  # type: ignore[arg-type]
+
+
+async def events_tail(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: each new event of ``?topic=`` (every topic without it) after
+    ``?after=SEQ``, as it is recorded, until the browser goes away or the server closes."""
+    topic = request.query.get("topic") or None
+    after = _int_param(request, "after", None)
+    run, response = await _pushed(request)
+    if after is None:
+        newest = await run.events(topic, limit=1)
+        after = newest[-1].seq if newest else 0
     try:
         while True:
             for record in await run.events(topic, after_seq=after):
@@ -139,7 +203,7 @@ async def events_tail(request: web.Request) -> web.StreamResponse:
                 await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
             await asyncio.sleep(TAIL_INTERVAL)
     finally:
-        tails.discard(task)
+        request.app[TAILS].discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 def routes() -> list[web.RouteDef]:
@@ -148,6 +212,9 @@ def routes() -> list[web.RouteDef]:
         web.get(f"{API_PREFIX}/workers", _view(_workers)),
         web.get(f"{API_PREFIX}/progress", _view(_progress)),
         web.get(f"{API_PREFIX}/task-stream", _view(_task_stream)),
+        web.get(f"{API_PREFIX}/status", _view(_status)),
+        web.get(f"{API_PREFIX}/status/stream", status_stream),
+        web.get(f"{API_PREFIX}/tasks", _view(_tasks)),
         web.get(f"{API_PREFIX}/story", _view(_story)),
         web.get(f"{API_PREFIX}/topics", _view(_topics)),
         web.get(f"{API_PREFIX}/events", _view(_events)),
