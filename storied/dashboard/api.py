@@ -182,6 +182,8 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
                 payload = _dumps(await views.status(run, limit))
                 await response.write(f"event: status\ndata: {payload}\n\n".encode())
             await asyncio.sleep(STATUS_INTERVAL)
+    except ConnectionResetError:  # the browser went away
+        return response
     finally:
         request.app[TAILS].discard(asyncio.current_task())  # type: ignore[arg-type]
 
@@ -202,6 +204,8 @@ async def events_tail(request: web.Request) -> web.StreamResponse:
                 payload = _dumps(record._asdict())
                 await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
             await asyncio.sleep(TAIL_INTERVAL)
+    except ConnectionResetError:  # the browser went away
+        return response
     finally:
         request.app[TAILS].discard(asyncio.current_task())  # type: ignore[arg-type]
 

@@ -46,8 +46,8 @@ class RunHistory(Protocol):
         ...
 
     async def tasks(self) -> TaskTable:
-        """Every task: its state on the scheduler (now, live; when last recorded, offline)
-        and its executions, counted."""
+        """Every task: its state on the scheduler (live: now; offline: its outcome, as
+        ``Ledger.tasks`` gives it) and its executions, counted."""
         ...
 
     async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -209,7 +209,7 @@ class LedgerRun:
         return self._counted(
             "tasks",
             lambda: TaskTable(
-                self.ledger.scheduler_states(self.run_id),
+                self.ledger.scheduler_outcomes(self.run_id),
                 self.ledger.execution_outcomes(self.run_id),
             ),
         )

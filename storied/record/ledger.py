@@ -838,20 +838,22 @@ class Ledger:
                 (run_id,),
             ).fetchall()
 
-    def scheduler_states(self, run_id: int) -> dict[str, str]:
-        """Each key's last state on the scheduler in ``run_id``: one pass over the run's
-        blocks that makes no record objects."""
-        states: dict[str, str] = {}
+    def scheduler_outcomes(self, run_id: int) -> dict[str, str]:
+        """Each key's outcome on the scheduler in ``run_id``, as ``tasks`` gives its ``state``
+        (the last state other than released or forgotten; that one if it had no other), in
+        one pass over the run's blocks that makes no record objects."""
+        last: dict[str, str] = {}
+        kept: dict[str, str] = {}
         with self._reading() as conn:
             blocks = conn.execute(
                 "SELECT entries FROM transition_blocks WHERE run_id = ? ORDER BY first_seq",
                 (run_id,),
             )
             for (blob,) in blocks:
-                states.update(
-                    (entry[1], entry[3]) for entry, _ in unpack_msg(blob) if entry[6] == "scheduler"
-                )
-        return states
+                ours = [entry for entry, _ in unpack_msg(blob) if entry[6] == "scheduler"]
+                last.update((entry[1], entry[3]) for entry in ours)
+                kept.update((entry[1], entry[3]) for entry in ours if entry[3] not in _LET_GO)
+        return {**last, **kept}
 
     def failures(
         self,

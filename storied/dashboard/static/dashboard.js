@@ -36,6 +36,11 @@ function pager(node, offset, limit, shown, total, show) {
   node.replaceChildren(back, el("span", { class: "page-at" }, ` ${where} `), next);
 }
 
+// Rows a page of a list shows: ?limit= in the page's address, or the list's default.
+function pageSize(fallback) {
+  return Number(params.get("limit")) || fallback;
+}
+
 function storyLink(name) {
   return el("a", { href: withRun(`/story?q=${encodeURIComponent(name)}`), class: "story-link" }, name);
 }
@@ -67,7 +72,7 @@ async function status() {
 async function tasks() {
   const form = document.getElementById("tasks-form");
   for (const name of ["prefix", "state"]) form.elements[name].value = params.get(name) || "";
-  const limit = 100;
+  const limit = pageSize(100);
   const show = async (offset) => {
     const filters = {};
     for (const name of ["prefix", "state"]) if (form.elements[name].value) filters[name] = form.elements[name].value;
@@ -97,10 +102,9 @@ async function story() {
   if (input.value) await showStory(input.value, 0);
 }
 
-const STORY_PAGE = 200;
-
 async function showStory(query, offset) {
-  const found = await api("story", { q: query, offset, limit: STORY_PAGE });
+  const limit = pageSize(200);
+  const found = await api("story", { q: query, offset, limit });
   const summary = document.getElementById("story-summary");
   summary.textContent = found.total
     ? `${found.total} transitions of ${found.keys.length} keys${found.truncated ? " (the first keys of the prefix only)" : ""}`
@@ -121,7 +125,7 @@ async function showStory(query, offset) {
       for (const [k, s] of Object.entries(t.recommendations)) recommended.append(storyLink(k), `: ${s} `);
       return [when(t.timestamp), t.where, storyLink(t.key), `${t.start} → ${t.finish}`, storyLink(t.stimulus_id), recommended];
     }));
-  pager(document.getElementById("story-pager"), offset, STORY_PAGE, found.transitions.length, found.total,
+  pager(document.getElementById("story-pager"), offset, limit, found.transitions.length, found.total,
     (next) => showStory(query, next));
 }
 
@@ -138,7 +142,7 @@ async function events() {
   document.getElementById("events-title").textContent = topic ? `Events: ${topic}` : "Events: all topics";
   const node = document.getElementById("events");
   table(node, ["time", "topic", "source", "message"], []);
-  const limit = 200;
+  const limit = pageSize(200);
   let newest = null;
   // older pages go on below the oldest event shown (a cursor, so new events do not shift them)
   const more = async (before) => {
@@ -173,7 +177,7 @@ function eventRow(e) {
 async function logs() {
   const select = document.getElementById("logs-level");
   select.value = params.get("level") || "INFO";
-  const limit = 200;
+  const limit = pageSize(200);
   const show = async (offset) => {
     const found = await api("logs", { level: select.value, limit, offset });
     table(document.getElementById("logs"), ["time", "level", "where", "logger", "message"],
