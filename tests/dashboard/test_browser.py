@@ -95,11 +95,11 @@ def check_tasks(page: Any, base: str, workload: Workload, name: str, run: str = 
     page.goto(f"{base}/tasks{run}{'&' if run else '?'}limit=10")
     page.wait_for_selector("#tasks tr:nth-child(11)")
     total = get_json(f"{base}/api/v1/tasks{run}")["total"]
-    assert page.locator("#tasks-pager .page-at").inner_text().strip() == f"1–10 of {total}"
+    assert page.locator("#tasks-pager .page-at").inner_text().strip() == f"1\u201310 of {total}"
     first = page.locator("#tasks tr td:first-child").all_inner_texts()
     page.click("#tasks-pager button.older")
     page.wait_for_function(
-        "document.querySelector('#tasks-pager .page-at').textContent.includes('11–')"
+        "document.querySelector('#tasks-pager .page-at').textContent.includes('11\u2013')"
     )
     second = page.locator("#tasks tr td:first-child").all_inner_texts()
     assert (
