@@ -12,6 +12,7 @@ import re
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 _TUPLE_KEY = re.compile(r"""^\(\s*['"]([^'"]*)['"]""")
@@ -24,7 +25,19 @@ Execution = tuple[str, str, float, float, str]
 def key_prefix(key: str) -> str:
     """The name shared by a key's siblings, as Dask's ``key_split``: ``inc-1f2e...`` is
     ``inc``, ``('sum-aggregate-0a1b...', 3)`` is ``sum-aggregate``: the first word, then the
-    words made of letters only, up to a token (a word with a digit, or eight hex letters)."""
+    words made of letters only, up to a token (a word with a digit, or eight hex letters).
+
+    Most keys end in a token with a digit (``name-<hash>``): the scan stops there, so the
+    prefix is the one of the part before it, which a map's tasks share and is kept."""
+    if not key.startswith("("):
+        head, dash, token = key.rpartition("-")
+        if dash and head and not token.isalpha():
+            return _split_words(head)
+    return _split_words(key)
+
+
+@lru_cache(maxsize=4096)
+def _split_words(key: str) -> str:
     match = _TUPLE_KEY.match(key)
     words = (match.group(1) if match else key).split("-")
     kept = [words[0]]
@@ -58,10 +71,16 @@ class TaskTable:
             self.outcomes[outcome] += 1
         self.keys = sorted(rows)
         self._rows = rows
+        #: the keys of each state and of each prefix, in key order: filters read these
+        self._of_state: defaultdict[str | None, list[str]] = defaultdict(list)
+        self._of_prefix: defaultdict[str, list[str]] = defaultdict(list)
         self._by_prefix: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._prefix_runs: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        for key, row in rows.items():
+        for key in self.keys:
+            row = rows[key]
             row[0] = prefix = key_prefix(key)
+            self._of_state[row[1]].append(key)
+            self._of_prefix[prefix].append(key)
             if row[1] is not None:
                 self._by_prefix[prefix][row[1]] += 1
             self._prefix_runs[prefix]["memory"] += row[2]
@@ -108,13 +127,12 @@ class TaskTable:
         state, with how many there are in all."""
         rows = self._rows
         keys: list[str] = self.keys
-        if prefix is not None or state is not None:
-            keys = [
-                key
-                for key in keys
-                if (prefix is None or rows[key][0] == prefix)
-                and (state is None or rows[key][1] == state)
-            ]
+        if prefix is not None and state is not None:
+            keys = [key for key in self._of_prefix.get(prefix, ()) if rows[key][1] == state]
+        elif prefix is not None:
+            keys = self._of_prefix.get(prefix, [])
+        elif state is not None:
+            keys = self._of_state.get(state, [])
         return {
             "total": len(keys),
             "offset": offset,

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zlib import crc32
 
+import msgpack
+
 from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
 from storied.record.logcapture import LogRecordEntry
 from storied.record.transitions import TransitionEntry, TransitionLog, TransitionRecord, new_record
@@ -156,6 +158,7 @@ _DROP_WARNING_INTERVAL = 1.0
 _TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_of, _stimulus_of, _time_of = itemgetter(1), itemgetter(4), itemgetter(5)
+_key_and_finish = itemgetter(1, 3)
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
 
 
@@ -808,25 +811,24 @@ class Ledger:
         ``traceback`` too (None on the others): the failure row of the same run, key, worker
         and start.
         """
-        filters = _Filters()
-        if run_id is not None:
-            filters.add("e.run_id = ?", run_id)
+        wanted = _run_filter(run_id)
+        ids = f"SELECT id FROM executions {wanted.where()}"
+        if limit is not None:  # the newest ids, read backwards off the index
+            ids += " ORDER BY id DESC LIMIT ?"
+            wanted.params.append(limit)
         columns = ", ".join(f"e.{name}" for name in _EXECUTION_FIELDS)
         failure_columns = ", ".join(f"f.{name}" for name in _EXECUTION_FAILURE_FIELDS)
-        newest = ""
-        if limit is not None:
-            newest = "ORDER BY e.id DESC LIMIT ?"
-            filters.params.append(limit)
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT * FROM (SELECT e.id, {columns}, {failure_columns} FROM executions AS e "
-                "LEFT JOIN failures AS f ON f.run_id = e.run_id AND f.key = e.key "
+                f"SELECT {columns}, {failure_columns} FROM executions AS e "
+                # failures are found by key: a run may have thousands (+ keeps off its run index)
+                "LEFT JOIN failures AS f ON f.key = e.key AND +f.run_id = e.run_id "
                 "AND f.worker = e.worker AND f.start = e.start "
-                f"{filters.where()} {newest}) ORDER BY id",
-                filters.params,
+                f"WHERE e.id IN ({ids}) ORDER BY e.id",
+                wanted.params,
             ).fetchall()
         fields = (*_EXECUTION_FIELDS, *_EXECUTION_FAILURE_FIELDS)
-        return [dict(zip(fields, row[1:], strict=True)) for row in rows]
+        return [dict(zip(fields, row, strict=True)) for row in rows]
 
     def execution_outcomes(self, run_id: int) -> list[tuple[str, str, float, float, str]]:
         """``(key, worker, start, stop, outcome)`` of every execution of ``run_id``, in the
@@ -850,9 +852,11 @@ class Ledger:
                 (run_id,),
             )
             for (blob,) in blocks:
-                ours = [entry for entry, _ in unpack_msg(blob) if entry[6] == "scheduler"]
-                last.update((entry[1], entry[3]) for entry in ours)
-                kept.update((entry[1], entry[3]) for entry in ours if entry[3] not in _LET_GO)
+                # tuples, not lists: a third less time unpacking, which is most of the pass
+                logged = msgpack.unpackb(blob, strict_map_key=False, use_list=False)
+                ours = [entry for entry, _ in logged if entry[6] == "scheduler"]
+                last.update(map(_key_and_finish, ours))
+                kept.update(map(_key_and_finish, [e for e in ours if e[3] not in _LET_GO]))
         return {**last, **kept}
 
     def failures(

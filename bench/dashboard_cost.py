@@ -1,0 +1,68 @@
+"""What a browser on the status page costs map throughput: one warm cluster, watched and not.
+
+One LocalCluster runs map + gather of no-op tasks again and again; between rounds a headless
+Chromium (Debian's, driven by Playwright) opens the live status page (which the scheduler then
+keeps up to date by server push) or leaves it for about:blank. Rounds go in ABBA order so that
+the machine's slow spells fall on both sides; the report is the median of each pair's
+throughput ratio (watched / not watched). The goal is a drop of at most 5%.
+
+    .venv/bin/python bench/dashboard_cost.py --tasks 10000 --pairs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from playwright.sync_api import sync_playwright
+
+from storied import Client, LocalCluster
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks per round")
+    parser.add_argument("--pairs", type=int, default=8, help="rounds watched and not")
+    args = parser.parse_args()
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    pushes = 0
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cl,
+        Client(cl) as client,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        client.gather(client.map(noop, range(-8, 0)))
+        first = 0
+        for pair in range(args.pairs):
+            for watched in (True, False) if pair % 2 == 0 else (False, True):
+                page.goto(cl.dashboard_link if watched else "about:blank")
+                if watched:
+                    page.wait_for_selector("#workers tr:nth-child(3)")
+                started = time.perf_counter()
+                client.gather(client.map(noop, range(first, first + args.tasks)))
+                rates[watched].append(args.tasks / (time.perf_counter() - started))
+                first += args.tasks
+                if watched:
+                    pushes += int(page.evaluate("document.body.dataset.pushes || 0"))
+        browser.close()
+    ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
+    print(f"{args.pairs} pairs of map({args.tasks:,}) in one warm cluster, ABBA order")
+    for watched in (True, False):
+        values = rates[watched]
+        print(
+            f"  status page {'open  ' if watched else 'closed'}: median "
+            f"{statistics.median(values):,.0f} tasks/s ({min(values):,.0f}-{max(values):,.0f})"
+        )
+    print(f"  pushes the open page received: {pushes}")
+    print(f"  watched / not watched, median of pairs: {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
