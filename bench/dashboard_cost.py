@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import urllib.request
 
 from playwright.sync_api import sync_playwright
 
 from storied import Client, LocalCluster
+from storied.dashboard.api import STATUS_INTERVAL
 
 
 def noop(x: int) -> int:
@@ -52,6 +54,10 @@ def main() -> None:
                 if watched:
                     pushes += int(page.evaluate("document.body.dataset.pushes || 0"))
         browser.close()
+        held = client.map(noop, range(first, first + args.tasks))
+        client.gather(held)
+        push = statistics.median(time_status(cl.dashboard_link) for _ in range(9))
+        del held
     ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
     print(f"{args.pairs} pairs of map({args.tasks:,}) in one warm cluster, ABBA order")
     for watched in (True, False):
@@ -62,6 +68,19 @@ def main() -> None:
         )
     print(f"  pushes the open page received: {pushes}")
     print(f"  watched / not watched, median of pairs: {statistics.median(ratios):.3f}")
+    print(
+        f"  one push's answer with {args.tasks:,} tasks held, timed over HTTP: {push * 1e3:.1f} ms"
+        f" every {STATUS_INTERVAL:.0f} s at most: {push / STATUS_INTERVAL:.1%} of the scheduler's"
+        " loop, an upper bound that does not depend on the machine's load as the ratio does"
+    )
+
+
+def time_status(link: str) -> float:
+    """Seconds to answer what one push sends (``/api/v1/status``, as the page asks for it)."""
+    started = time.perf_counter()
+    with urllib.request.urlopen(link.replace("/status", "/api/v1/status?limit=1000")) as answer:
+        answer.read()
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

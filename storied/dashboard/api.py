@@ -18,7 +18,7 @@ API_PREFIX = "/api/v1"
 #: How often the events tail looks for new events.
 TAIL_INTERVAL = 0.5
 #: How often the status push looks whether anything changed (it sends only then).
-STATUS_INTERVAL = 1.0
+STATUS_INTERVAL = 2.0
 #: The most rows one page of any list may ask for.
 MAX_PAGE = 10_000
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from storied.dashboard.tally import TaskTable
+from storied.dashboard.tally import Execution, RunCounts, TaskTable
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story
 from storied.record.ledger import Ledger
@@ -47,6 +47,11 @@ class RunHistory(Protocol):
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         """Live load by worker address (``nthreads``, ``processing``, ``in_memory``); a run
         read from a ledger has none."""
+        ...
+
+    async def counts(self) -> RunCounts:
+        """Executions by worker, outcome and prefix, and tasks by state and prefix: cheap to
+        ask again and again of a live run (the status push does)."""
         ...
 
     async def tasks(self) -> TaskTable:
@@ -117,6 +122,8 @@ class LiveRun:
         self.scheduler = scheduler
         self.info = {"id": LIVE_RUN, "live": True, "address": scheduler.address, "ended": None}
         self._table: tuple[Any, TaskTable] | None = None
+        self._counts = RunCounts()
+        self._counted_through = 0
 
     def version(self) -> Any:
         record = self.scheduler.record
@@ -131,14 +138,21 @@ class LiveRun:
             address: worker.identity() for address, worker in self.scheduler.state.workers.items()
         }
 
+    async def counts(self) -> RunCounts:
+        """Adds the executions recorded since the last look (those that fell out of memory
+        meanwhile go uncounted), and takes the tasks' states now."""
+        record = self.scheduler.record
+        new = record.executions(since=self._counted_through)
+        self._counted_through = record.executions_recorded
+        self._counts.add_executions(_execution_tuples(new))
+        self._counts.set_states((key, ts.state) for key, ts in self.scheduler.state.tasks.items())
+        return self._counts
+
     async def tasks(self) -> TaskTable:
         """Counted afresh only when something happened since the last count."""
         version = self.version()
         if self._table is None or self._table[0] != version:
-            executions = [
-                (e["key"], e["worker"], e["start"], e["stop"], e["outcome"])
-                for e in self.scheduler.record.executions()
-            ]
+            executions = _execution_tuples(self.scheduler.record.executions())
             states = {key: ts.state for key, ts in self.scheduler.state.tasks.items()}
             self._table = (version, TaskTable(states, executions))
         return self._table[1]
@@ -181,6 +195,10 @@ def _by_seq(record: EventRecord) -> int:
     return record.seq
 
 
+def _execution_tuples(executions: list[dict[str, Any]]) -> list[Execution]:
+    return [(e["key"], e["worker"], e["start"], e["stop"], e["outcome"]) for e in executions]
+
+
 class LedgerRun:
     """One run on a ledger file; every read runs in a thread, off the serving loop.
 
@@ -220,6 +238,9 @@ class LedgerRun:
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         return {}
+
+    async def counts(self) -> RunCounts:
+        return (await self.tasks()).counts
 
     async def tasks(self) -> TaskTable:
         return await asyncio.to_thread(self.task_table)

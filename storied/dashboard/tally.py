@@ -48,16 +48,56 @@ def _split_words(key: str) -> str:
     return "-".join(kept)
 
 
+class RunCounts:
+    """A run's executions counted by worker, outcome and task prefix, and its tasks' states by
+    prefix: what the status and runs pages show. Executions are added as they come (a live
+    run adds those recorded since its last look); states are set whole."""
+
+    def __init__(self) -> None:
+        self.by_worker: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self._prefix_runs: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._prefix_states: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    def add_executions(self, executions: Iterable[Execution]) -> None:
+        for key, worker, _, _, outcome in executions:
+            self.by_worker[worker] += 1
+            self.outcomes[outcome] += 1
+            self._prefix_runs[key_prefix(key)][outcome] += 1
+
+    def set_states(self, states: Iterable[tuple[str, str]]) -> None:
+        """Each task's state now, as ``(key, state)``."""
+        by_prefix: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        for key, state in states:
+            by_prefix[key_prefix(key)][state] += 1
+        self._prefix_states = by_prefix
+
+    def progress(self) -> list[dict[str, Any]]:
+        """Per task prefix: tasks by state, and how many runs finished or failed."""
+        return [
+            {
+                "prefix": prefix,
+                "states": dict(self._prefix_states.get(prefix, {})),
+                "tasks": sum(self._prefix_states.get(prefix, Counter()).values()),
+                "executed": self._prefix_runs[prefix]["memory"],
+                "erred": self._prefix_runs[prefix]["erred"],
+            }
+            for prefix in sorted({*self._prefix_states, *self._prefix_runs})
+        ]
+
+
 class TaskTable:
     """One row per task (sorted by key) and the run's counts, from states and executions."""
 
     def __init__(self, states: Mapping[str, str], executions: Iterable[Execution]) -> None:
+        executions = list(executions)
+        self.counts = RunCounts()
+        self.counts.add_executions(executions)
+        self.counts.set_states(states.items())
         #: key -> [prefix, state, executed, erred, last worker, last duration]
         rows: dict[str, list[Any]] = {}
         for key, state in states.items():
             rows[key] = [None, state, 0, 0, None, None]
-        self.by_worker: Counter[str] = Counter()
-        self.outcomes: Counter[str] = Counter()
         for key, worker, start, stop, outcome in executions:
             row = rows.get(key)
             if row is None:
@@ -67,40 +107,19 @@ class TaskTable:
             elif outcome == "memory":
                 row[2] += 1
             row[4], row[5] = worker, stop - start
-            self.by_worker[worker] += 1
-            self.outcomes[outcome] += 1
         self.keys = sorted(rows)
         self._rows = rows
         #: the keys of each state and of each prefix, in key order: filters read these
         self._of_state: defaultdict[str | None, list[str]] = defaultdict(list)
         self._of_prefix: defaultdict[str, list[str]] = defaultdict(list)
-        self._by_prefix: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self._prefix_runs: defaultdict[str, Counter[str]] = defaultdict(Counter)
         for key in self.keys:
             row = rows[key]
             row[0] = prefix = key_prefix(key)
             self._of_state[row[1]].append(key)
             self._of_prefix[prefix].append(key)
-            if row[1] is not None:
-                self._by_prefix[prefix][row[1]] += 1
-            self._prefix_runs[prefix]["memory"] += row[2]
-            self._prefix_runs[prefix]["erred"] += row[3]
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    def progress(self) -> list[dict[str, Any]]:
-        """Per task prefix: tasks by state, and how many runs finished or failed."""
-        return [
-            {
-                "prefix": prefix,
-                "states": dict(self._by_prefix.get(prefix, {})),
-                "tasks": sum(self._by_prefix.get(prefix, Counter()).values()),
-                "executed": self._prefix_runs[prefix]["memory"],
-                "erred": self._prefix_runs[prefix]["erred"],
-            }
-            for prefix in sorted(self._prefix_runs)
-        ]
 
     def starting_with(self, text: str, limit: int) -> tuple[list[str], bool]:
         """The first ``limit`` keys that start with ``text`` (not ``text`` itself), and

@@ -17,7 +17,7 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
     """Every worker that joined the run, from the ``all`` topic's add/remove events, with its
     live load when there is one."""
     load = await run.workers_now()
-    done = (await run.tasks()).by_worker
+    done = (await run.counts()).by_worker
     rows: dict[str, dict[str, Any]] = {}
     for event in await run.events("all"):
         msg = event.msg
@@ -51,7 +51,7 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
 
 async def progress(run: RunHistory) -> list[dict[str, Any]]:
     """Per task prefix: tasks by state, and how many runs finished or failed."""
-    return (await run.tasks()).progress()
+    return (await run.counts()).progress()
 
 
 async def task_stream(run: RunHistory, limit: int = 2_000) -> list[dict[str, Any]]:
@@ -129,7 +129,7 @@ async def failures(run: RunHistory, keys: set[str]) -> dict[str, dict[str, Any]]
 
 async def run_summary(run: RunHistory) -> dict[str, Any]:
     """A run's ``info`` and its counts, for the runs page."""
-    outcomes = (await run.tasks()).outcomes
+    outcomes = (await run.counts()).outcomes
     event_counts = await run.event_counts()
     warnings = await run.logs(level=30)
     return {

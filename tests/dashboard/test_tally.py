@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storied.dashboard.tally import TaskTable
+from storied.dashboard.tally import RunCounts, TaskTable
 
 STATES = {"inc-1a": "memory", "inc-1b": "memory", "inc-2": "erred", "sum-x1": "waiting"}
 EXECUTIONS = [
@@ -14,12 +14,23 @@ EXECUTIONS = [
 ]
 
 
+def test_live_counts_add_executions_as_they_come() -> None:
+    counts = RunCounts()
+    counts.add_executions(EXECUTIONS[:2])
+    counts.add_executions(EXECUTIONS[2:])
+    counts.set_states(STATES.items())
+    assert counts.progress() == TaskTable(STATES, EXECUTIONS).counts.progress()
+    counts.set_states([("inc-1a", "released")])
+    (inc,) = [p for p in counts.progress() if p["prefix"] == "inc"]
+    assert inc["states"] == {"released": 1} and inc["executed"] == 2 and inc["erred"] == 2
+
+
 def test_counts_by_prefix_worker_and_outcome() -> None:
     table = TaskTable(STATES, EXECUTIONS)
     assert len(table) == 5
-    assert table.by_worker == {"w1": 2, "w2": 3}
-    assert table.outcomes == {"memory": 3, "erred": 2}
-    assert table.progress() == [
+    assert table.counts.by_worker == {"w1": 2, "w2": 3}
+    assert table.counts.outcomes == {"memory": 3, "erred": 2}
+    assert table.counts.progress() == [
         {"prefix": "gone", "states": {}, "tasks": 0, "executed": 1, "erred": 0},
         {
             "prefix": "inc",

@@ -4,6 +4,8 @@
 const params = new URLSearchParams(location.search);
 const run = params.get("run");
 const live = document.body.dataset.live === "true";
+// the newest task runs the status page draws (Dask's task stream keeps 1000 too)
+const TASK_STREAM_BARS = 1000;
 
 function api(path, extra = {}) {
   const query = new URLSearchParams(extra);
@@ -56,9 +58,9 @@ function drawStatus(found) {
 }
 
 async function status() {
-  if (!live) { drawStatus(await api("status", { limit: 2000 })); return; }
+  if (!live) { drawStatus(await api("status", { limit: TASK_STREAM_BARS })); return; }
   // live: the server pushes the whole status each time the run changes (no polling)
-  const query = new URLSearchParams({ limit: 2000 });
+  const query = new URLSearchParams({ limit: TASK_STREAM_BARS });
   if (run) query.set("run", run);
   const push = new EventSource(`/api/v1/status/stream?${query}`);
   push.addEventListener("status", (message) => {
