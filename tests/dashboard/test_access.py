@@ -162,6 +162,7 @@ def test_the_login_form_sets_a_cookie_and_wrong_tokens_are_on_the_record(
         assert response.url.endswith("/logs") and b'data-page="logs"' in response.read()
     cookie = next(c for c in jar if c.name == COOKIE)
     assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") == "Strict"
     with browser.open(f"{base}/api/v1/workers") as response:
         assert json.loads(response.read()) == []
     actions = [msg["action"] for _, msg in guarded.scheduler.get_events("dashboard")]

@@ -161,7 +161,7 @@ def test_offline_api_answers_from_the_ledger(finished: Workload, offline: str) -
     assert len(get_json(f"{offline}/api/v1/task-stream")) == 1
 
 
-@pytest.mark.parametrize("page", ["status", "story", "events", "logs", "runs"])
+@pytest.mark.parametrize("page", ["status", "tasks", "story", "events", "logs", "runs"])
 def test_every_page_is_served_live_and_offline(workload: Workload, offline: str, page: str) -> None:
     for base in (workload.base, offline):
         status, body = get(f"{base}/{page}")

@@ -79,6 +79,8 @@ def check_story(page: Any, base: str, workload: Workload, name: str, run: str = 
 def check_logs(page: Any, base: str, name: str, run: str = "") -> None:
     page.goto(f"{base}/logs{run}")
     page.wait_for_selector("#logs tr:nth-child(2)")
+    assert "INFO" in page.locator("#logs tr td:nth-child(2)").all_inner_texts()
+    shot(page, name)  # the default level, INFO: the run's log as it is
     page.select_option("#logs-level", "WARNING")
     poll(
         lambda: all(
@@ -88,7 +90,6 @@ def check_logs(page: Any, base: str, name: str, run: str = "") -> None:
         what="only warnings and worse are shown",
     )
     assert "refusing 7" in page.locator("#logs").inner_text()
-    shot(page, name)
 
 
 def check_tasks(page: Any, base: str, workload: Workload, name: str, run: str = "") -> None:
@@ -102,6 +103,7 @@ def check_tasks(page: Any, base: str, workload: Workload, name: str, run: str = 
         "document.querySelector('#tasks-pager .page-at').textContent.includes('11\u2013')"
     )
     second = page.locator("#tasks tr td:first-child").all_inner_texts()
+    shot(page, name)
     assert (
         len(second) == 10
         and not set(first) & set(second)
@@ -113,7 +115,6 @@ def check_tasks(page: Any, base: str, workload: Workload, name: str, run: str = 
         "document.querySelector('#tasks-pager .page-at').textContent.includes('of 1')"
     )
     assert page.locator("#tasks tr td:first-child").all_inner_texts() == [workload.failed_key]
-    shot(page, name)
     page.get_by_role("link", name=workload.failed_key).click()  # a task opens its story
     page.wait_for_selector(".failure")
 
