@@ -16,6 +16,7 @@ import statistics
 import time
 import urllib.request
 
+from pairs import report_pairs
 from playwright.sync_api import sync_playwright
 
 from storied import Client, LocalCluster
@@ -58,16 +59,12 @@ def main() -> None:
         client.gather(held)
         push = statistics.median(time_status(cl.dashboard_link) for _ in range(9))
         del held
-    ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
-    print(f"{args.pairs} pairs of map({args.tasks:,}) in one warm cluster, ABBA order")
-    for watched in (True, False):
-        values = rates[watched]
-        print(
-            f"  status page {'open  ' if watched else 'closed'}: median "
-            f"{statistics.median(values):,.0f} tasks/s ({min(values):,.0f}-{max(values):,.0f})"
-        )
+    report_pairs(
+        f"{args.pairs} pairs of map({args.tasks:,}) in one warm cluster, ABBA order",
+        rates,
+        {True: "status page open  ", False: "status page closed"},
+    )
     print(f"  pushes the open page received: {pushes}")
-    print(f"  watched / not watched, median of pairs: {statistics.median(ratios):.3f}")
     print(
         f"  one push's answer with {args.tasks:,} tasks held, timed over HTTP: {push * 1e3:.1f} ms"
         f" every {STATUS_INTERVAL:.0f} s at most: {push / STATUS_INTERVAL:.1%} of the scheduler's"

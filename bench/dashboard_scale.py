@@ -183,12 +183,9 @@ def main() -> None:
     started = time.perf_counter()
     process, base = serve(path)
     try:
+        # the runs page needs every run's counts: it answers once the count ahead is done
         run = json.loads(urllib.request.urlopen(f"{base}/api/v1/runs").read())["runs"][0]["id"]
-        first, _ = timed_get(f"{base}/api/v1/tasks?run={run}&limit=1")  # waits for the count
-        print(
-            f"counted ahead: the first answer came {time.perf_counter() - started:.1f} s "
-            f"after start ({first:.1f} s of it waiting)\n"
-        )
+        print(f"counted ahead: runs answered {time.perf_counter() - started:.1f} s after start\n")
         print("| API call | first (s) | median (s) | bytes |")
         print("| --- | ---: | ---: | ---: |")
         for name, query in api_calls(args.tasks).items():

@@ -154,10 +154,11 @@ async def _logs(run: RunHistory, request: web.Request) -> Any:
     ]
 
 
-async def _pushed(request: web.Request) -> tuple[RunHistory, web.StreamResponse]:
-    """The run asked for, and an open server-sent events answer, counted among the tails the
-    server ends when it closes."""
-    run = await run_of(request)
+async def _push(
+    request: web.Request, messages: Callable[[], Awaitable[list[str]]], interval: float
+) -> web.StreamResponse:
+    """Server-sent events: what ``messages()`` returns, asked every ``interval`` seconds, until
+    the browser goes away or the server closes (which ends the pushes it counts in TAILS)."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -165,49 +166,53 @@ async def _pushed(request: web.Request) -> tuple[RunHistory, web.StreamResponse]
     task = asyncio.current_task()
     assert task is not None
     request.app[TAILS].add(task)
-    return run, response
+    try:
+        while True:
+            for message in await messages():
+                await response.write(message.encode())
+            await asyncio.sleep(interval)
+    except ConnectionResetError:  # the browser went away
+        return response
+    finally:
+        request.app[TAILS].discard(task)
 
 
 async def status_stream(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the status page's whole answer (``/status``'s JSON) now, then
-    again each time the run has changed, until the browser goes away or the server closes."""
+    """The status page's whole answer (``/status``'s JSON) now, then again each time the run
+    has changed."""
     limit = _stream_limit(request)
-    run, response = await _pushed(request)
+    run = await run_of(request)
     sent = None
-    try:
-        while True:
-            version = run.version()
-            if version != sent:
-                sent = version
-                payload = _dumps(await views.status(run, limit))
-                await response.write(f"event: status\ndata: {payload}\n\n".encode())
-            await asyncio.sleep(STATUS_INTERVAL)
-    except ConnectionResetError:  # the browser went away
-        return response
-    finally:
-        request.app[TAILS].discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def changed() -> list[str]:
+        nonlocal sent
+        version = run.version()
+        if version == sent:
+            return []
+        sent = version
+        return [f"event: status\ndata: {_dumps(await views.status(run, limit))}\n\n"]
+
+    return await _push(request, changed, STATUS_INTERVAL)
 
 
 async def events_tail(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: each new event of ``?topic=`` (every topic without it) after
-    ``?after=SEQ``, as it is recorded, until the browser goes away or the server closes."""
+    """Each new event of ``?topic=`` (every topic without it) after ``?after=SEQ``, as it is
+    recorded."""
     topic = request.query.get("topic") or None
     after = _int_param(request, "after", None)
-    run, response = await _pushed(request)
+    run = await run_of(request)
     if after is None:
         newest = await run.events(topic, limit=1)
         after = newest[-1].seq if newest else 0
-    try:
-        while True:
-            for record in await run.events(topic, after_seq=after):
-                after = record.seq
-                payload = _dumps(record._asdict())
-                await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
-            await asyncio.sleep(TAIL_INTERVAL)
-    except ConnectionResetError:  # the browser went away
-        return response
-    finally:
-        request.app[TAILS].discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def new_events() -> list[str]:
+        nonlocal after
+        found = await run.events(topic, after_seq=after)
+        if found:
+            after = found[-1].seq
+        return [f"id: {rec.seq}\ndata: {_dumps(rec._asdict())}\n\n" for rec in found]
+
+    return await _push(request, new_events, TAIL_INTERVAL)
 
 
 def routes() -> list[web.RouteDef]:
