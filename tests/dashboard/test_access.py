@@ -138,11 +138,13 @@ def guarded() -> Iterator[LocalCluster]:
 
 def test_the_token_guards_api_metrics_and_pages(guarded: LocalCluster) -> None:
     base = local(guarded.dashboard_link)
-    for path in ("/api/v1/workers", "/metrics"):
+    for path in ("/api/v1/workers", "/api/v1/tasks", "/metrics"):
         status, body = get(f"{base}{path}")
         assert status == 401 and b"Authorization: Bearer" in body
         assert get(f"{base}{path}", {"Authorization": "Bearer wrong"})[0] == 401
         assert get(f"{base}{path}", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    for pushed in ("/api/v1/status/stream", "/api/v1/events/tail"):
+        assert get(f"{base}{pushed}")[0] == 401
     status, body = get(f"{base}/status")  # redirected to the login form
     assert status == 200 and b"needs the cluster's token" in body and b"data-page" not in body
 
