@@ -138,6 +138,8 @@ def test_live_event_arrives_in_the_events_tail(page: Any, workload: Workload) ->
     arrived = page.wait_for_selector("#events tr.new")
     assert '"arrives":"live"' in arrived.inner_text()
     assert page.locator("#events tr").nth(1).get_attribute("class") == "new"  # newest first
+    counted = page.locator("#topics tr", has_text="dashboard-test").locator("td").nth(1)
+    assert counted.inner_text() == "3"  # the topic's count follows
     shot(page, "live-events")
 
 

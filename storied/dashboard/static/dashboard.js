@@ -136,11 +136,11 @@ async function showStory(query, offset) {
 async function events() {
   const topic = params.get("topic") || "";
   const counts = await api("topics");
-  const topics = Object.keys(counts).sort();
-  table(document.getElementById("topics"), ["topic", "events"], [
+  const drawTopics = () => table(document.getElementById("topics"), ["topic", "events"], [
     [el("a", { href: withRun("/events") }, "(all)"), Object.values(counts).reduce((a, b) => a + b, 0)],
-    ...topics.map((t) => [el("a", { href: withRun(`/events?topic=${encodeURIComponent(t)}`) }, t), counts[t]]),
+    ...Object.keys(counts).sort().map((t) => [el("a", { href: withRun(`/events?topic=${encodeURIComponent(t)}`) }, t), counts[t]]),
   ]);
+  drawTopics();
   document.getElementById("events-title").textContent = topic ? `Events: ${topic}` : "Events: all topics";
   const node = document.getElementById("events");
   table(node, ["time", "topic", "source", "message"], []);
@@ -163,9 +163,12 @@ async function events() {
   if (newest != null) query.set("after", newest);
   const tail = new EventSource(`/api/v1/events/tail?${query}`);
   tail.onmessage = (message) => {
-    const row = eventRow(JSON.parse(message.data));
+    const arrived = JSON.parse(message.data);
+    const row = eventRow(arrived);
     row.classList.add("new");
     node.firstChild.after(row);
+    counts[arrived.topic] = (counts[arrived.topic] || 0) + 1;
+    drawTopics();
   };
 }
 
