@@ -13,9 +13,10 @@ user needs to do: this is a measurement, not an API.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
+
+from pairs import report_pairs
 
 from storied import Client, LocalCluster
 from storied.record import NoRecord
@@ -51,15 +52,11 @@ def main() -> None:
                 client.gather(client.map(noop, range(first, first + args.tasks)))
                 rates[on].append(args.tasks / (time.perf_counter() - started))
                 first += args.tasks
-    ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
-    print(f"{args.pairs} pairs of map({args.tasks:,}) in one warm cluster")
-    for on in (True, False):
-        values = rates[on]
-        print(
-            f"  recording {'on ' if on else 'off'}: median {statistics.median(values):,.0f} "
-            f"tasks/s ({min(values):,.0f}-{max(values):,.0f})"
-        )
-    print(f"  on/off, median of paired ratios: {statistics.median(ratios):.3f}")
+    report_pairs(
+        f"{args.pairs} pairs of map({args.tasks:,}) in one warm cluster",
+        rates,
+        {True: "recording on ", False: "recording off"},
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import click
 
 from storied.cli.main import _serve
@@ -38,5 +40,6 @@ def dashboard(ledger_path: str, host: str, port: int, auth_token: str | None) ->
 
     def started(serving: Dashboard) -> None:
         click.echo(f"storied dashboard at {serving.link.removesuffix('/status')}/runs", err=True)
+        threading.Thread(target=catalog.count_ahead, name="count-ahead", daemon=True).start()
 
     _serve(server, started)

@@ -17,6 +17,10 @@ from storied.dashboard.history import Catalog, RunHistory
 API_PREFIX = "/api/v1"
 #: How often the events tail looks for new events.
 TAIL_INTERVAL = 0.5
+#: How often the status push looks whether anything changed (it sends only then).
+STATUS_INTERVAL = 2.0
+#: The most rows one page of any list may ask for.
+MAX_PAGE = 10_000
 CATALOG: web.AppKey[Catalog] = web.AppKey("catalog", Catalog)
 #: The open events tails: they run until the browser leaves, so the server ends them on close.
 TAILS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tails", set)
@@ -37,6 +41,18 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
         return int(raw)
     except ValueError:
         raise web.HTTPBadRequest(text=f"{name} must be an integer, not {raw!r}") from None
+
+
+def _page_params(request: web.Request, default_limit: int) -> tuple[int, int]:
+    """``offset`` and ``limit`` of a page: 0 <= offset, 1 <= limit <= MAX_PAGE."""
+    offset = _int_param(request, "offset", 0) or 0
+    limit = _int_param(request, "limit", default_limit) or 0
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise web.HTTPBadRequest(
+            text=f"a page needs offset >= 0 and 1 <= limit <= {MAX_PAGE}, "
+            f"not offset={offset}, limit={limit}"
+        )
+    return offset, limit
 
 
 def _level_param(request: web.Request) -> int:
@@ -83,11 +99,31 @@ async def _progress(run: RunHistory, request: web.Request) -> Any:
 
 
 async def _task_stream(run: RunHistory, request: web.Request) -> Any:
-    return await views.task_stream(run, _int_param(request, "limit", 2_000) or 0)
+    return await views.task_stream(run, _stream_limit(request))
+
+
+def _stream_limit(request: web.Request) -> int:
+    return _int_param(request, "limit", 2_000) or 0
+
+
+async def _status(run: RunHistory, request: web.Request) -> Any:
+    return await views.status(run, _stream_limit(request))
+
+
+async def _tasks(run: RunHistory, request: web.Request) -> Any:
+    offset, limit = _page_params(request, 100)
+    table = await run.tasks()
+    return table.page(
+        offset,
+        limit,
+        prefix=request.query.get("prefix") or None,
+        state=request.query.get("state") or None,
+    )
 
 
 async def _story(run: RunHistory, request: web.Request) -> Any:
-    return await views.story(run, request.query.get("q", ""))
+    offset, limit = _page_params(request, 1_000)
+    return await views.story(run, request.query.get("q", ""), offset, limit)
 
 
 async def _topics(run: RunHistory, request: web.Request) -> Any:
@@ -96,12 +132,15 @@ async def _topics(run: RunHistory, request: web.Request) -> Any:
 
 async def _events(run: RunHistory, request: web.Request) -> Any:
     topic = request.query.get("topic") or None
-    found = await run.events(topic, limit=_int_param(request, "limit", 200))
+    _, limit = _page_params(request, 200)
+    before = _int_param(request, "before", None)
+    found = await run.events(topic, limit=limit, before_seq=before)
     return [record._asdict() for record in reversed(found)]
 
 
 async def _logs(run: RunHistory, request: web.Request) -> Any:
-    found = await run.logs(_level_param(request), _int_param(request, "limit", 500))
+    offset, limit = _page_params(request, 500)
+    found = await run.logs(_level_param(request), limit, offset)
     return [
         {
             "timestamp": entry.timestamp,
@@ -115,31 +154,65 @@ async def _logs(run: RunHistory, request: web.Request) -> Any:
     ]
 
 
-async def events_tail(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: each new event of ``?topic=`` (every topic without it) after
-    ``?after=SEQ``, as it is recorded, until the browser goes away or the server closes."""
-    run = await run_of(request)
-    topic = request.query.get("topic") or None
-    after = _int_param(request, "after", None)
-    if after is None:
-        newest = await run.events(topic, limit=1)
-        after = newest[-1].seq if newest else 0
+async def _push(
+    request: web.Request, messages: Callable[[], Awaitable[list[str]]], interval: float
+) -> web.StreamResponse:
+    """Server-sent events: what ``messages()`` returns, asked every ``interval`` seconds, until
+    the browser goes away or the server closes (which ends the pushes it counts in TAILS)."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    tails, task = request.app[TAILS], asyncio.current_task()
+    task = asyncio.current_task()
     assert task is not None
-    tails.add(task)
+    request.app[TAILS].add(task)
     try:
         while True:
-            for record in await run.events(topic, after_seq=after):
-                after = record.seq
-                payload = _dumps(record._asdict())
-                await response.write(f"id: {record.seq}\ndata: {payload}\n\n".encode())
-            await asyncio.sleep(TAIL_INTERVAL)
+            for message in await messages():
+                await response.write(message.encode())
+            await asyncio.sleep(interval)
+    except ConnectionResetError:  # the browser went away
+        return response
     finally:
-        tails.discard(task)
+        request.app[TAILS].discard(task)
+
+
+async def status_stream(request: web.Request) -> web.StreamResponse:
+    """The status page's whole answer (``/status``'s JSON) now, then again each time the run
+    has changed."""
+    limit = _stream_limit(request)
+    run = await run_of(request)
+    sent = None
+
+    async def changed() -> list[str]:
+        nonlocal sent
+        version = run.version()
+        if version == sent:
+            return []
+        sent = version
+        return [f"event: status\ndata: {_dumps(await views.status(run, limit))}\n\n"]
+
+    return await _push(request, changed, STATUS_INTERVAL)
+
+
+async def events_tail(request: web.Request) -> web.StreamResponse:
+    """Each new event of ``?topic=`` (every topic without it) after ``?after=SEQ``, as it is
+    recorded."""
+    topic = request.query.get("topic") or None
+    after = _int_param(request, "after", None)
+    run = await run_of(request)
+    if after is None:
+        newest = await run.events(topic, limit=1)
+        after = newest[-1].seq if newest else 0
+
+    async def new_events() -> list[str]:
+        nonlocal after
+        found = await run.events(topic, after_seq=after)
+        if found:
+            after = found[-1].seq
+        return [f"id: {rec.seq}\ndata: {_dumps(rec._asdict())}\n\n" for rec in found]
+
+    return await _push(request, new_events, TAIL_INTERVAL)
 
 
 def routes() -> list[web.RouteDef]:
@@ -148,6 +221,9 @@ def routes() -> list[web.RouteDef]:
         web.get(f"{API_PREFIX}/workers", _view(_workers)),
         web.get(f"{API_PREFIX}/progress", _view(_progress)),
         web.get(f"{API_PREFIX}/task-stream", _view(_task_stream)),
+        web.get(f"{API_PREFIX}/status", _view(_status)),
+        web.get(f"{API_PREFIX}/status/stream", status_stream),
+        web.get(f"{API_PREFIX}/tasks", _view(_tasks)),
         web.get(f"{API_PREFIX}/story", _view(_story)),
         web.get(f"{API_PREFIX}/topics", _view(_topics)),
         web.get(f"{API_PREFIX}/events", _view(_events)),

@@ -9,20 +9,29 @@ return the same plain records, so live and after-the-fact pages cannot drift apa
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from storied.dashboard.tally import Execution, RunCounts, TaskTable
 from storied.record.events import EventRecord
+from storied.record.failures import explain_story
 from storied.record.ledger import Ledger
 from storied.record.logcapture import LogRecordEntry
 
 if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
 
+logger = logging.getLogger("storied.dashboard")
+
 #: The id of the one run a live scheduler offers.
 LIVE_RUN = "live"
+
+T = TypeVar("T")
 
 
 class RunHistory(Protocol):
@@ -31,38 +40,53 @@ class RunHistory(Protocol):
     #: ``id``, ``live``, ``started``, ``ended`` and what the run recorded about itself
     info: dict[str, Any]
 
+    def version(self) -> Any:
+        """Changes whenever what the status page shows may have: pushes are sent on change."""
+        ...
+
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         """Live load by worker address (``nthreads``, ``processing``, ``in_memory``); a run
         read from a ledger has none."""
         ...
 
-    async def task_states(self) -> dict[str, str]:
-        """Each task's state on the scheduler, now (live) or when the run was last recorded."""
+    async def counts(self) -> RunCounts:
+        """Executions by worker, outcome and prefix, and tasks by state and prefix: cheap to
+        ask again and again of a live run (the status push does)."""
         ...
 
-    async def executions(self) -> list[dict[str, Any]]:
-        """Task runs on worker threads: ``key, worker, thread, start, stop, outcome``."""
+    async def tasks(self) -> TaskTable:
+        """Every task: its state on the scheduler (live: now; offline: its outcome, as
+        ``Ledger.tasks`` gives it) and its executions, counted."""
+        ...
+
+    async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` task runs on worker threads, oldest first: ``key, worker,
+        thread, start, stop, outcome``."""
         ...
 
     async def story(self, names: list[str]) -> list[dict[str, Any]]:
-        """Cluster-wide transitions of keys or stimulus ids (``TransitionRecord.as_dict``),
-        in time order."""
-        ...
-
-    async def keys(self) -> set[str]:
-        """Task keys the run knows of, for searches by key prefix."""
+        """Cluster-wide transitions of keys or stimulus ids (``TransitionRecord.as_dict``,
+        with ``run_id`` and the ``failure`` that caused it, if any), in time order."""
         ...
 
     async def event_counts(self) -> dict[str, int]: ...
 
     async def events(
-        self, topic: str | None = None, after_seq: int | None = None, limit: int | None = None
+        self,
+        topic: str | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        before_seq: int | None = None,
     ) -> list[EventRecord]:
-        """Events oldest first; ``after_seq`` for tails, ``limit`` keeps the newest."""
+        """Events oldest first; ``after_seq`` for tails, ``before_seq`` for older pages,
+        ``limit`` keeps the newest."""
         ...
 
-    async def logs(self, level: int = 0, limit: int | None = None) -> list[LogRecordEntry]:
-        """Log records of the scheduler and workers at ``level`` and above, oldest first."""
+    async def logs(
+        self, level: int = 0, limit: int | None = None, offset: int = 0
+    ) -> list[LogRecordEntry]:
+        """Log records of the scheduler and workers at ``level`` and above, oldest first: the
+        newest ``limit`` after skipping the ``offset`` newest."""
         ...
 
 
@@ -80,8 +104,10 @@ class Catalog(Protocol):
         ...
 
 
-def _newest(records: list[Any], limit: int | None) -> list[Any]:
-    return records if limit is None else records[max(len(records) - limit, 0) :]
+def _newest(records: list[Any], limit: int | None, offset: int = 0) -> list[Any]:
+    """The newest ``limit`` of ``records`` (oldest first) after skipping the ``offset`` newest."""
+    end = len(records) - offset
+    return records[: max(end, 0)] if limit is None else records[max(end - limit, 0) : max(end, 0)]
 
 
 class LiveRun:
@@ -95,96 +121,175 @@ class LiveRun:
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.info = {"id": LIVE_RUN, "live": True, "address": scheduler.address, "ended": None}
+        self._table: tuple[Any, TaskTable] | None = None
+        self._counts = RunCounts()
+        self._counted_through = 0
+
+    def version(self) -> Any:
+        record = self.scheduler.record
+        return (
+            record.transitions_recorded,
+            record.executions_recorded,
+            len(self.scheduler.state.workers),
+        )
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         return {
             address: worker.identity() for address, worker in self.scheduler.state.workers.items()
         }
 
-    async def task_states(self) -> dict[str, str]:
-        return {key: ts.state for key, ts in self.scheduler.state.tasks.items()}
+    async def counts(self) -> RunCounts:
+        """Adds the executions recorded since the last look (those that fell out of memory
+        meanwhile go uncounted), and takes the tasks' states now."""
+        record = self.scheduler.record
+        new = record.executions(since=self._counted_through)
+        self._counted_through = record.executions_recorded
+        self._counts.add_executions(_execution_tuples(new))
+        self._counts.set_states((key, ts.state) for key, ts in self.scheduler.state.tasks.items())
+        return self._counts
 
-    async def executions(self) -> list[dict[str, Any]]:
-        return self.scheduler.record.executions()
+    async def tasks(self) -> TaskTable:
+        """Counted afresh only when something happened since the last count."""
+        version = self.version()
+        if self._table is None or self._table[0] != version:
+            executions = _execution_tuples(self.scheduler.record.executions())
+            states = {key: ts.state for key, ts in self.scheduler.state.tasks.items()}
+            self._table = (version, TaskTable(states, executions))
+        return self._table[1]
+
+    async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return _newest(self.scheduler.record.executions(), limit)
 
     async def story(self, names: list[str]) -> list[dict[str, Any]]:
         first = self.scheduler.record.first_seq
         entries = await self.scheduler._cluster_story(names, on_error="ignore")
         return [entry for entry in entries if entry["seq"] >= first]
 
-    async def keys(self) -> set[str]:
-        known = set(self.scheduler.state.tasks)
-        known.update(execution["key"] for execution in self.scheduler.record.executions())
-        return known
-
     async def event_counts(self) -> dict[str, int]:
         return self.scheduler.record.event_counts()
 
     async def events(
-        self, topic: str | None = None, after_seq: int | None = None, limit: int | None = None
+        self,
+        topic: str | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        before_seq: int | None = None,
     ) -> list[EventRecord]:
         record = self.scheduler.record
         if after_seq is not None:  # a tail: new events are in memory, the ledger is not read
             return _newest(record.events_after(after_seq, topic), limit)
         found = await self.scheduler._off_loop(record.events, topic, detail=True)
         records = found if topic is not None else [r for rs in found.values() for r in rs]
-        this_run = [r for r in records if r.seq >= record.first_seq]
+        upper = before_seq if before_seq is not None else float("inf")
+        this_run = [r for r in records if record.first_seq <= r.seq < upper]
         return _newest(sorted(this_run, key=_by_seq), limit)
 
-    async def logs(self, level: int = 0, limit: int | None = None) -> list[LogRecordEntry]:
+    async def logs(
+        self, level: int = 0, limit: int | None = None, offset: int = 0
+    ) -> list[LogRecordEntry]:
         entries = await self.scheduler._log_entries()
-        return _newest([LogRecordEntry(*e) for e in entries if e[2] >= level], limit)
+        return _newest([LogRecordEntry(*e) for e in entries if e[2] >= level], limit, offset)
 
 
 def _by_seq(record: EventRecord) -> int:
     return record.seq
 
 
+def _execution_tuples(executions: list[dict[str, Any]]) -> list[Execution]:
+    return [(e["key"], e["worker"], e["start"], e["stop"], e["outcome"]) for e in executions]
+
+
 class LedgerRun:
-    """One run on a ledger file; every read runs in a thread, off the serving loop."""
+    """One run on a ledger file; every read runs in a thread, off the serving loop.
+
+    A run that has ended never changes, so what it costs to count (the task table, the event
+    counts) is counted once and kept.
+    """
 
     def __init__(self, ledger: Ledger, run_id: int, info: dict[str, Any]) -> None:
         self.ledger = ledger
         self.run_id = run_id
         self.info = info
+        self._kept: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def version(self) -> Any:
+        return self.info["ended"]
+
+    def _counted(self, name: str, count: Callable[[], T]) -> T:
+        """``count()``, kept once the run has ended; one thread counts at a time."""
+        with self._lock:
+            if name in self._kept:
+                return cast(T, self._kept[name])
+            found = count()
+            if self.info["ended"] is not None:
+                self._kept[name] = found
+            return found
+
+    def task_table(self) -> TaskTable:
+        """The run's task table, counted on the calling thread (or kept)."""
+        return self._counted(
+            "tasks",
+            lambda: TaskTable(
+                self.ledger.scheduler_outcomes(self.run_id),
+                self.ledger.execution_outcomes(self.run_id),
+            ),
+        )
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         return {}
 
-    async def task_states(self) -> dict[str, str]:
-        def final_states() -> dict[str, str]:
-            records = self.ledger.transitions(run_id=self.run_id, where="scheduler")
-            return {rec.key: rec.finish for rec in records}
+    async def counts(self) -> RunCounts:
+        return (await self.tasks()).counts
 
-        return await asyncio.to_thread(final_states)
+    async def tasks(self) -> TaskTable:
+        return await asyncio.to_thread(self.task_table)
 
-    async def executions(self) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.ledger.executions, self.run_id)
+    async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.ledger.executions, self.run_id, limit)
 
     async def story(self, names: list[str]) -> list[dict[str, Any]]:
-        records = await asyncio.to_thread(self.ledger.story, *names, run_id=self.run_id)
-        return sorted((rec.as_dict() for rec in records), key=lambda entry: entry["timestamp"])
+        def explained() -> list[dict[str, Any]]:
+            records = self.ledger.story(*names, run_id=self.run_id)
+            entries = [{"run_id": self.run_id, **rec.as_dict()} for rec in records]
+            keys = {entry["key"] for entry in entries}
+            explain_story(entries, self.ledger.failures(keys, run_id=self.run_id))
+            return sorted(entries, key=lambda entry: entry["timestamp"])
 
-    async def keys(self) -> set[str]:
-        def logged_keys() -> set[str]:
-            return {rec.key for rec in self.ledger.transitions(run_id=self.run_id)}
-
-        return await asyncio.to_thread(logged_keys)
+        return await asyncio.to_thread(explained)
 
     async def event_counts(self) -> dict[str, int]:
-        return dict(Counter(rec.topic for rec in await self.events()))
+        def count() -> dict[str, int]:
+            return dict(Counter(rec.topic for rec in self.ledger.events(run_id=self.run_id)))
+
+        return await asyncio.to_thread(self._counted, "event_counts", count)
 
     async def events(
-        self, topic: str | None = None, after_seq: int | None = None, limit: int | None = None
+        self,
+        topic: str | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        before_seq: int | None = None,
     ) -> list[EventRecord]:
         return await asyncio.to_thread(
-            self.ledger.events, topic, limit=limit, run_id=self.run_id, after_seq=after_seq
+            self.ledger.events,
+            topic,
+            limit=limit,
+            run_id=self.run_id,
+            after_seq=after_seq,
+            max_seq=before_seq,
         )
 
-    async def logs(self, level: int = 0, limit: int | None = None) -> list[LogRecordEntry]:
-        return await asyncio.to_thread(
-            self.ledger.logs, level or None, limit=limit, run_id=self.run_id
+    async def logs(
+        self, level: int = 0, limit: int | None = None, offset: int = 0
+    ) -> list[LogRecordEntry]:
+        found = await asyncio.to_thread(
+            self.ledger.logs,
+            level or None,
+            limit=None if limit is None else limit + offset,
+            run_id=self.run_id,
         )
+        return _newest(found, limit, offset)
 
 
 class LiveCatalog:
@@ -227,6 +332,8 @@ class LedgerCatalog:
 
     def __init__(self, paths: Iterable[str | Path]) -> None:
         self.ledgers = [Ledger(path) for path in paths]
+        #: the runs read so far by id: each keeps what it has counted
+        self._known: dict[str, LedgerRun] = {}
 
     async def runs(self) -> list[RunHistory]:
         return await asyncio.to_thread(self._read_runs)
@@ -245,9 +352,29 @@ class LedgerCatalog:
                     "started": run["started"],
                     "ended": run["ended"],
                 }
-                runs.append(LedgerRun(ledger, run["run_id"], info))
+                known = self._known.get(info["id"])
+                if known is None or known.info["ended"] != info["ended"]:
+                    known = self._known[info["id"]] = LedgerRun(ledger, run["run_id"], info)
+                runs.append(known)
         runs.sort(key=lambda run: run.info["started"])
         return runs
+
+    def count_ahead(self) -> None:
+        """Count the task tables of the runs that have ended, newest first, so that the first
+        look at a large run finds them counted (run in a thread at start)."""
+        started = time.perf_counter()
+        ended = [
+            run
+            for run in reversed(self._read_runs())
+            if isinstance(run, LedgerRun) and run.info["ended"] is not None
+        ]
+        for run in ended:
+            run.task_table()
+        logger.info(
+            "Counted the tasks of %d finished runs in %.1f s",
+            len(ended),
+            time.perf_counter() - started,
+        )
 
     async def run(self, run_id: str | None) -> RunHistory:
         runs = await self.runs()

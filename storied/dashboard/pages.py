@@ -22,6 +22,18 @@ PAGES: dict[str, tuple[str, str]] = {
 <section><h2>Task stream</h2><div id="task-stream" class="chart"></div></section>
 """,
     ),
+    "tasks": (
+        "Tasks",
+        """
+<form id="tasks-form" class="search">
+  <input name="prefix" placeholder="task prefix (e.g. inc)" size="24">
+  <input name="state" placeholder="state (e.g. erred)" size="16">
+  <button type="submit">Filter</button>
+</form>
+<table id="tasks" class="grid"></table>
+<div id="tasks-pager" class="pager"></div>
+""",
+    ),
     "story": (
         "Story",
         """
@@ -30,8 +42,11 @@ PAGES: dict[str, tuple[str, str]] = {
   <button type="submit">Search</button>
 </form>
 <div id="story-summary"></div>
+<div id="story-related" class="related"></div>
 <div id="failures"></div>
+<div id="story-lanes" class="chart"></div>
 <table id="story" class="grid"></table>
+<div id="story-pager" class="pager"></div>
 """,
     ),
     "events": (
@@ -41,7 +56,8 @@ PAGES: dict[str, tuple[str, str]] = {
   <section><h2>Topics</h2><table id="topics" class="grid"></table></section>
   <section><h2 id="events-title">Events</h2>
     <p class="hint">Newest first; new events appear as they are recorded.</p>
-    <table id="events" class="grid"></table></section>
+    <table id="events" class="grid"></table>
+    <div class="pager"><button type="button" id="events-older">older ▶</button></div></section>
 </div>
 """,
     ),
@@ -54,6 +70,7 @@ PAGES: dict[str, tuple[str, str]] = {
     <option>ERROR</option><option>CRITICAL</option></select></label>
 </form>
 <table id="logs" class="grid"></table>
+<div id="logs-pager" class="pager"></div>
 """,
     ),
     "runs": ("Runs", """<table id="runs" class="grid"></table>"""),

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter, defaultdict
 from typing import Any
 
 from storied.dashboard.history import RunHistory
+from storied.dashboard.tally import key_prefix
 
 #: How many keys a key-prefix search tells the story of, at most.
 PREFIX_SEARCH_KEYS = 50
 #: The topic the scheduler logs failed tasks under (``action: task-erred``).
 ERRED_TOPIC = "erred"
 
-_TUPLE_KEY = re.compile(r"""^\(\s*['"]([^'"]*)['"]""")
-_HEX8 = re.compile(r"^[0-9a-f]{8}$")
-
-
-def key_prefix(key: str) -> str:
-    """The name shared by a key's siblings, as Dask's ``key_split``: ``inc-1f2e...`` is
-    ``inc``, ``('sum-aggregate-0a1b...', 3)`` is ``sum-aggregate``: the first word, then the
-    words made of letters only, up to a token (a word with a digit, or eight hex letters)."""
-    match = _TUPLE_KEY.match(key)
-    words = (match.group(1) if match else key).split("-")
-    kept = [words[0]]
-    for word in words[1:]:
-        if not word.isalpha() or _HEX8.match(word):
-            break
-        kept.append(word)
-    return "-".join(kept)
-
 
 async def workers(run: RunHistory) -> list[dict[str, Any]]:
     """Every worker that joined the run, from the ``all`` topic's add/remove events, with its
     live load when there is one."""
     load = await run.workers_now()
-    done = Counter(execution["worker"] for execution in await run.executions())
+    done = (await run.counts()).by_worker
     rows: dict[str, dict[str, Any]] = {}
     for event in await run.events("all"):
         msg = event.msg
@@ -69,50 +51,62 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
 
 async def progress(run: RunHistory) -> list[dict[str, Any]]:
     """Per task prefix: tasks by state, and how many runs finished or failed."""
-    by_prefix: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    for key, state in (await run.task_states()).items():
-        by_prefix[key_prefix(key)][state] += 1
-    outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    for execution in await run.executions():
-        outcomes[key_prefix(execution["key"])][execution["outcome"]] += 1
-    return [
-        {
-            "prefix": prefix,
-            "states": dict(by_prefix.get(prefix, {})),
-            "tasks": sum(by_prefix.get(prefix, Counter()).values()),
-            "executed": outcomes[prefix]["memory"],
-            "erred": outcomes[prefix]["erred"],
-        }
-        for prefix in sorted({*by_prefix, *outcomes})
-    ]
+    return (await run.counts()).progress()
 
 
 async def task_stream(run: RunHistory, limit: int = 2_000) -> list[dict[str, Any]]:
     """The newest ``limit`` task executions, each with its key's prefix, oldest first."""
-    executions = sorted(await run.executions(), key=lambda execution: execution["stop"])
-    return [
-        {**execution, "prefix": key_prefix(execution["key"])}
-        for execution in executions[max(len(executions) - limit, 0) :]
-    ]
+    executions = sorted(await run.executions(limit), key=lambda execution: execution["stop"])
+    return [{**execution, "prefix": key_prefix(execution["key"])} for execution in executions]
 
 
-async def story(run: RunHistory, query: str) -> dict[str, Any]:
+async def status(run: RunHistory, limit: int = 2_000) -> dict[str, Any]:
+    """Everything the status page shows, in one answer (what its live push sends)."""
+    return {
+        "workers": await workers(run),
+        "progress": await progress(run),
+        "task_stream": await task_stream(run, limit),
+    }
+
+
+async def story(run: RunHistory, query: str, offset: int = 0, limit: int = 1_000) -> dict[str, Any]:
     """The cluster-wide story of a key, a stimulus id, or every key starting with ``query``
-    (at most ``PREFIX_SEARCH_KEYS`` of them), and the failures of the keys it concerns."""
+    (at most ``PREFIX_SEARCH_KEYS`` of them): transitions ``offset`` to ``offset + limit`` in
+    time order, every failed attempt of the keys it concerns (exception and traceback), and
+    the keys and stimuli it links to."""
     query = query.strip()
     if not query:
-        return {"query": query, "keys": [], "transitions": [], "failures": {}, "truncated": False}
-    prefixed = sorted(key for key in await run.keys() if key.startswith(query) and key != query)
-    truncated = len(prefixed) > PREFIX_SEARCH_KEYS
-    names = [query, *prefixed[:PREFIX_SEARCH_KEYS]]
-    transitions = await run.story(names)
+        return {
+            "query": query,
+            "keys": [],
+            "transitions": [],
+            "failures": {},
+            "attempts": [],
+            "truncated": False,
+            "total": 0,
+            "offset": offset,
+            "limit": limit,
+        }
+    prefixed, truncated = (await run.tasks()).starting_with(query, PREFIX_SEARCH_KEYS)
+    transitions = await run.story([query, *prefixed])
     keys = sorted({entry["key"] for entry in transitions})
+    attempts = [
+        {**entry.pop("failure"), "transition_seq": entry["seq"]}
+        for entry in transitions
+        if entry.get("failure")
+    ]
+    for entry in transitions:
+        entry.pop("failure", None)
     return {
         "query": query,
         "keys": keys,
-        "transitions": transitions,
+        "transitions": transitions[offset : offset + limit],
         "failures": await failures(run, set(keys)),
+        "attempts": attempts,
         "truncated": truncated,
+        "total": len(transitions),
+        "offset": offset,
+        "limit": limit,
     }
 
 
@@ -135,7 +129,7 @@ async def failures(run: RunHistory, keys: set[str]) -> dict[str, dict[str, Any]]
 
 async def run_summary(run: RunHistory) -> dict[str, Any]:
     """A run's ``info`` and its counts, for the runs page."""
-    outcomes = Counter(execution["outcome"] for execution in await run.executions())
+    outcomes = (await run.counts()).outcomes
     event_counts = await run.event_counts()
     warnings = await run.logs(level=30)
     return {

@@ -138,11 +138,13 @@ def guarded() -> Iterator[LocalCluster]:
 
 def test_the_token_guards_api_metrics_and_pages(guarded: LocalCluster) -> None:
     base = local(guarded.dashboard_link)
-    for path in ("/api/v1/workers", "/metrics"):
+    for path in ("/api/v1/workers", "/api/v1/tasks", "/metrics"):
         status, body = get(f"{base}{path}")
         assert status == 401 and b"Authorization: Bearer" in body
         assert get(f"{base}{path}", {"Authorization": "Bearer wrong"})[0] == 401
         assert get(f"{base}{path}", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    for pushed in ("/api/v1/status/stream", "/api/v1/events/tail"):
+        assert get(f"{base}{pushed}")[0] == 401
     status, body = get(f"{base}/status")  # redirected to the login form
     assert status == 200 and b"needs the cluster's token" in body and b"data-page" not in body
 
@@ -162,6 +164,7 @@ def test_the_login_form_sets_a_cookie_and_wrong_tokens_are_on_the_record(
         assert response.url.endswith("/logs") and b'data-page="logs"' in response.read()
     cookie = next(c for c in jar if c.name == COOKIE)
     assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") == "Strict"
     with browser.open(f"{base}/api/v1/workers") as response:
         assert json.loads(response.read()) == []
     actions = [msg["action"] for _, msg in guarded.scheduler.get_events("dashboard")]

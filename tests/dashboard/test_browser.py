@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.dashboard.conftest import Workload, get_json
-from tests.engine.helpers import poll
+from tests.engine.helpers import inc, poll
 
 SHOTS = Path(__file__).resolve().parents[2] / ".pytest_cache" / "dashboard-screenshots"
 TIMEOUT_MS = 10_000
@@ -59,12 +59,28 @@ def check_story(page: Any, base: str, workload: Workload, name: str, run: str = 
     traceback = page.locator(".failure pre.traceback").inner_text()
     assert "Traceback (most recent call last)" in traceback and "fail_loudly" in traceback
     assert "processing → erred" in page.locator("#story").inner_text()
+    lanes = page.locator("#story-lanes svg text.lane").all_text_contents()
+    assert lanes[0] == "scheduler" and len(lanes) == 2 and lanes[1].startswith("tcp://")
+    shown = page.locator("#story tr").count() - 1
+    assert page.locator("#story-lanes circle.transition").count() == shown
+    assert page.locator("#story-lanes circle.failed").count() == 1
     shot(page, name)
+    erred_by = page.locator("#story tr", has_text="processing → erred").locator("td").nth(4)
+    stimulus = erred_by.inner_text()
+    erred_by.get_by_role("link").click()  # the stimulus: what else it moved
+    page.wait_for_url(f"**/story?q={quote(stimulus)}*")
+    page.wait_for_function(
+        "document.getElementById('story-summary').textContent.includes('transitions')"
+    )
+    assert page.locator("#story-query").input_value() == stimulus
+    assert "processing → erred" in page.locator("#story").inner_text()
 
 
 def check_logs(page: Any, base: str, name: str, run: str = "") -> None:
     page.goto(f"{base}/logs{run}")
     page.wait_for_selector("#logs tr:nth-child(2)")
+    assert "INFO" in page.locator("#logs tr td:nth-child(2)").all_inner_texts()
+    shot(page, name)  # the default level, INFO: the run's log as it is
     page.select_option("#logs-level", "WARNING")
     poll(
         lambda: all(
@@ -74,7 +90,33 @@ def check_logs(page: Any, base: str, name: str, run: str = "") -> None:
         what="only warnings and worse are shown",
     )
     assert "refusing 7" in page.locator("#logs").inner_text()
+
+
+def check_tasks(page: Any, base: str, workload: Workload, name: str, run: str = "") -> None:
+    page.goto(f"{base}/tasks{run}{'&' if run else '?'}limit=10")
+    page.wait_for_selector("#tasks tr:nth-child(11)")
+    total = get_json(f"{base}/api/v1/tasks{run}")["total"]
+    assert page.locator("#tasks-pager .page-at").inner_text().strip() == f"1\u201310 of {total}"
+    first = page.locator("#tasks tr td:first-child").all_inner_texts()
+    page.click("#tasks-pager button.older")
+    page.wait_for_function(
+        "document.querySelector('#tasks-pager .page-at').textContent.includes('11\u2013')"
+    )
+    second = page.locator("#tasks tr td:first-child").all_inner_texts()
     shot(page, name)
+    assert (
+        len(second) == 10
+        and not set(first) & set(second)
+        and first + second == sorted(first + second)
+    )
+    page.fill("#tasks-form input[name=state]", "erred")
+    page.click("#tasks-form button")
+    page.wait_for_function(
+        "document.querySelector('#tasks-pager .page-at').textContent.includes('of 1')"
+    )
+    assert page.locator("#tasks tr td:first-child").all_inner_texts() == [workload.failed_key]
+    page.get_by_role("link", name=workload.failed_key).click()  # a task opens its story
+    page.wait_for_selector(".failure")
 
 
 def test_live_pages(page: Any, workload: Workload) -> None:
@@ -82,6 +124,7 @@ def test_live_pages(page: Any, workload: Workload) -> None:
     check_status(page, base, workload, "live-status")
     check_story(page, base, workload, "live-story")
     check_logs(page, base, "live-logs")
+    check_tasks(page, base, workload, "live-tasks")
     page.goto(f"{base}/runs")
     page.wait_for_selector("#runs tr:nth-child(2)")
     assert "running" in page.locator("#runs").inner_text()
@@ -95,7 +138,25 @@ def test_live_event_arrives_in_the_events_tail(page: Any, workload: Workload) ->
     arrived = page.wait_for_selector("#events tr.new")
     assert '"arrives":"live"' in arrived.inner_text()
     assert page.locator("#events tr").nth(1).get_attribute("class") == "new"  # newest first
+    counted = page.locator("#topics tr", has_text="dashboard-test").locator("td").nth(1)
+    assert counted.inner_text() == "3"  # the topic's count follows
     shot(page, "live-events")
+
+
+def test_live_status_is_pushed_not_polled(page: Any, workload: Workload) -> None:
+    """New work shows up on an open status page by server push: after the page has loaded,
+    it makes no more requests of its own."""
+    page.goto(f"{workload.base}/status")
+    page.wait_for_selector("#task-stream svg rect.task")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    futures = workload.client.map(inc, range(5), key=[f"browser-pushed-{i}" for i in range(5)])
+    workload.client.gather(futures)
+    page.wait_for_selector('#progress [data-prefix="browser-pushed"]')
+    assert "ran 5" in page.locator('#progress [data-prefix="browser-pushed"]').inner_text()
+    assert int(page.evaluate("document.body.dataset.pushes")) >= 2
+    assert asked == []
+    del futures
 
 
 def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: str) -> None:
@@ -111,6 +172,7 @@ def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: s
     assert page.locator("#workers").inner_text().count("left") == 2
     check_story(page, offline, finished, "offline-story", run)
     check_logs(page, offline, "offline-logs", run)
+    check_tasks(page, offline, finished, "offline-tasks", run)
     page.goto(f"{offline}/events{run}")
     page.wait_for_selector("#topics a")
     page.get_by_role("link", name="erred").click()

@@ -4,7 +4,8 @@
 const params = new URLSearchParams(location.search);
 const run = params.get("run");
 const live = document.body.dataset.live === "true";
-const REFRESH_MS = 2000;
+// the newest task runs the status page draws (Dask's task stream keeps 1000 too)
+const TASK_STREAM_BARS = 1000;
 
 function api(path, extra = {}) {
   const query = new URLSearchParams(extra);
@@ -23,17 +24,68 @@ function showError(error) {
   document.querySelector("main").append(el("p", { class: "error" }, String(error.message || error)));
 }
 
+// Pages of a list: "newer" and "older" buttons under it, calling show(offset).
+function pager(node, offset, limit, shown, total, show) {
+  const back = el("button", { type: "button", class: "newer" }, "◀ previous");
+  const next = el("button", { type: "button", class: "older" }, "next ▶");
+  back.disabled = offset <= 0;
+  next.disabled = total != null ? offset + shown >= total : shown < limit;
+  back.onclick = () => show(Math.max(offset - limit, 0)).catch(showError);
+  next.onclick = () => show(offset + limit).catch(showError);
+  const where = total != null
+    ? `${total ? offset + 1 : 0}–${offset + shown} of ${total}`
+    : `${offset + 1}–${offset + shown}`;
+  node.replaceChildren(back, el("span", { class: "page-at" }, ` ${where} `), next);
+}
+
+// Rows a page of a list shows: ?limit= in the page's address, or the list's default.
+function pageSize(fallback) {
+  return Number(params.get("limit")) || fallback;
+}
+
+function storyLink(name) {
+  return el("a", { href: withRun(`/story?q=${encodeURIComponent(name)}`), class: "story-link" }, name);
+}
+
 // ------------------------------------------------------------------ status
 
-async function status() {
-  const [workers, progress, stream] = await Promise.all([
-    api("workers"), api("progress"), api("task-stream", { limit: 2000 }),
-  ]);
+function drawStatus(found) {
   table(document.getElementById("workers"),
     ["name", "address", "threads", "processing", "in memory", "executed", "status"],
-    workers.map((w) => [w.name, w.address, w.nthreads, w.processing, w.in_memory, w.executions, w.status]));
-  drawProgress(document.getElementById("progress"), progress);
-  drawTaskStream(document.getElementById("task-stream"), stream);
+    found.workers.map((w) => [w.name, w.address, w.nthreads, w.processing, w.in_memory, w.executions, w.status]));
+  drawProgress(document.getElementById("progress"), found.progress);
+  drawTaskStream(document.getElementById("task-stream"), found.task_stream);
+}
+
+async function status() {
+  if (!live) { drawStatus(await api("status", { limit: TASK_STREAM_BARS })); return; }
+  // live: the server pushes the whole status each time the run changes (no polling)
+  const query = new URLSearchParams({ limit: TASK_STREAM_BARS });
+  if (run) query.set("run", run);
+  const push = new EventSource(`/api/v1/status/stream?${query}`);
+  push.addEventListener("status", (message) => {
+    drawStatus(JSON.parse(message.data));
+    document.body.dataset.pushes = Number(document.body.dataset.pushes || 0) + 1;
+  });
+}
+
+// ------------------------------------------------------------------ tasks
+
+async function tasks() {
+  const form = document.getElementById("tasks-form");
+  for (const name of ["prefix", "state"]) form.elements[name].value = params.get(name) || "";
+  const limit = pageSize(100);
+  const show = async (offset) => {
+    const filters = {};
+    for (const name of ["prefix", "state"]) if (form.elements[name].value) filters[name] = form.elements[name].value;
+    const found = await api("tasks", { ...filters, offset, limit });
+    table(document.getElementById("tasks"), ["key", "prefix", "state", "ran", "erred", "last worker", "last duration"],
+      found.tasks.map((t) => [storyLink(t.key), t.prefix, t.state ?? "", t.executed, t.erred, t.worker ?? "",
+        t.duration == null ? "" : `${(t.duration * 1000).toFixed(1)} ms`]));
+    pager(document.getElementById("tasks-pager"), offset, limit, found.tasks.length, found.total, show);
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); show(0).catch(showError); });
+  await show(0);
 }
 
 // ------------------------------------------------------------------ story
@@ -47,23 +99,36 @@ async function story() {
     const next = new URLSearchParams(location.search);
     next.set("q", input.value);
     history.replaceState(null, "", `?${next}`);
-    showStory(input.value).catch(showError);
+    showStory(input.value, 0).catch(showError);
   });
-  if (input.value) await showStory(input.value);
+  if (input.value) await showStory(input.value, 0);
 }
 
-async function showStory(query) {
-  const found = await api("story", { q: query });
+async function showStory(query, offset) {
+  const limit = pageSize(200);
+  const found = await api("story", { q: query, offset, limit });
   const summary = document.getElementById("story-summary");
-  summary.textContent = found.transitions.length
-    ? `${found.transitions.length} transitions of ${found.keys.length} keys${found.truncated ? " (the first keys of the prefix only)" : ""}`
+  summary.textContent = found.total
+    ? `${found.total} transitions of ${found.keys.length} keys${found.truncated ? " (the first keys of the prefix only)" : ""}`
     : `Nothing on the record for “${query}”.`;
   const failures = document.getElementById("failures");
-  failures.replaceChildren(...Object.entries(found.failures).map(([key, f]) => drawFailure(key, f)));
+  failures.replaceChildren(...found.attempts.map((a) => drawAttempt(a, storyLink)));
+  const related = document.getElementById("story-related");
+  related.replaceChildren();
+  if (found.keys.length > 1 || (found.keys.length && found.keys[0] !== query)) {
+    related.append("keys: ");
+    for (const key of found.keys) related.append(storyLink(key), " ");
+  }
+  drawStoryLanes(document.getElementById("story-lanes"), found.transitions);
   table(document.getElementById("story"),
     ["time", "where", "key", "start → finish", "stimulus", "recommendations"],
-    found.transitions.map((t) => [when(t.timestamp), t.where, t.key, `${t.start} → ${t.finish}`,
-      t.stimulus_id, Object.entries(t.recommendations).map(([k, s]) => `${k}: ${s}`).join(", ")]));
+    found.transitions.map((t) => {
+      const recommended = el("span");
+      for (const [k, s] of Object.entries(t.recommendations)) recommended.append(storyLink(k), `: ${s} `);
+      return [when(t.timestamp), t.where, storyLink(t.key), `${t.start} → ${t.finish}`, storyLink(t.stimulus_id), recommended];
+    }));
+  pager(document.getElementById("story-pager"), offset, limit, found.transitions.length, found.total,
+    (next) => showStory(query, next));
 }
 
 // ------------------------------------------------------------------ events
@@ -71,26 +136,39 @@ async function showStory(query) {
 async function events() {
   const topic = params.get("topic") || "";
   const counts = await api("topics");
-  const topics = Object.keys(counts).sort();
-  table(document.getElementById("topics"), ["topic", "events"], [
+  const drawTopics = () => table(document.getElementById("topics"), ["topic", "events"], [
     [el("a", { href: withRun("/events") }, "(all)"), Object.values(counts).reduce((a, b) => a + b, 0)],
-    ...topics.map((t) => [el("a", { href: withRun(`/events?topic=${encodeURIComponent(t)}`) }, t), counts[t]]),
+    ...Object.keys(counts).sort().map((t) => [el("a", { href: withRun(`/events?topic=${encodeURIComponent(t)}`) }, t), counts[t]]),
   ]);
+  drawTopics();
   document.getElementById("events-title").textContent = topic ? `Events: ${topic}` : "Events: all topics";
-  const found = await api("events", topic ? { topic, limit: 200 } : { limit: 200 });
   const node = document.getElementById("events");
   table(node, ["time", "topic", "source", "message"], []);
-  for (const e of found) node.append(eventRow(e));
-  const newest = found.length ? Math.max(...found.map((e) => e.seq)) : null;
+  const limit = pageSize(200);
+  let newest = null;
+  // older pages go on below the oldest event shown (a cursor, so new events do not shift them)
+  const more = async (before) => {
+    const found = await api("events", { ...(topic ? { topic } : {}), limit, ...(before != null ? { before } : {}) });
+    for (const e of found) node.append(eventRow(e));
+    if (newest == null && found.length) newest = Math.max(...found.map((e) => e.seq));
+    const older = document.getElementById("events-older");
+    older.disabled = found.length < limit;
+    const oldest = found.length ? Math.min(...found.map((e) => e.seq)) : null;
+    older.onclick = () => more(oldest).catch(showError);
+  };
+  await more(null);
   const query = new URLSearchParams();
   if (topic) query.set("topic", topic);
   if (run) query.set("run", run);
   if (newest != null) query.set("after", newest);
   const tail = new EventSource(`/api/v1/events/tail?${query}`);
   tail.onmessage = (message) => {
-    const row = eventRow(JSON.parse(message.data));
+    const arrived = JSON.parse(message.data);
+    const row = eventRow(arrived);
     row.classList.add("new");
     node.firstChild.after(row);
+    counts[arrived.topic] = (counts[arrived.topic] || 0) + 1;
+    drawTopics();
   };
 }
 
@@ -104,16 +182,18 @@ function eventRow(e) {
 async function logs() {
   const select = document.getElementById("logs-level");
   select.value = params.get("level") || "INFO";
-  const show = async () => {
-    const found = await api("logs", { level: select.value, limit: 500 });
+  const limit = pageSize(200);
+  const show = async (offset) => {
+    const found = await api("logs", { level: select.value, limit, offset });
     table(document.getElementById("logs"), ["time", "level", "where", "logger", "message"],
       found.map((l) => [when(l.timestamp), l.level, l.where, l.logger, el("pre", {}, l.message)]));
     for (const [i, l] of found.entries()) {
       document.getElementById("logs").rows[i + 1].classList.add(`level-${l.level.toLowerCase()}`);
     }
+    pager(document.getElementById("logs-pager"), offset, limit, found.length, null, show);
   };
-  select.addEventListener("change", () => show().catch(showError));
-  await show();
+  select.addEventListener("change", () => show(0).catch(showError));
+  await show(0);
 }
 
 // ------------------------------------------------------------------ runs
@@ -125,7 +205,7 @@ async function runs() {
     ["run", "started", "ended", "scheduler", "workers", "executions", "erred", "events", "warnings", "ledger", "pages"],
     found.runs.reverse().map((r) => {
       const pages = el("span");
-      for (const page of ["status", "story", "events", "logs"]) pages.append(link(page, r), " ");
+      for (const page of ["status", "tasks", "story", "events", "logs"]) pages.append(link(page, r), " ");
       return [r.id, when(r.started), r.live ? "running" : (r.ended ? when(r.ended) : "did not close"),
         r.address || "", r.workers, r.executions, r.erred, r.events, r.warnings, r.ledger || "", pages];
     }));
@@ -133,7 +213,7 @@ async function runs() {
 
 // ------------------------------------------------------------------ shell
 
-const PAGES = { status, story, events, logs, runs };
+const PAGES = { status, tasks, story, events, logs, runs };
 
 function start() {
   for (const a of document.querySelectorAll("nav a")) a.href = withRun(a.getAttribute("href"));
@@ -141,9 +221,6 @@ function start() {
   else if (live) document.getElementById("run-label").textContent = "live";
   const page = PAGES[document.body.dataset.page];
   page().catch(showError);
-  if (live && document.body.dataset.page === "status") {
-    setInterval(() => status().catch(showError), REFRESH_MS);
-  }
 }
 
 start();

@@ -1,0 +1,166 @@
+"""Every task of a run counted in one pass, so pages of a million-task run are slices and sums.
+
+A ``TaskTable`` is built from each task's scheduler state and the run's executions; the status,
+tasks, runs and story pages then read counts, per-prefix progress, sorted keys and pages of
+task rows from it without going over the run again. A finished run's table never changes, so
+``LedgerRun`` builds it once (in a thread) and keeps it.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+_TUPLE_KEY = re.compile(r"""^\(\s*['"]([^'"]*)['"]""")
+_HEX8 = re.compile(r"^[0-9a-f]{8}$")
+
+#: (key, worker, start, stop, outcome) of one task execution
+Execution = tuple[str, str, float, float, str]
+
+
+def key_prefix(key: str) -> str:
+    """The name shared by a key's siblings, as Dask's ``key_split``: ``inc-1f2e...`` is
+    ``inc``, ``('sum-aggregate-0a1b...', 3)`` is ``sum-aggregate``: the first word, then the
+    words made of letters only, up to a token (a word with a digit, or eight hex letters).
+
+    Most keys end in a token with a digit (``name-<hash>``): the scan stops there, so the
+    prefix is the one of the part before it, which a map's tasks share and is kept."""
+    if not key.startswith("("):
+        head, dash, token = key.rpartition("-")
+        if dash and head and not token.isalpha():
+            return _split_words(head)
+    return _split_words(key)
+
+
+@lru_cache(maxsize=4096)
+def _split_words(key: str) -> str:
+    match = _TUPLE_KEY.match(key)
+    words = (match.group(1) if match else key).split("-")
+    kept = [words[0]]
+    for word in words[1:]:
+        if not word.isalpha() or _HEX8.match(word):
+            break
+        kept.append(word)
+    return "-".join(kept)
+
+
+class RunCounts:
+    """A run's executions counted by worker, outcome and task prefix, and its tasks' states by
+    prefix: what the status and runs pages show. Executions are added as they come (a live
+    run adds those recorded since its last look); states are set whole."""
+
+    def __init__(self) -> None:
+        self.by_worker: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self._prefix_runs: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._prefix_states: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    def add_executions(self, executions: Iterable[Execution]) -> None:
+        for key, worker, _, _, outcome in executions:
+            self.by_worker[worker] += 1
+            self.outcomes[outcome] += 1
+            self._prefix_runs[key_prefix(key)][outcome] += 1
+
+    def set_states(self, states: Iterable[tuple[str, str]]) -> None:
+        """Each task's state now, as ``(key, state)``."""
+        by_prefix: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        for key, state in states:
+            by_prefix[key_prefix(key)][state] += 1
+        self._prefix_states = by_prefix
+
+    def progress(self) -> list[dict[str, Any]]:
+        """Per task prefix: tasks by state, and how many runs finished or failed."""
+        return [
+            {
+                "prefix": prefix,
+                "states": dict(self._prefix_states.get(prefix, {})),
+                "tasks": sum(self._prefix_states.get(prefix, Counter()).values()),
+                "executed": self._prefix_runs[prefix]["memory"],
+                "erred": self._prefix_runs[prefix]["erred"],
+            }
+            for prefix in sorted({*self._prefix_states, *self._prefix_runs})
+        ]
+
+
+class TaskTable:
+    """One row per task (sorted by key) and the run's counts, from states and executions."""
+
+    def __init__(self, states: Mapping[str, str], executions: Iterable[Execution]) -> None:
+        executions = list(executions)
+        self.counts = RunCounts()
+        self.counts.add_executions(executions)
+        self.counts.set_states(states.items())
+        #: key -> [prefix, state, executed, erred, last worker, last duration]
+        rows: dict[str, list[Any]] = {}
+        for key, state in states.items():
+            rows[key] = [None, state, 0, 0, None, None]
+        for key, worker, start, stop, outcome in executions:
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = [None, None, 0, 0, None, None]
+            if outcome == "erred":
+                row[3] += 1
+            elif outcome == "memory":
+                row[2] += 1
+            row[4], row[5] = worker, stop - start
+        self.keys = sorted(rows)
+        self._rows = rows
+        #: the keys of each state and of each prefix, in key order: filters read these
+        self._of_state: defaultdict[str | None, list[str]] = defaultdict(list)
+        self._of_prefix: defaultdict[str, list[str]] = defaultdict(list)
+        for key in self.keys:
+            row = rows[key]
+            row[0] = prefix = key_prefix(key)
+            self._of_state[row[1]].append(key)
+            self._of_prefix[prefix].append(key)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def starting_with(self, text: str, limit: int) -> tuple[list[str], bool]:
+        """The first ``limit`` keys that start with ``text`` (not ``text`` itself), and
+        whether there are more."""
+        found: list[str] = []
+        for key in self.keys[bisect_left(self.keys, text) :]:
+            if not key.startswith(text):
+                break
+            if key == text:
+                continue
+            if len(found) == limit:
+                return found, True
+            found.append(key)
+        return found, False
+
+    def page(
+        self,
+        offset: int,
+        limit: int,
+        prefix: str | None = None,
+        state: str | None = None,
+    ) -> dict[str, Any]:
+        """Tasks ``offset`` to ``offset + limit`` in key order, of one task prefix and/or
+        state, with how many there are in all."""
+        rows = self._rows
+        keys: list[str] = self.keys
+        if prefix is not None and state is not None:
+            keys = [key for key in self._of_prefix.get(prefix, ()) if rows[key][1] == state]
+        elif prefix is not None:
+            keys = self._of_prefix.get(prefix, [])
+        elif state is not None:
+            keys = self._of_state.get(state, [])
+        return {
+            "total": len(keys),
+            "offset": offset,
+            "limit": limit,
+            "tasks": [
+                dict(zip(_ROW_FIELDS, (key, *rows[key]), strict=True))
+                for key in keys[offset : offset + limit]
+            ],
+        }
+
+
+_ROW_FIELDS = ("key", "prefix", "state", "executed", "erred", "worker", "duration")
