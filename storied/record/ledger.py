@@ -38,9 +38,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zlib import crc32
 
+from storied.record.errors import LedgerError
 from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
+from storied.record.integrity import check_quickly, ledger_error, open_for_reading
 from storied.record.logcapture import LogRecordEntry
 from storied.record.transitions import TransitionEntry, TransitionLog, TransitionRecord, new_record
+from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
@@ -157,10 +160,6 @@ _TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_of, _stimulus_of, _time_of = itemgetter(1), itemgetter(4), itemgetter(5)
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
-
-
-class LedgerError(RuntimeError):
-    """The file is not a ledger this version of storied can read."""
 
 
 def name_tokens(names: Iterable[str]) -> list[str]:
@@ -301,31 +300,35 @@ class Ledger:
         self._open_runs: list[int] = []
         self._followed: list[_Followed] = []
         self._first_seqs: dict[int, int] = {}
+        self._writer_lock = WriterLock(self.path)
         self._drop_lock = threading.Lock()
         self._dropped = 0
         #: records committed to the file (written by the writer thread alone)
         self.written = 0
         self._dropped_reported = 0
         self._last_drop_warning = 0.0
+        #: why the writer's latest batch failed, if one did ("OperationalError: ...")
+        self.write_error: str | None = None
+        self._last_write_error_log = -_DROP_WARNING_INTERVAL
 
     # ------------------------------------------------------------------ writing
 
     def start_run(self, info: dict[str, Any]) -> int:
-        """Record the start of a run (one scheduler start) and start the writer thread."""
-        with _writing_connection(self.path) as conn:
-            # Blocks run to a hundred kilobytes; large pages store them with a fraction of the
-            # CPU (map of no-op tasks: writer CPU per task down by a third). Only a new file
-            # takes this; an existing one keeps its page size.
-            conn.execute("PRAGMA page_size=65536")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            _create_or_check_schema(conn)
-            first_seq = _next_free_seq(conn)
-            run_id = conn.execute(
-                "INSERT INTO runs (started, first_seq, info) VALUES (?, ?, ?) RETURNING run_id",
-                (time.time(), first_seq, json.dumps(info, default=repr)),
-            ).fetchone()[0]
-            conn.execute("COMMIT")
+        """Record the start of a run (one scheduler start) and start the writer thread.
+
+        Raises ``LedgerLockedError`` while another process writes the file,
+        ``LedgerCorruptError`` if SQLite finds it damaged, and ``LedgerError`` naming the file
+        and the cause when it cannot be written (read-only, full disk, missing directory).
+        """
+        locked_here = not self._writer_lock.held
+        self._writer_lock.acquire()
+        try:
+            run_id, first_seq = self._insert_run(info)
+        except BaseException:
+            if locked_here:
+                self._writer_lock.release()
+            raise
+        self._first_seqs[run_id] = first_seq
         self._first_seqs[run_id] = first_seq
         self._open_runs.append(run_id)
         if self._writer is None:
@@ -336,6 +339,30 @@ class Ledger:
             )
             self._writer.start()
         return run_id
+
+    def _insert_run(self, info: dict[str, Any]) -> tuple[int, int]:
+        """Check the file (a new one gets the schema), then add a run: its id and first seq."""
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            with _writing_connection(self.path) as conn:
+                if existed:
+                    check_quickly(conn, self.path)
+                # Blocks run to a hundred kilobytes; large pages store them with a fraction of
+                # the CPU (map of no-op tasks: writer CPU per task down by a third). Only a new
+                # file takes this; an existing one keeps its page size.
+                conn.execute("PRAGMA page_size=65536")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                create_or_check_schema(conn)
+                first_seq = _next_free_seq(conn)
+                run_id = conn.execute(
+                    "INSERT INTO runs (started, first_seq, info) VALUES (?, ?, ?) RETURNING run_id",
+                    (time.time(), first_seq, json.dumps(info, default=repr)),
+                ).fetchone()[0]
+                conn.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            raise ledger_error(self.path, error, "cannot write the ledger") from error
+        return run_id, first_seq
 
     def first_seq(self, run_id: int) -> int:
         """The first sequence number ``run_id`` may use: seqs stay unique across the file's runs,
@@ -424,6 +451,7 @@ class Ledger:
         for followed in self._followed:
             followed.log.reader_wake_at, followed.log.wake_reader = sys.maxsize, None
         self._followed.clear()
+        self._writer_lock.release()
         self._warn_about_drops(force=True)
 
     def _write_forever(self) -> None:
@@ -469,12 +497,12 @@ class Ledger:
                     _insert_transitions(conn, run_id, entries, recommendations)
                 conn.execute("COMMIT")
                 self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
-            except Exception:
+            except Exception as error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 lost = _record_count(batch) + sum(len(e) for _, e, _ in transitions)
                 self._count_dropped(lost)
-                logger.exception("ledger %s could not write %d records", self.path, lost)
+                self._report_write_error(error, lost)
         for event in flushed:
             event.set()
         return bool(pending)
@@ -495,6 +523,28 @@ class Ledger:
             if entries:
                 found.append((followed.run_id, entries, recommendations))
         return found
+
+    def _report_write_error(self, error: Exception, lost: int) -> None:
+        """Say which file failed and why: with the traceback the first time, then at most once
+        a second (a full disk fails every batch). The scheduler goes on, its history in
+        memory; ``write_error`` keeps the latest cause for its ``ledger`` events."""
+        described = (
+            ledger_error(self.path, error, "cannot write the ledger")
+            if isinstance(error, sqlite3.Error)
+            else error
+        )
+        self.write_error = f"{type(error).__name__}: {described}"
+        now = time.monotonic()
+        if now - self._last_write_error_log < _DROP_WARNING_INTERVAL:
+            return
+        first = self._last_write_error_log == -_DROP_WARNING_INTERVAL
+        self._last_write_error_log = now
+        logger.error(
+            "%s; %d records dropped (history stays in memory; the scheduler goes on)",
+            described,
+            lost,
+            exc_info=error if first else None,
+        )
 
     def _count_dropped(self, count: int) -> None:
         with self._drop_lock:
@@ -589,21 +639,22 @@ class Ledger:
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection of its own: readers never wait for (or block) the writer."""
-        if not self.path.exists():
-            raise FileNotFoundError(f"no ledger at {self.path}")
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
-            version = _schema_version(conn)
-            if version is None:
-                raise LedgerError(f"{self.path} is not a storied ledger")
-            if version != SCHEMA_VERSION:
-                raise LedgerError(
-                    f"{self.path} has ledger schema version {version}; "
-                    f"this storied reads version {SCHEMA_VERSION}"
-                )
-            yield conn
-        finally:
-            conn.close()
+            conn = open_for_reading(self.path)
+            try:
+                version = _schema_version(conn)
+                if version is None:
+                    raise LedgerError(f"{self.path} is not a storied ledger")
+                if version != SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"{self.path} has ledger schema version {version}; "
+                        f"this storied reads version {SCHEMA_VERSION}"
+                    )
+                yield conn
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as error:
+            raise ledger_error(self.path, error, "cannot read the ledger") from error
 
     def runs(self) -> list[dict[str, Any]]:
         with self._reading() as conn:
@@ -1105,9 +1156,6 @@ def _insert_transition_block(
     Thousands of transitions a second pass through here, so every step runs in C (``map``,
     ``zip``, ``set.update``), with no Python code per record.
     """
-    names = set(map(_key_of, entries))
-    names.update(map(_stimulus_of, entries))
-    names.update(chain.from_iterable(recommendations))
     block_id = conn.execute(
         "INSERT INTO transition_blocks "
         "(block_id, run_id, first_seq, last_seq, first_time, last_time, entries) "
@@ -1122,6 +1170,19 @@ def _insert_transition_block(
             pack_msg(list(zip(entries, recommendations, strict=True))),
         ),
     ).fetchone()[0]
+    index_transition_names(conn, block_id, entries, recommendations)
+
+
+def index_transition_names(
+    conn: sqlite3.Connection,
+    block_id: int,
+    entries: Sequence[TransitionEntry],
+    recommendations: Sequence[dict[str, str]],
+) -> None:
+    """Index block ``block_id`` under every key and stimulus id its transitions name."""
+    names = set(map(_key_of, entries))
+    names.update(map(_stimulus_of, entries))
+    names.update(chain.from_iterable(recommendations))
     conn.execute(
         "INSERT INTO transition_names (rowid, tokens) VALUES (?, ?)",
         (block_id, " ".join(name_tokens(names))),
@@ -1185,12 +1246,14 @@ def _writing_connection(path: Path) -> Iterator[sqlite3.Connection]:
 def _schema_version(conn: sqlite3.Connection) -> int | None:
     try:
         row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError:
+    except sqlite3.DatabaseError as error:
+        if str(error).startswith("database disk image is malformed"):
+            raise  # a ledger, damaged: not some other file
         return None
     return int(row[0]) if row else None
 
 
-def _create_or_check_schema(conn: sqlite3.Connection) -> None:
+def create_or_check_schema(conn: sqlite3.Connection) -> None:
     version = _schema_version(conn)
     if version is None:
         for statement in _SCHEMA.split(";"):
