@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zlib import crc32
 
+import lz4.block
+
 from storied.record.errors import LedgerError
 from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
@@ -305,6 +307,8 @@ class Ledger:
         self._dropped = 0
         #: records committed to the file (written by the writer thread alone)
         self.written = 0
+        #: CPU time the writer thread has used, SQLite included: what the ledger costs
+        self.writer_cpu_seconds = 0.0
         self._dropped_reported = 0
         self._last_drop_warning = 0.0
         #: why the writer's latest batch failed, if one did ("OperationalError: ...")
@@ -466,6 +470,7 @@ class Ledger:
                 stopping = self._stopping
                 while self._write_batch(conn):
                     pass
+                self.writer_cpu_seconds = time.thread_time()
                 if self.retain is not None and time.monotonic() >= next_prune:
                     more = self._prune_safely(conn)
                     next_prune = time.monotonic() + (0 if more else self.prune_every)
@@ -492,9 +497,7 @@ class Ledger:
         if batch or transitions:
             try:
                 conn.execute("BEGIN")
-                _insert(conn, batch)
-                for run_id, entries, recommendations in transitions:
-                    _insert_transitions(conn, run_id, entries, recommendations)
+                _insert(conn, batch, transitions)
                 conn.execute("COMMIT")
                 self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
             except Exception as error:
@@ -581,7 +584,7 @@ class Ledger:
             conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
             conn.execute("DELETE FROM transition_names WHERE rowid = ?", (block_id,))
             if last_time >= cutoff:
-                kept = [logged for logged in unpack_msg(blob) if logged[0][5] >= cutoff]
+                kept = [logged for logged in unpack_block(blob) if logged[0][5] >= cutoff]
                 _insert_transition_block(
                     conn,
                     run_id,
@@ -598,8 +601,13 @@ class Ledger:
         for block_id, run_id, topic, last_time, blob in blocks:
             conn.execute("DELETE FROM event_blocks WHERE block_id = ?", (block_id,))
             if last_time >= cutoff:
-                kept = [stored for stored in unpack_msg(blob) if stored[1] >= cutoff]
-                _insert_event_block(conn, run_id, topic, kept)
+                kept = [stored for stored in unpack_block(blob) if stored[1] >= cutoff]
+                _insert_rows(
+                    conn,
+                    "event_blocks",
+                    _EVENT_BLOCK_COLUMNS,
+                    [_event_block_row(run_id, topic, kept)],
+                )
         for table, time_column in (
             ("logs", "timestamp"),
             ("executions", "stop"),
@@ -751,7 +759,7 @@ class Ledger:
         def concerned(blob: bytes) -> list[TransitionRecord]:
             return [
                 _transition_record(logged)
-                for logged in unpack_msg(blob)
+                for logged in unpack_block(blob)
                 if (
                     logged[0][1] in names
                     or logged[0][4] in names
@@ -1010,7 +1018,7 @@ class Ledger:
                 filters.params,
             ).fetchall()
         for run, blob in blocks:
-            for (_, key, _, finish, _, timestamp, where, _), _ in unpack_msg(blob):
+            for (_, key, _, finish, _, timestamp, where, _), _ in unpack_block(blob):
                 row = task(run, key)
                 if row["first_time"] is None or timestamp < row["first_time"]:
                     row["first_time"] = timestamp
@@ -1071,8 +1079,19 @@ def _record_count(batch: list[tuple[Any, ...]]) -> int:
     return sum(len(item[2]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
 
 
-def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
-    """Encode queued items and insert them: transitions and events as blocks, the rest as rows."""
+def _insert(
+    conn: sqlite3.Connection,
+    batch: list[tuple[Any, ...]],
+    followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
+) -> None:
+    """Encode queued items and the ``(run_id, entries, recommendations)`` read from followed
+    logs, and insert them: transitions and events as blocks, the rest as rows.
+
+    Every table gets one multi-row INSERT per batch (a few for thousands of rows), not a
+    statement per row: SQLite runs each step without the GIL, and a thread that gives the GIL
+    up and takes it back for every row makes the scheduler's event loop hand it over every
+    time (the cost of the ledger was mostly that).
+    """
     transitions: dict[int, tuple[list[TransitionEntry], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
     executions: list[tuple[Any, ...]] = []
@@ -1110,38 +1129,112 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple[Any, ...]]) -> None:
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
+    blocks = _TransitionBlocks()
     for run_id, (entries, recommendations) in transitions.items():
-        _insert_transitions(conn, run_id, entries, recommendations)
-    for (run_id, topic), stored_events in events.items():
-        _insert_event_block(conn, run_id, topic, stored_events)
-    conn.executemany(
-        "INSERT INTO executions (run_id, key, worker, thread, start, stop, outcome) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        executions,
+        blocks.add(run_id, entries, recommendations)
+    for run_id, entries, recommendations in followed:
+        blocks.add(run_id, entries, recommendations)
+    blocks.insert(conn)
+    _insert_rows(
+        conn,
+        "event_blocks",
+        _EVENT_BLOCK_COLUMNS,
+        [
+            _event_block_row(run_id, topic, stored_events)
+            for (run_id, topic), stored_events in events.items()
+        ],
     )
-    conn.executemany(
-        'INSERT INTO logs (run_id, timestamp, level, levelno, logger, message, "where") '
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        logs,
-    )
-    if failures:
-        conn.executemany(
-            f"INSERT INTO failures (run_id, {', '.join(FAILURE_FIELDS)}) "
-            f"VALUES (?, {_placeholders(FAILURE_FIELDS)})",
-            failures,
-        )
+    _insert_rows(conn, "executions", _EXECUTION_FIELDS, executions)
+    _insert_rows(conn, "logs", _LOG_ROW_COLUMNS, logs)
+    _insert_rows(conn, "failures", ("run_id", *FAILURE_FIELDS), failures)
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
 
 
-def _insert_transitions(
-    conn: sqlite3.Connection,
-    run_id: int,
-    entries: list[TransitionEntry],
-    recommendations: list[dict[str, str]],
-) -> None:
-    for low in range(0, len(entries), _TRANSITIONS_PER_BLOCK):
-        high = low + _TRANSITIONS_PER_BLOCK
-        _insert_transition_block(conn, run_id, entries[low:high], recommendations[low:high])
+_LOG_ROW_COLUMNS = ("run_id", "timestamp", "level", "levelno", "logger", "message", "where")
+_TRANSITION_BLOCK_COLUMNS = (
+    "run_id",
+    "first_seq",
+    "last_seq",
+    "first_time",
+    "last_time",
+    "entries",
+)
+_EVENT_BLOCK_COLUMNS = ("run_id", "topic", *_TRANSITION_BLOCK_COLUMNS[1:])
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[int]:
+    """Insert ``rows`` with as few statements as SQLite's limit on parameters allows; return
+    their row ids (SQLite numbers rows without one max + 1, in order)."""
+    ids: list[int] = []
+    if not rows:
+        return ids
+    per_statement = max(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns), 1)
+    one_row = f"({_placeholders(columns)})"
+    quoted = ", ".join(f'"{column}"' for column in columns)
+    head = f"INSERT INTO {table} ({quoted}) VALUES "
+    for low in range(0, len(rows), per_statement):
+        chunk = rows[low : low + per_statement]
+        last = conn.execute(
+            head + ", ".join([one_row] * len(chunk)), list(chain.from_iterable(chunk))
+        ).lastrowid
+        assert last is not None
+        ids += range(last - len(chunk) + 1, last + 1)
+    return ids
+
+
+class _TransitionBlocks:
+    """The transition blocks of one batch, and their name index rows, inserted together."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.tokens: list[str] = []
+
+    def add(
+        self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]
+    ) -> None:
+        """Blocks of at most ``_TRANSITIONS_PER_BLOCK`` entries (in seq order) of one run."""
+        for low in range(0, len(entries), _TRANSITIONS_PER_BLOCK):
+            high = low + _TRANSITIONS_PER_BLOCK
+            self.rows.append(
+                _transition_block_row(run_id, entries[low:high], recommendations[low:high])
+            )
+            self.tokens.append(_name_tokens_of(entries[low:high], recommendations[low:high]))
+
+    def insert(self, conn: sqlite3.Connection) -> None:
+        ids = _insert_rows(conn, "transition_blocks", _TRANSITION_BLOCK_COLUMNS, self.rows)
+        _insert_rows(
+            conn, "transition_names", ("rowid", "tokens"), list(zip(ids, self.tokens, strict=True))
+        )
+
+
+def _transition_block_row(
+    run_id: int, entries: Sequence[TransitionEntry], recommendations: Sequence[dict[str, str]]
+) -> tuple[Any, ...]:
+    """A ``transition_blocks`` row but its id.
+
+    Thousands of transitions a second pass through here, so every step runs in C (``map``,
+    ``zip``, ``set.update``), with no Python code per record.
+    """
+    return (
+        run_id,
+        entries[0][0],
+        entries[-1][0],
+        min(map(_time_of, entries)),
+        max(map(_time_of, entries)),
+        pack_block(list(zip(entries, recommendations, strict=True))),
+    )
+
+
+def _name_tokens_of(
+    entries: Sequence[TransitionEntry], recommendations: Sequence[dict[str, str]]
+) -> str:
+    """The ``transition_names`` tokens of a block: every key and stimulus id it names."""
+    names = set(map(_key_of, entries))
+    names.update(map(_stimulus_of, entries))
+    names.update(chain.from_iterable(recommendations))
+    return " ".join(name_tokens(names))
 
 
 def _insert_transition_block(
@@ -1149,27 +1242,15 @@ def _insert_transition_block(
     run_id: int,
     entries: Sequence[TransitionEntry],
     recommendations: Sequence[dict[str, str]],
-    block_id: int | None = None,
+    block_id: int,
 ) -> None:
-    """One block row (entries in seq order) and its names: every key and stimulus id in it.
-
-    Thousands of transitions a second pass through here, so every step runs in C (``map``,
-    ``zip``, ``set.update``), with no Python code per record.
-    """
-    block_id = conn.execute(
+    """Block ``block_id`` (rewritten by retention) and its names."""
+    conn.execute(
         "INSERT INTO transition_blocks "
         "(block_id, run_id, first_seq, last_seq, first_time, last_time, entries) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING block_id",
-        (
-            block_id,
-            run_id,
-            entries[0][0],
-            entries[-1][0],
-            min(map(_time_of, entries)),
-            max(map(_time_of, entries)),
-            pack_msg(list(zip(entries, recommendations, strict=True))),
-        ),
-    ).fetchone()[0]
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (block_id, *_transition_block_row(run_id, entries, recommendations)),
+    )
     index_transition_names(conn, block_id, entries, recommendations)
 
 
@@ -1180,33 +1261,47 @@ def index_transition_names(
     recommendations: Sequence[dict[str, str]],
 ) -> None:
     """Index block ``block_id`` under every key and stimulus id its transitions name."""
-    names = set(map(_key_of, entries))
-    names.update(map(_stimulus_of, entries))
-    names.update(chain.from_iterable(recommendations))
     conn.execute(
         "INSERT INTO transition_names (rowid, tokens) VALUES (?, ?)",
-        (block_id, " ".join(name_tokens(names))),
+        (block_id, _name_tokens_of(entries, recommendations)),
     )
 
 
-def _insert_event_block(
-    conn: sqlite3.Connection, run_id: int, topic: str, stored_events: Sequence[StoredEvent]
-) -> None:
+def _event_block_row(
+    run_id: int, topic: str, stored_events: Sequence[StoredEvent]
+) -> tuple[Any, ...]:
+    """An ``event_blocks`` row but its id."""
     timestamps = [stored[1] for stored in stored_events]
-    conn.execute(
-        "INSERT INTO event_blocks "
-        "(run_id, topic, first_seq, last_seq, first_time, last_time, entries) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            topic,
-            stored_events[0][0],
-            stored_events[-1][0],
-            min(timestamps),
-            max(timestamps),
-            pack_msg(stored_events),
-        ),
+    return (
+        run_id,
+        topic,
+        stored_events[0][0],
+        stored_events[-1][0],
+        min(timestamps),
+        max(timestamps),
+        pack_block(stored_events),
     )
+
+
+def pack_block(records: list[Any]) -> bytes:
+    """A block's records, msgpack-packed then LZ4-compressed, behind a tag byte.
+
+    Blocks repeat keys, stimulus ids and addresses: LZ4 shrinks them about three times at
+    close to a gigabyte a second, outside the GIL, and SQLite then inserts, logs and
+    checkpoints a third of the bytes, which saves more CPU than compressing costs
+    (bench/ledger_ab.py).
+    """
+    return _LZ4_TAG + lz4.block.compress(pack_msg(records))
+
+
+def unpack_block(blob: bytes) -> Any:
+    """A block's records; blocks written before compression (plain msgpack) read as well."""
+    return unpack_msg(lz4.block.decompress(blob[1:]) if blob[:1] == _LZ4_TAG else blob)
+
+
+#: the first byte of a compressed block; a plain msgpack block (an array) never starts with
+#: one in 0x00-0x7f (a positive fixint)
+_LZ4_TAG = b"L"
 
 
 def _transition_record(logged: list[Any]) -> TransitionRecord:
@@ -1218,11 +1313,11 @@ def _transition_record(logged: list[Any]) -> TransitionRecord:
 
 
 def _transition_records(blob: bytes) -> list[TransitionRecord]:
-    return [_transition_record(logged) for logged in unpack_msg(blob)]
+    return [_transition_record(logged) for logged in unpack_block(blob)]
 
 
 def _event_records(topic: str, blob: bytes) -> list[EventRecord]:
-    return [record_of(topic, stored) for stored in unpack_msg(blob)]
+    return [record_of(topic, stored) for stored in unpack_block(blob)]
 
 
 def _level_number(level: str | int) -> int:

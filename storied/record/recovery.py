@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from lz4.block import LZ4BlockError
 
 from storied.record.errors import LedgerError
-from storied.record.events import unpack_msg
 from storied.record.integrity import open_for_reading, sqlite_problems
 from storied.record.ledger import (
     SCHEMA_VERSION,
     _schema_version,
     create_or_check_schema,
     index_transition_names,
+    unpack_block,
 )
 
 _CHUNK = 10_000
@@ -32,7 +33,14 @@ _CHUNK = 10_000
 #: highest id cannot be read is taken to end
 _EMPTY_CHUNKS_AT_END = 8
 _BLOCK_TABLES = ("transition_blocks", "event_blocks")
-_UNREADABLE = (sqlite3.DatabaseError, msgpack.UnpackException, ValueError, TypeError, IndexError)
+_UNREADABLE = (
+    sqlite3.DatabaseError,
+    LZ4BlockError,
+    msgpack.UnpackException,
+    ValueError,
+    TypeError,
+    IndexError,
+)
 
 
 @dataclass
@@ -104,7 +112,7 @@ def check(path: Path) -> list[str]:
                     f"SELECT block_id, run_id, first_seq, last_seq, entries FROM {table}"
                 ):
                     try:
-                        unpack_msg(blob)
+                        unpack_block(blob)
                     except _UNREADABLE as error:
                         problems.append(
                             f"{table} block {block_id} (run {run_id}, seqs {first_seq}-"
@@ -238,7 +246,7 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
         ).fetchall()
         for block_id, run_id, first_seq, last_seq, blob in blocks:
             try:
-                logged = unpack_msg(blob)
+                logged = unpack_block(blob)
                 if table == "transition_blocks":
                     index_transition_names(
                         dst,
