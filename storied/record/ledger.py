@@ -1287,9 +1287,8 @@ def pack_block(records: list[Any]) -> bytes:
     """A block's records, msgpack-packed then LZ4-compressed, behind a tag byte.
 
     Blocks repeat keys, stimulus ids and addresses: LZ4 shrinks them about three times at
-    close to a gigabyte a second, outside the GIL, and SQLite then inserts, logs and
-    checkpoints a third of the bytes, which saves more CPU than compressing costs
-    (bench/ledger_ab.py).
+    close to a gigabyte a second, and SQLite then inserts, logs and checkpoints a third of
+    the bytes.
     """
     return _LZ4_TAG + lz4.block.compress(pack_msg(records))
 
