@@ -9,7 +9,8 @@ import click
 from storied.cli.main import _serve
 from storied.comm import Security
 from storied.dashboard.app import DEFAULT_PORT, Dashboard, DashboardRefused
-from storied.dashboard.history import LedgerCatalog, ledger_files
+from storied.dashboard.history import LedgerCatalog
+from storied.record.ledgerset import ledger_files
 
 
 @click.command()

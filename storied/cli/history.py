@@ -1,7 +1,8 @@
 """History commands: read a ledger file (no cluster needed) or ask a live scheduler.
 
 Each command takes ``--ledger PATH`` or ``--scheduler tcp://HOST:PORT``; both answer through
-the same queries, so the output is the same either way.
+the same queries, so the output is the same either way. ``--ledger`` may name a directory: every
+ledger file in it is read, as a history server would, with runs named ``FILE:ID``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import click
 
+from storied.record.errors import LedgerError
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story, failure_text
 from storied.record.ledger import Ledger
+from storied.record.ledgerset import LedgerSet, ledger_files
 from storied.record.logcapture import LogRecordEntry
 from storied.record.trace import chrome_trace
 from storied.record.transitions import TransitionRecord
@@ -126,22 +130,35 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--scheduler", "scheduler_address", help="Ask a running scheduler (tcp://HOST:PORT)."
     )(func)
-    return click.option(
-        "--ledger",
-        "ledger_path",
-        type=click.Path(exists=True, dir_okay=False),
-        help="SQLite ledger file written by a scheduler.",
-    )(func)
+    return click.option("--ledger", "ledger_path", type=click.Path(exists=True), help=_LEDGER_HELP)(
+        func
+    )
+
+
+_LEDGER_HELP = "SQLite ledger file written by a scheduler, or a directory of them."
+History = Ledger | LedgerSet | LiveHistory
 
 
 @contextlib.contextmanager
 def open_history(
-    ledger_path: str | None, scheduler_address: str | None, auth_token: str | None
-) -> Iterator[Ledger | LiveHistory]:
+    ledger_path: str | None, scheduler_address: str | None = None, auth_token: str | None = None
+) -> Iterator[History]:
+    """The history to ask: a ledger file, every ledger in a directory, or a live scheduler.
+    What the ledger cannot answer (damaged, unreadable, no such run) ends the command with
+    its reason, not a traceback."""
     if (ledger_path is None) == (scheduler_address is None):
         raise click.UsageError("pass exactly one of --ledger PATH or --scheduler ADDRESS")
     if ledger_path is not None:
-        yield Ledger(ledger_path)
+        try:
+            yield (
+                LedgerSet(ledger_files(ledger_path))
+                if Path(ledger_path).is_dir()
+                else Ledger(ledger_path)
+            )
+        except (LedgerError, FileNotFoundError) as error:
+            raise click.ClickException(str(error)) from None
+        except KeyError as error:
+            raise click.BadParameter(error.args[0], param_hint="--run") from None
         return
     assert scheduler_address is not None
     try:
@@ -157,10 +174,13 @@ def open_history(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 
 
-def _run_choice(value: str | None) -> int | None:
-    """``--run``: a run id, or ``all`` (the default) for every run on file."""
+def _run_choice(value: str | None) -> int | str | None:
+    """``--run``: a run id, ``FILE:ID`` in a directory of ledgers, or ``all`` (the default)
+    for every run on file."""
     if value is None or value == "all":
         return None
+    if ":" in value:
+        return value
     try:
         return int(value)
     except ValueError:
@@ -173,7 +193,7 @@ run_option = click.option(
 
 
 def _per_run(
-    history: Ledger | LiveHistory, run: str, query: Callable[..., Sequence[Any]]
+    history: History, run: str, query: Callable[..., Sequence[Any]]
 ) -> list[tuple[int | str, Any]]:
     """``(run id, record)`` for what ``query(run_id=...)`` finds in each run asked for (a live
     scheduler has one run, "live")."""
@@ -182,10 +202,21 @@ def _per_run(
     return [(each, rec) for each in _run_ids(history, run) for rec in query(run_id=each)]
 
 
-def _run_ids(ledger: Ledger, run: str) -> list[int]:
+def _run_ids(history: Ledger | LedgerSet, run: str) -> list[int | str]:
     """``--run``: the one asked for, or every run on file."""
     run_id = _run_choice(run)
-    return [run_id] if run_id is not None else [r["run_id"] for r in ledger.runs()]
+    if isinstance(run_id, str) and isinstance(history, Ledger):
+        raise click.BadParameter(
+            f"{run!r}: FILE:ID names a run among several ledgers (--ledger DIR); "
+            "in one ledger file a run is its number",
+            param_hint="--run",
+        )
+    return [run_id] if run_id is not None else [r["run_id"] for r in history.runs()]
+
+
+def _in_time_order(history: History) -> bool:
+    """Seqs order one file's records; across files only their times do."""
+    return isinstance(history, LedgerSet)
 
 
 def _parse_time(value: str | None) -> float | None:
@@ -320,6 +351,14 @@ def story(
         _print_table(_LOG_HEADERS, [_log_row(pair, names) for pair in task_logs])
 
 
+def _event_seq_order(pair: tuple[int | str, EventRecord]) -> int:
+    return pair[1].seq
+
+
+def _event_time_order(pair: tuple[int | str, EventRecord]) -> tuple[float, int]:
+    return pair[1].timestamp, pair[1].seq
+
+
 def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple[int | str, Any]]:
     return pairs if limit is None else pairs[max(len(pairs) - limit, 0) :]
 
@@ -359,28 +398,35 @@ def events(
 
     with open_history(ledger_path, scheduler_address, auth_token) as history:
         found = _per_run(history, run, lambda **kw: history.events(topic, start, end, limit, **kw))
-        found.sort(key=lambda pair: pair[1].seq)
-        found = _newest(found, limit)
-        show(found)
+        order = _event_time_order if _in_time_order(history) else _event_seq_order
+        found.sort(key=order)
+        # seqs are per file: follow each run of a directory from its own last seq (a run that
+        # starts later, from its first); in one file, every run from the newest seq read
+        last_seq: dict[int | str, int] = {}
+        for run_id, rec in found:
+            last_seq[run_id] = max(last_seq.get(run_id, 0), rec.seq)
+        newest = 0 if _in_time_order(history) else max(last_seq.values(), default=0)
+        show(_newest(found, limit))
         if not follow:
             return
-        last_seq = found[-1][1].seq if found else 0
         try:
             while True:
                 time.sleep(FOLLOW_POLL_INTERVAL)
                 new = _per_run(
                     history,
                     run,
-                    partial(history.events, topic, start, end, after_seq=last_seq),
+                    lambda **kw: history.events(
+                        topic, start, end, after_seq=last_seq.get(kw.get("run_id"), newest), **kw
+                    ),
                 )
-                for pair in sorted(new, key=lambda pair: pair[1].seq):
+                for pair in sorted(new, key=order):
                     row = (
                         _dumps({"run_id": pair[0], **_event_dict(pair[1])})
                         if as_json
                         else "  ".join((str(pair[0]), *_event_row(pair[1])))
                     )
                     click.echo(row)
-                    last_seq = pair[1].seq
+                    last_seq[pair[0]] = max(last_seq.get(pair[0], 0), pair[1].seq)
         except KeyboardInterrupt:
             pass
 
@@ -483,11 +529,7 @@ def _seconds(value: float | None) -> str:
 
 
 ledger_option = click.option(
-    "--ledger",
-    "ledger_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="SQLite ledger file written by a scheduler.",
+    "--ledger", "ledger_path", required=True, type=click.Path(exists=True), help=_LEDGER_HELP
 )
 
 
@@ -497,8 +539,11 @@ ledger_option = click.option(
 def runs(ledger_path: str, as_json: bool) -> None:
     """List the runs (scheduler starts) recorded in the ledger, with what each did: tasks run
     on workers, failed attempts, tasks that erred, retries, workers, and duration."""
+    with open_history(ledger_path) as history:
+        assert not isinstance(history, LiveHistory)
+        summaries = history.run_summaries()
     _print_records(
-        Ledger(ledger_path).run_summaries(),
+        summaries,
         as_json,
         dict,
         (
@@ -557,18 +602,19 @@ def tasks(
 ) -> None:
     """List tasks, one row per task and run: final state, worker and duration of its last
     execution, executions, failures and the last exception."""
-    ledger = Ledger(ledger_path)
-    found = ledger.tasks(
-        run_id=_run_choice(run),
-        state=state,
-        worker=worker,
-        prefix=prefix,
-        since=_parse_time(since),
-        until=_parse_time(until),
-        failed=failed,
-        slowest=slowest,
-    )
-    names = {} if as_json else worker_names(ledger.events("all"))
+    with open_history(ledger_path) as history:
+        assert not isinstance(history, LiveHistory)
+        found = history.tasks(
+            run_id=_run_choice(run),  # type: ignore[arg-type]
+            state=state,
+            worker=worker,
+            prefix=prefix,
+            since=_parse_time(since),
+            until=_parse_time(until),
+            failed=failed,
+            slowest=slowest,
+        )
+        names = {} if as_json else worker_names(history.events("all"))
     _print_records(
         found,
         as_json,
@@ -608,7 +654,7 @@ def timeline(
     """Write task executions as a trace for chrome://tracing or ui.perfetto.dev."""
     run_id = _run_choice(run)
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        if isinstance(history, Ledger) and run is None:
+        if not isinstance(history, LiveHistory) and run is None:
             recorded = history.runs()
             if not recorded:
                 raise click.ClickException(f"{ledger_path} has no runs")

@@ -191,7 +191,12 @@ def scheduler(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--dashboard-address") from None
-    _serve(server)
+    from storied.record.errors import LedgerError
+
+    try:
+        _serve(server)
+    except LedgerError as exc:  # held by another scheduler, damaged, or cannot be written
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()
@@ -331,9 +336,11 @@ def _add_history_commands() -> None:
     for command in history_commands:
         cli.add_command(command)
     from storied.cli.dashboard import dashboard
+    from storied.cli.ledger import ledger
     from storied.cli.top import top
 
     cli.add_command(dashboard)
+    cli.add_command(ledger)
     cli.add_command(top)
 
 

@@ -309,22 +309,6 @@ class LiveCatalog:
         return self._run
 
 
-def ledger_files(path: str | Path) -> list[Path]:
-    """The ledger file at ``path``, or every ``*.db``/``*.sqlite`` file in that directory.
-
-    Raises ``FileNotFoundError`` saying what was looked for.
-    """
-    path = Path(path).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix in (".db", ".sqlite", ".ledger"))
-        if found:
-            return found
-        raise FileNotFoundError(f"no ledger files (*.db, *.sqlite, *.ledger) in {path}")
-    raise FileNotFoundError(f"no ledger file or directory at {path}")
-
-
 class LedgerCatalog:
     """Every run of every ledger file given: Spark's history server, for storied."""
 

@@ -19,6 +19,7 @@ from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from storied.record.errors import LedgerCorruptError, LedgerLockedError
 from storied.record.events import (
     EventLedger,
     EventRecord,
@@ -31,6 +32,7 @@ from storied.record.events import (
 )
 from storied.record.failures import explain_story
 from storied.record.ledger import Ledger, LedgerError
+from storied.record.ledgerset import LedgerSet
 from storied.record.logcapture import LogCapture, LogRecordEntry
 from storied.record.trace import chrome_trace
 from storied.record.transitions import (
@@ -43,7 +45,10 @@ __all__ = [
     "EventLedger",
     "EventRecord",
     "Ledger",
+    "LedgerCorruptError",
     "LedgerError",
+    "LedgerLockedError",
+    "LedgerSet",
     "LogCapture",
     "LogRecordEntry",
     "NoRecord",
@@ -266,6 +271,11 @@ class Record:
     def dropped(self) -> int:
         """Records the ledger had to drop under overload (each also counted in a warning)."""
         return self._ledger.dropped if self._ledger is not None else 0
+
+    @property
+    def ledger_write_error(self) -> str | None:
+        """Why the ledger's latest write failed (file and cause), if one did."""
+        return self._ledger.write_error if self._ledger is not None else None
 
     @property
     def transitions_recorded(self) -> int:

@@ -180,13 +180,17 @@ class Scheduler:
         await self._listener.start()
         self.port = self._listener.port
         # no await from here to "running": connections need the record and state to exist
-        self.record = Record(
-            "scheduler",
-            ledger=self._open_ledger(),
-            run_info={"address": self.address, "id": self.id},
-            run_in_owner=partial(call_on_loop, self.loop),
-            **self._record_options,
-        )
+        try:
+            self.record = Record(
+                "scheduler",
+                ledger=self._open_ledger(),
+                run_info={"address": self.address, "id": self.id},
+                run_in_owner=partial(call_on_loop, self.loop),
+                **self._record_options,
+            )
+        except BaseException:  # the ledger is held by another scheduler, damaged, read-only...
+            await self._listener.close()
+            raise
         self._log_handler = self.record.log_handler()
         self._log_handler.attach("scheduler")
         recorder = self.record if config.get("scheduler.record-transitions") else NoRecord()
@@ -438,6 +442,7 @@ class Scheduler:
                         "action": "ledger-dropped",
                         "dropped": dropped - reported_drops,
                         "total": dropped,
+                        "cause": self.record.ledger_write_error,
                     },
                 )
                 reported_drops = dropped

@@ -9,7 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from storied.cli.main import cli
-from storied.dashboard.history import LedgerCatalog, ledger_files
+from storied.dashboard.history import LedgerCatalog
+from storied.record.ledgerset import ledger_files
 from tests.dashboard.conftest import Workload
 
 

@@ -1,0 +1,108 @@
+"""What the durable ledger costs: two warm clusters, one with a ledger and one without, in turn.
+
+``bench/run`` compares storied with storied-ledger in a fresh process per measurement, where a
+busy machine's slow spells land on one system or the other. Here both clusters stay up and run
+the same workload alternately (ABBA order), so drift hits both alike, and the figure is the
+median of each pair's throughput ratio (ledger on / off). The idle cluster only sends
+heartbeats; a round with the ledger ends once the ledger has committed all of it.
+
+    .venv/bin/python bench/ledger_ab.py --workload tree --size 4096 --pairs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from storied import Client, LocalCluster
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def tree(client: Client, leaves: int) -> int:
+    """Sum inc(i) over ``leaves`` leaves pairwise, as bench/workloads.py's tree; tasks run."""
+    level = client.map(inc, range(leaves), pure=False)
+    tasks = len(level)
+    while len(level) > 1:
+        pairs = [
+            client.submit(add, level[i], level[i + 1], pure=False)
+            for i in range(0, len(level) - 1, 2)
+        ]
+        tasks += len(pairs)
+        level = pairs + level[len(pairs) * 2 :]
+    if level[0].result() != leaves * (leaves + 1) // 2:
+        raise RuntimeError("the tree summed wrong")
+    return tasks
+
+
+def map_inc(client: Client, size: int) -> int:
+    client.gather(client.map(inc, range(size), pure=False))
+    return size
+
+
+WORKLOADS: dict[str, Callable[[Client, int], int]] = {"tree": tree, "map": map_inc}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="tree")
+    parser.add_argument("--size", type=int, default=4_096, help="leaves (tree) or tasks (map)")
+    parser.add_argument("--pairs", type=int, default=8, help="rounds with and without")
+    args = parser.parse_args()
+    run = WORKLOADS[args.workload]
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "ledger.db"
+        shape: dict[str, Any] = {
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "dashboard_address": None,
+        }
+        with (
+            LocalCluster(**shape, ledger=path) as on_cluster,
+            LocalCluster(**shape) as off_cluster,
+            Client(on_cluster, set_as_default=False) as on,
+            Client(off_cluster, set_as_default=False) as off,
+        ):
+            tasks_on = run(on, 64)  # warm up
+            run(off, 64)
+            for pair in range(args.pairs):
+                for ledger in (True, False) if pair % 2 == 0 else (False, True):
+                    started = time.perf_counter()
+                    tasks = run(on if ledger else off, args.size)
+                    tasks_on += tasks if ledger else 0
+                    if ledger:  # on the clock: its backlog must not slow the next round
+                        on_cluster.scheduler.record.flush()
+                    rates[ledger].append(tasks / (time.perf_counter() - started))
+            on_disk = sum(p.stat().st_size for p in Path(directory).iterdir())
+            ledger = on_cluster.scheduler.record._ledger
+            assert ledger is not None
+            writer_cpu, written = ledger.writer_cpu_seconds, ledger.written
+    ratios = [with_ / without for with_, without in zip(rates[True], rates[False], strict=True)]
+    print(f"{args.pairs} pairs of {args.workload}({args.size:,}), two warm clusters in turn")
+    for ledger in (True, False):
+        values = rates[ledger]
+        print(
+            f"  ledger {'on ' if ledger else 'off'}: median {statistics.median(values):,.0f} "
+            f"tasks/s ({min(values):,.0f}-{max(values):,.0f})"
+        )
+    print(f"  on/off, median of paired ratios: {statistics.median(ratios):.3f}")
+    print(
+        f"  ledger writer thread: {writer_cpu / tasks_on * 1e6:.1f} CPU us/task "
+        f"({written / tasks_on:.1f} records/task); file and WAL: {on_disk / tasks_on:,.0f} B/task"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""How the ledger writes: compressed blocks (older plain ones still read) and batched inserts."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+
+from storied.record import Ledger, Record
+from storied.record.events import pack_msg
+from storied.record.ledger import _insert_rows, unpack_block
+
+
+def test_blocks_are_compressed_and_plain_msgpack_blocks_still_read(tmp_path):
+    path = tmp_path / "ledger.db"
+    record = Record(ledger=Ledger(path))
+    for i in range(300):
+        record.transition(f"inc-{i}", "released", "waiting", {}, "update-graph-1")
+        record.transition(f"inc-{i}", "waiting", "memory", {}, f"task-finished-{i}")
+    record.event(["ops"], {"n": 1}, "scheduler")
+    record.close()
+    story = Ledger(path).story("inc-7")
+    events = Ledger(path).events("ops")
+    assert [rec.finish for rec in story] == ["waiting", "memory"] and len(events) == 1
+    with closing(sqlite3.connect(path)) as conn:
+        for table in ("transition_blocks", "event_blocks"):
+            blocks = conn.execute(f"SELECT block_id, entries FROM {table}").fetchall()
+            plain = [(pack_msg(unpack_block(blob)), block_id) for block_id, blob in blocks]
+            assert all(blob[:1] == b"L" for _, blob in blocks)
+            if table == "transition_blocks":  # names repeat: a third of the bytes or less
+                assert sum(len(blob) for _, blob in blocks) * 3 < sum(len(p) for p, _ in plain)
+            # as storied wrote them before blocks were compressed
+            conn.executemany(f"UPDATE {table} SET entries = ? WHERE block_id = ?", plain)
+        conn.commit()
+    assert Ledger(path).story("inc-7") == story
+    assert Ledger(path).events("ops") == events
+
+
+def test_rows_go_in_as_few_statements_as_the_parameter_limit_allows(tmp_path):
+    with closing(sqlite3.connect(tmp_path / "rows.db", isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b REAL)")
+        conn.execute("INSERT INTO t (a, b) VALUES ('first', 0)")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 7)  # three rows a statement
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        rows = [(f"row-{i}", i / 3) for i in range(8)]
+        ids = _insert_rows(conn, "t", ("a", "b"), rows)
+        conn.set_trace_callback(None)
+        assert len(statements) == 3
+        assert ids == list(range(2, 10))
+        assert conn.execute("SELECT id, a, b FROM t WHERE id > 1").fetchall() == [
+            (id_, a, b) for id_, (a, b) in zip(ids, rows, strict=True)
+        ]
+        assert _insert_rows(conn, "t", ("a", "b"), []) == []
