@@ -85,9 +85,18 @@ class LedgerSet:
         until: float | None = None,
         limit: int | None = None,
         *,
-        run_id: str,
+        run_id: str | None = None,
         after_seq: int | None = None,
     ) -> list[EventRecord]:
+        """One run's events, or (``run_id`` None) every file's, by time: seqs are per file."""
+        if run_id is None:
+            found = [
+                event
+                for _, ledger, _ in self._resolve(None)
+                for event in ledger.events(topic, since, until, limit, after_seq=after_seq)
+            ]
+            found.sort(key=lambda event: event.timestamp)
+            return found if limit is None else found[-limit:]
         ledger, number = self._one(run_id)
         return ledger.events(topic, since, until, limit, run_id=number, after_seq=after_seq)
 
