@@ -11,8 +11,8 @@ kept small so it never piles a whole graph onto one worker:
   roots does not), and only the first ``MAX_DEPENDENTS`` dependents of a root are looked at;
 - a root follows a sibling's worker only while that worker is at most one task per thread
   busier than the least busy one (``beside``);
-- a root popped from the scheduler's queue takes its queued siblings with it
-  (``queued_siblings``): one level, so at most ``MAX_FAN_IN - 1`` tasks beyond a free slot.
+- a root popped from the scheduler's queue takes at most ``MAX_FAN_IN - 1`` of its queued
+  siblings with it (``queued_siblings``), beyond the slot it fills.
 
 Pure functions of scheduler state, no I/O: ``SchedulerState`` calls them.
 """
@@ -59,5 +59,7 @@ def beside(
 
 
 def queued_siblings(ts: TaskState) -> list[TaskState]:
-    """The siblings of ``ts`` waiting in the scheduler's queue, to go where ``ts`` goes."""
-    return list(dict.fromkeys(s for s in _siblings(ts) if s.state == "queued"))
+    """Siblings of ``ts`` waiting in the scheduler's queue, to go where ``ts`` goes (at most
+    ``MAX_FAN_IN - 1``)."""
+    queued = dict.fromkeys(s for s in _siblings(ts) if s.state == "queued")
+    return list(itertools.islice(queued, MAX_FAN_IN - 1))

@@ -98,3 +98,16 @@ def test_siblings_come_only_from_small_fan_in_dependents(recorder):
     )
     siblings = {s.key for s in placement._siblings(state.tasks["r-0"])}
     assert siblings == {"r-1"}
+
+
+def test_a_popped_root_takes_only_a_few_queued_siblings(recorder):
+    """x-9 is paired with each of six other roots, all queued: it takes MAX_FAN_IN - 1 of
+    them out of the queue along with it, not all six."""
+    state = two_workers(recorder, 1.1)
+    specs = [spec(f"x-{i}") for i in range(10)]
+    specs += [spec(f"pair-{i}", "x-9", f"x-{i}") for i in range(3, 9)]
+    submit(state, *specs, wanted=[f"pair-{i}" for i in range(3, 9)])
+    assert all(state.tasks[f"x-{i}"].state == "queued" for i in range(4, 10))
+    taken = placement.queued_siblings(state.tasks["x-9"])
+    assert len(taken) == placement.MAX_FAN_IN - 1
+    assert {ts.key for ts in taken} <= {f"x-{i}" for i in range(4, 9)}
