@@ -9,7 +9,8 @@ kept small so it never piles a whole graph onto one worker:
 
 - only dependents with at most ``MAX_FAN_IN`` inputs make siblings (a reduction over many
   roots does not), and only the first ``MAX_DEPENDENTS`` dependents of a root are looked at;
-- a root follows a sibling's worker only while that worker is at most one task per thread
+- a root follows a sibling's worker only while that worker runs (``SchedulerState.running``:
+  not paused or retiring) and is at most one task per thread
   busier than the least busy one (``beside``);
 - a root popped from the scheduler's queue takes at most ``MAX_FAN_IN - 1`` of its queued
   siblings with it (``queued_siblings``), beyond the slot it fills.

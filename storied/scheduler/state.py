@@ -969,7 +969,7 @@ class SchedulerState:
         if ts.state == "no-worker":
             self._runnable_again(ts)
         if _queueable(ts):
-            ws = placement.beside(ts, self.workers, ws) or ws
+            ws = placement.beside(ts, self.running, ws) or ws
         if _queueable(ts) and self._free_slots(ws) <= 0:
             # a root task: it waits here rather than behind a worker's backlog
             ts.state = "queued"

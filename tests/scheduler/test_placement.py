@@ -111,3 +111,12 @@ def test_a_popped_root_takes_only_a_few_queued_siblings(recorder):
     taken = placement.queued_siblings(state.tasks["x-9"])
     assert len(taken) == placement.MAX_FAN_IN - 1
     assert {ts.key for ts in taken} <= {f"x-{i}" for i in range(4, 9)}
+
+
+def test_a_root_does_not_follow_its_sibling_to_a_paused_worker(recorder):
+    state = two_workers(recorder, math.inf)
+    submit(state, spec("a-0"), wanted=["a-0"])
+    first = worker_of(state, "a-0")
+    state.set_worker_status(first, "paused", "pause")
+    submit(state, spec("b-0"), spec("add-0", "a-0", "b-0"), wanted=["add-0"], stimulus_id="2")
+    assert worker_of(state, "b-0") not in (None, first)
