@@ -23,6 +23,7 @@ import cloudpickle
 from storied.client.future import Future
 from storied.graph.execute import GraphRunner, resolve_function, resolve_future
 from storied.graph.keys import stringify
+from storied.graph.literals import convert_graph, optimize_with_literals
 from storied.protocol.serialize import (
     OUT_OF_BAND_MIN,
     PICKLE_PROTOCOL,
@@ -152,7 +153,6 @@ def materialize(graph: Any) -> tuple[dict[Any, Any], dict[str, dict[Any, Any]], 
     asked for, as Dask does; expressions and HighLevelGraphs come culled already."""
     import_dask()
     from dask._expr import Expr, HLGExpr, LLGExpr
-    from dask._task_spec import convert_legacy_graph
     from dask.highlevelgraph import HighLevelGraph
 
     cull = False
@@ -165,7 +165,8 @@ def materialize(graph: Any) -> tuple[dict[Any, Any], dict[str, dict[Any, Any]], 
             f"expected a dask graph (a dict, HighLevelGraph or dask expression), "
             f"not {type(graph).__name__}"
         )
-    nodes = convert_legacy_graph(graph.__dask_graph__())
+    optimize_with_literals(graph)
+    nodes = convert_graph(graph.__dask_graph__())
     return nodes, dict(graph.__dask_annotations__()), cull
 
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 from storied.exceptions import FutureLostError, KilledWorker
 from storied.protocol.serialize import pickle_dumps
 from storied.resources import Resources, check_resources, suffices
+from storied.scheduler import placement
 
 logger = logging.getLogger("storied.scheduler")
 
@@ -856,6 +857,13 @@ class SchedulerState:
                     self._transition(ts, "processing", stimulus_id, effects, worker=ws.address)
                 )
                 free -= 1
+                for sibling in placement.queued_siblings(ts):
+                    recommendations.update(
+                        self._transition(
+                            sibling, "processing", stimulus_id, effects, worker=ws.address
+                        )
+                    )
+                    free -= 1
         return recommendations
 
     def _pop_queued(self) -> TaskState | None:
@@ -960,6 +968,8 @@ class SchedulerState:
             return {}
         if ts.state == "no-worker":
             self._runnable_again(ts)
+        if _queueable(ts):
+            ws = placement.beside(ts, self.running, ws) or ws
         if _queueable(ts) and self._free_slots(ws) <= 0:
             # a root task: it waits here rather than behind a worker's backlog
             ts.state = "queued"
