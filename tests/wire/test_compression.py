@@ -4,6 +4,7 @@ processes of one host, lossless, and skipped for data that does not shrink."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import msgpack
@@ -162,3 +163,18 @@ def test_an_unknown_setting_is_a_clear_error_at_connect(loop_listener):
     listener = loop_listener(_echo, Security(token=TOKEN))
     with config.set({"comm.compression": "snappy"}), pytest.raises(ValueError, match="snappy"):
         asyncio.run(connect(listener.address, Security(token=TOKEN)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codec=st.one_of(st.sampled_from(["lz4", "zlib"]), st.text(max_size=5), st.integers()),
+    sizes=st.one_of(st.lists(st.one_of(st.none(), st.integers(-10, 2**40))), st.binary()),
+    inner=st.binary(max_size=50),
+    buffers=st.lists(st.binary(max_size=200), max_size=3),
+)
+def test_a_hostile_compressed_message_is_only_ever_a_malformed_one(codec, sizes, inner, buffers):
+    """Whatever an authenticated peer puts in a compressed message, decoding it raises
+    ValueError (the connection is closed as a protocol error) and nothing else."""
+    header = msgpack.packb(msgpack.ExtType(2, msgpack.packb([codec, sizes, inner])))
+    with contextlib.suppress(ValueError):
+        loads(header, [bytearray(b) for b in buffers])
