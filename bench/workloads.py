@@ -539,26 +539,32 @@ def run_transfer(backend: Backend, megabytes: int) -> dict[str, float]:
     nbytes = megabytes * MB
     if isinstance(backend, FuturesBackend):
         return _transfer_with_futures(backend.client, nbytes)
-    rate = max(_raw_tcp_copy(nbytes) for _ in range(TRANSFER_REPEATS))
+    copies = [_raw_tcp_copy(nbytes) for _ in range(TRANSFER_REPEATS)]
+    rate = max(rate for rate, _ in copies)
+    cpu_ms = min(cpu for _, cpu in copies) * 1000 / (nbytes / (100 * MB))
     # the same copy stands for every column: each is one process handing bytes to another
-    return {metric.name: rate for metric in TRANSFER_MB_S}
+    return {metric.name: rate for metric in TRANSFER_MB_S} | {
+        metric.name: cpu_ms for metric in TRANSFER_CPU
+    }
 
 
 def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
     first, second = sorted(client.scheduler_info()["workers"])[:2]
     metrics: dict[str, float] = {}
     for kind, make in (("array", make_array), ("bytes", make_bytes)):
-        w2w, gather, scatter = [], [], []
+        w2w, gather, scatter, w2w_cpu, gather_cpu = [], [], [], [], []
         for _ in range(TRANSFER_REPEATS):
             made = client.submit(make, nbytes, workers=[first], pure=False)
             client.gather(client.submit(nbytes_of, made, workers=[first]))
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), cpu_seconds()
             # nbytes_of costs nothing next to the move, so this times the transfer
             client.submit(nbytes_of, made, workers=[second], pure=False).result()
             w2w.append(time.perf_counter() - started)
-            started = time.perf_counter()
+            w2w_cpu.append(cpu_seconds() - started_cpu)
+            started, started_cpu = time.perf_counter(), cpu_seconds()
             value = made.result()
             gather.append(time.perf_counter() - started)
+            gather_cpu.append(cpu_seconds() - started_cpu)
             del made
             started = time.perf_counter()
             scattered = client.scatter(value, workers=[second])
@@ -567,6 +573,9 @@ def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
         metrics[f"w2w_{kind}_mb_s"] = nbytes / MB / min(w2w)
         metrics[f"gather_{kind}_mb_s"] = nbytes / MB / min(gather)
         metrics[f"scatter_{kind}_mb_s"] = nbytes / MB / min(scatter)
+        per_100mb = 1000 / (nbytes / (100 * MB))
+        metrics[f"w2w_{kind}_cpu_ms"] = min(w2w_cpu) * per_100mb
+        metrics[f"gather_{kind}_cpu_ms"] = min(gather_cpu) * per_100mb
     many = client.map(make_array, [MB] * MANY_RESULTS, pure=False)
     client.gather(client.map(nbytes_of, many))
     started = time.perf_counter()
@@ -575,9 +584,10 @@ def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
     return metrics
 
 
-def _raw_tcp_copy(nbytes: int) -> float:
+def _raw_tcp_copy(nbytes: int) -> tuple[float, float]:
     """MB/s of a child process sending ``nbytes`` over loopback into fresh memory here, as
-    any transfer of a new object must land (``recv_into`` a new buffer, no framing)."""
+    any transfer of a new object must land (``recv_into`` a new buffer, no framing), and the
+    CPU seconds both processes spent on it."""
     import socket
     import subprocess
 
@@ -585,11 +595,12 @@ def _raw_tcp_copy(nbytes: int) -> float:
         port = server.getsockname()[1]
         sender = subprocess.Popen(
             [sys.executable, "-c", _RAW_SENDER, str(port), str(nbytes)],
+            stdout=subprocess.PIPE,
         )
         connection, _ = server.accept()
         with connection:
             assert connection.recv(1) == b"r"  # the sender holds its data and is ready
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             connection.sendall(b"g")
             buffer = bytearray(nbytes)
             view = memoryview(buffer)
@@ -597,18 +608,21 @@ def _raw_tcp_copy(nbytes: int) -> float:
             while received < nbytes:
                 received += connection.recv_into(view[received:])
             seconds = time.perf_counter() - started
-        sender.wait(timeout=60)
-    return nbytes / MB / seconds
+            cpu = time.process_time() - started_cpu
+        sender_cpu, _ = sender.communicate(timeout=60)
+    return nbytes / MB / seconds, cpu + float(sender_cpu)
 
 
 _RAW_SENDER = """
-import socket, sys
+import socket, sys, time
 port, nbytes = int(sys.argv[1]), int(sys.argv[2])
 data = b"\\x01" * nbytes
 with socket.create_connection(("127.0.0.1", port)) as sock:
     sock.sendall(b"r")
     sock.recv(1)
+    started = time.process_time()
     sock.sendall(data)
+    print(time.process_time() - started)
 """
 
 
@@ -740,6 +754,17 @@ CHURN = (
     Metric("recomputed", "tasks", False),
     Metric("kills", "kills", True),
 )
+#: CPU of every process (client, scheduler, workers) per 100 MB moved: less at the mercy of a
+#: busy machine than MB/s
+TRANSFER_CPU = tuple(
+    Metric(name, "CPU ms per 100 MB, all processes", higher_is_better=False)
+    for name in (
+        "w2w_array_cpu_ms",
+        "w2w_bytes_cpu_ms",
+        "gather_array_cpu_ms",
+        "gather_bytes_cpu_ms",
+    )
+)
 # Older distributed names the scheduler's transition log length the first way; the current one
 # sizes it (and every event topic) with the second.
 LONG_TRANSITION_LOG = {
@@ -788,7 +813,7 @@ WORKLOADS: dict[str, Workload] = {
             100,
             100,
             "MB",
-            TRANSFER_MB_S,
+            TRANSFER_MB_S + TRANSFER_CPU,
             frozenset({"storied", "dask", RAW_TCP}),
             run_transfer,
         ),

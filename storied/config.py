@@ -106,6 +106,8 @@ DEFAULTS: dict[str, Any] = {
         "handshake-timeout": "10s",
         "max-unauthenticated": 256,
         "max-frame-size": "256MiB",
+        # large data between hosts: false (off, as Dask), "auto" (lz4 if installed), "lz4", "zlib"
+        "compression": False,
         "auth-token": None,
         "tls": {"ca-file": None, "cert": None, "key": None},
     },

@@ -27,8 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from storied.comm.security import Security, check_listener
-from storied.protocol import handshake
+from storied.comm.security import Security, check_listener, is_loopback
+from storied.protocol import compression, handshake
 from storied.protocol.frames import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
@@ -38,7 +38,7 @@ from storied.protocol.frames import (
     encode_frame,
     encode_frames,
 )
-from storied.protocol.serialize import dumps_with_buffers, loads
+from storied.protocol.serialize import compress_buffers, dumps_with_buffers, loads
 
 logger = logging.getLogger("storied.comm")
 
@@ -74,6 +74,13 @@ def configured_max_frame_size() -> int:
     from storied import config
 
     return config.parse_bytes(config.get("comm.max-frame-size"))
+
+
+def configured_compression() -> str | None:
+    """The codec ``comm.compression`` names here (``ValueError`` if unknown or missing)."""
+    from storied import config
+
+    return compression.resolve(config.get("comm.compression"))
 
 
 def parse_address(address: str) -> tuple[str, str, int]:
@@ -258,6 +265,8 @@ class TCPComm(Comm):
         self.name = ""
         #: pieces of messages with buffers not yet handed to the transport, in order
         self._outgoing: collections.deque[Any] = collections.deque()
+        #: the codec large data is compressed with on this link (agreed in the handshake)
+        self.compression: str | None = None
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -292,6 +301,8 @@ class TCPComm(Comm):
         if self.closed:
             raise CommClosedError(self._protocol.closed_reason or "closed")
         header, buffers = dumps_with_buffers(msg)
+        if buffers and self.compression:
+            header, buffers = compress_buffers(header, buffers, self.compression)
         if buffers:
             pieces = encode_frames(header, buffers)
             check_frame_size(len(pieces[0]) - HEADER_SIZE, self._protocol.max_frame_size)
@@ -323,6 +334,15 @@ class TCPComm(Comm):
             self._outgoing.clear()
             self._writer = None
 
+    def agree_compression(self, local: str | None, remote: Any) -> None:
+        """Compress large data on this link if both ends chose the same codec and they are on
+        different hosts (``storied.protocol.compression.link_codec``)."""
+        peer_host = parse_address(self.peer_address)[1]
+        same_host = is_loopback(peer_host) or peer_host == parse_address(self.local_address)[1]
+        self.compression = compression.link_codec(local, remote, same_host)
+        if self.compression:
+            logger.debug("Compressing large data to %s with %s", self.peer_address, local)
+
     async def send(self, msg: Any) -> None:
         self.write(msg)
         if self._writer is not None:
@@ -353,7 +373,8 @@ async def connect(
 ) -> Comm:
     """Open an authenticated connection, retrying refused connects until ``timeout``.
 
-    ``max_frame_size`` defaults to ``comm.max-frame-size`` from config, as for listeners.
+    ``max_frame_size`` defaults to ``comm.max-frame-size`` from config, as for listeners, and
+    the codec offered for large data to ``comm.compression``.
 
     Raises ``AuthenticationError`` when either side cannot prove it holds the token, and
     ``ConnectionError`` when TLS fails; neither is retried.
@@ -361,6 +382,7 @@ async def connect(
     security = security or Security()
     local = _local_listeners.get(address)
     max_frame_size = max_frame_size or configured_max_frame_size()
+    codec = configured_compression()
     if local is not None and local.admits_locally(security):
         return local.connect_locally(max_frame_size)
     scheme, host, port = parse_address(address)
@@ -405,7 +427,7 @@ async def connect(
         protocol.transport.write(PLAIN_OPENING)
     try:
         hello = await comm.read(max(deadline - time.monotonic(), 1.0))
-        answer = handshake.client_answer(hello, security.token)
+        answer = {**handshake.client_answer(hello, security.token), "compression": codec}
         comm.write(answer)
         welcome = await comm.read(max(deadline - time.monotonic(), 1.0))
         handshake.client_verify(hello, answer, welcome, security.token)
@@ -426,6 +448,7 @@ async def connect(
         comm.abort("handshake failed")
         raise
     protocol.authenticated(max_frame_size)
+    comm.agree_compression(codec, hello.get("compression"))
     return comm
 
 
@@ -451,6 +474,7 @@ class Listener:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
+        compression: str | None = None,
     ) -> None:
         self.security = security or Security()
         self.scheme, self.host, self.port = parse_address(address)
@@ -460,6 +484,8 @@ class Listener:
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
         self.max_unauthenticated = max_unauthenticated
+        #: the codec offered for large data (a name from ``storied.protocol.compression``)
+        self.compression = compression
         self._tls_context = self.security.server_context()
         self._sockets: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
@@ -616,7 +642,7 @@ class Listener:
         )
         comm = TCPComm(protocol)
         token = self.security.token
-        hello = handshake.server_hello(bool(token))
+        hello = {**handshake.server_hello(bool(token)), "compression": self.compression}
         comm.write(hello)
         answer = await comm.read()
         try:
@@ -626,6 +652,7 @@ class Listener:
             raise
         comm.write(welcome)
         protocol.authenticated(self.max_frame_size)
+        comm.agree_compression(self.compression, answer.get("compression"))
         return comm
 
     @staticmethod
@@ -710,4 +737,5 @@ def configured_listener(
         handshake_timeout=config.parse_timedelta(config.get("comm.handshake-timeout"))
         or DEFAULT_HANDSHAKE_TIMEOUT,
         max_unauthenticated=int(config.get("comm.max-unauthenticated")),
+        compression=configured_compression(),
     )

@@ -23,6 +23,8 @@ from typing import Any
 import cloudpickle
 import msgpack
 
+from storied.protocol import compression
+
 PICKLE_PROTOCOL = 5
 _packer_options = {"use_bin_type": True}
 _unpacker_options = {"raw": False, "strict_map_key": False, "use_list": True}
@@ -46,6 +48,9 @@ def loads(payload: bytes, buffers: list[Any] | None = None) -> Any:
 #: buffers (and pickle streams) of at least this size travel out of band, as raw frames
 OUT_OF_BAND_MIN = 64 * 1024
 _PICKLED_EXT = 1
+#: a whole message whose buffers were compressed: [codec, original size or None per buffer,
+#: the message's own msgpack header]
+_COMPRESSED_EXT = 2
 #: first buffer index, buffer count, whether the pickle stream itself is the first buffer
 _PICKLED_REF = struct.Struct("!IIB")
 
@@ -93,15 +98,34 @@ def dumps_with_buffers(msg: Any) -> tuple[bytes, list[Any]]:
     return msgpack.packb(msg, default=default, **_packer_options), buffers
 
 
-class _ExtHook:
-    """Rebuilds the ``Pickled`` objects of one received message from its buffers."""
+def compress_buffers(header: bytes, buffers: list[Any], codec: str) -> tuple[bytes, list[Any]]:
+    """A message from ``dumps_with_buffers`` with the buffers that shrink compressed by
+    ``codec``; unchanged when none does. ``loads`` undoes it."""
+    compressed = [compression.maybe_compress(buffer, codec) for buffer in buffers]
+    if not any(compressed):
+        return header, buffers
+    sizes = [
+        None if c is None else memoryview(b).nbytes
+        for c, b in zip(compressed, buffers, strict=True)
+    ]
+    inner = msgpack.packb([codec, sizes, header], **_packer_options)
+    outer = msgpack.packb(msgpack.ExtType(_COMPRESSED_EXT, inner), **_packer_options)
+    return outer, [b if c is None else c for c, b in zip(compressed, buffers, strict=True)]
 
-    __slots__ = ("buffers",)
+
+class _ExtHook:
+    """Rebuilds the ``Pickled`` objects of one received message from its buffers (and first
+    decompresses them, for a message sent compressed)."""
+
+    __slots__ = ("buffers", "decompressed")
 
     def __init__(self, buffers: list[Any]) -> None:
         self.buffers = buffers
+        self.decompressed = False
 
-    def __call__(self, code: int, data: bytes) -> Pickled:
+    def __call__(self, code: int, data: bytes) -> Any:
+        if code == _COMPRESSED_EXT and not self.decompressed:
+            return self._decompress(data)
         if code != _PICKLED_EXT or len(data) < _PICKLED_REF.size:
             raise ValueError(f"unknown extension type {code}")
         first, count, header_out_of_band = _PICKLED_REF.unpack_from(data)
@@ -111,6 +135,17 @@ class _ExtHook:
         if header_out_of_band:
             return Pickled(bytes(self.buffers[first]), self.buffers[first + 1 : end])
         return Pickled(data[_PICKLED_REF.size :], self.buffers[first:end])
+
+    def _decompress(self, data: bytes) -> Any:
+        self.decompressed = True  # once, for the whole message: never nested
+        codec, sizes, header = msgpack.unpackb(data, **_unpacker_options)
+        if not (isinstance(sizes, list) and len(sizes) == len(self.buffers)):
+            raise ValueError("a compressed message does not describe each of its buffers")
+        self.buffers = [
+            buffer if size is None else compression.decompress(codec, buffer, size)
+            for buffer, size in zip(self.buffers, sizes, strict=True)
+        ]
+        return msgpack.unpackb(header, ext_hook=self, **_unpacker_options)
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)

@@ -98,6 +98,26 @@ def test_a_1_gib_transfer_holds_at_most_1_25x_the_payload_on_each_side(client):
     del made, used
 
 
+def test_a_1_gib_gather_holds_at_most_1_25x_the_payload_on_each_side(client):
+    """The client receives straight into the array's final memory: no second copy."""
+    size = 1024 * MiB
+    a, _ = _two_workers(client)
+    made = client.submit(make_array, size, workers=[a], pure=False)
+    wait([made], timeout=60)
+    client.run(_collect)
+    sender = psutil.Process(_worker_pids(client)[a])
+    here = psutil.Process()
+    baseline = {"worker": sender.memory_info().rss, "client": here.memory_info().rss}
+    samplers = {"worker": _PeakRSS(sender.pid), "client": _PeakRSS(here.pid)}
+    value = made.result(timeout=60)
+    peaks = {side: sampler.stop() for side, sampler in samplers.items()}
+    assert first_and_last(value) == (7, 7, size) and value.flags.writeable
+    for side, peak in peaks.items():
+        grew = peak - baseline[side]
+        assert grew <= 1.25 * size, f"the {side} grew by {grew / MiB:.0f} MiB for 1 GiB"
+    del value, made
+
+
 def _collect() -> None:
     import gc
 
