@@ -563,7 +563,11 @@ class SchedulerState:
         slots = max(math.ceil(saturation * ws.nthreads), 1)
         if self.worker_backlog and self.task_duration is not None:
             per_thread = self.worker_backlog / max(self.task_duration, 1e-6)
-            slots += math.floor(ws.nthreads * per_thread)
+            # at most its threads' share of the queue: the first worker to free a slot must
+            # not take what the others would run (with tasks of microseconds, all of it)
+            threads = sum(running.nthreads for running in self.running.values())
+            share = math.ceil(len(self.queued) * ws.nthreads / max(threads, 1))
+            slots += min(math.floor(ws.nthreads * per_thread), share)
         return ws.free_slots(slots)
 
     def task_started(self, worker: str, key: str) -> None:

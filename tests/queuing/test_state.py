@@ -208,6 +208,20 @@ def test_short_tasks_get_a_backlog_worth_a_few_milliseconds(recorder):
     assert state.task_duration == pytest.approx(0.001)
 
 
+def test_the_first_worker_to_free_a_slot_takes_only_its_share_of_the_queue(recorder):
+    """Tasks of microseconds make the backlog thousands of tasks: without a cap, the first
+    worker to report took the whole queue and the other idled (map ran at half speed)."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 1, "add-w1")
+    state.add_worker(W2, "w2", 1, "add-w2")
+    submit(state, *(spec(f"r-{i}") for i in range(1000)))
+    assert len(state.queued) == 996
+    state.task_finished(W1, "r-0", 8, "int", "done", startstops=(1.0, 1.000001))
+    # its saturation slots (2) and half of the 996 queued (one of two threads), not all
+    assert len(state.workers[W1].processing) == 2 + 498
+    assert len(state.queued) == 497
+
+
 def test_a_negative_backlog_is_refused(recorder):
     with pytest.raises(ValueError, match="worker_backlog"):
         SchedulerState(recorder, worker_backlog=-1)
