@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +115,11 @@ class Actor:
             {"method": method, "args": pickle_dumps((args, kwargs))},
             who(),
         )
-        return ActorFuture(asyncio.run_coroutine_threadsafe(call, client._loop))
+        with _order_lock:
+            calls = _last_calls.setdefault(client, {})
+            done = asyncio.run_coroutine_threadsafe(_after(calls.get(self.key), call), client._loop)
+            calls[self.key] = done
+        return ActorFuture(done)
 
     def _here(self, name: str, is_method: bool) -> Any:
         """From an actor method on this actor's own worker: use it directly, as Dask does."""
@@ -153,6 +159,20 @@ class Actor:
         if reply.get("status") != "OK":
             raise _rebuild_exception(reply)
         return pickle_loads(reply["result"])
+
+
+#: each client's last call to each actor: the next call is sent once it is answered, so one
+#: caller's calls run in the order made (the pool's connections could reorder them)
+_last_calls: weakref.WeakKeyDictionary[Client, dict[str, concurrent.futures.Future[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+_order_lock = threading.Lock()
+
+
+async def _after(previous: concurrent.futures.Future[Any] | None, call: Any) -> Any:
+    if previous is not None:
+        await asyncio.wait([asyncio.wrap_future(previous)])  # its outcome is its caller's
+    return await call
 
 
 def _unpickle_actor(cls: type, address: str, key: str) -> Actor:
