@@ -253,3 +253,22 @@ def test_without_a_backlog_every_free_slot_is_filled_at_once(recorder):
     for key in ("r-1", "r-2", "r-3"):
         assert len(computed_keys(finish(state, key, W1), W1)) == 1
         assert len(state.workers[W1].processing) == 3
+
+
+def test_a_later_root_does_not_overtake_the_queue_while_a_worker_waits_to_be_filled(recorder):
+    """A worker with free slots but more than half its backlog left takes no new root task:
+    it queues behind the earlier ones, which go first when the worker is filled."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 2, "add-w1")
+    submit(state, *(spec(f"r-{i}") for i in range(1000)))
+    state.task_finished(W1, "r-0", 8, "int", "done", startstops=(1.0, 1.001))
+    held = sorted(state.workers[W1].processing, key=lambda ts: int(ts.key[2:]))
+    for ts in held[:5]:
+        finish(state, ts.key, W1)
+    effects = submit(state, spec("late"), stimulus_id="update-graph-2")
+    assert computed_keys(effects, W1) == []
+    assert state.tasks["late"].state == "queued"
+    for ts in held[5:10]:
+        effects = finish(state, ts.key, W1)
+    assert "late" not in computed_keys(effects, W1)
+    assert state.tasks["late"].state == "queued"
