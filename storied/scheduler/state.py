@@ -990,11 +990,12 @@ class SchedulerState:
             return {}
         if ts.state == "no-worker":
             self._runnable_again(ts)
-        if _queueable(ts):
+        if _queueable(ts) and not self.queued:
             ws = placement.beside(ts, self.running, ws) or ws
-        if _queueable(ts) and self._slots_to_fill(ws) <= 0:
-            # a root task: it waits here rather than behind a worker's backlog (and behind
-            # the queued ones, which go first when the worker is next filled)
+        if _queueable(ts) and (self.queued or self._slots_to_fill(ws) <= 0):
+            # a root task: it waits here rather than behind a worker's backlog, and behind
+            # the queued ones (while any queue, each worker is as full as it should be until
+            # it is next filled, queue first)
             ts.state = "queued"
             self.queued.add(ts)
             entry = (-ts.user_priority, ts.priority, next(self._arrival), ts.key)

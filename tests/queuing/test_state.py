@@ -272,3 +272,17 @@ def test_a_later_root_does_not_overtake_the_queue_while_a_worker_waits_to_be_fil
         effects = finish(state, ts.key, W1)
     assert "late" not in computed_keys(effects, W1)
     assert state.tasks["late"].state == "queued"
+
+
+def test_once_a_root_queues_the_later_ones_of_its_graph_queue_behind_it(recorder):
+    """As the queue grows, so does a worker's backlog (its share of the queue): the later
+    roots of one submit must not go straight to the worker, ahead of the earlier queued."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 1, "add-w1")
+    submit(state, spec("warm-up"))
+    state.task_finished(W1, "warm-up", 8, "int", "done", startstops=(1.0, 1.001))
+    effects = submit(state, *(spec(f"r-{i}") for i in range(30)), stimulus_id="update-graph-2")
+    assert computed_keys(effects, W1) == ["r-0", "r-1"]
+    effects = finish(state, "r-0", W1)
+    # saturation's 2 and the backlog: 1 thread x 10 ms / 1 ms = 10, in priority order
+    assert computed_keys(effects, W1) == [f"r-{i}" for i in range(2, 13)]
