@@ -62,5 +62,7 @@ def beside(
 def queued_siblings(ts: TaskState) -> list[TaskState]:
     """Siblings of ``ts`` waiting in the scheduler's queue, to go where ``ts`` goes (at most
     ``MAX_FAN_IN - 1``)."""
+    if not ts.dependents:
+        return []  # a map's task: no siblings, and this runs for every task popped
     queued = dict.fromkeys(s for s in _siblings(ts) if s.state == "queued")
     return list(itertools.islice(queued, MAX_FAN_IN - 1))

@@ -225,3 +225,64 @@ def test_the_first_worker_to_free_a_slot_takes_only_its_share_of_the_queue(recor
 def test_a_negative_backlog_is_refused(recorder):
     with pytest.raises(ValueError, match="worker_backlog"):
         SchedulerState(recorder, worker_backlog=-1)
+
+
+def test_a_backlogged_worker_is_topped_up_in_one_batch_at_half_its_backlog(recorder):
+    """One message per finished task cost map ~1.5x the CPU per task of no queuing: a worker
+    busy with more than half its backlog is left alone, then refilled all at once."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 2, "add-w1")
+    submit(state, *(spec(f"r-{i}") for i in range(1000)))
+    state.task_finished(W1, "r-0", 8, "int", "done", startstops=(1.0, 1.001))
+    # saturation's 3 and a backlog of 2 threads x 10 ms / 1 ms = 20
+    held = sorted(state.workers[W1].processing, key=lambda ts: int(ts.key[2:]))
+    assert len(held) == 3 + 20
+    for ts in held[:9]:
+        assert computed_keys(finish(state, ts.key, W1), W1) == [], "more than half left"
+    effects = finish(state, held[9].key, W1)
+    assert len(computed_keys(effects, W1)) == 10, "half the backlog run: filled in one go"
+    assert len(state.workers[W1].processing) == 3 + 20
+
+
+def test_without_a_backlog_every_free_slot_is_filled_at_once(recorder):
+    """Dask's limit: a finished task's slot takes the next queued task in the same stimulus."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.0)
+    state.add_worker(W1, "w1", 2, "add-w1")
+    submit(state, *(spec(f"r-{i}") for i in range(100)))
+    state.task_finished(W1, "r-0", 8, "int", "done", startstops=(1.0, 1.001))
+    for key in ("r-1", "r-2", "r-3"):
+        assert len(computed_keys(finish(state, key, W1), W1)) == 1
+        assert len(state.workers[W1].processing) == 3
+
+
+def test_a_later_root_does_not_overtake_the_queue_while_a_worker_waits_to_be_filled(recorder):
+    """A worker with free slots but more than half its backlog left takes no new root task:
+    it queues behind the earlier ones, which go first when the worker is filled."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 2, "add-w1")
+    submit(state, *(spec(f"r-{i}") for i in range(1000)))
+    state.task_finished(W1, "r-0", 8, "int", "done", startstops=(1.0, 1.001))
+    held = sorted(state.workers[W1].processing, key=lambda ts: int(ts.key[2:]))
+    for ts in held[:5]:
+        finish(state, ts.key, W1)
+    effects = submit(state, spec("late"), stimulus_id="update-graph-2")
+    assert computed_keys(effects, W1) == []
+    assert state.tasks["late"].state == "queued"
+    for ts in held[5:10]:
+        effects = finish(state, ts.key, W1)
+    assert "late" not in computed_keys(effects, W1)
+    assert state.tasks["late"].state == "queued"
+
+
+def test_once_a_root_queues_the_later_ones_of_its_graph_queue_behind_it(recorder):
+    """As the queue grows, so does a worker's backlog (its share of the queue): the later
+    roots of one submit must not go straight to the worker, ahead of the earlier queued."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 1, "add-w1")
+    submit(state, spec("warm-up"))
+    state.task_finished(W1, "warm-up", 8, "int", "done", startstops=(1.0, 1.001))
+    effects = submit(state, *(spec(f"r-{i}") for i in range(30)), stimulus_id="update-graph-2")
+    assert computed_keys(effects, W1) == ["r-0", "r-1"]
+    effects = finish(state, "r-0", W1)
+    # saturation's 2 and the backlog: 1 thread x 10 ms / 1 ms = 10, in priority order
+    assert computed_keys(effects, W1) == [f"r-{i}" for i in range(2, 13)]
