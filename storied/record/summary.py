@@ -1,0 +1,213 @@
+"""A run's tasks summed up as the ledger writes them, stored when the run ends.
+
+Counting a finished run of a million tasks from its records takes a pass over three million
+transitions and a million executions (a minute or two). The writer already holds every record
+it writes, so it keeps, per open run, each task's outcome on the scheduler and its executions
+(dictionary updates in C for transitions, a few operations per execution), and when the run
+ends it writes them out: one ``run_tasks`` row per task, numbered in key order, and the run's
+counts in ``run_counts``. A reader then answers pages, counts and key searches with indexed
+SQL. Runs that ended without a summary (a crash, a ledger of schema version 4, a run of more
+than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from itertools import compress
+from operator import itemgetter, not_
+from typing import Any
+
+from storied.record.keys import key_prefix
+
+#: Tasks a run may have and still be summed up as it is written: about 200 bytes each stay in
+#: the writer's memory until the run ends.
+SUMMARY_MAX_TASKS = 10_000_000
+
+#: States a task is let go to after it is done with (or when the cluster closes): a task's
+#: outcome is the last state it was moved to other than these.
+LET_GO = frozenset(("released", "forgotten"))
+
+SUMMARY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_tasks (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    state TEXT,
+    executed INTEGER NOT NULL,
+    erred INTEGER NOT NULL,
+    worker TEXT,
+    duration REAL
+);
+CREATE INDEX IF NOT EXISTS run_tasks_by_n ON run_tasks (run_id, n);
+CREATE INDEX IF NOT EXISTS run_tasks_by_key ON run_tasks (run_id, key);
+CREATE INDEX IF NOT EXISTS run_tasks_by_state ON run_tasks (run_id, state, n);
+CREATE INDEX IF NOT EXISTS run_tasks_by_prefix ON run_tasks (run_id, prefix, n);
+CREATE TABLE IF NOT EXISTS run_counts (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    count INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_counts_by_run ON run_counts (run_id);
+"""
+
+#: ``run_counts`` kinds: tasks in all (the summary's mark), executions by worker, by outcome,
+#: by prefix and outcome, and tasks by prefix and state
+TASKS, BY_WORKER, BY_OUTCOME, PREFIX_RUNS, PREFIX_STATES = (
+    "tasks",
+    "worker",
+    "outcome",
+    "prefix-runs",
+    "prefix-states",
+)
+#: the columns of a task's row, as readers get them
+TASK_FIELDS = ("key", "prefix", "state", "executed", "erred", "worker", "duration")
+
+_key_and_finish = itemgetter(1, 3)
+_finish_of = itemgetter(3)
+
+
+class RunTally:
+    """One open run's tasks as the writer has written them (pure: no SQL until ``write``)."""
+
+    def __init__(self) -> None:
+        #: each key's last state on the scheduler, and its last one that is not let go
+        self._last: dict[str, str] = {}
+        self._kept: dict[str, str] = {}
+        #: key -> [executed, erred, last worker, last duration]
+        self._executions: dict[str, list[Any]] = {}
+        self._by_worker: Counter[str] = Counter()
+        self._outcomes: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._last) + len(self._executions)
+
+    def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
+        """Entries of the scheduler's transition log, in seq order; every step runs in C."""
+        self._last.update(map(_key_and_finish, entries))
+        held = map(not_, map(LET_GO.__contains__, map(_finish_of, entries)))
+        self._kept.update(map(_key_and_finish, compress(entries, held)))
+
+    def add_execution(self, key: str, worker: str, start: float, stop: float, outcome: str) -> None:
+        row = self._executions.get(key)
+        if row is None:
+            row = self._executions[key] = [0, 0, None, None]
+        if outcome == "erred":
+            row[1] += 1
+        elif outcome == "memory":
+            row[0] += 1
+        row[2], row[3] = worker, stop - start
+        self._by_worker[worker] += 1
+        self._outcomes[outcome] += 1
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """``(n, *TASK_FIELDS)`` of every task, in key order."""
+        states = {**self._last, **self._kept}
+        keys = sorted(states.keys() | self._executions.keys())
+        none = (0, 0, None, None)
+        return [
+            (n, key, key_prefix(key), states.get(key), *self._executions.get(key, none))
+            for n, key in enumerate(keys)
+        ]
+
+    def counts(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[str, str, str, int]]:
+        """``(kind, name, detail, count)`` of the run, from its ``rows``."""
+        prefix_runs: Counter[tuple[str, str]] = Counter()
+        prefix_states: Counter[tuple[str, str]] = Counter()
+        tasks = 0
+        for _, key, prefix, state, executed, erred, _, _ in rows:
+            tasks += 1
+            if state is not None:
+                prefix_states[prefix, state] += 1
+            if key in self._executions:
+                prefix_runs[prefix, "memory"] += executed
+                prefix_runs[prefix, "erred"] += erred
+        return [
+            (TASKS, "", "", tasks),
+            *((BY_WORKER, worker, "", n) for worker, n in self._by_worker.items()),
+            *((BY_OUTCOME, outcome, "", n) for outcome, n in self._outcomes.items()),
+            *((PREFIX_RUNS, p, outcome, n) for (p, outcome), n in prefix_runs.items()),
+            *((PREFIX_STATES, p, state, n) for (p, state), n in prefix_states.items()),
+        ]
+
+    def write(self, conn: sqlite3.Connection, run_id: int) -> None:
+        """Store the summary of ``run_id`` (in the caller's transaction)."""
+        rows = self.rows()
+        conn.executemany(
+            "INSERT INTO run_tasks (run_id, n, key, prefix, state, executed, erred, worker, "
+            "duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((run_id, *row) for row in rows),
+        )
+        conn.executemany(
+            "INSERT INTO run_counts (run_id, kind, name, detail, count) VALUES (?, ?, ?, ?, ?)",
+            ((run_id, *count) for count in self.counts(rows)),
+        )
+
+
+def has_summary_tables(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the summary tables (a ledger of schema version 4 has not)."""
+    found = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'run_counts'"
+    ).fetchone()
+    return bool(found[0])
+
+
+def read_counts(conn: sqlite3.Connection, run_id: int) -> list[tuple[str, str, str, int]] | None:
+    """The stored ``(kind, name, detail, count)`` of ``run_id``; None when it has no summary."""
+    if not has_summary_tables(conn):
+        return None
+    found = conn.execute(
+        "SELECT kind, name, detail, count FROM run_counts WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    return found if any(kind == TASKS for kind, *_ in found) else None
+
+
+def read_page(
+    conn: sqlite3.Connection,
+    run_id: int,
+    offset: int,
+    limit: int,
+    prefix: str | None = None,
+    state: str | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many tasks of ``run_id`` have ``prefix`` and/or ``state``, and those ``offset`` to
+    ``offset + limit`` of them in key order."""
+    columns = ", ".join(TASK_FIELDS)
+    if prefix is None and state is None:  # a range of numbers: as quick deep as near the top
+        (total,) = conn.execute(
+            "SELECT count FROM run_counts WHERE run_id = ? AND kind = ?", (run_id, TASKS)
+        ).fetchone()
+        rows = conn.execute(
+            f"SELECT {columns} FROM run_tasks WHERE run_id = ? AND n >= ? AND n < ? ORDER BY n",
+            (run_id, offset, offset + limit),
+        ).fetchall()
+    else:
+        clauses, params = ["run_id = ?"], [run_id]
+        for column, value in (("prefix", prefix), ("state", state)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = " AND ".join(clauses)
+        (total,) = conn.execute(f"SELECT count(*) FROM run_tasks WHERE {where}", params).fetchone()
+        rows = conn.execute(
+            f"SELECT {columns} FROM run_tasks WHERE {where} ORDER BY n LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+    return total, [dict(zip(TASK_FIELDS, row, strict=True)) for row in rows]
+
+
+def read_keys_from(conn: sqlite3.Connection, run_id: int, text: str, limit: int) -> list[str]:
+    """Up to ``limit`` keys of ``run_id`` from ``text`` on, in key order."""
+    return [
+        key
+        for (key,) in conn.execute(
+            "SELECT key FROM run_tasks WHERE run_id = ? AND key >= ? ORDER BY key LIMIT ?",
+            (run_id, text, limit),
+        )
+    ]
