@@ -4,7 +4,7 @@ Counting a finished run of a million tasks from its records takes a pass over th
 transitions and a million executions (a minute or two). The writer already holds every record
 it writes, so it keeps, per open run, each task's outcome on the scheduler and its executions
 (dictionary updates in C for transitions, a few operations per execution), and when the run
-ends it writes them out: one ``run_tasks`` row per task, numbered in key order, and the run's
+ends it writes them out: one ``run_tasks`` row per task, with ids in key order, and the run's
 counts in ``run_counts``. A reader then answers pages, counts and key searches with indexed
 SQL. Runs that ended without a summary (a crash, a ledger of schema version 4, a run of more
 than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the records.
@@ -21,9 +21,9 @@ from typing import Any
 
 from storied.record.keys import key_prefix
 
-#: Tasks a run may have and still be summed up as it is written: about 200 bytes each stay in
-#: the writer's memory until the run ends.
-SUMMARY_MAX_TASKS = 10_000_000
+#: Tasks a run may have and still be summed up as it is written: about 250 bytes each stay in
+#: the writer's memory until the run ends (a gigabyte at this bound).
+SUMMARY_MAX_TASKS = 4_000_000
 
 #: States a task is let go to after it is done with (or when the cluster closes): a task's
 #: outcome is the last state it was moved to other than these.
@@ -33,7 +33,6 @@ SUMMARY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_tasks (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
-    n INTEGER NOT NULL,
     key TEXT NOT NULL,
     prefix TEXT NOT NULL,
     state TEXT,
@@ -42,10 +41,8 @@ CREATE TABLE IF NOT EXISTS run_tasks (
     worker TEXT,
     duration REAL
 );
-CREATE INDEX IF NOT EXISTS run_tasks_by_n ON run_tasks (run_id, n);
-CREATE INDEX IF NOT EXISTS run_tasks_by_key ON run_tasks (run_id, key);
-CREATE INDEX IF NOT EXISTS run_tasks_by_state ON run_tasks (run_id, state, n);
-CREATE INDEX IF NOT EXISTS run_tasks_by_prefix ON run_tasks (run_id, prefix, n);
+CREATE INDEX IF NOT EXISTS run_tasks_by_state ON run_tasks (run_id, state);
+CREATE INDEX IF NOT EXISTS run_tasks_by_prefix ON run_tasks (run_id, prefix);
 CREATE TABLE IF NOT EXISTS run_counts (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -57,10 +54,12 @@ CREATE TABLE IF NOT EXISTS run_counts (
 CREATE INDEX IF NOT EXISTS run_counts_by_run ON run_counts (run_id);
 """
 
-#: ``run_counts`` kinds: tasks in all (the summary's mark), executions by worker, by outcome,
-#: by prefix and outcome, and tasks by prefix and state
-TASKS, BY_WORKER, BY_OUTCOME, PREFIX_RUNS, PREFIX_STATES = (
+#: ``run_counts`` kinds: tasks in all (the summary's mark), the id of the run's first task
+#: (a run's tasks have consecutive ids, in key order), executions by worker, by outcome, by
+#: prefix and outcome, and tasks by prefix and state
+TASKS, FIRST_ID, BY_WORKER, BY_OUTCOME, PREFIX_RUNS, PREFIX_STATES = (
     "tasks",
+    "first-id",
     "worker",
     "outcome",
     "prefix-runs",
@@ -86,6 +85,7 @@ class RunTally:
         self._outcomes: Counter[str] = Counter()
 
     def __len__(self) -> int:
+        """At least the tasks tallied, at most twice as many (those that ran count twice)."""
         return len(self._last) + len(self._executions)
 
     def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
@@ -107,13 +107,13 @@ class RunTally:
         self._outcomes[outcome] += 1
 
     def rows(self) -> list[tuple[Any, ...]]:
-        """``(n, *TASK_FIELDS)`` of every task, in key order."""
+        """``TASK_FIELDS`` of every task, in key order."""
         states = {**self._last, **self._kept}
         keys = sorted(states.keys() | self._executions.keys())
         none = (0, 0, None, None)
         return [
-            (n, key, key_prefix(key), states.get(key), *self._executions.get(key, none))
-            for n, key in enumerate(keys)
+            (key, key_prefix(key), states.get(key), *self._executions.get(key, none))
+            for key in keys
         ]
 
     def counts(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[str, str, str, int]]:
@@ -121,7 +121,7 @@ class RunTally:
         prefix_runs: Counter[tuple[str, str]] = Counter()
         prefix_states: Counter[tuple[str, str]] = Counter()
         tasks = 0
-        for _, key, prefix, state, executed, erred, _, _ in rows:
+        for key, prefix, state, executed, erred, _, _ in rows:
             tasks += 1
             if state is not None:
                 prefix_states[prefix, state] += 1
@@ -139,14 +139,16 @@ class RunTally:
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
         """Store the summary of ``run_id`` (in the caller's transaction)."""
         rows = self.rows()
+        (first,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM run_tasks").fetchone()
         conn.executemany(
-            "INSERT INTO run_tasks (run_id, n, key, prefix, state, executed, erred, worker, "
+            "INSERT INTO run_tasks (id, run_id, key, prefix, state, executed, erred, worker, "
             "duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((run_id, *row) for row in rows),
+            ((n, run_id, *row) for n, row in enumerate(rows, first)),
         )
+        counts = [*self.counts(rows), (FIRST_ID, "", "", first)]
         conn.executemany(
             "INSERT INTO run_counts (run_id, kind, name, detail, count) VALUES (?, ?, ?, ?, ?)",
-            ((run_id, *count) for count in self.counts(rows)),
+            ((run_id, *count) for count in counts),
         )
 
 
@@ -179,13 +181,11 @@ def read_page(
     """How many tasks of ``run_id`` have ``prefix`` and/or ``state``, and those ``offset`` to
     ``offset + limit`` of them in key order."""
     columns = ", ".join(TASK_FIELDS)
-    if prefix is None and state is None:  # a range of numbers: as quick deep as near the top
-        (total,) = conn.execute(
-            "SELECT count FROM run_counts WHERE run_id = ? AND kind = ?", (run_id, TASKS)
-        ).fetchone()
+    if prefix is None and state is None:  # a range of ids: as quick deep as near the top
+        first, total = _first_and_total(conn, run_id)
         rows = conn.execute(
-            f"SELECT {columns} FROM run_tasks WHERE run_id = ? AND n >= ? AND n < ? ORDER BY n",
-            (run_id, offset, offset + limit),
+            f"SELECT {columns} FROM run_tasks WHERE id >= ? AND id < ? ORDER BY id",
+            (first + offset, min(first + offset + limit, first + total)),
         ).fetchall()
     else:
         clauses, params = ["run_id = ?"], [run_id]
@@ -196,18 +196,41 @@ def read_page(
         where = " AND ".join(clauses)
         (total,) = conn.execute(f"SELECT count(*) FROM run_tasks WHERE {where}", params).fetchone()
         rows = conn.execute(
-            f"SELECT {columns} FROM run_tasks WHERE {where} ORDER BY n LIMIT ? OFFSET ?",
+            f"SELECT {columns} FROM run_tasks WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
     return total, [dict(zip(TASK_FIELDS, row, strict=True)) for row in rows]
 
 
 def read_keys_from(conn: sqlite3.Connection, run_id: int, text: str, limit: int) -> list[str]:
-    """Up to ``limit`` keys of ``run_id`` from ``text`` on, in key order."""
+    """Up to ``limit`` keys of ``run_id`` from ``text`` on, in key order.
+
+    A run's ids are in key order, so the first is found by bisecting its ids (a score of
+    lookups by id for a million tasks) rather than through an index of every key."""
+    first, total = _first_and_total(conn, run_id)
+    low, high = first, first + total
+    while low < high:
+        middle = (low + high) // 2
+        (key,) = conn.execute("SELECT key FROM run_tasks WHERE id = ?", (middle,)).fetchone()
+        if key < text:
+            low = middle + 1
+        else:
+            high = middle
     return [
         key
         for (key,) in conn.execute(
-            "SELECT key FROM run_tasks WHERE run_id = ? AND key >= ? ORDER BY key LIMIT ?",
-            (run_id, text, limit),
+            "SELECT key FROM run_tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (low, first + total, limit),
         )
     ]
+
+
+def _first_and_total(conn: sqlite3.Connection, run_id: int) -> tuple[int, int]:
+    """The id of the first task of summed-up run ``run_id``, and how many tasks it has."""
+    counted = dict(
+        conn.execute(
+            "SELECT kind, count FROM run_counts WHERE run_id = ? AND kind IN (?, ?)",
+            (run_id, TASKS, FIRST_ID),
+        ).fetchall()
+    )
+    return counted[FIRST_ID], counted[TASKS]

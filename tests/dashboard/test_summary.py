@@ -71,11 +71,12 @@ def stored(path: Path, run_id: int) -> StoredTasks:
     return StoredTasks(ledger, run_id, rows)
 
 
-def test_the_summary_answers_as_counting_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", [0, 1])
+def test_the_summary_answers_as_counting_does(tmp_path: Path, run: int) -> None:
     path = tmp_path / "run.db"
-    run_id = write_run(path)
+    run_id = [write_run(path, tasks=300 - 50 * n) for n in range(2)][run]
     table, summary = counted(path, run_id), stored(path, run_id)
-    assert len(summary) == len(table) == 301
+    assert len(summary) == len(table) == 301 - 50 * run
     assert summary.counts.progress() == table.counts.progress()
     assert summary.counts.by_worker == table.counts.by_worker
     assert summary.counts.outcomes == table.counts.outcomes
@@ -145,3 +146,17 @@ def test_version_4_ledgers_are_read_and_upgraded_when_written(tmp_path: Path) ->
         assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
     assert ledger.task_counts(old_run) is None
     assert len(stored(path, new_run)) == len(counted(path, new_run)) == 21
+
+
+def test_a_run_too_large_to_sum_up_ends_without_a_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("storied.record.ledger.SUMMARY_MAX_TASKS", 10)
+    path = tmp_path / "run.db"
+    with caplog.at_level("INFO", logger="storied.record"):
+        run_id = write_run(path, tasks=40)
+    assert "ends without a summary" in caplog.text
+    ledger = Ledger(path)
+    assert ledger.task_counts(run_id) is None
+    info = {run["run_id"]: run for run in ledger.runs()}[run_id]
+    assert len(LedgerRun(ledger, run_id, info).task_table()) == 41  # counted instead
