@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import compress
 from operator import itemgetter, not_
 from typing import Any
@@ -116,28 +116,9 @@ class RunTally:
             for key in keys
         ]
 
-    def counts(self, rows: Iterable[tuple[Any, ...]]) -> list[tuple[str, str, str, int]]:
-        """``(kind, name, detail, count)`` of the run, from its ``rows``."""
-        prefix_runs: Counter[tuple[str, str]] = Counter()
-        prefix_states: Counter[tuple[str, str]] = Counter()
-        tasks = 0
-        for key, prefix, state, executed, erred, _, _ in rows:
-            tasks += 1
-            if state is not None:
-                prefix_states[prefix, state] += 1
-            if key in self._executions:
-                prefix_runs[prefix, "memory"] += executed
-                prefix_runs[prefix, "erred"] += erred
-        return [
-            (TASKS, "", "", tasks),
-            *((BY_WORKER, worker, "", n) for worker, n in self._by_worker.items()),
-            *((BY_OUTCOME, outcome, "", n) for outcome, n in self._outcomes.items()),
-            *((PREFIX_RUNS, p, outcome, n) for (p, outcome), n in prefix_runs.items()),
-            *((PREFIX_STATES, p, state, n) for (p, state), n in prefix_states.items()),
-        ]
-
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
-        """Store the summary of ``run_id`` (in the caller's transaction)."""
+        """Store the summary of ``run_id`` (in the caller's transaction): its tasks, then the
+        counts by prefix summed over them in SQL (a task ran if it has a last worker)."""
         rows = self.rows()
         (first,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM run_tasks").fetchone()
         conn.executemany(
@@ -145,11 +126,29 @@ class RunTally:
             "duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ((n, run_id, *row) for n, row in enumerate(rows, first)),
         )
-        counts = [*self.counts(rows), (FIRST_ID, "", "", first)]
+        counts = [
+            (TASKS, "", "", len(rows)),
+            (FIRST_ID, "", "", first),
+            *((BY_WORKER, worker, "", n) for worker, n in self._by_worker.items()),
+            *((BY_OUTCOME, outcome, "", n) for outcome, n in self._outcomes.items()),
+        ]
         conn.executemany(
             "INSERT INTO run_counts (run_id, kind, name, detail, count) VALUES (?, ?, ?, ?, ?)",
             ((run_id, *count) for count in counts),
         )
+        this_run = "FROM run_tasks WHERE id >= ? AND id < ?"
+        ids = (first, first + len(rows))
+        for kind, detail, count, where in (
+            (PREFIX_STATES, "state", "count(*)", "state IS NOT NULL"),
+            (PREFIX_RUNS, "'memory'", "sum(executed)", "worker IS NOT NULL"),
+            (PREFIX_RUNS, "'erred'", "sum(erred)", "worker IS NOT NULL"),
+        ):
+            conn.execute(
+                "INSERT INTO run_counts (run_id, kind, name, detail, count) "
+                f"SELECT ?, ?, prefix, {detail}, {count} {this_run} AND {where} "
+                f"GROUP BY prefix, {detail}",
+                (run_id, kind, *ids),
+            )
 
 
 def has_summary_tables(conn: sqlite3.Connection) -> bool:
