@@ -586,7 +586,7 @@ class Ledger:
         """Stop summing up runs of more than about ``SUMMARY_MAX_TASKS`` tasks: their tally
         would hold too much memory; readers count them from the records."""
         for run_id, tally in list(self._tallies.items()):
-            if len(tally) > 2 * SUMMARY_MAX_TASKS:
+            if len(tally) > SUMMARY_MAX_TASKS:
                 del self._tallies[run_id]
                 logger.info(
                     "ledger %s: run %d has more than about %d tasks; it ends without a summary "
@@ -1245,8 +1245,8 @@ def _insert(
 ) -> None:
     """Encode queued items and the ``(run_id, entries, recommendations)`` read from followed
     logs, and insert them: transitions and events as blocks, the rest as rows. The scheduler's
-    transitions and the executions are added to their run's tally in ``tallies``, and a run
-    that ends has its tally stored as its summary.
+    transitions are added to their run's tally in ``tallies``, and a run that ends has its
+    summary stored.
 
     Every table gets one multi-row INSERT per batch (a few for thousands of rows), not a
     statement per row: SQLite runs each step without the GIL, and a thread that gives the GIL
@@ -1272,9 +1272,6 @@ def _insert(
             events.setdefault((run_id, topic), []).append(stored)
         elif kind == _EXECUTION:
             executions.append(item[1:])
-            tally = tallies.get(item[1])
-            if tally is not None:
-                tally.add_execution(*item[2:4], *item[5:])
         elif kind == _FAILURE:
             _, run_id, fields = item
             failures.append((run_id, *fields))

@@ -2,10 +2,10 @@
 
 Counting a finished run of a million tasks from its records takes a pass over three million
 transitions and a million executions (a minute or two). The writer already holds every record
-it writes, so it keeps, per open run, each task's outcome on the scheduler and its executions
-(dictionary updates in C for transitions, a few operations per execution), and when the run
-ends it writes them out: one ``run_tasks`` row per task, with ids in key order, and the run's
-counts in ``run_counts``. A reader then answers pages, counts and key searches with indexed
+it writes, so it keeps, per open run, each task's outcome on the scheduler (dictionary updates
+that run in C), and when the run ends it sums up the run's executions in SQL and writes out
+one ``run_tasks`` row per task, with ids in key order, and the run's counts in
+``run_counts``. A reader then answers pages, counts and key searches with indexed
 SQL. Runs that ended without a summary (a crash, a ledger of schema version 4, a run of more
 than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the records.
 """
@@ -13,7 +13,6 @@ than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the rec
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
 from collections.abc import Sequence
 from itertools import compress
 from operator import itemgetter, not_
@@ -21,8 +20,8 @@ from typing import Any
 
 from storied.record.keys import key_prefix
 
-#: Tasks a run may have and still be summed up as it is written: about 250 bytes each stay in
-#: the writer's memory until the run ends (a gigabyte at this bound).
+#: Tasks a run may have and still be summed up as it is written: about 150 bytes each stay in
+#: the writer's memory until the run ends (600 MB at this bound).
 SUMMARY_MAX_TASKS = 4_000_000
 
 #: States a task is let go to after it is done with (or when the cluster closes): a task's
@@ -73,20 +72,19 @@ _finish_of = itemgetter(3)
 
 
 class RunTally:
-    """One open run's tasks as the writer has written them (pure: no SQL until ``write``)."""
+    """One open run's tasks' outcomes on the scheduler, as the writer has written them.
+
+    Executions are not tallied as they come: when the run ends, ``write`` sums them up from the
+    ``executions`` table in SQL, so a run costs the writer no Python code per execution."""
 
     def __init__(self) -> None:
         #: each key's last state on the scheduler, and its last one that is not let go
         self._last: dict[str, str] = {}
         self._kept: dict[str, str] = {}
-        #: key -> [executed, erred, last worker, last duration]
-        self._executions: dict[str, list[Any]] = {}
-        self._by_worker: Counter[str] = Counter()
-        self._outcomes: Counter[str] = Counter()
 
     def __len__(self) -> int:
-        """At least the tasks tallied, at most twice as many (those that ran count twice)."""
-        return len(self._last) + len(self._executions)
+        """The tasks tallied."""
+        return len(self._last)
 
     def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
         """Entries of the scheduler's transition log, in seq order; every step runs in C."""
@@ -94,44 +92,29 @@ class RunTally:
         held = map(not_, map(LET_GO.__contains__, map(_finish_of, entries)))
         self._kept.update(map(_key_and_finish, compress(entries, held)))
 
-    def add_execution(self, key: str, worker: str, start: float, stop: float, outcome: str) -> None:
-        row = self._executions.get(key)
-        if row is None:
-            row = self._executions[key] = [0, 0, None, None]
-        if outcome == "erred":
-            row[1] += 1
-        elif outcome == "memory":
-            row[0] += 1
-        row[2], row[3] = worker, stop - start
-        self._by_worker[worker] += 1
-        self._outcomes[outcome] += 1
-
-    def rows(self) -> list[tuple[Any, ...]]:
-        """``TASK_FIELDS`` of every task, in key order."""
-        states = {**self._last, **self._kept}
-        keys = sorted(states.keys() | self._executions.keys())
-        none = (0, 0, None, None)
-        return [
-            (key, key_prefix(key), states.get(key), *self._executions.get(key, none))
-            for key in keys
-        ]
-
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
-        """Store the summary of ``run_id`` (in the caller's transaction): its tasks, then the
-        counts by prefix summed over them in SQL (a task ran if it has a last worker)."""
-        rows = self.rows()
+        """Store the summary of ``run_id`` (in the caller's transaction, once its executions
+        are inserted): its tasks, then its counts, summed in SQL (a task ran if it has a last
+        worker)."""
+        rows = self._rows(conn, run_id)
         (first,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM run_tasks").fetchone()
         conn.executemany(
             "INSERT INTO run_tasks (id, run_id, key, prefix, state, executed, erred, worker, "
             "duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ((n, run_id, *row) for n, row in enumerate(rows, first)),
         )
-        counts = [
+        counts: list[tuple[str, str, str, int]] = [
             (TASKS, "", "", len(rows)),
             (FIRST_ID, "", "", first),
-            *((BY_WORKER, worker, "", n) for worker, n in self._by_worker.items()),
-            *((BY_OUTCOME, outcome, "", n) for outcome, n in self._outcomes.items()),
         ]
+        for kind, column in ((BY_WORKER, "worker"), (BY_OUTCOME, "outcome")):
+            counts += (
+                (kind, name, "", n)
+                for name, n in conn.execute(
+                    f"SELECT {column}, count(*) FROM executions WHERE run_id = ? GROUP BY {column}",
+                    (run_id,),
+                )
+            )
         conn.executemany(
             "INSERT INTO run_counts (run_id, kind, name, detail, count) VALUES (?, ?, ?, ?, ?)",
             ((run_id, *count) for count in counts),
@@ -149,6 +132,25 @@ class RunTally:
                 f"GROUP BY prefix, {detail}",
                 (run_id, kind, *ids),
             )
+
+    def _rows(self, conn: sqlite3.Connection, run_id: int) -> list[tuple[Any, ...]]:
+        """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and its runs
+        and failures, last worker and duration (of the execution recorded last) from SQL."""
+        states = {**self._last, **self._kept}
+        ran = {
+            key: (executed, erred, worker, duration)
+            for key, executed, erred, worker, duration, _ in conn.execute(
+                # with one max(), SQLite takes the bare columns from the row of the max
+                "SELECT key, sum(outcome = 'memory'), sum(outcome = 'erred'), worker, "
+                "stop - start, max(id) FROM executions WHERE run_id = ? GROUP BY key",
+                (run_id,),
+            )
+        }
+        none = (0, 0, None, None)
+        return [
+            (key, key_prefix(key), states.get(key), *ran.get(key, none))
+            for key in sorted(states.keys() | ran.keys())
+        ]
 
 
 def has_summary_tables(conn: sqlite3.Connection) -> bool:
