@@ -353,7 +353,8 @@ class LedgerCatalog:
 
     def count_ahead(self) -> None:
         """Count the task tables of the runs that have ended, newest first, so that the first
-        look at a large run finds them counted (run in a thread at start)."""
+        look at a large run finds them counted (run in a thread at start); a run with a stored
+        summary only has its counts read."""
         started = time.perf_counter()
         ended = [
             run
@@ -363,7 +364,7 @@ class LedgerCatalog:
         for run in ended:
             run.task_table()
         logger.info(
-            "Counted the tasks of %d finished runs in %.1f s",
+            "Counted (or read the summaries of) the tasks of %d finished runs in %.1f s",
             len(ended),
             time.perf_counter() - started,
         )

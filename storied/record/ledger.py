@@ -583,13 +583,13 @@ class Ledger:
         return found
 
     def _forget_large_tallies(self) -> None:
-        """Stop summing up runs of more than about ``SUMMARY_MAX_TASKS`` tasks: their tally
+        """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally
         would hold too much memory; readers count them from the records."""
         for run_id, tally in list(self._tallies.items()):
             if len(tally) > SUMMARY_MAX_TASKS:
                 del self._tallies[run_id]
                 logger.info(
-                    "ledger %s: run %d has more than about %d tasks; it ends without a summary "
+                    "ledger %s: run %d has more than %d tasks; it ends without a summary "
                     "(readers count its tasks from its records)",
                     self.path,
                     run_id,

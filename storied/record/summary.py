@@ -20,8 +20,8 @@ from typing import Any
 
 from storied.record.keys import key_prefix
 
-#: Tasks a run may have and still be summed up as it is written: about 150 bytes each stay in
-#: the writer's memory until the run ends (600 MB at this bound).
+#: Tasks a run may have and still be summed up as it is written: 60 to 100 bytes each stay in
+#: the writer's memory until the run ends (a few hundred megabytes at this bound).
 SUMMARY_MAX_TASKS = 4_000_000
 
 #: States a task is let go to after it is done with (or when the cluster closes): a task's
