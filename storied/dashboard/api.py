@@ -113,7 +113,8 @@ async def _status(run: RunHistory, request: web.Request) -> Any:
 async def _tasks(run: RunHistory, request: web.Request) -> Any:
     offset, limit = _page_params(request, 100)
     table = await run.tasks()
-    return table.page(
+    return await asyncio.to_thread(
+        table.page,
         offset,
         limit,
         prefix=request.query.get("prefix") or None,

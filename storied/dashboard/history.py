@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from storied.dashboard.tally import Execution, RunCounts, TaskTable
+from storied.dashboard.stored import StoredTasks
+from storied.dashboard.tally import Execution, RunCounts, TaskPages, TaskTable
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story
 from storied.record.ledger import Ledger
@@ -54,9 +55,11 @@ class RunHistory(Protocol):
         ask again and again of a live run (the status push does)."""
         ...
 
-    async def tasks(self) -> TaskTable:
+    async def tasks(self) -> TaskPages:
         """Every task: its state on the scheduler (live: now; offline: its outcome, as
-        ``Ledger.tasks`` gives it) and its executions, counted."""
+        ``Ledger.tasks`` gives it) and its executions, counted (or as the ledger stored them
+        when the run ended). Its ``page`` and ``starting_with`` may read the ledger: call
+        them in a thread."""
         ...
 
     async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -226,14 +229,19 @@ class LedgerRun:
                 self._kept[name] = found
             return found
 
-    def task_table(self) -> TaskTable:
-        """The run's task table, counted on the calling thread (or kept)."""
-        return self._counted(
-            "tasks",
-            lambda: TaskTable(
-                self.ledger.scheduler_outcomes(self.run_id),
-                self.ledger.execution_outcomes(self.run_id),
-            ),
+    def task_table(self) -> TaskPages:
+        """The run's tasks: read from the summary the ledger stored when the run ended, or
+        (without one) counted on the calling thread; kept once the run has ended."""
+        return self._counted("tasks", self._summed_up_or_counted)
+
+    def _summed_up_or_counted(self) -> TaskPages:
+        if self.info["ended"] is not None:
+            stored = self.ledger.task_counts(self.run_id)
+            if stored is not None:
+                return StoredTasks(self.ledger, self.run_id, stored)
+        return TaskTable(
+            self.ledger.scheduler_outcomes(self.run_id),
+            self.ledger.execution_outcomes(self.run_id),
         )
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
@@ -242,7 +250,7 @@ class LedgerRun:
     async def counts(self) -> RunCounts:
         return (await self.tasks()).counts
 
-    async def tasks(self) -> TaskTable:
+    async def tasks(self) -> TaskPages:
         return await asyncio.to_thread(self.task_table)
 
     async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -345,7 +353,8 @@ class LedgerCatalog:
 
     def count_ahead(self) -> None:
         """Count the task tables of the runs that have ended, newest first, so that the first
-        look at a large run finds them counted (run in a thread at start)."""
+        look at a large run finds them counted (run in a thread at start); a run with a stored
+        summary only has its counts read."""
         started = time.perf_counter()
         ended = [
             run
@@ -355,7 +364,7 @@ class LedgerCatalog:
         for run in ended:
             run.task_table()
         logger.info(
-            "Counted the tasks of %d finished runs in %.1f s",
+            "Counted (or read the summaries of) the tasks of %d finished runs in %.1f s",
             len(ended),
             time.perf_counter() - started,
         )

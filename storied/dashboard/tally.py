@@ -8,44 +8,16 @@ task rows from it without going over the run again. A finished run's table never
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-_TUPLE_KEY = re.compile(r"""^\(\s*['"]([^'"]*)['"]""")
-_HEX8 = re.compile(r"^[0-9a-f]{8}$")
+from storied.record.keys import key_prefix
+from storied.record.summary import BY_OUTCOME, BY_WORKER, PREFIX_RUNS, PREFIX_STATES
 
 #: (key, worker, start, stop, outcome) of one task execution
 Execution = tuple[str, str, float, float, str]
-
-
-def key_prefix(key: str) -> str:
-    """The name shared by a key's siblings, as Dask's ``key_split``: ``inc-1f2e...`` is
-    ``inc``, ``('sum-aggregate-0a1b...', 3)`` is ``sum-aggregate``: the first word, then the
-    words made of letters only, up to a token (a word with a digit, or eight hex letters).
-
-    Most keys end in a token with a digit (``name-<hash>``): the scan stops there, so the
-    prefix is the one of the part before it, which a map's tasks share and is kept."""
-    if not key.startswith("("):
-        head, dash, token = key.rpartition("-")
-        if dash and head and not token.isalpha():
-            return _split_words(head)
-    return _split_words(key)
-
-
-@lru_cache(maxsize=4096)
-def _split_words(key: str) -> str:
-    match = _TUPLE_KEY.match(key)
-    words = (match.group(1) if match else key).split("-")
-    kept = [words[0]]
-    for word in words[1:]:
-        if not word.isalpha() or _HEX8.match(word):
-            break
-        kept.append(word)
-    return "-".join(kept)
 
 
 class RunCounts:
@@ -58,6 +30,21 @@ class RunCounts:
         self.outcomes: Counter[str] = Counter()
         self._prefix_runs: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._prefix_states: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    @classmethod
+    def of_stored(cls, counted: Iterable[tuple[str, str, str, int]]) -> RunCounts:
+        """The counts a ledger stored as a run's summary (``storied.record.summary``)."""
+        counts = cls()
+        for kind, name, detail, count in counted:
+            if kind == BY_WORKER:
+                counts.by_worker[name] = count
+            elif kind == BY_OUTCOME:
+                counts.outcomes[name] = count
+            elif kind == PREFIX_RUNS:
+                counts._prefix_runs[name][detail] = count
+            elif kind == PREFIX_STATES:
+                counts._prefix_states[name][detail] = count
+        return counts
 
     def add_executions(self, executions: Iterable[Execution]) -> None:
         for key, worker, _, _, outcome in executions:
@@ -84,6 +71,25 @@ class RunCounts:
             }
             for prefix in sorted({*self._prefix_states, *self._prefix_runs})
         ]
+
+
+class TaskPages(Protocol):
+    """A run's tasks as the pages ask for them: counted in memory (``TaskTable``) or read
+    from a ledger's stored summary (``storied.dashboard.stored.StoredTasks``)."""
+
+    counts: RunCounts
+
+    def __len__(self) -> int: ...
+
+    def starting_with(self, text: str, limit: int) -> tuple[list[str], bool]: ...
+
+    def page(
+        self,
+        offset: int,
+        limit: int,
+        prefix: str | None = None,
+        state: str | None = None,
+    ) -> dict[str, Any]: ...
 
 
 class TaskTable:

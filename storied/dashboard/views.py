@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from storied.dashboard.history import RunHistory
@@ -87,7 +88,8 @@ async def story(run: RunHistory, query: str, offset: int = 0, limit: int = 1_000
             "offset": offset,
             "limit": limit,
         }
-    prefixed, truncated = (await run.tasks()).starting_with(query, PREFIX_SEARCH_KEYS)
+    table = await run.tasks()
+    prefixed, truncated = await asyncio.to_thread(table.starting_with, query, PREFIX_SEARCH_KEYS)
     transitions = await run.story([query, *prefixed])
     keys = sorted({entry["key"] for entry in transitions})
     attempts = [

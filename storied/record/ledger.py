@@ -45,14 +45,27 @@ from storied.record.errors import LedgerError
 from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
 from storied.record.logcapture import LogRecordEntry
+from storied.record.summary import (
+    LET_GO,
+    SUMMARY_MAX_TASKS,
+    SUMMARY_SCHEMA,
+    RunTally,
+    read_counts,
+    read_keys_from,
+    read_page,
+)
 from storied.record.transitions import TransitionEntry, TransitionLog, TransitionRecord, new_record
 from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+#: Versions this storied reads: 4 is 5 without the run summaries (``storied.record.summary``);
+#: writing to a version 4 file adds their tables and makes it version 5.
+READABLE_SCHEMA_VERSIONS = (4, 5)
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
@@ -133,6 +146,8 @@ CREATE TABLE IF NOT EXISTS failures (
 CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key);
 CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
 """
+    + SUMMARY_SCHEMA
+)
 
 #: What a failure record holds, in the order of the ``failures`` table's columns after the
 #: run id: one failed attempt of a task (``outcome`` "retried" or "erred"), or a dependent that
@@ -338,6 +353,9 @@ class Ledger:
         self._open_runs: list[int] = []
         self._followed: list[_Followed] = []
         self._first_seqs: dict[int, int] = {}
+        #: what the writer sums up of each open run, stored when it ends (written by the
+        #: writer thread alone, once the run has started)
+        self._tallies: dict[int, RunTally] = {}
         self._writer_lock = WriterLock(self.path)
         self._drop_lock = threading.Lock()
         self._dropped = 0
@@ -369,8 +387,8 @@ class Ledger:
                 self._writer_lock.release()
             raise
         self._first_seqs[run_id] = first_seq
-        self._first_seqs[run_id] = first_seq
         self._open_runs.append(run_id)
+        self._tallies[run_id] = RunTally()
         if self._writer is None:
             self._capacity = self.queue_size
             self._stopping = False
@@ -533,8 +551,9 @@ class Ledger:
         if batch or transitions:
             try:
                 conn.execute("BEGIN")
-                _insert(conn, batch, transitions)
+                _insert(conn, batch, transitions, self._tallies)
                 conn.execute("COMMIT")
+                self._forget_large_tallies()
                 self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
             except Exception as error:
                 if conn.in_transaction:
@@ -562,6 +581,20 @@ class Ledger:
             if entries:
                 found.append((followed.run_id, entries, recommendations))
         return found
+
+    def _forget_large_tallies(self) -> None:
+        """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally
+        would hold too much memory; readers count them from the records."""
+        for run_id, tally in list(self._tallies.items()):
+            if len(tally) > SUMMARY_MAX_TASKS:
+                del self._tallies[run_id]
+                logger.info(
+                    "ledger %s: run %d has more than %d tasks; it ends without a summary "
+                    "(readers count its tasks from its records)",
+                    self.path,
+                    run_id,
+                    SUMMARY_MAX_TASKS,
+                )
 
     def _report_write_error(self, error: Exception, lost: int) -> None:
         """Say which file failed and why: with the traceback the first time, then at most once
@@ -655,6 +688,13 @@ class Ledger:
                 (cutoff, _PRUNE_CHUNK),
             ).rowcount
             more = more or deleted == _PRUNE_CHUNK
+        for table in ("run_tasks", "run_counts"):  # the summaries of runs that ended before
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
+                "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
+                (cutoff, _PRUNE_CHUNK),
+            ).rowcount
+            more = more or deleted == _PRUNE_CHUNK
         conn.execute("COMMIT")
         return more
 
@@ -689,10 +729,10 @@ class Ledger:
                 version = _schema_version(conn)
                 if version is None:
                     raise LedgerError(f"{self.path} is not a storied ledger")
-                if version != SCHEMA_VERSION:
+                if version not in READABLE_SCHEMA_VERSIONS:
                     raise LedgerError(
-                        f"{self.path} has ledger schema version {version}; "
-                        f"this storied reads version {SCHEMA_VERSION}"
+                        f"{self.path} has ledger schema version {version}; this storied reads "
+                        f"versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}"
                     )
                 yield conn
             finally:
@@ -973,8 +1013,33 @@ class Ledger:
                 logged = msgpack.unpackb(block_bytes(blob), strict_map_key=False, use_list=False)
                 ours = [entry for entry, _ in logged if entry[6] == "scheduler"]
                 last.update(map(_key_and_finish, ours))
-                kept.update(map(_key_and_finish, [e for e in ours if e[3] not in _LET_GO]))
+                kept.update(map(_key_and_finish, [e for e in ours if e[3] not in LET_GO]))
         return {**last, **kept}
+
+    def task_counts(self, run_id: int) -> list[tuple[str, str, str, int]] | None:
+        """The counts the writer stored when ``run_id`` ended (``storied.record.summary``), as
+        ``(kind, name, detail, count)``; None for a run without a summary (still running,
+        crashed, too large, or on a version 4 file): count it from its records instead."""
+        with self._reading() as conn:
+            return read_counts(conn, run_id)
+
+    def task_page(
+        self,
+        run_id: int,
+        offset: int,
+        limit: int,
+        prefix: str | None = None,
+        state: str | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Of a summed-up run (``task_counts`` is not None): how many tasks have ``prefix``
+        and/or ``state``, and those ``offset`` to ``offset + limit`` of them in key order."""
+        with self._reading() as conn:
+            return read_page(conn, run_id, offset, limit, prefix, state)
+
+    def task_keys_from(self, run_id: int, text: str, limit: int) -> list[str]:
+        """Of a summed-up run: up to ``limit`` of its keys from ``text`` on, in key order."""
+        with self._reading() as conn:
+            return read_keys_from(conn, run_id, text, limit)
 
     def failures(
         self,
@@ -1122,7 +1187,7 @@ class Ledger:
                     row["last_time"] = timestamp
                 if where == "scheduler":
                     row["last_state"] = finish
-                    if finish not in _LET_GO:
+                    if finish not in LET_GO:
                         row["state"] = finish
         for execution in self.executions(run_id):
             row = task(execution["run_id"], execution["key"])
@@ -1163,9 +1228,6 @@ class Ledger:
         return found
 
 
-#: states a task is let go to after it is done with (or when the cluster closes)
-_LET_GO = frozenset(("released", "forgotten"))
-
 _EXECUTION_FIELDS = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
 _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback")
 
@@ -1179,15 +1241,19 @@ def _insert(
     conn: sqlite3.Connection,
     batch: list[tuple[Any, ...]],
     followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
+    tallies: dict[int, RunTally] | None = None,
 ) -> None:
     """Encode queued items and the ``(run_id, entries, recommendations)`` read from followed
-    logs, and insert them: transitions and events as blocks, the rest as rows.
+    logs, and insert them: transitions and events as blocks, the rest as rows. The scheduler's
+    transitions are added to their run's tally in ``tallies``, and a run that ends has its
+    summary stored.
 
     Every table gets one multi-row INSERT per batch (a few for thousands of rows), not a
     statement per row: SQLite runs each step without the GIL, and a thread that gives the GIL
     up and takes it back for every row makes the scheduler's event loop hand it over every
     time (the cost of the ledger was mostly that).
     """
+    tallies = {} if tallies is None else tallies
     transitions: dict[int, tuple[list[TransitionEntry], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
     executions: list[tuple[Any, ...]] = []
@@ -1220,6 +1286,9 @@ def _insert(
         blocks.add(run_id, entries, recommendations)
     for run_id, entries, recommendations in followed:
         blocks.add(run_id, entries, recommendations)
+        tally = tallies.get(run_id)
+        if tally is not None and entries[0][6] == "scheduler":
+            tally.add_scheduler_transitions(entries)
     blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1234,6 +1303,10 @@ def _insert(
     _insert_rows(conn, "logs", _LOG_ROW_COLUMNS, logs)
     _insert_rows(conn, "failures", ("run_id", *FAILURE_FIELDS), failures)
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
+    for _, run_id in ended_runs:
+        tally = tallies.pop(run_id, None)
+        if tally is not None:
+            tally.write(conn, run_id)
 
 
 _LOG_ROW_COLUMNS = (
@@ -1454,6 +1527,13 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
             if statement.strip():
                 conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    elif version == 4:  # the summaries' tables are all that version 5 adds
+        for statement in SUMMARY_SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
     elif version != SCHEMA_VERSION:
         raise LedgerError(
             f"ledger schema version {version} is not {SCHEMA_VERSION}; use a new ledger file"

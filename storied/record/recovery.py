@@ -21,6 +21,7 @@ from lz4.block import LZ4BlockError
 from storied.record.errors import LedgerError
 from storied.record.integrity import open_for_reading, sqlite_problems
 from storied.record.ledger import (
+    READABLE_SCHEMA_VERSIONS,
     SCHEMA_VERSION,
     _schema_version,
     create_or_check_schema,
@@ -104,7 +105,7 @@ def check(path: Path) -> list[str]:
             return [*problems, f"schema version unreadable: {error}"]
         if version is None:
             return [*problems, "not a storied ledger (no schema version)"]
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             return [*problems, f"schema version {version}; this storied reads {SCHEMA_VERSION}"]
         for table in _BLOCK_TABLES:
             try:
