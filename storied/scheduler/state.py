@@ -1224,17 +1224,19 @@ class SchedulerState:
         return recommendations
 
     def _released(self, ts: TaskState) -> Recommendations:
-        """Common tail of every transition to released: recompute if needed, else forget."""
+        """Common tail of every transition to released: recompute if needed, else forget.
+        A task to compute again keeps its inputs (as Dask's): releasing them would throw away
+        results that survive on other workers, and their whole subtrees with them."""
         ts.state = "released"
         ts.waiting_on.clear()
+        if ts.who_wants or ts.waiters:
+            return {ts.key: "waiting"}
         recommendations: Recommendations = {}
         for dep in ts.dependencies:
             dep.waiters.discard(ts)
             if not dep.waiters and not dep.who_wants and dep.state == "memory":
                 recommendations[dep.key] = "released"
-        if ts.who_wants or ts.waiters:
-            recommendations[ts.key] = "waiting"
-        elif not ts.dependents:
+        if not ts.dependents:
             recommendations[ts.key] = "forgotten"
         return recommendations
 
