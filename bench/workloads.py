@@ -353,6 +353,8 @@ class Workload:
     systems: frozenset[str]
     run: Callable[[Any, int], dict[str, float]]
     dask_config: dict[str, Any] = field(default_factory=dict)
+    #: environment variables storied reads its config from, set before it is imported
+    storied_environment: dict[str, str] = field(default_factory=dict)
     n_workers: int = N_WORKERS
     #: run by ``bench/run`` when no workloads are named (the long ones are not)
     by_default: bool = True
@@ -771,6 +773,9 @@ LONG_TRANSITION_LOG = {
     "distributed.scheduler.transition-log-length": 1_000_000,
     "distributed.admin.low-level-log-length": 1_000_000,
 }
+#: the same for storied: a long churn run overflows the default 100,000 transitions, and
+#: recomputation that fell out of the log would go uncounted
+LONG_STORIED_TRANSITION_LOG = {"STORIED_SCHEDULER__TRANSITION_LOG_LENGTH": "1000000"}
 
 # Sizes: (default, full). Defaults keep `make bench` near ten minutes on a 2-core machine, where
 # dask.distributed runs about 500 tasks/s; --full runs the sizes of the benchmark's design.
@@ -840,6 +845,7 @@ WORKLOADS: dict[str, Workload] = {
             frozenset({"storied", "dask"}),
             run_churn,
             dask_config=LONG_TRANSITION_LOG,
+            storied_environment=LONG_STORIED_TRANSITION_LOG,
             n_workers=CHURN_WORKERS,
             by_default=False,
         ),
@@ -869,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", required=True, choices=list(WORKLOADS))
     parser.add_argument("--size", type=int, help="defaults to the workload's own size")
     args = parser.parse_args(argv)
+    if args.system in FUTURES_SYSTEMS - {"dask"}:
+        os.environ.update(WORKLOADS[args.workload].storied_environment)
     if args.system == NO_RECORD:
         os.environ.update(NO_RECORD_ENVIRONMENT)  # read when storied is imported
     if args.system == NO_TELEMETRY:

@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
         "worker-saturation": 1.1,
         # ... and as many more as a thread runs in this time, so short tasks need no round trips
         "worker-backlog": "10ms",
+        # an awaited result standing for this much compute gets a second copy on another worker,
+        # so a worker's death does not take the work with it (null: never, as in Dask)
+        "safeguard-lineage": "500ms",
         # move tasks not started from busy workers to idle ones, checked this often
         "work-stealing": True,
         "work-stealing-interval": "100ms",

@@ -139,6 +139,9 @@ class Scheduler:
             else config.get("scheduler.worker-saturation")
         )
         self.worker_backlog = config.parse_timedelta(config.get("scheduler.worker-backlog")) or 0.0
+        safeguard_lineage = config.parse_timedelta(config.get("scheduler.safeguard-lineage"))
+        #: seconds of compute an awaited result must stand for to get a second copy (inf: never)
+        self.safeguard_lineage = math.inf if safeguard_lineage is None else safeguard_lineage
         self.worker_ttl = config.parse_timedelta(
             worker_ttl if worker_ttl is not None else config.get("scheduler.worker-ttl")
         )
@@ -199,6 +202,7 @@ class Scheduler:
             self.allowed_failures,
             worker_saturation=self.worker_saturation,
             worker_backlog=self.worker_backlog,
+            safeguard_lineage=self.safeguard_lineage,
         )
         self.status = "running"
         for name, extension in default_extensions(self).items():

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 from storied.exceptions import FutureLostError, KilledWorker
 from storied.protocol.serialize import pickle_dumps
 from storied.resources import Resources, check_resources, suffices
-from storied.scheduler import placement
+from storied.scheduler import placement, safeguard
 
 logger = logging.getLogger("storied.scheduler")
 
@@ -86,7 +86,7 @@ class TaskState:
 
     __slots__ = (
         "args", "dependencies", "dependents", "erred_on", "error", "failed_attempts",
-        "function_id", "key",
+        "function_id", "key", "lineage",
         "loose", "nbytes", "priority", "processing_on", "resources", "restrictions", "retries",
         "started", "state", "suspicious", "type", "user_priority", "waiters", "waiting_on",
         "who_has", "who_wants",
@@ -121,6 +121,8 @@ class TaskState:
         #: higher runs first (``submit(priority=)``); ``priority`` orders ties
         self.user_priority: float = 0
         self.nbytes = 0
+        #: seconds of compute to rebuild its result from nothing (``safeguard``)
+        self.lineage = 0.0
         self.type: str | None = None
         self.error: dict[str, Any] | None = None
         self.erred_on: str | None = None
@@ -206,13 +208,16 @@ class SchedulerState:
         on_transition: TransitionHook | None = None,
         worker_saturation: float = math.inf,
         worker_backlog: float = 0.0,
+        safeguard_lineage: float = math.inf,
     ) -> None:
         """``worker_saturation``: a worker is sent at most this many tasks per thread at once
         (at least one); tasks without inputs or restrictions beyond that wait ``queued`` here,
         so whichever worker frees a slot (a new one too) takes the next. ``inf``: send all.
         ``worker_backlog``: seconds; a thread is also sent as many tasks as it runs in that
         time (by the recent average duration), so short tasks do not each wait for a round
-        trip to the scheduler. 0: exactly Dask's limit."""
+        trip to the scheduler. 0: exactly Dask's limit. ``safeguard_lineage``: seconds; an
+        awaited result that would take this much compute to rebuild gets a second copy on
+        another worker (``storied.scheduler.safeguard``; ``inf``: never, as Dask)."""
         if not worker_saturation > 0:
             raise ValueError(
                 f"worker_saturation must be a number above 0 (or inf), not {worker_saturation!r}"
@@ -223,6 +228,7 @@ class SchedulerState:
         self.allowed_failures = allowed_failures
         self.worker_saturation = worker_saturation
         self.worker_backlog = worker_backlog
+        self.safeguard_lineage = safeguard_lineage
         #: moving average of how long tasks run (seconds; None until one has finished), and
         #: the same per function (work stealing weighs a task by its function's)
         self.task_duration: float | None = None
@@ -1111,6 +1117,12 @@ class SchedulerState:
         ts.nbytes, ts.type = nbytes, type_name
         ts.who_has.add(worker)
         ws.has_what.add(ts)
+        ts.lineage = safeguard.lineage_seconds(
+            ts, startstops[1] - startstops[0] if startstops else 0
+        )
+        request = safeguard.safeguard_request(ts, self.running, self.safeguard_lineage, stimulus_id)
+        if request is not None:
+            effects.workers[request[0]].append(request[1])
         recommendations: Recommendations = {}
         for dependent in ts.waiters:
             dependent.waiting_on.discard(ts)
@@ -1244,17 +1256,19 @@ class SchedulerState:
         return recommendations
 
     def _released(self, ts: TaskState) -> Recommendations:
-        """Common tail of every transition to released: recompute if needed, else forget."""
+        """Common tail of every transition to released: recompute if needed, else forget.
+        A task to compute again keeps its inputs (as Dask's): releasing them would throw away
+        results that survive on other workers, and their whole subtrees with them."""
         ts.state = "released"
         ts.waiting_on.clear()
+        if ts.who_wants or ts.waiters:
+            return {ts.key: "waiting"}
         recommendations: Recommendations = {}
         for dep in ts.dependencies:
             dep.waiters.discard(ts)
             if not dep.waiters and not dep.who_wants and dep.state == "memory":
                 recommendations[dep.key] = "released"
-        if ts.who_wants or ts.waiters:
-            recommendations[ts.key] = "waiting"
-        elif not ts.dependents:
+        if not ts.dependents:
             recommendations[ts.key] = "forgotten"
         return recommendations
 

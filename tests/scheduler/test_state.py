@@ -423,3 +423,19 @@ def test_an_input_nobody_can_compute_errs_its_dependent(one_worker):
     error = pickle_loads(erred["exception"])
     assert type(error).__name__ == "FutureLostError" and "'gone'" in str(error)
     assert "gone" not in one_worker.tasks or one_worker.tasks["gone"].state == "released"
+
+
+def test_a_task_rescheduled_from_a_lost_worker_keeps_its_inputs(two_workers, recorder):
+    """Its input has a copy on the surviving worker: that copy is used, not thrown away and
+    recomputed (storied released the inputs of every rescheduled task; Dask keeps them)."""
+    submit(two_workers, spec("a"), spec("b", "a"), wanted=["b"])
+    holder = two_workers.tasks["a"].processing_on
+    other = ({"tcp://w1", "tcp://w2"} - {holder}).pop()
+    finish(two_workers, "a", holder)
+    assert two_workers.tasks["b"].processing_on == holder
+    two_workers.add_replicas(other, ["a"], "add-keys")
+    effects = two_workers.remove_worker(holder, "worker-lost", expected=False)
+    assert two_workers.tasks["a"].state == "memory"
+    assert two_workers.tasks["a"].who_has == {other}
+    assert computed_keys(effects, other) == ["b"]
+    assert recorder.path("a") == ["released", "waiting", "processing", "memory"]
