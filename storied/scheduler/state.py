@@ -229,6 +229,8 @@ class SchedulerState:
         self.worker_saturation = worker_saturation
         self.worker_backlog = worker_backlog
         self.safeguard_lineage = safeguard_lineage
+        #: seconds of compute every finished task took, added up (caps a result's lineage)
+        self.compute_seconds = 0.0
         #: moving average of how long tasks run (seconds; None until one has finished), and
         #: the same per function (work stealing weighs a task by its function's)
         self.task_duration: float | None = None
@@ -1117,9 +1119,11 @@ class SchedulerState:
         ts.nbytes, ts.type = nbytes, type_name
         ts.who_has.add(worker)
         ws.has_what.add(ts)
-        ts.lineage = safeguard.lineage_seconds(
-            ts, startstops[1] - startstops[0] if startstops else 0
-        )
+        duration = startstops[1] - startstops[0] if startstops else 0
+        self.compute_seconds += duration
+        # counted along every path, shared inputs count more than once: never above all the
+        # compute done so far, which is what rebuilding could cost at most
+        ts.lineage = min(safeguard.lineage_seconds(ts, duration), self.compute_seconds)
         request = safeguard.safeguard_request(ts, self.running, self.safeguard_lineage, stimulus_id)
         if request is not None:
             effects.workers[request[0]].append(request[1])

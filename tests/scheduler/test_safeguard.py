@@ -114,3 +114,18 @@ def test_never_by_default_as_in_dask(recorder):
     assert state.safeguard_lineage == math.inf
     submit(state, spec("a"), spec("b", "a"), wanted=["b"])
     assert copy_requests(run(state, "a", 1e6)) == {}
+
+
+def test_shared_inputs_never_count_above_all_the_compute_done(guarded):
+    """A chain of diamonds counted along every path would double at each level."""
+    specs, previous = [spec("d0")], "d0"
+    for level in range(1, 30):
+        left, right, join = f"l{level}", f"r{level}", f"d{level}"
+        specs += [spec(left, previous), spec(right, previous), spec(join, left, right)]
+        previous = join
+    submit(guarded, *specs, wanted=[previous])
+    total = 0.0
+    for key in [s.key for s in specs]:
+        total += 0.01
+        run(guarded, key, 0.01)
+        assert guarded.tasks[key].lineage <= total + 1e-9
