@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storied.dashboard.tally import RunCounts
+from storied.dashboard.tally import RunCounts, keys_starting_with
 from storied.record.ledger import Ledger
 from storied.record.summary import TASKS
 
@@ -32,16 +32,8 @@ class StoredTasks:
     def starting_with(self, text: str, limit: int) -> tuple[list[str], bool]:
         """The first ``limit`` keys that start with ``text`` (not ``text`` itself), and
         whether there are more."""
-        found: list[str] = []
-        for key in self.ledger.task_keys_from(self.run_id, text, limit + 2):
-            if not key.startswith(text):
-                break
-            if key == text:
-                continue
-            if len(found) == limit:
-                return found, True
-            found.append(key)
-        return found, False
+        keys = self.ledger.task_keys_from(self.run_id, text, limit + 2)
+        return keys_starting_with(keys, text, limit)
 
     def page(
         self,

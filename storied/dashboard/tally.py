@@ -20,6 +20,23 @@ from storied.record.summary import BY_OUTCOME, BY_WORKER, PREFIX_RUNS, PREFIX_ST
 Execution = tuple[str, str, float, float, str]
 
 
+def keys_starting_with(
+    keys_from_text: Iterable[str], text: str, limit: int
+) -> tuple[list[str], bool]:
+    """The first ``limit`` of ``keys_from_text`` (keys in order, from the first not below
+    ``text``) that start with ``text``, ``text`` itself left out; and whether there are more."""
+    found: list[str] = []
+    for key in keys_from_text:
+        if not key.startswith(text):
+            break
+        if key == text:
+            continue
+        if len(found) == limit:
+            return found, True
+        found.append(key)
+    return found, False
+
+
 class RunCounts:
     """A run's executions counted by worker, outcome and task prefix, and its tasks' states by
     prefix: what the status and runs pages show. Executions are added as they come (a live
@@ -130,16 +147,7 @@ class TaskTable:
     def starting_with(self, text: str, limit: int) -> tuple[list[str], bool]:
         """The first ``limit`` keys that start with ``text`` (not ``text`` itself), and
         whether there are more."""
-        found: list[str] = []
-        for key in self.keys[bisect_left(self.keys, text) :]:
-            if not key.startswith(text):
-                break
-            if key == text:
-                continue
-            if len(found) == limit:
-                return found, True
-            found.append(key)
-        return found, False
+        return keys_starting_with(self.keys[bisect_left(self.keys, text) :], text, limit)
 
     def page(
         self,
