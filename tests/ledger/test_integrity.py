@@ -154,6 +154,18 @@ def count_blocks(path: Path, readable: bool = True) -> int:
         return conn.execute(f"SELECT {column} FROM transition_blocks").fetchone()[0]
 
 
+def page_of_execution(path: Path, key: bytes) -> int:
+    """The page of the executions table where ``key`` is written (SQLite numbers pages from 1)."""
+    with closing(sqlite3.connect(path)) as conn:
+        pages = {
+            number - 1
+            for (number,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'executions'")
+        }
+    content = path.read_bytes()
+    found = [m.start() // PAGE for m in re.finditer(re.escape(key), content)]
+    return next(page for page in found if page in pages)
+
+
 def test_a_ledger_damaged_in_the_middle_is_refused_at_open_and_recovered(tmp_path):
     path = tmp_path / "ledger.db"
     write_ledger(path, 12_000)
@@ -162,8 +174,8 @@ def test_a_ledger_damaged_in_the_middle_is_refused_at_open_and_recovered(tmp_pat
     written, executed = before.transitions(), before.executions()
     assert check(path) == []
     # garbage over three pages in the middle, from the one that holds inc-6000's execution
-    # (transition blocks are compressed: the name is in plain text there alone)
-    page = path.read_bytes().index(b"inc-6000") // PAGE
+    # (the key is also in the run summary's table: the page must be one of the executions')
+    page = page_of_execution(path, b"inc-6000")
     assert 0 < page < path.stat().st_size // PAGE - 3
     with open(path, "r+b") as stream:
         stream.seek(page * PAGE)
