@@ -26,9 +26,10 @@ from storied.record.events import EventRecord
 from storied.record.failures import explain_story, failure_text
 from storied.record.ledger import Ledger
 from storied.record.ledgerset import LedgerSet, ledger_files
-from storied.record.logcapture import LogRecordEntry
+from storied.record.logcapture import LogRecordEntry, logger_matches
 from storied.record.trace import chrome_trace
 from storied.record.transitions import TransitionRecord
+from storied.record.window import BadTime, parse_window, within
 from storied.record.workers import transfers, with_names, worker_names, worker_removals
 from storied.scheduler.state import STATES
 
@@ -69,9 +70,7 @@ class LiveHistory:
         records = [
             r
             for r in records
-            if (since is None or r.timestamp >= since)
-            and (until is None or r.timestamp < until)
-            and (after_seq is None or r.seq > after_seq)
+            if within(r.timestamp, since, until) and (after_seq is None or r.seq > after_seq)
         ]
         return records[-limit:] if limit else records
 
@@ -96,9 +95,8 @@ class LiveHistory:
             )
             if entry.levelno >= minimum
             and (where is None or entry.where == where)
-            and (since is None or entry.timestamp >= since)
-            and (until is None or entry.timestamp < until)
-            and (logger is None or f"{entry.logger}.".startswith(f"{logger}."))
+            and within(entry.timestamp, since, until)
+            and (logger is None or logger_matches(entry.logger, logger))
             and (keys is None or entry.key in keys)
         ]
         return entries[-limit:] if limit else entries
@@ -219,18 +217,13 @@ def _in_time_order(history: History) -> bool:
     return isinstance(history, LedgerSet)
 
 
-def _parse_time(value: str | None) -> float | None:
-    """Seconds since the epoch, or an ISO 8601 date/time (local time unless it says otherwise)."""
-    if value is None:
-        return None
+def _parse_window(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """``--since``/``--until``: seconds since the epoch or ISO 8601 (local time unless it says
+    otherwise, as the commands print times), read as the dashboard's API reads them."""
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither epoch seconds nor ISO 8601") from None
+        return parse_window(since, until)
+    except BadTime as error:
+        raise click.BadParameter(str(error), param_hint=f"--{error.parameter}") from None
 
 
 def _iso(timestamp: float | None) -> str:
@@ -385,7 +378,7 @@ def events(
     follow: bool,
 ) -> None:
     """Show structured events, of one TOPIC or of all."""
-    start, end = _parse_time(since), _parse_time(until)
+    start, end = _parse_window(since, until)
 
     def show(pairs: list[tuple[int | str, EventRecord]]) -> None:
         _print_records(
@@ -458,11 +451,12 @@ def logs(
 ) -> None:
     """Show captured log records of the scheduler and workers (and, with
     worker.capture-task-logs, what tasks logged and printed, with their key)."""
+    start, end = _parse_window(since, until)
     query = {
         "level": level,
         "where": worker,
-        "since": _parse_time(since),
-        "until": _parse_time(until),
+        "since": start,
+        "until": end,
         "logger": logger,
         "keys": list(keys) or None,
     }
@@ -602,6 +596,7 @@ def tasks(
 ) -> None:
     """List tasks, one row per task and run: final state, worker and duration of its last
     execution, executions, failures and the last exception."""
+    start, end = _parse_window(since, until)
     with open_history(ledger_path) as history:
         assert not isinstance(history, LiveHistory)
         found = history.tasks(
@@ -609,8 +604,8 @@ def tasks(
             state=state,
             worker=worker,
             prefix=prefix,
-            since=_parse_time(since),
-            until=_parse_time(until),
+            since=start,
+            until=end,
             failed=failed,
             slowest=slowest,
         )

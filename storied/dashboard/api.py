@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from storied.dashboard import views
 from storied.dashboard.history import Catalog, RunHistory
+from storied.record.window import BadTime, parse_window, within
 
 API_PREFIX = "/api/v1"
 #: How often the events tail looks for new events.
@@ -32,6 +34,12 @@ def _json(data: Any) -> web.Response:
     return web.json_response(data, dumps=_dumps)
 
 
+def bad_parameter(parameter: str, error: str, accepted: str) -> web.HTTPBadRequest:
+    """A 400 whose JSON body says which parameter is wrong, why, and what it accepts."""
+    body = {"error": error, "parameter": parameter, "accepted": accepted}
+    return web.HTTPBadRequest(text=_dumps(body), content_type="application/json")
+
+
 def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
     """A query parameter that must be an int; a clear 400 otherwise."""
     raw = request.query.get(name)
@@ -40,7 +48,7 @@ def _int_param(request: web.Request, name: str, default: int | None) -> int | No
     try:
         return int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be an integer, not {raw!r}") from None
+        raise bad_parameter(name, f"{name} must be an integer, not {raw!r}", "an integer") from None
 
 
 def _page_params(request: web.Request, default_limit: int) -> tuple[int, int]:
@@ -48,9 +56,11 @@ def _page_params(request: web.Request, default_limit: int) -> tuple[int, int]:
     offset = _int_param(request, "offset", 0) or 0
     limit = _int_param(request, "limit", default_limit) or 0
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise web.HTTPBadRequest(
-            text=f"a page needs offset >= 0 and 1 <= limit <= {MAX_PAGE}, "
-            f"not offset={offset}, limit={limit}"
+        raise bad_parameter(
+            "offset" if offset < 0 else "limit",
+            f"a page needs offset >= 0 and 1 <= limit <= {MAX_PAGE}, "
+            f"not offset={offset}, limit={limit}",
+            f"offset: an integer >= 0; limit: an integer from 1 to {MAX_PAGE}",
         )
     return offset, limit
 
@@ -63,8 +73,21 @@ def _level_param(request: web.Request) -> int:
         return int(raw)
     number = logging.getLevelName(raw.upper())
     if not isinstance(number, int):
-        raise web.HTTPBadRequest(text=f"unknown log level {raw!r}: use DEBUG, INFO, WARNING, ...")
+        raise bad_parameter(
+            "level",
+            f"unknown log level {raw!r}: use DEBUG, INFO, WARNING, ...",
+            "a level name (DEBUG, INFO, WARNING, ERROR, CRITICAL) or number",
+        )
     return number
+
+
+def _window_params(request: web.Request) -> tuple[float | None, float | None]:
+    """``since`` and ``until``: epoch seconds or ISO 8601 (UTC unless it says otherwise, as
+    the pages show times), ``until`` not before ``since``; a clear 400 otherwise."""
+    try:
+        return parse_window(request.query.get("since"), request.query.get("until"), datetime.UTC)
+    except BadTime as error:
+        raise bad_parameter(error.parameter, str(error), error.accepted) from None
 
 
 async def run_of(request: web.Request) -> RunHistory:
@@ -135,13 +158,26 @@ async def _events(run: RunHistory, request: web.Request) -> Any:
     topic = request.query.get("topic") or None
     _, limit = _page_params(request, 200)
     before = _int_param(request, "before", None)
-    found = await run.events(topic, limit=limit, before_seq=before)
+    since, until = _window_params(request)
+    found = await run.events(topic, limit=limit, before_seq=before, since=since, until=until)
     return [record._asdict() for record in reversed(found)]
+
+
+async def _loggers(run: RunHistory, request: web.Request) -> Any:
+    return await run.loggers()
 
 
 async def _logs(run: RunHistory, request: web.Request) -> Any:
     offset, limit = _page_params(request, 500)
-    found = await run.logs(_level_param(request), limit, offset)
+    since, until = _window_params(request)
+    found = await run.logs(
+        _level_param(request),
+        limit,
+        offset,
+        logger=request.query.get("logger") or None,
+        since=since,
+        until=until,
+    )
     return [
         {
             "timestamp": entry.timestamp,
@@ -198,9 +234,10 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
 
 async def events_tail(request: web.Request) -> web.StreamResponse:
     """Each new event of ``?topic=`` (every topic without it) after ``?after=SEQ``, as it is
-    recorded."""
+    recorded; with ``?since=``/``?until=``, those logged in that window only."""
     topic = request.query.get("topic") or None
     after = _int_param(request, "after", None)
+    since, until = _window_params(request)
     run = await run_of(request)
     if after is None:
         newest = await run.events(topic, limit=1)
@@ -209,9 +246,13 @@ async def events_tail(request: web.Request) -> web.StreamResponse:
     async def new_events() -> list[str]:
         nonlocal after
         found = await run.events(topic, after_seq=after)
-        if found:
+        if found:  # past every new one, in the window or not, so none is looked at twice
             after = found[-1].seq
-        return [f"id: {rec.seq}\ndata: {_dumps(rec._asdict())}\n\n" for rec in found]
+        return [
+            f"id: {rec.seq}\ndata: {_dumps(rec._asdict())}\n\n"
+            for rec in found
+            if within(rec.timestamp, since, until)
+        ]
 
     return await _push(request, new_events, TAIL_INTERVAL)
 
@@ -230,4 +271,5 @@ def routes() -> list[web.RouteDef]:
         web.get(f"{API_PREFIX}/events", _view(_events)),
         web.get(f"{API_PREFIX}/events/tail", events_tail),
         web.get(f"{API_PREFIX}/logs", _view(_logs)),
+        web.get(f"{API_PREFIX}/loggers", _view(_loggers)),
     ]

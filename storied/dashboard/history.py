@@ -22,7 +22,8 @@ from storied.dashboard.tally import Execution, RunCounts, TaskPages, TaskTable
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story
 from storied.record.ledger import Ledger
-from storied.record.logcapture import LogRecordEntry
+from storied.record.logcapture import LogRecordEntry, logger_matches
+from storied.record.window import within
 
 if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
@@ -80,16 +81,31 @@ class RunHistory(Protocol):
         after_seq: int | None = None,
         limit: int | None = None,
         before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[EventRecord]:
         """Events oldest first; ``after_seq`` for tails, ``before_seq`` for older pages,
-        ``limit`` keeps the newest."""
+        ``since``/``until`` for those logged in ``[since, until)``, ``limit`` keeps the
+        newest."""
         ...
 
     async def logs(
-        self, level: int = 0, limit: int | None = None, offset: int = 0
+        self,
+        level: int = 0,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        logger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[LogRecordEntry]:
-        """Log records of the scheduler and workers at ``level`` and above, oldest first: the
-        newest ``limit`` after skipping the ``offset`` newest."""
+        """Log records of the scheduler and workers at ``level`` and above (of ``logger`` and
+        its children, logged in ``[since, until)``), oldest first: the newest ``limit`` after
+        skipping the ``offset`` newest."""
+        ...
+
+    async def loggers(self) -> dict[str, int]:
+        """How many log records each logger wrote in the run (what the logs page offers)."""
         ...
 
 
@@ -177,21 +193,48 @@ class LiveRun:
         after_seq: int | None = None,
         limit: int | None = None,
         before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[EventRecord]:
         record = self.scheduler.record
         if after_seq is not None:  # a tail: new events are in memory, the ledger is not read
-            return _newest(record.events_after(after_seq, topic), limit)
+            new = record.events_after(after_seq, topic)
+            return _newest([r for r in new if within(r.timestamp, since, until)], limit)
         found = await self.scheduler._off_loop(record.events, topic, detail=True)
         records = found if topic is not None else [r for rs in found.values() for r in rs]
         upper = before_seq if before_seq is not None else float("inf")
-        this_run = [r for r in records if record.first_seq <= r.seq < upper]
+        this_run = [
+            r
+            for r in records
+            if record.first_seq <= r.seq < upper and within(r.timestamp, since, until)
+        ]
         return _newest(sorted(this_run, key=_by_seq), limit)
 
     async def logs(
-        self, level: int = 0, limit: int | None = None, offset: int = 0
+        self,
+        level: int = 0,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        logger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[LogRecordEntry]:
-        entries = await self.scheduler._log_entries()
-        return _newest([LogRecordEntry(*e) for e in entries if e[2] >= level], limit, offset)
+        wanted = [
+            entry
+            for entry in await self._log_entries()
+            if entry.levelno >= level
+            and (logger is None or logger_matches(entry.logger, logger))
+            and within(entry.timestamp, since, until)
+        ]
+        return _newest(wanted, limit, offset)
+
+    async def loggers(self) -> dict[str, int]:
+        return dict(Counter(entry.logger for entry in await self._log_entries()))
+
+    async def _log_entries(self) -> list[LogRecordEntry]:
+        """The scheduler's and every worker's log records held in memory, oldest first."""
+        return [LogRecordEntry(*fields) for fields in await self.scheduler._log_entries()]
 
 
 def _by_seq(record: EventRecord) -> int:
@@ -278,10 +321,14 @@ class LedgerRun:
         after_seq: int | None = None,
         limit: int | None = None,
         before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[EventRecord]:
         return await asyncio.to_thread(
             self.ledger.events,
             topic,
+            since,
+            until,
             limit=limit,
             run_id=self.run_id,
             after_seq=after_seq,
@@ -289,15 +336,30 @@ class LedgerRun:
         )
 
     async def logs(
-        self, level: int = 0, limit: int | None = None, offset: int = 0
+        self,
+        level: int = 0,
+        limit: int | None = None,
+        offset: int = 0,
+        *,
+        logger: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[LogRecordEntry]:
         found = await asyncio.to_thread(
             self.ledger.logs,
             level or None,
+            since=since,
             limit=None if limit is None else limit + offset,
             run_id=self.run_id,
+            until=until,
+            logger=logger,
         )
         return _newest(found, limit, offset)
+
+    async def loggers(self) -> dict[str, int]:
+        return await asyncio.to_thread(
+            self._counted, "loggers", lambda: self.ledger.logger_counts(self.run_id)
+        )
 
 
 class LiveCatalog:

@@ -941,6 +941,16 @@ class Ledger:
             rows = conn.execute(sql, params).fetchall()
         return [LogRecordEntry(*row) for row in rows]
 
+    def logger_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """How many log records each logger wrote (in run ``run_id``, or in every run)."""
+        filters = _run_filter(run_id)
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT logger, count(*) FROM logs {filters.where()} GROUP BY logger",
+                filters.params,
+            ).fetchall()
+        return dict(rows)
+
     def log_pages(
         self, page_size: int = LOG_PAGE_SIZE, **query: Any
     ) -> Iterator[list[LogRecordEntry]]:

@@ -46,6 +46,12 @@ class LogRecordEntry:
         ]
 
 
+def logger_matches(name: str, wanted: str) -> bool:
+    """Whether logger ``name`` is ``wanted`` or one of its children, as ``logging`` nests them
+    (``storied.worker`` holds ``storied.worker.state``, not ``storied.workers``)."""
+    return name == wanted or name.startswith(f"{wanted}.")
+
+
 class LogCapture(logging.Handler):
     """Keeps the newest ``maxlen`` records of the loggers it is attached to."""
 

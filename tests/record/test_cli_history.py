@@ -90,7 +90,7 @@ def test_events_filters(ledger_file):
         '"add"}',
     ]
     bad = CliRunner().invoke(history.events, ["--ledger", ledger_file, "--since", "yesterday"])
-    assert bad.exit_code == 2 and "neither epoch seconds nor ISO 8601" in bad.output
+    assert bad.exit_code == 2 and "is not a time: use seconds since the epoch" in bad.output
 
 
 def _follow(path, monkeypatch, before, during, *options: str) -> tuple[list, list[float]]:

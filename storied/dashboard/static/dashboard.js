@@ -11,9 +11,43 @@ function api(path, extra = {}) {
   const query = new URLSearchParams(extra);
   if (run) query.set("run", run);
   return fetch(`/api/v1/${path}?${query}`).then((response) => {
-    if (!response.ok) return response.text().then((text) => { throw new Error(text); });
+    if (!response.ok) return response.text().then((text) => { throw new Error(errorText(text)); });
     return response.json();
   });
+}
+
+// A bad parameter's 400 is JSON ({error, parameter, accepted}): its error says it all.
+function errorText(body) {
+  try { return JSON.parse(body).error || body; } catch { return body; }
+}
+
+// A filter form's inputs, filled from the page's address: a filtered page can be shared and
+// reloaded (the API reads the same strings).
+function fillForm(form) {
+  for (const input of form.elements) if (input.name && params.has(input.name)) input.value = params.get(input.name);
+}
+
+// The form's inputs that are set, also put in the page's address.
+function formFilters(form) {
+  const found = {};
+  const address = new URLSearchParams(location.search);
+  for (const input of form.elements) {
+    if (!input.name) continue;
+    if (input.value) {
+      found[input.name] = input.value;
+      address.set(input.name, input.value);
+    } else {
+      address.delete(input.name);
+    }
+  }
+  history.replaceState(null, "", `?${address}`);
+  return found;
+}
+
+function spanText(filters) {
+  if (filters.since && filters.until) return ` from ${filters.since} to ${filters.until}`;
+  if (filters.since) return ` from ${filters.since}`;
+  return filters.until ? ` before ${filters.until}` : "";
 }
 
 function withRun(href) {
@@ -21,7 +55,12 @@ function withRun(href) {
 }
 
 function showError(error) {
+  clearError();
   document.querySelector("main").append(el("p", { class: "error" }, String(error.message || error)));
+}
+
+function clearError() {
+  for (const shown of document.querySelectorAll("main > p.error")) shown.remove();
 }
 
 // Pages of a list: "newer" and "older" buttons under it, calling show(offset).
@@ -135,20 +174,24 @@ async function showStory(query, offset) {
 
 async function events() {
   const topic = params.get("topic") || "";
+  const form = document.getElementById("events-form");
+  fillForm(form);
   const counts = await api("topics");
+  let span = {};
+  // a topic's link keeps the time window: the same span of another topic
+  const topicLink = (name, query) => el("a", { href: withRun(`/events?${new URLSearchParams({ ...query, ...span })}`) }, name);
   const drawTopics = () => table(document.getElementById("topics"), ["topic", "events"], [
-    [el("a", { href: withRun("/events") }, "(all)"), Object.values(counts).reduce((a, b) => a + b, 0)],
-    ...Object.keys(counts).sort().map((t) => [el("a", { href: withRun(`/events?topic=${encodeURIComponent(t)}`) }, t), counts[t]]),
+    [topicLink("(all)", {}), Object.values(counts).reduce((a, b) => a + b, 0)],
+    ...Object.keys(counts).sort().map((t) => [topicLink(t, { topic: t }), counts[t]]),
   ]);
-  drawTopics();
   document.getElementById("events-title").textContent = topic ? `Events: ${topic}` : "Events: all topics";
   const node = document.getElementById("events");
-  table(node, ["time", "topic", "source", "message"], []);
   const limit = pageSize(200);
   let newest = null;
+  let tail = null;
   // older pages go on below the oldest event shown (a cursor, so new events do not shift them)
   const more = async (before) => {
-    const found = await api("events", { ...(topic ? { topic } : {}), limit, ...(before != null ? { before } : {}) });
+    const found = await api("events", { ...(topic ? { topic } : {}), ...span, limit, ...(before != null ? { before } : {}) });
     for (const e of found) node.append(eventRow(e));
     if (newest == null && found.length) newest = Math.max(...found.map((e) => e.seq));
     const older = document.getElementById("events-older");
@@ -156,8 +199,28 @@ async function events() {
     const oldest = found.length ? Math.min(...found.map((e) => e.seq)) : null;
     older.onclick = () => more(oldest).catch(showError);
   };
-  await more(null);
-  const query = new URLSearchParams();
+  const apply = async () => {
+    span = formFilters(form);
+    if (tail) tail.close();
+    tail = null;
+    newest = null;
+    clearError();
+    drawTopics();
+    table(node, ["time", "topic", "source", "message"], []);
+    // the live tail goes on while the window is open-ended; a window with an end is history
+    const tailing = !span.until;
+    document.body.dataset.tailing = tailing;
+    document.getElementById("events-hint").textContent = `Newest first${spanText(span)}; ` +
+      (tailing ? "new events appear as they are recorded." : "no live tail while “to” is set.");
+    await more(null);
+    if (tailing) tail = openTail(topic, span, newest, node, counts, drawTopics);
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); apply().catch(showError); });
+  await apply();
+}
+
+function openTail(topic, span, newest, node, counts, drawTopics) {
+  const query = new URLSearchParams(span);
   if (topic) query.set("topic", topic);
   if (run) query.set("run", run);
   if (newest != null) query.set("after", newest);
@@ -170,6 +233,7 @@ async function events() {
     counts[arrived.topic] = (counts[arrived.topic] || 0) + 1;
     drawTopics();
   };
+  return tail;
 }
 
 function eventRow(e) {
@@ -180,11 +244,24 @@ function eventRow(e) {
 // ------------------------------------------------------------------ logs
 
 async function logs() {
-  const select = document.getElementById("logs-level");
-  select.value = params.get("level") || "INFO";
+  const form = document.getElementById("logs-form");
+  const logger = document.getElementById("logs-logger");
+  document.getElementById("logs-level").value = "INFO";
+  // every logger of the run and each of its parents (a parent holds its children, as in logging)
+  const tree = {};
+  for (const [name, count] of Object.entries(await api("loggers"))) {
+    const parts = name.split(".");
+    for (let i = 1; i <= parts.length; i++) {
+      const parent = parts.slice(0, i).join(".");
+      tree[parent] = (tree[parent] || 0) + count;
+    }
+  }
+  for (const name of Object.keys(tree).sort()) logger.append(el("option", { value: name }, `${name} (${tree[name]})`));
+  fillForm(form);
   const limit = pageSize(200);
+  let filters = {};
   const show = async (offset) => {
-    const found = await api("logs", { level: select.value, limit, offset });
+    const found = await api("logs", { ...filters, limit, offset });
     table(document.getElementById("logs"), ["time", "level", "where", "logger", "message"],
       found.map((l) => [when(l.timestamp), l.level, l.where, l.logger, el("pre", {}, l.message)]));
     for (const [i, l] of found.entries()) {
@@ -192,8 +269,16 @@ async function logs() {
     }
     pager(document.getElementById("logs-pager"), offset, limit, found.length, null, show);
   };
-  select.addEventListener("change", () => show(0).catch(showError));
-  await show(0);
+  const apply = async () => {
+    filters = formFilters(form);
+    clearError();
+    const of = filters.logger ? ` of ${filters.logger} and its children` : "";
+    document.getElementById("logs-hint").textContent = `Newest first, ${filters.level} and above${of}${spanText(filters)}.`;
+    await show(0);
+  };
+  for (const select of form.querySelectorAll("select")) select.addEventListener("change", () => apply().catch(showError));
+  form.addEventListener("submit", (event) => { event.preventDefault(); apply().catch(showError); });
+  await apply();
 }
 
 // ------------------------------------------------------------------ runs
