@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -101,20 +102,12 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Workload:
     return done
 
 
-@pytest.fixture(scope="package")
-def offline(finished: Workload) -> Iterator[str]:
-    """``storied dashboard --ledger`` serving ``finished``'s file in a process of its own; its
-    root URL."""
+@contextlib.contextmanager
+def serving(ledger: Path) -> Iterator[str]:
+    """``storied dashboard --ledger`` serving ``ledger`` in a process of its own; its root
+    URL."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storied",
-            "dashboard",
-            "--ledger",
-            str(finished.ledger),
-            "--port=0",
-        ],
+        [sys.executable, "-m", "storied", "dashboard", "--ledger", str(ledger), "--port=0"],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -127,3 +120,10 @@ def offline(finished: Workload) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+@pytest.fixture(scope="package")
+def offline(finished: Workload) -> Iterator[str]:
+    """The dashboard of ``finished``'s file, served by ``storied dashboard``; its root URL."""
+    with serving(finished.ledger) as base:
+        yield base
