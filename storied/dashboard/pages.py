@@ -85,7 +85,7 @@ PAGES: dict[str, tuple[str, str]] = {
 
 #: The from / to inputs of a time window (events and logs): what the API's since / until take.
 _WINDOW = """
-  <label>From <input name="since" placeholder="UTC or epoch s, e.g. 2026-12-01 18:30" size="24">
+  <label>From <input name="since" placeholder="UTC, e.g. 2026-12-01 18:30" size="24">
   </label>
   <label>to <input name="until" placeholder="empty: up to now" size="24"></label>"""
 

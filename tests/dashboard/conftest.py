@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -31,6 +32,23 @@ def fail_loudly(x: int) -> int:
 def announce(topic: str, n: int) -> str:
     get_worker().log_event(topic, {"announced": n})
     return get_worker().address
+
+
+def after_now(margin: float = 0.002) -> None:
+    """Wait until the clock has gone ``margin`` past now: what is logged next is later (the
+    pages show milliseconds)."""
+    later = time.time() + margin
+    poll(lambda: time.time() > later, what="the clock moved on")
+
+
+def spaced_events(client: Client, topic: str, count: int) -> tuple[tuple[float, Any], ...]:
+    """Log ``count`` events ``{"n": 0}``... of ``topic``, each 2 ms after the one before at
+    least; the topic's events as ``client.get_events`` reads them then."""
+    for n in range(count):
+        client.log_event(topic, {"n": n})
+        poll(lambda n=n: len(client.get_events(topic)) == n + 1, what=f"event {n} recorded")
+        after_now()
+    return client.get_events(topic)
 
 
 @dataclass

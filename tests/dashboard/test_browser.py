@@ -6,14 +6,15 @@ Screenshots go to ``.pytest_cache/dashboard-screenshots/`` (not committed).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
-from tests.dashboard.conftest import Workload, get_json
+from tests.dashboard.conftest import Workload, get_json, spaced_events
 from tests.engine.helpers import inc, poll
 
 SHOTS = Path(__file__).resolve().parents[2] / ".pytest_cache" / "dashboard-screenshots"
@@ -179,3 +180,104 @@ def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: s
     page.wait_for_selector("#events tr:nth-child(2)")
     assert "task-erred" in page.locator("#events").inner_text()
     shot(page, "offline-events")
+
+
+def shown_events(page: Any) -> list[int]:
+    """The ``n`` of each event row, top to bottom."""
+    return [
+        json.loads(text)["n"]
+        for text in page.locator("#events tr td:nth-child(4)").all_inner_texts()
+    ]
+
+
+def test_events_time_window(page: Any, workload: Workload) -> None:
+    """From / to narrow a topic's table; with "to" set there is no live tail, with "to" empty
+    new events arrive again."""
+    topic = "browser-window"
+    spaced_events(workload.client, topic, 5)
+    page.goto(f"{workload.base}/events?topic={topic}")
+    page.wait_for_selector("#events tr:nth-child(6)")
+    assert shown_events(page) == [4, 3, 2, 1, 0]
+    times = page.locator("#events tr td:first-child").all_inner_texts()  # as a person reads them
+    tails: list[str] = []
+    page.on("request", lambda request: "/events/tail" in request.url and tails.append(request.url))
+    page.fill("#events-form input[name=since]", times[3])  # n=1
+    page.fill("#events-form input[name=until]", times[0])  # n=4, not included
+    page.click("#events-form button")
+    poll(lambda: shown_events(page) == [3, 2, 1], what="only the window's events are shown")
+    assert "no live tail" in page.locator("#events-hint").inner_text()
+    assert page.evaluate("document.body.dataset.tailing") == "false"
+    assert f"since={quote(times[3])}" in page.url.replace(
+        "+", "%20"
+    )  # the window is in the address
+    workload.client.log_event(topic, {"n": 5})
+    poll(lambda: len(workload.client.get_events(topic)) == 6, what="event 5 recorded")
+    assert tails == [] and shown_events(page) == [3, 2, 1]
+    shot(page, "live-events-window")
+    page.fill("#events-form input[name=until]", "")  # open-ended: the tail goes on
+    page.click("#events-form button")
+    poll(lambda: shown_events(page) == [5, 4, 3, 2, 1], what="the window from n=1 on")
+    poll(lambda: tails, what="the tail opened")
+    workload.client.log_event(topic, {"n": 6})
+    arrived = page.wait_for_selector("#events tr.new")
+    assert '"n":6' in arrived.inner_text() and shown_events(page)[0] == 6
+    page.fill("#events-form input[name=since]", "yesterday")
+    page.click("#events-form button")
+    told = page.wait_for_selector("main > p.error").inner_text()
+    assert "since='yesterday' is not a time" in told and "ISO 8601" in told
+
+
+def shown_logs(page: Any) -> list[tuple[str, str]]:
+    """(time, logger) of each log row shown, read at once (the table may be redrawn)."""
+    cells = page.evaluate(
+        "[...document.querySelectorAll('#logs tr')].slice(1)"
+        ".map((row) => [row.cells[0].innerText, row.cells[3].innerText])"
+    )
+    return [(when, name) for when, name in cells]
+
+
+def test_logs_by_logger_and_time_window(page: Any, finished: Workload, offline: str) -> None:
+    """On a ledger after the cluster is gone: the logger selector offers the run's loggers and
+    their parents; choosing one keeps it and its children; from / to keep a time window."""
+    run = get_json(f"{offline}/api/v1/runs")["runs"][0]["id"]
+    page.goto(f"{offline}/logs?run={quote(run)}&level=DEBUG")
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    every = shown_logs(page)
+    loggers = page.locator("#logs-logger option").all_inner_texts()
+    assert loggers[0] == "(all)" and any(o.startswith("storied.scheduler (") for o in loggers)
+    assert {name for _, name in every} - {"storied.scheduler"}, "other loggers than the scheduler's"
+    page.select_option("#logs-logger", "storied.scheduler")
+    poll(
+        lambda: (
+            shown_logs(page)
+            and all(
+                name == "storied.scheduler" or name.startswith("storied.scheduler.")
+                for _, name in shown_logs(page)
+            )
+        ),
+        what="only the scheduler's loggers are shown",
+    )
+    scheduler_rows = shown_logs(page)
+    assert scheduler_rows == [row for row in every if row[1].startswith("storied.scheduler")]
+    since, until = scheduler_rows[-2][0], scheduler_rows[1][0]  # the second oldest, second newest
+    page.fill("#logs-form input[name=since]", since)
+    page.fill("#logs-form input[name=until]", until)
+    page.click("#logs-form button")
+    query = {"run": run, "level": "DEBUG", "logger": "storied.scheduler"}
+    expected = get_json(
+        f"{offline}/api/v1/logs?{urlencode({**query, 'since': since, 'until': until})}"
+    )
+    poll(lambda: len(shown_logs(page)) == len(expected), what="the window's rows are shown")
+    window = shown_logs(page)
+    assert (
+        window and len(window) < len(scheduler_rows) and all(since <= t < until for t, _ in window)
+    )
+    assert scheduler_rows[-1] not in window and scheduler_rows[0] not in window
+    assert "of storied.scheduler and its children from" in page.locator("#logs-hint").inner_text()
+    shot(page, "offline-logs-window")
+    page.reload()  # the filters are in the address: the same rows again
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    assert (
+        shown_logs(page) == window
+        and page.locator("#logs-logger").input_value() == "storied.scheduler"
+    )

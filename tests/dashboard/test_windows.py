@@ -26,7 +26,15 @@ from click.testing import CliRunner
 from storied import Client
 from storied.cli import history
 from storied.record import Ledger
-from tests.dashboard.conftest import cluster_with_ledger, get, get_json, root, serving
+from tests.dashboard.conftest import (
+    after_now,
+    cluster_with_ledger,
+    get,
+    get_json,
+    root,
+    serving,
+    spaced_events,
+)
 from tests.engine.helpers import poll
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -54,17 +62,8 @@ class Windowed:
     inside_until: float
 
 
-def after_now(margin: float = 0.002) -> None:
-    """Wait until the clock has gone ``margin`` past now: what is logged next is later."""
-    later = time.time() + margin
-    poll(lambda: time.time() > later, what="the clock moved on")
-
-
 def record_window_workload(client: Client, ledger: Path) -> Windowed:
-    for n in range(6):
-        client.log_event(TOPIC, {"n": n})
-        poll(lambda n=n: len(client.get_events(TOPIC)) == n + 1, what=f"event {n} recorded")
-        after_now()
+    events = spaced_events(client, TOPIC, 6)
     client.submit(log_twice, "before", pure=False).result()
     after_now()
     inside_since = time.time()
@@ -74,7 +73,7 @@ def record_window_workload(client: Client, ledger: Path) -> Windowed:
     client.submit(log_twice, "after", pure=False).result()
     for tag in ("before", "inside", "after"):  # the workers' records reached the scheduler
         poll(lambda tag=tag: api_logs(client, tag), what=f"the {tag} warnings")
-    return Windowed(ledger, client.get_events(TOPIC), inside_since, inside_until)
+    return Windowed(ledger, events, inside_since, inside_until)
 
 
 def api_logs(client: Client, tag: str) -> bool:
