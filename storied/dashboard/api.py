@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from storied.dashboard import views
-from storied.dashboard.history import Catalog, RunHistory
+from storied.dashboard.history import Catalog, LogFilter, RunHistory
 from storied.record.window import BadTime, parse_window, within
 
 API_PREFIX = "/api/v1"
@@ -170,14 +170,8 @@ async def _loggers(run: RunHistory, request: web.Request) -> Any:
 async def _logs(run: RunHistory, request: web.Request) -> Any:
     offset, limit = _page_params(request, 500)
     since, until = _window_params(request)
-    found = await run.logs(
-        _level_param(request),
-        limit,
-        offset,
-        logger=request.query.get("logger") or None,
-        since=since,
-        until=until,
-    )
+    wanted = LogFilter(_level_param(request), request.query.get("logger") or None, since, until)
+    found = await run.logs(wanted, limit, offset)
     return [
         {
             "timestamp": entry.timestamp,

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -34,6 +35,24 @@ logger = logging.getLogger("storied.dashboard")
 LIVE_RUN = "live"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which log records a page shows: at ``level`` and above, of ``logger`` and its children
+    (None: every logger), logged in ``[since, until)``."""
+
+    level: int = 0
+    logger: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def admits(self, entry: LogRecordEntry) -> bool:
+        return (
+            entry.levelno >= self.level
+            and (self.logger is None or logger_matches(entry.logger, self.logger))
+            and within(entry.timestamp, self.since, self.until)
+        )
 
 
 class RunHistory(Protocol):
@@ -90,18 +109,10 @@ class RunHistory(Protocol):
         ...
 
     async def logs(
-        self,
-        level: int = 0,
-        limit: int | None = None,
-        offset: int = 0,
-        *,
-        logger: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
+        self, wanted: LogFilter, limit: int | None = None, offset: int = 0
     ) -> list[LogRecordEntry]:
-        """Log records of the scheduler and workers at ``level`` and above (of ``logger`` and
-        its children, logged in ``[since, until)``), oldest first: the newest ``limit`` after
-        skipping the ``offset`` newest."""
+        """Log records of the scheduler and workers that ``wanted`` admits, oldest first: the
+        newest ``limit`` after skipping the ``offset`` newest."""
         ...
 
     async def loggers(self) -> dict[str, int]:
@@ -211,23 +222,10 @@ class LiveRun:
         return _newest(sorted(this_run, key=_by_seq), limit)
 
     async def logs(
-        self,
-        level: int = 0,
-        limit: int | None = None,
-        offset: int = 0,
-        *,
-        logger: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
+        self, wanted: LogFilter, limit: int | None = None, offset: int = 0
     ) -> list[LogRecordEntry]:
-        wanted = [
-            entry
-            for entry in await self._log_entries()
-            if entry.levelno >= level
-            and (logger is None or logger_matches(entry.logger, logger))
-            and within(entry.timestamp, since, until)
-        ]
-        return _newest(wanted, limit, offset)
+        admitted = [entry for entry in await self._log_entries() if wanted.admits(entry)]
+        return _newest(admitted, limit, offset)
 
     async def loggers(self) -> dict[str, int]:
         return dict(Counter(entry.logger for entry in await self._log_entries()))
@@ -336,23 +334,16 @@ class LedgerRun:
         )
 
     async def logs(
-        self,
-        level: int = 0,
-        limit: int | None = None,
-        offset: int = 0,
-        *,
-        logger: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
+        self, wanted: LogFilter, limit: int | None = None, offset: int = 0
     ) -> list[LogRecordEntry]:
         found = await asyncio.to_thread(
             self.ledger.logs,
-            level or None,
-            since=since,
+            wanted.level or None,
+            since=wanted.since,
             limit=None if limit is None else limit + offset,
             run_id=self.run_id,
-            until=until,
-            logger=logger,
+            until=wanted.until,
+            logger=wanted.logger,
         )
         return _newest(found, limit, offset)
 

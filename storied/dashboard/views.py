@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from storied.dashboard.history import RunHistory
+from storied.dashboard.history import LogFilter, RunHistory
 from storied.dashboard.tally import key_prefix
 
 #: How many keys a key-prefix search tells the story of, at most.
@@ -133,7 +134,7 @@ async def run_summary(run: RunHistory) -> dict[str, Any]:
     """A run's ``info`` and its counts, for the runs page."""
     outcomes = (await run.counts()).outcomes
     event_counts = await run.event_counts()
-    warnings = await run.logs(level=30)
+    warnings = await run.logs(LogFilter(level=logging.WARNING))
     return {
         **run.info,
         "executions": outcomes["memory"] + outcomes["erred"],
