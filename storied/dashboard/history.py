@@ -66,8 +66,8 @@ class RunHistory(Protocol):
         ...
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
-        """Live load by worker address (``nthreads``, ``processing``, ``in_memory``); a run
-        read from a ledger has none."""
+        """Live load by worker address (``nthreads``, ``processing``, ``in_memory``, ``memory``,
+        ``cpu``); a run read from a ledger has none."""
         ...
 
     async def counts(self) -> RunCounts:
@@ -161,12 +161,21 @@ class LiveRun:
             record.transitions_recorded,
             record.executions_recorded,
             len(self.scheduler.state.workers),
+            self.scheduler.extensions["telemetry"].received,
         )
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
-        return {
-            address: worker.identity() for address, worker in self.scheduler.state.workers.items()
-        }
+        """Each worker's load, with the memory (bytes) and CPU (%) of its newest heartbeat."""
+        telemetry = self.scheduler.extensions["telemetry"]
+        found = {}
+        for address, worker in self.scheduler.state.workers.items():
+            sample = telemetry.newest(address) or {}
+            found[address] = {
+                **worker.identity(),
+                "memory": sample.get("memory"),
+                "cpu": sample.get("cpu"),
+            }
+        return found
 
     async def counts(self) -> RunCounts:
         """Adds the executions recorded since the last look (those that fell out of memory

@@ -47,6 +47,8 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
         row["status"] = "running" if address in load else ("left" if row["left"] else "unknown")
         row["processing"] = now.get("processing", 0)
         row["in_memory"] = now.get("in_memory", 0)
+        row["memory"] = now.get("memory")
+        row["cpu"] = now.get("cpu")
         row["executions"] = done.get(address, 0)
     return sorted(rows.values(), key=lambda row: (row["status"] != "running", row["name"]))
 

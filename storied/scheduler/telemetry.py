@@ -59,6 +59,8 @@ class WorkerTelemetry:
         self._departed: collections.deque[str] = collections.deque()
         self.names: dict[str, str] = {}
         self._warned: set[str] = set()
+        #: samples kept so far: the dashboard's status push looks whether it grew
+        self.received = 0
 
     def client_handlers(self) -> dict[str, Callable[..., Any]]:
         return {"worker-metrics": self._worker_metrics}
@@ -88,6 +90,7 @@ class WorkerTelemetry:
             samples = self.history[address] = collections.deque(maxlen=self.length)
             self.names[address] = name
         samples.append(sample)
+        self.received += 1
         self.scheduler.log_event(METRICS_TOPIC, {"worker": address, "name": name, **sample})
 
     def newest(self, address: str) -> dict[str, Any] | None:

@@ -29,8 +29,19 @@ def test_dashboard_link_from_cluster_and_client(workload: Workload) -> None:
 
 
 def test_workers_match_scheduler_info(workload: Workload) -> None:
-    rows = get_json(f"{workload.base}/api/v1/workers")
+    url = f"{workload.base}/api/v1/workers"
+    poll(
+        lambda: all(row["memory"] for row in get_json(url)),
+        timeout=15,
+        what="a heartbeat's sample of each worker",
+    )
+    before = workload.client.scheduler_info()["workers"]
+    rows = get_json(url)
     info = workload.client.scheduler_info()["workers"]
+    for row in rows:  # the newest heartbeat's memory and CPU (one may come between the reads)
+        newest = [workers[row["address"]]["metrics"] for workers in (before, info)]
+        assert row["memory"] > 10 * 2**20
+        assert (row["memory"], row["cpu"]) in [(m["memory"], m["cpu"]) for m in newest]
     assert {row["address"]: (row["name"], row["nthreads"]) for row in rows} == {
         address: (worker["name"], worker["nthreads"]) for address, worker in info.items()
     }
@@ -144,6 +155,7 @@ def test_offline_api_answers_from_the_ledger(finished: Workload, offline: str) -
     run = f"run={first['id']}"
     workers = get_json(f"{offline}/api/v1/workers?{run}")
     assert len(workers) == 2 and all(w["status"] == "left" and w["nthreads"] == 1 for w in workers)
+    assert all(w["memory"] is None and w["cpu"] is None for w in workers)  # no load offline
     assert sum(w["executions"] for w in workers) == len(ran)
     stream = get_json(f"{offline}/api/v1/task-stream?{run}")
     assert sorted(e["key"] for e in stream) == sorted(

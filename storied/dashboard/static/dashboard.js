@@ -88,10 +88,19 @@ function storyLink(name) {
 
 // ------------------------------------------------------------------ status
 
+function bytes(count) {
+  if (count == null) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (count >= 1024 && unit < units.length - 1) { count /= 1024; unit += 1; }
+  return `${count.toFixed(unit ? 1 : 0)} ${units[unit]}`;
+}
+
 function drawStatus(found) {
   table(document.getElementById("workers"),
-    ["name", "address", "threads", "processing", "in memory", "executed", "status"],
-    found.workers.map((w) => [w.name, w.address, w.nthreads, w.processing, w.in_memory, w.executions, w.status]));
+    ["name", "address", "threads", "memory", "CPU", "processing", "in memory", "executed", "status"],
+    found.workers.map((w) => [w.name, w.address, w.nthreads, bytes(w.memory), w.cpu == null ? "" : `${w.cpu.toFixed(0)} %`,
+      w.processing, w.in_memory, w.executions, w.status]));
   drawProgress(document.getElementById("progress"), found.progress);
   drawTaskStream(document.getElementById("task-stream"), found.task_stream);
 }
