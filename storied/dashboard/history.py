@@ -150,7 +150,13 @@ class LiveRun:
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.info = {"id": LIVE_RUN, "live": True, "address": scheduler.address, "ended": None}
+        self.info = {
+            "id": LIVE_RUN,
+            "live": True,
+            "address": scheduler.address,
+            "started": time.time(),  # the dashboard starts with its scheduler
+            "ended": None,
+        }
         self._table: tuple[Any, TaskTable] | None = None
         self._counts = RunCounts()
         self._counted_through = 0

@@ -135,7 +135,8 @@ def test_live_pages(page: Any, workload: Workload) -> None:
     check_tasks(page, base, workload, "live-tasks")
     page.goto(f"{base}/runs")
     page.wait_for_selector("#runs tr:nth-child(2)")
-    assert "running" in page.locator("#runs").inner_text()
+    live = page.locator("#runs tr").nth(1).inner_text().split("\t")
+    assert live[2] == "running" and (live[3].endswith(" s") or " min " in live[3])
 
 
 def test_live_event_arrives_in_the_events_tail(page: Any, workload: Workload) -> None:
@@ -171,6 +172,11 @@ def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: s
     page.goto(offline)
     page.wait_for_selector("#runs tr:nth-child(3)")  # a header and two runs
     runs = page.locator("#runs tr").all_inner_texts()
+    on_file = get_json(f"{offline}/api/v1/runs")["runs"]
+    durations = [row.split("\t")[3] for row in runs[1:]]  # newest first
+    lasted = [r["ended"] - r["started"] for r in reversed(on_file)]
+    assert all(text.endswith(" s") for text in durations)  # runs of seconds
+    assert [float(text.removesuffix(" s")) for text in durations] == pytest.approx(lasted, abs=0.06)
     assert len(runs) == 3 and all("did not close" not in row for row in runs)
     shot(page, "offline-runs")
     page.locator("#runs tr").nth(2).get_by_role("link", name="status").click()  # the older run

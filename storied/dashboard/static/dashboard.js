@@ -296,13 +296,23 @@ async function runs() {
   const found = await api("runs");
   const link = (page, r) => el("a", { href: `/${page}?run=${encodeURIComponent(r.id)}` }, page);
   table(document.getElementById("runs"),
-    ["run", "started", "ended", "scheduler", "workers", "executions", "erred", "events", "warnings", "ledger", "pages"],
+    ["run", "started", "ended", "duration", "scheduler", "workers", "executions", "erred", "events", "warnings", "ledger", "pages"],
     found.runs.reverse().map((r) => {
       const pages = el("span");
       for (const page of ["status", "tasks", "story", "events", "logs"]) pages.append(link(page, r), " ");
+      // a running run's duration so far; one that did not close has none on file
+      const lasted = r.live ? Date.now() / 1000 - r.started : (r.ended ? r.ended - r.started : null);
       return [r.id, when(r.started), r.live ? "running" : (r.ended ? when(r.ended) : "did not close"),
-        r.address || "", r.workers, r.executions, r.erred, r.events, r.warnings, r.ledger || "", pages];
+        lasted == null ? "" : duration(lasted), r.address || "", r.workers, r.executions, r.erred,
+        r.events, r.warnings, r.ledger || "", pages];
     }));
+}
+
+function duration(seconds) {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 // ------------------------------------------------------------------ shell
