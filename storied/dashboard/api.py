@@ -95,7 +95,8 @@ async def run_of(request: web.Request) -> RunHistory:
     try:
         return await request.app[CATALOG].run(request.query.get("run"))
     except KeyError as exc:
-        raise web.HTTPNotFound(text=str(exc.args[0])) from None
+        body = {"error": exc.args[0], "parameter": "run", "accepted": "a run id of /api/v1/runs"}
+        raise web.HTTPNotFound(text=_dumps(body), content_type="application/json") from None
 
 
 async def runs(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ API (client, scheduler, ledger) says about the same record."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from functools import partial
@@ -136,7 +137,7 @@ def test_bad_parameters_are_told_not_crashed(workload: Workload) -> None:
     status, body = get(f"{workload.base}/api/v1/logs?level=LOUD")
     assert status == 400 and b"unknown log level" in body
     status, body = get(f"{workload.base}/api/v1/workers?run=3-1")
-    assert status == 404 and b"one run" in body
+    assert status == 404 and "one run" in json.loads(body)["error"]
     status, _ = get(f"{workload.base}/api/v1/nothing-here")
     assert status == 404
     assert workload.client.submit(lambda: 1).result() == 1  # the scheduler is fine
