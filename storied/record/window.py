@@ -46,7 +46,11 @@ def parse_time(
             raise BadTime(parameter, message) from None
         if moment.tzinfo is None and naive_zone is not None:
             moment = moment.replace(tzinfo=naive_zone)
-        return moment.timestamp()
+        try:
+            return moment.timestamp()
+        except (ValueError, OverflowError, OSError):  # local time has no offset that far out
+            message = f"{parameter}={text!r} is out of the range of times: use {ACCEPTED}"
+            raise BadTime(parameter, message) from None
     if not math.isfinite(seconds):
         raise BadTime(parameter, f"{parameter}={text!r} is not a finite time: use {ACCEPTED}")
     return seconds

@@ -50,6 +50,14 @@ def test_what_is_not_a_time_is_refused_naming_the_parameter(text: str) -> None:
     assert "ISO 8601" in refused.value.accepted
 
 
+def test_a_time_local_time_cannot_place_is_refused() -> None:
+    """The CLI reads a time without a zone in local time, which has no offset for year 1."""
+    assert parse_time("since", "0001-01-01", UTC) == -62135596800.0
+    with pytest.raises(BadTime) as refused:
+        parse_time("since", "0001-01-01")
+    assert refused.value.parameter == "since" and "out of the range" in str(refused.value)
+
+
 def test_a_window_ending_before_it_starts_is_refused() -> None:
     assert parse_window("10", "20") == (10.0, 20.0)
     assert parse_window("10", "10") == (10.0, 10.0)  # empty, but as asked
