@@ -42,7 +42,7 @@ class StealingExtension:
         pass
 
     def remove_worker(self, address: str) -> None:
-        pass
+        self.stealing.remove_worker(address)
 
     async def _balance_periodically(self) -> None:
         scheduler = self.scheduler

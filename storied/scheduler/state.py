@@ -243,6 +243,9 @@ class SchedulerState:
         #: workers whose processing shrank during the current stimulus: queued tasks may go there
         self._slots_opened: set[WorkerInfo] = set()
         self.on_transition = on_transition
+        #: called with each key that leaves ``processing`` (work stealing drops a steal whose
+        #: task left its victim: the victim's answer is then about an assignment that is over)
+        self.on_leaving_processing: Callable[[str], None] | None = None
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
         #: the workers that may be sent new tasks (status ``running``)
@@ -932,6 +935,8 @@ class SchedulerState:
             return recommendations  # nothing changed (e.g. still no worker): nothing to record
         worker = kwargs.get("worker") or worker or ts.processing_on
         self.record.transition(ts.key, start, ts.state, recommendations, stimulus_id, worker)
+        if start == "processing" and self.on_leaving_processing is not None:
+            self.on_leaving_processing(ts.key)
         if self.on_transition is not None:
             info = {k: v for k, v in kwargs.items() if v is not None and k != "type_name"}
             info.pop("data", None)

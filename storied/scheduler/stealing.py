@@ -77,6 +77,10 @@ class WorkStealing:
         self.latency = latency
         #: key -> the steal asked of its victim, not answered yet
         self.in_flight: dict[str, Steal] = {}
+        #: key -> a steal not answered yet whose task left its victim meanwhile (released,
+        #: finished, given back): the answer, about an assignment that is over, changes nothing
+        self.aborted: dict[str, Steal] = {}
+        state.on_leaving_processing = self._abort
         self._ids = itertools.count()
         #: steals confirmed so far (for the record and the dashboard)
         self.confirmed = 0
@@ -117,7 +121,6 @@ class WorkStealing:
         """Ask busy workers to give tasks they have not started to idle ones, where it pays."""
         outcome = StealOutcome()
         state = self.state
-        self._drop_stale()
         thieves = [ws for ws in state.running.values() if self._idle(ws)]
         if not thieves:
             return outcome
@@ -153,16 +156,17 @@ class WorkStealing:
         """``victim`` answered the steal request ``stimulus_id`` with the state ``key`` was in
         there; it gave the task back if that is one of ``GIVEN_BACK``."""
         outcome = StealOutcome()
-        steal = self.in_flight.get(key)
-        if steal is None or steal.stimulus_id != stimulus_id or steal.victim != victim:
-            return outcome  # an answer to a steal already settled (its victim was lost)
-        del self.in_flight[key]
+        steal = _answered(self.in_flight, key, victim, stimulus_id)
+        if steal is None:
+            aborted = _answered(self.aborted, key, victim, stimulus_id)
+            if aborted is not None:
+                # the task left the victim after the request (finished, released, given back,
+                # perhaps sent there again): whatever the answer, the steal is over
+                outcome.events.append(_event("steal-stale", aborted, worker_state=worker_state))
+            return outcome  # else a forged answer, or one to a steal of a victim since lost
         state = self.state
-        ts = state.tasks.get(key)
         event = _event("steal-confirm", steal, worker_state=worker_state)
-        if ts is None or ts.state != "processing" or ts.processing_on != victim:
-            event["action"] = "steal-stale"  # finished, released or lost meanwhile
-        elif worker_state in GIVEN_BACK and steal.thief in state.running:
+        if worker_state in GIVEN_BACK and steal.thief in state.running:
             outcome.effects = state.steal_task(key, victim, steal.thief, stimulus_id)
             self.confirmed += 1
         elif worker_state in GIVEN_BACK or worker_state in UNKNOWN:
@@ -176,13 +180,17 @@ class WorkStealing:
 
     # ------------------------------------------------------------------ choices
 
-    def _drop_stale(self) -> None:
-        """Forget requests whose task left its victim (done, released, or the victim died)."""
-        tasks = self.state.tasks
-        for key, steal in list(self.in_flight.items()):
-            ts = tasks.get(key)
-            if ts is None or ts.state != "processing" or ts.processing_on != steal.victim:
-                del self.in_flight[key]
+    def remove_worker(self, address: str) -> None:
+        """``address`` left: steals it was asked for will not be answered."""
+        for key in [key for key, steal in self.aborted.items() if steal.victim == address]:
+            del self.aborted[key]
+
+    def _abort(self, key: str) -> None:
+        """``key`` left ``processing`` (the state machine calls this): a steal of it that is
+        still asked is over, as in Dask, so its answer cannot move a later assignment."""
+        steal = self.in_flight.pop(key, None)
+        if steal is not None:
+            self.aborted[key] = steal
 
     def _idle(self, ws: WorkerInfo) -> bool:
         """A running worker with a thread that has, or soon has, nothing to run."""
@@ -244,6 +252,15 @@ def _may_run(ts: TaskState, ws: WorkerInfo) -> bool:
         return False
     restrictions = ts.restrictions
     return restrictions is None or ws.address in restrictions or ws.name in restrictions
+
+
+def _answered(steals: dict[str, Steal], key: str, victim: str, stimulus_id: str) -> Steal | None:
+    """The steal of ``steals`` that this answer is about, taken out; None if none is."""
+    steal = steals.get(key)
+    if steal is None or steal.stimulus_id != stimulus_id or steal.victim != victim:
+        return None
+    del steals[key]
+    return steal
 
 
 def _event(action: str, steal: Steal, **extra: Any) -> dict[str, Any]:
