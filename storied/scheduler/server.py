@@ -273,7 +273,7 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._log_handler.detach()
-        self.record.close()
+        await self.record.close_in_thread()
         self.status = "closed"
 
     async def finished(self) -> None:
