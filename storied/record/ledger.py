@@ -49,6 +49,7 @@ from storied.record.summary import (
     LET_GO,
     SUMMARY_MAX_TASKS,
     SUMMARY_SCHEMA,
+    SUMMARY_TABLES,
     RunTally,
     read_counts,
     read_keys_from,
@@ -688,7 +689,7 @@ class Ledger:
                 (cutoff, _PRUNE_CHUNK),
             ).rowcount
             more = more or deleted == _PRUNE_CHUNK
-        for table in ("run_tasks", "run_counts"):  # the summaries of runs that ended before
+        for table in SUMMARY_TABLES:  # the summaries of runs that ended before
             deleted = conn.execute(
                 f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
                 "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
