@@ -168,11 +168,13 @@ class WorkerInfo:
 
 
 class Effects:
-    """Messages a stimulus produced, by recipient; the server shell sends them."""
+    """Messages a stimulus produced, by recipient, and ``(topic, msg)`` events it put on the
+    record; the server shell sends the messages and logs the events."""
 
-    __slots__ = ("clients", "workers")
+    __slots__ = ("clients", "events", "workers")
 
     def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.workers: collections.defaultdict[str, list[dict[str, Any]]] = collections.defaultdict(
             list
         )
@@ -1129,9 +1131,11 @@ class SchedulerState:
         # counted along every path, shared inputs count more than once: never above all the
         # compute done so far, which is what rebuilding could cost at most
         ts.lineage = min(safeguard.lineage_seconds(ts, duration), self.compute_seconds)
-        request = safeguard.safeguard_request(ts, self.running, self.safeguard_lineage, stimulus_id)
-        if request is not None:
-            effects.workers[request[0]].append(request[1])
+        copy = safeguard.safeguard_request(ts, self.running, self.safeguard_lineage, stimulus_id)
+        if copy is not None:
+            effects.workers[copy.target].append(copy.msg)
+            effects.events.append((safeguard.SAFEGUARD_TOPIC, copy.event))
+            logger.debug("Safeguard copy of %s: %s -> %s", ts.key, worker, copy.target)
         recommendations: Recommendations = {}
         for dependent in ts.waiters:
             dependent.waiting_on.discard(ts)
