@@ -14,10 +14,10 @@ import pytest
 
 from storied.scheduler.state import Effects, SchedulerState
 from storied.scheduler.stealing import StealOutcome, WorkStealing
-from storied.worker.state import Execute, SendMessage, WorkerState
+from storied.worker.state import Execute, GatherDep, SendMessage, WorkerState
 from tests.scheduler.test_state import CLIENT, spec, submit
 
-W1, W2 = "tcp://w1", "tcp://w2"
+W1, W2, W3 = "tcp://w1", "tcp://w2", "tcp://w3"
 
 
 class Wire:
@@ -37,6 +37,8 @@ class Wire:
         )
         #: how many times each key was started, on any worker
         self.runs: collections.Counter[str] = collections.Counter()
+        #: fetches asked for and not done yet: (fetching worker, what it asked)
+        self.fetches: list[tuple[str, GatherDep]] = []
         self.events: list[dict[str, Any]] = []
 
     def add_worker(self, address: str) -> None:
@@ -83,6 +85,8 @@ class Wire:
                 self.to_scheduler[address].append({"op": "task-started", "key": instruction.key})
             elif isinstance(instruction, SendMessage):
                 self.to_scheduler[address].append(instruction.msg)
+            elif isinstance(instruction, GatherDep):
+                self.fetches.append((address, instruction))
 
     def deliver_to_scheduler(self, address: str) -> None:
         state, queue = self.state, self.to_scheduler[address]
@@ -93,6 +97,10 @@ class Wire:
                 state.task_started(address, key)
             elif op == "task-finished":
                 self.send(state.task_finished(address, key, msg["nbytes"], msg["type"], sid))
+            elif op == "add-keys":
+                self.send(state.add_replicas(address, msg["keys"], sid))
+            elif op == "release-worker-data":
+                self.send(state.remove_replicas(address, msg["keys"], sid))
             elif op == "missing-data":
                 self.send(state.missing_data(key, msg["errant_worker"], sid))
             elif op == "reschedule":
@@ -102,16 +110,25 @@ class Wire:
             else:
                 raise AssertionError(f"unexpected message to the scheduler: {msg}")
 
+    def fetch(self) -> None:
+        """Every fetch asked for succeeds."""
+        fetches, self.fetches = self.fetches, []
+        for address, gather in fetches:
+            worker = self.workers[address]
+            self.follow(address, worker.gather_success(gather.worker, gather.keys, "fetched"))
+
     def settle(self) -> None:
         """Deliver everything and run every task to its end."""
         while (
             any(self.to_worker.values())
             or any(self.to_scheduler.values())
+            or self.fetches
             or any(worker.executing for worker in self.workers.values())
         ):
             for address in list(self.workers):
                 self.deliver_to_worker(address)
                 self.deliver_to_scheduler(address)
+            self.fetch()
             for address, worker in self.workers.items():
                 for ts in list(worker.executing):
                     self.finish(address, ts.key)
@@ -162,9 +179,10 @@ def test_released_and_placed_on_the_victim_again_before_the_answer(wire):
 
 
 def test_the_victim_gave_it_back_itself_and_it_was_placed_there_again(recorder):
-    """w1 cannot fetch the input of its tasks and gives them back on its own (``reschedule``)
-    before the steal request reaches it; the scheduler places them on w1 again. w1's answer
-    ("unknown") is about the first assignment: it must not release the second."""
+    """w1 cannot fetch the input of its tasks from w2 and gives them back on its own
+    (``reschedule``) before it reads the steal requests; the scheduler, which knows of another
+    copy of the input, places them on w1 again at once. w1's answers ("unknown"), which come
+    next on its stream, are about the first assignment: they must not release the second."""
     wire = Wire(recorder)
     wire.add_worker(W1)
     wire.add_worker(W2)
@@ -179,28 +197,28 @@ def test_the_victim_gave_it_back_itself_and_it_was_placed_there_again(recorder):
     assert {ts.state for ts in wire.workers[W1].tasks.values()} == {"waiting", "flight"}
     wire.send(wire.stealing.balance())
     assert ("steal-request", "t-5") in wire.to_worker_ops(W1)
+    # meanwhile x got a second copy, on w3 (a replicate, say), which w1 was not told of
+    wire.add_worker(W3)
+    wire.send(wire.state.add_replicas(W3, ["x"], "replicate"))
     # the fetch fails: w1 gives every task back, then reads the steal requests
     wire.follow(W1, wire.workers[W1].gather_failure(W2, ["x"], "gather-failed"))
     wire.deliver_to_worker(W1)
     ops = [msg["op"] for msg in wire.to_scheduler[W1]]
     assert ops.index("reschedule") < ops.index("steal-response")
-    # the scheduler hears the reschedules (x is computed again, the tasks go back to w1)
-    # before the answers
-    answers = [m for m in wire.to_scheduler[W1] if m["op"] == "steal-response"]
-    wire.to_scheduler[W1] = collections.deque(
-        m for m in wire.to_scheduler[W1] if m["op"] != "steal-response"
-    )
     wire.deliver_to_scheduler(W1)
-    wire.deliver_to_worker(W2)
-    wire.finish(W2, "x")
-    wire.deliver_to_scheduler(W2)
     assert wire.state.tasks["t-5"].processing_on == W1
-    wire.to_worker[W1].clear()  # the compute-tasks of the second assignment (delivered below)
-    wire.to_scheduler[W1].extend(answers)
-    wire.deliver_to_scheduler(W1)
-    assert not [m for m in wire.to_worker[W1] if "t-5" in (m.get("key"), *m.get("keys", ()))]
-    assert wire.state.tasks["t-5"].processing_on == W1
+    # t-5 was released there (the reschedule) and sent to w1 once more, with x on w3; the
+    # answer added nothing
+    sent = [m for m in wire.to_worker[W1] if "t-5" in (m.get("key"), *m.get("keys", ()))]
+    assert [(m["op"], m["stimulus_id"]) for m in sent] == [
+        ("free-keys", "gather-failed"),
+        ("compute-task", "gather-failed"),
+    ]
+    assert sent[-1]["who_has"] == {"x": [W3]}
     assert [e["action"] for e in wire.events if e["key"] == "t-5"][-1] == "steal-stale"
+    wire.fetches.clear()  # the failed fetch
+    wire.settle()
+    assert wire.runs["t-5"] == 1
 
 
 def test_steals_asked_of_a_victim_that_died_are_forgotten(wire):
