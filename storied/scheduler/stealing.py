@@ -4,8 +4,11 @@ Pure, like ``SchedulerState``: ``balance`` reads the state and returns the steal
 send; ``steal_response`` takes a victim's answer and returns what follows. A steal is two-way:
 the victim is asked to give the task back, and does so only if it has not started it (the
 worker decides, so a running task is never taken from under it); only then does the thief get
-it. Every request and its outcome is an event under ``STEALING_TOPIC``, and a confirmed steal is
-a ``processing -> processing`` transition in the task's story, both with the steal's stimulus id.
+it. A steal whose task leaves ``processing`` before the answer comes (finished, released, given
+back by the victim, even if then sent to the victim again) is over, as in Dask: the answer is
+about an assignment that ended, and changes nothing. Every request and its outcome is an event
+under ``STEALING_TOPIC``, and a confirmed steal is a ``processing -> processing`` transition in
+the task's story, both with the steal's stimulus id.
 
 Whether a move pays is Dask's rule: the thief's expected finish (its load, the transfer of
 inputs it lacks, the compute) must come before the victim would be half-way through the task.
