@@ -15,6 +15,8 @@ def wait_for_release() -> bool:
 
 
 def test_close_waits_for_a_running_task_off_the_loop() -> None:
+    earlier = set(threading.enumerate())  # other tests' clusters may have left task threads
+
     async def main() -> tuple[float, list[threading.Thread]]:
         async with (
             LocalCluster(
@@ -29,7 +31,11 @@ def test_close_waits_for_a_running_task_off_the_loop() -> None:
             while not await started.is_set():
                 assert loop.time() < deadline, "the task never started"
                 await asyncio.sleep(0.01)
-            threads = [t for t in threading.enumerate() if t.name.startswith("storied-task-")]
+            threads = [
+                t
+                for t in threading.enumerate()
+                if t.name.startswith("storied-task-") and t not in earlier
+            ]
             [worker] = cluster.workers.values()
             began = loop.time()
             closing = asyncio.ensure_future(worker.close(task_wait=10))  # type: ignore[union-attr]
