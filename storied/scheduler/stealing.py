@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storied.resources import suffices
@@ -54,14 +54,6 @@ class Steal:
     #: expected seconds the task adds to the thief's threads, and removes from the victim's
     thief_cost: float
     victim_cost: float
-
-
-@dataclass(slots=True)
-class StealOutcome:
-    """What a stealing stimulus produced: messages (``effects``) and events for the record."""
-
-    effects: Effects = field(default_factory=Effects)
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class WorkStealing:
@@ -120,13 +112,13 @@ class WorkStealing:
 
     # ------------------------------------------------------------------ stimuli
 
-    def balance(self) -> StealOutcome:
+    def balance(self) -> Effects:
         """Ask busy workers to give tasks they have not started to idle ones, where it pays."""
-        outcome = StealOutcome()
+        effects = Effects()
         state = self.state
         thieves = [ws for ws in state.running.values() if self._idle(ws)]
         if not thieves:
-            return outcome
+            return effects
         loads = {ws.address: self.load(ws) for ws in state.workers.values()}
         victims = sorted(
             (ws for ws in state.workers.values() if ws not in thieves and self._backlogged(ws)),
@@ -138,7 +130,7 @@ class WorkStealing:
             for ts in self._stealable(victim):
                 candidates = [ws for ws in thieves if budget[ws.address] > 0]
                 if not candidates:
-                    return outcome
+                    return effects
                 steal = self._plan(ts, victim, candidates, loads)
                 if steal is None:
                     continue
@@ -147,39 +139,39 @@ class WorkStealing:
                 thief = state.workers[steal.thief]
                 loads[steal.thief] += steal.thief_cost / thief.nthreads
                 loads[victim.address] -= steal.victim_cost / victim.nthreads
-                outcome.effects.workers[victim.address].append(
+                effects.workers[victim.address].append(
                     {"op": "steal-request", "key": ts.key, "stimulus_id": steal.stimulus_id}
                 )
-                outcome.events.append(_event("steal-request", steal))
-        return outcome
+                effects.events.append(_event("steal-request", steal))
+        return effects
 
     def steal_response(
         self, victim: str, key: str, worker_state: str | None, stimulus_id: str
-    ) -> StealOutcome:
+    ) -> Effects:
         """``victim`` answered the steal request ``stimulus_id`` with the state ``key`` was in
         there; it gave the task back if that is one of ``GIVEN_BACK``."""
-        outcome = StealOutcome()
+        effects = Effects()
         steal = _answered(self.in_flight, key, victim, stimulus_id)
         if steal is None:
             aborted = _answered(self.aborted, key, victim, stimulus_id)
             if aborted is not None:
                 # the task left the victim after the request (finished, released, given back,
                 # perhaps sent there again): whatever the answer, the steal is over
-                outcome.events.append(_event("steal-stale", aborted, worker_state=worker_state))
-            return outcome  # else a forged answer, or one to a steal of a victim since lost
+                effects.events.append(_event("steal-stale", aborted, worker_state=worker_state))
+            return effects  # else a forged answer, or one to a steal of a victim since lost
         state = self.state
-        event = _event("steal-confirm", steal, worker_state=worker_state)
         if worker_state in GIVEN_BACK and steal.thief in state.running:
-            outcome.effects = state.steal_task(key, victim, steal.thief, stimulus_id)
+            action = "steal-confirm"
+            effects = state.steal_task(key, victim, steal.thief, stimulus_id)
             self.confirmed += 1
         elif worker_state in GIVEN_BACK or worker_state in UNKNOWN:
             # given back, but the thief left or paused meanwhile: place it again
-            event["action"] = "steal-reschedule"
-            outcome.effects = state.reschedule(key, victim, stimulus_id)
+            action = "steal-reschedule"
+            effects = state.reschedule(key, victim, stimulus_id)
         else:
-            event["action"] = "steal-declined"  # it had started: the victim keeps it
-        outcome.events.append(event)
-        return outcome
+            action = "steal-declined"  # it had started: the victim keeps it
+        effects.events.append(_event(action, steal, worker_state=worker_state))
+        return effects
 
     # ------------------------------------------------------------------ choices
 
@@ -266,8 +258,9 @@ def _answered(steals: dict[str, Steal], key: str, victim: str, stimulus_id: str)
     return steal
 
 
-def _event(action: str, steal: Steal, **extra: Any) -> dict[str, Any]:
-    return {
+def _event(action: str, steal: Steal, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """An event for the record, under ``STEALING_TOPIC``."""
+    return STEALING_TOPIC, {
         "action": action,
         "key": steal.key,
         "victim": steal.victim,

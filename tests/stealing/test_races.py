@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from storied.scheduler.state import Effects, SchedulerState
-from storied.scheduler.stealing import StealOutcome, WorkStealing
+from storied.scheduler.stealing import WorkStealing
 from storied.worker.state import Execute, GatherDep, SendMessage, WorkerState
 from tests.scheduler.test_state import CLIENT, spec, submit
 
@@ -45,10 +45,8 @@ class Wire:
         self.workers[address] = WorkerState(1, self.recorder)
         self.send(self.state.add_worker(address, address[-2:], 1, f"add-{address}"))
 
-    def send(self, effects: Effects | StealOutcome) -> None:
-        if isinstance(effects, StealOutcome):
-            self.events.extend(effects.events)
-            effects = effects.effects
+    def send(self, effects: Effects) -> None:
+        self.events.extend(msg for _, msg in effects.events)
         for address, msgs in effects.workers.items():
             self.to_worker[address].extend(msgs)
 
