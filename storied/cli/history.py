@@ -13,7 +13,7 @@ import json
 import logging
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -32,6 +32,7 @@ from storied.record.transitions import TransitionRecord
 from storied.record.window import BadTime, parse_window, within
 from storied.record.workers import transfers, with_names, worker_names, worker_removals
 from storied.scheduler.state import STATES
+from storied.scheduler.telemetry import TELEMETRY_TOPICS
 
 FOLLOW_POLL_INTERVAL = 0.5
 _TRANSITION_FIELDS = [field.name for field in dataclasses.fields(TransitionRecord)]
@@ -63,9 +64,14 @@ class LiveHistory:
         limit: int | None = None,
         *,
         after_seq: int | None = None,
+        leave_out: Collection[str] = (),
     ) -> list[EventRecord]:
         found = self.client.get_events(topic, detail=True)
-        entries = found if topic is not None else [e for es in found.values() for e in es]
+        entries = (
+            found
+            if topic is not None
+            else [e for name, es in found.items() if name not in leave_out for e in es]
+        )
         records = sorted((EventRecord(**entry) for entry in entries), key=lambda r: r.seq)
         records = [
             r
@@ -365,6 +371,13 @@ def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple
 @click.option("--limit", type=click.IntRange(min=0), help="Only the newest N events.")
 @json_option
 @click.option("--follow", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option(
+    "--all",
+    "every_topic",
+    is_flag=True,
+    help=f"Without TOPIC, list the telemetry topics too ({', '.join(TELEMETRY_TOPICS)}: a "
+    "sample per worker per heartbeat), which are left out otherwise.",
+)
 def events(
     topic: str | None,
     ledger_path: str | None,
@@ -376,9 +389,11 @@ def events(
     limit: int | None,
     as_json: bool,
     follow: bool,
+    every_topic: bool,
 ) -> None:
-    """Show structured events, of one TOPIC or of all."""
+    """Show structured events, of one TOPIC or of all but the telemetry (see --all)."""
     start, end = _parse_window(since, until)
+    leave_out = () if topic is not None or every_topic else TELEMETRY_TOPICS
 
     def show(pairs: list[tuple[int | str, EventRecord]]) -> None:
         _print_records(
@@ -390,7 +405,11 @@ def events(
         )
 
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        found = _per_run(history, run, lambda **kw: history.events(topic, start, end, limit, **kw))
+        found = _per_run(
+            history,
+            run,
+            lambda **kw: history.events(topic, start, end, limit, leave_out=leave_out, **kw),
+        )
         order = _event_time_order if _in_time_order(history) else _event_seq_order
         found.sort(key=order)
         # seqs are per file: follow each run of a directory from its own last seq (a run that
@@ -409,7 +428,12 @@ def events(
                     history,
                     run,
                     lambda **kw: history.events(
-                        topic, start, end, after_seq=last_seq.get(kw.get("run_id"), newest), **kw
+                        topic,
+                        start,
+                        end,
+                        after_seq=last_seq.get(kw.get("run_id"), newest),
+                        leave_out=leave_out,
+                        **kw,
                     ),
                 )
                 for pair in sorted(new, key=order):

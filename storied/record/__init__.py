@@ -7,6 +7,7 @@ side, which answers from memory and, when a ``Ledger`` is attached, from disk to
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 import os
@@ -578,8 +579,20 @@ class Record:
 
     def close(self) -> None:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
+        self._stop_writing()
+        if self._ledger is not None:
+            self._ledger.close()
+
+    async def close_in_thread(self) -> None:
+        """``close`` for the event loop that records: the ledger's last writes (the run's
+        summary among them, seconds at a million tasks) finish in a thread while the loop goes
+        on; the ledger is complete and closed when this returns."""
+        self._stop_writing()
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.close)
+
+    def _stop_writing(self) -> None:
+        """Nothing more goes to the ledger (on the recording thread: it reads these)."""
         self._log_capture.on_record = None
         self._put_transitions = None
         self._put_event = self._put_execution = self._put_log = self._put_failure = None
-        if self._ledger is not None:
-            self._ledger.close()

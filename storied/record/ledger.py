@@ -29,7 +29,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -49,6 +49,7 @@ from storied.record.summary import (
     LET_GO,
     SUMMARY_MAX_TASKS,
     SUMMARY_SCHEMA,
+    SUMMARY_TABLES,
     RunTally,
     read_counts,
     read_keys_from,
@@ -688,7 +689,7 @@ class Ledger:
                 (cutoff, _PRUNE_CHUNK),
             ).rowcount
             more = more or deleted == _PRUNE_CHUNK
-        for table in ("run_tasks", "run_counts"):  # the summaries of runs that ended before
+        for table in SUMMARY_TABLES:  # the summaries of runs that ended before
             deleted = conn.execute(
                 f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
                 "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
@@ -881,11 +882,15 @@ class Ledger:
         run_id: int | None = None,
         max_seq: int | None = None,
         after_seq: int | None = None,
+        leave_out: Collection[str] = (),
     ) -> list[EventRecord]:
-        """Events oldest first; ``after_seq`` serves followers polling for new rows."""
+        """Events oldest first; ``after_seq`` serves followers polling for new rows;
+        ``leave_out``: topics not wanted (``limit`` counts only the others)."""
         filters = _block_filters(run_id, max_seq, after_seq)
         if topic is not None:
             filters.add("topic = ?", topic)
+        if leave_out:
+            filters.add(f"topic NOT IN ({_placeholders(leave_out)})", *leave_out)
         _add_time_filters(filters, since, until)
 
         def wanted(rec: EventRecord) -> bool:

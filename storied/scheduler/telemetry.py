@@ -25,6 +25,9 @@ logger = logging.getLogger("storied.scheduler")
 
 #: the event topic of the samples
 METRICS_TOPIC = "worker-metrics"
+#: topics of periodic samples: ``storied events`` without a topic leaves them out (they
+#: would drown the rest) unless asked for ``--all``
+TELEMETRY_TOPICS = (METRICS_TOPIC,)
 #: how many departed workers' histories stay in memory
 _DEPARTED_KEPT = 100
 

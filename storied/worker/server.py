@@ -285,16 +285,25 @@ class _Executor:
         for outcome in outcomes:
             self._worker._task_done(*outcome)
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the threads, giving running tasks ``timeout`` seconds to finish. The wait
+        happens in a thread, so the loop goes on meanwhile (a task may need it to end: a
+        worker client, a lock, a ``rejoin``); threads still running user code after that are
+        left behind, daemons that end with the process."""
         with self._lock:
             self._closed = True
             threads = list(self._threads)
         self.release_rejoining()
         for _ in range(self._nthreads):
             self._queue.put(None)
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        await asyncio.to_thread(_join_all, threads, timeout)
+
+
+def _join_all(threads: list[threading.Thread], timeout: float) -> None:
+    """Wait for ``threads`` to end, ``timeout`` seconds at most in all."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class Worker:
@@ -534,7 +543,7 @@ class Worker:
         await self.stream.close()
         await self._listener.close()
         await self.pool.close()
-        self.executor.shutdown(task_wait)
+        await self.executor.shutdown(task_wait)
         self.memory.close()
         await self.coordination.close()
         current = asyncio.current_task()
