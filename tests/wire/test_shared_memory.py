@@ -1,0 +1,215 @@
+"""Same host, no copy: large results handed between worker processes (and to the client)
+through /dev/shm, copy-on-write, freed on release and after a crash, TCP as the fallback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from engine.helpers import poll
+
+from storied import Client, LocalCluster, config
+from storied.shm import segments
+
+pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm here")
+
+MB = 10**6
+
+
+def make_array(n: int) -> np.ndarray:
+    return np.arange(n, dtype="u1")
+
+
+def checksum(array: np.ndarray) -> int:
+    return int(array.sum(dtype="u8"))
+
+
+def scribble_then_checksum(array: np.ndarray) -> int:
+    """A task that modifies its input in place (allowed in Dask: it got its own copy)."""
+    array[:] = 0
+    return checksum(array)
+
+
+def transfer_counters(dask_worker: Any) -> dict[str, int]:
+    counters = dask_worker.transfers
+    return {
+        "shared_incoming_bytes": counters.shared_incoming_bytes,
+        "shared_outgoing_bytes": counters.shared_outgoing_bytes,
+    }
+
+
+def segments_of(pid: int) -> list[str]:
+    return [n for n in os.listdir(segments.DIRECTORY) if n.startswith(f"{segments.PREFIX}{pid}-")]
+
+
+def transfer_events(client: Client, key: str) -> list[dict[str, Any]]:
+    return [msg for _, msg in client.get_events("transfer") if key in msg.get("keys", ())]
+
+
+@pytest.fixture(scope="module")
+def shm_cluster() -> Iterator[LocalCluster]:
+    with (
+        config.set({"worker.shared-memory": True}),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
+    ):
+        yield cluster
+
+
+@pytest.fixture
+def shm_client(shm_cluster: LocalCluster) -> Iterator[Client]:
+    with Client(shm_cluster) as client:
+        yield client
+
+
+def _workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
+    info = client.scheduler_info()["workers"]
+    first, second = sorted(info)[:2]
+    return (first, info[first]["pid"]), (second, info[second]["pid"])
+
+
+def test_an_array_moves_worker_to_worker_through_shared_memory(shm_client):
+    (first, first_pid), (second, _) = _workers(shm_client)
+    before = shm_client.run(transfer_counters)
+    made = shm_client.submit(make_array, 20 * MB, workers=[first], pure=False)
+    made.result(timeout=30)  # only wait: the client's gather comes later
+    assert segments_of(first_pid), "the result was put in a segment when its task finished"
+
+    moved = shm_client.submit(checksum, made, workers=[second], pure=False)
+
+    assert moved.result(timeout=30) == checksum(make_array(20 * MB))
+    [event] = poll(lambda: transfer_events(shm_client, made.key), what="transfer event")
+    assert event["path"] == "shm" and event["from"] == first
+    assert event["nbytes"] >= 20 * MB
+    after = shm_client.run(transfer_counters)
+    assert after[second]["shared_incoming_bytes"] - before[second]["shared_incoming_bytes"] >= (
+        20 * MB
+    )
+    assert after[first]["shared_outgoing_bytes"] - before[first]["shared_outgoing_bytes"] >= (
+        20 * MB
+    )
+
+
+def test_a_dependent_that_modifies_its_input_gets_its_own_copy(shm_client):
+    (first, _), (second, _) = _workers(shm_client)
+    made = shm_client.submit(make_array, 5 * MB, workers=[first], pure=False)
+    expected = checksum(make_array(5 * MB))
+
+    scribbled = shm_client.submit(scribble_then_checksum, made, workers=[second], pure=False)
+
+    assert scribbled.result(timeout=30) == 0
+    assert shm_client.submit(checksum, made, workers=[first], pure=False).result() == expected
+    gathered = made.result(timeout=30)
+    assert checksum(gathered) == expected
+    gathered[:] = 1  # the client's copy is writable and its own, too
+    again = shm_client.submit(checksum, made, workers=[first], pure=False)
+    assert again.result(timeout=30) == expected
+
+
+def test_a_gather_to_the_client_maps_the_result(shm_client):
+    (first, _), _ = _workers(shm_client)
+    made = shm_client.submit(make_array, 10 * MB, workers=[first], pure=False)
+    made.result(timeout=30)
+    before = shm_client.run(transfer_counters, workers=[first])[first]
+
+    value = made.result(timeout=30)
+
+    assert value.flags.writeable and checksum(value) == checksum(make_array(10 * MB))
+    after = shm_client.run(transfer_counters, workers=[first])[first]
+    assert after["shared_outgoing_bytes"] - before["shared_outgoing_bytes"] >= 10 * MB
+
+
+def test_released_keys_free_their_segments(shm_client):
+    (first, first_pid), _ = _workers(shm_client)
+    before = set(segments_of(first_pid))
+    made = shm_client.submit(make_array, 3 * MB, workers=[first], pure=False)
+    made.result(timeout=30)
+    assert set(segments_of(first_pid)) - before
+
+    del made
+
+    poll(lambda: set(segments_of(first_pid)) <= before, timeout=10, what="segments unlinked")
+
+
+def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):
+    (first, first_pid), (second, _) = _workers(shm_client)
+    before = set(segments_of(first_pid))
+    made = shm_client.submit(make_array, 4 * MB, workers=[first], pure=False)
+    shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
+    segments.unlink(sorted(set(segments_of(first_pid)) - before))  # as if released meanwhile
+
+    moved = shm_client.submit(checksum, made, workers=[second], pure=False)
+
+    assert moved.result(timeout=30) == checksum(make_array(4 * MB))
+    [event] = poll(lambda: transfer_events(shm_client, made.key), what="transfer event")
+    assert event["path"] == "tcp" and event["fallback"] == [made.key]
+
+
+def test_a_worker_killed_by_sigkill_leaves_no_segments(shm_client):
+    (first, first_pid), _ = _workers(shm_client)
+    made = shm_client.submit(make_array, 2 * MB, workers=[first], pure=False)
+    shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
+    assert segments_of(first_pid)
+
+    os.kill(first_pid, signal.SIGKILL)
+
+    poll(lambda: not segments_of(first_pid), timeout=15, what="the nanny removed the segments")
+    poll(lambda: len(shm_client.scheduler_info()["workers"]) == 2, timeout=30, what="restarted")
+
+
+def test_a_starting_worker_removes_segments_of_dead_processes(shm_cluster):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pid = int(dead.stdout)
+    orphan = f"{segments.PREFIX}{pid}-0-orphan"
+    segments.write_segment(orphan, memoryview(b"left behind"))
+    assert segments_of(pid)
+
+    shm_cluster.scale(3)
+    with Client(shm_cluster) as client:
+        client.wait_for_workers(3, timeout=30)
+        assert not segments_of(pid)
+        shm_cluster.scale(2)
+        poll(lambda: len(client.scheduler_info()["workers"]) == 2, timeout=30, what="scaled down")
+
+
+def test_switched_off_by_config_results_move_over_tcp():
+    with (
+        config.set({"worker.shared-memory": False}),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        (first, first_pid), (second, _) = _workers(client)
+        made = client.submit(make_array, 2 * MB, workers=[first], pure=False)
+        moved = client.submit(checksum, made, workers=[second], pure=False)
+
+        assert moved.result(timeout=30) == checksum(make_array(2 * MB))
+        assert not segments_of(first_pid)
+        [event] = poll(lambda: transfer_events(client, made.key), what="transfer event")
+        assert event["path"] == "tcp" and "fallback" not in event
+
+
+def test_a_segment_maps_copy_on_write(tmp_path):
+    name = segments.segment_name("some-key")
+    segments.write_segment(name, memoryview(b"abc" * 1000))
+    try:
+        mine, theirs = segments.map_segment(name, 3000), segments.map_segment(name, 3000)
+        mine[:3] = b"xyz"
+        assert theirs[:3] == b"abc" and mine[:3] == b"xyz"
+        with pytest.raises(ValueError, match="not 10 bytes"):
+            segments.map_segment(name, 10)
+        with pytest.raises(ValueError, match="not a storied shared-memory segment"):
+            segments.map_segment("../etc/passwd", 10)
+    finally:
+        segments.unlink([name])
+    with pytest.raises(FileNotFoundError):
+        segments.map_segment(name, 3000)
