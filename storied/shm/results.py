@@ -48,6 +48,7 @@ class SharedResults:
         self.peers_on_host = peers_on_host
         self._held: dict[str, tuple[Pickled, list[Segment]]] = {}
         self._lock = threading.Lock()
+        self._warned = False
 
     @property
     def keys(self) -> list[str]:
@@ -92,7 +93,14 @@ class SharedResults:
             rebuilt = pickle_loads(shared)
         except Exception as exc:  # no room in /dev/shm, say: keep the result as it is
             segments.unlink([name for _, name, _ in written])
-            logger.warning("Result %s stays out of shared memory: %r", key, exc)
+            # once at WARNING: a full /dev/shm (64 MiB in a container, say) would repeat it
+            logger.log(
+                logging.INFO if self._warned else logging.WARNING,
+                "Result %s stays out of shared memory: %r",
+                key,
+                exc,
+            )
+            self._warned = True
             return None
         with self._lock:
             previous = self._held.pop(key, None)
