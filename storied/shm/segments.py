@@ -104,12 +104,16 @@ def remove_segments_of(pid: int) -> int:
     """Unlink the segments process ``pid`` made (it has died); how many there were."""
     names = [name for name in _segments() if _pid_of(name) == pid]
     unlink(names)
-    if names:
-        logger.info("Removed %d shared-memory segments of dead process %d", len(names), pid)
     return len(names)
 
 
 def remove_orphans() -> int:
-    """Unlink the segments of processes that no longer exist; how many there were."""
+    """Unlink the segments of processes that no longer exist (a worker starting does this);
+    how many there were."""
     dead = {pid for name in _segments() if (pid := _pid_of(name)) and not psutil.pid_exists(pid)}
-    return sum(remove_segments_of(pid) for pid in dead)
+    removed = sum(remove_segments_of(pid) for pid in dead)
+    if removed:
+        logger.info(
+            "Removed %d shared-memory segments left by dead processes %s", removed, sorted(dead)
+        )
+    return removed
