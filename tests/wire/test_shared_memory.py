@@ -278,3 +278,16 @@ def test_changing_an_input_in_place_behaves_as_on_dask(shm_client):
     ours = _scribble_elsewhere(shm_client)
     assert ours == theirs
     assert ours == (0, checksum(make_array(4 * MB)))
+
+
+def test_a_closed_cluster_leaves_no_segments():
+    with (
+        config.set({"worker.shared-memory": True}),
+        LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        [(_, info)] = client.scheduler_info()["workers"].items()
+        held = client.submit(make_array, 2 * MB, pure=False)
+        held.result(timeout=30)
+        assert segments_of(info["pid"])
+    assert not segments_of(info["pid"])
