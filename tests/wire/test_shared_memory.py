@@ -291,3 +291,30 @@ def test_a_closed_cluster_leaves_no_segments():
         held.result(timeout=30)
         assert segments_of(info["pid"])
     assert not segments_of(info["pid"])
+
+
+def test_a_spilled_result_frees_its_segments_and_comes_back_whole():
+    settings = {
+        "worker.shared-memory": True,
+        "worker.memory.spill": False,
+        "worker.memory.pause": False,
+        "worker.memory.terminate": False,
+    }
+    with (
+        config.set(settings),
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", memory_limit="50MB"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        [(_, info)] = client.scheduler_info()["workers"].items()
+        first = client.submit(make_array, 20 * MB, pure=False)
+        first.result(timeout=30)
+        [segment] = segments_of(info["pid"])
+
+        # past the target (60% of 50 MB), the least recently used result goes to disk
+        later = client.map(make_array, [20 * MB, 20 * MB], pure=False)
+        client.gather(client.map(checksum, later))
+
+        poll(lambda: segment not in segments_of(info["pid"]), what="the spilled segment unlinked")
+        assert client.submit(checksum, first).result(timeout=30) == checksum(make_array(20 * MB))
