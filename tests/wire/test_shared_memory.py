@@ -318,3 +318,30 @@ def test_a_spilled_result_frees_its_segments_and_comes_back_whole():
 
         poll(lambda: segment not in segments_of(info["pid"]), what="the spilled segment unlinked")
         assert client.submit(checksum, first).result(timeout=30) == checksum(make_array(20 * MB))
+
+
+def _array_pipeline(client: Any) -> tuple[float, float, list[float]]:
+    """Dask's futures example (submit, pass futures on, gather) with large arrays, each step
+    on the other worker, so every input moves between processes."""
+    first, second = sorted(client.scheduler_info()["workers"])[:2]
+    x = client.submit(np.linspace, 0, 1, 5_000_000, workers=[first])
+    y = client.submit(np.multiply, x, 2, workers=[second])
+    z = client.submit(np.add, x, y, workers=[first])
+    total = client.submit(np.sum, z, workers=[second])
+    gathered = client.gather([x, z])
+    return float(total.result(timeout=30)), float(gathered[1][-1]), list(gathered[0][:3])
+
+
+def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_client):
+    ours = _array_pipeline(shm_client)
+    assert ours == _array_pipeline(dask_client)
+
+    def moved_through_shm() -> set[str]:
+        return {
+            key.split("-")[0]
+            for _, msg in shm_client.get_events("transfer")
+            if msg["path"] == "shm"
+            for key in msg["keys"]
+        }
+
+    poll(lambda: {"linspace", "multiply"} <= moved_through_shm(), what="inputs moved by shm")
