@@ -33,7 +33,10 @@ def configured() -> tuple[bool, int]:
     enabled = config.get("worker.shared-memory")
     if not isinstance(enabled, bool):
         raise ValueError(f"config worker.shared-memory must be true or false, not {enabled!r}")
-    threshold = config.parse_bytes(config.get("worker.shared-memory-threshold"))
+    try:
+        threshold = config.parse_bytes(config.get("worker.shared-memory-threshold"))
+    except ValueError as exc:
+        raise ValueError(f"config worker.shared-memory-threshold: {exc}") from None
     return enabled, threshold
 
 

@@ -344,12 +344,12 @@ class Worker:
             )
             or 1.0
         )
-        self.memory = MemoryManager(self, memory_limit, local_directory)
-        #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
-        self.data: MutableMapping[str, Any] = self.memory.data
         #: large results held in shared memory for processes of this host; with a scheduler
         #: on loopback every peer is on this host
         self.shared = SharedResults(peers_on_host=is_loopback(parse_address(scheduler_address)[1]))
+        self.memory = MemoryManager(self, memory_limit, local_directory)
+        #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
+        self.data: MutableMapping[str, Any] = self.memory.data
         self.memory.on_spill(lambda key, value: self.shared.release([key]))
         #: bytes of task data fetched from peers and served to peers and clients
         self.transfers = TransferCounters()

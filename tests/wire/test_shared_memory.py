@@ -345,3 +345,17 @@ def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_
         }
 
     poll(lambda: {"linspace", "multiply"} <= moved_through_shm(), what="inputs moved by shm")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"worker.shared-memory": "yes"}, "worker.shared-memory must be true or false"),
+        ({"worker.shared-memory-threshold": "lots"}, "worker.shared-memory-threshold: cannot"),
+    ],
+)
+def test_a_bad_setting_is_refused_when_the_worker_is_made(settings, message):
+    from storied.worker.server import Worker
+
+    with config.set(settings), pytest.raises(ValueError, match=message):
+        Worker("tcp://127.0.0.1:1")
