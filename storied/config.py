@@ -90,6 +90,10 @@ DEFAULTS: dict[str, Any] = {
         "telemetry": True,
         "resources": None,
         "local-directory": None,
+        # hand large results to processes of this host through /dev/shm (docs/wire.md)
+        "shared-memory": False,
+        # ... each out-of-band buffer of at least this size
+        "shared-memory-threshold": "1MiB",
         "memory": {
             "target": 0.6,
             "spill": 0.7,
