@@ -115,6 +115,11 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Workload:
     ledger = tmp_path_factory.mktemp("offline") / "history.db"
     with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
         done = run_workload(cluster, client, ledger)
+        poll(  # each worker's memory is on file (a sample a heartbeat, every second)
+            lambda: len({e["worker"] for _, e in client.get_events("worker-metrics")}) == 2,
+            timeout=15,
+            what="a resource sample of each worker",
+        )
     with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
         assert client.submit(inc, 100).result() == 101
     return done

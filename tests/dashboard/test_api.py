@@ -156,7 +156,14 @@ def test_offline_api_answers_from_the_ledger(finished: Workload, offline: str) -
     run = f"run={first['id']}"
     workers = get_json(f"{offline}/api/v1/workers?{run}")
     assert len(workers) == 2 and all(w["status"] == "left" and w["nthreads"] == 1 for w in workers)
-    assert all(w["memory"] is None and w["cpu"] is None for w in workers)  # no load offline
+    last = {}  # each worker's last heartbeat sample on file, as `storied top` reads them
+    for sample in ledger.events("worker-metrics", run_id=first["run_id"]):
+        last[sample.msg["worker"]] = sample.msg
+    assert {w["address"] for w in workers} == last.keys()
+    for w in workers:  # no load offline, but the last memory and CPU each worker sent
+        assert w["processing"] == w["in_memory"] == 0
+        assert (w["memory"], w["cpu"]) == (last[w["address"]]["memory"], last[w["address"]]["cpu"])
+        assert w["memory"] > 10 * 2**20
     assert sum(w["executions"] for w in workers) == len(ran)
     stream = get_json(f"{offline}/api/v1/task-stream?{run}")
     assert sorted(e["key"] for e in stream) == sorted(

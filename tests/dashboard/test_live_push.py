@@ -1,0 +1,169 @@
+"""The logs page's live tail and the tasks page's push, over real HTTP against real clusters,
+checked against what the Python API reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from queue import Empty, Queue
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from storied import Client, LocalCluster
+from storied.dashboard import api
+from tests.dashboard.conftest import Workload, get, get_json, root
+from tests.engine.helpers import inc, poll
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def log_on_worker(logger_name: str, level: int, message: str, dask_worker: Any) -> str:
+    logging.getLogger(logger_name).log(level, message)
+    return dask_worker.address
+
+
+def ships_logs(dask_worker: Any) -> bool:
+    """Whether the worker ships its log records as it captures them (to the scheduler)."""
+    return dask_worker.record.log_handler().on_record is not None
+
+
+class Stream:
+    """A server-sent events stream read on a thread of its own: ``(event, data)`` pairs."""
+
+    def __init__(self, url: str) -> None:
+        self.response = urllib.request.urlopen(url, timeout=30)
+        assert self.response.headers["Content-Type"].startswith("text/event-stream")
+        self.messages: Queue[tuple[str, Any]] = Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        event = "message"
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    self.messages.put((event, json.loads(line.removeprefix("data: "))))
+                    event = "message"
+        except (OSError, ValueError, AttributeError):  # closed by the test (on its thread)
+            return
+
+    def until(self, done: Any, timeout: float = 15.0) -> list[Any]:
+        """Every data until ``done(data)`` holds for one (included); fails after ``timeout``."""
+        seen: list[Any] = []
+        while True:
+            try:
+                _, data = self.messages.get(timeout=timeout)
+            except Empty:
+                pytest.fail(f"no such message within {timeout}s; seen: {seen}")
+            seen.append(data)
+            if done(data):
+                return seen
+
+    def close(self) -> None:
+        self.response.close()
+
+
+@pytest.fixture()
+def cluster_without_ledger(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Client, str]]:
+    """Two worker processes and a scheduler with no ledger: workers ship no logs by default.
+    A push that has nothing to say writes a comment every 0.3 s (10 s outside tests)."""
+    monkeypatch.setattr(api, "KEEPALIVE", 0.3)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client, root(cluster.dashboard_link)
+
+
+def test_worker_log_records_are_pushed_to_an_open_tail_without_a_ledger(
+    cluster_without_ledger: tuple[Client, str],
+) -> None:
+    client, base = cluster_without_ledger
+    assert not any(client.run(ships_logs).values())  # nothing shipped while nobody watches
+    tail = Stream(f"{base}/api/v1/logs/tail?level=WARNING&logger=storied.worker.pushtest")
+    try:
+        # once the tail has answered, every worker ships what it logs: none is missed
+        addresses = client.run(log_on_worker, "storied.worker.pushtest", logging.INFO, "quiet")
+        client.run(log_on_worker, "storied.worker.pushtest", logging.WARNING, "pushed")
+        client.run(log_on_worker, "storied.worker.other", logging.WARNING, "elsewhere")
+        arrived: set[str] = set()
+        seen = tail.until(lambda r: arrived.add(r["where"]) or arrived == set(addresses))
+        assert all(r["message"] == "pushed" and r["level"] == "WARNING" for r in seen)
+        assert {r["logger"] for r in seen} == {"storied.worker.pushtest"}
+        # the same records as the Python API reads from each worker
+        for address, lines in client.get_worker_logs().items():
+            assert any("pushed" in line for _, line in lines), address
+        assert all(client.run(ships_logs).values())
+    finally:
+        tail.close()
+    # the page went away: once the push notices (its next write fails), shipping stops
+    poll(lambda: not any(client.run(ships_logs).values()), timeout=15, what="shipping stopped")
+
+
+def test_a_tail_on_a_scheduler_with_a_ledger_gets_scheduler_and_worker_records(
+    workload: Workload,
+) -> None:
+    client = workload.client
+    tail = Stream(f"{workload.base}/api/v1/logs/tail?level=ERROR")
+    try:
+        logging.getLogger("storied.scheduler.pushtest").error("from the scheduler")
+        (address,) = client.run(
+            log_on_worker,
+            "storied.worker.pushtest",
+            logging.ERROR,
+            "from a worker",
+            workers=[sorted(client.scheduler_info()["workers"])[0]],
+        ).values()
+        wanted = {("scheduler", "from the scheduler"), (address, "from a worker")}
+        got: set[tuple[str, str]] = set()
+        tail.until(lambda r: got.add((r["where"], r["message"])) or wanted <= got)
+        newest = get_json(f"{workload.base}/api/v1/logs?level=ERROR&limit=10")
+        assert wanted <= {(r["where"], r["message"]) for r in newest}
+    finally:
+        tail.close()
+
+
+def test_bad_tail_parameters_are_told(workload: Workload, offline: str) -> None:
+    status, body = get(f"{workload.base}/api/v1/logs/tail?level=LOUD")
+    assert status == 400 and json.loads(body)["parameter"] == "level"
+    status, body = get(f"{offline}/api/v1/logs/tail")
+    assert status == 400 and json.loads(body)["parameter"] == "run"
+    status, body = get(f"{workload.base}/api/v1/tasks/stream?limit=0")
+    assert status == 400 and json.loads(body)["parameter"] == "limit"
+
+
+def test_the_tasks_page_is_pushed_with_its_filter_and_page(workload: Workload) -> None:
+    client = workload.client
+    query = "prefix=pushedtask&limit=2&offset=1"
+    stream = Stream(f"{workload.base}/api/v1/tasks/stream?{query}")
+    try:
+        (first,) = stream.until(lambda page: True)
+        assert first == {"total": 0, "offset": 1, "limit": 2, "tasks": []}
+        futures = [client.submit(inc, n, key=f"pushedtask-{n}") for n in range(3)]
+        assert client.gather(futures) == [1, 2, 3]
+        pushed = stream.until(
+            lambda page: page["total"] == 3 and all(t["executed"] for t in page["tasks"])
+        )
+        last = pushed[-1]
+        assert [t["key"] for t in last["tasks"]] == ["pushedtask-1", "pushedtask-2"]
+        assert last == get_json(f"{workload.base}/api/v1/tasks?{query}")
+        del futures
+    finally:
+        stream.close()
+
+
+def test_a_finished_runs_tasks_are_pushed_once(offline: str) -> None:
+    stream = Stream(f"{offline}/api/v1/tasks/stream?limit=5")
+    try:
+        (page,) = stream.until(lambda page: True)
+        assert page == get_json(f"{offline}/api/v1/tasks?limit=5")
+    finally:
+        stream.close()
