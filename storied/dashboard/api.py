@@ -24,6 +24,8 @@ TAIL_INTERVAL = 0.5
 STATUS_INTERVAL = 2.0
 #: How often the tasks push looks whether the run's tasks changed (it sends only then).
 TASKS_INTERVAL = 1.0
+#: The tasks push waits at least this many times as long as counting the task table took.
+RECOUNT_SPACING = 20
 #: How long a push stays silent at most: then it writes a comment, which fails (ending the
 #: push) once the browser has gone, so a tail of a quiet run does not outlive its page.
 KEEPALIVE = 10.0
@@ -186,10 +188,13 @@ def _log_dict(entry: LogRecordEntry) -> dict[str, Any]:
 
 
 async def _push(
-    request: web.Request, messages: Callable[[], Awaitable[list[str]]], interval: float
+    request: web.Request,
+    messages: Callable[[], Awaitable[list[str]]],
+    interval: float | Callable[[], float],
 ) -> web.StreamResponse:
-    """Server-sent events: what ``messages()`` returns, asked every ``interval`` seconds, until
-    the browser goes away or the server closes (which ends the pushes it counts in TAILS)."""
+    """Server-sent events: what ``messages()`` returns, asked every ``interval`` seconds (or
+    ``interval()``: a spacing that changes), until the browser goes away or the server closes
+    (which ends the pushes it counts in TAILS)."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -208,7 +213,7 @@ async def _push(
                 await response.write(message.encode())
             if sent:
                 quiet_since = now
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval() if callable(interval) else interval)
     except ConnectionResetError:  # the browser went away
         return response
     finally:
@@ -220,10 +225,10 @@ async def _push_on_change(
     event: str,
     version: Callable[[], Any],
     answer: Callable[[], Awaitable[Any]],
-    interval: float,
+    interval: float | Callable[[], float],
 ) -> web.StreamResponse:
     """``event`` with ``answer()`` now, then again each time ``version()`` has changed, looked
-    at every ``interval`` seconds."""
+    at every ``interval`` seconds (as ``_push`` takes it)."""
     sent = None
 
     async def changed() -> list[str]:
@@ -249,12 +254,18 @@ async def status_stream(request: web.Request) -> web.StreamResponse:
 
 async def tasks_stream(request: web.Request) -> web.StreamResponse:
     """``/tasks``'s answer for the same page and filters now, then again each time the run's
-    tasks have changed (looked at every ``TASKS_INTERVAL`` seconds; the table is counted once
-    per change for every open page)."""
+    tasks have changed: looked at every ``TASKS_INTERVAL`` seconds, or ``RECOUNT_SPACING``
+    times as long as the newest count of the task table took if that is longer, so counting
+    takes a bounded share of the scheduler's process however large the run (the table is
+    counted once per change for every open page)."""
     run = await run_of(request)
     _page_params(request, 100)  # a bad page is a 400 before the stream starts
+
+    def spacing() -> float:
+        return max(TASKS_INTERVAL, RECOUNT_SPACING * run.count_seconds)
+
     return await _push_on_change(
-        request, "tasks", run.tasks_version, partial(_tasks, run, request), TASKS_INTERVAL
+        request, "tasks", run.tasks_version, partial(_tasks, run, request), spacing
     )
 
 

@@ -76,6 +76,9 @@ class RunHistory(Protocol):
         the tasks page's push and the live task table's count follow it."""
         ...
 
+    #: how long the newest count of the task table took (0 for one read from a ledger)
+    count_seconds: float
+
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         """Live load by worker address (``nthreads``, ``processing``, ``in_memory``); a run
         read from a ledger has none."""
@@ -175,7 +178,10 @@ class LiveRun:
             "ended": None,
         }
         self.log_feed: LiveLogFeed | None = LiveLogFeed(scheduler)
-        self._table: tuple[Any, TaskTable] | None = None
+        self._table: tuple[tuple[int, int], TaskTable] | None = None
+        self._counting = asyncio.Lock()
+        #: how long the newest count of the task table took (the tasks push spaces by it)
+        self.count_seconds = 0.0
         self._counts = RunCounts()
         self._counted_through = 0
 
@@ -211,13 +217,22 @@ class LiveRun:
         return self._counts
 
     async def tasks(self) -> TaskTable:
-        """Counted afresh only when a task moved or ran since the last count."""
-        version = self.tasks_version()
-        if self._table is None or self._table[0] != version:
-            executions = _execution_tuples(self.scheduler.record.executions())
+        """Counted afresh only when a task moved or ran since the last count: the states and
+        executions are taken on the loop, counted in a thread (tens of thousands of tasks
+        take a second or more on a loaded machine, which the scheduler's loop must not wait
+        for), one count at a time; pages that asked meanwhile share it."""
+        asked = self.tasks_version()
+        async with self._counting:
+            if self._table is not None and self._table[0] >= asked:
+                return self._table[1]
+            version = self.tasks_version()
+            executions = self.scheduler.record.executions()
             states = {key: ts.state for key, ts in self.scheduler.state.tasks.items()}
-            self._table = (version, TaskTable(states, executions))
-        return self._table[1]
+            started = time.perf_counter()
+            table = await asyncio.to_thread(_count_tasks, states, executions)
+            self.count_seconds = time.perf_counter() - started
+            self._table = (version, table)
+            return table
 
     async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
         return _newest(self.scheduler.record.executions(), limit)
@@ -271,6 +286,10 @@ def _by_seq(record: EventRecord) -> int:
     return record.seq
 
 
+def _count_tasks(states: dict[str, str], executions: list[dict[str, Any]]) -> TaskTable:
+    return TaskTable(states, _execution_tuples(executions))
+
+
 def _execution_tuples(executions: list[dict[str, Any]]) -> list[Execution]:
     return [(e["key"], e["worker"], e["start"], e["stop"], e["outcome"]) for e in executions]
 
@@ -287,6 +306,7 @@ class LedgerRun:
         self.run_id = run_id
         self.info = info
         self.log_feed: LiveLogFeed | None = None
+        self.count_seconds = 0.0
         self._kept: dict[str, Any] = {}
         self._lock = threading.Lock()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -32,6 +33,12 @@ def fail_loudly(x: int) -> int:
 def announce(topic: str, n: int) -> str:
     get_worker().log_event(topic, {"announced": n})
     return get_worker().address
+
+
+def log_on_worker(logger_name: str, level: int, message: str, dask_worker: Any) -> str:
+    """Log ``message`` on the worker this runs on (``client.run``); its address."""
+    logging.getLogger(logger_name).log(level, message)
+    return dask_worker.address
 
 
 def after_now(margin: float = 0.002) -> None:

@@ -17,15 +17,10 @@ import pytest
 
 from storied import Client, LocalCluster
 from storied.dashboard import api
-from tests.dashboard.conftest import Workload, get, get_json, root
+from tests.dashboard.conftest import Workload, get, get_json, log_on_worker, root
 from tests.engine.helpers import inc, poll
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def log_on_worker(logger_name: str, level: int, message: str, dask_worker: Any) -> str:
-    logging.getLogger(logger_name).log(level, message)
-    return dask_worker.address
 
 
 def ships_logs(dask_worker: Any) -> bool:
@@ -112,9 +107,9 @@ def test_a_tail_on_a_scheduler_with_a_ledger_gets_scheduler_and_worker_records(
     workload: Workload,
 ) -> None:
     client = workload.client
-    tail = Stream(f"{workload.base}/api/v1/logs/tail?level=ERROR")
+    tail = Stream(f"{workload.base}/api/v1/logs/tail?level=WARNING")
     try:
-        logging.getLogger("storied.scheduler.pushtest").error("from the scheduler")
+        logging.getLogger("storied.scheduler.pushtest").warning("from the scheduler")
         (address,) = client.run(
             log_on_worker,
             "storied.worker.pushtest",
@@ -125,7 +120,7 @@ def test_a_tail_on_a_scheduler_with_a_ledger_gets_scheduler_and_worker_records(
         wanted = {("scheduler", "from the scheduler"), (address, "from a worker")}
         got: set[tuple[str, str]] = set()
         tail.until(lambda r: got.add((r["where"], r["message"])) or wanted <= got)
-        newest = get_json(f"{workload.base}/api/v1/logs?level=ERROR&limit=10")
+        newest = get_json(f"{workload.base}/api/v1/logs?level=WARNING&limit=10")
         assert wanted <= {(r["where"], r["message"]) for r in newest}
     finally:
         tail.close()
