@@ -3,6 +3,7 @@ checked against what the Python API reads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -162,3 +163,41 @@ def test_a_finished_runs_tasks_are_pushed_once(offline: str) -> None:
         assert page == get_json(f"{offline}/api/v1/tasks?limit=5")
     finally:
         stream.close()
+
+
+async def count_tasks_at_once(dask_scheduler: Any) -> tuple[bool, bool, int]:
+    """Two pages asking for the live task table at once; then again after nothing changed.
+    Whether they got one table, whether it was kept, and how many tasks it holds."""
+    assert dask_scheduler.dashboard is not None
+    run = await dask_scheduler.dashboard.catalog.run(None)
+    first, second = await asyncio.gather(run.tasks(), run.tasks())
+    again = await run.tasks()
+    return first is second, again is first, len(first)
+
+
+async def tails_open(dask_scheduler: Any) -> int:
+    run = await dask_scheduler.dashboard.catalog.run(None)
+    return run.log_feed.watchers
+
+
+def test_the_live_task_table_is_counted_once_for_pages_asking_at_once(
+    workload: Workload,
+) -> None:
+    client = workload.client
+    shared, kept, held = client.run_on_scheduler(count_tasks_at_once)
+    assert shared and kept and held >= len(workload.inc_keys)
+    assert client.submit(inc, 7, key="counted-anew").result() == 8
+    _, _, now = client.run_on_scheduler(count_tasks_at_once)
+    assert now == held + 1  # a task ran since: counted anew
+
+
+def test_a_scheduler_with_a_ledger_keeps_its_workers_shipping_after_the_last_tail(
+    workload: Workload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "KEEPALIVE", 0.3)
+    client = workload.client
+    tail = Stream(f"{workload.base}/api/v1/logs/tail?level=CRITICAL")
+    assert client.run_on_scheduler(tails_open) >= 1
+    tail.close()
+    poll(lambda: client.run_on_scheduler(tails_open) == 0, timeout=15, what="the tail ended")
+    assert all(client.run(ships_logs).values())  # the ledger still gets their records
