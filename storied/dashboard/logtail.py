@@ -51,6 +51,8 @@ class LiveLogFeed:
         misses none logged after it opened)."""
         self.watchers += 1
         logger.debug("Logs tail opened (%d open)", self.watchers)
+        if self.watchers == 1 and not self.scheduler.record.durable:
+            logger.info("A logs tail is open: workers ship their log records here while one is")
         await self._tell_new_workers()
 
     async def unwatch(self) -> None:
@@ -58,6 +60,8 @@ class LiveLogFeed:
         self.watchers -= 1
         logger.debug("Logs tail closed (%d open)", self.watchers)
         if self.watchers == 0:
+            if not self.scheduler.record.durable:
+                logger.info("No logs tail is open: workers stop shipping their log records")
             told = [link for link in self._told.values() if not link.stream.closed]
             self._told.clear()
             await self.scheduler._ask_workers(told, "ship-logs", ship=False)

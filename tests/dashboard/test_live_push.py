@@ -80,8 +80,9 @@ def cluster_without_ledger(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cl
 
 
 def test_worker_log_records_are_pushed_to_an_open_tail_without_a_ledger(
-    cluster_without_ledger: tuple[Client, str],
+    cluster_without_ledger: tuple[Client, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "storied.dashboard")
     client, base = cluster_without_ledger
     assert not any(client.run(ships_logs).values())  # nothing shipped while nobody watches
     tail = Stream(f"{base}/api/v1/logs/tail?level=WARNING&logger=storied.worker.pushtest")
@@ -102,6 +103,9 @@ def test_worker_log_records_are_pushed_to_an_open_tail_without_a_ledger(
         tail.close()
     # the page went away: once the push notices (its next write fails), shipping stops
     poll(lambda: not any(client.run(ships_logs).values()), timeout=15, what="shipping stopped")
+    said = [r.getMessage() for r in caplog.records if r.name == "storied.dashboard"]
+    assert any(m.startswith("A logs tail is open: workers ship") for m in said)
+    assert any(m.startswith("No logs tail is open: workers stop") for m in said)
 
 
 def test_a_tail_on_a_scheduler_with_a_ledger_gets_scheduler_and_worker_records(
