@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import textwrap
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 import click
 
+from storied.loglevels import BadLevel, parse_level
 from storied.record.errors import LedgerError
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story, failure_text
@@ -120,10 +120,10 @@ class LiveHistory:
 
 
 def _level_number(level: str) -> int:
-    number = logging.getLevelName(level.upper())
-    if not isinstance(number, int):
-        raise click.BadParameter(f"unknown level {level!r}", param_hint="--level")
-    return number
+    try:
+        return parse_level(level)
+    except BadLevel as error:
+        raise click.BadParameter(str(error), param_hint="--level") from None
 
 
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -476,6 +476,8 @@ def logs(
     """Show captured log records of the scheduler and workers (and, with
     worker.capture-task-logs, what tasks logged and printed, with their key)."""
     start, end = _parse_window(since, until)
+    if level is not None:
+        _level_number(level)  # a bad level is told before any source is opened
     query = {
         "level": level,
         "where": worker,

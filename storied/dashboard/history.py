@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from storied.dashboard.logtail import LiveLogFeed
 from storied.dashboard.stored import StoredTasks
 from storied.dashboard.tally import Execution, RunCounts, TaskPages, TaskTable
 from storied.record.events import EventRecord
@@ -25,6 +26,7 @@ from storied.record.failures import explain_story
 from storied.record.ledger import Ledger
 from storied.record.logcapture import LogRecordEntry, logger_matches
 from storied.record.window import within
+from storied.scheduler.telemetry import METRICS_TOPIC
 
 if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
@@ -33,6 +35,8 @@ logger = logging.getLogger("storied.dashboard")
 
 #: The id of the one run a live scheduler offers.
 LIVE_RUN = "live"
+#: How many ``worker-metrics`` events a finished run's last samples are read in at a time.
+SAMPLE_PAGE = 1_000
 
 T = TypeVar("T")
 
@@ -60,14 +64,30 @@ class RunHistory(Protocol):
 
     #: ``id``, ``live``, ``started``, ``ended`` and what the run recorded about itself
     info: dict[str, Any]
+    #: new log records as they come (the logs page's live tail); None for a run on file
+    log_feed: LiveLogFeed | None
 
     def version(self) -> Any:
         """Changes whenever what the status page shows may have: pushes are sent on change."""
         ...
 
+    def tasks_version(self) -> Any:
+        """Changes whenever the tasks' states or executions may have (not on heartbeats):
+        the tasks page's push and the live task table's count follow it."""
+        ...
+
+    #: how long the newest count of the task table took (0 for one read from a ledger)
+    count_seconds: float
+
     async def workers_now(self) -> dict[str, dict[str, Any]]:
-        """Live load by worker address (``nthreads``, ``processing``, ``in_memory``, ``memory``,
-        ``cpu``); a run read from a ledger has none."""
+        """Live load by worker address (``nthreads``, ``processing``, ``in_memory``); a run
+        read from a ledger has none."""
+        ...
+
+    async def last_samples(self) -> dict[str, dict[str, Any]]:
+        """Each worker's newest resource sample (``memory`` bytes, ``cpu`` %, ...) by address:
+        live from the heartbeats kept in memory, offline from the run's ``worker-metrics``
+        events (the last of each worker)."""
         ...
 
     async def counts(self) -> RunCounts:
@@ -157,31 +177,34 @@ class LiveRun:
             "started": time.time(),  # the dashboard starts with its scheduler
             "ended": None,
         }
-        self._table: tuple[Any, TaskTable] | None = None
+        self.log_feed: LiveLogFeed | None = LiveLogFeed(scheduler)
+        self._table: tuple[tuple[int, int], TaskTable] | None = None
+        self._counting = asyncio.Lock()
+        #: how long the newest count of the task table took (the tasks push spaces by it)
+        self.count_seconds = 0.0
         self._counts = RunCounts()
         self._counted_through = 0
 
     def version(self) -> Any:
-        record = self.scheduler.record
         return (
-            record.transitions_recorded,
-            record.executions_recorded,
+            *self.tasks_version(),
             len(self.scheduler.state.workers),
             self.scheduler.extensions["telemetry"].received,
         )
 
+    def tasks_version(self) -> tuple[int, int]:
+        record = self.scheduler.record
+        return (record.transitions_recorded, record.executions_recorded)
+
     async def workers_now(self) -> dict[str, dict[str, Any]]:
-        """Each worker's load, with the memory (bytes) and CPU (%) of its newest heartbeat."""
+        return {
+            address: worker.identity() for address, worker in self.scheduler.state.workers.items()
+        }
+
+    async def last_samples(self) -> dict[str, dict[str, Any]]:
+        """Departed workers' too, while the scheduler keeps their history."""
         telemetry = self.scheduler.extensions["telemetry"]
-        found = {}
-        for address, worker in self.scheduler.state.workers.items():
-            sample = telemetry.newest(address) or {}
-            found[address] = {
-                **worker.identity(),
-                "memory": sample.get("memory"),
-                "cpu": sample.get("cpu"),
-            }
-        return found
+        return {address: samples[-1] for address, samples in telemetry.history.items() if samples}
 
     async def counts(self) -> RunCounts:
         """Adds the executions recorded since the last look (those that fell out of memory
@@ -194,13 +217,22 @@ class LiveRun:
         return self._counts
 
     async def tasks(self) -> TaskTable:
-        """Counted afresh only when something happened since the last count."""
-        version = self.version()
-        if self._table is None or self._table[0] != version:
-            executions = _execution_tuples(self.scheduler.record.executions())
+        """Counted afresh only when a task moved or ran since the last count: the states and
+        executions are taken on the loop, counted in a thread (tens of thousands of tasks
+        take a second or more on a loaded machine, which the scheduler's loop must not wait
+        for), one count at a time; pages that asked meanwhile share it."""
+        asked = self.tasks_version()
+        async with self._counting:
+            if self._table is not None and self._table[0] >= asked:
+                return self._table[1]
+            version = self.tasks_version()
+            executions = self.scheduler.record.executions()
             states = {key: ts.state for key, ts in self.scheduler.state.tasks.items()}
-            self._table = (version, TaskTable(states, executions))
-        return self._table[1]
+            started = time.perf_counter()
+            table = await asyncio.to_thread(_count_tasks, states, executions)
+            self.count_seconds = time.perf_counter() - started
+            self._table = (version, table)
+            return table
 
     async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
         return _newest(self.scheduler.record.executions(), limit)
@@ -254,6 +286,10 @@ def _by_seq(record: EventRecord) -> int:
     return record.seq
 
 
+def _count_tasks(states: dict[str, str], executions: list[dict[str, Any]]) -> TaskTable:
+    return TaskTable(states, _execution_tuples(executions))
+
+
 def _execution_tuples(executions: list[dict[str, Any]]) -> list[Execution]:
     return [(e["key"], e["worker"], e["start"], e["stop"], e["outcome"]) for e in executions]
 
@@ -269,10 +305,15 @@ class LedgerRun:
         self.ledger = ledger
         self.run_id = run_id
         self.info = info
+        self.log_feed: LiveLogFeed | None = None
+        self.count_seconds = 0.0
         self._kept: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def version(self) -> Any:
+        return self.info["ended"]
+
+    def tasks_version(self) -> Any:
         return self.info["ended"]
 
     def _counted(self, name: str, count: Callable[[], T]) -> T:
@@ -302,6 +343,31 @@ class LedgerRun:
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         return {}
+
+    async def last_samples(self) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self._counted, "last_samples", self._read_last_samples)
+
+    def _read_last_samples(self) -> dict[str, dict[str, Any]]:
+        """Pages of ``worker-metrics`` events, newest first, until every worker that joined
+        the run has its sample or the run's samples are all read."""
+        joined = {
+            rec.msg["worker"]
+            for rec in self.ledger.events("all", run_id=self.run_id)
+            if isinstance(rec.msg, dict) and rec.msg.get("action") == "add-worker"
+        }
+        found: dict[str, dict[str, Any]] = {}
+        below = None
+        while True:
+            page = self.ledger.events(
+                METRICS_TOPIC, limit=SAMPLE_PAGE, run_id=self.run_id, max_seq=below
+            )
+            for rec in reversed(page):
+                msg = rec.msg
+                if isinstance(msg, dict) and isinstance(msg.get("worker"), str):
+                    found.setdefault(msg["worker"], msg)
+            if len(page) < SAMPLE_PAGE or joined <= found.keys():
+                return found
+            below = page[0].seq
 
     async def counts(self) -> RunCounts:
         return (await self.tasks()).counts

@@ -30,6 +30,7 @@ PAGES: dict[str, tuple[str, str]] = {
   <input name="state" placeholder="state (e.g. erred)" size="16">
   <button type="submit">Filter</button>
 </form>
+<p class="hint" id="tasks-total"></p>
 <table id="tasks" class="grid"></table>
 <div id="tasks-pager" class="pager"></div>
 """,

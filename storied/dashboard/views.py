@@ -17,8 +17,10 @@ ERRED_TOPIC = "erred"
 
 async def workers(run: RunHistory) -> list[dict[str, Any]]:
     """Every worker that joined the run, from the ``all`` topic's add/remove events, with its
-    live load when there is one."""
+    live load when there is one and the memory and CPU of its newest resource sample (live or
+    the last it sent in a finished run)."""
     load = await run.workers_now()
+    samples = await run.last_samples()
     done = (await run.counts()).by_worker
     rows: dict[str, dict[str, Any]] = {}
     for event in await run.events("all"):
@@ -47,8 +49,9 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
         row["status"] = "running" if address in load else ("left" if row["left"] else "unknown")
         row["processing"] = now.get("processing", 0)
         row["in_memory"] = now.get("in_memory", 0)
-        row["memory"] = now.get("memory")
-        row["cpu"] = now.get("cpu")
+        sample = samples.get(address, {})
+        row["memory"] = sample.get("memory")
+        row["cpu"] = sample.get("cpu")
         row["executions"] = done.get(address, 0)
     return sorted(rows.values(), key=lambda row: (row["status"] != "running", row["name"]))
 

@@ -41,6 +41,7 @@ from zlib import crc32
 import lz4.block
 import msgpack
 
+from storied.loglevels import parse_level
 from storied.record.errors import LedgerError
 from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
@@ -246,7 +247,7 @@ def _log_filters(
     """The WHERE clause of a ``Ledger.logs`` query."""
     filters = _run_filter(run_id)
     if level is not None:
-        filters.add("levelno >= ?", _level_number(level))
+        filters.add("levelno >= ?", parse_level(level))
     for clause, value in (
         ('"where" = ?', where),
         ("timestamp >= ?", since),
@@ -1505,15 +1506,6 @@ def _transition_records(blob: bytes) -> list[TransitionRecord]:
 
 def _event_records(topic: str, blob: bytes) -> list[EventRecord]:
     return [record_of(topic, stored) for stored in unpack_block(blob)]
-
-
-def _level_number(level: str | int) -> int:
-    if isinstance(level, int):
-        return level
-    number = logging.getLevelName(level.upper())
-    if not isinstance(number, int):
-        raise ValueError(f"unknown log level {level!r}")
-    return number
 
 
 @contextmanager

@@ -378,6 +378,8 @@ class Worker:
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._silence_timeout: float | None = None
+        #: whether the scheduler keeps a ledger (then our log records are always shipped)
+        self._scheduler_durable = False
         self._gather_queue: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         #: a transfer from a peer silent this long fails (and the input is fetched elsewhere)
         self._transfer_timeout = config.parse_timedelta(config.get("scheduler.worker-ttl"))
@@ -465,6 +467,7 @@ class Worker:
         self._silence_timeout = reply.get("silence_timeout")
         durable = bool(reply.get("durable"))
         self._recorder.ship_with(self.stream.batched if durable else None)
+        self._scheduler_durable = durable
         self._log_handler.on_record = self._outbox.put if durable else None
         for payload in reply.get("plugins", []):
             with contextlib.suppress(Exception):  # logged; this worker runs on without it
@@ -588,6 +591,7 @@ class Worker:
             "ship-records": self._recorder.ship_now,
             "get-logs": self.get_logs,
             "log-entries": self._log_entries,
+            "ship-logs": self._ship_logs,
             "add-plugin": self._add_plugin,
             "remove-plugin": self._remove_plugin,
             "upload-file": self.upload_file,
@@ -972,6 +976,12 @@ class Worker:
         entries = self.record.log_handler().entries()[-(n or 0) :]
         wanted = None if keys is None else set(keys)
         return [e.as_list() for e in entries if wanted is None or e.key in wanted]
+
+    def _ship_logs(self, ship: bool) -> None:
+        """Ship our log records to the scheduler as they are captured while a dashboard tails
+        them (``ship``), as always to a durable scheduler, which keeps them in its ledger."""
+        shipping = ship or self._scheduler_durable
+        self._log_handler.on_record = self._outbox.put if shipping else None
 
     def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:
         return self.record.logs(n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -32,6 +33,12 @@ def fail_loudly(x: int) -> int:
 def announce(topic: str, n: int) -> str:
     get_worker().log_event(topic, {"announced": n})
     return get_worker().address
+
+
+def log_on_worker(logger_name: str, level: int, message: str, dask_worker: Any) -> str:
+    """Log ``message`` on the worker this runs on (``client.run``); its address."""
+    logging.getLogger(logger_name).log(level, message)
+    return dask_worker.address
 
 
 def after_now(margin: float = 0.002) -> None:
@@ -115,6 +122,11 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Workload:
     ledger = tmp_path_factory.mktemp("offline") / "history.db"
     with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
         done = run_workload(cluster, client, ledger)
+        poll(  # each worker's memory is on file (a sample a heartbeat, every second)
+            lambda: len({e["worker"] for _, e in client.get_events("worker-metrics")}) == 2,
+            timeout=15,
+            what="a resource sample of each worker",
+        )
     with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
         assert client.submit(inc, 100).result() == 101
     return done

@@ -7,6 +7,7 @@ Screenshots go to ``.pytest_cache/dashboard-screenshots/`` (not committed).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from tests.dashboard.conftest import Workload, get_json, spaced_events
+from tests.dashboard.conftest import Workload, get_json, log_on_worker, spaced_events
 from tests.engine.helpers import inc, poll
 
 SHOTS = Path(__file__).resolve().parents[2] / ".pytest_cache" / "dashboard-screenshots"
@@ -43,13 +44,16 @@ def check_status(page: Any, base: str, workload: Workload, name: str, run: str =
     rows = page.locator("#workers tr").all_inner_texts()
     assert any("127.0.0.1" in row for row in rows[1:])
     assert {row.split("\t")[0] for row in rows[1:]} == {"0", "1"}  # the workers' names
-    if "left" in rows[1]:  # a finished run: no load
-        assert {row.split("\t")[3] for row in rows[1:]} == {""}
-    else:  # live: each worker's memory at its newest heartbeat, pushed as heartbeats come
-        page.wait_for_function(
-            "[...document.querySelectorAll('#workers tr')].slice(1)"
-            ".every((row) => row.cells[3].innerText.endsWith(' MiB'))"
-        )
+    # live: each worker's memory at its newest heartbeat, pushed as heartbeats come; a
+    # finished run: the last each worker sent, from the ledger's worker-metrics events
+    page.wait_for_function(
+        "[...document.querySelectorAll('#workers tr')].slice(1)"
+        ".every((row) => row.cells[3].innerText.endsWith(' MiB'))"
+    )
+    if "left" in rows[1]:  # a finished run: no load, but memory and CPU as they were last
+        shown = page.locator("#workers tr").all_inner_texts()[1:]
+        assert {row.split("\t")[5] for row in shown} == {"0"}  # processing
+        assert all(row.split("\t")[4].endswith(" %") for row in shown)
     page.wait_for_selector("#task-stream svg rect.task")
     assert page.locator("#task-stream rect.erred").count() == 1
     ran = get_json(f"{base}/api/v1/task-stream{run}")
@@ -165,6 +169,62 @@ def test_live_status_is_pushed_not_polled(page: Any, workload: Workload) -> None
     assert "ran 5" in page.locator('#progress [data-prefix="browser-pushed"]').inner_text()
     assert int(page.evaluate("document.body.dataset.pushes")) >= 2
     assert asked == []
+    del futures
+
+
+def test_live_log_record_arrives_in_the_logs_tail(page: Any, workload: Workload) -> None:
+    """A record a worker logs after the logs page opened appears on it, pushed: the page makes
+    no request of its own for it."""
+    page.goto(f"{workload.base}/logs?level=WARNING")
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    assert page.evaluate("document.body.dataset.tailing") == "true"
+    assert "new records appear as they are logged" in page.locator("#logs-hint").inner_text()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    worker = sorted(workload.client.scheduler_info()["workers"])[0]
+    workload.client.run(
+        log_on_worker, "storied.worker.browser", logging.WARNING, "logged live", workers=[worker]
+    )
+    workload.client.run(  # below the page's level: not shown
+        log_on_worker, "storied.worker.browser", logging.INFO, "too quiet", workers=[worker]
+    )
+    arrived = page.wait_for_selector("#logs tr.new")
+    cells = arrived.inner_text().split("\t")
+    assert cells[1:4] == ["WARNING", worker, "storied.worker.browser"]
+    assert "logged live" in cells[4]
+    assert page.locator("#logs tr").nth(1).get_attribute("class") == "level-warning new"
+    assert "too quiet" not in page.locator("#logs").inner_text()
+    assert asked == []
+    shot(page, "live-logs-tail")
+
+
+def test_live_task_arrives_in_the_tasks_page(page: Any, workload: Workload) -> None:
+    """Tasks submitted after the tasks page opened appear in its counts and rows, pushed,
+    with the page's filter kept."""
+    page.goto(f"{workload.base}/tasks?prefix=browser-tasks&limit=2")
+    page.wait_for_function(
+        "document.getElementById('tasks-total').textContent.startsWith('0 tasks')"
+    )
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    futures = workload.client.map(inc, range(3), key=[f"browser-tasks-{i}" for i in range(3)])
+    workload.client.gather(futures)
+    page.wait_for_function(
+        "document.getElementById('tasks-total').textContent.startsWith('3 tasks of prefix')"
+    )
+    page.wait_for_function(  # and ran: each shown task's runs are counted
+        "[...document.querySelectorAll('#tasks tr')].slice(1)"
+        ".every((row) => row.cells[3].innerText === '1')"
+    )
+    assert page.locator("#tasks tr td:first-child").all_inner_texts() == [
+        "browser-tasks-0",
+        "browser-tasks-1",
+    ]
+    assert page.locator("#tasks-pager .page-at").inner_text().strip() == "1\u20132 of 3"
+    assert int(page.evaluate("document.body.dataset.taskPushes")) >= 1
+    assert asked == [] and page.locator("#tasks-form input[name=prefix]").input_value() == (
+        "browser-tasks"
+    )
     del futures
 
 

@@ -82,6 +82,21 @@ function pageSize(fallback) {
   return Number(params.get("limit")) || fallback;
 }
 
+// Live: what the server pushes on `path` (server-sent events), handed to onData as it comes.
+// The page never polls; the server sends only when something changed.
+function subscribe(path, query, onData, event = "message") {
+  const address = new URLSearchParams(query);
+  if (run) address.set("run", run);
+  const source = new EventSource(`/api/v1/${path}?${address}`);
+  source.addEventListener(event, (message) => onData(JSON.parse(message.data)));
+  return source;
+}
+
+// Counts the pushes a page took (the browser tests read it).
+function countPush(name) {
+  document.body.dataset[name] = Number(document.body.dataset[name] || 0) + 1;
+}
+
 function storyLink(name) {
   return el("a", { href: withRun(`/story?q=${encodeURIComponent(name)}`), class: "story-link" }, name);
 }
@@ -108,13 +123,10 @@ function drawStatus(found) {
 async function status() {
   if (!live) { drawStatus(await api("status", { limit: TASK_STREAM_BARS })); return; }
   // live: the server pushes the whole status each time the run changes (no polling)
-  const query = new URLSearchParams({ limit: TASK_STREAM_BARS });
-  if (run) query.set("run", run);
-  const push = new EventSource(`/api/v1/status/stream?${query}`);
-  push.addEventListener("status", (message) => {
-    drawStatus(JSON.parse(message.data));
-    document.body.dataset.pushes = Number(document.body.dataset.pushes || 0) + 1;
-  });
+  subscribe("status/stream", { limit: TASK_STREAM_BARS }, (found) => {
+    drawStatus(found);
+    countPush("pushes");
+  }, "status");
 }
 
 // ------------------------------------------------------------------ tasks
@@ -123,14 +135,24 @@ async function tasks() {
   const form = document.getElementById("tasks-form");
   for (const name of ["prefix", "state"]) form.elements[name].value = params.get(name) || "";
   const limit = pageSize(100);
+  let push = null;
   const show = async (offset) => {
     const filters = {};
     for (const name of ["prefix", "state"]) if (form.elements[name].value) filters[name] = form.elements[name].value;
-    const found = await api("tasks", { ...filters, offset, limit });
-    table(document.getElementById("tasks"), ["key", "prefix", "state", "ran", "erred", "last worker", "last duration"],
-      found.tasks.map((t) => [storyLink(t.key), t.prefix, t.state ?? "", t.executed, t.erred, t.worker ?? "",
-        t.duration == null ? "" : `${(t.duration * 1000).toFixed(1)} ms`]));
-    pager(document.getElementById("tasks-pager"), offset, limit, found.tasks.length, found.total, show);
+    const query = { ...filters, offset, limit };
+    const draw = (found) => {
+      table(document.getElementById("tasks"), ["key", "prefix", "state", "ran", "erred", "last worker", "last duration"],
+        found.tasks.map((t) => [storyLink(t.key), t.prefix, t.state ?? "", t.executed, t.erred, t.worker ?? "",
+          t.duration == null ? "" : `${(t.duration * 1000).toFixed(1)} ms`]));
+      pager(document.getElementById("tasks-pager"), offset, limit, found.tasks.length, found.total, show);
+      document.getElementById("tasks-total").textContent =
+        `${found.total} tasks${filters.prefix ? ` of prefix ${filters.prefix}` : ""}${filters.state ? ` in state ${filters.state}` : ""}` +
+        (live ? "; live: this page follows the run as it changes." : ".");
+    };
+    if (push) push.close();
+    draw(await api("tasks", query)); // a refused filter is told here, on the page
+    // live: the same page and filters again each time the run's tasks change (no polling)
+    if (live) push = subscribe("tasks/stream", query, (found) => { draw(found); countPush("taskPushes"); }, "tasks");
   };
   form.addEventListener("submit", (event) => { event.preventDefault(); show(0).catch(showError); });
   await show(0);
@@ -229,20 +251,16 @@ async function events() {
 }
 
 function openTail(topic, span, newest, node, counts, drawTopics) {
-  const query = new URLSearchParams(span);
-  if (topic) query.set("topic", topic);
-  if (run) query.set("run", run);
-  if (newest != null) query.set("after", newest);
-  const tail = new EventSource(`/api/v1/events/tail?${query}`);
-  tail.onmessage = (message) => {
-    const arrived = JSON.parse(message.data);
+  const query = { ...span };
+  if (topic) query.topic = topic;
+  if (newest != null) query.after = newest;
+  return subscribe("events/tail", query, (arrived) => {
     const row = eventRow(arrived);
     row.classList.add("new");
     node.firstChild.after(row);
     counts[arrived.topic] = (counts[arrived.topic] || 0) + 1;
     drawTopics();
-  };
-  return tail;
+  });
 }
 
 function eventRow(e) {
@@ -267,27 +285,65 @@ async function logs() {
   }
   for (const name of Object.keys(tree).sort()) logger.append(el("option", { value: name }, `${name} (${tree[name]})`));
   fillForm(form);
+  const node = document.getElementById("logs");
   const limit = pageSize(200);
   let filters = {};
-  const show = async (offset) => {
-    const found = await api("logs", { ...filters, limit, offset });
-    table(document.getElementById("logs"), ["time", "level", "where", "logger", "message"],
-      found.map((l) => [when(l.timestamp), l.level, l.where, l.logger, el("pre", {}, l.message)]));
-    for (const [i, l] of found.entries()) {
-      document.getElementById("logs").rows[i + 1].classList.add(`level-${l.level.toLowerCase()}`);
-    }
+  let tail = null;
+  let offset = 0;
+  // the records shown, so one the page and the tail both bring is shown once
+  let shown = new Set();
+  let arrived = []; // records the tail brought before the newest page was drawn
+  let drawn = false;
+  const identity = (l) => `${l.timestamp}|${l.where}|${l.logger}|${l.message}`;
+  const prepend = (l) => {
+    if (offset !== 0 || shown.has(identity(l))) return; // new records go on the newest page
+    shown.add(identity(l));
+    const row = logRow(l);
+    row.classList.add("new");
+    node.firstChild.after(row);
+  };
+  const show = async (at) => {
+    const found = await api("logs", { ...filters, limit, offset: at });
+    offset = at;
+    table(node, ["time", "level", "where", "logger", "message"], []);
+    for (const l of found) node.append(logRow(l));
+    shown = new Set(found.map(identity));
     pager(document.getElementById("logs-pager"), offset, limit, found.length, null, show);
   };
   const apply = async () => {
     filters = formFilters(form);
     clearError();
+    if (tail) tail.close();
+    tail = null;
+    // live, with no end to the window, new records are pushed as they reach the scheduler
+    const tailing = live && !filters.until;
+    document.body.dataset.tailing = tailing;
     const of = filters.logger ? ` of ${filters.logger} and its children` : "";
-    document.getElementById("logs-hint").textContent = `Newest first, ${filters.level} and above${of}${spanText(filters)}.`;
+    document.getElementById("logs-hint").textContent = `Newest first, ${filters.level} and above${of}${spanText(filters)}` +
+      (tailing ? "; new records appear as they are logged." : (live ? "; no live tail while “to” is set." : "."));
+    drawn = false;
+    arrived = [];
+    if (tailing) {
+      // opened before the page is read: a record logged in between is in one or the other
+      tail = subscribe("logs/tail", filters, (l) => {
+        if (drawn) prepend(l); else arrived.push(l);
+        countPush("logPushes");
+      });
+      await new Promise((resolve) => { tail.onopen = resolve; tail.onerror = resolve; });
+    }
     await show(0);
+    drawn = true;
+    for (const l of arrived) prepend(l);
+    arrived = [];
   };
   for (const select of form.querySelectorAll("select")) select.addEventListener("change", () => apply().catch(showError));
   form.addEventListener("submit", (event) => { event.preventDefault(); apply().catch(showError); });
   await apply();
+}
+
+function logRow(l) {
+  return el("tr", { class: `level-${l.level.toLowerCase()}` }, el("td", {}, when(l.timestamp)), el("td", {}, l.level),
+    el("td", {}, l.where), el("td", {}, l.logger), el("td", {}, el("pre", {}, l.message)));
 }
 
 // ------------------------------------------------------------------ runs
