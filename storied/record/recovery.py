@@ -34,6 +34,8 @@ _CHUNK = 10_000
 #: highest id cannot be read is taken to end
 _EMPTY_CHUNKS_AT_END = 8
 _BLOCK_TABLES = ("transition_blocks", "event_blocks")
+#: Version 5 has every table 6 has but the name index, which recovery builds anew anyway.
+_RECOVERABLE_VERSIONS = (5, SCHEMA_VERSION)
 _UNREADABLE = (
     sqlite3.DatabaseError,
     LZ4BlockError,
@@ -136,10 +138,11 @@ def recover(source: Path, target: Path) -> Recovery:
             version = _schema_version(src)
         except sqlite3.DatabaseError:
             version = SCHEMA_VERSION  # meta is damaged: assume this storied wrote it
-        if version is not None and version != SCHEMA_VERSION:
+        if version is not None and version not in _RECOVERABLE_VERSIONS:
             raise LedgerError(
                 f"{source} has ledger schema version {version}; this storied recovers "
-                f"version {SCHEMA_VERSION}: use the storied that wrote it"
+                f"versions {', '.join(map(str, _RECOVERABLE_VERSIONS))}: use the storied "
+                "that wrote it"
             )
         dst = sqlite3.connect(target, isolation_level=None)
         try:
@@ -151,6 +154,10 @@ def recover(source: Path, target: Path) -> Recovery:
             for table in _tables(dst):
                 _copy_table(src, dst, table, recovery)
             _check_blocks(dst, recovery)
+            # the copied meta says what the source was; the copy is of this storied's version
+            dst.execute(
+                "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
             dst.execute("COMMIT")
         finally:
             dst.close()
@@ -160,13 +167,13 @@ def recover(source: Path, target: Path) -> Recovery:
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
-    """The ledger's own tables (those of this storied's schema), but the full-text index."""
+    """The ledger's own tables (those of this storied's schema), but the name index."""
     return [
         name
         for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
             "AND sql NOT LIKE 'CREATE VIRTUAL%' AND name NOT LIKE 'sqlite_%' "
-            "AND name NOT LIKE 'transition_names%' ORDER BY rowid"
+            "AND name NOT LIKE 'block_names%' ORDER BY rowid"
         )
     ]
 

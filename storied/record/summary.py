@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from itertools import compress
-from operator import itemgetter, not_
+from operator import itemgetter
 from typing import Any
 
 from storied.record.keys import key_prefix
@@ -67,8 +67,20 @@ TASKS, FIRST_ID, BY_WORKER, BY_OUTCOME, PREFIX_RUNS, PREFIX_STATES = (
 #: the columns of a task's row, as readers get them
 TASK_FIELDS = ("key", "prefix", "state", "executed", "erred", "worker", "duration")
 
-_key_and_finish = itemgetter(1, 3)
+_key_of = itemgetter(1)
 _finish_of = itemgetter(3)
+
+
+class _Held(dict[str, bool]):
+    """Whether a task moved to a state is still held (not let go), by state: one lookup in C
+    per transition, where testing ``LET_GO`` and negating took two more."""
+
+    def __missing__(self, state: str) -> bool:
+        held = self[state] = state not in LET_GO
+        return held
+
+
+_HELD = _Held()
 
 
 class RunTally:
@@ -88,9 +100,11 @@ class RunTally:
 
     def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
         """Entries of the scheduler's transition log, in seq order; every step runs in C."""
-        self._last.update(map(_key_and_finish, entries))
-        held = map(not_, map(LET_GO.__contains__, map(_finish_of, entries)))
-        self._kept.update(map(_key_and_finish, compress(entries, held)))
+        keys = list(map(_key_of, entries))
+        finishes = list(map(_finish_of, entries))
+        self._last.update(zip(keys, finishes, strict=True))
+        held = map(_HELD.__getitem__, finishes)
+        self._kept.update(compress(zip(keys, finishes, strict=True), held))
 
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
         """Store the summary of ``run_id`` (in the caller's transaction, once its executions
