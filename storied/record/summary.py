@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from itertools import compress
-from operator import itemgetter
+from operator import itemgetter, not_
 from typing import Any
 
 from storied.record.keys import key_prefix
@@ -90,21 +90,23 @@ class RunTally:
     ``executions`` table in SQL, so a run costs the writer no Python code per execution."""
 
     def __init__(self) -> None:
-        #: each key's last state on the scheduler, and its last one that is not let go
-        self._last: dict[str, str] = {}
+        #: each key's last state on the scheduler that is not let go, and the last let-go
+        #: state of keys that have none other: a transition updates one of the two
         self._kept: dict[str, str] = {}
+        self._let_go: dict[str, str] = {}
 
     def __len__(self) -> int:
-        """The tasks tallied."""
-        return len(self._last)
+        """The tasks tallied, a task with both kinds of state counted twice: what the tally's
+        memory grows with."""
+        return len(self._kept) + len(self._let_go)
 
     def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
         """Entries of the scheduler's transition log, in seq order; every step runs in C."""
         keys = list(map(_key_of, entries))
         finishes = list(map(_finish_of, entries))
-        self._last.update(zip(keys, finishes, strict=True))
-        held = map(_HELD.__getitem__, finishes)
+        held = list(map(_HELD.__getitem__, finishes))
         self._kept.update(compress(zip(keys, finishes, strict=True), held))
+        self._let_go.update(compress(zip(keys, finishes, strict=True), map(not_, held)))
 
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
         """Store the summary of ``run_id`` (in the caller's transaction, once its executions
@@ -150,7 +152,7 @@ class RunTally:
     def _rows(self, conn: sqlite3.Connection, run_id: int) -> list[tuple[Any, ...]]:
         """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and its runs
         and failures, last worker and duration (of the execution recorded last) from SQL."""
-        states = {**self._last, **self._kept}
+        states = {**self._let_go, **self._kept}
         ran = {
             key: (executed, erred, worker, duration)
             for key, executed, erred, worker, duration, _ in conn.execute(
