@@ -26,6 +26,7 @@ from storied.record.ledger import (
     _schema_version,
     create_or_check_schema,
     index_transition_names,
+    transition_block,
     unpack_block,
 )
 
@@ -43,6 +44,7 @@ _UNREADABLE = (
     ValueError,
     TypeError,
     IndexError,
+    KeyError,
 )
 
 
@@ -115,7 +117,7 @@ def check(path: Path) -> list[str]:
                     f"SELECT block_id, run_id, first_seq, last_seq, entries FROM {table}"
                 ):
                     try:
-                        unpack_block(blob)
+                        (transition_block if table == "transition_blocks" else unpack_block)(blob)
                     except _UNREADABLE as error:
                         problems.append(
                             f"{table} block {block_id} (run {run_id}, seqs {first_seq}-"
@@ -254,8 +256,10 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
         ).fetchall()
         for block_id, run_id, first_seq, last_seq, blob in blocks:
             try:
-                logged = unpack_block(blob)
-                if table == "transition_blocks":
+                if table != "transition_blocks":
+                    unpack_block(blob)
+                else:
+                    logged = transition_block(blob)
                     index_transition_names(
                         dst,
                         block_id,

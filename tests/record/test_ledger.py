@@ -14,7 +14,7 @@ from storied.record.ledger import (
     LedgerError,
     name_tokens,
     names_query,
-    unpack_block,
+    transition_block,
 )
 from storied.record.logcapture import LogRecordEntry
 from storied.record.recovery import recover
@@ -343,7 +343,7 @@ def make_version_5(path) -> None:
         conn.execute("CREATE VIRTUAL TABLE transition_names USING fts5 (tokens, detail = none)")
         for block_id, blob in conn.execute("SELECT block_id, entries FROM transition_blocks"):
             names = set()
-            for entry, recommendations in unpack_block(blob):
+            for entry, recommendations in transition_block(blob):
                 names.update([entry[1], entry[4], *recommendations])
             conn.execute(
                 "INSERT INTO transition_names (rowid, tokens) VALUES (?, ?)",
