@@ -207,7 +207,6 @@ _DROP_WARNING_INTERVAL = 1.0
 # Queue item kinds; items are tuples whose first element is one of these.
 _TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
-_key_of, _stimulus_of, _time_of = itemgetter(1), itemgetter(4), itemgetter(5)
 _key_and_finish = itemgetter(1, 3)
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
 
@@ -514,8 +513,22 @@ class Ledger:
     def put_transitions(
         self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]
     ) -> None:
-        """Queue many transitions (in seq order) as one item: a worker's shipment."""
-        self._put((_TRANSITIONS, run_id, entries, recommendations), records=len(entries))
+        """Queue many transitions (in seq order) as one item."""
+        columns = _columns_of(entries)
+        self._put((_TRANSITIONS, run_id, columns, recommendations), records=len(entries))
+
+    def put_shipment(
+        self, run_id: int, where: str, first_seq: int, shipped: Sequence[list[Any]]
+    ) -> None:
+        """Queue a worker's shipment, its columns (``storied.record.SHIPPED_COLUMNS``, checked)
+        as they came, numbered from ``first_seq`` on: the loop makes no object per transition
+        (a tuple per transition made the collector run on the loop)."""
+        keys, starts, finishes, recommendations, stimulus_ids, timestamps = shipped
+        count = len(keys)
+        seqs = range(first_seq, first_seq + count)
+        columns = [seqs, keys, starts, finishes, stimulus_ids, timestamps, [where] * count]
+        columns.append([None] * count)
+        self._put((_TRANSITIONS, run_id, columns, recommendations), records=count)
 
     def put_event(self, run_id: int, topic: str, stored: StoredEvent) -> None:
         self._put((_EVENT, run_id, topic, stored))
@@ -1308,7 +1321,7 @@ _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback"
 
 def _record_count(batch: list[tuple[Any, ...]]) -> int:
     """Records in queued items: a worker's shipment holds many transitions, others one."""
-    return sum(len(item[2]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
+    return sum(len(item[3]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
 
 
 def _insert(
@@ -1328,7 +1341,7 @@ def _insert(
     time (the cost of the ledger was mostly that).
     """
     tallies = {} if tallies is None else tallies
-    transitions: dict[int, tuple[list[TransitionEntry], list[dict[str, str]]]] = {}
+    transitions: dict[int, tuple[list[list[Any]], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
     executions: list[tuple[Any, ...]] = []
     logs: list[tuple[Any, ...]] = []
@@ -1337,9 +1350,12 @@ def _insert(
     for item in batch:
         kind = item[0]
         if kind == _TRANSITIONS:
-            _, run_id, entries, recommendations = item
-            run_entries, run_recommendations = transitions.setdefault(run_id, ([], []))
-            run_entries += entries
+            _, run_id, columns, recommendations = item
+            run_columns, run_recommendations = transitions.setdefault(
+                run_id, ([[] for _ in _ENTRY_FIELDS], [])
+            )
+            for gathered, column in zip(run_columns, columns, strict=True):
+                gathered += column
             run_recommendations += recommendations
         elif kind == _EVENT:
             _, run_id, topic, stored = item
@@ -1356,13 +1372,14 @@ def _insert(
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
     blocks = _TransitionBlocks()
-    for run_id, (entries, recommendations) in transitions.items():
-        blocks.add(run_id, entries, recommendations)
+    for run_id, (columns, recommendations) in transitions.items():
+        blocks.add(run_id, columns, recommendations)
     for run_id, entries, recommendations in followed:
-        blocks.add(run_id, entries, recommendations)
+        columns = _columns_of(entries)
+        blocks.add(run_id, columns, recommendations)
         tally = tallies.get(run_id)
         if tally is not None and entries[0][6] == "scheduler":
-            tally.add_scheduler_transitions(entries)
+            tally.add_scheduler_transitions(columns[1], columns[3])
     blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1434,15 +1451,15 @@ class _TransitionBlocks:
         self.names: list[str] = []
 
     def add(
-        self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]
+        self, run_id: int, columns: Sequence[Sequence[Any]], recommendations: list[dict[str, str]]
     ) -> None:
-        """Blocks of at most ``_TRANSITIONS_PER_BLOCK`` entries (in seq order) of one run."""
-        for low in range(0, len(entries), _TRANSITIONS_PER_BLOCK):
+        """Blocks of at most ``_TRANSITIONS_PER_BLOCK`` entries (in seq order) of one run,
+        given as the columns of ``_ENTRY_FIELDS``."""
+        for low in range(0, len(recommendations), _TRANSITIONS_PER_BLOCK):
             high = low + _TRANSITIONS_PER_BLOCK
-            self.rows.append(
-                _transition_block_row(run_id, entries[low:high], recommendations[low:high])
-            )
-            self.names.append(_names_of(entries[low:high], recommendations[low:high]))
+            block = [column[low:high] for column in columns]
+            self.rows.append(_transition_block_row(run_id, block, recommendations[low:high]))
+            self.names.append(_names_of(block, recommendations[low:high]))
 
     def insert(self, conn: sqlite3.Connection) -> None:
         ids = _insert_rows(conn, "transition_blocks", _TRANSITION_BLOCK_COLUMNS, self.rows)
@@ -1452,34 +1469,41 @@ class _TransitionBlocks:
 
 
 def _transition_block_row(
-    run_id: int, entries: Sequence[TransitionEntry], recommendations: Sequence[dict[str, str]]
+    run_id: int, columns: Sequence[Sequence[Any]], recommendations: Sequence[dict[str, str]]
 ) -> tuple[Any, ...]:
     """A ``transition_blocks`` row but its id.
 
-    Thousands of transitions a second pass through here, so every step runs in C (``map``,
-    ``zip``, ``set.update``), with no Python code per record. The block holds its entries and
-    their recommendations as two arrays: packing them costs a third less than pairs did.
+    Thousands of transitions a second pass through here, so every step runs in C, with no
+    Python code or object per record. The block holds its entries as columns: packing them
+    costs a third less than an array per entry did.
     """
+    seqs, timestamps = columns[0], columns[5]
     return (
         run_id,
-        entries[0][0],
-        entries[-1][0],
-        min(map(_time_of, entries)),
-        max(map(_time_of, entries)),
-        pack_block({"entries": entries, "recommendations": recommendations}),
+        seqs[0],
+        seqs[-1],
+        min(timestamps),
+        max(timestamps),
+        pack_block({"columns": [list(seqs), *columns[1:]], "recommendations": recommendations}),
     )
 
 
-def _names_of(entries: Sequence[TransitionEntry], recommendations: Sequence[dict[str, str]]) -> str:
-    """The ``block_names`` text of a block: every key and stimulus id it names, as often as
-    it names them. One join, in C: the index's tokenizer drops the repeats without the GIL."""
-    return _NAME_SEPARATOR.join(
-        chain(
-            map(_key_of, entries),
-            map(_stimulus_of, entries),
-            chain.from_iterable(recommendations),
-        )
-    )
+def _columns_of(entries: Sequence[TransitionEntry]) -> list[Sequence[Any]]:
+    """Entries (tuples of ``_ENTRY_FIELDS``) as one sequence per field."""
+    if not entries:
+        return [() for _ in _ENTRY_FIELDS]
+    return list(zip(*entries, strict=True))
+
+
+#: The fields of a transition entry, the columns of a block
+_ENTRY_FIELDS = ("seq", "key", "start", "finish", "stimulus_id", "timestamp", "where", "worker")
+
+
+def _names_of(columns: Sequence[Sequence[Any]], recommendations: Sequence[dict[str, str]]) -> str:
+    """The ``block_names`` text of a block (its columns): every key and stimulus id it names,
+    as often as it names them. One join, in C: the index's tokenizer drops the repeats without
+    the GIL."""
+    return _NAME_SEPARATOR.join(chain(columns[1], columns[4], chain.from_iterable(recommendations)))
 
 
 def _insert_transition_block(
@@ -1494,7 +1518,7 @@ def _insert_transition_block(
         "INSERT INTO transition_blocks "
         "(block_id, run_id, first_seq, last_seq, first_time, last_time, entries) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (block_id, *_transition_block_row(run_id, entries, recommendations)),
+        (block_id, *_transition_block_row(run_id, _columns_of(entries), recommendations)),
     )
     index_transition_names(conn, block_id, entries, recommendations)
 
@@ -1508,7 +1532,7 @@ def index_transition_names(
     """Index block ``block_id`` under every key and stimulus id its transitions name."""
     conn.execute(
         "INSERT INTO block_names (rowid, names) VALUES (?, ?)",
-        (block_id, _names_of(entries, recommendations)),
+        (block_id, _names_of(_columns_of(entries), recommendations)),
     )
 
 
@@ -1526,7 +1550,7 @@ def _unindex_transition_block(
     ):
         conn.execute("DELETE FROM transition_names WHERE rowid = ?", (block_id,))
         return
-    names = _names_of([entry for entry, _ in logged], [recs for _, recs in logged])
+    names = _names_of(_columns_of([entry for entry, _ in logged]), [recs for _, recs in logged])
     conn.execute(
         "INSERT INTO block_names (block_names, rowid, names) VALUES ('delete', ?, ?)",
         (block_id, names),
@@ -1576,10 +1600,11 @@ _LZ4_TAG = b"L"
 
 def transition_block(blob: bytes, use_list: bool = True) -> list[Any]:
     """A transition block's ``(entry, recommendations)`` pairs, in seq order, whether it holds
-    them as two arrays (a map, as written from version 6 on) or as an array of pairs."""
+    its entries as columns (a map, as written from version 6 on) or as an array of pairs."""
     logged = msgpack.unpackb(block_bytes(blob), strict_map_key=False, use_list=use_list)
     if isinstance(logged, dict):
-        return list(zip(logged["entries"], logged["recommendations"], strict=True))
+        entries = zip(*logged["columns"], strict=True)
+        return list(zip(entries, logged["recommendations"], strict=True))
     return list(logged)
 
 

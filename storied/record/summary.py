@@ -100,10 +100,9 @@ class RunTally:
         memory grows with."""
         return len(self._kept) + len(self._let_go)
 
-    def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
-        """Entries of the scheduler's transition log, in seq order; every step runs in C."""
-        keys = list(map(_key_of, entries))
-        finishes = list(map(_finish_of, entries))
+    def add_scheduler_transitions(self, keys: Sequence[str], finishes: Sequence[str]) -> None:
+        """The keys and finish states of transitions of the scheduler's log, in seq order;
+        every step runs in C."""
         held = list(map(_HELD.__getitem__, finishes))
         self._kept.update(compress(zip(keys, finishes, strict=True), held))
         self._let_go.update(compress(zip(keys, finishes, strict=True), map(not_, held)))

@@ -53,26 +53,48 @@ def test_rows_go_in_as_few_statements_as_the_parameter_limit_allows(tmp_path):
         assert _insert_rows(conn, "t", ("a", "b"), []) == []
 
 
-def test_transition_blocks_are_two_arrays_and_blocks_of_pairs_still_read(tmp_path):
+def test_transition_blocks_hold_columns_and_blocks_of_pairs_still_read(tmp_path):
     path = tmp_path / "ledger.db"
     record = Record(ledger=Ledger(path))
     run_id = record.run_id
     for i in range(50):
         record.transition(f"inc-{i}", "released", "waiting", {f"sum-{i}": "waiting"}, "graph")
         record.transition(f"inc-{i}", "waiting", "memory", {}, f"task-finished-{i}")
+    record.worker_transitions(
+        "tcp://w:1", [["inc-7"], ["ready"], ["executing"], [{}], ["compute-7"], [5.0]]
+    )
     record.close()
     ledger = Ledger(path)
-    story, outcomes = ledger.story("sum-7"), ledger.scheduler_outcomes(run_id)
-    assert [rec.key for rec in story] == ["inc-7"] and outcomes["inc-3"] == "memory"
+    story, outcomes = ledger.story("inc-7"), ledger.scheduler_outcomes(run_id)
+    assert [(rec.where, rec.finish) for rec in story] == [
+        ("scheduler", "waiting"),
+        ("scheduler", "memory"),
+        ("tcp://w:1", "executing"),
+    ]
+    assert outcomes["inc-3"] == "memory" and "sum-7" not in outcomes
     with closing(sqlite3.connect(path)) as conn:
         blocks = conn.execute("SELECT block_id, entries FROM transition_blocks").fetchall()
-        columns = [unpack_block(blob) for _, blob in blocks]
-        assert all(sorted(block) == ["entries", "recommendations"] for block in columns)
-        pairs = [  # as version 5 and before wrote them
-            (pack_block([list(pair) for pair in zip(*block.values(), strict=True)]), block_id)
-            for block, (block_id, _) in zip(columns, blocks, strict=True)
+        written = [unpack_block(blob) for _, blob in blocks]
+        assert all(sorted(block) == ["columns", "recommendations"] for block in written)
+        assert all(len(block["columns"]) == 8 for block in written)
+        pairs = [  # as version 5 and before wrote them: [entry, recommendations] a transition
+            (
+                pack_block(
+                    [
+                        [list(entry), recommendations]
+                        for entry, recommendations in zip(
+                            zip(*block["columns"], strict=True),
+                            block["recommendations"],
+                            strict=True,
+                        )
+                    ]
+                ),
+                block_id,
+            )
+            for block, (block_id, _) in zip(written, blocks, strict=True)
         ]
         conn.executemany("UPDATE transition_blocks SET entries = ? WHERE block_id = ?", pairs)
         conn.commit()
-    assert ledger.story("sum-7") == story
+    assert ledger.story("inc-7") == story
+    assert ledger.story("sum-7") == [rec for rec in story if "sum-7" in rec.recommendations]
     assert ledger.scheduler_outcomes(run_id) == outcomes

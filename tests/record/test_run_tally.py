@@ -29,10 +29,6 @@ def expected(transitions: list[tuple[str, str]]) -> dict[str, str]:
     return {key: kept.get(key, state) for key, state in last.items()}
 
 
-def entry(seq: int, key: str, finish: str) -> tuple[object, ...]:
-    return (seq, key, "released", finish, "stimulus", 1.0, "scheduler", None)
-
-
 def test_a_task_keeps_its_last_held_state_else_its_last():
     tally = RunTally()
     story = [
@@ -46,9 +42,7 @@ def test_a_task_keeps_its_last_held_state_else_its_last():
         ("rerun", "released"),
         ("rerun", "erred"),
     ]
-    tally.add_scheduler_transitions(
-        [entry(n, key, finish) for n, (key, finish) in enumerate(story)]
-    )
+    tally.add_scheduler_transitions(*zip(*story, strict=True))
     assert outcomes(tally) == {"done": "memory", "dropped": "forgotten", "rerun": "erred"}
 
 
@@ -59,9 +53,7 @@ def test_batches_in_any_split_sum_up_as_one_pass():
     low = 0
     while low < len(transitions):
         high = low + rng.randrange(1, 300)
-        tally.add_scheduler_transitions(
-            [entry(n, key, finish) for n, (key, finish) in enumerate(transitions[low:high], low)]
-        )
+        tally.add_scheduler_transitions(*zip(*transitions[low:high], strict=True))
         low = high
     assert outcomes(tally) == expected(transitions)
     assert len(tally) >= len(expected(transitions))
