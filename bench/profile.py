@@ -8,6 +8,10 @@ py-spy, and prints each one's hottest functions, by own samples and inclusive. T
 docs/benchmarks.md comes from this script.
 
     .venv/bin/pip install py-spy && .venv/bin/python bench/profile.py [--seconds 5] [--ledger]
+
+With ``--gil``, py-spy samples only the thread holding the GIL, and the summary says how the
+GIL is shared between the event loop, the ledger's writer thread and the rest: what the
+writer costs the loop, which CPU time alone does not tell.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+def record(pid: int, seconds: float, output: Path, gil: bool) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             py_spy() or "py-spy",
@@ -71,6 +75,7 @@ def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
             "raw",
             "--output",
             str(output),
+            *(["--gil"] if gil else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -90,6 +95,7 @@ def summarize(title: str, path: Path, top: int) -> None:
         "Condition.wait", "Popen._wait", "Event.wait", "Thread.join",
     )  # fmt: skip
     busy = 0
+    threads: collections.Counter[str] = collections.Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         # per function, not per line: "name (path:line)" -> "name (path)"
@@ -98,10 +104,12 @@ def summarize(title: str, path: Path, top: int) -> None:
             continue
         samples = int(count)
         busy += samples
+        threads[_thread_of(stack)] += samples
         own[frames[-1]] += samples
         for frame in set(frames):
             inclusive[frame] += samples
     print(f"\n== {title}: {busy} busy samples")
+    print("   " + ", ".join(f"{name} {100 * n / busy:.1f}%" for name, n in threads.most_common()))
     print("   own  function")
     for frame, samples in own.most_common(top):
         print(f"  {100 * samples / busy:4.1f}%  {frame}")
@@ -111,12 +119,22 @@ def summarize(title: str, path: Path, top: int) -> None:
             print(f"  {100 * samples / busy:4.1f}%  {frame}")
 
 
+def _thread_of(stack: str) -> str:
+    """Which of the threads worth telling apart a sampled stack is on."""
+    if "Ledger._write_forever" in stack:
+        return "ledger writer"
+    if "LoopThread._run" in stack or "run_until_complete" in stack:
+        return "event loop"
+    return "other threads"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="map")
     parser.add_argument("--ledger", action="store_true", help="record to a ledger file too")
+    parser.add_argument("--gil", action="store_true", help="sample only the GIL's holder")
     options = parser.parse_args()
     workload = WORKLOADS[options.workload]
     if py_spy() is None:
@@ -139,8 +157,8 @@ def main() -> None:
         loader.start()
         time.sleep(0.5)
         spies = [
-            record(os.getpid(), options.seconds, folder / "scheduler.txt"),
-            record(worker_pid, options.seconds, folder / "worker.txt"),
+            record(os.getpid(), options.seconds, folder / "scheduler.txt", options.gil),
+            record(worker_pid, options.seconds, folder / "worker.txt", options.gil),
         ]
         for spy in spies:
             spy.wait(options.seconds + 30)

@@ -152,7 +152,7 @@ class Record:
         self.run_id: int | None = None
         self._ledger = ledger
         first_seq = 1
-        self._put_transitions: Callable[[list[TransitionEntry], list[Any]], None] | None = None
+        self._put_shipment: Callable[[str, int, list[list[Any]]], None] | None = None
         self._put_event: Callable[[str, StoredEvent], None] | None = None
         self._put_execution: Callable[..., None] | None = None
         self._put_failure: Callable[[dict[str, Any]], None] | None = None
@@ -161,7 +161,7 @@ class Record:
             info = {"where": where, "pid": os.getpid(), "host": socket.gethostname()}
             self.run_id = run_id = ledger.start_run({**info, **(run_info or {})})
             first_seq = ledger.first_seq(run_id)
-            self._put_transitions = partial(ledger.put_transitions, run_id)
+            self._put_shipment = partial(ledger.put_shipment, run_id)
             self._put_event = partial(ledger.put_event, run_id)
             self._put_execution = partial(ledger.put_execution, run_id)
             self._put_failure = partial(ledger.put_failure, run_id)
@@ -204,25 +204,14 @@ class Record:
         run per transition. A malformed shipment raises ``ValueError`` and nothing of it is
         kept. Without a ledger this keeps nothing.
         """
-        keys, starts, finishes, recommendations, stimulus_ids, timestamps = _checked_columns(
-            columns
-        )
-        if self._put_transitions is None:
+        checked = _checked_columns(columns)
+        keys = checked[0]
+        if self._put_shipment is None or not keys:
             return 0
-        entries = list(
-            zip(
-                islice(self._seq, len(keys)),
-                keys,
-                starts,
-                finishes,
-                stimulus_ids,
-                timestamps,
-                repeat(where),
-                repeat(None),
-            )
-        )
-        self._put_transitions(entries, recommendations)
-        return len(entries)
+        first_seq = next(self._seq)
+        deque(islice(self._seq, len(keys) - 1), maxlen=0)  # the shipment's seqs, taken in C
+        self._put_shipment(where, first_seq, checked)
+        return len(keys)
 
     def event(
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None
@@ -607,5 +596,5 @@ class Record:
     def _stop_writing(self) -> None:
         """Nothing more goes to the ledger (on the recording thread: it reads these)."""
         self._log_capture.on_record = None
-        self._put_transitions = None
+        self._put_shipment = None
         self._put_event = self._put_execution = self._put_log = self._put_failure = None

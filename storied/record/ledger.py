@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -61,10 +62,37 @@ from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Versions this storied reads: 4 is 5 without the run summaries (``storied.record.summary``);
-#: writing to a version 4 file adds their tables and makes it version 5.
-READABLE_SCHEMA_VERSIONS = (4, 5)
+#: 5 is 6 with blocks indexed by CRC-32 tokens of their names (``transition_names``) instead of
+#: the names themselves (``block_names``). Writing to either adds what it lacks (its blocks stay
+#: indexed where they are) and makes it version 6.
+READABLE_SCHEMA_VERSIONS = (4, 5, 6)
+
+#: What separates the names of a block in its ``block_names`` row. Every other ASCII
+#: character but NUL is part of a name's token (non-ASCII ones are, by the ascii tokenizer's
+#: default), so a name is one token, case folded, unless it holds NUL or this separator.
+_NAME_SEPARATOR = "\x1f"
+_NAME_CHARS = "".join(
+    c for c in map(chr, range(1, 128)) if not c.isalnum() and c != _NAME_SEPARATOR
+)
+
+
+def _sql_quoted(text: str) -> str:
+    """``text`` as an SQL (and FTS5 option) string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+_NAME_TOKENIZER = (
+    f"ascii separators {_sql_quoted(_NAME_SEPARATOR)} tokenchars {_sql_quoted(_NAME_CHARS)}"
+)
+#: The name index: SQLite's own tokenizer splits a block's names, with the GIL released,
+#: where hashing them in Python held it (the writer's largest share of the scheduler's GIL).
+#: Contentless: the names are in the blocks already.
+NAMES_INDEX_SCHEMA = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS block_names USING fts5 "
+    f"(names, content = '', detail = none, tokenize = {_sql_quoted(_NAME_TOKENIZER)})"
+)
 
 _SCHEMA = (
     """
@@ -88,7 +116,6 @@ CREATE TABLE IF NOT EXISTS transition_blocks (
 CREATE INDEX IF NOT EXISTS transition_blocks_by_run ON transition_blocks (run_id);
 CREATE INDEX IF NOT EXISTS transition_blocks_by_seq ON transition_blocks (last_seq);
 CREATE INDEX IF NOT EXISTS transition_blocks_by_time ON transition_blocks (first_time);
-CREATE VIRTUAL TABLE IF NOT EXISTS transition_names USING fts5 (tokens, detail = none);
 CREATE TABLE IF NOT EXISTS event_blocks (
     block_id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -182,24 +209,67 @@ _DROP_WARNING_INTERVAL = 1.0
 # Queue item kinds; items are tuples whose first element is one of these.
 _TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
-_key_of, _stimulus_of, _time_of = itemgetter(1), itemgetter(4), itemgetter(5)
 _key_and_finish = itemgetter(1, 3)
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
 
 
 def name_tokens(names: Iterable[str]) -> list[str]:
-    """The tokens that stand for keys or stimulus ids in ``transition_names``.
+    """The tokens that stood for keys or stimulus ids in ``transition_names`` (version 5).
 
-    Eight hex digits of each name's CRC-32: short alphanumeric tokens keep the full-text index
-    small and its tokenizer out of the way. Two names may share a token; readers compare the
+    Eight hex digits of each name's CRC-32. Two names may share a token; readers compare the
     names themselves in the blocks they fetch.
     """
     return list(map(_token_of, map(crc32, map(str.encode, names))))
 
 
-def _match(names: Iterable[str]) -> str:
-    """An FTS5 query for blocks that mention any of ``names``."""
-    return " OR ".join(f'"{token}"' for token in name_tokens(names))
+_UNTOKENIZED = re.compile(f"[\\x00{_NAME_SEPARATOR}]")
+
+
+def names_query(names: Iterable[str]) -> str | None:
+    """An FTS5 query on ``block_names`` for blocks that mention any of ``names``; None if a
+    name has no token (the empty name): then only reading every block finds it.
+
+    A name is one token, case folded: names that differ in case share it, and readers compare
+    the names themselves in the blocks they fetch. A name holding NUL or the separator was
+    indexed as its parts; its longest part finds every block that names it, and a few more.
+    """
+    terms = []
+    for name in names:
+        parts = _UNTOKENIZED.split(name)
+        longest = max(parts, key=len)
+        if not longest:
+            return None
+        terms.append('"' + longest.replace('"', '""') + '"')
+    return " OR ".join(terms)
+
+
+def _named_blocks(conn: sqlite3.Connection, names: Iterable[str]) -> tuple[str, list[str]] | None:
+    """A filter on ``transition_blocks`` keeping those that the name index has under one of
+    ``names`` (in ``block_names``, and in ``transition_names`` for blocks written at version 5
+    or before); None when the index cannot tell (see ``names_query``)."""
+    names = list(names)
+    query = names_query(names)
+    if query is None:
+        return None
+    tables = _tables_named(conn, "block_names", "transition_names")
+    lookups, params = [], []
+    if "block_names" in tables:
+        lookups.append("SELECT rowid FROM block_names WHERE block_names MATCH ?")
+        params.append(query)
+    if "transition_names" in tables:
+        lookups.append("SELECT rowid FROM transition_names WHERE transition_names MATCH ?")
+        params.append(" OR ".join(f'"{token}"' for token in name_tokens(names)))
+    return f"block_id IN ({' UNION '.join(lookups) or 'SELECT NULL'})", params
+
+
+def _tables_named(conn: sqlite3.Connection, *names: str) -> set[str]:
+    """Which of the tables ``names`` the file has."""
+    return {
+        name
+        for (name,) in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE name IN ({_placeholders(names)})", names
+        )
+    }
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -445,8 +515,22 @@ class Ledger:
     def put_transitions(
         self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]
     ) -> None:
-        """Queue many transitions (in seq order) as one item: a worker's shipment."""
-        self._put((_TRANSITIONS, run_id, entries, recommendations), records=len(entries))
+        """Queue many transitions (in seq order) as one item."""
+        columns = _columns_of(entries)
+        self._put((_TRANSITIONS, run_id, columns, recommendations), records=len(entries))
+
+    def put_shipment(
+        self, run_id: int, where: str, first_seq: int, shipped: Sequence[list[Any]]
+    ) -> None:
+        """Queue a worker's shipment, its columns (``storied.record.SHIPPED_COLUMNS``, checked)
+        as they came, numbered from ``first_seq`` on: the loop makes no object per transition
+        (a tuple per transition made the collector run on the loop)."""
+        keys, starts, finishes, recommendations, stimulus_ids, timestamps = shipped
+        count = len(keys)
+        seqs = range(first_seq, first_seq + count)
+        columns = [seqs, keys, starts, finishes, stimulus_ids, timestamps, [where] * count]
+        columns.append([None] * count)
+        self._put((_TRANSITIONS, run_id, columns, recommendations), records=count)
 
     def put_event(self, run_id: int, topic: str, stored: StoredEvent) -> None:
         self._put((_EVENT, run_id, topic, stored))
@@ -651,11 +735,13 @@ class Ledger:
             (cutoff, _PRUNE_BLOCKS),
         ).fetchall()
         more = len(blocks) == _PRUNE_BLOCKS
+        legacy_index = bool(blocks) and bool(_tables_named(conn, "transition_names"))
         for block_id, run_id, last_time, blob in blocks:
             conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
-            conn.execute("DELETE FROM transition_names WHERE rowid = ?", (block_id,))
+            logged_block = transition_block(blob)
+            _unindex_transition_block(conn, block_id, logged_block, legacy_index)
             if last_time >= cutoff:
-                kept = [logged for logged in unpack_block(blob) if logged[0][5] >= cutoff]
+                kept = [logged for logged in logged_block if logged[0][5] >= cutoff]
                 _insert_transition_block(
                     conn,
                     run_id,
@@ -837,7 +923,7 @@ class Ledger:
         def concerned(blob: bytes) -> list[TransitionRecord]:
             return [
                 _transition_record(logged)
-                for logged in unpack_block(blob)
+                for logged in transition_block(blob)
                 if (
                     logged[0][1] in names
                     or logged[0][4] in names
@@ -847,18 +933,19 @@ class Ledger:
                 and (where is None or logged[0][6] == where)
             ]
 
+        if limit is not None and limit <= 0:
+            return []
         filters = _block_filters(run_id, max_seq)
-        filters.add(
-            "block_id IN (SELECT rowid FROM transition_names WHERE transition_names MATCH ?)",
-            _match(names),
-        )
-        return self._read_blocks(
-            f"SELECT last_seq, entries FROM transition_blocks {filters.where()} "
-            "ORDER BY last_seq DESC",
-            filters.params,
-            concerned,
-            limit,
-        )
+        with self._reading() as conn:
+            named = _named_blocks(conn, names)
+            if named is not None:
+                filters.add(named[0], *named[1])
+            blocks = conn.execute(
+                f"SELECT last_seq, entries FROM transition_blocks {filters.where()} "
+                "ORDER BY last_seq DESC",
+                filters.params,
+            )
+            return _newest_first(blocks, concerned, limit)
 
     def _read_blocks(
         self,
@@ -1026,7 +1113,7 @@ class Ledger:
             )
             for (blob,) in blocks:
                 # tuples, not lists: a third less time unpacking, which is most of the pass
-                logged = msgpack.unpackb(block_bytes(blob), strict_map_key=False, use_list=False)
+                logged = transition_block(blob, use_list=False)
                 ours = [entry for entry, _ in logged if entry[6] == "scheduler"]
                 last.update(map(_key_and_finish, ours))
                 kept.update(map(_key_and_finish, [e for e in ours if e[3] not in LET_GO]))
@@ -1195,7 +1282,7 @@ class Ledger:
                 filters.params,
             ).fetchall()
         for run, blob in blocks:
-            for (_, key, _, finish, _, timestamp, where, _), _ in unpack_block(blob):
+            for (_, key, _, finish, _, timestamp, where, _), _ in transition_block(blob):
                 row = task(run, key)
                 if row["first_time"] is None or timestamp < row["first_time"]:
                     row["first_time"] = timestamp
@@ -1250,7 +1337,7 @@ _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback"
 
 def _record_count(batch: list[tuple[Any, ...]]) -> int:
     """Records in queued items: a worker's shipment holds many transitions, others one."""
-    return sum(len(item[2]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
+    return sum(len(item[3]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
 
 
 def _insert(
@@ -1270,7 +1357,7 @@ def _insert(
     time (the cost of the ledger was mostly that).
     """
     tallies = {} if tallies is None else tallies
-    transitions: dict[int, tuple[list[TransitionEntry], list[dict[str, str]]]] = {}
+    transitions: dict[int, tuple[list[list[Any]], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
     executions: list[tuple[Any, ...]] = []
     logs: list[tuple[Any, ...]] = []
@@ -1279,9 +1366,12 @@ def _insert(
     for item in batch:
         kind = item[0]
         if kind == _TRANSITIONS:
-            _, run_id, entries, recommendations = item
-            run_entries, run_recommendations = transitions.setdefault(run_id, ([], []))
-            run_entries += entries
+            _, run_id, columns, recommendations = item
+            run_columns, run_recommendations = transitions.setdefault(
+                run_id, ([[] for _ in _ENTRY_FIELDS], [])
+            )
+            for gathered, column in zip(run_columns, columns, strict=True):
+                gathered += column
             run_recommendations += recommendations
         elif kind == _EVENT:
             _, run_id, topic, stored = item
@@ -1298,13 +1388,14 @@ def _insert(
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
     blocks = _TransitionBlocks()
-    for run_id, (entries, recommendations) in transitions.items():
-        blocks.add(run_id, entries, recommendations)
+    for run_id, (columns, recommendations) in transitions.items():
+        blocks.add(run_id, columns, recommendations)
     for run_id, entries, recommendations in followed:
-        blocks.add(run_id, entries, recommendations)
+        columns = _columns_of(entries)
+        blocks.add(run_id, columns, recommendations)
         tally = tallies.get(run_id)
         if tally is not None and entries[0][6] == "scheduler":
-            tally.add_scheduler_transitions(entries)
+            tally.add_scheduler_transitions(columns[1], columns[3])
     blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1373,52 +1464,63 @@ class _TransitionBlocks:
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.tokens: list[str] = []
+        self.names: list[str] = []
 
     def add(
-        self, run_id: int, entries: list[TransitionEntry], recommendations: list[dict[str, str]]
+        self, run_id: int, columns: Sequence[Sequence[Any]], recommendations: list[dict[str, str]]
     ) -> None:
-        """Blocks of at most ``_TRANSITIONS_PER_BLOCK`` entries (in seq order) of one run."""
-        for low in range(0, len(entries), _TRANSITIONS_PER_BLOCK):
+        """Blocks of at most ``_TRANSITIONS_PER_BLOCK`` entries (in seq order) of one run,
+        given as the columns of ``_ENTRY_FIELDS``."""
+        for low in range(0, len(recommendations), _TRANSITIONS_PER_BLOCK):
             high = low + _TRANSITIONS_PER_BLOCK
-            self.rows.append(
-                _transition_block_row(run_id, entries[low:high], recommendations[low:high])
-            )
-            self.tokens.append(_name_tokens_of(entries[low:high], recommendations[low:high]))
+            block = [column[low:high] for column in columns]
+            self.rows.append(_transition_block_row(run_id, block, recommendations[low:high]))
+            self.names.append(_names_of(block, recommendations[low:high]))
 
     def insert(self, conn: sqlite3.Connection) -> None:
         ids = _insert_rows(conn, "transition_blocks", _TRANSITION_BLOCK_COLUMNS, self.rows)
         _insert_rows(
-            conn, "transition_names", ("rowid", "tokens"), list(zip(ids, self.tokens, strict=True))
+            conn, "block_names", ("rowid", "names"), list(zip(ids, self.names, strict=True))
         )
 
 
 def _transition_block_row(
-    run_id: int, entries: Sequence[TransitionEntry], recommendations: Sequence[dict[str, str]]
+    run_id: int, columns: Sequence[Sequence[Any]], recommendations: Sequence[dict[str, str]]
 ) -> tuple[Any, ...]:
     """A ``transition_blocks`` row but its id.
 
-    Thousands of transitions a second pass through here, so every step runs in C (``map``,
-    ``zip``, ``set.update``), with no Python code per record.
+    Thousands of transitions a second pass through here, so every step runs in C, with no
+    Python code or object per record. The block holds its entries as columns: packing them
+    costs a third less than an array per entry did.
     """
+    seqs, timestamps = columns[0], columns[5]
     return (
         run_id,
-        entries[0][0],
-        entries[-1][0],
-        min(map(_time_of, entries)),
-        max(map(_time_of, entries)),
-        pack_block(list(zip(entries, recommendations, strict=True))),
+        seqs[0],
+        seqs[-1],
+        min(timestamps),
+        max(timestamps),
+        pack_block({"columns": [list(seqs), *columns[1:]], "recommendations": recommendations}),
     )
 
 
-def _name_tokens_of(
-    entries: Sequence[TransitionEntry], recommendations: Sequence[dict[str, str]]
-) -> str:
-    """The ``transition_names`` tokens of a block: every key and stimulus id it names."""
-    names = set(map(_key_of, entries))
-    names.update(map(_stimulus_of, entries))
-    names.update(chain.from_iterable(recommendations))
-    return " ".join(name_tokens(names))
+def _columns_of(entries: Sequence[TransitionEntry]) -> list[Sequence[Any]]:
+    """Entries (tuples of ``_ENTRY_FIELDS``) as one list per field: a pass in C per field,
+    making no object per entry (transposing with ``zip(*entries)`` made an iterator each, and
+    the collector ran on them)."""
+    return [list(map(field, entries)) for field in _FIELD_GETTERS]
+
+
+#: The fields of a transition entry, the columns of a block
+_ENTRY_FIELDS = ("seq", "key", "start", "finish", "stimulus_id", "timestamp", "where", "worker")
+_FIELD_GETTERS = [itemgetter(index) for index in range(len(_ENTRY_FIELDS))]
+
+
+def _names_of(columns: Sequence[Sequence[Any]], recommendations: Sequence[dict[str, str]]) -> str:
+    """The ``block_names`` text of a block (its columns): every key and stimulus id it names,
+    as often as it names them. One join, in C: the index's tokenizer drops the repeats without
+    the GIL."""
+    return _NAME_SEPARATOR.join(chain(columns[1], columns[4], chain.from_iterable(recommendations)))
 
 
 def _insert_transition_block(
@@ -1433,7 +1535,7 @@ def _insert_transition_block(
         "INSERT INTO transition_blocks "
         "(block_id, run_id, first_seq, last_seq, first_time, last_time, entries) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (block_id, *_transition_block_row(run_id, entries, recommendations)),
+        (block_id, *_transition_block_row(run_id, _columns_of(entries), recommendations)),
     )
     index_transition_names(conn, block_id, entries, recommendations)
 
@@ -1446,8 +1548,29 @@ def index_transition_names(
 ) -> None:
     """Index block ``block_id`` under every key and stimulus id its transitions name."""
     conn.execute(
-        "INSERT INTO transition_names (rowid, tokens) VALUES (?, ?)",
-        (block_id, _name_tokens_of(entries, recommendations)),
+        "INSERT INTO block_names (rowid, names) VALUES (?, ?)",
+        (block_id, _names_of(_columns_of(entries), recommendations)),
+    )
+
+
+def _unindex_transition_block(
+    conn: sqlite3.Connection, block_id: int, logged: Sequence[Any], legacy_index: bool
+) -> None:
+    """Take block ``block_id`` (its entries ``logged``) out of the name index.
+
+    ``block_names`` keeps no copy of what it indexed, so a block leaves it by being indexed
+    again as a deletion (the same names, the same order); a block written at version 5 or
+    before (``legacy_index``: the file has ``transition_names``) is only in the old index."""
+    if (
+        legacy_index
+        and conn.execute("SELECT 1 FROM transition_names WHERE rowid = ?", (block_id,)).fetchone()
+    ):
+        conn.execute("DELETE FROM transition_names WHERE rowid = ?", (block_id,))
+        return
+    names = _names_of(_columns_of([entry for entry, _ in logged]), [recs for _, recs in logged])
+    conn.execute(
+        "INSERT INTO block_names (block_names, rowid, names) VALUES ('delete', ?, ?)",
+        (block_id, names),
     )
 
 
@@ -1492,6 +1615,16 @@ def block_bytes(blob: bytes) -> bytes:
 _LZ4_TAG = b"L"
 
 
+def transition_block(blob: bytes, use_list: bool = True) -> list[Any]:
+    """A transition block's ``(entry, recommendations)`` pairs, in seq order, whether it holds
+    its entries as columns (a map, as written from version 6 on) or as an array of pairs."""
+    logged = msgpack.unpackb(block_bytes(blob), strict_map_key=False, use_list=use_list)
+    if isinstance(logged, dict):
+        entries = zip(*logged["columns"], strict=True)
+        return list(zip(entries, logged["recommendations"], strict=True))
+    return list(logged)
+
+
 def _transition_record(logged: list[Any]) -> TransitionRecord:
     """The record of one block entry, ``[[seq, key, ..., worker], recommendations]``."""
     (seq, key, start, finish, stimulus_id, timestamp, where, worker), recommendations = logged
@@ -1501,7 +1634,7 @@ def _transition_record(logged: list[Any]) -> TransitionRecord:
 
 
 def _transition_records(blob: bytes) -> list[TransitionRecord]:
-    return [_transition_record(logged) for logged in unpack_block(blob)]
+    return [_transition_record(logged) for logged in transition_block(blob)]
 
 
 def _event_records(topic: str, blob: bytes) -> list[EventRecord]:
@@ -1528,16 +1661,15 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def create_or_check_schema(conn: sqlite3.Connection) -> None:
+    """Give a new file the schema; bring one of an older readable version up to this one."""
     version = _schema_version(conn)
     if version is None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        _execute_script(conn, _SCHEMA)
+        conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif version == 4:  # the summaries' tables are all that version 5 adds
-        for statement in SUMMARY_SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+    elif version in (4, 5):  # 5 adds the summaries' tables, 6 the index of names by name
+        _execute_script(conn, SUMMARY_SCHEMA)
+        conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
         )
@@ -1545,6 +1677,13 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         raise LedgerError(
             f"ledger schema version {version} is not {SCHEMA_VERSION}; use a new ledger file"
         )
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``script``'s statements in the caller's transaction (``executescript`` commits)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _next_free_seq(conn: sqlite3.Connection) -> int:

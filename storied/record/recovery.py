@@ -26,6 +26,7 @@ from storied.record.ledger import (
     _schema_version,
     create_or_check_schema,
     index_transition_names,
+    transition_block,
     unpack_block,
 )
 from storied.record.summary import SUMMARY_TABLES
@@ -42,6 +43,7 @@ _UNREADABLE = (
     ValueError,
     TypeError,
     IndexError,
+    KeyError,
 )
 
 
@@ -115,7 +117,7 @@ def check(path: Path) -> list[str]:
                     f"SELECT block_id, run_id, first_seq, last_seq, entries FROM {table}"
                 ):
                     try:
-                        unpack_block(blob)
+                        (transition_block if table == "transition_blocks" else unpack_block)(blob)
                     except _UNREADABLE as error:
                         problems.append(
                             f"{table} block {block_id} (run {run_id}, seqs {first_seq}-"
@@ -145,8 +147,9 @@ def recover(source: Path, target: Path) -> Recovery:
                 "that wrote it"
             )
         # the new file has this storied's schema: an older file's runs are upgraded on the
-        # way, as opening it for writing does (version 4 lacks only the runs' summaries,
-        # which readers then count from the records)
+        # way, as opening it for writing does (version 5 lacks only the name index, which
+        # recovery builds anew anyway; version 4 also the runs' summaries, which readers
+        # then count from the records)
         missing = SUMMARY_TABLES if version == 4 else ()
         dst = sqlite3.connect(target, isolation_level=None)
         try:
@@ -158,10 +161,11 @@ def recover(source: Path, target: Path) -> Recovery:
             for table in _tables(dst):
                 if table not in missing:
                     _copy_table(src, dst, table, recovery)
-            dst.execute(  # the copied meta says the source's version
+            _check_blocks(dst, recovery)
+            # the copied meta says what the source was; the copy is of this storied's version
+            dst.execute(
                 "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
             )
-            _check_blocks(dst, recovery)
             dst.execute("COMMIT")
         finally:
             dst.close()
@@ -171,13 +175,13 @@ def recover(source: Path, target: Path) -> Recovery:
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
-    """The ledger's own tables (those of this storied's schema), but the full-text index."""
+    """The ledger's own tables (those of this storied's schema), but the name index."""
     return [
         name
         for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' "
             "AND sql NOT LIKE 'CREATE VIRTUAL%' AND name NOT LIKE 'sqlite_%' "
-            "AND name NOT LIKE 'transition_names%' ORDER BY rowid"
+            "AND name NOT LIKE 'block_names%' ORDER BY rowid"
         )
     ]
 
@@ -258,8 +262,10 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
         ).fetchall()
         for block_id, run_id, first_seq, last_seq, blob in blocks:
             try:
-                logged = unpack_block(blob)
-                if table == "transition_blocks":
+                if table != "transition_blocks":
+                    unpack_block(blob)
+                else:
+                    logged = transition_block(blob)
                     index_transition_names(
                         dst,
                         block_id,

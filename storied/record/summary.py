@@ -70,8 +70,20 @@ TASKS, FIRST_ID, BY_WORKER, BY_OUTCOME, PREFIX_RUNS, PREFIX_STATES = (
 #: the columns of a task's row, as readers get them
 TASK_FIELDS = ("key", "prefix", "state", "executed", "erred", "worker", "duration")
 
-_key_and_finish = itemgetter(1, 3)
+_key_of = itemgetter(1)
 _finish_of = itemgetter(3)
+
+
+class _Held(dict[str, bool]):
+    """Whether a task moved to a state is still held (not let go), by state: one lookup in C
+    per transition, where testing ``LET_GO`` and negating took two more."""
+
+    def __missing__(self, state: str) -> bool:
+        held = self[state] = state not in LET_GO
+        return held
+
+
+_HELD = _Held()
 
 
 class RunTally:
@@ -81,19 +93,22 @@ class RunTally:
     ``executions`` table in SQL, so a run costs the writer no Python code per execution."""
 
     def __init__(self) -> None:
-        #: each key's last state on the scheduler, and its last one that is not let go
-        self._last: dict[str, str] = {}
+        #: each key's last state on the scheduler that is not let go, and the last let-go
+        #: state of keys that have none other: a transition updates one of the two
         self._kept: dict[str, str] = {}
+        self._let_go: dict[str, str] = {}
 
     def __len__(self) -> int:
-        """The tasks tallied."""
-        return len(self._last)
+        """The tasks tallied, a task with both kinds of state counted twice: what the tally's
+        memory grows with."""
+        return len(self._kept) + len(self._let_go)
 
-    def add_scheduler_transitions(self, entries: Sequence[Sequence[Any]]) -> None:
-        """Entries of the scheduler's transition log, in seq order; every step runs in C."""
-        self._last.update(map(_key_and_finish, entries))
-        held = map(not_, map(LET_GO.__contains__, map(_finish_of, entries)))
-        self._kept.update(map(_key_and_finish, compress(entries, held)))
+    def add_scheduler_transitions(self, keys: Sequence[str], finishes: Sequence[str]) -> None:
+        """The keys and finish states of transitions of the scheduler's log, in seq order;
+        every step runs in C."""
+        held = list(map(_HELD.__getitem__, finishes))
+        self._kept.update(compress(zip(keys, finishes, strict=True), held))
+        self._let_go.update(compress(zip(keys, finishes, strict=True), map(not_, held)))
 
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
         """Store the summary of ``run_id`` (in the caller's transaction, once its executions
@@ -139,7 +154,7 @@ class RunTally:
     def _rows(self, conn: sqlite3.Connection, run_id: int) -> list[tuple[Any, ...]]:
         """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and its runs
         and failures, last worker and duration (of the execution recorded last) from SQL."""
-        states = {**self._last, **self._kept}
+        states = {**self._let_go, **self._kept}
         ran = {
             key: (executed, erred, worker, duration)
             for key, executed, erred, worker, duration, _ in conn.execute(

@@ -7,7 +7,7 @@ from contextlib import closing
 
 from storied.record import Ledger, Record
 from storied.record.events import pack_msg
-from storied.record.ledger import _insert_rows, unpack_block
+from storied.record.ledger import _insert_rows, pack_block, unpack_block
 
 
 def test_blocks_are_compressed_and_plain_msgpack_blocks_still_read(tmp_path):
@@ -51,3 +51,50 @@ def test_rows_go_in_as_few_statements_as_the_parameter_limit_allows(tmp_path):
             (id_, a, b) for id_, (a, b) in zip(ids, rows, strict=True)
         ]
         assert _insert_rows(conn, "t", ("a", "b"), []) == []
+
+
+def test_transition_blocks_hold_columns_and_blocks_of_pairs_still_read(tmp_path):
+    path = tmp_path / "ledger.db"
+    record = Record(ledger=Ledger(path))
+    run_id = record.run_id
+    for i in range(50):
+        record.transition(f"inc-{i}", "released", "waiting", {f"sum-{i}": "waiting"}, "graph")
+        record.transition(f"inc-{i}", "waiting", "memory", {}, f"task-finished-{i}")
+    record.worker_transitions(
+        "tcp://w:1", [["inc-7"], ["ready"], ["executing"], [{}], ["compute-7"], [5.0]]
+    )
+    record.close()
+    ledger = Ledger(path)
+    story, outcomes = ledger.story("inc-7"), ledger.scheduler_outcomes(run_id)
+    assert [(rec.where, rec.finish) for rec in story] == [
+        ("scheduler", "waiting"),
+        ("scheduler", "memory"),
+        ("tcp://w:1", "executing"),
+    ]
+    assert outcomes["inc-3"] == "memory" and "sum-7" not in outcomes
+    with closing(sqlite3.connect(path)) as conn:
+        blocks = conn.execute("SELECT block_id, entries FROM transition_blocks").fetchall()
+        written = [unpack_block(blob) for _, blob in blocks]
+        assert all(sorted(block) == ["columns", "recommendations"] for block in written)
+        assert all(len(block["columns"]) == 8 for block in written)
+        pairs = [  # as version 5 and before wrote them: [entry, recommendations] a transition
+            (
+                pack_block(
+                    [
+                        [list(entry), recommendations]
+                        for entry, recommendations in zip(
+                            zip(*block["columns"], strict=True),
+                            block["recommendations"],
+                            strict=True,
+                        )
+                    ]
+                ),
+                block_id,
+            )
+            for block, (block_id, _) in zip(written, blocks, strict=True)
+        ]
+        conn.executemany("UPDATE transition_blocks SET entries = ? WHERE block_id = ?", pairs)
+        conn.commit()
+    assert ledger.story("inc-7") == story
+    assert ledger.story("sum-7") == [rec for rec in story if "sum-7" in rec.recommendations]
+    assert ledger.scheduler_outcomes(run_id) == outcomes

@@ -8,8 +8,16 @@ import time
 import pytest
 
 from storied.record.events import EventRecord, pack_msg
-from storied.record.ledger import SCHEMA_VERSION, Ledger, LedgerError, name_tokens
+from storied.record.ledger import (
+    SCHEMA_VERSION,
+    Ledger,
+    LedgerError,
+    name_tokens,
+    names_query,
+    transition_block,
+)
 from storied.record.logcapture import LogRecordEntry
+from storied.record.recovery import recover
 from storied.record.transitions import TransitionLog, TransitionRecord
 
 
@@ -220,12 +228,12 @@ def test_retention_deletes_old_records_in_the_writer(path):
     ledger.close()
     with sqlite3.connect(path) as conn:
         (orphans,) = conn.execute(
-            "SELECT count(*) FROM transition_names "
+            "SELECT count(*) FROM block_names "
             "WHERE rowid NOT IN (SELECT block_id FROM transition_blocks)"
         ).fetchone()
         (unnamed,) = conn.execute(
             "SELECT count(*) FROM transition_blocks "
-            "WHERE block_id NOT IN (SELECT rowid FROM transition_names)"
+            "WHERE block_id NOT IN (SELECT rowid FROM block_names)"
         ).fetchone()
     assert orphans == unnamed == 0
     assert old[0] not in ledger.story("graph")
@@ -280,24 +288,29 @@ def test_story_query_uses_the_name_index(path):
             row[-1]
             for row in conn.execute(
                 "EXPLAIN QUERY PLAN SELECT entries FROM transition_blocks WHERE block_id IN "
-                "(SELECT rowid FROM transition_names WHERE transition_names MATCH ?)",
-                (f'"{name_tokens(["x"])[0]}"',),
+                "(SELECT rowid FROM block_names WHERE block_names MATCH ?)",
+                (names_query(["x"]),),
             )
         )
     assert "SCAN transition_blocks" not in plan
     assert "VIRTUAL TABLE INDEX" in plan
 
 
-def test_names_sharing_a_token_do_not_leak_into_each_others_stories(path, monkeypatch):
-    monkeypatch.setattr(
-        "storied.record.ledger.name_tokens", lambda names: ["samehash" for _ in names]
-    )
+def test_names_sharing_a_token_do_not_leak_into_each_others_stories(path):
+    """The index folds case and splits names at NUL and its separator: readers compare the
+    names themselves, and a name with no token at all is found by reading every block."""
     ledger = Ledger(path)
     run_id = ledger.start_run({})
-    records = write_story(ledger, run_id, ledger.first_seq(run_id))
+    seq = ledger.first_seq(run_id)
+    names = ["Key", "key", "a\x1fb", "a", "", "nul\x00b", "('x', 1)", 'quo"te', "\x1f"]
+    entries = [
+        (seq + offset, name, "a", "b", "stimulus", 1.0, "scheduler", None)
+        for offset, name in enumerate(names)
+    ]
+    ledger.put_transitions(run_id, entries, [{} for _ in names])
     ledger.close()
-    assert ledger.story("y") == [records[2]]
-    assert ledger.story("plan") == [records[1]]
+    for name in names:
+        assert [rec.key for rec in ledger.story(name)] == [name]
     assert ledger.story("nothing-logged") == []
 
 
@@ -320,3 +333,47 @@ def test_limit_keeps_the_newest_across_blocks(path, monkeypatch):
     assert [e.msg for e in ledger.events(after_seq=26, limit=10)] == [27, 28, 29]
     assert [e.msg for e in ledger.events(since=21.0, until=23.0)] == [21, 22]
     assert ledger.transitions(limit=0) == []
+
+
+def make_version_5(path) -> None:
+    """Turn a ledger into what version 5 wrote: blocks indexed under CRC-32 tokens of their
+    names in ``transition_names`` (which kept a copy of the tokens), no ``block_names``."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE block_names")
+        conn.execute("CREATE VIRTUAL TABLE transition_names USING fts5 (tokens, detail = none)")
+        for block_id, blob in conn.execute("SELECT block_id, entries FROM transition_blocks"):
+            names = set()
+            for entry, recommendations in transition_block(blob):
+                names.update([entry[1], entry[4], *recommendations])
+            conn.execute(
+                "INSERT INTO transition_names (rowid, tokens) VALUES (?, ?)",
+                (block_id, " ".join(name_tokens(names))),
+            )
+        conn.execute("UPDATE meta SET value = '5' WHERE name = 'schema_version'")
+
+
+def test_version_5_ledgers_are_read_upgraded_pruned_and_recovered(path, tmp_path):
+    ledger = Ledger(path)
+    run_id = ledger.start_run({})
+    old = write_story(ledger, run_id, ledger.first_seq(run_id), timestamp=time.time() - 7200)
+    ledger.close()
+    make_version_5(path)
+    assert Ledger(path).story("x") == [old[0], old[1], old[2], old[3]]
+    recovered = recover(path, tmp_path / "recovered.db")
+    assert recovered.complete
+    assert Ledger(tmp_path / "recovered.db").story("y") == [old[2]]
+    with sqlite3.connect(tmp_path / "recovered.db") as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+
+    writer = Ledger(path, retain=3600, prune_every=0.05, flush_interval=0.02)
+    run_id = writer.start_run({})
+    new = write_story(writer, run_id, writer.first_seq(run_id), timestamp=time.time())
+    writer.flush()
+    with sqlite3.connect(path) as conn:  # upgraded: new blocks go to the new index
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+    wait_until(lambda: Ledger(path).story("x") == [new[0], new[1], new[2], new[3]])
+    writer.close()  # the old run's blocks were pruned from the old index, the new ones stay
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM transition_names").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM block_names").fetchone() == (1,)
+    assert Ledger(path).story("plan") == [new[1]]
