@@ -20,8 +20,8 @@ import math
 import statistics
 import time
 
-import psutil
 from pairs import report_pairs
+from workloads import FuturesBackend, cpu_seconds_apart, submit_tree
 
 from storied import Client, LocalCluster
 
@@ -40,33 +40,13 @@ def run_map(client: Client, first: int, tasks: int) -> int:
 
 
 def run_tree(client: Client, first: int, tasks: int) -> int:
-    """A reduction over ``tasks // 2`` leaves, level by level, as bench/run's ``tree``."""
-    level = client.map(noop, range(first, first + tasks // 2))
-    count = len(level)
-    while len(level) > 1:
-        pairs = [client.submit(add, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        count += len(pairs)
-        level = pairs + level[len(pairs) * 2 :]
-    level[0].result()
+    """A reduction over ``tasks // 2`` leaves, as bench/run's ``tree``."""
+    root, count = submit_tree(FuturesBackend("storied", client), tasks // 2, noop, add, first)
+    root.result()
     return count
 
 
 WORKLOADS = {"map": run_map, "tree": run_tree}
-
-
-def cpu_seconds() -> tuple[float, float]:
-    """CPU seconds of this process (client and scheduler), and of every live process it
-    started (workers and nannies)."""
-    me = psutil.Process()
-    times = me.cpu_times()
-    children = 0.0
-    for process in me.children(recursive=True):
-        try:
-            child = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        children += child.user + child.system
-    return times.user + times.system, children
 
 
 def main() -> None:
@@ -91,10 +71,10 @@ def main() -> None:
             for queuing in (True, False) if pair % 2 == 0 else (False, True):
                 state.worker_saturation = configured if queuing else math.inf
                 first += args.tasks
-                started, started_cpu = time.perf_counter(), cpu_seconds()
+                started, started_cpu = time.perf_counter(), cpu_seconds_apart()
                 count = run(client, first, args.tasks)
                 rates[queuing].append(count / (time.perf_counter() - started))
-                spent = [b - a for a, b in zip(started_cpu, cpu_seconds(), strict=True)]
+                spent = [b - a for a, b in zip(started_cpu, cpu_seconds_apart(), strict=True)]
                 cpu[queuing].append((spent[0] / count * 1e6, spent[1] / count * 1e6))
     report_pairs(
         f"{args.pairs} pairs of {args.workload}({args.tasks:,}) in one warm cluster",

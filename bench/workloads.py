@@ -387,17 +387,24 @@ def cpu_seconds() -> float:
     Less at the mercy of a noisy shared machine than wall time: it shows what a system spends
     per task even when a neighbour steals a core in the middle of a run.
     """
+    return sum(cpu_seconds_apart())
+
+
+def cpu_seconds_apart() -> tuple[float, float]:
+    """``cpu_seconds`` in two: this process's (client, and a LocalCluster's scheduler), and
+    its live descendants' (workers, nannies)."""
     import psutil
 
     me = psutil.Process()
-    total = 0.0
-    for process in (me, *me.children(recursive=True)):
+    times = me.cpu_times()
+    descendants = 0.0
+    for process in me.children(recursive=True):
         try:
-            times = process.cpu_times()
+            child = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        descendants += child.user + child.system
+    return times.user + times.system, descendants
 
 
 def per_task(task_count: int, started: float, started_cpu: float) -> dict[str, float]:
