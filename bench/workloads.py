@@ -526,19 +526,22 @@ def run_churn_stream(backend: FuturesBackend, leaves: int) -> dict[str, float]:
     finally:
         killer.stop.set()
         killer.join()
-    measured = per_task(tasks, started, started_cpu) if tasks else {"tasks_per_s": 0.0}
     seconds = time.perf_counter() - started
-    return {
-        **measured,
+    figures = {
+        "tasks_per_s": 0.0,
         "runs_per_s": (tasks + recomputed + wasted) / seconds,
         "trees": trees,
         "abandoned": int(abandoned),
         "kills": killer.kills,
         "replaced": killer.replaced(),
-        "recomputed": recomputed,
-        "recomputed_per_kill": recomputed / max(killer.kills, 1),
         "wasted": wasted,
     }
+    if tasks:  # recomputation is counted over finished trees: with none, it is not known
+        figures |= per_task(tasks, started, started_cpu) | {
+            "recomputed": recomputed,
+            "recomputed_per_kill": recomputed / max(killer.kills, 1),
+        }
+    return figures
 
 
 class _Killer(threading.Thread):
