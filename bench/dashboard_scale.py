@@ -16,6 +16,7 @@ stores the summary, is timed too.
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import signal
 import statistics
@@ -26,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from storied.record.events import pack_msg
 from storied.record.ledger import Ledger
@@ -36,6 +38,10 @@ PREFIXES = ["load", "clean", "inc", "add", "sum-partial", "mean", "fit", "score"
 WORKERS = [f"tcp://10.0.0.{n}:40000" for n in range(1, 9)]
 LIFE = [("released", "waiting"), ("waiting", "processing")]
 TOPIC = "bench-progress"
+#: the loggers of the run's log lines, in turn: the logs page's logger filter keeps a third
+LOGGERS = ["storied.worker", "storied.worker.memory", "job"]
+#: seconds between two tasks' records
+TASK_SPACING = 1e-4
 #: the dashboard's id of the one run of the one ledger served
 RUN = "0-1"
 
@@ -58,7 +64,7 @@ def build(path: Path, tasks: int) -> float:
         ledger.put_event(run_id, "all", (next(seqs), now, pack_msg(msg), "scheduler"))
     for task in range(tasks):
         key, stimulus = key_of(task), f"update-graph-{task // 1000}"
-        when = now + task * 1e-4
+        when = now + task * TASK_SPACING
         worker = WORKERS[task % len(WORKERS)]
         for start, finish in LIFE:
             log.append(key, start, finish, {}, stimulus, timestamp=when)
@@ -71,7 +77,8 @@ def build(path: Path, tasks: int) -> float:
         if task % 50 == 0:
             msg = {"done": task}
             ledger.put_event(run_id, TOPIC, (next(seqs), when, pack_msg(msg), worker))
-            entry = LogRecordEntry(when, "INFO", 20, "storied.worker", f"did {task}", worker)
+            logger = LOGGERS[task // 50 % len(LOGGERS)]
+            entry = LogRecordEntry(when, "INFO", 20, logger, f"did {task}", worker)
             ledger.put_log(run_id, entry)
         if task % 20_000 == 19_999:  # this loop records far faster than a scheduler would
             ledger.flush(timeout=600)
@@ -119,8 +126,16 @@ def serve(path: Path) -> tuple[subprocess.Popen[str], str]:
     return process, match.group(1)
 
 
-def api_calls(tasks: int) -> dict[str, str]:
+def middle_tenth(started: float, tasks: int) -> str:
+    """``since`` and ``until`` of the tenth of the run's time in its middle, as ISO 8601."""
+    since, until = (started + tasks * TASK_SPACING * share for share in (0.45, 0.55))
+    iso = [datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat() for t in (since, until)]
+    return f"since={quote(iso[0])}&until={quote(iso[1])}"
+
+
+def api_calls(tasks: int, started: float) -> dict[str, str]:
     middle = key_of(tasks // 2)
+    window = middle_tenth(started, tasks)
     return {
         "runs": "runs",
         "status (workers, progress, task stream)": "status",
@@ -136,11 +151,16 @@ def api_calls(tasks: int) -> dict[str, str]:
         "events, page below the middle": f"events?limit=200&before={10**12 + tasks // 100}",
         "logs, newest page": "logs?limit=200",
         "logs, page at 90%": f"logs?limit=200&offset={tasks // 50 * 9 // 10}",
+        "events of the topic in a window (the middle tenth)": f"events?topic={TOPIC}&{window}",
+        "loggers": "loggers",
+        "logs of one logger (a third), newest page": "logs?logger=job&limit=200",
+        "logs in a window (the middle tenth)": f"logs?limit=200&{window}",
     }
 
 
-def browser_pages(base: str, run: str, tasks: int) -> list[tuple[str, str, str]]:
+def browser_pages(base: str, run: str, tasks: int, started: float) -> list[tuple[str, str, str]]:
     middle = key_of(tasks // 2)
+    window = middle_tenth(started, tasks)
     return [
         ("status", f"/status?run={run}", "#task-stream svg rect.task"),
         ("tasks", f"/tasks?run={run}", "#tasks tr:nth-child(101)"),
@@ -148,11 +168,19 @@ def browser_pages(base: str, run: str, tasks: int) -> list[tuple[str, str, str]]
         ("story, prefix", f"/story?run={run}&q={middle[:-2]}", "#story-lanes svg"),
         ("events", f"/events?run={run}", "#events tr:nth-child(201)"),
         ("logs", f"/logs?run={run}", "#logs tr:nth-child(201)"),
+        (
+            "events, a window",
+            f"/events?run={run}&topic={TOPIC}&{window}",
+            "#events tr:nth-child(201)",
+        ),
+        ("logs, one logger", f"/logs?run={run}&logger=job", "#logs tr:nth-child(201)"),
         ("runs", "/runs", "#runs tr:nth-child(2)"),
     ]
 
 
-def time_in_browser(base: str, run: str, tasks: int, repeats: int) -> list[tuple[str, float]]:
+def time_in_browser(
+    base: str, run: str, tasks: int, started: float, repeats: int
+) -> list[tuple[str, float]]:
     from playwright.sync_api import sync_playwright
 
     found = []
@@ -160,7 +188,7 @@ def time_in_browser(base: str, run: str, tasks: int, repeats: int) -> list[tuple
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(60_000)
-        for name, path, drawn in browser_pages(base, run, tasks):
+        for name, path, drawn in browser_pages(base, run, tasks, started):
             timings = []
             for _ in range(repeats):
                 started = time.perf_counter()
@@ -187,7 +215,8 @@ def main() -> None:
     print(f"ledger: {size:,.0f} MiB")
     print("| API call | first, cold server (s) | median (s) | bytes |")
     print("| --- | ---: | ---: | ---: |")
-    for name, query in api_calls(args.tasks).items():
+    started = Ledger(path).runs()[0]["started"]
+    for name, query in api_calls(args.tasks, started).items():
         process, base = serve(path)
         try:
             sep = "&" if "?" in query else "?"
@@ -203,7 +232,7 @@ def main() -> None:
     try:
         print("\n| page in Chromium, until its data is drawn | median (s) |")
         print("| --- | ---: |")
-        for name, seconds in time_in_browser(base, RUN, args.tasks, args.repeats):
+        for name, seconds in time_in_browser(base, RUN, args.tasks, started, args.repeats):
             print(f"| {name} | {seconds:.3f} |", flush=True)
     finally:
         stop(process)

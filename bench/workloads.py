@@ -62,10 +62,15 @@ WITH_LEDGER = "storied-ledger"
 #: storied with resource telemetry (a sample with every heartbeat) off, to show what it costs
 NO_TELEMETRY = "storied-notelemetry"
 NO_TELEMETRY_ENVIRONMENT = {"STORIED_WORKER__TELEMETRY": "false"}
+#: storied with results handed over through shared memory between processes of one host
+WITH_SHM = "storied-shm"
+WITH_SHM_ENVIRONMENT = {"STORIED_WORKER__SHARED_MEMORY": "true"}
 #: storied without scheduler-side queuing (``worker-saturation: inf``), to show what it costs
 NO_QUEUE = "storied-noqueue"
 NO_QUEUE_ENVIRONMENT = {"STORIED_SCHEDULER__WORKER_SATURATION": "inf"}
-FUTURES_SYSTEMS = frozenset({"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, NO_QUEUE, "dask"})
+FUTURES_SYSTEMS = frozenset(
+    {"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, NO_QUEUE, WITH_SHM, "dask"}
+)
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
 #: not a scheduler: two plain Python processes copying bytes over loopback TCP, the reference
 #: a data transfer is measured against
@@ -77,6 +82,7 @@ SYSTEM_MODULES = {
     NO_QUEUE: "storied",
     WITH_LEDGER: "storied",
     NO_TELEMETRY: "storied",
+    WITH_SHM: "storied",
     "dask": "distributed",
 }
 
@@ -118,6 +124,14 @@ def make_bytes(nbytes: int) -> bytes:
 
 def nbytes_of(value: Any) -> int:
     return int(getattr(value, "nbytes", None) or len(value))
+
+
+def touch_pages(value: Any) -> int:
+    """Read one byte of every 4 KiB page: what any use of a value costs at least, where its
+    memory is mapped rather than received (the page faults), and nearly nothing otherwise."""
+    import numpy
+
+    return int(numpy.frombuffer(value, dtype="u1")[::4096].sum())
 
 
 def log_event_range(module_name: str, first: int, count: int) -> int:
@@ -665,15 +679,24 @@ def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
     first, second = sorted(client.scheduler_info()["workers"])[:2]
     metrics: dict[str, float] = {}
     for kind, make in (("array", make_array), ("bytes", make_bytes)):
-        w2w, gather, scatter, w2w_cpu, gather_cpu = [], [], [], [], []
+        w2w, gather, scatter, w2w_cpu, gather_cpu, produce, touched = [], [], [], [], [], [], []
         for _ in range(TRANSFER_REPEATS):
+            started = time.perf_counter()
             made = client.submit(make, nbytes, workers=[first], pure=False)
             client.gather(client.submit(nbytes_of, made, workers=[first]))
+            produce.append(time.perf_counter() - started)
             started, started_cpu = time.perf_counter(), cpu_seconds()
             # nbytes_of costs nothing next to the move, so this times the transfer
             client.submit(nbytes_of, made, workers=[second], pure=False).result()
             w2w.append(time.perf_counter() - started)
             w2w_cpu.append(cpu_seconds() - started_cpu)
+            if kind == "array":
+                again = client.submit(make, nbytes, workers=[first], pure=False)
+                client.gather(client.submit(nbytes_of, again, workers=[first]))
+                started = time.perf_counter()
+                client.submit(touch_pages, again, workers=[second], pure=False).result()
+                touched.append(time.perf_counter() - started)
+                del again
             started, started_cpu = time.perf_counter(), cpu_seconds()
             value = made.result()
             gather.append(time.perf_counter() - started)
@@ -684,6 +707,9 @@ def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
             scatter.append(time.perf_counter() - started)
             del scattered, value
         metrics[f"w2w_{kind}_mb_s"] = nbytes / MB / min(w2w)
+        if touched:
+            metrics[f"w2w_{kind}_touched_mb_s"] = nbytes / MB / min(touched)
+        metrics[f"produce_{kind}_ms"] = min(produce) * 1000 / (nbytes / (100 * MB))
         metrics[f"gather_{kind}_mb_s"] = nbytes / MB / min(gather)
         metrics[f"scatter_{kind}_mb_s"] = nbytes / MB / min(scatter)
         per_100mb = 1000 / (nbytes / (100 * MB))
@@ -854,6 +880,7 @@ TRANSFER_MB_S = tuple(
     Metric(name, "MB/s", higher_is_better=True)
     for name in (
         "w2w_array_mb_s",
+        "w2w_array_touched_mb_s",
         "w2w_bytes_mb_s",
         "gather_array_mb_s",
         "gather_bytes_mb_s",
@@ -892,6 +919,12 @@ TRANSFER_CPU = tuple(
         "gather_array_cpu_ms",
         "gather_bytes_cpu_ms",
     )
+)
+#: from submitting the task making a result to knowing it is done, per 100 MB (what putting
+#: results in shared memory adds to the task that makes them)
+TRANSFER_PRODUCE = tuple(
+    Metric(name, "ms per 100 MB, made on a worker", higher_is_better=False)
+    for name in ("produce_array_ms", "produce_bytes_ms")
 )
 # Older distributed names the scheduler's transition log length the first way; the current one
 # sizes it (and every event topic) with the second.
@@ -944,8 +977,8 @@ WORKLOADS: dict[str, Workload] = {
             100,
             100,
             "MB",
-            TRANSFER_MB_S + TRANSFER_CPU,
-            frozenset({"storied", "dask", RAW_TCP}),
+            TRANSFER_MB_S + TRANSFER_CPU + TRANSFER_PRODUCE,
+            frozenset({"storied", WITH_SHM, "dask", RAW_TCP}),
             run_transfer,
         ),
         Workload(
@@ -1021,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(NO_TELEMETRY_ENVIRONMENT)
     if args.system == NO_QUEUE:
         os.environ.update(NO_QUEUE_ENVIRONMENT)
+    if args.system == WITH_SHM:
+        os.environ.update(WITH_SHM_ENVIRONMENT)
     ledger_dir = tempfile.TemporaryDirectory() if args.system == WITH_LEDGER else None
     if ledger_dir is not None:
         os.environ["STORIED_SCHEDULER__LEDGER"] = os.path.join(ledger_dir.name, "ledger.db")

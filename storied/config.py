@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from storied.loglevels import BadLevel, parse_level
+
 __all__ = [
     "CONFIG_FILE_ENV_VAR",
     "DEFAULTS",
@@ -90,6 +92,10 @@ DEFAULTS: dict[str, Any] = {
         "telemetry": True,
         "resources": None,
         "local-directory": None,
+        # hand large results to processes of this host through /dev/shm (docs/wire.md)
+        "shared-memory": False,
+        # ... each out-of-band buffer of at least this size
+        "shared-memory-threshold": "1MiB",
         "memory": {
             "target": 0.6,
             "spill": 0.7,
@@ -492,17 +498,10 @@ def _is_dict_config(section: object) -> bool:
 
 
 def _parse_level(name: object, level: object) -> int:
-    if isinstance(level, int) and not isinstance(level, bool):
-        return level
-    if isinstance(level, str):
-        number = logging.getLevelName(level.strip().upper())
-        if isinstance(number, int):
-            return number
-    accepted = ", ".join(n.lower() for n in logging.getLevelNamesMapping() if n != "WARN")
-    raise ValueError(
-        f"config logging.{name}: unknown log level {level!r}; accepted: {accepted} "
-        f"(any case), or an integer"
-    )
+    try:
+        return parse_level(level)  # type: ignore[arg-type]  # anything else is refused
+    except BadLevel as error:
+        raise ValueError(f"config logging.{name}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------

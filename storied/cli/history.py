@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -21,16 +20,19 @@ from typing import Any
 
 import click
 
+from storied.loglevels import BadLevel, parse_level
 from storied.record.errors import LedgerError
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story, failure_text
 from storied.record.ledger import Ledger
 from storied.record.ledgerset import LedgerSet, ledger_files
-from storied.record.logcapture import LogRecordEntry
+from storied.record.logcapture import LogRecordEntry, logger_matches
 from storied.record.trace import chrome_trace
 from storied.record.transitions import TransitionRecord
+from storied.record.window import BadTime, parse_window, within
 from storied.record.workers import transfers, with_names, worker_names, worker_removals
 from storied.scheduler.state import STATES
+from storied.scheduler.telemetry import TELEMETRY_TOPICS
 
 FOLLOW_POLL_INTERVAL = 0.5
 _TRANSITION_FIELDS = [field.name for field in dataclasses.fields(TransitionRecord)]
@@ -62,16 +64,19 @@ class LiveHistory:
         limit: int | None = None,
         *,
         after_seq: int | None = None,
+        leave_out: Collection[str] = (),
     ) -> list[EventRecord]:
         found = self.client.get_events(topic, detail=True)
-        entries = found if topic is not None else [e for es in found.values() for e in es]
+        entries = (
+            found
+            if topic is not None
+            else [e for name, es in found.items() if name not in leave_out for e in es]
+        )
         records = sorted((EventRecord(**entry) for entry in entries), key=lambda r: r.seq)
         records = [
             r
             for r in records
-            if (since is None or r.timestamp >= since)
-            and (until is None or r.timestamp < until)
-            and (after_seq is None or r.seq > after_seq)
+            if within(r.timestamp, since, until) and (after_seq is None or r.seq > after_seq)
         ]
         return records[-limit:] if limit else records
 
@@ -96,9 +101,8 @@ class LiveHistory:
             )
             if entry.levelno >= minimum
             and (where is None or entry.where == where)
-            and (since is None or entry.timestamp >= since)
-            and (until is None or entry.timestamp < until)
-            and (logger is None or f"{entry.logger}.".startswith(f"{logger}."))
+            and within(entry.timestamp, since, until)
+            and (logger is None or logger_matches(entry.logger, logger))
             and (keys is None or entry.key in keys)
         ]
         return entries[-limit:] if limit else entries
@@ -116,10 +120,10 @@ class LiveHistory:
 
 
 def _level_number(level: str) -> int:
-    number = logging.getLevelName(level.upper())
-    if not isinstance(number, int):
-        raise click.BadParameter(f"unknown level {level!r}", param_hint="--level")
-    return number
+    try:
+        return parse_level(level)
+    except BadLevel as error:
+        raise click.BadParameter(str(error), param_hint="--level") from None
 
 
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -219,18 +223,13 @@ def _in_time_order(history: History) -> bool:
     return isinstance(history, LedgerSet)
 
 
-def _parse_time(value: str | None) -> float | None:
-    """Seconds since the epoch, or an ISO 8601 date/time (local time unless it says otherwise)."""
-    if value is None:
-        return None
+def _parse_window(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """``--since``/``--until``: seconds since the epoch or ISO 8601 (local time unless it says
+    otherwise, as the commands print times), read as the dashboard's API reads them."""
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither epoch seconds nor ISO 8601") from None
+        return parse_window(since, until)
+    except BadTime as error:
+        raise click.BadParameter(str(error), param_hint=f"--{error.parameter}") from None
 
 
 def _iso(timestamp: float | None) -> str:
@@ -372,6 +371,13 @@ def _newest(pairs: list[tuple[int | str, Any]], limit: int | None) -> list[tuple
 @click.option("--limit", type=click.IntRange(min=0), help="Only the newest N events.")
 @json_option
 @click.option("--follow", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option(
+    "--all",
+    "every_topic",
+    is_flag=True,
+    help=f"Without TOPIC, list the telemetry topics too ({', '.join(TELEMETRY_TOPICS)}: a "
+    "sample per worker per heartbeat), which are left out otherwise.",
+)
 def events(
     topic: str | None,
     ledger_path: str | None,
@@ -383,9 +389,11 @@ def events(
     limit: int | None,
     as_json: bool,
     follow: bool,
+    every_topic: bool,
 ) -> None:
-    """Show structured events, of one TOPIC or of all."""
-    start, end = _parse_time(since), _parse_time(until)
+    """Show structured events, of one TOPIC or of all but the telemetry (see --all)."""
+    start, end = _parse_window(since, until)
+    leave_out = () if topic is not None or every_topic else TELEMETRY_TOPICS
 
     def show(pairs: list[tuple[int | str, EventRecord]]) -> None:
         _print_records(
@@ -397,7 +405,11 @@ def events(
         )
 
     with open_history(ledger_path, scheduler_address, auth_token) as history:
-        found = _per_run(history, run, lambda **kw: history.events(topic, start, end, limit, **kw))
+        found = _per_run(
+            history,
+            run,
+            lambda **kw: history.events(topic, start, end, limit, leave_out=leave_out, **kw),
+        )
         order = _event_time_order if _in_time_order(history) else _event_seq_order
         found.sort(key=order)
         # seqs are per file: follow each run of a directory from its own last seq (a run that
@@ -416,7 +428,12 @@ def events(
                     history,
                     run,
                     lambda **kw: history.events(
-                        topic, start, end, after_seq=last_seq.get(kw.get("run_id"), newest), **kw
+                        topic,
+                        start,
+                        end,
+                        after_seq=last_seq.get(kw.get("run_id"), newest),
+                        leave_out=leave_out,
+                        **kw,
                     ),
                 )
                 for pair in sorted(new, key=order):
@@ -458,11 +475,14 @@ def logs(
 ) -> None:
     """Show captured log records of the scheduler and workers (and, with
     worker.capture-task-logs, what tasks logged and printed, with their key)."""
+    start, end = _parse_window(since, until)
+    if level is not None:
+        _level_number(level)  # a bad level is told before any source is opened
     query = {
         "level": level,
         "where": worker,
-        "since": _parse_time(since),
-        "until": _parse_time(until),
+        "since": start,
+        "until": end,
         "logger": logger,
         "keys": list(keys) or None,
     }
@@ -602,6 +622,7 @@ def tasks(
 ) -> None:
     """List tasks, one row per task and run: final state, worker and duration of its last
     execution, executions, failures and the last exception."""
+    start, end = _parse_window(since, until)
     with open_history(ledger_path) as history:
         assert not isinstance(history, LiveHistory)
         found = history.tasks(
@@ -609,8 +630,8 @@ def tasks(
             state=state,
             worker=worker,
             prefix=prefix,
-            since=_parse_time(since),
-            until=_parse_time(until),
+            since=start,
+            until=end,
             failed=failed,
             slowest=slowest,
         )

@@ -61,6 +61,7 @@ from storied.protocol.serialize import (
 from storied.record import pack_event
 from storied.record.trace import chrome_trace
 from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT
+from storied.shm.results import request_data
 from storied.worker.secede import slot_given_up_while_waiting
 from storied.worker.server import task_holds_thread_slot
 
@@ -707,12 +708,11 @@ class Client(ClusterManagement):
 
     async def _fetch(self, worker: str, keys: list[str]) -> dict[str, Any]:
         assert self._pool is not None
-        reply = await self._pool.request(worker, {"op": "get_data", "keys": keys})
-        errors = reply.get("errors") or {}
-        if errors:
-            key, text = next(iter(errors.items()))
+        fetched = await request_data(self._pool, worker, keys)
+        if fetched.errors:
+            key, text = next(iter(fetched.errors.items()))
             raise TypeError(f"the result of {key!r} could not be sent from its worker: {text}")
-        return {key: pickle_loads(payload) for key, payload in reply.get("data", {}).items()}
+        return {key: pickle_loads(payload) for key, payload in fetched.data.items()}
 
     async def _refresh_locations(self, keys: list[str], timeout: float | None) -> None:
         await self._until_connected(timeout)

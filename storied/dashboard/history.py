@@ -14,15 +14,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from storied.dashboard.logtail import LiveLogFeed
 from storied.dashboard.stored import StoredTasks
 from storied.dashboard.tally import Execution, RunCounts, TaskPages, TaskTable
 from storied.record.events import EventRecord
 from storied.record.failures import explain_story
 from storied.record.ledger import Ledger
-from storied.record.logcapture import LogRecordEntry
+from storied.record.logcapture import LogRecordEntry, logger_matches
+from storied.record.window import within
+from storied.scheduler.telemetry import METRICS_TOPIC
 
 if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
@@ -31,8 +35,28 @@ logger = logging.getLogger("storied.dashboard")
 
 #: The id of the one run a live scheduler offers.
 LIVE_RUN = "live"
+#: How many ``worker-metrics`` events a finished run's last samples are read in at a time.
+SAMPLE_PAGE = 1_000
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which log records a page shows: at ``level`` and above, of ``logger`` and its children
+    (None: every logger), logged in ``[since, until)``."""
+
+    level: int = 0
+    logger: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def admits(self, entry: LogRecordEntry) -> bool:
+        return (
+            entry.levelno >= self.level
+            and (self.logger is None or logger_matches(entry.logger, self.logger))
+            and within(entry.timestamp, self.since, self.until)
+        )
 
 
 class RunHistory(Protocol):
@@ -40,14 +64,30 @@ class RunHistory(Protocol):
 
     #: ``id``, ``live``, ``started``, ``ended`` and what the run recorded about itself
     info: dict[str, Any]
+    #: new log records as they come (the logs page's live tail); None for a run on file
+    log_feed: LiveLogFeed | None
 
     def version(self) -> Any:
         """Changes whenever what the status page shows may have: pushes are sent on change."""
         ...
 
+    def tasks_version(self) -> Any:
+        """Changes whenever the tasks' states or executions may have (not on heartbeats):
+        the tasks page's push and the live task table's count follow it."""
+        ...
+
+    #: how long the newest count of the task table took (0 for one read from a ledger)
+    count_seconds: float
+
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         """Live load by worker address (``nthreads``, ``processing``, ``in_memory``); a run
         read from a ledger has none."""
+        ...
+
+    async def last_samples(self) -> dict[str, dict[str, Any]]:
+        """Each worker's newest resource sample (``memory`` bytes, ``cpu`` %, ...) by address:
+        live from the heartbeats kept in memory, offline from the run's ``worker-metrics``
+        events (the last of each worker)."""
         ...
 
     async def counts(self) -> RunCounts:
@@ -80,16 +120,23 @@ class RunHistory(Protocol):
         after_seq: int | None = None,
         limit: int | None = None,
         before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[EventRecord]:
         """Events oldest first; ``after_seq`` for tails, ``before_seq`` for older pages,
-        ``limit`` keeps the newest."""
+        ``since``/``until`` for those logged in ``[since, until)``, ``limit`` keeps the
+        newest."""
         ...
 
     async def logs(
-        self, level: int = 0, limit: int | None = None, offset: int = 0
+        self, wanted: LogFilter, limit: int | None = None, offset: int = 0
     ) -> list[LogRecordEntry]:
-        """Log records of the scheduler and workers at ``level`` and above, oldest first: the
+        """Log records of the scheduler and workers that ``wanted`` admits, oldest first: the
         newest ``limit`` after skipping the ``offset`` newest."""
+        ...
+
+    async def loggers(self) -> dict[str, int]:
+        """How many log records each logger wrote in the run (what the logs page offers)."""
         ...
 
 
@@ -123,23 +170,41 @@ class LiveRun:
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.info = {"id": LIVE_RUN, "live": True, "address": scheduler.address, "ended": None}
-        self._table: tuple[Any, TaskTable] | None = None
+        self.info = {
+            "id": LIVE_RUN,
+            "live": True,
+            "address": scheduler.address,
+            "started": time.time(),  # the dashboard starts with its scheduler
+            "ended": None,
+        }
+        self.log_feed: LiveLogFeed | None = LiveLogFeed(scheduler)
+        self._table: tuple[tuple[int, int], TaskTable] | None = None
+        self._counting = asyncio.Lock()
+        #: how long the newest count of the task table took (the tasks push spaces by it)
+        self.count_seconds = 0.0
         self._counts = RunCounts()
         self._counted_through = 0
 
     def version(self) -> Any:
-        record = self.scheduler.record
         return (
-            record.transitions_recorded,
-            record.executions_recorded,
+            *self.tasks_version(),
             len(self.scheduler.state.workers),
+            self.scheduler.extensions["telemetry"].received,
         )
+
+    def tasks_version(self) -> tuple[int, int]:
+        record = self.scheduler.record
+        return (record.transitions_recorded, record.executions_recorded)
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         return {
             address: worker.identity() for address, worker in self.scheduler.state.workers.items()
         }
+
+    async def last_samples(self) -> dict[str, dict[str, Any]]:
+        """Departed workers' too, while the scheduler keeps their history."""
+        telemetry = self.scheduler.extensions["telemetry"]
+        return {address: samples[-1] for address, samples in telemetry.history.items() if samples}
 
     async def counts(self) -> RunCounts:
         """Adds the executions recorded since the last look (those that fell out of memory
@@ -152,13 +217,22 @@ class LiveRun:
         return self._counts
 
     async def tasks(self) -> TaskTable:
-        """Counted afresh only when something happened since the last count."""
-        version = self.version()
-        if self._table is None or self._table[0] != version:
-            executions = _execution_tuples(self.scheduler.record.executions())
+        """Counted afresh only when a task moved or ran since the last count: the states and
+        executions are taken on the loop, counted in a thread (tens of thousands of tasks
+        take a second or more on a loaded machine, which the scheduler's loop must not wait
+        for), one count at a time; pages that asked meanwhile share it."""
+        asked = self.tasks_version()
+        async with self._counting:
+            if self._table is not None and self._table[0] >= asked:
+                return self._table[1]
+            version = self.tasks_version()
+            executions = self.scheduler.record.executions()
             states = {key: ts.state for key, ts in self.scheduler.state.tasks.items()}
-            self._table = (version, TaskTable(states, executions))
-        return self._table[1]
+            started = time.perf_counter()
+            table = await asyncio.to_thread(_count_tasks, states, executions)
+            self.count_seconds = time.perf_counter() - started
+            self._table = (version, table)
+            return table
 
     async def executions(self, limit: int | None = None) -> list[dict[str, Any]]:
         return _newest(self.scheduler.record.executions(), limit)
@@ -177,25 +251,43 @@ class LiveRun:
         after_seq: int | None = None,
         limit: int | None = None,
         before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[EventRecord]:
         record = self.scheduler.record
         if after_seq is not None:  # a tail: new events are in memory, the ledger is not read
-            return _newest(record.events_after(after_seq, topic), limit)
+            new = record.events_after(after_seq, topic)
+            return _newest([r for r in new if within(r.timestamp, since, until)], limit)
         found = await self.scheduler._off_loop(record.events, topic, detail=True)
         records = found if topic is not None else [r for rs in found.values() for r in rs]
         upper = before_seq if before_seq is not None else float("inf")
-        this_run = [r for r in records if record.first_seq <= r.seq < upper]
+        this_run = [
+            r
+            for r in records
+            if record.first_seq <= r.seq < upper and within(r.timestamp, since, until)
+        ]
         return _newest(sorted(this_run, key=_by_seq), limit)
 
     async def logs(
-        self, level: int = 0, limit: int | None = None, offset: int = 0
+        self, wanted: LogFilter, limit: int | None = None, offset: int = 0
     ) -> list[LogRecordEntry]:
-        entries = await self.scheduler._log_entries()
-        return _newest([LogRecordEntry(*e) for e in entries if e[2] >= level], limit, offset)
+        admitted = [entry for entry in await self._log_entries() if wanted.admits(entry)]
+        return _newest(admitted, limit, offset)
+
+    async def loggers(self) -> dict[str, int]:
+        return dict(Counter(entry.logger for entry in await self._log_entries()))
+
+    async def _log_entries(self) -> list[LogRecordEntry]:
+        """The scheduler's and every worker's log records held in memory, oldest first."""
+        return [LogRecordEntry(*fields) for fields in await self.scheduler._log_entries()]
 
 
 def _by_seq(record: EventRecord) -> int:
     return record.seq
+
+
+def _count_tasks(states: dict[str, str], executions: list[dict[str, Any]]) -> TaskTable:
+    return TaskTable(states, _execution_tuples(executions))
 
 
 def _execution_tuples(executions: list[dict[str, Any]]) -> list[Execution]:
@@ -213,10 +305,15 @@ class LedgerRun:
         self.ledger = ledger
         self.run_id = run_id
         self.info = info
+        self.log_feed: LiveLogFeed | None = None
+        self.count_seconds = 0.0
         self._kept: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def version(self) -> Any:
+        return self.info["ended"]
+
+    def tasks_version(self) -> Any:
         return self.info["ended"]
 
     def _counted(self, name: str, count: Callable[[], T]) -> T:
@@ -246,6 +343,31 @@ class LedgerRun:
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
         return {}
+
+    async def last_samples(self) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self._counted, "last_samples", self._read_last_samples)
+
+    def _read_last_samples(self) -> dict[str, dict[str, Any]]:
+        """Pages of ``worker-metrics`` events, newest first, until every worker that joined
+        the run has its sample or the run's samples are all read."""
+        joined = {
+            rec.msg["worker"]
+            for rec in self.ledger.events("all", run_id=self.run_id)
+            if isinstance(rec.msg, dict) and rec.msg.get("action") == "add-worker"
+        }
+        found: dict[str, dict[str, Any]] = {}
+        below = None
+        while True:
+            page = self.ledger.events(
+                METRICS_TOPIC, limit=SAMPLE_PAGE, run_id=self.run_id, max_seq=below
+            )
+            for rec in reversed(page):
+                msg = rec.msg
+                if isinstance(msg, dict) and isinstance(msg.get("worker"), str):
+                    found.setdefault(msg["worker"], msg)
+            if len(page) < SAMPLE_PAGE or joined <= found.keys():
+                return found
+            below = page[0].seq
 
     async def counts(self) -> RunCounts:
         return (await self.tasks()).counts
@@ -278,10 +400,14 @@ class LedgerRun:
         after_seq: int | None = None,
         limit: int | None = None,
         before_seq: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[EventRecord]:
         return await asyncio.to_thread(
             self.ledger.events,
             topic,
+            since,
+            until,
             limit=limit,
             run_id=self.run_id,
             after_seq=after_seq,
@@ -289,15 +415,23 @@ class LedgerRun:
         )
 
     async def logs(
-        self, level: int = 0, limit: int | None = None, offset: int = 0
+        self, wanted: LogFilter, limit: int | None = None, offset: int = 0
     ) -> list[LogRecordEntry]:
         found = await asyncio.to_thread(
             self.ledger.logs,
-            level or None,
+            wanted.level or None,
+            since=wanted.since,
             limit=None if limit is None else limit + offset,
             run_id=self.run_id,
+            until=wanted.until,
+            logger=wanted.logger,
         )
         return _newest(found, limit, offset)
+
+    async def loggers(self) -> dict[str, int]:
+        return await asyncio.to_thread(
+            self._counted, "loggers", lambda: self.ledger.logger_counts(self.run_id)
+        )
 
 
 class LiveCatalog:

@@ -26,7 +26,8 @@ NAMESPACE = "storied"
 
 
 class SchedulerCollector(Collector):
-    """Tasks by state and prefix, workers, clients, events, transitions, ledger writes."""
+    """Tasks by state and prefix, workers (and their memory and bytes moved), clients, events,
+    transitions, ledger writes."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -69,6 +70,8 @@ class SchedulerCollector(Collector):
             prefixes.add_metric([prefix, task_state], count)
         yield prefixes
 
+        yield from _worker_samples(scheduler)
+
         record = scheduler.record
         events = CounterMetricFamily(f"{name}_events", "Events logged, by topic", labels=["topic"])
         for topic, count in sorted(record.event_counts().items()):
@@ -90,6 +93,43 @@ class SchedulerCollector(Collector):
                 "Records the ledger dropped under overload",
                 value=record.dropped,
             )
+
+
+def _worker_samples(scheduler: Scheduler) -> Iterator[Metric]:
+    """Each worker's memory and bytes moved, as of its newest heartbeat sample, under the
+    names Dask's workers export them (its ``type`` breakdown of memory; ``process``, the
+    whole resident memory, for a worker that keeps no account of its data: no memory limit)."""
+    telemetry = scheduler.extensions["telemetry"]
+    name = f"{NAMESPACE}_worker"
+    memory = GaugeMetricFamily(
+        f"{name}_memory_bytes", "Memory of each worker process, by type", labels=["worker", "type"]
+    )
+    moved = {
+        direction: CounterMetricFamily(
+            f"{name}_transfer_{direction}_bytes",
+            f"Bytes of task data each worker {verb} since it started",
+            labels=["worker"],
+        )
+        for direction, verb in (("incoming", "fetched from peers"), ("outgoing", "served"))
+    }
+    for address in scheduler.state.workers:
+        sample = telemetry.newest(address)
+        if sample is None:  # no heartbeat yet
+            continue
+        resident, managed = sample["memory"], sample["managed_bytes"]
+        if managed is None:
+            memory.add_metric([address, "process"], resident)
+        else:
+            managed = min(managed, resident)
+            memory.add_metric([address, "managed"], managed)
+            memory.add_metric([address, "unmanaged"], resident - managed)
+            memory.add_metric([address, "spilled"], sample["spilled_bytes"] or 0)
+        for direction, family in moved.items():
+            count = sample[f"transfer_{direction}_bytes_total"]
+            if count is not None:
+                family.add_metric([address], count)
+    yield memory
+    yield from moved.values()
 
 
 def _saturation(processing: int, nthreads: int) -> str:

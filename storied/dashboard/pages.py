@@ -30,6 +30,7 @@ PAGES: dict[str, tuple[str, str]] = {
   <input name="state" placeholder="state (e.g. erred)" size="16">
   <button type="submit">Filter</button>
 </form>
+<p class="hint" id="tasks-total"></p>
 <table id="tasks" class="grid"></table>
 <div id="tasks-pager" class="pager"></div>
 """,
@@ -55,7 +56,10 @@ PAGES: dict[str, tuple[str, str]] = {
 <div class="split">
   <section><h2>Topics</h2><table id="topics" class="grid"></table></section>
   <section><h2 id="events-title">Events</h2>
-    <p class="hint">Newest first; new events appear as they are recorded.</p>
+    <form id="events-form" class="search">{window}
+      <button type="submit">Filter</button>
+    </form>
+    <p class="hint" id="events-hint"></p>
     <table id="events" class="grid"></table>
     <div class="pager"><button type="button" id="events-older">older ▶</button></div></section>
 </div>
@@ -68,13 +72,23 @@ PAGES: dict[str, tuple[str, str]] = {
   <label>Level <select id="logs-level" name="level">
     <option>DEBUG</option><option selected>INFO</option><option>WARNING</option>
     <option>ERROR</option><option>CRITICAL</option></select></label>
+  <label>Logger <select id="logs-logger" name="logger"><option value="">(all)</option></select>
+  </label>{window}
+  <button type="submit">Filter</button>
 </form>
+<p class="hint" id="logs-hint"></p>
 <table id="logs" class="grid"></table>
 <div id="logs-pager" class="pager"></div>
 """,
     ),
     "runs": ("Runs", """<table id="runs" class="grid"></table>"""),
 }
+
+#: The from / to inputs of a time window (events and logs): what the API's since / until take.
+_WINDOW = """
+  <label>From <input name="since" placeholder="UTC, e.g. 2026-12-01 18:30" size="24">
+  </label>
+  <label>to <input name="until" placeholder="empty: up to now" size="24"></label>"""
 
 _SHELL = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -92,7 +106,8 @@ _SHELL = """<!doctype html>
 
 
 def render(page: str, live: bool) -> str:
-    title, body = PAGES[page]
+    title, markup = PAGES[page]
+    body = markup.replace("{window}", _WINDOW)
     links = " ".join(
         f'<a href="/{name}" data-page-link="{name}"'
         f"{' class=current' if name == page else ''}>{html.escape(PAGES[name][0])}</a>"

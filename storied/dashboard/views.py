@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from storied.dashboard.history import RunHistory
+from storied.dashboard.history import LogFilter, RunHistory
 from storied.dashboard.tally import key_prefix
 
 #: How many keys a key-prefix search tells the story of, at most.
@@ -16,8 +17,10 @@ ERRED_TOPIC = "erred"
 
 async def workers(run: RunHistory) -> list[dict[str, Any]]:
     """Every worker that joined the run, from the ``all`` topic's add/remove events, with its
-    live load when there is one."""
+    live load when there is one and the memory and CPU of its newest resource sample (live or
+    the last it sent in a finished run)."""
     load = await run.workers_now()
+    samples = await run.last_samples()
     done = (await run.counts()).by_worker
     rows: dict[str, dict[str, Any]] = {}
     for event in await run.events("all"):
@@ -46,6 +49,9 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
         row["status"] = "running" if address in load else ("left" if row["left"] else "unknown")
         row["processing"] = now.get("processing", 0)
         row["in_memory"] = now.get("in_memory", 0)
+        sample = samples.get(address, {})
+        row["memory"] = sample.get("memory")
+        row["cpu"] = sample.get("cpu")
         row["executions"] = done.get(address, 0)
     return sorted(rows.values(), key=lambda row: (row["status"] != "running", row["name"]))
 
@@ -133,7 +139,7 @@ async def run_summary(run: RunHistory) -> dict[str, Any]:
     """A run's ``info`` and its counts, for the runs page."""
     outcomes = (await run.counts()).outcomes
     event_counts = await run.event_counts()
-    warnings = await run.logs(level=30)
+    warnings = await run.logs(LogFilter(level=logging.WARNING))
     return {
         **run.info,
         "executions": outcomes["memory"] + outcomes["erred"],

@@ -25,6 +25,7 @@ from storied.comm.stream import Stream
 from storied.nanny import lifeline
 from storied.nanny.memory import MEMORY_RESTART_TOPICS, MemoryWatch
 from storied.record import pack_event
+from storied.shm import segments
 
 logger = logging.getLogger("storied.nanny")
 
@@ -149,6 +150,8 @@ class Nanny:
                 logger.warning("Worker pid %d did not close in time: killing it", process.pid)
                 process.kill()
                 await process.wait()
+        if process is not None:
+            self._remove_segments(process.pid)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -197,6 +200,7 @@ class Nanny:
             assert self.process is not None
             process, address = self.process, self.worker_address
             returncode = await process.wait()
+            self._remove_segments(process.pid)
             if self.status != "running":
                 return
             if self._restart_requested:
@@ -220,6 +224,12 @@ class Nanny:
             if self.status != "running":
                 return
             await self._start_next_worker(process, address, **why, delay=delay)
+
+    def _remove_segments(self, pid: int) -> None:
+        """Unlink the shared-memory segments the dead worker ``pid`` left (``storied.shm``)."""
+        removed = segments.remove_segments_of(pid)
+        if removed:
+            logger.info("Removed %d shared-memory segments of worker pid %d", removed, pid)
 
     def _request_restart(self, reason: str = "restart") -> None:
         """The scheduler asks for a fresh worker: stop this one (SIGTERM: it closes cleanly

@@ -7,6 +7,7 @@ side, which answers from memory and, when a ``Ledger`` is attached, from disk to
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 import os
@@ -33,7 +34,7 @@ from storied.record.events import (
 from storied.record.failures import explain_story
 from storied.record.ledger import Ledger, LedgerError
 from storied.record.ledgerset import LedgerSet
-from storied.record.logcapture import LogCapture, LogRecordEntry
+from storied.record.logcapture import LogCapture, LogRecordEntry, newer_than
 from storied.record.trace import chrome_trace
 from storied.record.transitions import (
     TransitionEntry,
@@ -188,6 +189,10 @@ class Record:
         self.executions_recorded = 0
         self._put_log = put_log
         self._log_capture = LogCapture(log_length, where, on_record=put_log)
+        #: the newest records workers shipped here, for live tails (the ledger keeps them all)
+        self._remote_logs: deque[LogRecordEntry] = deque(maxlen=log_length)
+        #: records workers shipped so far, those fallen out included: a tail's cursor
+        self.remote_logs_received = 0
 
     # ------------------------------------------------------------------ write side
 
@@ -263,9 +268,18 @@ class Record:
             self._put_failure(failure)
 
     def remote_log(self, entry: LogRecordEntry) -> None:
-        """A log record shipped here from another process (a worker): kept in the ledger."""
+        """A log record shipped here from another process (a worker): kept in the ledger, and
+        the newest in memory for live tails."""
+        self._remote_logs.append(entry)
+        self.remote_logs_received += 1
         if self._put_log is not None:
             self._put_log(entry)
+
+    def remote_logs_after(self, count: int) -> tuple[list[LogRecordEntry], int]:
+        """Shipped records after the first ``count`` still in memory, oldest first, and the
+        count to ask from next time."""
+        received = self.remote_logs_received
+        return newer_than(self._remote_logs, received, count), received
 
     @property
     def dropped(self) -> int:
@@ -578,8 +592,20 @@ class Record:
 
     def close(self) -> None:
         """Flush and close the ledger, if any; history stays readable from memory and disk."""
+        self._stop_writing()
+        if self._ledger is not None:
+            self._ledger.close()
+
+    async def close_in_thread(self) -> None:
+        """``close`` for the event loop that records: the ledger's last writes (the run's
+        summary among them, seconds at a million tasks) finish in a thread while the loop goes
+        on; the ledger is complete and closed when this returns."""
+        self._stop_writing()
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.close)
+
+    def _stop_writing(self) -> None:
+        """Nothing more goes to the ledger (on the recording thread: it reads these)."""
         self._log_capture.on_record = None
         self._put_transitions = None
         self._put_event = self._put_execution = self._put_log = self._put_failure = None
-        if self._ledger is not None:
-            self._ledger.close()

@@ -29,7 +29,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -41,6 +41,7 @@ from zlib import crc32
 import lz4.block
 import msgpack
 
+from storied.loglevels import parse_level
 from storied.record.errors import LedgerError
 from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
@@ -49,6 +50,7 @@ from storied.record.summary import (
     LET_GO,
     SUMMARY_MAX_TASKS,
     SUMMARY_SCHEMA,
+    SUMMARY_TABLES,
     RunTally,
     read_counts,
     read_keys_from,
@@ -245,7 +247,7 @@ def _log_filters(
     """The WHERE clause of a ``Ledger.logs`` query."""
     filters = _run_filter(run_id)
     if level is not None:
-        filters.add("levelno >= ?", _level_number(level))
+        filters.add("levelno >= ?", parse_level(level))
     for clause, value in (
         ('"where" = ?', where),
         ("timestamp >= ?", since),
@@ -688,7 +690,7 @@ class Ledger:
                 (cutoff, _PRUNE_CHUNK),
             ).rowcount
             more = more or deleted == _PRUNE_CHUNK
-        for table in ("run_tasks", "run_counts"):  # the summaries of runs that ended before
+        for table in SUMMARY_TABLES:  # the summaries of runs that ended before
             deleted = conn.execute(
                 f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
                 "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
@@ -881,11 +883,15 @@ class Ledger:
         run_id: int | None = None,
         max_seq: int | None = None,
         after_seq: int | None = None,
+        leave_out: Collection[str] = (),
     ) -> list[EventRecord]:
-        """Events oldest first; ``after_seq`` serves followers polling for new rows."""
+        """Events oldest first; ``after_seq`` serves followers polling for new rows;
+        ``leave_out``: topics not wanted (``limit`` counts only the others)."""
         filters = _block_filters(run_id, max_seq, after_seq)
         if topic is not None:
             filters.add("topic = ?", topic)
+        if leave_out:
+            filters.add(f"topic NOT IN ({_placeholders(leave_out)})", *leave_out)
         _add_time_filters(filters, since, until)
 
         def wanted(rec: EventRecord) -> bool:
@@ -940,6 +946,16 @@ class Ledger:
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [LogRecordEntry(*row) for row in rows]
+
+    def logger_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """How many log records each logger wrote (in run ``run_id``, or in every run)."""
+        filters = _run_filter(run_id)
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT logger, count(*) FROM logs {filters.where()} GROUP BY logger",
+                filters.params,
+            ).fetchall()
+        return dict(rows)
 
     def log_pages(
         self, page_size: int = LOG_PAGE_SIZE, **query: Any
@@ -1490,15 +1506,6 @@ def _transition_records(blob: bytes) -> list[TransitionRecord]:
 
 def _event_records(topic: str, blob: bytes) -> list[EventRecord]:
     return [record_of(topic, stored) for stored in unpack_block(blob)]
-
-
-def _level_number(level: str | int) -> int:
-    if isinstance(level, int):
-        return level
-    number = logging.getLevelName(level.upper())
-    if not isinstance(number, int):
-        raise ValueError(f"unknown log level {level!r}")
-    return number
 
 
 @contextmanager

@@ -7,7 +7,7 @@ its queries take one. Seqs are per file too, so records of different files are o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +87,23 @@ class LedgerSet:
         *,
         run_id: str | None = None,
         after_seq: int | None = None,
+        leave_out: Collection[str] = (),
     ) -> list[EventRecord]:
         """One run's events, or (``run_id`` None) every file's, by time: seqs are per file."""
         if run_id is None:
             found = [
                 event
                 for _, ledger, _ in self._resolve(None)
-                for event in ledger.events(topic, since, until, limit, after_seq=after_seq)
+                for event in ledger.events(
+                    topic, since, until, limit, after_seq=after_seq, leave_out=leave_out
+                )
             ]
             found.sort(key=lambda event: event.timestamp)
             return found if limit is None else found[-limit:]
         ledger, number = self._one(run_id)
-        return ledger.events(topic, since, until, limit, run_id=number, after_seq=after_seq)
+        return ledger.events(
+            topic, since, until, limit, run_id=number, after_seq=after_seq, leave_out=leave_out
+        )
 
     def logs(self, *, run_id: str, **filters: Any) -> list[LogRecordEntry]:
         ledger, number = self._one(run_id)

@@ -46,6 +46,20 @@ class LogRecordEntry:
         ]
 
 
+def logger_matches(name: str, wanted: str) -> bool:
+    """Whether logger ``name`` is ``wanted`` or one of its children, as ``logging`` nests them
+    (``storied.worker`` holds ``storied.worker.state``, not ``storied.workers``)."""
+    return name == wanted or name.startswith(f"{wanted}.")
+
+
+def newer_than(kept: deque[Any], total: int, count: int) -> list[Any]:
+    """The items of ``kept`` (the newest of ``total`` ever appended) that came after the first
+    ``count``, oldest first; those fallen out of ``kept`` meanwhile are gone."""
+    newer = list(islice(reversed(kept), max(total - count, 0)))
+    newer.reverse()
+    return newer
+
+
 class LogCapture(logging.Handler):
     """Keeps the newest ``maxlen`` records of the loggers it is attached to."""
 
@@ -62,6 +76,8 @@ class LogCapture(logging.Handler):
         self.setFormatter(logging.Formatter(DEFAULT_FORMAT))
         self._task_formatter = logging.Formatter(TASK_FORMAT)
         self._captured: deque[tuple[LogRecordEntry, str]] = deque(maxlen=maxlen)
+        #: records captured so far, those fallen out included: a tail's cursor
+        self.captured = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         self._keep(record, None)
@@ -91,6 +107,7 @@ class LogCapture(logging.Handler):
                 key,
             )
             self._captured.append((entry, formatted))
+            self.captured += 1
             if self.on_record is not None:
                 self.on_record(entry)
         except Exception:
@@ -104,6 +121,14 @@ class LogCapture(logging.Handler):
     def entries(self) -> list[LogRecordEntry]:
         """The captured entries, oldest first."""
         return [entry for entry, _ in self._captured]
+
+    def entries_after(self, count: int) -> tuple[list[LogRecordEntry], int]:
+        """The entries captured after the first ``count`` still kept, oldest first, and the
+        count to ask from next time (records may arrive from any thread: read under the
+        handler's lock)."""
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+            newer = newer_than(self._captured, self.captured, count)
+            return [entry for entry, _ in newer], self.captured
 
     def attach(self, role: str) -> None:
         """Capture this process's ``storied.*`` records as its ``role``, "scheduler" or

@@ -28,6 +28,7 @@ from storied.record.ledger import (
     index_transition_names,
     unpack_block,
 )
+from storied.record.summary import SUMMARY_TABLES
 
 _CHUNK = 10_000
 #: chunks read in a row with nothing in them, past the last row found, before a table whose
@@ -106,7 +107,8 @@ def check(path: Path) -> list[str]:
         if version is None:
             return [*problems, "not a storied ledger (no schema version)"]
         if version not in READABLE_SCHEMA_VERSIONS:
-            return [*problems, f"schema version {version}; this storied reads {SCHEMA_VERSION}"]
+            readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
+            return [*problems, f"schema version {version}; this storied reads {readable}"]
         for table in _BLOCK_TABLES:
             try:
                 for block_id, run_id, first_seq, last_seq, blob in conn.execute(
@@ -136,11 +138,16 @@ def recover(source: Path, target: Path) -> Recovery:
             version = _schema_version(src)
         except sqlite3.DatabaseError:
             version = SCHEMA_VERSION  # meta is damaged: assume this storied wrote it
-        if version is not None and version != SCHEMA_VERSION:
+        if version is not None and version not in READABLE_SCHEMA_VERSIONS:
             raise LedgerError(
                 f"{source} has ledger schema version {version}; this storied recovers "
-                f"version {SCHEMA_VERSION}: use the storied that wrote it"
+                f"versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: use the storied "
+                "that wrote it"
             )
+        # the new file has this storied's schema: an older file's runs are upgraded on the
+        # way, as opening it for writing does (version 4 lacks only the runs' summaries,
+        # which readers then count from the records)
+        missing = SUMMARY_TABLES if version == 4 else ()
         dst = sqlite3.connect(target, isolation_level=None)
         try:
             dst.execute("PRAGMA page_size=65536")
@@ -149,7 +156,11 @@ def recover(source: Path, target: Path) -> Recovery:
             create_or_check_schema(dst)
             recovery = Recovery(source, target)
             for table in _tables(dst):
-                _copy_table(src, dst, table, recovery)
+                if table not in missing:
+                    _copy_table(src, dst, table, recovery)
+            dst.execute(  # the copied meta says the source's version
+                "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
             _check_blocks(dst, recovery)
             dst.execute("COMMIT")
         finally:

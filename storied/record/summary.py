@@ -28,6 +28,9 @@ SUMMARY_MAX_TASKS = 4_000_000
 #: outcome is the last state it was moved to other than these.
 LET_GO = frozenset(("released", "forgotten"))
 
+#: the tables ``SUMMARY_SCHEMA`` makes: all that schema version 5 adds to version 4
+SUMMARY_TABLES = ("run_tasks", "run_counts")
+
 SUMMARY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS run_tasks (
     id INTEGER PRIMARY KEY,

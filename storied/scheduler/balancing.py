@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from storied import config
-from storied.scheduler.stealing import STEALING_TOPIC, StealOutcome, WorkStealing
+from storied.scheduler.state import Effects
+from storied.scheduler.stealing import WorkStealing
 
 if TYPE_CHECKING:
     from storied.scheduler.server import Scheduler
@@ -42,7 +43,7 @@ class StealingExtension:
         pass
 
     def remove_worker(self, address: str) -> None:
-        pass
+        self.stealing.remove_worker(address)
 
     async def _balance_periodically(self) -> None:
         scheduler = self.scheduler
@@ -55,11 +56,10 @@ class StealingExtension:
         """A victim's answer to a steal request (a worker stream message)."""
         self._apply(self.stealing.steal_response(victim, key, state, stimulus_id))
 
-    def _apply(self, outcome: StealOutcome) -> None:
-        scheduler = self.scheduler
-        scheduler._apply(outcome.effects)
-        for event in outcome.events:
+    def _apply(self, effects: Effects) -> None:
+        """Send the messages; the events go on the record with them (``Scheduler._apply``)."""
+        for _, event in effects.events:
             logger.debug(
                 "%s %s: %s -> %s", event["action"], event["key"], event["victim"], event["thief"]
             )
-            scheduler.log_event(STEALING_TOPIC, event)
+        self.scheduler._apply(effects)

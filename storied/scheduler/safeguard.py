@@ -15,7 +15,7 @@ Pure, like ``SchedulerState``: it reads the state and returns the message to sen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from storied.scheduler.state import TaskState, WorkerInfo
@@ -26,6 +26,16 @@ BANDWIDTH = 100e6
 COPY_BUDGET = 10
 #: the prefix of the stimulus id of every safeguard copy (it shows in the workers' stories)
 STIMULUS_PREFIX = "safeguard-copy"
+#: the event topic of every copy asked for
+SAFEGUARD_TOPIC = "safeguard-copy"
+
+
+class SafeguardCopy(NamedTuple):
+    """A copy to ask for: ``msg`` to the worker ``target``, ``event`` for the record."""
+
+    target: str
+    msg: dict[str, Any]
+    event: dict[str, Any]
 
 
 def lineage_seconds(ts: TaskState, duration: float) -> float:
@@ -36,9 +46,9 @@ def lineage_seconds(ts: TaskState, duration: float) -> float:
 
 def safeguard_request(
     ts: TaskState, running: Mapping[str, WorkerInfo], min_lineage: float, stimulus_id: str
-) -> tuple[str, dict[str, Any]] | None:
-    """(worker, message) asking the running worker that holds fewest results to fetch a copy
-    of ``ts``, if it is worth one; else None."""
+) -> SafeguardCopy | None:
+    """The running worker that holds fewest results, asked to fetch a copy of ``ts``, if it
+    is worth one; else None."""
     if not ts.waiters or ts.lineage < min_lineage or len(ts.who_has) != 1:
         return None
     if ts.nbytes / BANDWIDTH * COPY_BUDGET > ts.lineage:
@@ -47,9 +57,16 @@ def safeguard_request(
     if not others:
         return None
     target = min(others, key=lambda ws: (len(ws.has_what), ws.occupancy))
-    msg = {
-        "op": "acquire-replicas",
-        "who_has": {ts.key: sorted(ts.who_has)},
-        "stimulus_id": f"{STIMULUS_PREFIX}-{stimulus_id}",
+    holders = sorted(ts.who_has)
+    copy_stimulus = f"{STIMULUS_PREFIX}-{stimulus_id}"
+    msg = {"op": "acquire-replicas", "who_has": {ts.key: holders}, "stimulus_id": copy_stimulus}
+    event = {
+        "action": "safeguard-copy",
+        "key": ts.key,
+        "from": holders[0],
+        "to": target.address,
+        "lineage": ts.lineage,
+        "nbytes": ts.nbytes,
+        "stimulus_id": copy_stimulus,
     }
-    return target.address, msg
+    return SafeguardCopy(target.address, msg, event)

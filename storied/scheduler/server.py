@@ -273,7 +273,7 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._log_handler.detach()
-        self.record.close()
+        await self.record.close_in_thread()
         self.status = "closed"
 
     async def finished(self) -> None:
@@ -785,6 +785,8 @@ class Scheduler:
             stream = self.clients.get(client)
             if stream is not None:
                 stream.extend(msgs)
+        for topic, msg in effects.events:
+            self.log_event(topic, msg)
 
     def _plugin_transition(
         self, key: str, start: str, finish: str, stimulus_id: str, info: dict[str, Any]

@@ -168,11 +168,13 @@ class WorkerInfo:
 
 
 class Effects:
-    """Messages a stimulus produced, by recipient; the server shell sends them."""
+    """Messages a stimulus produced, by recipient, and ``(topic, msg)`` events it put on the
+    record; the server shell sends the messages and logs the events."""
 
-    __slots__ = ("clients", "workers")
+    __slots__ = ("clients", "events", "workers")
 
     def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.workers: collections.defaultdict[str, list[dict[str, Any]]] = collections.defaultdict(
             list
         )
@@ -243,6 +245,9 @@ class SchedulerState:
         #: workers whose processing shrank during the current stimulus: queued tasks may go there
         self._slots_opened: set[WorkerInfo] = set()
         self.on_transition = on_transition
+        #: called with each key that leaves ``processing`` (work stealing drops a steal whose
+        #: task left its victim: the victim's answer is then about an assignment that is over)
+        self.on_leaving_processing: Callable[[str], None] | None = None
         self.tasks: dict[str, TaskState] = {}
         self.workers: dict[str, WorkerInfo] = {}
         #: the workers that may be sent new tasks (status ``running``)
@@ -947,6 +952,8 @@ class SchedulerState:
             return recommendations  # nothing changed (e.g. still no worker): nothing to record
         worker = kwargs.get("worker") or worker or ts.processing_on
         self.record.transition(ts.key, start, ts.state, recommendations, stimulus_id, worker)
+        if start == "processing" and self.on_leaving_processing is not None:
+            self.on_leaving_processing(ts.key)
         if self.on_transition is not None:
             info = {k: v for k, v in kwargs.items() if v is not None and k != "type_name"}
             info.pop("data", None)
@@ -1145,9 +1152,11 @@ class SchedulerState:
         # counted along every path, shared inputs count more than once: never above all the
         # compute done so far, which is what rebuilding could cost at most
         ts.lineage = min(safeguard.lineage_seconds(ts, duration), self.compute_seconds)
-        request = safeguard.safeguard_request(ts, self.running, self.safeguard_lineage, stimulus_id)
-        if request is not None:
-            effects.workers[request[0]].append(request[1])
+        copy = safeguard.safeguard_request(ts, self.running, self.safeguard_lineage, stimulus_id)
+        if copy is not None:
+            effects.workers[copy.target].append(copy.msg)
+            effects.events.append((safeguard.SAFEGUARD_TOPIC, copy.event))
+            logger.debug("Safeguard copy of %s: %s -> %s", ts.key, worker, copy.target)
         recommendations: Recommendations = {}
         for dependent in ts.waiters:
             dependent.waiting_on.discard(ts)

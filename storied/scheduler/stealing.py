@@ -4,8 +4,11 @@ Pure, like ``SchedulerState``: ``balance`` reads the state and returns the steal
 send; ``steal_response`` takes a victim's answer and returns what follows. A steal is two-way:
 the victim is asked to give the task back, and does so only if it has not started it (the
 worker decides, so a running task is never taken from under it); only then does the thief get
-it. Every request and its outcome is an event under ``STEALING_TOPIC``, and a confirmed steal is
-a ``processing -> processing`` transition in the task's story, both with the steal's stimulus id.
+it. A steal whose task leaves ``processing`` before the answer comes (finished, released, given
+back by the victim, even if then sent to the victim again) is over, as in Dask: the answer is
+about an assignment that ended, and changes nothing. Every request and its outcome is an event
+under ``STEALING_TOPIC``, and a confirmed steal is a ``processing -> processing`` transition in
+the task's story, both with the steal's stimulus id.
 
 Whether a move pays is Dask's rule: the thief's expected finish (its load, the transfer of
 inputs it lacks, the compute) must come before the victim would be half-way through the task.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storied.resources import suffices
@@ -53,14 +56,6 @@ class Steal:
     victim_cost: float
 
 
-@dataclass(slots=True)
-class StealOutcome:
-    """What a stealing stimulus produced: messages (``effects``) and events for the record."""
-
-    effects: Effects = field(default_factory=Effects)
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-
 class WorkStealing:
     """The steals in flight for one ``SchedulerState``, and the choice of new ones."""
 
@@ -77,6 +72,10 @@ class WorkStealing:
         self.latency = latency
         #: key -> the steal asked of its victim, not answered yet
         self.in_flight: dict[str, Steal] = {}
+        #: key -> a steal not answered yet whose task left its victim meanwhile (released,
+        #: finished, given back): the answer, about an assignment that is over, changes nothing
+        self.aborted: dict[str, Steal] = {}
+        state.on_leaving_processing = self._abort
         self._ids = itertools.count()
         #: steals confirmed so far (for the record and the dashboard)
         self.confirmed = 0
@@ -113,14 +112,13 @@ class WorkStealing:
 
     # ------------------------------------------------------------------ stimuli
 
-    def balance(self) -> StealOutcome:
+    def balance(self) -> Effects:
         """Ask busy workers to give tasks they have not started to idle ones, where it pays."""
-        outcome = StealOutcome()
+        effects = Effects()
         state = self.state
-        self._drop_stale()
         thieves = [ws for ws in state.running.values() if self._idle(ws)]
         if not thieves:
-            return outcome
+            return effects
         loads = {ws.address: self.load(ws) for ws in state.workers.values()}
         victims = sorted(
             (ws for ws in state.workers.values() if ws not in thieves and self._backlogged(ws)),
@@ -132,7 +130,7 @@ class WorkStealing:
             for ts in self._stealable(victim):
                 candidates = [ws for ws in thieves if budget[ws.address] > 0]
                 if not candidates:
-                    return outcome
+                    return effects
                 steal = self._plan(ts, victim, candidates, loads)
                 if steal is None:
                     continue
@@ -141,48 +139,53 @@ class WorkStealing:
                 thief = state.workers[steal.thief]
                 loads[steal.thief] += steal.thief_cost / thief.nthreads
                 loads[victim.address] -= steal.victim_cost / victim.nthreads
-                outcome.effects.workers[victim.address].append(
+                effects.workers[victim.address].append(
                     {"op": "steal-request", "key": ts.key, "stimulus_id": steal.stimulus_id}
                 )
-                outcome.events.append(_event("steal-request", steal))
-        return outcome
+                effects.events.append(_event("steal-request", steal))
+        return effects
 
     def steal_response(
         self, victim: str, key: str, worker_state: str | None, stimulus_id: str
-    ) -> StealOutcome:
+    ) -> Effects:
         """``victim`` answered the steal request ``stimulus_id`` with the state ``key`` was in
         there; it gave the task back if that is one of ``GIVEN_BACK``."""
-        outcome = StealOutcome()
-        steal = self.in_flight.get(key)
-        if steal is None or steal.stimulus_id != stimulus_id or steal.victim != victim:
-            return outcome  # an answer to a steal already settled (its victim was lost)
-        del self.in_flight[key]
+        effects = Effects()
+        steal = _answered(self.in_flight, key, victim, stimulus_id)
+        if steal is None:
+            aborted = _answered(self.aborted, key, victim, stimulus_id)
+            if aborted is not None:
+                # the task left the victim after the request (finished, released, given back,
+                # perhaps sent there again): whatever the answer, the steal is over
+                effects.events.append(_event("steal-stale", aborted, worker_state=worker_state))
+            return effects  # else a forged answer, or one to a steal of a victim since lost
         state = self.state
-        ts = state.tasks.get(key)
-        event = _event("steal-confirm", steal, worker_state=worker_state)
-        if ts is None or ts.state != "processing" or ts.processing_on != victim:
-            event["action"] = "steal-stale"  # finished, released or lost meanwhile
-        elif worker_state in GIVEN_BACK and steal.thief in state.running:
-            outcome.effects = state.steal_task(key, victim, steal.thief, stimulus_id)
+        if worker_state in GIVEN_BACK and steal.thief in state.running:
+            action = "steal-confirm"
+            effects = state.steal_task(key, victim, steal.thief, stimulus_id)
             self.confirmed += 1
         elif worker_state in GIVEN_BACK or worker_state in UNKNOWN:
             # given back, but the thief left or paused meanwhile: place it again
-            event["action"] = "steal-reschedule"
-            outcome.effects = state.reschedule(key, victim, stimulus_id)
+            action = "steal-reschedule"
+            effects = state.reschedule(key, victim, stimulus_id)
         else:
-            event["action"] = "steal-declined"  # it had started: the victim keeps it
-        outcome.events.append(event)
-        return outcome
+            action = "steal-declined"  # it had started: the victim keeps it
+        effects.events.append(_event(action, steal, worker_state=worker_state))
+        return effects
 
     # ------------------------------------------------------------------ choices
 
-    def _drop_stale(self) -> None:
-        """Forget requests whose task left its victim (done, released, or the victim died)."""
-        tasks = self.state.tasks
-        for key, steal in list(self.in_flight.items()):
-            ts = tasks.get(key)
-            if ts is None or ts.state != "processing" or ts.processing_on != steal.victim:
-                del self.in_flight[key]
+    def remove_worker(self, address: str) -> None:
+        """``address`` left: steals it was asked for will not be answered."""
+        for key in [key for key, steal in self.aborted.items() if steal.victim == address]:
+            del self.aborted[key]
+
+    def _abort(self, key: str) -> None:
+        """``key`` left ``processing`` (the state machine calls this): a steal of it that is
+        still asked is over, as in Dask, so its answer cannot move a later assignment."""
+        steal = self.in_flight.pop(key, None)
+        if steal is not None:
+            self.aborted[key] = steal
 
     def _idle(self, ws: WorkerInfo) -> bool:
         """A running worker with a thread that has, or soon has, nothing to run."""
@@ -246,8 +249,18 @@ def _may_run(ts: TaskState, ws: WorkerInfo) -> bool:
     return restrictions is None or ws.address in restrictions or ws.name in restrictions
 
 
-def _event(action: str, steal: Steal, **extra: Any) -> dict[str, Any]:
-    return {
+def _answered(steals: dict[str, Steal], key: str, victim: str, stimulus_id: str) -> Steal | None:
+    """The steal of ``steals`` that this answer is about, taken out; None if none is."""
+    steal = steals.get(key)
+    if steal is None or steal.stimulus_id != stimulus_id or steal.victim != victim:
+        return None
+    del steals[key]
+    return steal
+
+
+def _event(action: str, steal: Steal, **extra: Any) -> tuple[str, dict[str, Any]]:
+    """An event for the record, under ``STEALING_TOPIC``."""
+    return STEALING_TOPIC, {
         "action": action,
         "key": steal.key,
         "victim": steal.victim,

@@ -25,6 +25,9 @@ logger = logging.getLogger("storied.scheduler")
 
 #: the event topic of the samples
 METRICS_TOPIC = "worker-metrics"
+#: topics of periodic samples: ``storied events`` without a topic leaves them out (they
+#: would drown the rest) unless asked for ``--all``
+TELEMETRY_TOPICS = (METRICS_TOPIC,)
 #: how many departed workers' histories stay in memory
 _DEPARTED_KEPT = 100
 
@@ -59,6 +62,8 @@ class WorkerTelemetry:
         self._departed: collections.deque[str] = collections.deque()
         self.names: dict[str, str] = {}
         self._warned: set[str] = set()
+        #: samples kept so far: the dashboard's status push looks whether it grew
+        self.received = 0
 
     def client_handlers(self) -> dict[str, Callable[..., Any]]:
         return {"worker-metrics": self._worker_metrics}
@@ -88,6 +93,7 @@ class WorkerTelemetry:
             samples = self.history[address] = collections.deque(maxlen=self.length)
             self.names[address] = name
         samples.append(sample)
+        self.received += 1
         self.scheduler.log_event(METRICS_TOPIC, {"worker": address, "name": name, **sample})
 
     def newest(self, address: str) -> dict[str, Any] | None:

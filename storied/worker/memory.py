@@ -241,6 +241,11 @@ class MemoryManager:
         self._reported_at = time.monotonic()
         self._warned_unmanaged_at = 0.0
 
+    def on_spill(self, callback: Callable[[str, Any], None]) -> None:
+        """Call ``callback(key, value)`` whenever a result goes to disk."""
+        if isinstance(self.data, SpillBuffer):
+            self.data.fast_to_slow_callbacks.append(callback)
+
     @property
     def monitored(self) -> bool:
         """Whether there is anything to watch: spilling to report, or RSS to act on."""

@@ -26,8 +26,9 @@ import tblib
 from storied import config
 from storied.comm import Comm, ConnectionPool, Security, connect
 from storied.comm.batched import BatchedSend
-from storied.comm.core import configured_listener
+from storied.comm.core import configured_listener, parse_address
 from storied.comm.retry import retry_until
+from storied.comm.security import is_loopback
 from storied.comm.stream import Stream
 from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
 from storied.loop import Outbox, call_on_loop
@@ -51,6 +52,8 @@ from storied.protocol.serialize import (
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
+from storied.shm import segments as shm_segments
+from storied.shm.results import Fetched, SharedResults, request_data
 from storied.worker import tasklogs, upload
 from storied.worker.memory import MemoryManager
 from storied.worker.state import (
@@ -285,16 +288,25 @@ class _Executor:
         for outcome in outcomes:
             self._worker._task_done(*outcome)
 
-    def shutdown(self, timeout: float = 5.0) -> None:
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the threads, giving running tasks ``timeout`` seconds to finish. The wait
+        happens in a thread, so the loop goes on meanwhile (a task may need it to end: a
+        worker client, a lock, a ``rejoin``); threads still running user code after that are
+        left behind, daemons that end with the process."""
         with self._lock:
             self._closed = True
             threads = list(self._threads)
         self.release_rejoining()
         for _ in range(self._nthreads):
             self._queue.put(None)
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        await asyncio.to_thread(_join_all, threads, timeout)
+
+
+def _join_all(threads: list[threading.Thread], timeout: float) -> None:
+    """Wait for ``threads`` to end, ``timeout`` seconds at most in all."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class Worker:
@@ -341,9 +353,13 @@ class Worker:
             )
             or 1.0
         )
+        #: large results held in shared memory for processes of this host; with a scheduler
+        #: on loopback every peer is on this host
+        self.shared = SharedResults(peers_on_host=is_loopback(parse_address(scheduler_address)[1]))
         self.memory = MemoryManager(self, memory_limit, local_directory)
         #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
         self.data: MutableMapping[str, Any] = self.memory.data
+        self.memory.on_spill(lambda key, value: self.shared.release([key]))
         #: bytes of task data fetched from peers and served to peers and clients
         self.transfers = TransferCounters()
         #: samples resource use for each heartbeat (None: ``worker.telemetry`` is off)
@@ -362,6 +378,8 @@ class Worker:
         self.address = ""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._silence_timeout: float | None = None
+        #: whether the scheduler keeps a ledger (then our log records are always shipped)
+        self._scheduler_durable = False
         self._gather_queue: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
         #: a transfer from a peer silent this long fails (and the input is fetched elsewhere)
         self._transfer_timeout = config.parse_timedelta(config.get("scheduler.worker-ttl"))
@@ -378,6 +396,8 @@ class Worker:
 
     async def start(self) -> Worker:
         self.loop = asyncio.get_running_loop()
+        if self.shared.host is not None:
+            shm_segments.remove_orphans()
         self._listener = configured_listener(
             f"tcp://{self.host}:{self.port}",
             self._serve_peer,
@@ -447,6 +467,7 @@ class Worker:
         self._silence_timeout = reply.get("silence_timeout")
         durable = bool(reply.get("durable"))
         self._recorder.ship_with(self.stream.batched if durable else None)
+        self._scheduler_durable = durable
         self._log_handler.on_record = self._outbox.put if durable else None
         for payload in reply.get("plugins", []):
             with contextlib.suppress(Exception):  # logged; this worker runs on without it
@@ -490,6 +511,7 @@ class Worker:
         self.executor.release_rejoining()
         self.coordination.forget(list(self.coordination.actors))
         self.data.clear()
+        self.shared.release_all()
         self._pickled.clear()
         self._gather_queue.clear()
 
@@ -534,8 +556,9 @@ class Worker:
         await self.stream.close()
         await self._listener.close()
         await self.pool.close()
-        self.executor.shutdown(task_wait)
+        await self.executor.shutdown(task_wait)
         self.memory.close()
+        self.shared.release_all()
         await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -568,6 +591,7 @@ class Worker:
             "ship-records": self._recorder.ship_now,
             "get-logs": self.get_logs,
             "log-entries": self._log_entries,
+            "ship-logs": self._ship_logs,
             "add-plugin": self._add_plugin,
             "remove-plugin": self._remove_plugin,
             "upload-file": self.upload_file,
@@ -673,6 +697,7 @@ class Worker:
                 for key in instruction.keys:
                     self.data.pop(key, None)
                     self._pickled.pop(key, None)
+                self.shared.release(instruction.keys)
                 self.coordination.forget(instruction.keys)
             elif isinstance(instruction, Rejoin):
                 self.executor.rejoined(instruction.key)
@@ -720,6 +745,9 @@ class Worker:
                 f"be serialized ({exc.__cause__ or exc}); return a picklable value instead"
             )
             return (key, False, _error_payload(error), start, stop, None)
+        published = self.shared.publish(key, result, pickled)
+        if published is not None:
+            result, pickled = published  # held once: as views of its shared segments
         return (key, True, result, start, stop, pickled)
 
     def _task_done(
@@ -734,6 +762,7 @@ class Worker:
     ) -> None:
         ts = self.state.tasks.get(key)
         if ts is None or ts.state not in RUNNING:
+            self.shared.release([key])
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
             assert pickled is not None
@@ -775,15 +804,13 @@ class Worker:
 
     async def _gather(self, worker: str, keys: list[str]) -> None:
         try:
-            reply = await self.pool.request(
-                worker, {"op": "get_data", "keys": keys}, timeout=self._transfer_timeout
-            )
-            payloads: dict[str, bytes] = reply.get("data", {})
+            fetched = await request_data(self.pool, worker, keys, self._transfer_timeout)
         except (OSError, TimeoutError) as exc:  # a frozen peer must not hold its inputs forever
             logger.info("Could not fetch %d keys from %s: %s", len(keys), worker, exc)
             self.pool.remove(worker)
-            payloads = {}
-        self.transfers.incoming_bytes += sum(map(nbytes, payloads.values()))
+            fetched = Fetched({}, {})
+        payloads = fetched.data
+        self._count_fetched(worker, fetched)
         received = []
         unreadable: dict[str, dict[str, Any]] = {}
         for key, payload in payloads.items():
@@ -815,6 +842,24 @@ class Worker:
             )
         self._handle(instructions)
 
+    def _count_fetched(self, worker: str, fetched: Fetched) -> None:
+        """Count the bytes fetched by each path; a large transfer goes on the record as a
+        ``transfer`` event saying which (``shm`` or ``tcp``, and what fell back to TCP)."""
+        through_shm = set(fetched.shm)
+        shm = sum(nbytes(fetched.data[key]) for key in through_shm)
+        total = sum(map(nbytes, fetched.data.values()))
+        self.transfers.incoming_bytes += total
+        self.transfers.shared_incoming_bytes += shm
+        for path, size, keys in (
+            ("shm", shm, fetched.shm),
+            ("tcp", total - shm, [key for key in fetched.data if key not in through_shm]),
+        ):
+            if keys and size >= self.shared.threshold:
+                msg = {"action": "fetched", "path": path, "from": worker, "keys": keys}
+                if path == "tcp" and fetched.fallback:
+                    msg["fallback"] = fetched.fallback
+                self.log_event("transfer", {**msg, "nbytes": size})
+
     # ------------------------------------------------------------------ peers
 
     async def _serve_peer(self, comm: Comm) -> None:
@@ -826,7 +871,7 @@ class Worker:
             op = msg.get("op")
             keys, data = msg.get("keys"), msg.get("data")
             if op == "get_data" and isinstance(keys, list):
-                comm.write(self._get_data(keys))
+                comm.write(self._get_data(keys, self.shared.same_host(msg.get("host"))))
             elif op == "update_data" and isinstance(data, dict):
                 comm.write(self._update_data(data))
             elif op in ACTOR_OPS:
@@ -845,11 +890,17 @@ class Worker:
         if type(pickled) is bytes and len(pickled) <= _CACHED_PICKLE_LIMIT:
             self._pickled[key] = pickled
 
-    def _get_data(self, keys: list[str]) -> dict[str, Any]:
+    def _get_data(self, keys: list[str], same_host: bool = False) -> dict[str, Any]:
+        """The pickles of ``keys`` held here; for a requester on this host, the shared-memory
+        segments of those that have them instead (under ``shared``)."""
         data: dict[str, bytes | Pickled] = {}
+        shared: dict[str, list[Any]] = {}
         errors: dict[str, str] = {}
         for key in keys:
             if not isinstance(key, str) or key not in self.data:
+                continue
+            if same_host and (handover := self.shared.handover(key)) is not None:
+                shared[key] = handover
                 continue
             payload = self._pickled.get(key)
             if payload is None:
@@ -860,7 +911,12 @@ class Worker:
                     continue
             data[key] = payload
         self.transfers.outgoing_bytes += sum(map(nbytes, data.values()))
-        return {"status": "OK", "data": data, "errors": errors}
+        if not shared:
+            return {"status": "OK", "data": data, "errors": errors}
+        handed = sum(size for _, held in shared.values() for _, _, size in held)
+        self.transfers.outgoing_bytes += handed
+        self.transfers.shared_outgoing_bytes += handed
+        return {"status": "OK", "data": data, "shared": shared, "errors": errors}
 
     def _update_data(self, data: dict[str, bytes | Pickled]) -> dict[str, Any]:
         """Scattered data arriving from a client."""
@@ -920,6 +976,12 @@ class Worker:
         entries = self.record.log_handler().entries()[-(n or 0) :]
         wanted = None if keys is None else set(keys)
         return [e.as_list() for e in entries if wanted is None or e.key in wanted]
+
+    def _ship_logs(self, ship: bool) -> None:
+        """Ship our log records to the scheduler as they are captured while a dashboard tails
+        them (``ship``), as always to a durable scheduler, which keeps them in its ledger."""
+        shipping = ship or self._scheduler_durable
+        self._log_handler.on_record = self._outbox.put if shipping else None
 
     def get_logs(self, n: int | None = None) -> list[tuple[str, str]]:
         return self.record.logs(n)

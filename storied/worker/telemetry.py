@@ -35,6 +35,8 @@ SAMPLE_FIELDS = (
     "host_write_bps",
     "transfer_incoming_bytes_total",
     "transfer_outgoing_bytes_total",
+    "transfer_shm_incoming_bytes_total",
+    "transfer_shm_outgoing_bytes_total",
 )
 
 
@@ -64,11 +66,19 @@ class TransferCounters:
     """Bytes of task data a worker fetched from peers and served to peers and clients, since
     it started (storied's own count, beside the host's network counters)."""
 
-    __slots__ = ("incoming_bytes", "outgoing_bytes")
+    __slots__ = (
+        "incoming_bytes",
+        "outgoing_bytes",
+        "shared_incoming_bytes",
+        "shared_outgoing_bytes",
+    )
 
     def __init__(self) -> None:
         self.incoming_bytes = 0
         self.outgoing_bytes = 0
+        #: of those, the bytes handed over as shared-memory segments rather than sent
+        self.shared_incoming_bytes = 0
+        self.shared_outgoing_bytes = 0
 
 
 class ResourceSampler:
@@ -121,4 +131,6 @@ class ResourceSampler:
             "host_write_bps": write_bps,
             "transfer_incoming_bytes_total": self.worker.transfers.incoming_bytes,
             "transfer_outgoing_bytes_total": self.worker.transfers.outgoing_bytes,
+            "transfer_shm_incoming_bytes_total": self.worker.transfers.shared_incoming_bytes,
+            "transfer_shm_outgoing_bytes_total": self.worker.transfers.shared_outgoing_bytes,
         }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +33,29 @@ def fail_loudly(x: int) -> int:
 def announce(topic: str, n: int) -> str:
     get_worker().log_event(topic, {"announced": n})
     return get_worker().address
+
+
+def log_on_worker(logger_name: str, level: int, message: str, dask_worker: Any) -> str:
+    """Log ``message`` on the worker this runs on (``client.run``); its address."""
+    logging.getLogger(logger_name).log(level, message)
+    return dask_worker.address
+
+
+def after_now(margin: float = 0.002) -> None:
+    """Wait until the clock has gone ``margin`` past now: what is logged next is later (the
+    pages show milliseconds)."""
+    later = time.time() + margin
+    poll(lambda: time.time() > later, what="the clock moved on")
+
+
+def spaced_events(client: Client, topic: str, count: int) -> tuple[tuple[float, Any], ...]:
+    """Log ``count`` events ``{"n": 0}``... of ``topic``, each 2 ms after the one before at
+    least; the topic's events as ``client.get_events`` reads them then."""
+    for n in range(count):
+        client.log_event(topic, {"n": n})
+        poll(lambda n=n: len(client.get_events(topic)) == n + 1, what=f"event {n} recorded")
+        after_now()
+    return client.get_events(topic)
 
 
 @dataclass
@@ -96,25 +122,22 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Workload:
     ledger = tmp_path_factory.mktemp("offline") / "history.db"
     with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
         done = run_workload(cluster, client, ledger)
+        poll(  # each worker's memory is on file (a sample a heartbeat, every second)
+            lambda: len({e["worker"] for _, e in client.get_events("worker-metrics")}) == 2,
+            timeout=15,
+            what="a resource sample of each worker",
+        )
     with cluster_with_ledger(ledger) as cluster, Client(cluster) as client:
         assert client.submit(inc, 100).result() == 101
     return done
 
 
-@pytest.fixture(scope="package")
-def offline(finished: Workload) -> Iterator[str]:
-    """``storied dashboard --ledger`` serving ``finished``'s file in a process of its own; its
-    root URL."""
+@contextlib.contextmanager
+def serving(ledger: Path) -> Iterator[str]:
+    """``storied dashboard --ledger`` serving ``ledger`` in a process of its own; its root
+    URL."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storied",
-            "dashboard",
-            "--ledger",
-            str(finished.ledger),
-            "--port=0",
-        ],
+        [sys.executable, "-m", "storied", "dashboard", "--ledger", str(ledger), "--port=0"],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -127,3 +150,10 @@ def offline(finished: Workload) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+@pytest.fixture(scope="package")
+def offline(finished: Workload) -> Iterator[str]:
+    """The dashboard of ``finished``'s file, served by ``storied dashboard``; its root URL."""
+    with serving(finished.ledger) as base:
+        yield base

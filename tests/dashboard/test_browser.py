@@ -6,14 +6,16 @@ Screenshots go to ``.pytest_cache/dashboard-screenshots/`` (not committed).
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
-from tests.dashboard.conftest import Workload, get_json
+from tests.dashboard.conftest import Workload, get_json, log_on_worker, spaced_events
 from tests.engine.helpers import inc, poll
 
 SHOTS = Path(__file__).resolve().parents[2] / ".pytest_cache" / "dashboard-screenshots"
@@ -42,6 +44,16 @@ def check_status(page: Any, base: str, workload: Workload, name: str, run: str =
     rows = page.locator("#workers tr").all_inner_texts()
     assert any("127.0.0.1" in row for row in rows[1:])
     assert {row.split("\t")[0] for row in rows[1:]} == {"0", "1"}  # the workers' names
+    # live: each worker's memory at its newest heartbeat, pushed as heartbeats come; a
+    # finished run: the last each worker sent, from the ledger's worker-metrics events
+    page.wait_for_function(
+        "[...document.querySelectorAll('#workers tr')].slice(1)"
+        ".every((row) => row.cells[3].innerText.endsWith(' MiB'))"
+    )
+    if "left" in rows[1]:  # a finished run: no load, but memory and CPU as they were last
+        shown = page.locator("#workers tr").all_inner_texts()[1:]
+        assert {row.split("\t")[5] for row in shown} == {"0"}  # processing
+        assert all(row.split("\t")[4].endswith(" %") for row in shown)
     page.wait_for_selector("#task-stream svg rect.task")
     assert page.locator("#task-stream rect.erred").count() == 1
     ran = get_json(f"{base}/api/v1/task-stream{run}")
@@ -127,7 +139,8 @@ def test_live_pages(page: Any, workload: Workload) -> None:
     check_tasks(page, base, workload, "live-tasks")
     page.goto(f"{base}/runs")
     page.wait_for_selector("#runs tr:nth-child(2)")
-    assert "running" in page.locator("#runs").inner_text()
+    live = page.locator("#runs tr").nth(1).inner_text().split("\t")
+    assert live[2] == "running" and (live[3].endswith(" s") or " min " in live[3])
 
 
 def test_live_event_arrives_in_the_events_tail(page: Any, workload: Workload) -> None:
@@ -159,10 +172,71 @@ def test_live_status_is_pushed_not_polled(page: Any, workload: Workload) -> None
     del futures
 
 
+def test_live_log_record_arrives_in_the_logs_tail(page: Any, workload: Workload) -> None:
+    """A record a worker logs after the logs page opened appears on it, pushed: the page makes
+    no request of its own for it."""
+    page.goto(f"{workload.base}/logs?level=WARNING")
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    assert page.evaluate("document.body.dataset.tailing") == "true"
+    assert "new records appear as they are logged" in page.locator("#logs-hint").inner_text()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    worker = sorted(workload.client.scheduler_info()["workers"])[0]
+    workload.client.run(
+        log_on_worker, "storied.worker.browser", logging.WARNING, "logged live", workers=[worker]
+    )
+    workload.client.run(  # below the page's level: not shown
+        log_on_worker, "storied.worker.browser", logging.INFO, "too quiet", workers=[worker]
+    )
+    arrived = page.wait_for_selector("#logs tr.new")
+    cells = arrived.inner_text().split("\t")
+    assert cells[1:4] == ["WARNING", worker, "storied.worker.browser"]
+    assert "logged live" in cells[4]
+    assert page.locator("#logs tr").nth(1).get_attribute("class") == "level-warning new"
+    assert "too quiet" not in page.locator("#logs").inner_text()
+    assert asked == []
+    shot(page, "live-logs-tail")
+
+
+def test_live_task_arrives_in_the_tasks_page(page: Any, workload: Workload) -> None:
+    """Tasks submitted after the tasks page opened appear in its counts and rows, pushed,
+    with the page's filter kept."""
+    page.goto(f"{workload.base}/tasks?prefix=browser-tasks&limit=2")
+    page.wait_for_function(
+        "document.getElementById('tasks-total').textContent.startsWith('0 tasks')"
+    )
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    futures = workload.client.map(inc, range(3), key=[f"browser-tasks-{i}" for i in range(3)])
+    workload.client.gather(futures)
+    page.wait_for_function(
+        "document.getElementById('tasks-total').textContent.startsWith('3 tasks of prefix')"
+    )
+    page.wait_for_function(  # and ran: each shown task's runs are counted
+        "[...document.querySelectorAll('#tasks tr')].slice(1)"
+        ".every((row) => row.cells[3].innerText === '1')"
+    )
+    assert page.locator("#tasks tr td:first-child").all_inner_texts() == [
+        "browser-tasks-0",
+        "browser-tasks-1",
+    ]
+    assert page.locator("#tasks-pager .page-at").inner_text().strip() == "1\u20132 of 3"
+    assert int(page.evaluate("document.body.dataset.taskPushes")) >= 1
+    assert asked == [] and page.locator("#tasks-form input[name=prefix]").input_value() == (
+        "browser-tasks"
+    )
+    del futures
+
+
 def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: str) -> None:
     page.goto(offline)
     page.wait_for_selector("#runs tr:nth-child(3)")  # a header and two runs
     runs = page.locator("#runs tr").all_inner_texts()
+    on_file = get_json(f"{offline}/api/v1/runs")["runs"]
+    durations = [row.split("\t")[3] for row in runs[1:]]  # newest first
+    lasted = [r["ended"] - r["started"] for r in reversed(on_file)]
+    assert all(text.endswith(" s") for text in durations)  # runs of seconds
+    assert [float(text.removesuffix(" s")) for text in durations] == pytest.approx(lasted, abs=0.06)
     assert len(runs) == 3 and all("did not close" not in row for row in runs)
     shot(page, "offline-runs")
     page.locator("#runs tr").nth(2).get_by_role("link", name="status").click()  # the older run
@@ -179,3 +253,103 @@ def test_offline_pages_from_the_ledger(page: Any, finished: Workload, offline: s
     page.wait_for_selector("#events tr:nth-child(2)")
     assert "task-erred" in page.locator("#events").inner_text()
     shot(page, "offline-events")
+
+
+def shown_events(page: Any) -> list[int]:
+    """The ``n`` of each event row, top to bottom."""
+    return [
+        json.loads(text)["n"]
+        for text in page.locator("#events tr td:nth-child(4)").all_inner_texts()
+    ]
+
+
+def test_events_time_window(page: Any, workload: Workload) -> None:
+    """From / to narrow a topic's table; with "to" set there is no live tail, with "to" empty
+    new events arrive again."""
+    topic = "browser-window"
+    spaced_events(workload.client, topic, 5)
+    page.goto(f"{workload.base}/events?topic={topic}")
+    page.wait_for_selector("#events tr:nth-child(6)")
+    assert shown_events(page) == [4, 3, 2, 1, 0]
+    times = page.locator("#events tr td:first-child").all_inner_texts()  # as a person reads them
+    tails: list[str] = []
+    page.on("request", lambda request: "/events/tail" in request.url and tails.append(request.url))
+    page.fill("#events-form input[name=since]", times[3])  # n=1
+    page.fill("#events-form input[name=until]", times[0])  # n=4, not included
+    page.click("#events-form button")
+    poll(lambda: shown_events(page) == [3, 2, 1], what="only the window's events are shown")
+    assert "no live tail" in page.locator("#events-hint").inner_text()
+    assert page.evaluate("document.body.dataset.tailing") == "false"
+    assert f"since={quote(times[3])}" in page.url.replace(
+        "+", "%20"
+    )  # the window is in the address
+    workload.client.log_event(topic, {"n": 5})
+    poll(lambda: len(workload.client.get_events(topic)) == 6, what="event 5 recorded")
+    assert tails == [] and shown_events(page) == [3, 2, 1]
+    shot(page, "live-events-window")
+    page.fill("#events-form input[name=until]", "")  # open-ended: the tail goes on
+    page.click("#events-form button")
+    poll(lambda: shown_events(page) == [5, 4, 3, 2, 1], what="the window from n=1 on")
+    poll(lambda: tails, what="the tail opened")
+    workload.client.log_event(topic, {"n": 6})
+    arrived = page.wait_for_selector("#events tr.new")
+    assert '"n":6' in arrived.inner_text() and shown_events(page)[0] == 6
+    page.fill("#events-form input[name=since]", "yesterday")
+    page.click("#events-form button")
+    told = page.wait_for_selector("main > p.error").inner_text()
+    assert "since='yesterday' is not a time" in told and "ISO 8601" in told
+
+
+def shown_logs(page: Any) -> list[tuple[str, str]]:
+    """(time, logger) of each log row shown, read at once (the table may be redrawn)."""
+    cells = page.evaluate(
+        "[...document.querySelectorAll('#logs tr')].slice(1)"
+        ".map((row) => [row.cells[0].innerText, row.cells[3].innerText])"
+    )
+    return [(when, name) for when, name in cells]
+
+
+def test_logs_by_logger_and_time_window(page: Any, finished: Workload, offline: str) -> None:
+    """On a ledger after the cluster is gone: the logger selector offers the run's loggers and
+    their parents; choosing one keeps it and its children; from / to keep a time window."""
+    run = get_json(f"{offline}/api/v1/runs")["runs"][0]["id"]
+    page.goto(f"{offline}/logs?run={quote(run)}&level=DEBUG")
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    every = shown_logs(page)
+    loggers = page.locator("#logs-logger option").all_inner_texts()
+    assert loggers[0] == "(all)" and any(o.startswith("storied.scheduler (") for o in loggers)
+    assert {name for _, name in every} - {"storied.scheduler"}, "other loggers than the scheduler's"
+    page.select_option("#logs-logger", "storied.scheduler")
+    poll(
+        lambda: (
+            shown_logs(page)
+            and all(
+                name == "storied.scheduler" or name.startswith("storied.scheduler.")
+                for _, name in shown_logs(page)
+            )
+        ),
+        what="only the scheduler's loggers are shown",
+    )
+    scheduler_rows = shown_logs(page)
+    assert scheduler_rows == [row for row in every if row[1].startswith("storied.scheduler")]
+    since, until = scheduler_rows[-2][0], scheduler_rows[1][0]  # the second oldest, second newest
+    page.fill("#logs-form input[name=since]", since)
+    page.fill("#logs-form input[name=until]", until)
+    page.click("#logs-form button")
+    query = {"run": run, "level": "DEBUG", "logger": "storied.scheduler"}
+    expected = get_json(
+        f"{offline}/api/v1/logs?{urlencode({**query, 'since': since, 'until': until})}"
+    )
+    poll(lambda: len(shown_logs(page)) == len(expected), what="the window's rows are shown")
+    window = shown_logs(page)
+    # a time as shown is its record's cut to the millisecond: compared as text, the same window
+    assert window == [row for row in scheduler_rows if since <= row[0] < until]
+    assert window and len(window) < len(scheduler_rows)  # rows in, rows out
+    assert "of storied.scheduler and its children from" in page.locator("#logs-hint").inner_text()
+    shot(page, "offline-logs-window")
+    page.reload()  # the filters are in the address: the same rows again
+    page.wait_for_selector("#logs tr:nth-child(2)")
+    assert (
+        shown_logs(page) == window
+        and page.locator("#logs-logger").input_value() == "storied.scheduler"
+    )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from storied import Client, LocalCluster
 from storied.dashboard.views import key_prefix
-from tests.dashboard.conftest import Workload, get
+from tests.dashboard.conftest import Workload, get, root
+from tests.engine.helpers import poll
 
 
-def scrape(workload: Workload) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    status, body = get(f"{workload.base}/metrics")
+def scrape(base: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    status, body = get(f"{base}/metrics")
     assert status == 200
     return {
         family.name: {tuple(sorted(s.labels.items())): s.value for s in family.samples}
@@ -20,7 +23,7 @@ def scrape(workload: Workload) -> dict[str, dict[tuple[tuple[str, str], ...], fl
 
 
 def test_metrics_are_the_scheduler_state_at_scrape_time(workload: Workload) -> None:
-    metrics = scrape(workload)
+    metrics = scrape(workload.base)
     scheduler = workload.cluster.scheduler
     states = Counter(ts.state for ts in scheduler.tasks.values())
     tasks = metrics["storied_scheduler_tasks"]
@@ -47,8 +50,46 @@ def test_metrics_are_the_scheduler_state_at_scrape_time(workload: Workload) -> N
 
 
 def test_metrics_follow_new_work_and_cost_nothing_per_transition(workload: Workload) -> None:
-    before = scrape(workload)["storied_scheduler_transitions"][()]
+    before = scrape(workload.base)["storied_scheduler_transitions"][()]
     assert workload.client.submit(len, "abc").result() == 3
-    assert scrape(workload)["storied_scheduler_transitions"][()] > before
+    assert scrape(workload.base)["storied_scheduler_transitions"][()] > before
     # the dashboard adds no hook to the scheduler's transitions: it reads at scrape time
     assert workload.cluster.scheduler.state.on_transition is None
+
+
+def make_bytes(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_each_workers_memory_and_bytes_moved() -> None:
+    """Dask's worker names, as of each worker's newest heartbeat: a result fetched from one
+    worker by another counts as its bytes served and the other's fetched."""
+    with (
+        LocalCluster(n_workers=2, processes=False, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
+        base = root(cluster.dashboard_link)
+        first, second = sorted(client.scheduler_info()["workers"])
+        made = client.submit(make_bytes, 200_000, workers=[first])
+        assert client.submit(len, made, workers=[second]).result() == 200_000
+
+        def moved() -> dict[str, Any] | None:
+            metrics = scrape(base)
+            served = metrics.get("storied_worker_transfer_outgoing_bytes", {})
+            return metrics if served.get((("worker", first),), 0) >= 200_000 else None
+
+        metrics = poll(moved, timeout=15, what="a heartbeat telling the bytes moved")
+        fetched = metrics["storied_worker_transfer_incoming_bytes"]
+        assert fetched[(("worker", second),)] >= 200_000
+        memory = metrics["storied_worker_memory_bytes"]
+        for address in (first, second):
+            newest = cluster.scheduler.extensions["telemetry"].newest(address)
+            types = {dict(labels)["type"] for labels in memory if dict(labels)["worker"] == address}
+            assert types == (
+                {"process"}
+                if newest["managed_bytes"] is None
+                else {"managed", "unmanaged", "spilled"}
+            )
+            total = sum(v for labels, v in memory.items() if dict(labels)["worker"] == address)
+            assert total >= 10 * 2**20  # a process's resident memory, at least
+        del made

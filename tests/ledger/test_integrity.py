@@ -401,3 +401,47 @@ def test_the_cli_reads_every_ledger_in_a_directory(tmp_path):
     assert in_one_file.exit_code != 0 and "in one ledger file a run is its number" in (
         in_one_file.output
     )
+
+
+def downgrade_to_version_4(path: Path) -> None:
+    """Make ``path`` what a ledger of schema version 4 was: version 5 without the summaries."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP TABLE run_tasks")
+        conn.execute("DROP TABLE run_counts")
+        conn.execute("UPDATE meta SET value = '4' WHERE name = 'schema_version'")
+
+
+def test_a_version_4_ledger_is_checked_and_recovered_into_version_5(tmp_path):
+    path = tmp_path / "old.db"
+    write_ledger(path, 300)
+    downgrade_to_version_4(path)
+    before = Ledger(path)
+    written, executed = before.transitions(), before.executions()
+    assert invoke("ledger", "check", str(path)).output.strip().endswith(": ok")
+
+    recovered = invoke("ledger", "recover", str(path))
+    assert recovered.exit_code == 0, recovered.output
+    target = tmp_path / "old.recovered.db"
+    assert f"recovered {path} into {target}: nothing was lost" in recovered.output
+    assert "run_tasks" not in recovered.output  # no table of version 5 reported lost
+    with closing(sqlite3.connect(path)) as conn:  # the source is only read
+        assert conn.execute("SELECT value FROM meta").fetchone() == ("4",)
+    with closing(sqlite3.connect(target)) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == ("5",)
+    after = Ledger(target)
+    assert after.transitions() == written and after.executions() == executed
+    [run] = after.runs()
+    assert after.task_counts(run["run_id"]) is None  # a run of version 4 has no summary
+    assert len(after.tasks(run_id=run["run_id"])) == 300  # readers count it from its records
+    assert invoke("ledger", "check", str(target)).output.strip().endswith(": ok")
+
+
+def test_a_ledger_of_an_unknown_version_is_not_recovered(tmp_path):
+    path = tmp_path / "future.db"
+    write_ledger(path, 10)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE meta SET value = '9' WHERE name = 'schema_version'")
+    result = CliRunner().invoke(cli, ["ledger", "recover", str(path)])
+    assert result.exit_code != 0
+    assert "schema version 9" in result.output and "use the storied that wrote it" in result.output
+    assert not (tmp_path / "future.recovered.db").exists()

@@ -90,7 +90,7 @@ def test_events_filters(ledger_file):
         '"add"}',
     ]
     bad = CliRunner().invoke(history.events, ["--ledger", ledger_file, "--since", "yesterday"])
-    assert bad.exit_code == 2 and "neither epoch seconds nor ISO 8601" in bad.output
+    assert bad.exit_code == 2 and "is not a time: use seconds since the epoch" in bad.output
 
 
 def _follow(path, monkeypatch, before, during, *options: str) -> tuple[list, list[float]]:
@@ -236,3 +236,50 @@ def test_logs_are_read_in_pages(tmp_path):
     assert [line.split()[0] for line in table[1:]] == ["1"] * 5 + ["2"] * 5
     rows = json_lines(invoke("logs", "--ledger", str(path), "--json", "--run", "2").output)
     assert [row["message"] for row in rows] == [f"run 1 #{i}" for i in range(5)]
+
+
+def test_events_of_all_topics_leave_out_worker_metrics_unless_all(tmp_path):
+    """A sample per worker per heartbeat would drown the rest: without a topic the listing
+    leaves ``worker-metrics`` out (``--limit`` counting only what is listed), ``--all`` or the
+    topic itself brings it back."""
+    path = tmp_path / "telemetry.db"
+    record = Record(ledger=Ledger(path))
+    record.event(["workers"], {"action": "add"}, "scheduler", timestamp=1_000.0)
+    for i in range(50):
+        record.event(["worker-metrics"], {"i": i}, "scheduler", timestamp=1_001.0 + i)
+    record.event(["deploys"], {"version": 7}, "client", timestamp=1_100.0)
+    record.close()
+
+    def topics(*options: str) -> list[str]:
+        result = invoke("events", "--ledger", str(path), "--json", *options)
+        assert result.exit_code == 0, result.output
+        return [row["topic"] for row in json_lines(result.output)]
+
+    assert topics() == ["workers", "deploys"]
+    assert topics("--limit", "2") == ["workers", "deploys"]
+    assert topics("--all") == ["workers", *["worker-metrics"] * 50, "deploys"]
+    assert topics("--all", "--limit", "2") == ["worker-metrics", "deploys"]
+    assert topics("worker-metrics") == ["worker-metrics"] * 50
+    assert "--all" in invoke("events", "--help").output
+
+
+def test_live_events_leave_out_worker_metrics_but_the_python_api_keeps_them():
+    from storied import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        client.log_event("deploys", {"version": 7})
+        deadline = time.monotonic() + 30
+        while not client.get_events("worker-metrics"):  # a sample comes with each heartbeat
+            assert time.monotonic() < deadline, "no worker-metrics sample within 30 s"
+            time.sleep(0.05)
+        assert "worker-metrics" in client.get_events()  # as Dask: every topic
+        address = cluster.scheduler_address
+        token = cluster.security.token if cluster.security else None
+        options = ["--scheduler", address, "--json", *(["--auth-token", token] if token else [])]
+        listed = {row["topic"] for row in json_lines(invoke("events", *options).output)}
+        assert "deploys" in listed and "worker-metrics" not in listed
+        listed = {row["topic"] for row in json_lines(invoke("events", "--all", *options).output)}
+        assert {"deploys", "worker-metrics"} <= listed

@@ -58,6 +58,13 @@ def test_a_killed_worker_s_costly_intermediate_survives_in_its_copy(
     holder = finished.worker
     if computed == 1:
         poll(lambda: len(client.who_has([costly])[costly.key]) == 2, 10, "a safeguard copy")
+        [copied] = client.get_events("safeguard-copy")
+        [copy] = set(client.who_has([costly])[costly.key]) - {holder}
+        assert copied[1]["key"] == costly.key
+        assert (copied[1]["from"], copied[1]["to"]) == (holder, copy)
+        assert copied[1]["lineage"] >= SLOW_S
+    else:
+        assert client.get_events("safeguard-copy") == ()
     process = worker_processes.process(holder)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)

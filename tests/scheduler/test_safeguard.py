@@ -51,6 +51,20 @@ def test_an_awaited_result_that_took_long_is_copied_to_another_worker(guarded):
     assert copy_requests(effects) == {other: {"a": [holder]}}
     [request] = ops(effects.workers[other], "acquire-replicas")
     assert request["stimulus_id"] == "safeguard-copy-done-a", "the copy's story names its cause"
+    assert effects.events == [
+        (
+            "safeguard-copy",
+            {
+                "action": "safeguard-copy",
+                "key": "a",
+                "from": holder,
+                "to": other,
+                "lineage": pytest.approx(0.6),
+                "nbytes": 8,
+                "stimulus_id": "safeguard-copy-done-a",
+            },
+        )
+    ]
 
 
 def test_the_copy_saves_the_result_when_its_first_holder_dies(guarded):
@@ -68,7 +82,8 @@ def test_the_copy_saves_the_result_when_its_first_holder_dies(guarded):
 
 def test_a_quick_result_is_not_copied(guarded):
     submit(guarded, spec("a"), spec("b", "a"), wanted=["b"])
-    assert copy_requests(run(guarded, "a", 0.1)) == {}
+    effects = run(guarded, "a", 0.1)
+    assert copy_requests(effects) == {} and effects.events == []
 
 
 def test_lineage_adds_up_the_released_inputs_so_the_top_of_a_tree_is_copied(guarded):

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from storied.scheduler.state import SchedulerState, TaskSpec
-from storied.scheduler.stealing import LATENCY, UNKNOWN_DURATION, WorkStealing
+from storied.scheduler.state import Effects, SchedulerState, TaskSpec
+from storied.scheduler.stealing import LATENCY, STEALING_TOPIC, UNKNOWN_DURATION, WorkStealing
 from storied.worker.state import SendMessage, WorkerState
 from tests.scheduler.test_state import computed_keys, finish, spec, submit
 
@@ -27,8 +27,14 @@ def stealing(state) -> WorkStealing:
     return WorkStealing(state)
 
 
+def events(effects: Effects) -> list[dict]:
+    """The stealing events that ``effects`` puts on the record."""
+    assert {topic for topic, _ in effects.events} <= {STEALING_TOPIC}
+    return [msg for _, msg in effects.events]
+
+
 def requests(outcome, worker: str) -> list[str]:
-    return [m["key"] for m in outcome.effects.workers[worker] if m["op"] == "steal-request"]
+    return [m["key"] for m in outcome.workers[worker] if m["op"] == "steal-request"]
 
 
 def backlog_on_w1(state: SchedulerState, n: int = 6) -> list[str]:
@@ -46,9 +52,9 @@ def test_an_idle_worker_steals_the_tasks_a_busy_one_runs_last(state, stealing, r
     # w1 runs t-0, t-1 next: the two it would run last are asked for (the thief takes two
     # tasks a thread in a round) and nothing it started
     assert requests(outcome, W1) == ["t-5", "t-4"]
-    assert [e["action"] for e in outcome.events] == ["steal-request", "steal-request"]
-    steal_id = outcome.events[0]["stimulus_id"]
-    assert outcome.events[0] == {
+    assert [e["action"] for e in events(outcome)] == ["steal-request", "steal-request"]
+    steal_id = events(outcome)[0]["stimulus_id"]
+    assert events(outcome)[0] == {
         "action": "steal-request",
         "key": "t-5",
         "victim": W1,
@@ -56,13 +62,13 @@ def test_an_idle_worker_steals_the_tasks_a_busy_one_runs_last(state, stealing, r
         "stimulus_id": steal_id,
     }
     # a second pass asks nothing more while the answers are out
-    assert not stealing.balance().effects.workers
+    assert not stealing.balance().workers
 
     outcome = stealing.steal_response(W1, "t-5", "ready", steal_id)
-    assert computed_keys(outcome.effects, W2) == ["t-5"]
+    assert computed_keys(outcome, W2) == ["t-5"]
     assert state.tasks["t-5"].processing_on == W2
     assert state.tasks["t-5"] not in state.workers[W1].processing
-    assert outcome.events[0]["action"] == "steal-confirm"
+    assert events(outcome)[0]["action"] == "steal-confirm"
     assert recorder.transitions[-1][1:5] == ("processing", "processing", {}, steal_id)
     assert recorder.transitions[-1][-1] == W2
     assert stealing.confirmed == 1
@@ -72,10 +78,10 @@ def test_a_task_that_started_on_the_victim_stays_there(state, stealing):
     backlog_on_w1(state)
     state.add_worker(W2, "w2", 1, "add-w2")
     outcome = stealing.balance()
-    steal_id = outcome.events[0]["stimulus_id"]
+    steal_id = events(outcome)[0]["stimulus_id"]
     outcome = stealing.steal_response(W1, "t-5", "executing", steal_id)
-    assert not outcome.effects.workers
-    assert outcome.events[0]["action"] == "steal-declined"
+    assert not outcome.workers
+    assert events(outcome)[0]["action"] == "steal-declined"
     assert state.tasks["t-5"].processing_on == W1
     assert "t-5" not in stealing.in_flight
 
@@ -83,38 +89,38 @@ def test_a_task_that_started_on_the_victim_stays_there(state, stealing):
 def test_a_stale_or_forged_answer_changes_nothing(state, stealing):
     backlog_on_w1(state)
     state.add_worker(W2, "w2", 1, "add-w2")
-    steal_id = stealing.balance().events[0]["stimulus_id"]
-    assert not stealing.steal_response(W1, "t-5", "ready", "steal-other").events
-    assert not stealing.steal_response(W2, "t-5", "ready", steal_id).events
+    steal_id = events(stealing.balance())[0]["stimulus_id"]
+    assert not events(stealing.steal_response(W1, "t-5", "ready", "steal-other"))
+    assert not events(stealing.steal_response(W2, "t-5", "ready", steal_id))
     assert state.tasks["t-5"].processing_on == W1
 
 
 def test_a_task_that_finished_meanwhile_is_left_alone(state, stealing):
     backlog_on_w1(state)
     state.add_worker(W2, "w2", 1, "add-w2")
-    steal_id = stealing.balance().events[0]["stimulus_id"]
+    steal_id = events(stealing.balance())[0]["stimulus_id"]
     finish(state, "t-5", W1)
     outcome = stealing.steal_response(W1, "t-5", "memory", steal_id)
-    assert outcome.events[0]["action"] == "steal-stale"
+    assert events(outcome)[0]["action"] == "steal-stale"
     assert state.tasks["t-5"].state == "memory"
 
 
 def test_given_back_to_a_thief_that_left_is_placed_again(state, stealing):
     backlog_on_w1(state)
     state.add_worker(W2, "w2", 1, "add-w2")
-    steal_id = stealing.balance().events[0]["stimulus_id"]
+    steal_id = events(stealing.balance())[0]["stimulus_id"]
     state.remove_worker(W2, "gone", expected=True)
     outcome = stealing.steal_response(W1, "t-5", "ready", steal_id)
-    assert outcome.events[0]["action"] == "steal-reschedule"
+    assert events(outcome)[0]["action"] == "steal-reschedule"
     assert state.tasks["t-5"].processing_on == W1
-    assert computed_keys(outcome.effects, W1) == ["t-5"]
+    assert computed_keys(outcome, W1) == ["t-5"]
 
 
 def test_no_steal_when_the_load_is_even(state, stealing):
     state.add_worker(W2, "w2", 1, "add-w2")
     submit(state, *(spec(f"t-{i}") for i in range(4)))
     assert {len(ws.processing) for ws in state.workers.values()} == {2}
-    assert not stealing.balance().events
+    assert not events(stealing.balance())
 
 
 def test_moving_large_inputs_for_a_short_task_does_not_pay(state, stealing):
@@ -128,7 +134,7 @@ def test_moving_large_inputs_for_a_short_task_does_not_pay(state, stealing):
     assert stealing.transfer_time(state.tasks["use-1"], state.workers[W2]) == pytest.approx(
         10**9 / stealing.bandwidth + LATENCY
     )
-    assert not stealing.balance().events
+    assert not events(stealing.balance())
     # the same tasks taking a minute each are worth the move
     state.function_durations["f-inc"] = 60.0
     assert requests(stealing.balance(), W1)

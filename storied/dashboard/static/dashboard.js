@@ -11,9 +11,43 @@ function api(path, extra = {}) {
   const query = new URLSearchParams(extra);
   if (run) query.set("run", run);
   return fetch(`/api/v1/${path}?${query}`).then((response) => {
-    if (!response.ok) return response.text().then((text) => { throw new Error(text); });
+    if (!response.ok) return response.text().then((text) => { throw new Error(errorText(text)); });
     return response.json();
   });
+}
+
+// A bad parameter's 400 is JSON ({error, parameter, accepted}): its error says it all.
+function errorText(body) {
+  try { return JSON.parse(body).error || body; } catch { return body; }
+}
+
+// A filter form's inputs, filled from the page's address: a filtered page can be shared and
+// reloaded (the API reads the same strings).
+function fillForm(form) {
+  for (const input of form.elements) if (input.name && params.has(input.name)) input.value = params.get(input.name);
+}
+
+// The form's inputs that are set, also put in the page's address.
+function formFilters(form) {
+  const found = {};
+  const address = new URLSearchParams(location.search);
+  for (const input of form.elements) {
+    if (!input.name) continue;
+    if (input.value) {
+      found[input.name] = input.value;
+      address.set(input.name, input.value);
+    } else {
+      address.delete(input.name);
+    }
+  }
+  history.replaceState(null, "", `?${address}`);
+  return found;
+}
+
+function spanText(filters) {
+  if (filters.since && filters.until) return ` from ${filters.since} to ${filters.until}`;
+  if (filters.since) return ` from ${filters.since}`;
+  return filters.until ? ` before ${filters.until}` : "";
 }
 
 function withRun(href) {
@@ -21,7 +55,12 @@ function withRun(href) {
 }
 
 function showError(error) {
+  clearError();
   document.querySelector("main").append(el("p", { class: "error" }, String(error.message || error)));
+}
+
+function clearError() {
+  for (const shown of document.querySelectorAll("main > p.error")) shown.remove();
 }
 
 // Pages of a list: "newer" and "older" buttons under it, calling show(offset).
@@ -43,16 +82,40 @@ function pageSize(fallback) {
   return Number(params.get("limit")) || fallback;
 }
 
+// Live: what the server pushes on `path` (server-sent events), handed to onData as it comes.
+// The page never polls; the server sends only when something changed.
+function subscribe(path, query, onData, event = "message") {
+  const address = new URLSearchParams(query);
+  if (run) address.set("run", run);
+  const source = new EventSource(`/api/v1/${path}?${address}`);
+  source.addEventListener(event, (message) => onData(JSON.parse(message.data)));
+  return source;
+}
+
+// Counts the pushes a page took (the browser tests read it).
+function countPush(name) {
+  document.body.dataset[name] = Number(document.body.dataset[name] || 0) + 1;
+}
+
 function storyLink(name) {
   return el("a", { href: withRun(`/story?q=${encodeURIComponent(name)}`), class: "story-link" }, name);
 }
 
 // ------------------------------------------------------------------ status
 
+function bytes(count) {
+  if (count == null) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (count >= 1024 && unit < units.length - 1) { count /= 1024; unit += 1; }
+  return `${count.toFixed(unit ? 1 : 0)} ${units[unit]}`;
+}
+
 function drawStatus(found) {
   table(document.getElementById("workers"),
-    ["name", "address", "threads", "processing", "in memory", "executed", "status"],
-    found.workers.map((w) => [w.name, w.address, w.nthreads, w.processing, w.in_memory, w.executions, w.status]));
+    ["name", "address", "threads", "memory", "CPU", "processing", "in memory", "executed", "status"],
+    found.workers.map((w) => [w.name, w.address, w.nthreads, bytes(w.memory), w.cpu == null ? "" : `${w.cpu.toFixed(0)} %`,
+      w.processing, w.in_memory, w.executions, w.status]));
   drawProgress(document.getElementById("progress"), found.progress);
   drawTaskStream(document.getElementById("task-stream"), found.task_stream);
 }
@@ -60,13 +123,10 @@ function drawStatus(found) {
 async function status() {
   if (!live) { drawStatus(await api("status", { limit: TASK_STREAM_BARS })); return; }
   // live: the server pushes the whole status each time the run changes (no polling)
-  const query = new URLSearchParams({ limit: TASK_STREAM_BARS });
-  if (run) query.set("run", run);
-  const push = new EventSource(`/api/v1/status/stream?${query}`);
-  push.addEventListener("status", (message) => {
-    drawStatus(JSON.parse(message.data));
-    document.body.dataset.pushes = Number(document.body.dataset.pushes || 0) + 1;
-  });
+  subscribe("status/stream", { limit: TASK_STREAM_BARS }, (found) => {
+    drawStatus(found);
+    countPush("pushes");
+  }, "status");
 }
 
 // ------------------------------------------------------------------ tasks
@@ -75,14 +135,24 @@ async function tasks() {
   const form = document.getElementById("tasks-form");
   for (const name of ["prefix", "state"]) form.elements[name].value = params.get(name) || "";
   const limit = pageSize(100);
+  let push = null;
   const show = async (offset) => {
     const filters = {};
     for (const name of ["prefix", "state"]) if (form.elements[name].value) filters[name] = form.elements[name].value;
-    const found = await api("tasks", { ...filters, offset, limit });
-    table(document.getElementById("tasks"), ["key", "prefix", "state", "ran", "erred", "last worker", "last duration"],
-      found.tasks.map((t) => [storyLink(t.key), t.prefix, t.state ?? "", t.executed, t.erred, t.worker ?? "",
-        t.duration == null ? "" : `${(t.duration * 1000).toFixed(1)} ms`]));
-    pager(document.getElementById("tasks-pager"), offset, limit, found.tasks.length, found.total, show);
+    const query = { ...filters, offset, limit };
+    const draw = (found) => {
+      table(document.getElementById("tasks"), ["key", "prefix", "state", "ran", "erred", "last worker", "last duration"],
+        found.tasks.map((t) => [storyLink(t.key), t.prefix, t.state ?? "", t.executed, t.erred, t.worker ?? "",
+          t.duration == null ? "" : `${(t.duration * 1000).toFixed(1)} ms`]));
+      pager(document.getElementById("tasks-pager"), offset, limit, found.tasks.length, found.total, show);
+      document.getElementById("tasks-total").textContent =
+        `${found.total} tasks${filters.prefix ? ` of prefix ${filters.prefix}` : ""}${filters.state ? ` in state ${filters.state}` : ""}` +
+        (live ? "; live: this page follows the run as it changes." : ".");
+    };
+    if (push) push.close();
+    draw(await api("tasks", query)); // a refused filter is told here, on the page
+    // live: the same page and filters again each time the run's tasks change (no polling)
+    if (live) push = subscribe("tasks/stream", query, (found) => { draw(found); countPush("taskPushes"); }, "tasks");
   };
   form.addEventListener("submit", (event) => { event.preventDefault(); show(0).catch(showError); });
   await show(0);
@@ -135,20 +205,24 @@ async function showStory(query, offset) {
 
 async function events() {
   const topic = params.get("topic") || "";
+  const form = document.getElementById("events-form");
+  fillForm(form);
   const counts = await api("topics");
+  let span = {};
+  // a topic's link keeps the time window: the same span of another topic
+  const topicLink = (name, query) => el("a", { href: withRun(`/events?${new URLSearchParams({ ...query, ...span })}`) }, name);
   const drawTopics = () => table(document.getElementById("topics"), ["topic", "events"], [
-    [el("a", { href: withRun("/events") }, "(all)"), Object.values(counts).reduce((a, b) => a + b, 0)],
-    ...Object.keys(counts).sort().map((t) => [el("a", { href: withRun(`/events?topic=${encodeURIComponent(t)}`) }, t), counts[t]]),
+    [topicLink("(all)", {}), Object.values(counts).reduce((a, b) => a + b, 0)],
+    ...Object.keys(counts).sort().map((t) => [topicLink(t, { topic: t }), counts[t]]),
   ]);
-  drawTopics();
   document.getElementById("events-title").textContent = topic ? `Events: ${topic}` : "Events: all topics";
   const node = document.getElementById("events");
-  table(node, ["time", "topic", "source", "message"], []);
   const limit = pageSize(200);
   let newest = null;
+  let tail = null;
   // older pages go on below the oldest event shown (a cursor, so new events do not shift them)
   const more = async (before) => {
-    const found = await api("events", { ...(topic ? { topic } : {}), limit, ...(before != null ? { before } : {}) });
+    const found = await api("events", { ...(topic ? { topic } : {}), ...span, limit, ...(before != null ? { before } : {}) });
     for (const e of found) node.append(eventRow(e));
     if (newest == null && found.length) newest = Math.max(...found.map((e) => e.seq));
     const older = document.getElementById("events-older");
@@ -156,20 +230,37 @@ async function events() {
     const oldest = found.length ? Math.min(...found.map((e) => e.seq)) : null;
     older.onclick = () => more(oldest).catch(showError);
   };
-  await more(null);
-  const query = new URLSearchParams();
-  if (topic) query.set("topic", topic);
-  if (run) query.set("run", run);
-  if (newest != null) query.set("after", newest);
-  const tail = new EventSource(`/api/v1/events/tail?${query}`);
-  tail.onmessage = (message) => {
-    const arrived = JSON.parse(message.data);
+  const apply = async () => {
+    span = formFilters(form);
+    if (tail) tail.close();
+    tail = null;
+    newest = null;
+    clearError();
+    drawTopics();
+    table(node, ["time", "topic", "source", "message"], []);
+    // the live tail goes on while the window is open-ended; a window with an end is history
+    const tailing = !span.until;
+    document.body.dataset.tailing = tailing;
+    document.getElementById("events-hint").textContent = `Newest first${spanText(span)}; ` +
+      (tailing ? "new events appear as they are recorded." : "no live tail while “to” is set.");
+    await more(null);
+    if (tailing) tail = openTail(topic, span, newest, node, counts, drawTopics);
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); apply().catch(showError); });
+  await apply();
+}
+
+function openTail(topic, span, newest, node, counts, drawTopics) {
+  const query = { ...span };
+  if (topic) query.topic = topic;
+  if (newest != null) query.after = newest;
+  return subscribe("events/tail", query, (arrived) => {
     const row = eventRow(arrived);
     row.classList.add("new");
     node.firstChild.after(row);
     counts[arrived.topic] = (counts[arrived.topic] || 0) + 1;
     drawTopics();
-  };
+  });
 }
 
 function eventRow(e) {
@@ -180,20 +271,79 @@ function eventRow(e) {
 // ------------------------------------------------------------------ logs
 
 async function logs() {
-  const select = document.getElementById("logs-level");
-  select.value = params.get("level") || "INFO";
-  const limit = pageSize(200);
-  const show = async (offset) => {
-    const found = await api("logs", { level: select.value, limit, offset });
-    table(document.getElementById("logs"), ["time", "level", "where", "logger", "message"],
-      found.map((l) => [when(l.timestamp), l.level, l.where, l.logger, el("pre", {}, l.message)]));
-    for (const [i, l] of found.entries()) {
-      document.getElementById("logs").rows[i + 1].classList.add(`level-${l.level.toLowerCase()}`);
+  const form = document.getElementById("logs-form");
+  const logger = document.getElementById("logs-logger");
+  document.getElementById("logs-level").value = "INFO";
+  // every logger of the run and each of its parents (a parent holds its children, as in logging)
+  const tree = {};
+  for (const [name, count] of Object.entries(await api("loggers"))) {
+    const parts = name.split(".");
+    for (let i = 1; i <= parts.length; i++) {
+      const parent = parts.slice(0, i).join(".");
+      tree[parent] = (tree[parent] || 0) + count;
     }
+  }
+  for (const name of Object.keys(tree).sort()) logger.append(el("option", { value: name }, `${name} (${tree[name]})`));
+  fillForm(form);
+  const node = document.getElementById("logs");
+  const limit = pageSize(200);
+  let filters = {};
+  let tail = null;
+  let offset = 0;
+  // the records shown, so one the page and the tail both bring is shown once
+  let shown = new Set();
+  let arrived = []; // records the tail brought before the newest page was drawn
+  let drawn = false;
+  const identity = (l) => `${l.timestamp}|${l.where}|${l.logger}|${l.message}`;
+  const prepend = (l) => {
+    if (offset !== 0 || shown.has(identity(l))) return; // new records go on the newest page
+    shown.add(identity(l));
+    const row = logRow(l);
+    row.classList.add("new");
+    node.firstChild.after(row);
+  };
+  const show = async (at) => {
+    const found = await api("logs", { ...filters, limit, offset: at });
+    offset = at;
+    table(node, ["time", "level", "where", "logger", "message"], []);
+    for (const l of found) node.append(logRow(l));
+    shown = new Set(found.map(identity));
     pager(document.getElementById("logs-pager"), offset, limit, found.length, null, show);
   };
-  select.addEventListener("change", () => show(0).catch(showError));
-  await show(0);
+  const apply = async () => {
+    filters = formFilters(form);
+    clearError();
+    if (tail) tail.close();
+    tail = null;
+    // live, with no end to the window, new records are pushed as they reach the scheduler
+    const tailing = live && !filters.until;
+    document.body.dataset.tailing = tailing;
+    const of = filters.logger ? ` of ${filters.logger} and its children` : "";
+    document.getElementById("logs-hint").textContent = `Newest first, ${filters.level} and above${of}${spanText(filters)}` +
+      (tailing ? "; new records appear as they are logged." : (live ? "; no live tail while “to” is set." : "."));
+    drawn = false;
+    arrived = [];
+    if (tailing) {
+      // opened before the page is read: a record logged in between is in one or the other
+      tail = subscribe("logs/tail", filters, (l) => {
+        if (drawn) prepend(l); else arrived.push(l);
+        countPush("logPushes");
+      });
+      await new Promise((resolve) => { tail.onopen = resolve; tail.onerror = resolve; });
+    }
+    await show(0);
+    drawn = true;
+    for (const l of arrived) prepend(l);
+    arrived = [];
+  };
+  for (const select of form.querySelectorAll("select")) select.addEventListener("change", () => apply().catch(showError));
+  form.addEventListener("submit", (event) => { event.preventDefault(); apply().catch(showError); });
+  await apply();
+}
+
+function logRow(l) {
+  return el("tr", { class: `level-${l.level.toLowerCase()}` }, el("td", {}, when(l.timestamp)), el("td", {}, l.level),
+    el("td", {}, l.where), el("td", {}, l.logger), el("td", {}, el("pre", {}, l.message)));
 }
 
 // ------------------------------------------------------------------ runs
@@ -202,13 +352,23 @@ async function runs() {
   const found = await api("runs");
   const link = (page, r) => el("a", { href: `/${page}?run=${encodeURIComponent(r.id)}` }, page);
   table(document.getElementById("runs"),
-    ["run", "started", "ended", "scheduler", "workers", "executions", "erred", "events", "warnings", "ledger", "pages"],
+    ["run", "started", "ended", "duration", "scheduler", "workers", "executions", "erred", "events", "warnings", "ledger", "pages"],
     found.runs.reverse().map((r) => {
       const pages = el("span");
       for (const page of ["status", "tasks", "story", "events", "logs"]) pages.append(link(page, r), " ");
+      // a running run's duration so far; one that did not close has none on file
+      const lasted = r.live ? Date.now() / 1000 - r.started : (r.ended ? r.ended - r.started : null);
       return [r.id, when(r.started), r.live ? "running" : (r.ended ? when(r.ended) : "did not close"),
-        r.address || "", r.workers, r.executions, r.erred, r.events, r.warnings, r.ledger || "", pages];
+        lasted == null ? "" : duration(lasted), r.address || "", r.workers, r.executions, r.erred,
+        r.events, r.warnings, r.ledger || "", pages];
     }));
+}
+
+function duration(seconds) {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 // ------------------------------------------------------------------ shell
