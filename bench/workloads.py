@@ -45,6 +45,11 @@ WAIT_DEADLINE_S = 300.0
 CHURN_WORKERS = 3
 CHURN_KILL_INTERVAL_S = 5.0
 CHURN_TASK_S = 0.01
+#: the churn_stream workload: trees of cheap tasks back to back for this long, under the same
+#: kills, so the scheduler's recovery rather than the tasks' sleep limits the throughput
+CHURN_STREAM_S = 40.0
+#: how long the tree still running when the stream ends may take before it is given up on
+CHURN_STREAM_GRACE_S = 60.0
 
 #: storied with transition recording switched off, to show what the record costs
 NO_RECORD = "storied-norecord"
@@ -171,6 +176,22 @@ def finished_runs(dask_scheduler: Any = None) -> tuple[int, int]:
     else:
         keys = [r.key for r in dask_scheduler.transitions(start="processing", finish="memory")]
     return len(keys), len(set(keys))
+
+
+def finished_runs_after(since: float, dask_scheduler: Any = None) -> tuple[int, float]:
+    """(runs that ended in memory after the scheduler's clock read ``since``, the clock now),
+    from the scheduler's own transition log: successive calls count every run exactly once."""
+    now = time.time()
+    if hasattr(dask_scheduler, "transition_log"):
+        times = [
+            t.timestamp
+            for t in dask_scheduler.transition_log
+            if t.start == "processing" and t.finish == "memory"
+        ]
+    else:
+        records = dask_scheduler.transitions(start="processing", finish="memory", since=since)
+        times = [r.timestamp for r in records]
+    return sum(since < stamp <= now for stamp in times), now
 
 
 def worker_pids(dask_scheduler: Any = None) -> list[int]:
@@ -380,17 +401,24 @@ def cpu_seconds() -> float:
     Less at the mercy of a noisy shared machine than wall time: it shows what a system spends
     per task even when a neighbour steals a core in the middle of a run.
     """
+    return sum(cpu_seconds_apart())
+
+
+def cpu_seconds_apart() -> tuple[float, float]:
+    """``cpu_seconds`` in two: this process's (client, and a LocalCluster's scheduler), and
+    its live descendants' (workers, nannies)."""
     import psutil
 
     me = psutil.Process()
-    total = 0.0
-    for process in (me, *me.children(recursive=True)):
+    times = me.cpu_times()
+    descendants = 0.0
+    for process in me.children(recursive=True):
         try:
-            times = process.cpu_times()
+            child = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        descendants += child.user + child.system
+    return times.user + times.system, descendants
 
 
 def per_task(task_count: int, started: float, started_cpu: float) -> dict[str, float]:
@@ -408,11 +436,15 @@ def run_map(backend: Backend, size: int) -> dict[str, float]:
 
 
 def submit_tree(
-    backend: Backend, leaves: int, leaf: Callable[[int], int], combine: Callable[[int, int], int]
+    backend: Backend,
+    leaves: int,
+    leaf: Callable[[int], int],
+    combine: Callable[[int, int], int],
+    first: int = 0,
 ) -> tuple[Any, int]:
-    """Submit ``leaf(i)`` for ``leaves`` leaves, combined pairwise up to one root; (the root's
-    handle, the number of tasks)."""
-    level = backend.map(leaf, range(leaves))
+    """Submit ``leaf(i)`` for ``leaves`` leaves numbered from ``first``, combined pairwise up to
+    one root; (the root's handle, the number of tasks)."""
+    level = backend.map(leaf, range(first, first + leaves))
     task_count = len(level)
     while len(level) > 1:
         pairs = [
@@ -458,30 +490,109 @@ def run_churn(backend: FuturesBackend, leaves: int) -> dict[str, float]:
         **measured,
         "seconds": time.perf_counter() - started,
         "kills": killer.kills,
+        "replaced": killer.replaced(),
         "recomputed": runs - distinct,
     }
 
 
+def run_churn_stream(backend: FuturesBackend, leaves: int) -> dict[str, float]:
+    """Throughput under churn: reduction trees of ``leaves`` cheap leaves (no sleep), one after
+    another for ``CHURN_STREAM_S``, while one worker process is SIGKILLed every
+    ``CHURN_KILL_INTERVAL_S`` (its nanny starts another). Every tree's sum is checked.
+
+    The figures: correct tasks completed per second, from the start until the last tree
+    finished (or until the tree still running ``CHURN_STREAM_GRACE_S`` after the stream's end
+    is given up on, which then counts nothing: a system that hangs scores what it finished);
+    and results computed more than once per kill, counted tree by tree from the scheduler's own
+    record, so its log need only hold one tree's transitions, however long the run."""
+    client = backend.client
+    killer = _Killer(client)
+    tasks = recomputed = trees = wasted = 0
+    abandoned = False
+    _, counted_until = client.run_on_scheduler(finished_runs_after, 0.0)  # after the warm-up
+    started, started_cpu = time.perf_counter(), cpu_seconds()
+    give_up_at = started + CHURN_STREAM_S + CHURN_STREAM_GRACE_S
+    killer.start()
+    try:
+        while time.perf_counter() - started < CHURN_STREAM_S:
+            first = trees * leaves  # leaves numbered on from the last tree's: all keys new
+            root, task_count = submit_tree(backend, leaves, inc, add, first)
+            try:
+                total = root.result(timeout=max(give_up_at - time.perf_counter(), 0.0))
+            except TimeoutError:
+                abandoned = True
+                runs, counted_until = client.run_on_scheduler(finished_runs_after, counted_until)
+                wasted += runs
+                break
+            expected = leaves * first + leaves * (leaves + 1) // 2
+            if total != expected:
+                raise RuntimeError(f"tree {trees} reduced to {total}, expected {expected}")
+            del root
+            runs, counted_until = client.run_on_scheduler(finished_runs_after, counted_until)
+            if runs < task_count:
+                raise RuntimeError(
+                    f"tree {trees}: {runs} runs on the record for {task_count} tasks: the "
+                    "scheduler's transition log is too short to count recomputation"
+                )
+            tasks += task_count
+            recomputed += runs - task_count
+            trees += 1
+    finally:
+        killer.stop.set()
+        killer.join()
+    seconds = time.perf_counter() - started
+    figures = {
+        "tasks_per_s": 0.0,
+        "runs_per_s": (tasks + recomputed + wasted) / seconds,
+        "trees": trees,
+        "abandoned": int(abandoned),
+        "kills": killer.kills,
+        "replaced": killer.replaced(),
+        "wasted": wasted,
+    }
+    if tasks:  # recomputation is counted over finished trees: with none, it is not known
+        figures |= per_task(tasks, started, started_cpu) | {
+            "recomputed": recomputed,
+            "recomputed_per_kill": recomputed / max(killer.kills, 1),
+        }
+    return figures
+
+
 class _Killer(threading.Thread):
-    """SIGKILLs one worker process, chosen at random, every ``CHURN_KILL_INTERVAL_S``."""
+    """SIGKILLs one worker process, chosen at random, every ``CHURN_KILL_INTERVAL_S``; never one
+    it killed before (a scheduler slow to notice a death still lists the dead worker, and a
+    signal to a dead process that its nanny has not yet reaped would count as a kill)."""
 
     def __init__(self, client: Any) -> None:
         super().__init__(daemon=True)
         self.client = client
         self.stop = threading.Event()
         self.kills = 0
+        self.killed: set[int] = set()
         self.random = random.Random(15)
+        #: every worker process the scheduler has had since the start
+        self.pids_seen = set(client.run_on_scheduler(worker_pids))
+
+    def replaced(self) -> int:
+        """Worker processes that came up beside the first ones: the kills really happened and
+        the nannies replaced the dead."""
+        self.pids_seen.update(self.client.run_on_scheduler(worker_pids))
+        return len(self.pids_seen) - CHURN_WORKERS
 
     def run(self) -> None:
         while not self.stop.wait(CHURN_KILL_INTERVAL_S):
             pids = self.client.run_on_scheduler(worker_pids)
-            if not pids:
+            self.pids_seen.update(pids)
+            alive = [pid for pid in pids if pid not in self.killed]
+            if not alive:
                 continue
+            victim = self.random.choice(alive)
             try:
-                os.kill(self.random.choice(pids), signal.SIGKILL)
-                self.kills += 1
+                os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
-                pass  # it died meanwhile
+                continue  # it died meanwhile
+            self.killed.add(victim)
+            self.kills += 1
 
 
 def run_roundtrip(backend: Backend, count: int) -> dict[str, float]:
@@ -782,6 +893,21 @@ CHURN = (
     Metric("seconds", "s", False),
     Metric("recomputed", "tasks", False),
     Metric("kills", "kills", True),
+    Metric("replaced", "workers replaced", True),
+)
+CHURN_STREAM = (
+    Metric("tasks_per_s", "correct tasks/s", higher_is_better=True),
+    # every task run that ended in memory, the wasted ones too: how busy the scheduler kept
+    # the workers, whatever came of it
+    Metric("runs_per_s", "runs/s", higher_is_better=True),
+    Metric("recomputed_per_kill", "recomputed tasks/kill", higher_is_better=False),
+    Metric("kills", "kills", True),
+    Metric("replaced", "workers replaced", True),
+    Metric("trees", "trees", True),
+    Metric("abandoned", "trees given up on", False),
+    # runs of the tree given up on: whether a system was working all along or stuck
+    Metric("wasted", "tasks run for nothing", False),
+    Metric("cpu_us_per_task", "CPU us/task, all processes", higher_is_better=False),
 )
 #: CPU of every process (client, scheduler, workers) per 100 MB moved: less at the mercy of a
 #: busy machine than MB/s
@@ -879,6 +1005,18 @@ WORKLOADS: dict[str, Workload] = {
             run_churn,
             dask_config=LONG_TRANSITION_LOG,
             storied_environment=LONG_STORIED_TRANSITION_LOG,
+            n_workers=CHURN_WORKERS,
+            by_default=False,
+        ),
+        Workload(
+            "churn_stream",
+            2_500,
+            2_500,
+            "leaves per tree",
+            CHURN_STREAM,
+            frozenset({"storied", "dask"}),
+            run_churn_stream,
+            dask_config=LONG_TRANSITION_LOG,
             n_workers=CHURN_WORKERS,
             by_default=False,
         ),

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cloudpickle
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
@@ -367,3 +368,32 @@ def test_the_churn_workload_runs_only_when_named() -> None:
     assert "churn" in driver.parse_args(["--workloads", "churn"]).workloads
     churn = workloads.WORKLOADS["churn"]
     assert churn.n_workers == 3 and churn.systems == {"storied", "dask"}
+
+
+def test_churn_stream_counts_checked_trees_kills_and_replacements(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A short stream on real storied worker processes under nannies, really SIGKILLed."""
+    monkeypatch.setattr(workloads, "CHURN_STREAM_S", 6.0)
+    monkeypatch.setattr(workloads, "CHURN_KILL_INTERVAL_S", 1.5)
+    # the workers cannot import bench/workloads.py: its task functions travel by value, as
+    # they do when it runs as a script
+    cloudpickle.register_pickle_by_value(workloads)
+    try:
+        result = workloads.measure("storied", "churn_stream", 64)
+    finally:
+        cloudpickle.unregister_pickle_by_value(workloads)
+    metrics = result["metrics"]
+    assert metrics["trees"] >= 1 and metrics["abandoned"] == 0
+    assert metrics["tasks"] == metrics["trees"] * (2 * 64 - 1)
+    assert 1 <= metrics["kills"] <= 4
+    # each kill chose a live process, and the nannies brought up others in their place
+    assert 1 <= metrics["replaced"] <= metrics["kills"]
+    assert metrics["recomputed"] >= 0 and metrics["wasted"] == 0
+    assert metrics["runs_per_s"] >= metrics["tasks_per_s"] > 0
+
+
+def test_the_churn_stream_workload_runs_only_when_named() -> None:
+    assert "churn_stream" not in driver.parse_args([]).workloads.split(",")
+    stream = workloads.WORKLOADS["churn_stream"]
+    assert stream.n_workers == 3 and stream.systems == {"storied", "dask"}

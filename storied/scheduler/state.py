@@ -583,23 +583,37 @@ class SchedulerState:
         in Dask."""
         if self.worker_saturation == math.inf:
             return math.inf
+        # Filled when it holds at most its slots and half its backlog. This runs for every
+        # finished task: while it holds more than that with the largest backlog it may have,
+        # the queue's share (a sum over all workers) need not be worked out.
+        slots = max(math.ceil(self.worker_saturation * ws.nthreads), 1)
+        held = len(ws.processing) - len(ws.long_running)
+        if 2 * held > 2 * slots + self._backlog_bound(ws):
+            return 0
         backlog = self._backlog(ws)
-        free = self._free_slots_beside(ws, backlog)
+        free = slots + backlog - held
         return free if free * 2 >= backlog else 0
 
     def _free_slots_beside(self, ws: WorkerInfo, backlog: int) -> float:
         return ws.free_slots(max(math.ceil(self.worker_saturation * ws.nthreads), 1) + backlog)
 
-    def _backlog(self, ws: WorkerInfo) -> int:
-        """How many tasks ``ws`` may hold beyond its saturation slots (see ``worker_backlog``)."""
+    def _backlog_bound(self, ws: WorkerInfo) -> int:
+        """As many tasks as ``ws``'s threads run in ``worker_backlog``: the most its backlog
+        may be."""
         if not self.worker_backlog or self.task_duration is None:
             return 0
-        per_thread = self.worker_backlog / max(self.task_duration, 1e-6)
+        return math.floor(ws.nthreads * self.worker_backlog / max(self.task_duration, 1e-6))
+
+    def _backlog(self, ws: WorkerInfo) -> int:
+        """How many tasks ``ws`` may hold beyond its saturation slots (see ``worker_backlog``)."""
+        bound = self._backlog_bound(ws)
+        if not bound:
+            return 0
         # at most its threads' share of the queue: the first worker to free a slot must
         # not take what the others would run (with tasks of microseconds, all of it)
         threads = sum(running.nthreads for running in self.running.values())
         share = math.ceil(len(self.queued) * ws.nthreads / max(threads, 1))
-        return min(math.floor(ws.nthreads * per_thread), share)
+        return min(bound, share)
 
     def task_started(self, worker: str, key: str) -> None:
         """``worker`` began executing ``key``: if it dies now, the task shares the blame."""
@@ -880,7 +894,8 @@ class SchedulerState:
         """Hand queued tasks, best first, to the workers that freed slots."""
         recommendations: Recommendations = {}
         opened, self._slots_opened = self._slots_opened, set()
-        for ws in sorted(opened, key=_occupancy):
+        # one finished task opens one worker: no order to find
+        for ws in sorted(opened, key=_occupancy) if len(opened) > 1 else opened:
             if self.running.get(ws.address) is not ws:
                 continue
             free = self._slots_to_fill(ws)
@@ -998,6 +1013,13 @@ class SchedulerState:
     def _waiting_processing(
         self, ts: TaskState, stimulus_id: str, effects: Effects
     ) -> Recommendations:
+        queueable = _queueable(ts)
+        if queueable and self.queued and self.running:
+            # a root task behind queued ones: while any queue, each worker is as full as it
+            # should be until it is next filled, queue first; no worker to choose meanwhile
+            if ts.state == "no-worker":
+                self._runnable_again(ts)
+            return self._enqueue(ts)
         ws = self._choose_worker(ts)
         if ws is None:
             if ts.state == "waiting":
@@ -1005,18 +1027,17 @@ class SchedulerState:
             return {}
         if ts.state == "no-worker":
             self._runnable_again(ts)
-        if _queueable(ts) and not self.queued:
+        if queueable:
             ws = placement.beside(ts, self.running, ws) or ws
-        if _queueable(ts) and (self.queued or self._slots_to_fill(ws) <= 0):
-            # a root task: it waits here rather than behind a worker's backlog, and behind
-            # the queued ones (while any queue, each worker is as full as it should be until
-            # it is next filled, queue first)
-            ts.state = "queued"
-            self.queued.add(ts)
-            entry = (-ts.user_priority, ts.priority, next(self._arrival), ts.key)
-            heapq.heappush(self._queue, entry)
-            return {}
+            if self._slots_to_fill(ws) <= 0:
+                return self._enqueue(ts)  # it waits here rather than behind a worker's backlog
         self._assign(ts, ws, stimulus_id, effects)
+        return {}
+
+    def _enqueue(self, ts: TaskState) -> Recommendations:
+        ts.state = "queued"
+        self.queued.add(ts)
+        heapq.heappush(self._queue, (-ts.user_priority, ts.priority, next(self._arrival), ts.key))
         return {}
 
     def _queued_processing(

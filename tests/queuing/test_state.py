@@ -286,3 +286,19 @@ def test_once_a_root_queues_the_later_ones_of_its_graph_queue_behind_it(recorder
     effects = finish(state, "r-0", W1)
     # saturation's 2 and the backlog: 1 thread x 10 ms / 1 ms = 10, in priority order
     assert computed_keys(effects, W1) == [f"r-{i}" for i in range(2, 13)]
+
+
+def test_a_root_that_had_no_worker_joins_the_back_of_the_queue_when_one_runs(state, recorder):
+    """While others queue, a root task is queued without choosing a worker; one waiting for
+    a worker (all paused) stops being unrunnable as it joins the queue."""
+    submit(state, *(spec(f"r-{i}") for i in range(5)))
+    state.set_worker_status(W1, "paused", "pause")
+    submit(state, spec("late"), stimulus_id="update-graph-2")
+    assert state.tasks["late"].state == "no-worker"
+    state.set_worker_status(W1, "running", "resume")
+    late = state.tasks["late"]
+    assert late.state == "queued" and late not in state.unrunnable
+    assert "late" not in state.no_worker_reasons
+    assert recorder.path("late") == ["released", "waiting", "no-worker", "queued"]
+    sent = [computed_keys(finish(state, key, W1), W1) for key in ("r-0", "r-1", "r-2")]
+    assert sent == [["r-3"], ["r-4"], ["late"]]
