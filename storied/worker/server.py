@@ -30,6 +30,7 @@ from storied.comm.core import configured_listener
 from storied.comm.retry import retry_until
 from storied.comm.stream import Stream
 from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
+from storied.graph.execute import preload_dask
 from storied.loop import Outbox, call_on_loop
 from storied.plugin import (
     PLUGIN_ERRORS_TOPIC,
@@ -52,7 +53,7 @@ from storied.protocol.serialize import (
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
 from storied.worker import tasklogs, upload
-from storied.worker.memory import MemoryManager
+from storied.worker.memory import MemoryManager, sizeof
 from storied.worker.state import (
     RUNNING,
     Execute,
@@ -404,6 +405,7 @@ class Worker:
         self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
+        preload_dask()
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
         await self._register(timeout)
         self.status = "running"
@@ -708,42 +710,23 @@ class Worker:
             ):
                 result = func(*args, **kwargs)
         except BaseException as exc:
-            return (key, False, _error_payload(exc), start, time.time(), None)
+            return (key, False, _error_payload(exc), start, time.time())
         finally:
             _thread_state.key = None
-        stop = time.time()
-        try:
-            pickled = dumps_data(result)
-        except TypeError as exc:
-            error = TypeError(
-                f"task {key!r} returned an object of type {typename(result)} that could not "
-                f"be serialized ({exc.__cause__ or exc}); return a picklable value instead"
-            )
-            return (key, False, _error_payload(error), start, stop, None)
-        return (key, True, result, start, stop, pickled)
+        return (key, True, result, start, time.time())
 
     def _task_done(
-        self,
-        key: str,
-        ok: bool,
-        value: Any,
-        start: float,
-        stop: float,
-        pickled: bytes | Pickled | None,
-        thread: int,
+        self, key: str, ok: bool, value: Any, start: float, stop: float, thread: int
     ) -> None:
         ts = self.state.tasks.get(key)
         if ts is None or ts.state not in RUNNING:
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
-            assert pickled is not None
             self.data[key] = value
-            self._cache_pickle(key, pickled)
-            size = nbytes(pickled)
-            inline = pickled if ts.wanted and size <= _INLINE_RESULT_LIMIT else None
+            inline = self._inline_result(key, value) if ts.wanted else None
             instructions = self.state.execute_success(
                 key,
-                size,
+                sizeof(value),
                 typename(value),
                 start,
                 stop,
@@ -779,13 +762,21 @@ class Worker:
                 worker, {"op": "get_data", "keys": keys}, timeout=self._transfer_timeout
             )
             payloads: dict[str, bytes] = reply.get("data", {})
+            unsendable: dict[str, str] = reply.get("errors") or {}
         except (OSError, TimeoutError) as exc:  # a frozen peer must not hold its inputs forever
             logger.info("Could not fetch %d keys from %s: %s", len(keys), worker, exc)
             self.pool.remove(worker)
-            payloads = {}
+            payloads, unsendable = {}, {}
         self.transfers.incoming_bytes += sum(map(nbytes, payloads.values()))
         received = []
-        unreadable: dict[str, dict[str, Any]] = {}
+        # a result its holder could not pickle: fetching it again would fail the same way
+        unreadable = {
+            key: _error_payload(
+                TypeError(f"the result of {key!r} could not be sent from {worker}: {text}")
+            )
+            for key, text in unsendable.items()
+            if key in keys
+        }
         for key, payload in payloads.items():
             ts = self.state.tasks.get(key)
             if ts is not None and ts.state == "flight":
@@ -808,7 +799,7 @@ class Worker:
         instructions = self.state.gather_success(worker, received, _stimulus("gather-dep-success"))
         for key, error in unreadable.items():
             instructions += self.state.gather_error(key, error, _stimulus("gather-dep-error"))
-        missing = [k for k in keys if k not in payloads]
+        missing = [k for k in keys if k not in payloads and k not in unreadable]
         if missing:
             instructions += self.state.gather_failure(
                 worker, missing, _stimulus("gather-dep-failure")
@@ -839,6 +830,20 @@ class Worker:
                 )
                 return
 
+    def _inline_result(self, key: str, value: Any) -> bytes | Pickled | None:
+        """The pickled result of a task a client waits for, if small enough to travel with the
+        task-finished message. Only such results are pickled as they are made; the rest are
+        pickled when a peer or client fetches them, and one that cannot be pickled fails there
+        (as in Dask), not here."""
+        if sizeof(value) > _INLINE_RESULT_LIMIT:
+            return None
+        try:
+            pickled = dumps_data(value)
+        except TypeError:
+            return None
+        self._cache_pickle(key, pickled)
+        return pickled if nbytes(pickled) <= _INLINE_RESULT_LIMIT else None
+
     def _cache_pickle(self, key: str, pickled: bytes | Pickled) -> None:
         """Keep small pickles for the next reader; large data is held once, as the value (a
         large value pickles again cheaply: its buffers go out of band, uncopied)."""
@@ -858,6 +863,7 @@ class Worker:
                 except TypeError as exc:
                     errors[key] = str(exc)
                     continue
+                self._cache_pickle(key, payload)
             data[key] = payload
         self.transfers.outgoing_bytes += sum(map(nbytes, data.values()))
         return {"status": "OK", "data": data, "errors": errors}
