@@ -73,7 +73,7 @@ def test_an_unpicklable_result_fails_when_fetched_as_in_dask(client: Client):
     lock = client.submit(make_lock, 1)
     wait(lock, timeout=10)
     assert lock.status == "finished"
-    with pytest.raises(TypeError, match="could not be sent from its worker.*lock"):
+    with pytest.raises(TypeError, match=r"could not be sent from its worker.*lock"):
         lock.result(timeout=10)
 
 
