@@ -769,31 +769,19 @@ class Worker:
             payloads, unsendable = {}, {}
         self.transfers.incoming_bytes += sum(map(nbytes, payloads.values()))
         received = []
-        # a result its holder could not pickle: fetching it again would fail the same way
-        unreadable = {
-            key: _error_payload(
-                TypeError(f"the result of {key!r} could not be sent from {worker}: {text}")
-            )
-            for key, text in unsendable.items()
-            if key in keys
-        }
+        unreadable: dict[str, dict[str, Any]] = {}
+        for key, text in unsendable.items():
+            # its holder could not pickle it: fetching it again would fail the same way
+            if key in keys:
+                error = TypeError(f"the result of {key!r} could not be sent from {worker}: {text}")
+                unreadable[key] = self._transfer_failed("send-failed", key, worker, error)
         for key, payload in payloads.items():
             ts = self.state.tasks.get(key)
             if ts is not None and ts.state == "flight":
                 try:
                     self.data[key] = pickle_loads(payload)
                 except Exception as exc:
-                    logger.warning("Could not unpickle %s fetched from %s: %r", key, worker, exc)
-                    unreadable[key] = error = _error_payload(exc)
-                    self.log_event(
-                        "transfer",
-                        {
-                            "action": "unpickle-failed",
-                            "key": key,
-                            "from": worker,
-                            "exception": error["text"],
-                        },
-                    )
+                    unreadable[key] = self._transfer_failed("unpickle-failed", key, worker, exc)
                     continue
                 received.append(key)
         instructions = self.state.gather_success(worker, received, _stimulus("gather-dep-success"))
@@ -805,6 +793,19 @@ class Worker:
                 worker, missing, _stimulus("gather-dep-failure")
             )
         self._handle(instructions)
+
+    def _transfer_failed(
+        self, action: str, key: str, worker: str, exc: BaseException
+    ) -> dict[str, Any]:
+        """Log and put on the record (topic ``transfer``) that ``key`` could not be had from
+        ``worker``; the error payload the tasks waiting for it fail with."""
+        logger.warning("Could not fetch %s from %s (%s): %r", key, worker, action, exc)
+        error = _error_payload(exc)
+        self.log_event(
+            "transfer",
+            {"action": action, "key": key, "from": worker, "exception": error["text"]},
+        )
+        return error
 
     # ------------------------------------------------------------------ peers
 

@@ -85,6 +85,10 @@ def test_a_task_needing_an_unpicklable_result_from_a_peer_fails_clearly(client: 
     needs = client.submit(lock_type, lock, workers=[b], pure=False)
     with pytest.raises(TypeError, match=f"could not be sent from {a}.*lock"):
         needs.result(timeout=10)
+    events = [msg for _, msg in client.get_events("transfer")]
+    assert any(
+        e["action"] == "send-failed" and e["key"] == lock.key and e["from"] == a for e in events
+    )
 
 
 def test_a_fresh_worker_has_dask_imported_before_its_first_graph():
