@@ -710,23 +710,35 @@ class Worker:
             ):
                 result = func(*args, **kwargs)
         except BaseException as exc:
-            return (key, False, _error_payload(exc), start, time.time())
+            return (key, False, _error_payload(exc), start, time.time(), 0, None)
         finally:
             _thread_state.key = None
-        return (key, True, result, start, time.time())
+        stop = time.time()
+        size = sizeof(result)
+        return (key, True, result, start, stop, size, _small_pickle(result, size, instruction))
 
     def _task_done(
-        self, key: str, ok: bool, value: Any, start: float, stop: float, thread: int
+        self,
+        key: str,
+        ok: bool,
+        value: Any,
+        start: float,
+        stop: float,
+        size: int,
+        pickled: bytes | Pickled | None,
+        thread: int,
     ) -> None:
         ts = self.state.tasks.get(key)
         if ts is None or ts.state not in RUNNING:
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
             self.data[key] = value
-            inline = self._inline_result(key, value) if ts.wanted else None
+            if pickled is not None:
+                self._cache_pickle(key, pickled)
+            inline = pickled if ts.wanted else None
             instructions = self.state.execute_success(
                 key,
-                sizeof(value),
+                size,
                 typename(value),
                 start,
                 stop,
@@ -830,20 +842,6 @@ class Worker:
                     op,
                 )
                 return
-
-    def _inline_result(self, key: str, value: Any) -> bytes | Pickled | None:
-        """The pickled result of a task a client waits for, if small enough to travel with the
-        task-finished message. Only such results are pickled as they are made; the rest are
-        pickled when a peer or client fetches them, and one that cannot be pickled fails there
-        (as in Dask), not here."""
-        if sizeof(value) > _INLINE_RESULT_LIMIT:
-            return None
-        try:
-            pickled = dumps_data(value)
-        except TypeError:
-            return None
-        self._cache_pickle(key, pickled)
-        return pickled if nbytes(pickled) <= _INLINE_RESULT_LIMIT else None
 
     def _cache_pickle(self, key: str, pickled: bytes | Pickled) -> None:
         """Keep small pickles for the next reader; large data is held once, as the value (a
@@ -985,6 +983,20 @@ def _scattered_task(key: str) -> Any:
     from storied.worker.state import WorkerTask
 
     return WorkerTask(key, state="memory", assigned=True)
+
+
+def _small_pickle(value: Any, size: int, instruction: Execute) -> bytes | Pickled | None:
+    """The result of a task a client waits for, pickled if small enough (``size``, by
+    ``sizeof``) to travel with the task-finished message. Only such results are pickled as they
+    are made; the rest are pickled when a peer or client fetches them, and one that cannot be
+    pickled fails there (as in Dask), not here."""
+    if not instruction.wanted or size > _INLINE_RESULT_LIMIT:
+        return None
+    try:
+        pickled = dumps_data(value)
+    except TypeError:
+        return None
+    return pickled if nbytes(pickled) <= _INLINE_RESULT_LIMIT else None
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:
