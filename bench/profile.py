@@ -2,10 +2,11 @@
 """Where the time goes: py-spy samples of the scheduler's process and of one worker.
 
 Runs repeated ``map`` + ``gather`` of no-op tasks (or a reduction tree, ``--workload tree``;
-with ``--ledger``, recording to a ledger file) on a LocalCluster (2 worker processes x 1
-thread), samples the process that hosts the client and scheduler and one worker process with
-py-spy, and prints each one's hottest functions, by own samples and inclusive. The summary in
-docs/benchmarks.md comes from this script.
+bench/run's ``dask_array`` and ``dask_bag`` computations; with ``--ledger``, recording to a
+ledger file) on a LocalCluster (2 worker processes x 1 thread), samples the process that hosts
+the client and scheduler and one worker process with py-spy, and prints each one's hottest
+functions, by own samples and inclusive. ``--system dask`` profiles dask.distributed running
+the same workload. The summary in docs/benchmarks.md comes from this script.
 
     .venv/bin/pip install py-spy && .venv/bin/python bench/profile.py [--seconds 5] [--ledger]
 
@@ -27,8 +28,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from storied import Client, LocalCluster
+import storied
 
 
 def noop(x: int) -> int:
@@ -39,11 +41,11 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-def run_map(client: Client) -> None:
+def run_map(client: Any) -> None:
     client.gather(client.map(noop, range(10_000)))
 
 
-def run_tree(client: Client) -> None:
+def run_tree(client: Any) -> None:
     """A binary reduction over 4,096 leaves, built from futures as bench/run's ``tree``."""
     level = client.map(noop, range(4_096))
     while len(level) > 1:
@@ -51,7 +53,31 @@ def run_tree(client: Client) -> None:
     level[0].result()
 
 
-WORKLOADS = {"map": run_map, "tree": run_tree}
+def run_dask_array(client: Any) -> None:
+    """bench/run's ``dask_array``: ``(x + x.T).sum()`` over 1,024 chunks of 100x100."""
+    import dask.array as da
+
+    x = da.random.random((3_200, 3_200), chunks=100)
+    (x + x.T).sum().compute()
+
+
+def run_dask_bag(client: Any) -> None:
+    """bench/run's ``dask_bag``: 100 partitions of 1,000 elements, mapped, filtered, summed."""
+    import dask.bag as db
+
+    db.from_sequence(range(100_000), npartitions=100).map(noop).filter(is_even).sum().compute()
+
+
+def is_even(x: int) -> bool:
+    return x % 2 == 0
+
+
+WORKLOADS = {
+    "map": run_map,
+    "tree": run_tree,
+    "dask_array": run_dask_array,
+    "dask_bag": run_dask_bag,
+}
 
 
 def py_spy() -> str | None:
@@ -61,6 +87,7 @@ def py_spy() -> str | None:
 
 
 def record(pid: int, seconds: float, output: Path, gil: bool) -> subprocess.Popen[bytes]:
+    """``gil``: sample only the thread holding the GIL (waiting for it is not work)."""
     return subprocess.Popen(
         [
             py_spy() or "py-spy",
@@ -134,19 +161,27 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="map")
     parser.add_argument("--ledger", action="store_true", help="record to a ledger file too")
-    parser.add_argument("--gil", action="store_true", help="sample only the GIL's holder")
+    parser.add_argument("--system", choices=["storied", "dask"], default="storied")
+    parser.add_argument("--gil", action="store_true", help="only samples that hold the GIL")
     options = parser.parse_args()
     workload = WORKLOADS[options.workload]
     if py_spy() is None:
         sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     folder = Path(tempfile.mkdtemp(prefix="storied-profile-"))
-    ledger = str(folder / "ledger.db") if options.ledger else None
+    cluster_options: dict[str, Any] = {"n_workers": 2, "threads_per_worker": 1}
+    if options.system == "dask":
+        import distributed as system
+
+        cluster_options["dashboard_address"] = None
+    else:
+        system = storied
+        cluster_options["ledger"] = str(folder / "ledger.db") if options.ledger else None
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, ledger=ledger) as cluster,
-        Client(cluster) as client,
+        system.LocalCluster(**cluster_options) as cluster,
+        system.Client(cluster) as client,
     ):
         client.gather(client.map(noop, range(1000)))
-        worker_pid = next(iter(cluster.workers.values())).pid
+        worker_pid = next(iter(client.run(os.getpid).values()))
         running = True
 
         def load() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import threading
 from collections.abc import Callable, Sequence
@@ -40,3 +41,10 @@ class GraphRunner:
         finally:
             _unpickling.functions = _unpickling.values = None
         return graph_node(values)
+
+
+def preload_dask() -> None:
+    """Import dask's task classes now, if dask is installed, so that the first graph a fresh
+    worker runs does not wait for the import (Dask's workers import dask when they start)."""
+    with contextlib.suppress(ImportError):
+        import dask._task_spec  # noqa: F401

@@ -65,6 +65,10 @@ class SharedResults:
         self.peers_on_host = True
         return True
 
+    def wants(self, size: int) -> bool:
+        """Whether a result of ``size`` bytes may have buffers worth putting in segments."""
+        return self.host is not None and self.peers_on_host and size >= self.threshold
+
     def publish(self, key: str, value: Any, pickled: bytes | Pickled) -> tuple[Any, Pickled] | None:
         """Put the large buffers of ``key``'s result in segments (in a task's thread); the
         value rebuilt on them and its pickle, or None where the result stays as it is. A top

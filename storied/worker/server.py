@@ -31,6 +31,7 @@ from storied.comm.retry import retry_until
 from storied.comm.security import is_loopback
 from storied.comm.stream import Stream
 from storied.coordination.worker import ACTOR_OPS, WorkerCoordination
+from storied.graph.execute import preload_dask
 from storied.loop import Outbox, call_on_loop
 from storied.plugin import (
     PLUGIN_ERRORS_TOPIC,
@@ -55,7 +56,7 @@ from storied.resources import parse_resources
 from storied.shm import segments as shm_segments
 from storied.shm.results import Fetched, SharedResults, request_data
 from storied.worker import tasklogs, upload
-from storied.worker.memory import MemoryManager
+from storied.worker.memory import MemoryManager, sizeof
 from storied.worker.state import (
     RUNNING,
     Execute,
@@ -424,6 +425,7 @@ class Worker:
         self.coordination = WorkerCoordination(self)
         self.pool = ConnectionPool(self.security)
         self.executor = _Executor(self, self.nthreads)
+        preload_dask()
         timeout = config.parse_timedelta(config.get("comm.connect-timeout")) or 10.0
         await self._register(timeout)
         self.status = "running"
@@ -733,22 +735,24 @@ class Worker:
             ):
                 result = func(*args, **kwargs)
         except BaseException as exc:
-            return (key, False, _error_payload(exc), start, time.time(), None)
+            return (key, False, _error_payload(exc), start, time.time(), 0, None)
         finally:
             _thread_state.key = None
         stop = time.time()
+        size = sizeof(result)
+        if self.shared.wants(size):
+            result = self._publish(key, result)
+        return (key, True, result, start, stop, size, _small_pickle(result, size, instruction))
+
+    def _publish(self, key: str, result: Any) -> Any:
+        """``result`` with its large buffers moved into shared memory for readers on this host
+        (held once, as views of the segments); as it is where it cannot be."""
         try:
             pickled = dumps_data(result)
-        except TypeError as exc:
-            error = TypeError(
-                f"task {key!r} returned an object of type {typename(result)} that could not "
-                f"be serialized ({exc.__cause__ or exc}); return a picklable value instead"
-            )
-            return (key, False, _error_payload(error), start, stop, None)
+        except TypeError:
+            return result  # it fails where it is fetched, as any result that cannot be pickled
         published = self.shared.publish(key, result, pickled)
-        if published is not None:
-            result, pickled = published  # held once: as views of its shared segments
-        return (key, True, result, start, stop, pickled)
+        return result if published is None else published[0]
 
     def _task_done(
         self,
@@ -757,6 +761,7 @@ class Worker:
         value: Any,
         start: float,
         stop: float,
+        size: int,
         pickled: bytes | Pickled | None,
         thread: int,
     ) -> None:
@@ -765,11 +770,10 @@ class Worker:
             self.shared.release([key])
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
-            assert pickled is not None
             self.data[key] = value
-            self._cache_pickle(key, pickled)
-            size = nbytes(pickled)
-            inline = pickled if ts.wanted and size <= _INLINE_RESULT_LIMIT else None
+            if pickled is not None:
+                self._cache_pickle(key, pickled)
+            inline = pickled if ts.wanted else None
             instructions = self.state.execute_success(
                 key,
                 size,
@@ -809,33 +813,28 @@ class Worker:
             logger.info("Could not fetch %d keys from %s: %s", len(keys), worker, exc)
             self.pool.remove(worker)
             fetched = Fetched({}, {})
-        payloads = fetched.data
+        payloads, unsendable = fetched.data, fetched.errors
         self._count_fetched(worker, fetched)
         received = []
         unreadable: dict[str, dict[str, Any]] = {}
+        for key, text in unsendable.items():
+            # its holder could not pickle it: fetching it again would fail the same way
+            if key in keys:
+                error = TypeError(f"the result of {key!r} could not be sent from {worker}: {text}")
+                unreadable[key] = self._transfer_failed("send-failed", key, worker, error)
         for key, payload in payloads.items():
             ts = self.state.tasks.get(key)
             if ts is not None and ts.state == "flight":
                 try:
                     self.data[key] = pickle_loads(payload)
                 except Exception as exc:
-                    logger.warning("Could not unpickle %s fetched from %s: %r", key, worker, exc)
-                    unreadable[key] = error = _error_payload(exc)
-                    self.log_event(
-                        "transfer",
-                        {
-                            "action": "unpickle-failed",
-                            "key": key,
-                            "from": worker,
-                            "exception": error["text"],
-                        },
-                    )
+                    unreadable[key] = self._transfer_failed("unpickle-failed", key, worker, exc)
                     continue
                 received.append(key)
         instructions = self.state.gather_success(worker, received, _stimulus("gather-dep-success"))
         for key, error in unreadable.items():
             instructions += self.state.gather_error(key, error, _stimulus("gather-dep-error"))
-        missing = [k for k in keys if k not in payloads]
+        missing = [k for k in keys if k not in payloads and k not in unreadable]
         if missing:
             instructions += self.state.gather_failure(
                 worker, missing, _stimulus("gather-dep-failure")
@@ -859,6 +858,19 @@ class Worker:
                 if path == "tcp" and fetched.fallback:
                     msg["fallback"] = fetched.fallback
                 self.log_event("transfer", {**msg, "nbytes": size})
+
+    def _transfer_failed(
+        self, action: str, key: str, worker: str, exc: BaseException
+    ) -> dict[str, Any]:
+        """Log and put on the record (topic ``transfer``) that ``key`` could not be had from
+        ``worker``; the error payload the tasks waiting for it fail with."""
+        logger.warning("Could not fetch %s from %s (%s): %r", key, worker, action, exc)
+        error = _error_payload(exc)
+        self.log_event(
+            "transfer",
+            {"action": action, "key": key, "from": worker, "exception": error["text"]},
+        )
+        return error
 
     # ------------------------------------------------------------------ peers
 
@@ -909,6 +921,7 @@ class Worker:
                 except TypeError as exc:
                     errors[key] = str(exc)
                     continue
+                self._cache_pickle(key, payload)
             data[key] = payload
         self.transfers.outgoing_bytes += sum(map(nbytes, data.values()))
         if not shared:
@@ -1040,6 +1053,20 @@ def _scattered_task(key: str) -> Any:
     from storied.worker.state import WorkerTask
 
     return WorkerTask(key, state="memory", assigned=True)
+
+
+def _small_pickle(value: Any, size: int, instruction: Execute) -> bytes | Pickled | None:
+    """The result of a task a client waits for, pickled if small enough (``size``, by
+    ``sizeof``) to travel with the task-finished message. Only such results are pickled as they
+    are made; the rest are pickled when a peer or client fetches them, and one that cannot be
+    pickled fails there (as in Dask), not here."""
+    if not instruction.wanted or size > _INLINE_RESULT_LIMIT:
+        return None
+    try:
+        pickled = dumps_data(value)
+    except TypeError:
+        return None
+    return pickled if nbytes(pickled) <= _INLINE_RESULT_LIMIT else None
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:

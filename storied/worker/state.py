@@ -75,6 +75,9 @@ class Execute:
     args: bytes
     #: the arguments refer to other tasks' results (else they unpickle on their own)
     has_inputs: bool = False
+    #: a client waits for the result (a small one is pickled in the task's thread, to travel
+    #: with the task-finished message)
+    wanted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,7 +505,13 @@ class WorkerState:
             self._transition(ts, "executing", stimulus_id)
             self.executing.add(ts)
             instructions.append(
-                Execute(ts.key, ts.function_id, ts.args, bool(ts.dependencies))  # type: ignore[arg-type]
+                Execute(
+                    ts.key,
+                    ts.function_id,
+                    ts.args,  # type: ignore[arg-type]
+                    bool(ts.dependencies),
+                    ts.wanted,
+                )
             )
         return instructions
 

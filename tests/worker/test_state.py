@@ -242,3 +242,9 @@ def test_compute_task_for_data_already_here_reports_it_without_running(state):
     instructions = compute(state, "a", stimulus_id="compute-a")
     assert not executed(instructions)
     assert [m["key"] for m in sent(instructions, "task-finished")] == ["a"]
+
+
+def test_execute_says_whether_a_client_waits_for_the_result(state):
+    """The worker pickles only such a result as it is made (to send it with task-finished)."""
+    instructions = state.compute_task("w", "f-inc", b"args of w", 0, {}, "compute", True)
+    assert instructions == [Execute("w", "f-inc", b"args of w", wanted=True)]
