@@ -171,7 +171,8 @@ class LiveRun:
         )
 
     async def workers_now(self) -> dict[str, dict[str, Any]]:
-        """Each worker's load, with the memory (bytes) and CPU (%) of its newest heartbeat."""
+        """Each worker's load, with the memory (RSS and the shared memory it does not show,
+        bytes) and CPU (%) of its newest heartbeat."""
         telemetry = self.scheduler.extensions["telemetry"]
         found = {}
         for address, worker in self.scheduler.state.workers.items():
@@ -179,6 +180,7 @@ class LiveRun:
             found[address] = {
                 **worker.identity(),
                 "memory": sample.get("memory"),
+                "shm": sample.get("shm_bytes"),
                 "cpu": sample.get("cpu"),
             }
         return found

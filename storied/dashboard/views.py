@@ -48,6 +48,7 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
         row["processing"] = now.get("processing", 0)
         row["in_memory"] = now.get("in_memory", 0)
         row["memory"] = now.get("memory")
+        row["shm"] = now.get("shm")
         row["cpu"] = now.get("cpu")
         row["executions"] = done.get(address, 0)
     return sorted(rows.values(), key=lambda row: (row["status"] != "running", row["name"]))
