@@ -92,6 +92,12 @@ def test_results_in_shared_memory_pause_the_worker():
         [paused] = poll(lambda: memory_events(client, "pause"), timeout=20, what="a pause")
         assert paused["shm"] >= 100 * MB
         assert paused["rss"] < 300 * MB, "the RSS alone would not have paused it"
+
+        def sampled_shm() -> int:
+            [samples] = client.get_worker_metrics().values()
+            return max((s["shm_bytes"] or 0 for s in samples), default=0)
+
+        poll(lambda: sampled_shm() >= 100 * MB, what="telemetry showing the shared memory")
         del futures
         [unpaused] = poll(lambda: memory_events(client, "unpause"), timeout=20, what="unpause")
         assert unpaused["shm"] < paused["shm"]
