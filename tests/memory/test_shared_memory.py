@@ -96,7 +96,7 @@ def test_results_in_shared_memory_pause_the_worker():
         assert paused["rss"] < 300 * MB, "the RSS alone would not have paused it"
 
         def sampled_shm() -> int:
-            [samples] = client.get_worker_metrics().values()
+            samples = [s for held in client.get_worker_metrics().values() for s in held]
             return max((s["shm_bytes"] or 0 for s in samples), default=0)
 
         poll(lambda: sampled_shm() >= 100 * MB, what="telemetry showing the shared memory")
