@@ -822,14 +822,20 @@ EVENTS_PER_S = Metric("events_per_s", "events/s", higher_is_better=True)
 KEPT = Metric("kept", "events", higher_is_better=True)
 
 
-def run_dask_array(backend: Backend, chunks: int) -> dict[str, float]:
+def run_dask_array(backend: Backend, chunks: int, chunk_side: int = 100) -> dict[str, float]:
     """``(x + x.T).sum()`` of a square random array cut into about ``chunks`` chunks."""
     import dask.array as da
 
     side = round(math.sqrt(chunks))
-    x = da.random.random((side * 100, side * 100), chunks=100)
+    x = da.random.random((side * chunk_side, side * chunk_side), chunks=chunk_side)
     total = (x + x.T).sum()
     return _compute_timed(total, lambda value: 0 < value < 2 * x.size)
+
+
+def run_dask_array_large(backend: Backend, chunks: int) -> dict[str, float]:
+    """``dask_array`` with chunks of 1,000x1,000 (8 MB): results above a shared-memory
+    threshold of 1 MiB, some staying on their worker, some moving (the transposed blocks)."""
+    return run_dask_array(backend, chunks, chunk_side=1_000)
 
 
 def run_dask_bag(backend: Backend, partitions: int) -> dict[str, float]:
@@ -992,6 +998,16 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload(
             "dask_array", 1_024, 1_024, "chunks", TASKS_PER_S, FUTURES_SYSTEMS, run_dask_array
+        ),
+        Workload(
+            "dask_array_large",
+            16,
+            64,
+            "chunks",
+            TASKS_PER_S,
+            FUTURES_SYSTEMS,
+            run_dask_array_large,
+            by_default=False,
         ),
         Workload("dask_bag", 100, 400, "partitions", TASKS_PER_S, FUTURES_SYSTEMS, run_dask_bag),
         Workload("delayed", 2_000, 5_000, "leaves", TASKS_PER_S, FUTURES_SYSTEMS, run_delayed),

@@ -48,6 +48,7 @@ CHARTS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("memory (rss)", "memory", format_bytes),
     ("managed", "managed_bytes", format_bytes),
     ("spilled", "spilled_bytes", format_bytes),
+    ("shm", "shm_bytes", format_bytes),
     ("sockets", "sockets", _count),
     ("host net in", "host_read_bps", _rate),
     ("host net out", "host_write_bps", _rate),

@@ -98,7 +98,10 @@ class SchedulerCollector(Collector):
 def _worker_samples(scheduler: Scheduler) -> Iterator[Metric]:
     """Each worker's memory and bytes moved, as of its newest heartbeat sample, under the
     names Dask's workers export them (its ``type`` breakdown of memory; ``process``, the
-    whole resident memory, for a worker that keeps no account of its data: no memory limit)."""
+    whole resident memory, for a worker that keeps no account of its data: no memory limit),
+    and storied's ``shm``: the bytes of a worker's shared-memory segments its RSS does not
+    show. Results held in those segments count there rather than as ``managed``, so the types
+    but ``spilled`` add up to what the memory limits see."""
     telemetry = scheduler.extensions["telemetry"]
     name = f"{NAMESPACE}_worker"
     memory = GaugeMetricFamily(
@@ -117,13 +120,15 @@ def _worker_samples(scheduler: Scheduler) -> Iterator[Metric]:
         if sample is None:  # no heartbeat yet
             continue
         resident, managed = sample["memory"], sample["managed_bytes"]
+        shm = sample.get("shm_bytes") or 0
         if managed is None:
             memory.add_metric([address, "process"], resident)
         else:
-            managed = min(managed, resident)
+            managed = min(max(managed - shm, 0), resident)
             memory.add_metric([address, "managed"], managed)
             memory.add_metric([address, "unmanaged"], resident - managed)
             memory.add_metric([address, "spilled"], sample["spilled_bytes"] or 0)
+        memory.add_metric([address, "shm"], shm)
         for direction, family in moved.items():
             count = sample[f"transfer_{direction}_bytes_total"]
             if count is not None:

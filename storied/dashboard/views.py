@@ -51,6 +51,7 @@ async def workers(run: RunHistory) -> list[dict[str, Any]]:
         row["in_memory"] = now.get("in_memory", 0)
         sample = samples.get(address, {})
         row["memory"] = sample.get("memory")
+        row["shm"] = sample.get("shm_bytes")
         row["cpu"] = sample.get("cpu")
         row["executions"] = done.get(address, 0)
     return sorted(rows.values(), key=lambda row: (row["status"] != "running", row["name"]))

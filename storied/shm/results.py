@@ -57,6 +57,12 @@ class SharedResults:
     def keys(self) -> list[str]:
         return list(self._held)
 
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of the segments held now (memory that the worker's RSS may not show)."""
+        with self._lock:
+            return sum(size for _, held in self._held.values() for _, _, size in held)
+
     def same_host(self, host: Any) -> bool:
         """Whether a requester naming ``host`` shares our memory; seeing one, we know we have
         peers here and put results in segments from now on."""

@@ -100,6 +100,16 @@ def _segments() -> list[str]:
         return []
 
 
+def bytes_of(pid: int) -> int:
+    """The bytes of the segments process ``pid`` made and has not unlinked."""
+    total = 0
+    for name in _segments():
+        if _pid_of(name) == pid:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(DIRECTORY, name)).st_size
+    return total
+
+
 def remove_segments_of(pid: int) -> int:
     """Unlink the segments process ``pid`` made (it has died); how many there were."""
     names = [name for name in _segments() if _pid_of(name) == pid]

@@ -3,7 +3,9 @@
 As in Dask, a worker with a ``memory_limit`` keeps its results in ``Worker.data``, a
 ``SpillBuffer``: once their sizes pass ``worker.memory.target`` of the limit, the least recently
 used go to disk (pickled, in the worker's local directory) and come back when read. A monitor
-looks at the process's RSS every ``worker.memory.monitor-interval``: past ``spill`` it spills
+looks at the process's memory every ``worker.memory.monitor-interval`` (its RSS plus the
+shared-memory segments it holds that RSS does not show, ``storied.shm.accounting``): past
+``spill`` it spills
 until the estimate falls below ``target``, past ``pause`` the worker starts no new tasks until
 it falls again. The nanny kills and restarts a worker past ``terminate``
 (``storied.nanny.memory``). Spills are reported in batches, pauses one by one, under the
@@ -27,6 +29,7 @@ import zict
 
 from storied import config
 from storied.protocol.serialize import pickle_dumps, pickle_loads
+from storied.shm import accounting
 
 if TYPE_CHECKING:
     from storied.worker.server import Worker
@@ -251,8 +254,9 @@ class MemoryManager:
         """Whether there is anything to watch: spilling to report, or RSS to act on."""
         return bool(self.limit and any(self.fractions[n] for n in ("target", "spill", "pause")))
 
-    def rss(self) -> int:
-        return self._process.memory_info().rss
+    def usage(self) -> accounting.Usage:
+        """The process's memory: RSS, and the bytes of its shared-memory segments RSS hides."""
+        return accounting.usage(self._process, self.worker.shared.held_bytes)
 
     async def monitor(self, running: Callable[[], bool]) -> None:
         """Check memory every ``monitor_interval`` while ``running()``."""
@@ -263,23 +267,24 @@ class MemoryManager:
     def check(self) -> None:
         """Spill past ``spill``, pause past ``pause``, unpause below it; report spills."""
         assert self.limit is not None
-        rss = self.rss()
+        usage = self.usage()
+        memory = usage.total
         spill, target = self.fractions["spill"], self.fractions["target"]
-        if spill and rss > spill * self.limit and isinstance(self.data, SpillBuffer):
+        if spill and memory > spill * self.limit and isinstance(self.data, SpillBuffer):
             goal = (target or spill) * self.limit
-            freed = self.data.evict_bytes(rss - goal)
-            if freed < rss - goal:
-                self._warn_unmanaged(rss)
+            freed = self.data.evict_bytes(memory - goal)
+            if freed < memory - goal:
+                self._warn_unmanaged(memory)
         pause = self.fractions["pause"]
         if pause:
-            if not self.paused and rss > pause * self.limit:
-                self._set_paused(True, rss)
-            elif self.paused and rss <= pause * self.limit:
-                self._set_paused(False, rss)
+            if not self.paused and memory > pause * self.limit:
+                self._set_paused(True, usage)
+            elif self.paused and memory <= pause * self.limit:
+                self._set_paused(False, usage)
         if time.monotonic() - self._reported_at >= SPILL_REPORT_INTERVAL:
-            self.report_spills(rss)
+            self.report_spills(usage)
 
-    def report_spills(self, rss: int | None = None) -> None:
+    def report_spills(self, usage: accounting.Usage | None = None) -> None:
         """One ``spill`` event for what moved to and from disk since the last report."""
         self._reported_at = time.monotonic()
         if not isinstance(self.data, SpillBuffer):
@@ -299,7 +304,7 @@ class MemoryManager:
             SPILL_TOPICS,
             {
                 "action": "spill",
-                **self.metrics(self.rss() if rss is None else rss),
+                **self.metrics(usage or self.usage()),
                 "spilled-keys": moved["spilled"][0],
                 "spilled-bytes-moved": moved["spilled"][1],
                 "unspilled-keys": moved["unspilled"][0],
@@ -307,39 +312,43 @@ class MemoryManager:
             },
         )
 
-    def metrics(self, rss: int) -> dict[str, Any]:
-        """Where the worker stands: process memory, managed (results in memory), spilled."""
+    def metrics(self, usage: accounting.Usage) -> dict[str, Any]:
+        """Where the worker stands: process memory (RSS, and shared memory it does not show),
+        managed (results in memory), spilled."""
         data = self.data
         spilling = isinstance(data, SpillBuffer)
         return {
             "worker": self.worker.address,
             "name": self.worker.name,
-            "rss": rss,
+            "rss": usage.rss,
+            "shm": usage.shm,
             "memory-limit": self.limit,
             "managed": data.memory_bytes if spilling else None,
             "spilled": data.spilled_bytes if spilling else 0,
             "spilled-count": len(data.spilled_sizes) if spilling else 0,
         }
 
-    def _set_paused(self, paused: bool, rss: int) -> None:
+    def _set_paused(self, paused: bool, usage: accounting.Usage) -> None:
         assert self.limit is not None
         self.paused = paused
         pause = self.fractions["pause"] or 0
         logger.warning(
-            "Worker %s %s: process memory %s is %.0f%% of its limit %s (pause at %.0f%%)",
+            "Worker %s %s: process memory %s (shared memory %s of it) is %.0f%% of its limit %s "
+            "(pause at %.0f%%)",
             self.worker.address,
             "pauses, starting no new tasks" if paused else "resumes",
-            format_bytes(rss),
-            100 * rss / self.limit,
+            format_bytes(usage.total),
+            format_bytes(usage.shm),
+            100 * usage.total / self.limit,
             format_bytes(self.limit),
             100 * pause,
         )
         self.worker.log_event(
-            ALERT_TOPICS, {"action": "pause" if paused else "unpause", **self.metrics(rss)}
+            ALERT_TOPICS, {"action": "pause" if paused else "unpause", **self.metrics(usage)}
         )
         self.worker._memory_paused(paused)
 
-    def _warn_unmanaged(self, rss: int) -> None:
+    def _warn_unmanaged(self, memory: int) -> None:
         """Memory is past ``spill`` with nothing (left) to spill: say so, once in a while."""
         now = time.monotonic()
         if now - self._warned_unmanaged_at < 5.0:
@@ -350,7 +359,7 @@ class MemoryManager:
             "Worker %s uses %s of memory (limit %s) that is not results it could spill: a "
             "task may hold large objects, leak, or the allocator has not given memory back",
             self.worker.address,
-            format_bytes(rss),
+            format_bytes(memory),
             format_bytes(self.limit),
         )
 

@@ -3,7 +3,9 @@
 One sample is a flat dict (so the ledger, ``get_worker_metrics`` and ``storied top`` read it
 alike); the names follow Dask's heartbeat metrics where Dask has one (``cpu``, ``memory``,
 ``managed_bytes``, ``spilled_bytes``; ``host_net_io``'s ``read_bps``/``write_bps`` become
-``host_read_bps``/``host_write_bps``). Switched off by ``worker.telemetry: false``.
+``host_read_bps``/``host_write_bps``); ``shm_bytes`` is storied's own: the bytes of the
+worker's shared-memory segments that ``memory`` (its RSS) does not show, counted by its memory
+limits beside it. Switched off by ``worker.telemetry: false``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from storied.shm import accounting
 from storied.worker.memory import SpillBuffer
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ SAMPLE_FIELDS = (
     "memory",
     "managed_bytes",
     "spilled_bytes",
+    "shm_bytes",
     "sockets",
     "num_fds",
     "host_read_bps",
@@ -119,12 +123,14 @@ class ResourceSampler:
             read_bps = max((net.bytes_recv - self._net.bytes_recv) / elapsed, 0.0)
             write_bps = max((net.bytes_sent - self._net.bytes_sent) / elapsed, 0.0)
         self._net, self._net_time = net, now
+        usage = accounting.usage(process, self.worker.shared.held_bytes)
         return {
             "time": time.time(),
             "cpu": process.cpu_percent(),
-            "memory": process.memory_info().rss,
+            "memory": usage.rss,
             "managed_bytes": data.memory_bytes if spilling else None,
             "spilled_bytes": data.spilled_bytes if spilling else 0,
+            "shm_bytes": usage.shm,
             "sockets": open_sockets(process),
             "num_fds": process.num_fds() if _HAS_FDS else None,
             "host_read_bps": read_bps,

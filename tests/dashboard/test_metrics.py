@@ -86,9 +86,9 @@ def test_each_workers_memory_and_bytes_moved() -> None:
             newest = cluster.scheduler.extensions["telemetry"].newest(address)
             types = {dict(labels)["type"] for labels in memory if dict(labels)["worker"] == address}
             assert types == (
-                {"process"}
+                {"process", "shm"}
                 if newest["managed_bytes"] is None
-                else {"managed", "unmanaged", "spilled"}
+                else {"managed", "unmanaged", "spilled", "shm"}
             )
             total = sum(v for labels, v in memory.items() if dict(labels)["worker"] == address)
             assert total >= 10 * 2**20  # a process's resident memory, at least

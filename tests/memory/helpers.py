@@ -85,5 +85,5 @@ def data_on_worker(dask_worker: Worker) -> dict[str, Any]:
         "spilled-bytes": data.spilled_bytes,
         "managed": data.memory_bytes,
         "files": sorted(os.listdir(storage)) if os.path.isdir(storage) else [],
-        "rss": dask_worker.memory.rss(),
+        "rss": dask_worker.memory.usage().rss,
     }

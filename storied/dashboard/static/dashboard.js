@@ -113,8 +113,8 @@ function bytes(count) {
 
 function drawStatus(found) {
   table(document.getElementById("workers"),
-    ["name", "address", "threads", "memory", "CPU", "processing", "in memory", "executed", "status"],
-    found.workers.map((w) => [w.name, w.address, w.nthreads, bytes(w.memory), w.cpu == null ? "" : `${w.cpu.toFixed(0)} %`,
+    ["name", "address", "threads", "memory", "shm", "CPU", "processing", "in memory", "executed", "status"],
+    found.workers.map((w) => [w.name, w.address, w.nthreads, bytes(w.memory), w.shm ? bytes(w.shm) : "", w.cpu == null ? "" : `${w.cpu.toFixed(0)} %`,
       w.processing, w.in_memory, w.executions, w.status]));
   drawProgress(document.getElementById("progress"), found.progress);
   drawTaskStream(document.getElementById("task-stream"), found.task_stream);
