@@ -52,8 +52,8 @@ def check_status(page: Any, base: str, workload: Workload, name: str, run: str =
     )
     if "left" in rows[1]:  # a finished run: no load, but memory and CPU as they were last
         shown = page.locator("#workers tr").all_inner_texts()[1:]
-        assert {row.split("\t")[5] for row in shown} == {"0"}  # processing
-        assert all(row.split("\t")[4].endswith(" %") for row in shown)
+        assert {row.split("\t")[6] for row in shown} == {"0"}  # processing
+        assert all(row.split("\t")[5].endswith(" %") for row in shown)  # CPU, after shm
     page.wait_for_selector("#task-stream svg rect.task")
     assert page.locator("#task-stream rect.erred").count() == 1
     ran = get_json(f"{base}/api/v1/task-stream{run}")
