@@ -92,11 +92,11 @@ def test_loose_restrictions_let_an_idle_worker_steal(eager_two_workers):
 
 
 def pause(dask_worker: Worker) -> None:
-    dask_worker.memory._set_paused(True, dask_worker.memory.rss())
+    dask_worker.memory._set_paused(True, dask_worker.memory.usage())
 
 
 def resume(dask_worker: Worker) -> None:
-    dask_worker.memory._set_paused(False, dask_worker.memory.rss())
+    dask_worker.memory._set_paused(False, dask_worker.memory.usage())
 
 
 def test_a_paused_worker_is_sent_no_new_tasks_and_its_waiting_ones_move():
