@@ -15,6 +15,7 @@ it falls again. The nanny kills and restarts a worker past ``terminate``
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -137,12 +138,13 @@ def _sizeof(value: Any) -> int:
     if isinstance(value, memoryview):
         return value.nbytes
     if isinstance(value, list | tuple | set | frozenset | dict):
-        items = list(value.items()) if isinstance(value, dict) else list(value)
-        if not items:
+        if not value:
             return sys.getsizeof(value)
-        sample = items[:_SIZEOF_SAMPLE]
+        # only the sample is taken: every result is sized, and a copy of all items is not cheap
+        items = value.items() if isinstance(value, dict) else value
+        sample = list(itertools.islice(items, _SIZEOF_SAMPLE))
         sampled = sum(sizeof(item) for item in sample)
-        return sys.getsizeof(value) + sampled * len(items) // len(sample)
+        return sys.getsizeof(value) + sampled * len(value) // len(sample)
     kind = type(value)
     if hasattr(kind, "memory_usage") and hasattr(kind, "columns"):
         return int(value.memory_usage(deep=True).sum())
