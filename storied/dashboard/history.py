@@ -258,6 +258,10 @@ class LiveRun:
         if after_seq is not None:  # a tail: new events are in memory, the ledger is not read
             new = record.events_after(after_seq, topic)
             return _newest([r for r in new if within(r.timestamp, since, until)], limit)
+        if topic is not None and limit is not None:  # one page, not the whole topic
+            return await self.scheduler._off_loop(
+                record.events_page, topic, before_seq, since, until, limit, None, record.run_id
+            )
         found = await self.scheduler._off_loop(record.events, topic, detail=True)
         records = found if topic is not None else [r for rs in found.values() for r in rs]
         upper = before_seq if before_seq is not None else float("inf")

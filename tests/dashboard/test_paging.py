@@ -18,7 +18,7 @@ from storied.dashboard.history import LedgerCatalog
 from storied.dashboard.views import key_prefix
 from storied.record import Ledger
 from tests.dashboard.conftest import Workload, get, get_json, root
-from tests.engine.helpers import inc
+from tests.engine.helpers import inc, poll
 
 
 def pages(url: str, limit: int, field: str | None = None) -> list[Any]:
@@ -89,6 +89,24 @@ def test_event_pages_go_on_below_the_oldest_shown(finished: Workload, offline: s
         found += page
         page = get_json(f"{url}&limit=4&before={page[-1]['seq']}")
     assert found == every
+
+
+def test_live_event_pages_go_on_below_the_oldest_shown(workload: Workload) -> None:
+    """A live topic is read a page at a time (not whole, then cut): the pages put together are
+    the topic as ``client.get_events`` reads it."""
+    topic = "live-paging"
+    for n in range(11):
+        workload.client.log_event(topic, {"n": n})
+    poll(lambda: len(workload.client.get_events(topic)) == 11, what="the events recorded")
+    url = f"{workload.base}/api/v1/events?topic={topic}"
+    found: list[Any] = []
+    page = get_json(f"{url}&limit=4")
+    while page:
+        assert len(page) <= 4
+        found += page
+        page = get_json(f"{url}&limit=4&before={page[-1]['seq']}")
+    newest_first = [msg for _, msg in reversed(workload.client.get_events(topic))]
+    assert [row["msg"] for row in found] == newest_first
 
 
 def test_log_pages_are_the_newest_first(finished: Workload, offline: str) -> None:
