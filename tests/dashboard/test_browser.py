@@ -184,8 +184,10 @@ def release(workload: Workload, futures: list[Any]) -> None:
 def test_live_log_record_arrives_in_the_logs_tail(page: Any, workload: Workload) -> None:
     """A record a worker logs after the logs page opened appears on it, pushed: the page makes
     no request of its own for it."""
-    page.goto(f"{workload.base}/logs?level=WARNING")
+    page.goto(f"{workload.base}/logs?level=WARNING&limit=1")
     page.wait_for_selector("#logs tr:nth-child(2)")
+    assert page.locator("#logs-pager .page-at").inner_text().strip() == "1\u20131"
+    oldest_shown = page.locator("#logs tr").nth(1).inner_text()
     assert page.evaluate("document.body.dataset.tailing") == "true"
     assert "new records appear as they are logged" in page.locator("#logs-hint").inner_text()
     asked: list[str] = []
@@ -204,6 +206,13 @@ def test_live_log_record_arrives_in_the_logs_tail(page: Any, workload: Workload)
     assert page.locator("#logs tr").nth(1).get_attribute("class") == "level-warning new"
     assert "too quiet" not in page.locator("#logs").inner_text()
     assert asked == []
+    # the pushed row is counted, and the next page goes on below what was shown
+    assert page.locator("#logs-pager .page-at").inner_text().strip() == "1\u20132"
+    page.click("#logs-pager button.older")
+    page.wait_for_function(
+        "document.querySelector('#logs-pager .page-at').textContent.trim().startsWith('3')"
+    )
+    assert oldest_shown not in page.locator("#logs").inner_text()
     shot(page, "live-logs-tail")
 
 

@@ -64,16 +64,18 @@ function clearError() {
 }
 
 // Pages of a list: "newer" and "older" buttons under it, calling show(offset).
-function pager(node, offset, limit, shown, total, show) {
+// `pushed`: rows a live tail added above the page since it was read; they are counted, and
+// the next page starts below them, since every older row has moved down as many places.
+function pager(node, offset, limit, shown, total, show, pushed = 0) {
   const back = el("button", { type: "button", class: "newer" }, "◀ previous");
   const next = el("button", { type: "button", class: "older" }, "next ▶");
   back.disabled = offset <= 0;
   next.disabled = total != null ? offset + shown >= total : shown < limit;
   back.onclick = () => show(Math.max(offset - limit, 0)).catch(showError);
-  next.onclick = () => show(offset + limit).catch(showError);
+  next.onclick = () => show(offset + limit + pushed).catch(showError);
   const where = total != null
     ? `${total ? offset + 1 : 0}–${offset + shown} of ${total}`
-    : `${offset + 1}–${offset + shown}`;
+    : `${offset + 1}–${offset + shown + pushed}`;
   node.replaceChildren(back, el("span", { class: "page-at" }, ` ${where} `), next);
 }
 
@@ -294,6 +296,9 @@ async function logs() {
   let shown = new Set();
   let arrived = []; // records the tail brought before the newest page was drawn
   let drawn = false;
+  let read = 0; // rows of the page as read
+  let pushed = 0; // rows the tail added above them
+  const drawPager = () => pager(document.getElementById("logs-pager"), offset, limit, read, null, show, pushed);
   const identity = (l) => `${l.timestamp}|${l.where}|${l.logger}|${l.message}`;
   const prepend = (l) => {
     if (offset !== 0 || shown.has(identity(l))) return; // new records go on the newest page
@@ -301,6 +306,8 @@ async function logs() {
     const row = logRow(l);
     row.classList.add("new");
     node.firstChild.after(row);
+    pushed += 1;
+    drawPager();
   };
   const show = async (at) => {
     const found = await api("logs", { ...filters, limit, offset: at });
@@ -308,7 +315,9 @@ async function logs() {
     table(node, ["time", "level", "where", "logger", "message"], []);
     for (const l of found) node.append(logRow(l));
     shown = new Set(found.map(identity));
-    pager(document.getElementById("logs-pager"), offset, limit, found.length, null, show);
+    read = found.length;
+    pushed = 0;
+    drawPager();
   };
   const apply = async () => {
     filters = formFilters(form);
