@@ -206,6 +206,7 @@ def test_live_log_record_arrives_in_the_logs_tail(page: Any, workload: Workload)
     assert page.locator("#logs tr").nth(1).get_attribute("class") == "level-warning new"
     assert "too quiet" not in page.locator("#logs").inner_text()
     assert asked == []
+    shot(page, "live-logs-tail")
     # the pushed row is counted, and the next page goes on below what was shown
     assert page.locator("#logs-pager .page-at").inner_text().strip() == "1\u20132"
     page.click("#logs-pager button.older")
@@ -213,7 +214,6 @@ def test_live_log_record_arrives_in_the_logs_tail(page: Any, workload: Workload)
         "document.querySelector('#logs-pager .page-at').textContent.trim().startsWith('3')"
     )
     assert oldest_shown not in page.locator("#logs").inner_text()
-    shot(page, "live-logs-tail")
 
 
 def test_live_task_arrives_in_the_tasks_page(page: Any, workload: Workload) -> None:
