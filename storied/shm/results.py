@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,10 +63,14 @@ class SharedResults:
     """One worker's results in shared memory: which segments hold each key's buffers, and the
     writes under way. ``on_written(key, private, shared)`` is called (in the writing thread)
     when ``key``'s segments are complete: ``shared`` is the result rebuilt on them, to hold
-    instead of ``private``."""
+    instead of ``private``. ``record(msg)`` puts what happened on the record (topic
+    ``transfer``: ``shared``, ``kept-private``)."""
 
     def __init__(
-        self, peers_on_host: bool, on_written: Callable[[str, Any, Any], None] | None = None
+        self,
+        peers_on_host: bool,
+        on_written: Callable[[str, Any, Any], None] | None = None,
+        record: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         enabled, self.threshold, self.limit = configured()
         #: this host's id, or None: shared memory is off here (by config, or unavailable)
@@ -73,6 +78,7 @@ class SharedResults:
         #: whether a process on this host may read our results (then they go to segments)
         self.peers_on_host = peers_on_host
         self.on_written = on_written
+        self.record = record
         self._held: dict[str, tuple[Pickled, list[Segment]]] = {}
         self._writing: dict[str, SegmentWrite] = {}
         #: keys whose results stay in private memory (nothing to share, no room)
@@ -152,7 +158,7 @@ class SharedResults:
         """Write what is left of ``write`` (the background writer: chunks nobody took;
         ``urgent``: every chunk not written yet); the last to write finishes it."""
         try:
-            if not write.prepare(self._plan):
+            if not write.prepare(self._plan, urgent):
                 self._settle(write)
             elif write.run(urgent):
                 self._finish(write)
@@ -205,8 +211,16 @@ class SharedResults:
         write.finished.set()
         if not current:  # released meanwhile
             segments.unlink(list(write.names.values()))
-        elif self.on_written is not None:
+            return
+        if self.on_written is not None:
             self.on_written(write.key, private, rebuilt)
+        self._record(
+            action="shared",
+            key=write.key,
+            nbytes=sum(write.sizes.values()),
+            seconds=time.monotonic() - write.started,
+            by=write.started_by,
+        )
 
     def _settle(self, write: SegmentWrite, exc: BaseException | None = None) -> None:
         """``write`` is over without segments: the result stays in private memory."""
@@ -228,6 +242,11 @@ class SharedResults:
                 exc,
             )
             self._warned = True
+            self._record(action="kept-private", key=write.key, reason=str(exc))
+
+    def _record(self, **msg: Any) -> None:
+        if self.record is not None:
+            self.record(msg)
 
     def _drop(self, write: SegmentWrite | None, held: tuple[Pickled, list[Segment]] | None) -> None:
         if write is not None:

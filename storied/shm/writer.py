@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,18 +51,25 @@ class SegmentWrite:
         self._remaining = 0
         self._next = 0
         self._planned = False
+        #: when and by whom (``"background"`` or ``"reader"``) the write was started
+        self.started = 0.0
+        self.started_by = ""
         self._created = False
         self._prepare_lock = threading.Lock()
         self._lock = threading.Lock()
         self.cancelled = False
         self.finished = threading.Event()
 
-    def prepare(self, plan: Callable[[Any], tuple[Pickled, dict[int, memoryview]] | None]) -> bool:
+    def prepare(
+        self, plan: Callable[[Any], tuple[Pickled, dict[int, memoryview]] | None], urgent: bool
+    ) -> bool:
         """Pickle the result and choose its buffers (``plan``), once, in the first thread to
         get here; whether there is anything to write."""
         with self._prepare_lock:
             if not self._planned:
                 self._planned = True
+                self.started = time.monotonic()
+                self.started_by = "reader" if urgent else "background"
                 planned = plan(self.value) if self.value is not None else None
                 if planned is not None:
                     self._plan(*planned)

@@ -361,6 +361,7 @@ class Worker:
         self.shared = SharedResults(
             peers_on_host=is_loopback(parse_address(scheduler_address)[1]),
             on_written=self._shared_written,
+            record=partial(self.log_event, "transfer"),
         )
         self.memory = MemoryManager(self, memory_limit, local_directory)
         #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
@@ -764,8 +765,6 @@ class Worker:
             return  # forgotten meanwhile (the worker rejoined the scheduler afresh)
         if ok:
             self.data[key] = value
-            if self.shared.wants(size):
-                self.shared.schedule(key, value)  # in the background: the task is done now
             if pickled is not None:
                 self._cache_pickle(key, pickled)
             inline = pickled if ts.wanted else None
@@ -785,6 +784,8 @@ class Worker:
                 key, value, start, stop, _stimulus("task-erred"), thread
             )
         self._handle(instructions)
+        if ok and self.shared.wants(size) and self.memory.in_memory.get(key) is value:
+            self.shared.schedule(key, value)  # after the task is reported done: in the background
 
     def _queue_gather(self, worker: str, keys: Iterable[str]) -> None:
         """One transfer in flight per peer; keys asked for meanwhile go in the next one."""
