@@ -3,8 +3,8 @@
 A worker holds a finished task's result in its private memory, as with shared memory off, and
 reports it done at once. With peers on its host (``worker.shared-memory``) it then copies the
 result's large out-of-band buffers into segments of their own, off the task's critical path:
-in a background thread at the lowest CPU priority (``storied.shm.writer``), or, when a process
-of the host asks for the result first, right then at normal priority (a result finished before
+in a background thread (``storied.shm.writer``), or, when a process of the host asks for the
+result first, right then in the thread that answers it (a result finished before
 the worker knew of its peers, or brought back from disk, is written then: lazily). Once
 written, the worker holds the result as views of its segments (``on_written``): the memory is
 held once again. A fetch from the same host (``request_data``, for peers and clients alike)
