@@ -355,7 +355,7 @@ def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_
         return {
             key.split("-")[0]
             for _, msg in shm_client.get_events("transfer")
-            if msg["path"] == "shm"
+            if msg.get("path") == "shm"
             for key in msg["keys"]
         }
 

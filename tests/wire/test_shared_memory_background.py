@@ -14,7 +14,9 @@ import pytest
 from engine.helpers import poll
 
 from storied import Client, LocalCluster, config, wait
+from storied.protocol.serialize import dumps_data
 from storied.shm import segments
+from storied.shm.writer import CHUNK, SegmentWrite
 
 pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm here")
 
@@ -190,3 +192,37 @@ def test_a_result_over_the_shared_memory_limit_stays_private_with_one_warning():
             if level == "WARNING" and "stays out of shared memory" in message
         ]
         assert len(warnings) == 1, warnings
+
+
+def _planned_write(value: np.ndarray) -> SegmentWrite:
+    pickled = dumps_data(value)
+    write = SegmentWrite("some-key", value)
+    large = {index: memoryview(buffer) for index, buffer in enumerate(pickled.buffers)}
+    assert write.prepare(lambda _: (pickled, large), urgent=False)
+    return write
+
+
+def test_a_reader_finishes_a_write_whose_chunk_a_stalled_thread_holds():
+    """The background thread took a chunk and the kernel keeps it off the CPU: the reader
+    writes that chunk too (the same bytes) instead of waiting for it."""
+    value = np.arange(3 * CHUNK + 5, dtype="u1")
+    write = _planned_write(value)
+    try:
+        assert write._claim(urgent=False) == 0  # taken by the stalled thread, never written
+
+        assert write.run(urgent=True), "the reader wrote the last chunk"
+        [(index, name)] = write.names.items()
+        mapped = segments.map_segment(name, write.sizes[index])
+        assert bytes(mapped) == value.tobytes()
+    finally:
+        segments.unlink(list(write.names.values()))
+
+
+def test_a_write_cancelled_before_it_starts_creates_no_segment():
+    write = _planned_write(np.ones(2 * CHUNK, dtype="u1"))
+    names = list(write.names.values())
+
+    assert write.cancel() == [], "nothing was created"
+
+    assert not write.run(urgent=True) and write.finished.is_set()
+    assert not set(names) & set(os.listdir(segments.DIRECTORY))
