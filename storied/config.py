@@ -96,6 +96,8 @@ DEFAULTS: dict[str, Any] = {
         "shared-memory": False,
         # ... each out-of-band buffer of at least this size
         "shared-memory-threshold": "1MiB",
+        # ... and at most this many bytes of segments per worker (None: what /dev/shm has free)
+        "shared-memory-limit": None,
         "memory": {
             "target": 0.6,
             "spill": 0.7,

@@ -1,26 +1,35 @@
 """Results handed over through shared memory between processes of one host.
 
-A worker with peers on its host (``worker.shared-memory``) writes each large out-of-band
-buffer of a finished task's result into a segment of its own, once, and from then on holds
-the result as views of those segments (``SharedResults.publish``): the memory is held once.
-A fetch from the same host (``request_data``, for peers and clients alike) gets the segments'
-names instead of their bytes and maps them copy-on-write, so a task changing its input changes
-only its own pages, as with a copy over TCP. A segment the reader cannot map (unlinked
-meanwhile, another user's) is fetched again over TCP. The producer unlinks a key's segments
-when it releases the key; mappings live on with their holders.
+A worker holds a finished task's result in its private memory, as with shared memory off, and
+reports it done at once. With peers on its host (``worker.shared-memory``) it then copies the
+result's large out-of-band buffers into segments of their own, off the task's critical path:
+in a background thread (``storied.shm.writer``), or, when a process of the host asks for the
+result first, right then in the thread that answers it (a result finished before
+the worker knew of its peers, or brought back from disk, is written then: lazily). Once
+written, the worker holds the result as views of its segments (``on_written``): the memory is
+held once again. A fetch from the same host (``request_data``, for peers and clients alike)
+gets the segments' names instead of their bytes and maps them copy-on-write, so a task
+changing its input changes only its own pages, as with a copy over TCP. A segment the reader
+cannot map (unlinked meanwhile, another user's) is fetched again over TCP. The producer
+unlinks a key's segments when it releases the key; mappings live on with their holders.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from storied import config
 from storied.comm import ConnectionPool
-from storied.protocol.serialize import Pickled, pickle_loads
+from storied.protocol.serialize import Pickled, dumps_data, pickle_loads
 from storied.shm import segments
+from storied.shm.writer import BackgroundWriter, SegmentWrite
 
 logger = logging.getLogger("storied.worker")
 
@@ -28,40 +37,74 @@ logger = logging.getLogger("storied.worker")
 Segment = tuple[int, str, int]
 
 
-def configured() -> tuple[bool, int]:
-    """``worker.shared-memory`` and ``worker.shared-memory-threshold`` (bytes), checked."""
+def configured() -> tuple[bool, int, int | None]:
+    """``worker.shared-memory``, ``worker.shared-memory-threshold`` and
+    ``worker.shared-memory-limit`` (bytes, or None), checked."""
     enabled = config.get("worker.shared-memory")
     if not isinstance(enabled, bool):
         raise ValueError(f"config worker.shared-memory must be true or false, not {enabled!r}")
-    try:
-        threshold = config.parse_bytes(config.get("worker.shared-memory-threshold"))
-    except ValueError as exc:
-        raise ValueError(f"config worker.shared-memory-threshold: {exc}") from None
-    return enabled, threshold
+    sizes = []
+    for name in ("threshold", "limit"):
+        value = config.get(f"worker.shared-memory-{name}")
+        try:
+            sizes.append(None if value is None else config.parse_bytes(value))
+        except ValueError as exc:
+            raise ValueError(f"config worker.shared-memory-{name}: {exc}") from None
+    threshold, limit = sizes
+    return enabled, threshold or 0, limit
+
+
+class NoRoom(OSError):
+    """The segments of a result would pass ``worker.shared-memory-limit`` or the free space of
+    ``/dev/shm``."""
 
 
 class SharedResults:
-    """One worker's results in shared memory: which segments hold each key's buffers."""
+    """One worker's results in shared memory: which segments hold each key's buffers, and the
+    writes under way. ``on_written(key, private, shared)`` is called (in the writing thread)
+    when ``key``'s segments are complete: ``shared`` is the result rebuilt on them, to hold
+    instead of ``private``. ``record(msg)`` puts what happened on the record (topic
+    ``transfer``: ``shared``, ``kept-private``)."""
 
-    def __init__(self, peers_on_host: bool) -> None:
-        enabled, self.threshold = configured()
+    def __init__(
+        self,
+        peers_on_host: bool,
+        on_written: Callable[[str, Any, Any], None] | None = None,
+        record: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        enabled, self.threshold, self.limit = configured()
         #: this host's id, or None: shared memory is off here (by config, or unavailable)
         self.host = segments.host_id() if enabled else None
         #: whether a process on this host may read our results (then they go to segments)
         self.peers_on_host = peers_on_host
+        self.on_written = on_written
+        self.record = record
         self._held: dict[str, tuple[Pickled, list[Segment]]] = {}
+        self._writing: dict[str, SegmentWrite] = {}
+        #: keys whose results stay in private memory (nothing to share, no room)
+        self._private: set[str] = set()
         self._lock = threading.Lock()
+        self._writer = BackgroundWriter(self._work)
         self._warned = False
 
     @property
     def keys(self) -> list[str]:
-        return list(self._held)
+        with self._lock:
+            return [*self._held, *self._writing]
+
+    @property
+    def writing(self) -> list[str]:
+        """The keys whose results are being moved into segments now."""
+        with self._lock:
+            return list(self._writing)
 
     @property
     def held_bytes(self) -> int:
-        """The bytes of the segments held now (memory that the worker's RSS may not show)."""
+        """The bytes of the segments held or being written now (memory that the worker's RSS
+        may not show; during a write the private copy is in RSS too: both count)."""
         with self._lock:
-            return sum(size for _, held in self._held.values() for _, _, size in held)
+            held = sum(size for _, segs in self._held.values() for _, _, size in segs)
+            return held + sum(write.nbytes for write in self._writing.values())
 
     def same_host(self, host: Any) -> bool:
         """Whether a requester naming ``host`` shares our memory; seeing one, we know we have
@@ -75,62 +118,161 @@ class SharedResults:
         """Whether a result of ``size`` bytes may have buffers worth putting in segments."""
         return self.host is not None and self.peers_on_host and size >= self.threshold
 
-    def publish(self, key: str, value: Any, pickled: bytes | Pickled) -> tuple[Any, Pickled] | None:
-        """Put the large buffers of ``key``'s result in segments (in a task's thread); the
-        value rebuilt on them and its pickle, or None where the result stays as it is. A top
-        level ``bytes`` or ``bytearray`` stays: Python cannot make one around mapped memory, so
-        it would be held twice."""
-        if (
-            self.host is None
-            or not self.peers_on_host
-            or type(pickled) is not Pickled
-            or type(value) in (bytes, bytearray)
-        ):
+    def schedule(self, key: str, value: Any) -> None:
+        """Move ``key``'s finished result into segments in the background: the task that made
+        it does not wait."""
+        write = SegmentWrite(key, value)
+        with self._lock:
+            self._private.discard(key)
+            replaced = self._writing.pop(key, None), self._held.pop(key, None)
+            self._writing[key] = write
+        self._drop(*replaced)
+        self._writer.put(write)
+
+    async def ready(self, values: dict[str, Any], timeout: float) -> None:
+        """Before answering a reader of this host: the segments of these results (large ones,
+        in memory), written now at normal priority where the background writer has not
+        finished them or never had them; at most ``timeout`` seconds (then what is not
+        ready goes over TCP)."""
+        writes = []
+        with self._lock:
+            for key, value in values.items():
+                if key in self._held or key in self._private:
+                    continue
+                write = self._writing.get(key)
+                if write is None:
+                    write = self._writing[key] = SegmentWrite(key, value)
+                writes.append(write)
+        if not writes:
+            return
+        helping = asyncio.get_running_loop().run_in_executor(None, self._help, writes)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(helping, timeout)
+
+    def _help(self, writes: list[SegmentWrite]) -> None:
+        for write in writes:
+            self._work(write, True)
+            write.finished.wait()
+
+    def _work(self, write: SegmentWrite, urgent: bool) -> None:
+        """Write what is left of ``write`` (the background writer: chunks nobody took;
+        ``urgent``: every chunk not written yet); the last to write finishes it."""
+        try:
+            if not write.prepare(self._plan, urgent):
+                self._settle(write)
+            elif write.run(urgent):
+                self._finish(write)
+        except Exception as exc:  # no room left in /dev/shm, say: the result stays private
+            self._settle(write, exc)
+
+    def _plan(self, value: Any) -> tuple[Pickled, dict[int, memoryview]] | None:
+        """The pickle of a result and its buffers to put in segments; None if it has none
+        worth it. A top level ``bytes`` or ``bytearray`` stays: Python cannot make one around
+        mapped memory, so it would be held twice. ``NoRoom`` if they do not fit."""
+        if type(value) in (bytes, bytearray):
             return None
-        large = [
-            (index, view)
+        try:
+            pickled = dumps_data(value)
+        except TypeError:
+            return None  # it fails where it is fetched, as any result that cannot be pickled
+        if type(pickled) is not Pickled:
+            return None
+        large = {
+            index: view
             for index, buffer in enumerate(pickled.buffers)
             if (view := memoryview(buffer)).nbytes >= self.threshold
-        ]
+        }
         if not large:
             return None
-        written: list[Segment] = []
-        try:
-            buffers = list(pickled.buffers)
-            for index, view in large:
-                name = segments.segment_name(key)
-                segments.write_segment(name, view)
-                written.append((index, name, view.nbytes))
-                buffers[index] = segments.map_segment(name, view.nbytes)
-            shared = Pickled(pickled.header, buffers)
-            rebuilt = pickle_loads(shared)
-        except Exception as exc:  # no room in /dev/shm, say: keep the result as it is
-            segments.unlink([name for _, name, _ in written])
+        size = sum(view.nbytes for view in large.values())
+        if self.limit is not None and self.held_bytes + size > self.limit:
+            raise NoRoom(f"{size} bytes would pass worker.shared-memory-limit ({self.limit})")
+        free = segments.free_bytes()
+        if size > free:
+            raise NoRoom(f"{size} bytes do not fit in {segments.DIRECTORY} ({free} free)")
+        return pickled, large
+
+    def _finish(self, write: SegmentWrite) -> None:
+        """All of ``write`` is in its segments: hold the result there from now on."""
+        assert write.pickled is not None
+        buffers = list(write.pickled.buffers)
+        for index, name in write.names.items():
+            buffers[index] = segments.map_segment(name, write.sizes[index])
+        shared = Pickled(write.pickled.header, buffers)
+        rebuilt = pickle_loads(shared)
+        held = [(index, name, write.sizes[index]) for index, name in write.names.items()]
+        with self._lock:
+            current = self._writing.get(write.key) is write
+            if current:
+                del self._writing[write.key]
+                self._held[write.key] = (shared, held)
+        private = write.value
+        write.done_with_value()
+        write.finished.set()
+        if not current:  # released meanwhile
+            segments.unlink(list(write.names.values()))
+            return
+        if self.on_written is not None:
+            self.on_written(write.key, private, rebuilt)
+        self._record(
+            action="shared",
+            key=write.key,
+            nbytes=sum(write.sizes.values()),
+            seconds=time.monotonic() - write.started,
+            by=write.started_by,
+        )
+
+    def _settle(self, write: SegmentWrite, exc: BaseException | None = None) -> None:
+        """``write`` is over without segments: the result stays in private memory."""
+        with self._lock:
+            current = self._writing.get(write.key) is write
+            if current:
+                del self._writing[write.key]
+                self._private.add(write.key)
+        if not current:
+            return  # finished by another thread, or released (its segments unlinked then)
+        segments.unlink(write.cancel())
+        write.done_with_value()
+        if exc is not None:
             # once at WARNING: a full /dev/shm (64 MiB in a container, say) would repeat it
             logger.log(
                 logging.INFO if self._warned else logging.WARNING,
                 "Result %s stays out of shared memory: %r",
-                key,
+                write.key,
                 exc,
             )
             self._warned = True
-            return None
-        with self._lock:
-            previous = self._held.pop(key, None)
-            self._held[key] = (shared, written)
-        if previous is not None:
-            segments.unlink([name for _, name, _ in previous[1]])
-        return rebuilt, shared
+            self._record(action="kept-private", key=write.key, reason=str(exc))
 
-    def release(self, keys: list[str]) -> None:
-        """Unlink the segments of ``keys`` (released, spilled or lost)."""
+    def _record(self, **msg: Any) -> None:
+        if self.record is not None:
+            self.record(msg)
+
+    def _drop(self, write: SegmentWrite | None, held: tuple[Pickled, list[Segment]] | None) -> None:
+        if write is not None:
+            segments.unlink(write.cancel())
+            write.done_with_value()
+        if held is not None:
+            segments.unlink([name for _, name, _ in held[1]])
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Unlink the segments of ``keys`` (released, spilled or lost), stopping their writes."""
+        keys = list(keys)
         with self._lock:
-            entries = [entry for key in keys if (entry := self._held.pop(key, None))]
-        for _, held in entries:
-            segments.unlink([name for _, name, _ in held])
+            dropped = [(self._writing.pop(key, None), self._held.pop(key, None)) for key in keys]
+            self._private.difference_update(keys)
+        for write, held in dropped:
+            self._drop(write, held)
 
     def release_all(self) -> None:
         self.release(self.keys)
+        with self._lock:
+            self._private.clear()
+
+    def close(self) -> None:
+        """Unlink every segment and let the background writer end."""
+        self.release_all()
+        self._writer.stop()
 
     def handover(self, key: str) -> list[Any] | None:
         """What a same-host reader gets for ``key`` instead of its bytes: the pickle with its

@@ -47,21 +47,48 @@ def segment_name(key: str) -> str:
     return f"{PREFIX}{os.getpid()}-{next(_serials)}-{digest}"
 
 
+def create_segment(name: str) -> None:
+    """Create segment ``name``, empty (``FileExistsError`` if it exists)."""
+    os.close(os.open(os.path.join(DIRECTORY, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def open_for_writing(name: str) -> int:
+    """A descriptor to write into segment ``name``, which must exist: never creates one (a
+    segment unlinked meanwhile stays unlinked: ``FileNotFoundError``)."""
+    return os.open(os.path.join(DIRECTORY, name), os.O_WRONLY)
+
+
+def write_at(fd: int, buffer: memoryview, offset: int) -> None:
+    """Copy ``buffer`` into the segment open as ``fd`` at ``offset``: ``pwrite``, which measured
+    twice as fast here as copying into a fresh shared mapping (no page faults) and releases
+    the GIL."""
+    view = buffer.cast("B")
+    written = 0
+    while written < len(view):
+        written += os.pwrite(fd, view[written:], offset + written)
+
+
 def write_segment(name: str, buffer: memoryview) -> None:
-    """Create segment ``name`` holding a copy of ``buffer``: ``write`` into the file, which
-    measured twice as fast here as copying into a fresh shared mapping (no page faults)."""
-    path = os.path.join(DIRECTORY, name)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    """Create segment ``name`` holding a copy of ``buffer``."""
+    create_segment(name)
     try:
-        view = buffer.cast("B")
-        written = 0
-        while written < len(view):
-            written += os.write(fd, view[written:])
+        fd = open_for_writing(name)
+        try:
+            write_at(fd, buffer, 0)
+        finally:
+            os.close(fd)
     except BaseException:
-        os.unlink(path)
+        unlink([name])
         raise
-    finally:
-        os.close(fd)
+
+
+def free_bytes() -> int:
+    """Bytes left in ``/dev/shm`` (0 where it cannot be told)."""
+    try:
+        stat = os.statvfs(DIRECTORY)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
 
 
 def map_segment(name: str, size: int) -> mmap.mmap:

@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -250,6 +250,11 @@ class MemoryManager:
         """Call ``callback(key, value)`` whenever a result goes to disk."""
         if isinstance(self.data, SpillBuffer):
             self.data.fast_to_slow_callbacks.append(callback)
+
+    @property
+    def in_memory(self) -> MutableMapping[str, Any]:
+        """The results held in memory now (not spilled): reading one never loads from disk."""
+        return self.data.fast if isinstance(self.data, SpillBuffer) else self.data
 
     @property
     def monitored(self) -> bool:

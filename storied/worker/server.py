@@ -76,6 +76,8 @@ _CACHED_PICKLE_LIMIT = 64 * 1024
 #: results a client waits for travel with the task-finished message up to this size, which
 #: saves the client a round trip to the worker
 _INLINE_RESULT_LIMIT = 4 * 1024
+#: seconds a same-host reader waits for a result's segments, then gets it over TCP
+_SHARE_WAIT = 10.0
 _FUNCTION_CACHE_SIZE = 1024
 
 
@@ -356,7 +358,11 @@ class Worker:
         )
         #: large results held in shared memory for processes of this host; with a scheduler
         #: on loopback every peer is on this host
-        self.shared = SharedResults(peers_on_host=is_loopback(parse_address(scheduler_address)[1]))
+        self.shared = SharedResults(
+            peers_on_host=is_loopback(parse_address(scheduler_address)[1]),
+            on_written=self._shared_written,
+            record=partial(self.log_event, "transfer"),
+        )
         self.memory = MemoryManager(self, memory_limit, local_directory)
         #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
         self.data: MutableMapping[str, Any] = self.memory.data
@@ -560,7 +566,7 @@ class Worker:
         await self.pool.close()
         await self.executor.shutdown(task_wait)
         self.memory.close()
-        self.shared.release_all()
+        self.shared.close()
         await self.coordination.close()
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -740,19 +746,7 @@ class Worker:
             _thread_state.key = None
         stop = time.time()
         size = sizeof(result)
-        if self.shared.wants(size):
-            result = self._publish(key, result)
         return (key, True, result, start, stop, size, _small_pickle(result, size, instruction))
-
-    def _publish(self, key: str, result: Any) -> Any:
-        """``result`` with its large buffers moved into shared memory for readers on this host
-        (held once, as views of the segments); as it is where it cannot be."""
-        try:
-            pickled = dumps_data(result)
-        except TypeError:
-            return result  # it fails where it is fetched, as any result that cannot be pickled
-        published = self.shared.publish(key, result, pickled)
-        return result if published is None else published[0]
 
     def _task_done(
         self,
@@ -790,6 +784,8 @@ class Worker:
                 key, value, start, stop, _stimulus("task-erred"), thread
             )
         self._handle(instructions)
+        if ok and self.shared.wants(size) and self.memory.in_memory.get(key) is value:
+            self.shared.schedule(key, value)  # after the task is reported done: in the background
 
     def _queue_gather(self, worker: str, keys: Iterable[str]) -> None:
         """One transfer in flight per peer; keys asked for meanwhile go in the next one."""
@@ -883,7 +879,10 @@ class Worker:
             op = msg.get("op")
             keys, data = msg.get("keys"), msg.get("data")
             if op == "get_data" and isinstance(keys, list):
-                comm.write(self._get_data(keys, self.shared.same_host(msg.get("host"))))
+                same_host = self.shared.same_host(msg.get("host"))
+                if same_host:
+                    await self._share(keys)
+                comm.write(self._get_data(keys, same_host))
             elif op == "update_data" and isinstance(data, dict):
                 comm.write(self._update_data(data))
             elif op in ACTOR_OPS:
@@ -895,6 +894,33 @@ class Worker:
                     op,
                 )
                 return
+
+    async def _share(self, keys: list[Any]) -> None:
+        """Before a reader of this host gets ``keys``: the large ones held in memory (not
+        spilled) put in shared memory, if their background write has not done it yet."""
+        in_memory = self.memory.in_memory
+        values = {
+            key: value
+            for key in keys
+            if isinstance(key, str)
+            and (value := in_memory.get(key)) is not None
+            and self.shared.wants(sizeof(value))
+        }
+        if values:
+            await self.shared.ready(values, _SHARE_WAIT)
+
+    def _shared_written(self, key: str, private: Any, shared: Any) -> None:
+        """(Any thread) ``key``'s result is in its segments now: hold it there (see
+        ``_hold_shared``)."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to hold
+            self.loop.call_soon_threadsafe(self._hold_shared, key, private, shared)
+
+    def _hold_shared(self, key: str, private: Any, shared: Any) -> None:
+        """Hold ``key``'s result as views of its segments instead of its private copy, which
+        is freed then (unless a running task holds it); not if the key was released, spilled
+        or made again meanwhile."""
+        if self.memory.in_memory.get(key) is private:
+            self.data[key] = shared
 
     def _cache_pickle(self, key: str, pickled: bytes | Pickled) -> None:
         """Keep small pickles for the next reader; large data is held once, as the value (a

@@ -48,6 +48,19 @@ def segments_of(pid: int) -> list[str]:
     return [n for n in os.listdir(segments.DIRECTORY) if n.startswith(f"{segments.PREFIX}{pid}-")]
 
 
+def in_segments(client: Client, worker: str, key: str) -> bool:
+    """Whether ``worker`` holds ``key`` in shared memory (its background write is over)."""
+
+    def held(dask_worker: Any) -> bool:
+        return dask_worker.shared.handover(key) is not None
+
+    return client.run(held, workers=[worker])[worker]
+
+
+def wait_in_segments(client: Client, worker: str, key: str) -> None:
+    poll(lambda: in_segments(client, worker, key), what=f"{key} written into shared memory")
+
+
 def transfer_events(client: Client, key: str) -> list[dict[str, Any]]:
     return [msg for _, msg in client.get_events("transfer") if key in msg.get("keys", ())]
 
@@ -77,8 +90,8 @@ def test_an_array_moves_worker_to_worker_through_shared_memory(shm_client):
     (first, first_pid), (second, _) = _workers(shm_client)
     before = shm_client.run(transfer_counters)
     made = shm_client.submit(make_array, 20 * MB, workers=[first], pure=False)
-    made.result(timeout=30)  # only wait: the client's gather comes later
-    assert segments_of(first_pid), "the result was put in a segment when its task finished"
+    made.result(timeout=30)  # gathered through shared memory: written by then at the latest
+    assert segments_of(first_pid)
 
     moved = shm_client.submit(checksum, made, workers=[second], pure=False)
 
@@ -141,6 +154,7 @@ def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):
     before = set(segments_of(first_pid))
     made = shm_client.submit(make_array, 4 * MB, workers=[first], pure=False)
     shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
+    wait_in_segments(shm_client, first, made.key)
     segments.unlink(sorted(set(segments_of(first_pid)) - before))  # as if released meanwhile
 
     moved = shm_client.submit(checksum, made, workers=[second], pure=False)
@@ -154,6 +168,7 @@ def test_a_worker_killed_by_sigkill_leaves_no_segments(shm_client):
     (first, first_pid), _ = _workers(shm_client)
     made = shm_client.submit(make_array, 2 * MB, workers=[first], pure=False)
     shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
+    wait_in_segments(shm_client, first, made.key)
     assert segments_of(first_pid)
 
     os.kill(first_pid, signal.SIGKILL)
@@ -340,7 +355,7 @@ def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_
         return {
             key.split("-")[0]
             for _, msg in shm_client.get_events("transfer")
-            if msg["path"] == "shm"
+            if msg.get("path") == "shm"
             for key in msg["keys"]
         }
 
@@ -352,6 +367,7 @@ def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_
     [
         ({"worker.shared-memory": "yes"}, "worker.shared-memory must be true or false"),
         ({"worker.shared-memory-threshold": "lots"}, "worker.shared-memory-threshold: cannot"),
+        ({"worker.shared-memory-limit": "lots"}, "worker.shared-memory-limit: cannot"),
     ],
 )
 def test_a_bad_setting_is_refused_when_the_worker_is_made(settings, message):

@@ -1,0 +1,228 @@
+"""Shared memory off the task's critical path: a result is reported done while held in the
+worker's private memory, then moved into segments by a low-priority background writer, or by
+the first same-host reader to ask for it; releases cancel writes; a worker whose segments
+would not fit keeps its results private."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from engine.helpers import poll
+
+from storied import Client, LocalCluster, config, wait
+from storied.protocol.serialize import dumps_data
+from storied.shm import segments
+from storied.shm.writer import CHUNK, SegmentWrite
+
+pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm here")
+
+MB = 10**6
+
+
+def make_array(n: int) -> np.ndarray:
+    return np.arange(n, dtype="u1")
+
+
+def checksum(array: np.ndarray) -> int:
+    return int(array.sum(dtype="u8"))
+
+
+def segments_of(pid: int) -> list[str]:
+    return [n for n in os.listdir(segments.DIRECTORY) if n.startswith(f"{segments.PREFIX}{pid}-")]
+
+
+def shared_state(dask_worker: Any) -> dict[str, Any]:
+    shared = dask_worker.shared
+    return {"held": shared.held_bytes, "writing": shared.writing, "keys": shared.keys}
+
+
+def transfer_events(client: Client, action: str, key: str) -> list[tuple[float, dict[str, Any]]]:
+    return [
+        (time, msg)
+        for time, msg in client.get_events("transfer")
+        if msg.get("action") == action and (msg.get("key") == key or key in msg.get("keys", ()))
+    ]
+
+
+def _workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
+    info = client.scheduler_info()["workers"]
+    first, second = sorted(info)[:2]
+    return (first, info[first]["pid"]), (second, info[second]["pid"])
+
+
+@pytest.fixture(scope="module")
+def shm_client() -> Iterator[Client]:
+    with (
+        config.set({"worker.shared-memory": True}),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_a_large_result_is_done_before_its_background_write_then_mapped_by_a_reader(shm_client):
+    (first, first_pid), (second, _) = _workers(shm_client)
+    made = shm_client.submit(make_array, 100 * MB, workers=[first], pure=False)
+    wait(made, timeout=60)
+
+    [(written_at, shared)] = poll(
+        lambda: transfer_events(shm_client, "shared", made.key), what="the background write"
+    )
+    assert shared["by"] == "background" and shared["nbytes"] == 100 * MB
+    [done] = [
+        entry
+        for entry in shm_client.story(made.key)
+        if entry.where == first and entry.finish == "memory"
+    ]
+    # the write began after the worker had reported the task done
+    assert written_at - shared["seconds"] >= done.timestamp
+    assert segments_of(first_pid)
+
+    moved = shm_client.submit(checksum, made, workers=[second], pure=False)
+
+    assert moved.result(timeout=60) == checksum(make_array(100 * MB))
+    [(_, fetched)] = poll(
+        lambda: transfer_events(shm_client, "fetched", made.key), what="the transfer event"
+    )
+    assert fetched["path"] == "shm" and fetched["from"] == first
+
+
+def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
+    (first, _), _ = _workers(shm_client)
+    made = shm_client.submit(make_array, 50 * MB, workers=[first], pure=False)
+    wait(made, timeout=60)
+    poll(
+        lambda: not shm_client.run(shared_state, workers=[first])[first]["writing"],
+        what="the background write",
+    )
+
+    def backed_by_a_segment(key: str, dask_worker: Any) -> bool:
+        """The array held is a view of a mapping, not the task's private array."""
+        base = dask_worker.data[key]
+        while getattr(base, "base", None) is not None:
+            base = base.base
+        return not isinstance(base, np.ndarray)
+
+    assert poll(
+        lambda: shm_client.run(backed_by_a_segment, made.key, workers=[first])[first],
+        what="the private copy swapped for the segment",
+    )
+    assert shm_client.submit(checksum, made, workers=[first]).result(timeout=30) == checksum(
+        make_array(50 * MB)
+    )
+
+
+def test_releasing_results_while_they_are_written_leaves_no_segment(shm_client):
+    (first, first_pid), _ = _workers(shm_client)
+    before = set(segments_of(first_pid))
+    # three in a row: the background writer takes them one at a time, so the later ones are
+    # queued or under way when they are released
+    made = [
+        shm_client.submit(make_array, 60 * MB + i, workers=[first], pure=False) for i in range(3)
+    ]
+    wait(made, timeout=60)
+    keys = {future.key for future in made}
+    del made
+
+    poll(lambda: set(segments_of(first_pid)) <= before, timeout=20, what="segments unlinked")
+    state = shm_client.run(shared_state, workers=[first])[first]
+    assert not keys & set(state["keys"]) and not keys & set(state["writing"])
+    assert set(segments_of(first_pid)) <= before
+
+
+def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(shm_client):
+    """Scattered data does not go through a task: its first same-host reader has it written
+    (one copy), and later readers map the same segments."""
+    (first, first_pid), (second, _) = _workers(shm_client)
+    before = set(segments_of(first_pid))
+    [scattered] = shm_client.scatter([make_array(20 * MB)], workers=[first])
+    assert set(segments_of(first_pid)) == before, "nothing is written before anyone asks"
+
+    moved = shm_client.submit(checksum, scattered, workers=[second], pure=False)
+
+    assert moved.result(timeout=30) == checksum(make_array(20 * MB))
+    [(_, shared)] = transfer_events(shm_client, "shared", scattered.key)
+    assert shared["by"] == "reader"
+    [(_, fetched)] = poll(
+        lambda: transfer_events(shm_client, "fetched", scattered.key), what="transfer event"
+    )
+    assert fetched["path"] == "shm"
+    written = set(segments_of(first_pid)) - before
+    assert written
+    assert checksum(scattered.result(timeout=30)) == checksum(make_array(20 * MB))
+    assert set(segments_of(first_pid)) - before == written, "the gather mapped the same ones"
+
+
+def test_a_result_over_the_shared_memory_limit_stays_private_with_one_warning():
+    """As a small /dev/shm (64 MiB in Docker) would: the configured cap stands in for it."""
+    settings = {"worker.shared-memory": True, "worker.shared-memory-limit": "30MB"}
+    with (
+        config.set(settings),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        (first, first_pid), (second, _) = _workers(client)
+        fits = client.submit(make_array, 20 * MB, workers=[first], pure=False)
+        too_big = [
+            client.submit(make_array, 40 * MB + i, workers=[first], pure=False) for i in range(2)
+        ]
+        moved = client.map(checksum, [fits, *too_big], workers=[second], pure=False)
+
+        assert client.gather(moved) == [
+            checksum(make_array(n)) for n in (20 * MB, 40 * MB, 40 * MB + 1)
+        ]
+        paths = {
+            key: poll(lambda key=key: transfer_events(client, "fetched", key), what="fetched")
+            for key in (fits.key, too_big[0].key)
+        }
+        assert paths[fits.key][0][1]["path"] == "shm"
+        assert paths[too_big[0].key][0][1]["path"] == "tcp"
+        kept = [msg for _, msg in client.get_events("transfer") if msg["action"] == "kept-private"]
+        assert {msg["key"] for msg in kept} == {future.key for future in too_big}
+        assert "worker.shared-memory-limit" in kept[0]["reason"]
+        held = client.run(shared_state, workers=[first])[first]
+        assert held["held"] <= 30 * MB and len(segments_of(first_pid)) == 1
+        warnings = [
+            message
+            for level, message in client.get_worker_logs(workers=[first])[first]
+            if level == "WARNING" and "stays out of shared memory" in message
+        ]
+        assert len(warnings) == 1, warnings
+
+
+def _planned_write(value: np.ndarray) -> SegmentWrite:
+    pickled = dumps_data(value)
+    write = SegmentWrite("some-key", value)
+    large = {index: memoryview(buffer) for index, buffer in enumerate(pickled.buffers)}
+    assert write.prepare(lambda _: (pickled, large), urgent=False)
+    return write
+
+
+def test_a_reader_finishes_a_write_whose_chunk_a_stalled_thread_holds():
+    """The background thread took a chunk and the kernel keeps it off the CPU: the reader
+    writes that chunk too (the same bytes) instead of waiting for it."""
+    value = np.arange(3 * CHUNK + 5, dtype="u1")
+    write = _planned_write(value)
+    try:
+        assert write._claim(urgent=False) == 0  # taken by the stalled thread, never written
+
+        assert write.run(urgent=True), "the reader wrote the last chunk"
+        [(index, name)] = write.names.items()
+        mapped = segments.map_segment(name, write.sizes[index])
+        assert bytes(mapped) == value.tobytes()
+    finally:
+        segments.unlink(list(write.names.values()))
+
+
+def test_a_write_cancelled_before_it_starts_creates_no_segment():
+    write = _planned_write(np.ones(2 * CHUNK, dtype="u1"))
+    names = list(write.names.values())
+
+    assert write.cancel() == [], "nothing was created"
+
+    assert not write.run(urgent=True) and write.finished.is_set()
+    assert not set(names) & set(os.listdir(segments.DIRECTORY))
