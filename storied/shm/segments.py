@@ -1,10 +1,10 @@
 """Shared-memory segments: one file in ``/dev/shm`` per large buffer of a result.
 
-A segment is written once (``write_segment``), then only mapped: its producer and every reader
-map it copy-on-write (``map_segment``), so no one can change what another sees. Its name says
-who made it (``storied-<pid>-<serial>-<key digest>``): when a worker dies without unlinking its
-segments, its nanny, or the next worker to start on the host, removes them by that pid
-(``remove_segments_of``, ``remove_orphans``).
+A segment is written once (``create_segment``, then ``write_at``), then only mapped: its
+producer and every reader map it copy-on-write (``map_segment``), so no one can change what
+another sees. Its name says who made it (``storied-<pid>-<serial>-<key digest>``): when a
+worker dies without unlinking its segments, its nanny, or the next worker to start on the host,
+removes them by that pid (``remove_segments_of``, ``remove_orphans``).
 """
 
 from __future__ import annotations
@@ -66,20 +66,6 @@ def write_at(fd: int, buffer: memoryview, offset: int) -> None:
     written = 0
     while written < len(view):
         written += os.pwrite(fd, view[written:], offset + written)
-
-
-def write_segment(name: str, buffer: memoryview) -> None:
-    """Create segment ``name`` holding a copy of ``buffer``."""
-    create_segment(name)
-    try:
-        fd = open_for_writing(name)
-        try:
-            write_at(fd, buffer, 0)
-        finally:
-            os.close(fd)
-    except BaseException:
-        unlink([name])
-        raise
 
 
 def free_bytes() -> int:

@@ -13,6 +13,7 @@ import cloudpickle
 import pytest
 
 from storied import get_worker
+from storied.shm import segments
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -75,3 +76,17 @@ def counted_inc(x: int, topic: str) -> int:
 def where_am_i() -> tuple[str, str]:
     worker = get_worker()
     return worker.address, worker.name
+
+
+def write_segment(name: str, buffer: memoryview) -> None:
+    """Plant shared-memory segment ``name`` holding a copy of ``buffer``, as a worker would."""
+    segments.create_segment(name)
+    try:
+        fd = segments.open_for_writing(name)
+        try:
+            segments.write_at(fd, buffer, 0)
+        finally:
+            os.close(fd)
+    except BaseException:
+        segments.unlink([name])
+        raise

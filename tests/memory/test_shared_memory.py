@@ -15,6 +15,7 @@ from engine.helpers import poll
 
 from storied import Client, Future, LocalCluster, Worker, config, wait
 from storied.shm import accounting, segments
+from tests.engine.helpers import write_segment
 
 from .helpers import MB, budgeted_client, data_on_worker, memory_events
 
@@ -66,7 +67,7 @@ def test_usage_counts_untouched_segment_bytes_once_and_touched_ones_in_rss_only(
     # shared memory this test process touched before (none, usually) hides as many bytes
     other = accounting.resident_shared_memory()
     name = segments.segment_name("accounting-test")
-    segments.write_segment(name, memoryview(b"\1" * (64 * 2**20)))
+    write_segment(name, memoryview(b"\1" * (64 * 2**20)))
     try:
         process = psutil.Process()
         written = accounting.usage(process, 64 * 2**20)

@@ -16,6 +16,7 @@ from engine.helpers import poll
 
 from storied import Client, LocalCluster, config
 from storied.shm import segments
+from tests.engine.helpers import write_segment
 
 pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm here")
 
@@ -186,7 +187,7 @@ def test_a_starting_worker_removes_segments_of_dead_processes(shm_cluster):
     )
     pid = int(dead.stdout)
     orphan = f"{segments.PREFIX}{pid}-0-orphan"
-    segments.write_segment(orphan, memoryview(b"left behind"))
+    write_segment(orphan, memoryview(b"left behind"))
     assert segments_of(pid)
 
     shm_cluster.scale(3)
@@ -223,7 +224,7 @@ def test_the_nanny_removes_the_segments_of_its_dead_worker(tcp_client):
     """With shared memory off the next worker removes nothing: this is the nanny's doing."""
     (_, pid), _ = _workers(tcp_client)
     planted = f"{segments.PREFIX}{pid}-0-planted"
-    segments.write_segment(planted, memoryview(b"as if the worker had made it"))
+    write_segment(planted, memoryview(b"as if the worker had made it"))
 
     os.kill(pid, signal.SIGKILL)
 
@@ -233,7 +234,7 @@ def test_the_nanny_removes_the_segments_of_its_dead_worker(tcp_client):
 
 def test_a_segment_maps_copy_on_write(tmp_path):
     name = segments.segment_name("some-key")
-    segments.write_segment(name, memoryview(b"abc" * 1000))
+    write_segment(name, memoryview(b"abc" * 1000))
     try:
         mine, theirs = segments.map_segment(name, 3000), segments.map_segment(name, 3000)
         mine[:3] = b"xyz"
