@@ -39,12 +39,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zlib import crc32
 
-import lz4.block
 import msgpack
 
 from storied.loglevels import parse_level
+from storied.record.blocks import block_bytes, pack_block, tables_named, unpack_block
 from storied.record.errors import LedgerError
-from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
+from storied.record.events import EventRecord, StoredEvent, record_of
+from storied.record.executions import (
+    EXECUTION_BLOCK_COLUMNS,
+    EXECUTION_BLOCKS_SCHEMA,
+    EXECUTION_FIELDS,
+    block_executions,
+    execution_block_row,
+    execution_rows,
+)
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
 from storied.record.logcapture import LogRecordEntry
 from storied.record.summary import (
@@ -62,12 +70,13 @@ from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Versions this storied reads: 4 is 5 without the run summaries (``storied.record.summary``);
 #: 5 is 6 with blocks indexed by CRC-32 tokens of their names (``transition_names``) instead of
-#: the names themselves (``block_names``). Writing to either adds what it lacks (its blocks stay
-#: indexed where they are) and makes it version 6.
-READABLE_SCHEMA_VERSIONS = (4, 5, 6)
+#: the names themselves (``block_names``); 6 is 7 with executions as rows only, no
+#: ``execution_blocks`` (``storied.record.executions``). Writing to any adds what it lacks
+#: (what it holds stays where it is) and makes it version 7.
+READABLE_SCHEMA_VERSIONS = (4, 5, 6, 7)
 
 #: What separates the names of a block in its ``block_names`` row. Every other ASCII
 #: character but NUL is part of a name's token (non-ASCII ones are, by the ascii tokenizer's
@@ -181,6 +190,7 @@ CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key);
 CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
 """
     + SUMMARY_SCHEMA
+    + EXECUTION_BLOCKS_SCHEMA
 )
 
 #: What a failure record holds, in the order of the ``failures`` table's columns after the
@@ -217,6 +227,7 @@ _DROP_WARNING_INTERVAL = 1.0
 _TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_and_finish = itemgetter(1, 3)
+_STOP = EXECUTION_FIELDS.index("stop")
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
 
 
@@ -258,7 +269,7 @@ def _named_blocks(conn: sqlite3.Connection, names: Iterable[str]) -> tuple[str, 
     query = names_query(names)
     if query is None:
         return None
-    tables = _tables_named(conn, "block_names", "transition_names")
+    tables = tables_named(conn, "block_names", "transition_names")
     lookups, params = [], []
     if "block_names" in tables:
         lookups.append("SELECT rowid FROM block_names WHERE block_names MATCH ?")
@@ -267,16 +278,6 @@ def _named_blocks(conn: sqlite3.Connection, names: Iterable[str]) -> tuple[str, 
         lookups.append("SELECT rowid FROM transition_names WHERE transition_names MATCH ?")
         params.append(" OR ".join(f'"{token}"' for token in name_tokens(names)))
     return f"block_id IN ({' UNION '.join(lookups) or 'SELECT NULL'})", params
-
-
-def _tables_named(conn: sqlite3.Connection, *names: str) -> set[str]:
-    """Which of the tables ``names`` the file has."""
-    return {
-        name
-        for (name,) in conn.execute(
-            f"SELECT name FROM sqlite_master WHERE name IN ({_placeholders(names)})", names
-        )
-    }
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -742,7 +743,7 @@ class Ledger:
             (cutoff, _PRUNE_BLOCKS),
         ).fetchall()
         more = len(blocks) == _PRUNE_BLOCKS
-        legacy_index = bool(blocks) and bool(_tables_named(conn, "transition_names"))
+        legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
         for block_id, run_id, last_time, blob in blocks:
             conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
             logged_block = transition_block(blob)
@@ -772,9 +773,24 @@ class Ledger:
                     _EVENT_BLOCK_COLUMNS,
                     [_event_block_row(run_id, topic, kept)],
                 )
+        blocks = conn.execute(
+            "SELECT block_id, run_id, last_stop, entries FROM execution_blocks "
+            "WHERE first_stop < ? LIMIT ?",
+            (cutoff, _PRUNE_BLOCKS),
+        ).fetchall()
+        more = more or len(blocks) == _PRUNE_BLOCKS
+        for block_id, run_id, last_stop, blob in blocks:
+            conn.execute("DELETE FROM execution_blocks WHERE block_id = ?", (block_id,))
+            if last_stop >= cutoff:
+                kept = [row for row in block_executions(blob) if row[_STOP] >= cutoff]
+                conn.execute(
+                    "INSERT INTO execution_blocks (block_id, run_id, first_stop, last_stop, "
+                    "entries) VALUES (?, ?, ?, ?, ?)",
+                    (block_id, *execution_block_row(run_id, kept)),
+                )
         for table, time_column in (
             ("logs", "timestamp"),
-            ("executions", "stop"),
+            ("executions", "stop"),  # rows written before version 7
             ("failures", "timestamp"),
         ):
             deleted = conn.execute(
@@ -1078,34 +1094,33 @@ class Ledger:
         ``traceback`` too (None on the others): the failure row of the same run, key, worker
         and start.
         """
-        wanted = _run_filter(run_id)
-        ids = f"SELECT id FROM executions {wanted.where()}"
-        if limit is not None:  # the newest ids, read backwards off the index
-            ids += " ORDER BY id DESC LIMIT ?"
-            wanted.params.append(limit)
-        columns = ", ".join(f"e.{name}" for name in _EXECUTION_FIELDS)
-        failure_columns = ", ".join(f"f.{name}" for name in _EXECUTION_FAILURE_FIELDS)
+        filters = _run_filter(run_id)
+        filters.add("attempt IS NOT NULL")
         with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {columns}, {failure_columns} FROM executions AS e "
-                # failures are found by key: a run may have thousands (+ keeps off its run index)
-                "LEFT JOIN failures AS f ON f.key = e.key AND +f.run_id = e.run_id "
-                "AND f.worker = e.worker AND f.start = e.start "
-                f"WHERE e.id IN ({ids}) ORDER BY e.id",
-                wanted.params,
-            ).fetchall()
-        fields = (*_EXECUTION_FIELDS, *_EXECUTION_FAILURE_FIELDS)
-        return [dict(zip(fields, row, strict=True)) for row in rows]
+            rows = execution_rows(conn, run_id, limit)
+            failed = {
+                (run, key, worker, start): details
+                for run, key, worker, start, *details in conn.execute(
+                    f"SELECT run_id, key, worker, start, {', '.join(_EXECUTION_FAILURE_FIELDS)} "
+                    f"FROM failures {filters.where()} ORDER BY id",
+                    filters.params,
+                )
+            }
+        fields = ("run_id", *EXECUTION_FIELDS, *_EXECUTION_FAILURE_FIELDS)
+        no_failure = (None,) * len(_EXECUTION_FAILURE_FIELDS)
+        return [
+            dict(zip(fields, (*row, *failed.get(row[:3] + row[4:5], no_failure)), strict=True))
+            for row in rows
+        ]
 
     def execution_outcomes(self, run_id: int) -> list[tuple[str, str, float, float, str]]:
         """``(key, worker, start, stop, outcome)`` of every execution of ``run_id``, in the
         order recorded: the lean read for counting over runs of a million tasks."""
         with self._reading() as conn:
-            return conn.execute(
-                "SELECT key, worker, start, stop, outcome FROM executions WHERE run_id = ? "
-                "ORDER BY id",
-                (run_id,),
-            ).fetchall()
+            rows = execution_rows(conn, run_id)
+        return [
+            (key, worker, start, stop, outcome) for _, key, worker, _, start, stop, outcome in rows
+        ]
 
     def scheduler_outcomes(self, run_id: int) -> dict[str, str]:
         """Each key's outcome on the scheduler in ``run_id``, as ``tasks`` gives its ``state``
@@ -1197,14 +1212,10 @@ class Ledger:
         (failed attempts), ``erred`` (tasks that finally erred, blamed dependents included),
         ``retried`` attempts, ``workers`` that ran tasks, and ``duration`` in seconds (to its
         end, or to its last execution while running or after a crash)."""
+        by_run: dict[int, list[tuple[Any, ...]]] = {}
         with self._reading() as conn:
-            executed = {
-                run_id: (tasks, runs_, workers, last_stop)
-                for run_id, tasks, runs_, workers, last_stop in conn.execute(
-                    "SELECT run_id, count(DISTINCT key), count(*), count(DISTINCT worker), "
-                    "max(stop) FROM executions GROUP BY run_id"
-                )
-            }
+            for row in execution_rows(conn):
+                by_run.setdefault(row[0], []).append(row)
             failed = {
                 run_id: (attempts, erred, retried)
                 for run_id, attempts, erred, retried in conn.execute(
@@ -1215,18 +1226,20 @@ class Ledger:
             }
         summaries = []
         for run in self.runs():
-            tasks, executions, workers, last_stop = executed.get(run["run_id"], (0, 0, 0, None))
+            executed = by_run.get(run["run_id"], [])
+            columns = zip(*executed, strict=True) if executed else ((),) * 7
+            _, keys, workers, _, _, stops, _ = columns
             attempts, erred, retried = failed.get(run["run_id"], (0, 0, 0))
-            end = run["ended"] or last_stop
+            end = run["ended"] or max(stops, default=None)
             summaries.append(
                 {
                     **run,
-                    "tasks": tasks,
-                    "executions": executions,
+                    "tasks": len(set(keys)),
+                    "executions": len(executed),
                     "failures": attempts,
                     "erred": erred,
                     "retried": retried or 0,
-                    "workers": workers,
+                    "workers": len(set(workers)),
                     "duration": None if end is None else end - run["started"],
                 }
             )
@@ -1338,7 +1351,6 @@ class Ledger:
         return found
 
 
-_EXECUTION_FIELDS = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
 _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback")
 
 
@@ -1366,7 +1378,7 @@ def _insert(
     tallies = {} if tallies is None else tallies
     transitions: dict[int, tuple[list[list[Any]], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
-    executions: list[tuple[Any, ...]] = []
+    executions: dict[int, list[tuple[Any, ...]]] = {}
     logs: list[tuple[Any, ...]] = []
     failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
@@ -1384,7 +1396,7 @@ def _insert(
             _, run_id, topic, stored = item
             events.setdefault((run_id, topic), []).append(stored)
         elif kind == _EXECUTION:
-            executions.append(item[1:])
+            executions.setdefault(item[1], []).append(item[2:])
         elif kind == _FAILURE:
             _, run_id, fields = item
             failures.append((run_id, *fields))
@@ -1413,7 +1425,12 @@ def _insert(
             for (run_id, topic), stored_events in events.items()
         ],
     )
-    _insert_rows(conn, "executions", _EXECUTION_FIELDS, executions)
+    _insert_rows(
+        conn,
+        "execution_blocks",
+        EXECUTION_BLOCK_COLUMNS,
+        [execution_block_row(run_id, entries) for run_id, entries in executions.items()],
+    )
     _insert_rows(conn, "logs", _LOG_ROW_COLUMNS, logs)
     _insert_rows(conn, "failures", ("run_id", *FAILURE_FIELDS), failures)
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
@@ -1600,31 +1617,6 @@ def _event_block_row(
     )
 
 
-def pack_block(records: list[Any]) -> bytes:
-    """A block's records, msgpack-packed then LZ4-compressed, behind a tag byte.
-
-    Blocks repeat keys, stimulus ids and addresses: LZ4 shrinks them about three times at
-    close to a gigabyte a second, and SQLite then inserts, logs and checkpoints a third of
-    the bytes.
-    """
-    return _LZ4_TAG + lz4.block.compress(pack_msg(records))
-
-
-def unpack_block(blob: bytes) -> Any:
-    """A block's records; blocks written before compression (plain msgpack) read as well."""
-    return unpack_msg(block_bytes(blob))
-
-
-def block_bytes(blob: bytes) -> bytes:
-    """A block's msgpack bytes, decompressed if it was written compressed."""
-    return lz4.block.decompress(blob[1:]) if blob[:1] == _LZ4_TAG else blob
-
-
-#: the first byte of a compressed block; a plain msgpack block (an array) never starts with
-#: one in 0x00-0x7f (a positive fixint)
-_LZ4_TAG = b"L"
-
-
 def transition_block(blob: bytes, use_list: bool = True) -> list[Any]:
     """A transition block's ``(entry, recommendations)`` pairs, in seq order, whether it holds
     its entries as columns (a map, as written from version 6 on) or as an array of pairs."""
@@ -1677,8 +1669,8 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         _execute_script(conn, _SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif version in (4, 5):  # 5 adds the summaries' tables, 6 the index of names by name
-        _execute_script(conn, SUMMARY_SCHEMA)
+    elif version in (4, 5, 6):  # 5 adds the summaries, 6 the names index, 7 execution blocks
+        _execute_script(conn, SUMMARY_SCHEMA + EXECUTION_BLOCKS_SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
