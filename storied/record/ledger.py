@@ -610,13 +610,17 @@ class Ledger:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         for pragma in WRITER_PRAGMAS:
             conn.execute(pragma)
-        next_prune = time.monotonic()
+        next_prune = next_write = time.monotonic()
         try:
             while True:
-                self._wake.wait(self.flush_interval)
+                # a batch every flush interval, or sooner when woken (a flush, a backlog, a
+                # ring half full): not one after another as fast as records come in, which
+                # made many small transactions that each cost a commit and an index segment
+                self._wake.wait(max(next_write - time.monotonic(), 0))
                 self._wake.clear()
+                next_write = time.monotonic() + self.flush_interval
                 stopping = self._stopping
-                while self._write_batch(conn):
+                while self._write_batch(conn) or (stopping and self._pending):
                     pass
                 self.writer_cpu_seconds = time.thread_time()
                 if self.retain is not None and time.monotonic() >= next_prune:
@@ -630,7 +634,8 @@ class Ledger:
 
     def _write_batch(self, conn: sqlite3.Connection) -> bool:
         """Commit up to ``batch_size`` queued items and whatever is new in the followed logs, in
-        one transaction, then release flushers. Returns True while the queue holds more."""
+        one transaction, then release flushers. Returns True while the queue holds another
+        full batch (a backlog to catch up on)."""
         batch: list[tuple[Any, ...]] = []
         flushed: list[threading.Event] = []
         pending = self._pending
@@ -657,7 +662,7 @@ class Ledger:
                 self._report_write_error(error, lost)
         for event in flushed:
             event.set()
-        return bool(pending)
+        return len(pending) >= self.batch_size
 
     def _read_followed(
         self,

@@ -458,3 +458,36 @@ def test_retention_keeps_the_newer_executions_of_a_block_that_straddles_the_cuto
     ledger.close()
     [kept] = Ledger(path).executions()
     assert (kept["start"], kept["stop"], kept["outcome"]) == (now - 1, now, "erred")
+
+
+def test_a_steady_stream_is_written_a_batch_per_flush_interval(path):
+    """Records that keep coming are committed every flush interval, not one small transaction
+    after another as fast as they come (each costs a commit and an index segment)."""
+    ledger = Ledger(path, flush_interval=0.2)
+    run_id = ledger.start_run({})
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < 1.0:
+        ledger.put_execution(run_id, f"t-{sent}", "tcp://w:1", 1, 1.0, 2.0, "memory")
+        sent += 1
+        if sent % 20 == 0:
+            time.sleep(0.001)
+    ledger.flush()
+    with sqlite3.connect(path) as conn:
+        (batches,) = conn.execute("SELECT count(*) FROM execution_blocks").fetchone()
+    assert 2 <= batches <= 10
+    assert len(ledger.executions()) == sent
+    ledger.close()
+
+
+def test_a_flush_or_close_does_not_wait_for_the_flush_interval(path):
+    ledger = Ledger(path, flush_interval=30)
+    run_id = ledger.start_run({})
+    ledger.put_execution(run_id, "x", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    started = time.monotonic()
+    ledger.flush()
+    assert [e["key"] for e in ledger.executions()] == ["x"]
+    ledger.put_execution(run_id, "y", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    ledger.close()
+    assert time.monotonic() - started < 5
+    assert [e["key"] for e in Ledger(path).executions()] == ["x", "y"]
