@@ -762,37 +762,25 @@ class Ledger:
                     [recommendations for _, recommendations in kept],
                     block_id,
                 )
-        blocks = conn.execute(
-            "SELECT block_id, run_id, topic, last_time, entries FROM event_blocks "
-            "WHERE first_time < ? LIMIT ?",
-            (cutoff, _PRUNE_BLOCKS),
-        ).fetchall()
-        more = more or len(blocks) == _PRUNE_BLOCKS
-        for block_id, run_id, topic, last_time, blob in blocks:
-            conn.execute("DELETE FROM event_blocks WHERE block_id = ?", (block_id,))
-            if last_time >= cutoff:
-                kept = [stored for stored in unpack_block(blob) if stored[1] >= cutoff]
-                _insert_rows(
-                    conn,
-                    "event_blocks",
-                    _EVENT_BLOCK_COLUMNS,
-                    [_event_block_row(run_id, topic, kept)],
-                )
-        blocks = conn.execute(
-            "SELECT block_id, run_id, last_stop, entries FROM execution_blocks "
-            "WHERE first_stop < ? LIMIT ?",
-            (cutoff, _PRUNE_BLOCKS),
-        ).fetchall()
-        more = more or len(blocks) == _PRUNE_BLOCKS
-        for block_id, run_id, last_stop, blob in blocks:
-            conn.execute("DELETE FROM execution_blocks WHERE block_id = ?", (block_id,))
-            if last_stop >= cutoff:
-                kept = [row for row in block_executions(blob) if row[_STOP] >= cutoff]
-                conn.execute(
-                    "INSERT INTO execution_blocks (block_id, run_id, first_stop, last_stop, "
-                    "entries) VALUES (?, ?, ?, ?, ?)",
-                    (block_id, *execution_block_row(run_id, kept)),
-                )
+        events_left = _prune_blocks(
+            conn,
+            "event_blocks",
+            ("first_time", "last_time"),
+            cutoff,
+            lambda row: _event_block_row(
+                row[1], row[2], [stored for stored in unpack_block(row[-1]) if stored[1] >= cutoff]
+            ),
+        )
+        executions_left = _prune_blocks(
+            conn,
+            "execution_blocks",
+            ("first_stop", "last_stop"),
+            cutoff,
+            lambda row: execution_block_row(
+                row[1], [kept for kept in block_executions(row[-1]) if kept[_STOP] >= cutoff]
+            ),
+        )
+        more = more or events_left or executions_left
         for table, time_column in (
             ("logs", "timestamp"),
             ("executions", "stop"),  # rows written before version 7
@@ -1604,6 +1592,29 @@ def _unindex_transition_block(
         "INSERT INTO block_names (block_names, rowid, names) VALUES ('delete', ?, ?)",
         (block_id, names),
     )
+
+
+def _prune_blocks(
+    conn: sqlite3.Connection,
+    table: str,
+    times: tuple[str, str],
+    cutoff: float,
+    rewrite: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+) -> bool:
+    """Delete up to ``_PRUNE_BLOCKS`` blocks of ``table`` whose first record (by the ``times``
+    columns, first and last) is older than ``cutoff``; one whose last is not is put back under
+    its id as ``rewrite(row)`` makes it of its newer records. True if more may remain."""
+    first, last = times
+    blocks = conn.execute(
+        f"SELECT {last}, * FROM {table} WHERE {first} < ? LIMIT ?", (cutoff, _PRUNE_BLOCKS)
+    ).fetchall()
+    for newest, *row in blocks:
+        conn.execute(f"DELETE FROM {table} WHERE block_id = ?", (row[0],))
+        if newest >= cutoff:
+            conn.execute(
+                f"INSERT INTO {table} VALUES ({_placeholders(row)})", (row[0], *rewrite(tuple(row)))
+            )
+    return len(blocks) == _PRUNE_BLOCKS
 
 
 def _event_block_row(
