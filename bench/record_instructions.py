@@ -7,9 +7,7 @@ disagree. Instructions do not swing: this runs bench/workloads.py's map, recordi
 followed, at two sizes, and reports instructions per task (the difference between the sizes,
 so start-up cancels out) for the client-and-scheduler process and for the workers. It needs
 valgrind (``apt install valgrind``) and runs about 45x slower than the real thing: a few
-minutes for the default sizes. ``--systems`` compares two other systems, ``--workload`` takes
-another workload (what the ledger costs a reduction tree: ``--systems storied-ledger storied
---workload tree --sizes 1024 2048``, sizes in leaves).
+minutes for the default sizes.
 
     .venv/bin/python bench/record_instructions.py
 """
@@ -28,9 +26,8 @@ WORKLOADS_SCRIPT = ROOT / "bench" / "workloads.py"
 SYSTEMS = ("storied", "storied-norecord")
 
 
-def instructions(system: str, workload: str, size: int, scratch: Path) -> dict[str, int]:
-    """Instructions executed by the main process and by all workers, for one ``workload`` of
-    ``size``."""
+def instructions(system: str, size: int, scratch: Path) -> dict[str, int]:
+    """Instructions executed by the main process and by all workers, for one map of ``size``."""
     out = scratch / f"{system}-{size}"
     out.mkdir()
     subprocess.run(
@@ -41,7 +38,7 @@ def instructions(system: str, workload: str, size: int, scratch: Path) -> dict[s
             f"--callgrind-out-file={out}/%p.out",
             sys.executable,
             str(WORKLOADS_SCRIPT),
-            *("--system", system, "--workload", workload, "--size", str(size)),
+            *("--system", system, "--workload", "map", "--size", str(size)),
         ],
         check=True,
         capture_output=True,
@@ -65,23 +62,21 @@ def instructions(system: str, workload: str, size: int, scratch: Path) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=(3_000, 6_000), metavar="N")
-    parser.add_argument("--systems", nargs=2, default=SYSTEMS, metavar="SYSTEM")
-    parser.add_argument("--workload", default="map")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("needs valgrind on the PATH (apt install valgrind)")
     small, large = sorted(args.sizes)
     per_task: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for system in args.systems:
-            before = instructions(system, args.workload, small, Path(scratch))
-            after = instructions(system, args.workload, large, Path(scratch))
+        for system in SYSTEMS:
+            before = instructions(system, small, Path(scratch))
+            after = instructions(system, large, Path(scratch))
             per_task[system] = {
                 role: (after[role] - before[role]) / (large - small) for role in before
             }
-    on, off = (per_task[system] for system in args.systems)
-    print(f"instructions per unit of {args.workload}, sizes {small:,} to {large:,}")
-    print(f"{'process':10} {args.systems[0]:>14} {args.systems[1]:>14} {'ratio':>8}")
+    on, off = (per_task[system] for system in SYSTEMS)
+    print(f"instructions per task of map, {small:,} to {large:,} tasks")
+    print(f"{'process':10} {'recording on':>14} {'off':>14} {'on/off':>8}")
     for role in ("main", "workers"):
         print(f"{role:10} {on[role]:14,.0f} {off[role]:14,.0f} {on[role] / off[role]:8.3f}")
     total_on, total_off = sum(on.values()), sum(off.values())
