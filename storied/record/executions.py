@@ -79,3 +79,31 @@ def execution_rows(
             older = older.fetchall()[::-1]
     rows = older + [row for block in reversed(newest_first) for row in block]
     return rows if limit is None else rows[max(len(rows) - limit, 0) :]
+
+
+def execution_counts(conn: sqlite3.Connection) -> dict[int, tuple[int, int, int, float | None]]:
+    """Per run: ``(tasks, executions, workers, last_stop)``, distinct keys and workers that
+    ran; a block at a time, so a file of millions of executions is never held whole."""
+    counts: dict[int, tuple[int, int, int, float | None]] = {}
+    for run_id, tasks, executions, workers, last_stop in conn.execute(
+        "SELECT run_id, count(DISTINCT key), count(*), count(DISTINCT worker), max(stop) "
+        "FROM executions GROUP BY run_id"
+    ):  # rows written before version 7: a run's executions are all rows or all blocks
+        counts[run_id] = (tasks, executions, workers, last_stop)
+    if not tables_named(conn, "execution_blocks"):
+        return counts
+    keys: dict[int, set[str]] = {}
+    workers_of: dict[int, set[str]] = {}
+    executed: dict[int, int] = {}
+    stops: dict[int, float] = {}
+    for run_id, last_stop, blob in conn.execute(
+        "SELECT run_id, last_stop, entries FROM execution_blocks ORDER BY block_id"
+    ):
+        columns = unpack_block(blob)
+        keys.setdefault(run_id, set()).update(columns[0])
+        workers_of.setdefault(run_id, set()).update(columns[1])
+        executed[run_id] = executed.get(run_id, 0) + len(columns[0])
+        stops[run_id] = max(stops.get(run_id, last_stop), last_stop)
+    for run_id, run_keys in keys.items():
+        counts[run_id] = (len(run_keys), executed[run_id], len(workers_of[run_id]), stops[run_id])
+    return counts

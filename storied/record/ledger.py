@@ -51,6 +51,7 @@ from storied.record.executions import (
     EXECUTION_FIELDS,
     block_executions,
     execution_block_row,
+    execution_counts,
     execution_rows,
 )
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
@@ -1205,10 +1206,8 @@ class Ledger:
         (failed attempts), ``erred`` (tasks that finally erred, blamed dependents included),
         ``retried`` attempts, ``workers`` that ran tasks, and ``duration`` in seconds (to its
         end, or to its last execution while running or after a crash)."""
-        by_run: dict[int, list[tuple[Any, ...]]] = {}
         with self._reading() as conn:
-            for row in execution_rows(conn):
-                by_run.setdefault(row[0], []).append(row)
+            executed = execution_counts(conn)
             failed = {
                 run_id: (attempts, erred, retried)
                 for run_id, attempts, erred, retried in conn.execute(
@@ -1219,20 +1218,18 @@ class Ledger:
             }
         summaries = []
         for run in self.runs():
-            executed = by_run.get(run["run_id"], [])
-            columns = zip(*executed, strict=True) if executed else ((),) * 7
-            _, keys, workers, _, _, stops, _ = columns
+            tasks, executions, workers, last_stop = executed.get(run["run_id"], (0, 0, 0, None))
             attempts, erred, retried = failed.get(run["run_id"], (0, 0, 0))
-            end = run["ended"] or max(stops, default=None)
+            end = run["ended"] or last_stop
             summaries.append(
                 {
                     **run,
-                    "tasks": len(set(keys)),
-                    "executions": len(executed),
+                    "tasks": tasks,
+                    "executions": executions,
                     "failures": attempts,
                     "erred": erred,
                     "retried": retried or 0,
-                    "workers": len(set(workers)),
+                    "workers": workers,
                     "duration": None if end is None else end - run["started"],
                 }
             )
