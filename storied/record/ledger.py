@@ -5,10 +5,11 @@ queued one by one: the writer thread reads the scheduler's own straight out of t
 ``TransitionLog`` ring it follows, so recording one costs the scheduler the same with a ledger
 as without, and those its workers ship arrive in bulk, one queue item per shipment. Events,
 executions and log records are appended to an in-memory queue. The writer commits what
-is new in one transaction per batch. Transitions and events go in as blocks (many
-msgpack-packed records to a row, with the names a block mentions in a full-text index), so a
-batch costs a few row inserts rather than one per record, and the writer handles transitions
-in bulk, with no Python code run per record. When a ring wraps past what the writer has read,
+is new in one transaction per batch, a batch every ``flush_interval`` (sooner when woken).
+Transitions, events and executions go in as blocks (many msgpack-packed records to a row,
+with the names a transition block mentions in a full-text index), so a batch costs a few row
+inserts rather than one per record, and the writer handles transitions in bulk, with no
+Python code run per record. When a ring wraps past what the writer has read,
 or the queue is full, the records are dropped and counted (``Ledger.dropped``, plus a
 rate-limited WARNING on ``storied.record``): recording must never slow the scheduler down, and
 must never lose anything silently.
