@@ -4,7 +4,9 @@
 busy machine's slow spells land on one system or the other. Here both clusters stay up and run
 the same workload alternately (ABBA order), so drift hits both alike, and the figure is the
 median of each pair's throughput ratio (ledger on / off). The idle cluster only sends
-heartbeats; a round with the ledger ends once the ledger has committed all of it.
+heartbeats; a round with the ledger ends once the ledger has committed all of it. Each round's
+CPU is split three ways: this process's event loops and client (the ledger's writer thread
+taken out), the writer thread, and the worker processes.
 
     .venv/bin/python bench/ledger_ab.py --workload tree --size 4096 --pairs 8
 """
@@ -18,6 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pairs import report_pairs
+from workloads import cpu_seconds_apart
 
 from storied import Client, LocalCluster
 
@@ -62,6 +67,8 @@ def main() -> None:
     args = parser.parse_args()
     run = WORKLOADS[args.workload]
     rates: dict[bool, list[float]] = {True: [], False: []}
+    #: CPU seconds per round: process (writer taken out), writer, workers; and tasks
+    spent: dict[bool, list[tuple[float, float, float, int]]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ledger.db"
         shape: dict[str, Any] = {
@@ -75,29 +82,41 @@ def main() -> None:
             Client(on_cluster, set_as_default=False) as on,
             Client(off_cluster, set_as_default=False) as off,
         ):
-            tasks_on = run(on, 64)  # warm up
-            run(off, 64)
-            for pair in range(args.pairs):
-                for ledger in (True, False) if pair % 2 == 0 else (False, True):
-                    started = time.perf_counter()
-                    tasks = run(on if ledger else off, args.size)
-                    tasks_on += tasks if ledger else 0
-                    if ledger:  # on the clock: its backlog must not slow the next round
-                        on_cluster.scheduler.record.flush()
-                    rates[ledger].append(tasks / (time.perf_counter() - started))
-            on_disk = sum(p.stat().st_size for p in Path(directory).iterdir())
             ledger = on_cluster.scheduler.record._ledger
             assert ledger is not None
-            writer_cpu, written = ledger.writer_cpu_seconds, ledger.written
-    ratios = [with_ / without for with_, without in zip(rates[True], rates[False], strict=True)]
-    print(f"{args.pairs} pairs of {args.workload}({args.size:,}), two warm clusters in turn")
-    for ledger in (True, False):
-        values = rates[ledger]
-        print(
-            f"  ledger {'on ' if ledger else 'off'}: median {statistics.median(values):,.0f} "
-            f"tasks/s ({min(values):,.0f}-{max(values):,.0f})"
-        )
-    print(f"  on/off, median of paired ratios: {statistics.median(ratios):.3f}")
+            tasks_on = run(on, 64)  # warm up
+            run(off, 64)
+            on_cluster.scheduler.record.flush()
+            writer_before = ledger.writer_cpu_seconds
+            for pair in range(args.pairs):
+                for with_ledger in (True, False) if pair % 2 == 0 else (False, True):
+                    started = time.perf_counter()
+                    process, workers = cpu_seconds_apart()
+                    writer = ledger.writer_cpu_seconds
+                    tasks = run(on if with_ledger else off, args.size)
+                    tasks_on += tasks if with_ledger else 0
+                    if with_ledger:  # on the clock: its backlog must not slow the next round
+                        on_cluster.scheduler.record.flush()
+                    rates[with_ledger].append(tasks / (time.perf_counter() - started))
+                    process_after, workers_after = cpu_seconds_apart()
+                    writer = ledger.writer_cpu_seconds - writer
+                    spent[with_ledger].append(
+                        (process_after - process - writer, writer, workers_after - workers, tasks)
+                    )
+            on_disk = sum(p.stat().st_size for p in Path(directory).iterdir())
+            writer_cpu, written = ledger.writer_cpu_seconds - writer_before, ledger.written
+    report_pairs(
+        f"{args.pairs} pairs of {args.workload}({args.size:,}), two warm clusters in turn",
+        rates,
+        {True: "ledger on ", False: "ledger off"},
+    )
+    print("  CPU us/task, median of rounds (on / off):")
+    for index, part in enumerate(("client and scheduler loops", "ledger writer", "workers")):
+        on_off = [
+            statistics.median(cpu[index] / cpu[3] * 1e6 for cpu in spent[side])
+            for side in (True, False)
+        ]
+        print(f"    {part}: {on_off[0]:.1f} / {on_off[1]:.1f}")
     print(
         f"  ledger writer thread: {writer_cpu / tasks_on * 1e6:.1f} CPU us/task "
         f"({written / tasks_on:.1f} records/task); file and WAL: {on_disk / tasks_on:,.0f} B/task"

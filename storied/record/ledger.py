@@ -5,10 +5,11 @@ queued one by one: the writer thread reads the scheduler's own straight out of t
 ``TransitionLog`` ring it follows, so recording one costs the scheduler the same with a ledger
 as without, and those its workers ship arrive in bulk, one queue item per shipment. Events,
 executions and log records are appended to an in-memory queue. The writer commits what
-is new in one transaction per batch. Transitions and events go in as blocks (many
-msgpack-packed records to a row, with the names a block mentions in a full-text index), so a
-batch costs a few row inserts rather than one per record, and the writer handles transitions
-in bulk, with no Python code run per record. When a ring wraps past what the writer has read,
+is new in one transaction per batch, a batch every ``flush_interval`` (sooner when woken).
+Transitions, events and executions go in as blocks (many msgpack-packed records to a row,
+with the names a transition block mentions in a full-text index), so a batch costs a few row
+inserts rather than one per record, and the writer handles transitions in bulk, with no
+Python code run per record. When a ring wraps past what the writer has read,
 or the queue is full, the records are dropped and counted (``Ledger.dropped``, plus a
 rate-limited WARNING on ``storied.record``): recording must never slow the scheduler down, and
 must never lose anything silently.
@@ -39,12 +40,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zlib import crc32
 
-import lz4.block
 import msgpack
 
 from storied.loglevels import parse_level
+from storied.record.blocks import block_bytes, pack_block, tables_named, unpack_block
 from storied.record.errors import LedgerError
-from storied.record.events import EventRecord, StoredEvent, pack_msg, record_of, unpack_msg
+from storied.record.events import EventRecord, StoredEvent, record_of
+from storied.record.executions import (
+    EXECUTION_BLOCK_COLUMNS,
+    EXECUTION_BLOCKS_SCHEMA,
+    EXECUTION_FIELDS,
+    block_executions,
+    execution_block_row,
+    execution_counts,
+    execution_rows,
+)
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
 from storied.record.logcapture import LogRecordEntry
 from storied.record.summary import (
@@ -62,12 +72,13 @@ from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Versions this storied reads: 4 is 5 without the run summaries (``storied.record.summary``);
 #: 5 is 6 with blocks indexed by CRC-32 tokens of their names (``transition_names``) instead of
-#: the names themselves (``block_names``). Writing to either adds what it lacks (its blocks stay
-#: indexed where they are) and makes it version 6.
-READABLE_SCHEMA_VERSIONS = (4, 5, 6)
+#: the names themselves (``block_names``); 6 is 7 with executions as rows only, no
+#: ``execution_blocks`` (``storied.record.executions``). Writing to any adds what it lacks
+#: (what it holds stays where it is) and makes it version 7.
+READABLE_SCHEMA_VERSIONS = (4, 5, 6, 7)
 
 #: What separates the names of a block in its ``block_names`` row. Every other ASCII
 #: character but NUL is part of a name's token (non-ASCII ones are, by the ascii tokenizer's
@@ -93,6 +104,11 @@ NAMES_INDEX_SCHEMA = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS block_names USING fts5 "
     f"(names, content = '', detail = none, tokenize = {_sql_quoted(_NAME_TOKENIZER)})"
 )
+#: How the name index keeps its segments (stored in the index, so set on every file a writer
+#: opens): merged 16 at a time rather than 4, and in leaves as large as the file's pages,
+#: nearly every name is rewritten by fewer merges (a replayed tree: the index's CPU down by
+#: about a sixth); a lookup probes a few more segments, in microseconds.
+NAMES_INDEX_OPTIONS = (("automerge", 16), ("pgsz", 64_000))
 
 _SCHEMA = (
     """
@@ -176,6 +192,7 @@ CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key);
 CREATE INDEX IF NOT EXISTS failures_by_run ON failures (run_id);
 """
     + SUMMARY_SCHEMA
+    + EXECUTION_BLOCKS_SCHEMA
 )
 
 #: What a failure record holds, in the order of the ``failures`` table's columns after the
@@ -203,6 +220,8 @@ LOG_PAGE_SIZE = 10_000
 #: ones index each name fewer times.
 _TRANSITIONS_PER_BLOCK = 1_000
 _PRUNE_CHUNK = 5_000
+#: The writer's connection: durable at every checkpoint, not every commit (docs/ledger.md)
+WRITER_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-32768")
 _PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
@@ -210,6 +229,7 @@ _DROP_WARNING_INTERVAL = 1.0
 _TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_and_finish = itemgetter(1, 3)
+_STOP = EXECUTION_FIELDS.index("stop")
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
 
 
@@ -251,7 +271,7 @@ def _named_blocks(conn: sqlite3.Connection, names: Iterable[str]) -> tuple[str, 
     query = names_query(names)
     if query is None:
         return None
-    tables = _tables_named(conn, "block_names", "transition_names")
+    tables = tables_named(conn, "block_names", "transition_names")
     lookups, params = [], []
     if "block_names" in tables:
         lookups.append("SELECT rowid FROM block_names WHERE block_names MATCH ?")
@@ -260,16 +280,6 @@ def _named_blocks(conn: sqlite3.Connection, names: Iterable[str]) -> tuple[str, 
         lookups.append("SELECT rowid FROM transition_names WHERE transition_names MATCH ?")
         params.append(" OR ".join(f'"{token}"' for token in name_tokens(names)))
     return f"block_id IN ({' UNION '.join(lookups) or 'SELECT NULL'})", params
-
-
-def _tables_named(conn: sqlite3.Connection, *names: str) -> set[str]:
-    """Which of the tables ``names`` the file has."""
-    return {
-        name
-        for (name,) in conn.execute(
-            f"SELECT name FROM sqlite_master WHERE name IN ({_placeholders(names)})", names
-        )
-    }
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -600,15 +610,19 @@ class Ledger:
 
     def _write_forever(self) -> None:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA cache_size=-32768")
-        next_prune = time.monotonic()
+        for pragma in WRITER_PRAGMAS:
+            conn.execute(pragma)
+        next_prune = next_write = time.monotonic()
         try:
             while True:
-                self._wake.wait(self.flush_interval)
+                # a batch every flush interval, or sooner when woken (a flush, a backlog, a
+                # ring half full): not one after another as fast as records come in, which
+                # made many small transactions that each cost a commit and an index segment
+                self._wake.wait(max(next_write - time.monotonic(), 0))
                 self._wake.clear()
+                next_write = time.monotonic() + self.flush_interval
                 stopping = self._stopping
-                while self._write_batch(conn):
+                while self._write_batch(conn) or (stopping and self._pending):
                     pass
                 self.writer_cpu_seconds = time.thread_time()
                 if self.retain is not None and time.monotonic() >= next_prune:
@@ -622,7 +636,8 @@ class Ledger:
 
     def _write_batch(self, conn: sqlite3.Connection) -> bool:
         """Commit up to ``batch_size`` queued items and whatever is new in the followed logs, in
-        one transaction, then release flushers. Returns True while the queue holds more."""
+        one transaction, then release flushers. Returns True while the queue holds another
+        full batch (a backlog to catch up on)."""
         batch: list[tuple[Any, ...]] = []
         flushed: list[threading.Event] = []
         pending = self._pending
@@ -649,7 +664,7 @@ class Ledger:
                 self._report_write_error(error, lost)
         for event in flushed:
             event.set()
-        return bool(pending)
+        return len(pending) >= self.batch_size
 
     def _read_followed(
         self,
@@ -735,7 +750,7 @@ class Ledger:
             (cutoff, _PRUNE_BLOCKS),
         ).fetchall()
         more = len(blocks) == _PRUNE_BLOCKS
-        legacy_index = bool(blocks) and bool(_tables_named(conn, "transition_names"))
+        legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
         for block_id, run_id, last_time, blob in blocks:
             conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
             logged_block = transition_block(blob)
@@ -749,25 +764,28 @@ class Ledger:
                     [recommendations for _, recommendations in kept],
                     block_id,
                 )
-        blocks = conn.execute(
-            "SELECT block_id, run_id, topic, last_time, entries FROM event_blocks "
-            "WHERE first_time < ? LIMIT ?",
-            (cutoff, _PRUNE_BLOCKS),
-        ).fetchall()
-        more = more or len(blocks) == _PRUNE_BLOCKS
-        for block_id, run_id, topic, last_time, blob in blocks:
-            conn.execute("DELETE FROM event_blocks WHERE block_id = ?", (block_id,))
-            if last_time >= cutoff:
-                kept = [stored for stored in unpack_block(blob) if stored[1] >= cutoff]
-                _insert_rows(
-                    conn,
-                    "event_blocks",
-                    _EVENT_BLOCK_COLUMNS,
-                    [_event_block_row(run_id, topic, kept)],
-                )
+        events_left = _prune_blocks(
+            conn,
+            "event_blocks",
+            ("first_time", "last_time"),
+            cutoff,
+            lambda row: _event_block_row(
+                row[1], row[2], [stored for stored in unpack_block(row[-1]) if stored[1] >= cutoff]
+            ),
+        )
+        executions_left = _prune_blocks(
+            conn,
+            "execution_blocks",
+            ("first_stop", "last_stop"),
+            cutoff,
+            lambda row: execution_block_row(
+                row[1], [kept for kept in block_executions(row[-1]) if kept[_STOP] >= cutoff]
+            ),
+        )
+        more = more or events_left or executions_left
         for table, time_column in (
             ("logs", "timestamp"),
-            ("executions", "stop"),
+            ("executions", "stop"),  # rows written before version 7
             ("failures", "timestamp"),
         ):
             deleted = conn.execute(
@@ -1071,34 +1089,33 @@ class Ledger:
         ``traceback`` too (None on the others): the failure row of the same run, key, worker
         and start.
         """
-        wanted = _run_filter(run_id)
-        ids = f"SELECT id FROM executions {wanted.where()}"
-        if limit is not None:  # the newest ids, read backwards off the index
-            ids += " ORDER BY id DESC LIMIT ?"
-            wanted.params.append(limit)
-        columns = ", ".join(f"e.{name}" for name in _EXECUTION_FIELDS)
-        failure_columns = ", ".join(f"f.{name}" for name in _EXECUTION_FAILURE_FIELDS)
+        filters = _run_filter(run_id)
+        filters.add("attempt IS NOT NULL")
         with self._reading() as conn:
-            rows = conn.execute(
-                f"SELECT {columns}, {failure_columns} FROM executions AS e "
-                # failures are found by key: a run may have thousands (+ keeps off its run index)
-                "LEFT JOIN failures AS f ON f.key = e.key AND +f.run_id = e.run_id "
-                "AND f.worker = e.worker AND f.start = e.start "
-                f"WHERE e.id IN ({ids}) ORDER BY e.id",
-                wanted.params,
-            ).fetchall()
-        fields = (*_EXECUTION_FIELDS, *_EXECUTION_FAILURE_FIELDS)
-        return [dict(zip(fields, row, strict=True)) for row in rows]
+            rows = execution_rows(conn, run_id, limit)
+            failed = {
+                (run, key, worker, start): details
+                for run, key, worker, start, *details in conn.execute(
+                    f"SELECT run_id, key, worker, start, {', '.join(_EXECUTION_FAILURE_FIELDS)} "
+                    f"FROM failures {filters.where()} ORDER BY id",
+                    filters.params,
+                )
+            }
+        fields = ("run_id", *EXECUTION_FIELDS, *_EXECUTION_FAILURE_FIELDS)
+        no_failure = (None,) * len(_EXECUTION_FAILURE_FIELDS)
+        return [
+            dict(zip(fields, (*row, *failed.get(row[:3] + row[4:5], no_failure)), strict=True))
+            for row in rows
+        ]
 
     def execution_outcomes(self, run_id: int) -> list[tuple[str, str, float, float, str]]:
         """``(key, worker, start, stop, outcome)`` of every execution of ``run_id``, in the
         order recorded: the lean read for counting over runs of a million tasks."""
         with self._reading() as conn:
-            return conn.execute(
-                "SELECT key, worker, start, stop, outcome FROM executions WHERE run_id = ? "
-                "ORDER BY id",
-                (run_id,),
-            ).fetchall()
+            rows = execution_rows(conn, run_id)
+        return [
+            (key, worker, start, stop, outcome) for _, key, worker, _, start, stop, outcome in rows
+        ]
 
     def scheduler_outcomes(self, run_id: int) -> dict[str, str]:
         """Each key's outcome on the scheduler in ``run_id``, as ``tasks`` gives its ``state``
@@ -1191,13 +1208,7 @@ class Ledger:
         ``retried`` attempts, ``workers`` that ran tasks, and ``duration`` in seconds (to its
         end, or to its last execution while running or after a crash)."""
         with self._reading() as conn:
-            executed = {
-                run_id: (tasks, runs_, workers, last_stop)
-                for run_id, tasks, runs_, workers, last_stop in conn.execute(
-                    "SELECT run_id, count(DISTINCT key), count(*), count(DISTINCT worker), "
-                    "max(stop) FROM executions GROUP BY run_id"
-                )
-            }
+            executed = execution_counts(conn)
             failed = {
                 run_id: (attempts, erred, retried)
                 for run_id, attempts, erred, retried in conn.execute(
@@ -1331,7 +1342,6 @@ class Ledger:
         return found
 
 
-_EXECUTION_FIELDS = ("run_id", "key", "worker", "thread", "start", "stop", "outcome")
 _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback")
 
 
@@ -1359,7 +1369,7 @@ def _insert(
     tallies = {} if tallies is None else tallies
     transitions: dict[int, tuple[list[list[Any]], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
-    executions: list[tuple[Any, ...]] = []
+    executions: dict[int, list[tuple[Any, ...]]] = {}
     logs: list[tuple[Any, ...]] = []
     failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
@@ -1377,7 +1387,7 @@ def _insert(
             _, run_id, topic, stored = item
             events.setdefault((run_id, topic), []).append(stored)
         elif kind == _EXECUTION:
-            executions.append(item[1:])
+            executions.setdefault(item[1], []).append(item[2:])
         elif kind == _FAILURE:
             _, run_id, fields = item
             failures.append((run_id, *fields))
@@ -1406,7 +1416,12 @@ def _insert(
             for (run_id, topic), stored_events in events.items()
         ],
     )
-    _insert_rows(conn, "executions", _EXECUTION_FIELDS, executions)
+    _insert_rows(
+        conn,
+        "execution_blocks",
+        EXECUTION_BLOCK_COLUMNS,
+        [execution_block_row(run_id, entries) for run_id, entries in executions.items()],
+    )
     _insert_rows(conn, "logs", _LOG_ROW_COLUMNS, logs)
     _insert_rows(conn, "failures", ("run_id", *FAILURE_FIELDS), failures)
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
@@ -1518,9 +1533,14 @@ _FIELD_GETTERS = [itemgetter(index) for index in range(len(_ENTRY_FIELDS))]
 
 def _names_of(columns: Sequence[Sequence[Any]], recommendations: Sequence[dict[str, str]]) -> str:
     """The ``block_names`` text of a block (its columns): every key and stimulus id it names,
-    as often as it names them. One join, in C: the index's tokenizer drops the repeats without
-    the GIL."""
-    return _NAME_SEPARATOR.join(chain(columns[1], columns[4], chain.from_iterable(recommendations)))
+    once. A key recurs several times in a block (its own entries, recommendations, stimulus
+    ids shared by many): a set drops the repeats in C for less than the index's tokenizer
+    spent on them, and faster than joining them all. The order does not matter, not even to
+    take the block out of the index again (which indexes its names once more, as a deletion):
+    the index keeps no positions (``detail=none``)."""
+    return _NAME_SEPARATOR.join(
+        set(chain(columns[1], columns[4], chain.from_iterable(recommendations)))
+    )
 
 
 def _insert_transition_block(
@@ -1574,6 +1594,29 @@ def _unindex_transition_block(
     )
 
 
+def _prune_blocks(
+    conn: sqlite3.Connection,
+    table: str,
+    times: tuple[str, str],
+    cutoff: float,
+    rewrite: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+) -> bool:
+    """Delete up to ``_PRUNE_BLOCKS`` blocks of ``table`` whose first record (by the ``times``
+    columns, first and last) is older than ``cutoff``; one whose last is not is put back under
+    its id as ``rewrite(row)`` makes it of its newer records. True if more may remain."""
+    first, last = times
+    blocks = conn.execute(
+        f"SELECT {last}, * FROM {table} WHERE {first} < ? LIMIT ?", (cutoff, _PRUNE_BLOCKS)
+    ).fetchall()
+    for newest, *row in blocks:
+        conn.execute(f"DELETE FROM {table} WHERE block_id = ?", (row[0],))
+        if newest >= cutoff:
+            conn.execute(
+                f"INSERT INTO {table} VALUES ({_placeholders(row)})", (row[0], *rewrite(tuple(row)))
+            )
+    return len(blocks) == _PRUNE_BLOCKS
+
+
 def _event_block_row(
     run_id: int, topic: str, stored_events: Sequence[StoredEvent]
 ) -> tuple[Any, ...]:
@@ -1588,31 +1631,6 @@ def _event_block_row(
         max(timestamps),
         pack_block(stored_events),
     )
-
-
-def pack_block(records: list[Any]) -> bytes:
-    """A block's records, msgpack-packed then LZ4-compressed, behind a tag byte.
-
-    Blocks repeat keys, stimulus ids and addresses: LZ4 shrinks them about three times at
-    close to a gigabyte a second, and SQLite then inserts, logs and checkpoints a third of
-    the bytes.
-    """
-    return _LZ4_TAG + lz4.block.compress(pack_msg(records))
-
-
-def unpack_block(blob: bytes) -> Any:
-    """A block's records; blocks written before compression (plain msgpack) read as well."""
-    return unpack_msg(block_bytes(blob))
-
-
-def block_bytes(blob: bytes) -> bytes:
-    """A block's msgpack bytes, decompressed if it was written compressed."""
-    return lz4.block.decompress(blob[1:]) if blob[:1] == _LZ4_TAG else blob
-
-
-#: the first byte of a compressed block; a plain msgpack block (an array) never starts with
-#: one in 0x00-0x7f (a positive fixint)
-_LZ4_TAG = b"L"
 
 
 def transition_block(blob: bytes, use_list: bool = True) -> list[Any]:
@@ -1667,8 +1685,8 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         _execute_script(conn, _SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif version in (4, 5):  # 5 adds the summaries' tables, 6 the index of names by name
-        _execute_script(conn, SUMMARY_SCHEMA)
+    elif version in (4, 5, 6):  # 5 adds the summaries, 6 the names index, 7 execution blocks
+        _execute_script(conn, SUMMARY_SCHEMA + EXECUTION_BLOCKS_SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
@@ -1677,6 +1695,8 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         raise LedgerError(
             f"ledger schema version {version} is not {SCHEMA_VERSION}; use a new ledger file"
         )
+    for option, value in NAMES_INDEX_OPTIONS:
+        conn.execute("INSERT INTO block_names (block_names, rank) VALUES (?, ?)", (option, value))
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 import msgpack
 from lz4.block import LZ4BlockError
 
+from storied.record.blocks import tables_named
 from storied.record.errors import LedgerError
+from storied.record.executions import block_executions
 from storied.record.integrity import open_for_reading, sqlite_problems
 from storied.record.ledger import (
     READABLE_SCHEMA_VERSIONS,
@@ -35,7 +37,13 @@ _CHUNK = 10_000
 #: chunks read in a row with nothing in them, past the last row found, before a table whose
 #: highest id cannot be read is taken to end
 _EMPTY_CHUNKS_AT_END = 8
-_BLOCK_TABLES = ("transition_blocks", "event_blocks")
+_BLOCK_TABLES = ("transition_blocks", "event_blocks", "execution_blocks")
+#: what each block table's rows say of the records in them, for saying which were lost
+_BLOCK_SPANS = {
+    "transition_blocks": "first_seq, last_seq",
+    "event_blocks": "first_seq, last_seq",
+    "execution_blocks": "NULL, NULL",
+}
 _UNREADABLE = (
     sqlite3.DatabaseError,
     LZ4BlockError,
@@ -81,10 +89,8 @@ class Recovery:
             if table.unreadable_ids:
                 line += f"; lost unreadable rows with ids {_ranges(table.unreadable_ids)}"
             for block in table.undecodable_blocks:
-                line += (
-                    f"; lost block {block['block_id']} (run {block['run_id']}, seqs "
-                    f"{block['first_seq']}-{block['last_seq']}): it no longer decodes"
-                )
+                span = _span(block["run_id"], block["first_seq"], block["last_seq"])
+                line += f"; lost block {block['block_id']} ({span}): it no longer decodes"
             lines.append(line)
         lines += [f"{name}: lost entirely ({why})" for name, why in self.unreadable_tables.items()]
         return lines
@@ -111,17 +117,17 @@ def check(path: Path) -> list[str]:
         if version not in READABLE_SCHEMA_VERSIONS:
             readable = ", ".join(map(str, READABLE_SCHEMA_VERSIONS))
             return [*problems, f"schema version {version}; this storied reads {readable}"]
-        for table in _BLOCK_TABLES:
+        for table in tables_named(conn, *_BLOCK_TABLES):
             try:
                 for block_id, run_id, first_seq, last_seq, blob in conn.execute(
-                    f"SELECT block_id, run_id, first_seq, last_seq, entries FROM {table}"
+                    f"SELECT block_id, run_id, {_BLOCK_SPANS[table]}, entries FROM {table}"
                 ):
                     try:
-                        (transition_block if table == "transition_blocks" else unpack_block)(blob)
+                        _DECODERS[table](blob)
                     except _UNREADABLE as error:
                         problems.append(
-                            f"{table} block {block_id} (run {run_id}, seqs {first_seq}-"
-                            f"{last_seq}) does not decode: {error}"
+                            f"{table} block {block_id} ({_span(run_id, first_seq, last_seq)}) "
+                            f"does not decode: {error}"
                         )
             except sqlite3.DatabaseError as error:
                 problems.append(f"{table} cannot be read through: {error}")
@@ -147,10 +153,11 @@ def recover(source: Path, target: Path) -> Recovery:
                 "that wrote it"
             )
         # the new file has this storied's schema: an older file's runs are upgraded on the
-        # way, as opening it for writing does (version 5 lacks only the name index, which
-        # recovery builds anew anyway; version 4 also the runs' summaries, which readers
-        # then count from the records)
-        missing = SUMMARY_TABLES if version == 4 else ()
+        # way, as opening it for writing does (version 6 lacks only the execution blocks, its
+        # executions are rows; version 5 also the name index, which recovery builds anew
+        # anyway; version 4 also the runs' summaries, which readers then count from the
+        # records)
+        missing = {4: (*SUMMARY_TABLES, *_SINCE_7), 5: _SINCE_7, 6: _SINCE_7}.get(version or 0, ())
         dst = sqlite3.connect(target, isolation_level=None)
         try:
             dst.execute("PRAGMA page_size=65536")
@@ -258,12 +265,12 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
         if result is None:
             continue
         blocks = dst.execute(
-            f"SELECT block_id, run_id, first_seq, last_seq, entries FROM {table}"
+            f"SELECT block_id, run_id, {_BLOCK_SPANS[table]}, entries FROM {table}"
         ).fetchall()
         for block_id, run_id, first_seq, last_seq, blob in blocks:
             try:
                 if table != "transition_blocks":
-                    unpack_block(blob)
+                    _DECODERS[table](blob)
                 else:
                     logged = transition_block(blob)
                     index_transition_names(
@@ -283,6 +290,20 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
                         "last_seq": last_seq,
                     }
                 )
+
+
+#: tables of schema version 7 that older versions lack
+_SINCE_7 = ("execution_blocks",)
+_DECODERS = {
+    "transition_blocks": transition_block,
+    "event_blocks": unpack_block,
+    "execution_blocks": block_executions,
+}
+
+
+def _span(run_id: int, first_seq: int | None, last_seq: int | None) -> str:
+    """Which records a block held, as far as its row says."""
+    return f"run {run_id}" if first_seq is None else f"run {run_id}, seqs {first_seq}-{last_seq}"
 
 
 def _ranges(ids: list[int]) -> str:

@@ -3,21 +3,24 @@
 Counting a finished run of a million tasks from its records takes a pass over three million
 transitions and a million executions (a minute or two). The writer already holds every record
 it writes, so it keeps, per open run, each task's outcome on the scheduler (dictionary updates
-that run in C), and when the run ends it sums up the run's executions in SQL and writes out
-one ``run_tasks`` row per task, with ids in key order, and the run's counts in
-``run_counts``. A reader then answers pages, counts and key searches with indexed
-SQL. Runs that ended without a summary (a crash, a ledger of schema version 4, a run of more
-than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the records.
+that run in C), and when the run ends it sums up the run's executions (read back from its
+blocks, in passes in C) and writes out one ``run_tasks`` row per task, with ids in key order,
+and the run's counts in ``run_counts``. A reader then answers pages, counts and key searches
+with indexed SQL. Runs that ended without a summary (a crash, a ledger of schema version 4, a
+run of more than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the
+records.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
-from itertools import compress
-from operator import itemgetter, not_
+from itertools import compress, repeat
+from operator import eq, itemgetter, not_, sub
 from typing import Any
 
+from storied.record.executions import execution_rows
 from storied.record.keys import key_prefix
 
 #: Tasks a run may have and still be summed up as it is written: 60 to 100 bytes each stay in
@@ -89,8 +92,8 @@ _HELD = _Held()
 class RunTally:
     """One open run's tasks' outcomes on the scheduler, as the writer has written them.
 
-    Executions are not tallied as they come: when the run ends, ``write`` sums them up from the
-    ``executions`` table in SQL, so a run costs the writer no Python code per execution."""
+    Executions are not tallied as they come: when the run ends, ``write`` reads them back and
+    sums them up, so a run costs the writer no Python code per execution while it runs."""
 
     def __init__(self) -> None:
         #: each key's last state on the scheduler that is not let go, and the last let-go
@@ -112,9 +115,10 @@ class RunTally:
 
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
         """Store the summary of ``run_id`` (in the caller's transaction, once its executions
-        are inserted): its tasks, then its counts, summed in SQL (a task ran if it has a last
-        worker)."""
-        rows = self._rows(conn, run_id)
+        are inserted): its tasks, then its counts (by prefix summed in SQL; a task ran if it
+        has a last worker)."""
+        _, keys, workers, _, starts, stops, outcomes = _columns(execution_rows(conn, run_id))
+        rows = self._rows(keys, workers, starts, stops, outcomes)
         (first,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM run_tasks").fetchone()
         conn.executemany(
             "INSERT INTO run_tasks (id, run_id, key, prefix, state, executed, erred, worker, "
@@ -125,14 +129,8 @@ class RunTally:
             (TASKS, "", "", len(rows)),
             (FIRST_ID, "", "", first),
         ]
-        for kind, column in ((BY_WORKER, "worker"), (BY_OUTCOME, "outcome")):
-            counts += (
-                (kind, name, "", n)
-                for name, n in conn.execute(
-                    f"SELECT {column}, count(*) FROM executions WHERE run_id = ? GROUP BY {column}",
-                    (run_id,),
-                )
-            )
+        for kind, column in ((BY_WORKER, workers), (BY_OUTCOME, outcomes)):
+            counts += ((kind, name, "", n) for name, n in Counter(column).items())
         conn.executemany(
             "INSERT INTO run_counts (run_id, kind, name, detail, count) VALUES (?, ?, ?, ?, ?)",
             ((run_id, *count) for count in counts),
@@ -151,24 +149,31 @@ class RunTally:
                 (run_id, kind, *ids),
             )
 
-    def _rows(self, conn: sqlite3.Connection, run_id: int) -> list[tuple[Any, ...]]:
-        """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and its runs
-        and failures, last worker and duration (of the execution recorded last) from SQL."""
+    def _rows(
+        self,
+        keys: Sequence[str],
+        workers: Sequence[str],
+        starts: Sequence[float],
+        stops: Sequence[float],
+        outcomes: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and from the
+        run's executions (columns, in the order recorded) its runs and failures, and the worker
+        and duration of the one recorded last."""
         states = {**self._let_go, **self._kept}
-        ran = {
-            key: (executed, erred, worker, duration)
-            for key, executed, erred, worker, duration, _ in conn.execute(
-                # with one max(), SQLite takes the bare columns from the row of the max
-                "SELECT key, sum(outcome = 'memory'), sum(outcome = 'erred'), worker, "
-                "stop - start, max(id) FROM executions WHERE run_id = ? GROUP BY key",
-                (run_id,),
-            )
-        }
-        none = (0, 0, None, None)
+        executed = Counter(compress(keys, map(eq, outcomes, repeat("memory"))))
+        erred = Counter(compress(keys, map(eq, outcomes, repeat("erred"))))
+        last = dict(zip(keys, zip(workers, map(sub, stops, starts), strict=True), strict=True))
+        none = (None, None)
         return [
-            (key, key_prefix(key), states.get(key), *ran.get(key, none))
-            for key in sorted(states.keys() | ran.keys())
+            (key, key_prefix(key), states.get(key), executed[key], erred[key], *last.get(key, none))
+            for key in sorted(states.keys() | last.keys())
         ]
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[Sequence[Any]]:
+    """Execution rows (``run_id`` and ``EXECUTION_FIELDS``) as one sequence per field."""
+    return list(zip(*rows, strict=True)) if rows else [()] * 7
 
 
 def has_summary_tables(conn: sqlite3.Connection) -> bool:

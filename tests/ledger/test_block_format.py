@@ -7,7 +7,15 @@ from contextlib import closing
 
 from storied.record import Ledger, Record
 from storied.record.events import pack_msg
-from storied.record.ledger import _insert_rows, pack_block, unpack_block
+from storied.record.ledger import (
+    NAMES_INDEX_OPTIONS,
+    NAMES_INDEX_SCHEMA,
+    _insert_rows,
+    _names_of,
+    names_query,
+    pack_block,
+    unpack_block,
+)
 
 
 def test_blocks_are_compressed_and_plain_msgpack_blocks_still_read(tmp_path):
@@ -98,3 +106,52 @@ def test_transition_blocks_hold_columns_and_blocks_of_pairs_still_read(tmp_path)
     assert ledger.story("inc-7") == story
     assert ledger.story("sum-7") == [rec for rec in story if "sum-7" in rec.recommendations]
     assert ledger.scheduler_outcomes(run_id) == outcomes
+
+
+def test_a_block_indexes_each_name_once():
+    keys = ["x", "y", "x", "x"]
+    stimulus_ids = ["graph", "graph", "done", "graph"]
+    columns = [[1, 2, 3, 4], keys, [], [], stimulus_ids]
+    recommendations = [{"y": "waiting"}, {"x": "memory", "z": "forgotten"}, {}, {}]
+    names = _names_of(columns, recommendations).split("\x1f")
+    assert sorted(names) == ["done", "graph", "x", "y", "z"]
+
+
+def test_a_block_leaves_the_name_index_whatever_order_its_names_come_in(tmp_path):
+    """Retention takes a block out by indexing its names again as a deletion, in a set's
+    order, which differs between processes: the index keeps no positions, so any order does."""
+    with closing(sqlite3.connect(tmp_path / "names.db", isolation_level=None)) as conn:
+        conn.execute(NAMES_INDEX_SCHEMA)
+        insert = "INSERT INTO block_names (rowid, names) VALUES (?, ?)"
+        conn.execute(insert, (1, "\x1f".join(["a-1", "b-2", "c-3"])))
+        conn.execute(insert, (2, "\x1f".join(["b-2", "d-4"])))
+        conn.execute(
+            "INSERT INTO block_names (block_names, rowid, names) VALUES ('delete', ?, ?)",
+            (1, "\x1f".join(["c-3", "a-1", "b-2"])),
+        )
+        conn.execute("INSERT INTO block_names (block_names, rank) VALUES ('integrity-check', 0)")
+
+        def blocks(name: str) -> list[int]:
+            query = "SELECT rowid FROM block_names WHERE block_names MATCH ?"
+            return [row for (row,) in conn.execute(query, (names_query([name]),))]
+
+        assert (blocks("a-1"), blocks("b-2"), blocks("c-3")) == ([], [2], [])
+
+
+def test_every_file_a_writer_opens_merges_its_name_index_sixteen_segments_at_a_time(tmp_path):
+    path = tmp_path / "ledger.db"
+    Record(ledger=Ledger(path)).close()
+
+    def options() -> dict[str, int]:
+        with closing(sqlite3.connect(path)) as conn:
+            return dict(conn.execute("SELECT k, v FROM block_names_config WHERE k != 'version'"))
+
+    assert options() == dict(NAMES_INDEX_OPTIONS) == {"automerge": 16, "pgsz": 64_000}
+    with closing(sqlite3.connect(path)) as conn:  # as a file written before this version
+        conn.execute("DELETE FROM block_names_config WHERE k != 'version'")
+        conn.commit()
+    record = Record(ledger=Ledger(path))
+    record.transition("x", "released", "waiting", {}, "graph")
+    record.close()
+    assert options() == dict(NAMES_INDEX_OPTIONS)
+    assert [rec.finish for rec in Ledger(path).story("x")] == ["waiting"]

@@ -19,6 +19,7 @@ from storied.record.ledger import (
 from storied.record.logcapture import LogRecordEntry
 from storied.record.recovery import recover
 from storied.record.transitions import TransitionLog, TransitionRecord
+from tests.record.old_versions import make_version_6
 
 
 def wait_until(predicate, timeout: float = 5.0) -> None:
@@ -338,6 +339,7 @@ def test_limit_keeps_the_newest_across_blocks(path, monkeypatch):
 def make_version_5(path) -> None:
     """Turn a ledger into what version 5 wrote: blocks indexed under CRC-32 tokens of their
     names in ``transition_names`` (which kept a copy of the tokens), no ``block_names``."""
+    make_version_6(path)
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE block_names")
         conn.execute("CREATE VIRTUAL TABLE transition_names USING fts5 (tokens, detail = none)")
@@ -377,3 +379,115 @@ def test_version_5_ledgers_are_read_upgraded_pruned_and_recovered(path, tmp_path
         assert conn.execute("SELECT count(*) FROM transition_names").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM block_names").fetchone() == (1,)
     assert Ledger(path).story("plan") == [new[1]]
+
+
+def put_executions(ledger: Ledger, run_id: int, keys: list[str], stop: float) -> None:
+    for number, key in enumerate(keys, start=int(stop)):
+        ledger.put_execution(run_id, key, "tcp://w:1", 1, number - 1, number, "memory")
+
+
+def test_a_batch_of_executions_is_one_row_and_version_6_rows_still_read(path, tmp_path):
+    ledger = Ledger(path)
+    old_run = ledger.start_run({})
+    put_executions(ledger, old_run, ["a", "b"], 1000.0)
+    ledger.close()
+    make_version_6(path)
+    assert [e["key"] for e in Ledger(path).executions()] == ["a", "b"]
+
+    ledger = Ledger(path)  # writing upgrades the file; the old rows stay where they are
+    new_run = ledger.start_run({})
+    put_executions(ledger, new_run, ["c", "d", "e"], 2000.0)
+    ledger.put_failure(
+        new_run,
+        {
+            "key": "d",
+            "stimulus_id": "task-erred-1",
+            "timestamp": 2001.5,
+            "outcome": "erred",
+            "attempt": 1,
+            "worker": "tcp://w:1",
+            "start": 2000.0,
+            "stop": 2001.0,
+            "exception_type": "ValueError",
+            "message": "boom",
+            "traceback": "Traceback ...",
+            "blame": None,
+        },
+    )
+    ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+        assert conn.execute("SELECT count(*) FROM executions").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM execution_blocks").fetchone() == (1,)
+    reader = Ledger(path)
+    executed = reader.executions()
+    assert [(e["run_id"], e["key"]) for e in executed] == [
+        (old_run, "a"),
+        (old_run, "b"),
+        (new_run, "c"),
+        (new_run, "d"),
+        (new_run, "e"),
+    ]
+    assert executed[3]["exception_type"] == "ValueError" and executed[3]["attempt"] == 1
+    assert executed[2]["exception_type"] is None
+    assert [e["key"] for e in reader.executions(limit=4)] == ["b", "c", "d", "e"]
+    assert [e["key"] for e in reader.executions(run_id=old_run, limit=1)] == ["b"]
+    assert reader.execution_outcomes(new_run)[0] == ("c", "tcp://w:1", 1999.0, 2000.0, "memory")
+    summaries = {run["run_id"]: run for run in reader.run_summaries()}
+    assert (summaries[old_run]["tasks"], summaries[new_run]["executions"]) == (2, 3)
+    assert summaries[new_run]["workers"] == 1
+    page = reader.task_page(new_run, 0, 10)[1]
+    assert [(task["key"], task["executed"], task["duration"]) for task in page] == [
+        ("c", 1, 1.0),
+        ("d", 1, 1.0),
+        ("e", 1, 1.0),
+    ]
+    recovered = recover(path, tmp_path / "recovered.db")
+    assert recovered.complete
+    assert Ledger(tmp_path / "recovered.db").executions() == executed
+
+
+def test_retention_keeps_the_newer_executions_of_a_block_that_straddles_the_cutoff(path):
+    ledger = Ledger(path, retain=3600, prune_every=0.05, flush_interval=0.02)
+    run_id = ledger.start_run({})
+    now = time.time()
+    ledger.put_execution(run_id, "old", "tcp://w:1", 1, now - 7201, now - 7200, "memory")
+    ledger.put_execution(run_id, "new", "tcp://w:1", 1, now - 1, now, "erred")
+    ledger.flush()
+    wait_until(lambda: [e["key"] for e in ledger.executions()] == ["new"])
+    ledger.close()
+    [kept] = Ledger(path).executions()
+    assert (kept["start"], kept["stop"], kept["outcome"]) == (now - 1, now, "erred")
+
+
+def test_a_steady_stream_is_written_a_batch_per_flush_interval(path):
+    """Records that keep coming are committed every flush interval, not one small transaction
+    after another as fast as they come (each costs a commit and an index segment)."""
+    ledger = Ledger(path, flush_interval=0.2)
+    run_id = ledger.start_run({})
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < 1.0:
+        ledger.put_execution(run_id, f"t-{sent}", "tcp://w:1", 1, 1.0, 2.0, "memory")
+        sent += 1
+        if sent % 20 == 0:
+            time.sleep(0.001)
+    ledger.flush()
+    with sqlite3.connect(path) as conn:
+        (batches,) = conn.execute("SELECT count(*) FROM execution_blocks").fetchone()
+    assert 2 <= batches <= 10
+    assert len(ledger.executions()) == sent
+    ledger.close()
+
+
+def test_a_flush_or_close_does_not_wait_for_the_flush_interval(path):
+    ledger = Ledger(path, flush_interval=30)
+    run_id = ledger.start_run({})
+    ledger.put_execution(run_id, "x", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    started = time.monotonic()
+    ledger.flush()
+    assert [e["key"] for e in ledger.executions()] == ["x"]
+    ledger.put_execution(run_id, "y", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    ledger.close()
+    assert time.monotonic() - started < 5
+    assert [e["key"] for e in Ledger(path).executions()] == ["x", "y"]

@@ -1,0 +1,205 @@
+"""What the ledger's writer spends, per stage, replayed from a captured run on one thread.
+
+A cluster measurement of the ledger's cost swings with whatever else the machine runs. This
+captures what the writer was handed while a workload ran (every batch: queued items and the
+transitions read from the scheduler's log), then writes the same batches into a fresh file,
+on one thread, as the writer does, and prints the writer's CPU per task split by stage:
+building blocks (packing and compressing), each table's inserts, the run's tally and summary,
+and commits. Replays of one capture compare versions of the writer with nothing else changed.
+
+    .venv/bin/python bench/ledger_replay.py --capture /tmp/tree.pickle --size 4096 --rounds 4
+    .venv/bin/python bench/ledger_replay.py --replay /tmp/tree.pickle --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import ledger_ab
+from ledger_ab import WORKLOADS
+
+from storied import Client, LocalCluster
+from storied.record import ledger as ledger_module
+
+cloudpickle.register_pickle_by_value(ledger_ab)  # workers cannot import bench/
+
+
+def capture(path: Path, workload: str, size: int, rounds: int) -> None:
+    """Run ``workload`` ``rounds`` times on a cluster with a ledger, keeping every batch the
+    writer inserted (pickled as it was handed over) and the tasks run."""
+    batches: list[bytes] = []
+    insert = ledger_module._insert
+
+    def keeping(conn: sqlite3.Connection, batch: Any, followed: Any = (), tallies: Any = None):
+        batches.append(pickle.dumps((batch, followed), protocol=pickle.HIGHEST_PROTOCOL))
+        return insert(conn, batch, followed, tallies)
+
+    ledger_module._insert = keeping
+    try:
+        with (
+            tempfile.TemporaryDirectory() as directory,
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                dashboard_address=None,
+                ledger=Path(directory) / "ledger.db",
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
+            tasks = sum(WORKLOADS[workload](client, size) for _ in range(rounds))
+            cluster.scheduler.record.flush()
+    finally:
+        ledger_module._insert = insert
+    path.write_bytes(pickle.dumps({"tasks": tasks, "batches": batches}))
+    print(f"captured {len(batches)} batches of {tasks:,} tasks into {path}")
+
+
+class _Stages:
+    """CPU time of this thread per stage, summed over calls."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+
+    @contextmanager
+    def timing(self, stage: str) -> Iterator[None]:
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.thread_time() - started
+
+    def wrap(self, stage_of: Callable[..., str], function: Callable[..., Any]) -> Callable:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.timing(stage_of(*args, **kwargs)):
+                return function(*args, **kwargs)
+
+        return timed
+
+
+def replay(path: Path, repeats: int) -> None:
+    captured = pickle.loads(path.read_bytes())
+    tasks, batches = captured["tasks"], [pickle.loads(blob) for blob in captured["batches"]]
+    records = sum(
+        ledger_module._record_count(batch) + sum(len(entries) for _, entries, _ in followed)
+        for batch, followed in batches
+    )
+    print(f"{len(batches)} batches, {tasks:,} tasks, {records / tasks:.1f} records a task")
+    totals: list[float] = []
+    stage_runs: list[Counter[str]] = []
+    sizes: list[int] = []
+    for _ in range(repeats):
+        total, stages, size = _replay_once(batches)
+        totals.append(total)
+        stage_runs.append(stages)
+        sizes.append(size)
+    print(
+        f"writer CPU: median {statistics.median(totals) / tasks * 1e6:.1f} us/task "
+        f"({min(totals) / tasks * 1e6:.1f}-{max(totals) / tasks * 1e6:.1f}, {repeats} replays); "
+        f"file {statistics.median(sizes) / tasks:,.0f} B/task"
+    )
+    for stage in sorted(stage_runs[0], key=stage_runs[0].__getitem__, reverse=True):
+        values = [run[stage] for run in stage_runs]
+        print(f"  {statistics.median(values) / tasks * 1e6:6.2f} us/task  {stage}")
+
+
+def _replay_once(batches: list[tuple[Any, Any]]) -> tuple[float, Counter[str], int]:
+    """Write every batch into a fresh file as the writer would; CPU seconds in all, per
+    stage, and the file's size."""
+    stages = _Stages()
+    patched = {
+        "_insert_rows": stages.wrap(
+            lambda conn, table, *rest: f"insert {table}", ledger_module._insert_rows
+        ),
+        "pack_block": stages.wrap(lambda *_: "pack and compress blocks", ledger_module.pack_block),
+    }
+    originals = {name: getattr(ledger_module, name) for name in patched}
+    tally_add = ledger_module.RunTally.add_scheduler_transitions
+    tally_write = ledger_module.RunTally.write
+    ledger_module.RunTally.add_scheduler_transitions = stages.wrap(  # type: ignore[method-assign]
+        lambda *_: "tally", tally_add
+    )
+    ledger_module.RunTally.write = stages.wrap(  # type: ignore[method-assign]
+        lambda *_: "summary at run end", tally_write
+    )
+    for name, function in patched.items():
+        setattr(ledger_module, name, function)
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(_write_all(batches, stages)))
+    try:
+        thread.start()
+        thread.join()
+    finally:
+        for name, function in originals.items():
+            setattr(ledger_module, name, function)
+        ledger_module.RunTally.add_scheduler_transitions = tally_add  # type: ignore[method-assign]
+        ledger_module.RunTally.write = tally_write  # type: ignore[method-assign]
+    total, size = result[0]
+    stages.seconds["rest (grouping, reading, Python)"] = total - sum(stages.seconds.values())
+    return total, stages.seconds, size
+
+
+def _write_all(batches: list[tuple[Any, Any]], stages: _Stages) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "ledger.db"
+        ledger = ledger_module.Ledger(path)
+        run_id = ledger.start_run({"where": "replay"})
+        ledger._capacity = 0
+        ledger._stopping = True
+        ledger._wake.set()
+        assert ledger._writer is not None
+        ledger._writer.join()  # the replay writes on this thread, as the writer would
+        ledger._writer = None
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        for pragma in ledger_module.WRITER_PRAGMAS:
+            conn.execute(pragma)
+        tallies = {run_id: ledger_module.RunTally()}
+        started = time.thread_time()
+        for batch, followed in batches:
+            batch = [_with_run(item, run_id) for item in batch]
+            followed = [(run_id, entries, recs) for _, entries, recs in followed]
+            with stages.timing("begin"):
+                conn.execute("BEGIN")
+            ledger_module._insert(conn, batch, followed, tallies)
+            with stages.timing("commit"):
+                conn.execute("COMMIT")
+        total = time.thread_time() - started
+        conn.close()
+        ledger._writer_lock.release()
+        size = sum(p.stat().st_size for p in Path(directory).iterdir())
+        return total, size
+
+
+def _with_run(item: tuple[Any, ...], run_id: int) -> tuple[Any, ...]:
+    """A queued item, moved to the replay's run."""
+    return (item[0], run_id, *item[2:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capture", type=Path, help="run a workload and keep its batches here")
+    parser.add_argument("--replay", type=Path, help="replay the batches kept here")
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="tree")
+    parser.add_argument("--size", type=int, default=4_096)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.capture:
+        capture(args.capture, args.workload, args.size, args.rounds)
+    if args.replay:
+        replay(args.replay, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
