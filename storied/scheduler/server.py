@@ -52,6 +52,7 @@ from storied.record.events import (
 )
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
+from storied.scheduler.coalesce import coalesce_free_keys
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.failures import record_failure
 from storied.scheduler.manage import RETIRED
@@ -312,6 +313,7 @@ class Scheduler:
             return
         name = str(name if name is not None else address)
         stream = Stream(comm, self._worker_handlers(address), f"stream from worker {address}")
+        stream.batched.coalesce = coalesce_free_keys
         nanny = msg.get("nanny")
         link = _WorkerLink(
             address, name, msg.get("pid"), stream, nanny if isinstance(nanny, str) else None

@@ -628,8 +628,10 @@ class Worker:
             )
         )
 
-    def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
-        self._handle(self.state.free_keys(keys, stimulus_id))
+    def _free_keys(
+        self, keys: list[str], stimulus_id: str, stimulus_ids: list[str] | None = None
+    ) -> None:
+        self._handle(self.state.free_keys(keys, stimulus_id, stimulus_ids))
 
     def _steal_request(self, key: str, stimulus_id: str) -> None:
         self._handle(self.state.steal_request(key, stimulus_id))
