@@ -743,6 +743,7 @@ class Scheduler:
             "subscribe-topic": subscribe,
             "unsubscribe-topic": unsubscribe,
             "heartbeat": lambda: None,
+            "preload-modules": self._preload_modules,
             "close-client": lambda: self._clients_leaving.add(client),
             "update-data": update_data,
             "who-has": lambda keys=None: state.who_has(
@@ -775,6 +776,13 @@ class Scheduler:
             raise ValueError(f"extension {name!r} would replace the requests {clashes}")
         self.extensions[name] = extension
         self._extension_handlers.update(handlers)
+
+    def _preload_modules(self, modules: list[str]) -> None:
+        """Pass a client's "these packages are needed soon" on to every worker (each decides
+        what it imports: ``storied.worker.preload``)."""
+        msg = {"op": "preload-modules", "modules": modules}
+        for link in self.workers.values():
+            link.stream.send(msg)
 
     # ------------------------------------------------------------------ effects
 
