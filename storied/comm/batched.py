@@ -46,6 +46,8 @@ class BatchedSend:
         self.on_flush: Callable[[], list[Any]] | None = None
         #: told of a message too large to send on its own (else it is logged)
         self.on_oversized: Callable[[Any, FrameTooLarge], None] | None = None
+        #: rewrites each batch before it is written (fewer, larger messages; same meaning)
+        self.coalesce: Callable[[list[Any]], list[Any]] | None = None
 
     def send(self, msg: Any) -> None:
         self._buffer.append(msg)
@@ -78,6 +80,8 @@ class BatchedSend:
         batch, self._buffer = self._buffer, []
         if self.comm.closed:
             return
+        if self.coalesce is not None:
+            batch = self.coalesce(batch)
         self._write(batch)
 
     def _write(self, batch: list[Any]) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from storied.compat import PAGE
 from storied.graph.convert import import_dask, to_tasks
+from storied.graph.packages import collection_packages
 
 if TYPE_CHECKING:
     from storied.client.client import Client
@@ -28,6 +29,9 @@ def submit_graph(
     dask = import_dask()
     if client.status not in USABLE:
         raise RuntimeError(f"the client is {client.status}; cannot compute")
+    packages = collection_packages(graph)
+    if packages:  # the workers import them while the graph is converted here
+        client._send({"op": "preload-modules", "modules": packages})
     defaults = {**dask.get_annotations(), **{k: v for k, v in annotations.items() if v}}
     converted = to_tasks(graph, keys, defaults, cull_graph=cull_graph)
     unknown = [key for key in converted.absent if converted.keys[key] not in client._states]

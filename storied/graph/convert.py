@@ -62,18 +62,31 @@ def _dependency_key(obj: Any) -> str | None:
     return obj.key if type(obj) is _Dependency else None
 
 
-def _arguments(node: bytes, values: dict[Any, _Dependency]) -> bytes | Pickled:
-    """A task's pickled ``((node, values), {})``, each ``_Dependency`` a reference the worker
-    fills in with that dependency's result (the C pickler: values holds keys and references).
-    A node embedding large data goes the way of large arguments: out of band, beside the
-    message, which stays small."""
-    if len(node) >= OUT_OF_BAND_MIN:
-        return dumps_with_refs(((node, values), {}), _dependency_key)[0]
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=PICKLE_PROTOCOL)
-    pickler.persistent_id = _dependency_key  # type: ignore[method-assign]
-    pickler.dump(((node, values), {}))
-    return buffer.getvalue()
+def _emptied(buffer: io.BytesIO, pickler: pickle.Pickler) -> io.BytesIO:
+    """``buffer`` emptied and ``pickler``'s memo cleared, for the next pickle of its own."""
+    buffer.seek(0)
+    buffer.truncate()
+    pickler.clear_memo()
+    return buffer
+
+
+class _ArgumentsPickler:
+    """Pickles each task's ``((node, values), {})``, each ``_Dependency`` a reference the worker
+    fills in with that dependency's result (one C pickler for the graph: values holds keys and
+    references). A node embedding large data goes the way of large arguments: out of band,
+    beside the message, which stays small."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._pickler = pickle.Pickler(self._buffer, protocol=PICKLE_PROTOCOL)
+        self._pickler.persistent_id = _dependency_key  # type: ignore[method-assign]
+
+    def dumps(self, node: bytes, values: dict[Any, _Dependency]) -> bytes | Pickled:
+        if len(node) >= OUT_OF_BAND_MIN:
+            return dumps_with_refs(((node, values), {}), _dependency_key)[0]
+        buffer = _emptied(self._buffer, self._pickler)
+        self._pickler.dump(((node, values), {}))
+        return buffer.getvalue()
 
 
 _RESOLVERS = (resolve_function, resolve_future)
@@ -89,6 +102,10 @@ class _NodeReducer:
         self._index: dict[int, int] = {}
         #: keys of the futures met in the node being pickled
         self.futures: list[str] = []
+        #: one pickler for every node of the graph (making one per node costs a few % of a
+        #: conversion), its memo cleared between nodes: each pickle stands alone
+        self._buffer = io.BytesIO()
+        self._pickler = _FastPickler(self._buffer, self)
 
     def reduce(self, obj: Any) -> Any:
         kind = type(obj)
@@ -106,9 +123,9 @@ class _NodeReducer:
     def dumps(self, node: Any) -> bytes:
         """``node`` pickled by the C pickler where it can, else by cloudpickle."""
         self.futures = []
-        buffer = io.BytesIO()
+        buffer = _emptied(self._buffer, self._pickler)
         try:
-            _FastPickler(buffer, self).dump(node)
+            self._pickler.dump(node)
         except (pickle.PicklingError, AttributeError, TypeError):
             self.futures = []
             buffer = io.BytesIO()
@@ -203,6 +220,7 @@ def to_tasks(
     result = GraphTasks(keys={key: stringify(key) for key in keys})
     result.absent = [key for key in keys if key not in nodes]
     reducer = _NodeReducer()
+    arguments = _ArgumentsPickler()
     placement = _Placement(annotations, defaults)
     for key in sorted(nodes, key=lambda k: priorities.get(k, 0)):
         node = nodes[key]
@@ -213,7 +231,7 @@ def to_tasks(
         pickled = reducer.dumps(node)
         for future_key in reducer.futures:
             values[future_key] = _Dependency(future_key)
-        payload = _arguments(pickled, values)
+        payload = arguments.dumps(pickled, values)
         dependencies = list(dict.fromkeys(dep.key for dep in values.values()))
         retries, workers, options = placement.of(key)
         entry = [storied_key, "", payload, dependencies, retries, workers]

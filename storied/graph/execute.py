@@ -44,7 +44,9 @@ class GraphRunner:
 
 
 def preload_dask() -> None:
-    """Import dask's task classes now, if dask is installed, so that the first graph a fresh
-    worker runs does not wait for the import (Dask's workers import dask when they start)."""
+    """Import dask's task classes and numpy now, if installed, so that the first graph a fresh
+    worker runs does not wait for the imports (Dask's workers import both when they start)."""
     with contextlib.suppress(ImportError):
         import dask._task_spec  # noqa: F401
+    with contextlib.suppress(ImportError):
+        import numpy  # noqa: F401

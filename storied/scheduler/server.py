@@ -52,6 +52,7 @@ from storied.record.events import (
 )
 from storied.record.ledger import Ledger
 from storied.resources import check_resources
+from storied.scheduler.coalesce import coalesce_free_keys
 from storied.scheduler.extensions import SchedulerExtension, default_extensions
 from storied.scheduler.failures import record_failure
 from storied.scheduler.manage import RETIRED
@@ -312,6 +313,7 @@ class Scheduler:
             return
         name = str(name if name is not None else address)
         stream = Stream(comm, self._worker_handlers(address), f"stream from worker {address}")
+        stream.batched.coalesce = coalesce_free_keys
         nanny = msg.get("nanny")
         link = _WorkerLink(
             address, name, msg.get("pid"), stream, nanny if isinstance(nanny, str) else None
@@ -741,6 +743,7 @@ class Scheduler:
             "subscribe-topic": subscribe,
             "unsubscribe-topic": unsubscribe,
             "heartbeat": lambda: None,
+            "preload-modules": self._preload_modules,
             "close-client": lambda: self._clients_leaving.add(client),
             "update-data": update_data,
             "who-has": lambda keys=None: state.who_has(
@@ -773,6 +776,13 @@ class Scheduler:
             raise ValueError(f"extension {name!r} would replace the requests {clashes}")
         self.extensions[name] = extension
         self._extension_handlers.update(handlers)
+
+    def _preload_modules(self, modules: list[str]) -> None:
+        """Pass a client's "these packages are needed soon" on to every worker (each decides
+        what it imports: ``storied.worker.preload``)."""
+        msg = {"op": "preload-modules", "modules": modules}
+        for link in self.workers.values():
+            link.stream.send(msg)
 
     # ------------------------------------------------------------------ effects
 

@@ -1344,13 +1344,15 @@ def _least_busy(
     """Among ``allowed`` (None: all ``workers``), the least busy of those holding most of
     ``ts``'s input bytes, else the least busy of all allowed."""
     if ts.dependencies:
-        holders: collections.Counter[str] = collections.Counter()
+        # a plain dict: this runs for every task with inputs, and a Counter costs more
+        holders: dict[str, int] = {}
         for dep in ts.dependencies:
+            size = dep.nbytes + 1
             for address in dep.who_has:
-                holders[address] += dep.nbytes + 1
+                holders[address] = holders.get(address, 0) + size
         if allowed is not None:
             permitted = {ws.address for ws in allowed}
-            holders = collections.Counter({a: n for a, n in holders.items() if a in permitted})
+            holders = {a: n for a, n in holders.items() if a in permitted}
         if holders:
             best = max(holders.values())
             candidates = [workers[a] for a, n in holders.items() if n == best and a in workers]

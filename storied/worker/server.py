@@ -55,7 +55,7 @@ from storied.record import LogRecordEntry, NoRecord, Record, pack_event
 from storied.resources import parse_resources
 from storied.shm import segments as shm_segments
 from storied.shm.results import Fetched, SharedResults, request_data
-from storied.worker import tasklogs, upload
+from storied.worker import preload, tasklogs, upload
 from storied.worker.memory import MemoryManager, sizeof
 from storied.worker.state import (
     RUNNING,
@@ -591,6 +591,7 @@ class Worker:
             "compute-task": self._compute_task,
             "heartbeat": lambda: None,
             "free-keys": self._free_keys,
+            "preload-modules": self._preload_modules,
             "steal-request": self._steal_request,
             "acquire-replicas": self._acquire_replicas,
             "close": self._close_requested,
@@ -634,8 +635,16 @@ class Worker:
             )
         )
 
-    def _free_keys(self, keys: list[str], stimulus_id: str) -> None:
-        self._handle(self.state.free_keys(keys, stimulus_id))
+    def _free_keys(
+        self, keys: list[str], stimulus_id: str, stimulus_ids: list[str] | None = None
+    ) -> None:
+        self._handle(self.state.free_keys(keys, stimulus_id, stimulus_ids))
+
+    def _preload_modules(self, modules: object) -> None:
+        """A client is about to compute a collection of these packages: import them now, while
+        no task runs (``storied.worker.preload``)."""
+        if not self.state.executing and not self.state.long_running:
+            preload.import_now(modules)
 
     def _steal_request(self, key: str, stimulus_id: str) -> None:
         self._handle(self.state.steal_request(key, stimulus_id))

@@ -426,10 +426,16 @@ class WorkerState:
             self._release(ts, stimulus_id, instructions, told=True)
         return instructions
 
-    def free_keys(self, keys: Iterable[str], stimulus_id: str) -> list[Instruction]:
-        """The scheduler no longer needs these tasks here."""
+    def free_keys(
+        self, keys: Iterable[str], stimulus_id: str, stimulus_ids: Iterable[str] | None = None
+    ) -> list[Instruction]:
+        """The scheduler no longer needs these tasks here. ``stimulus_ids``: each key's own,
+        when the scheduler merged the releases of several stimuli into one message
+        (``storied.scheduler.coalesce``)."""
         instructions: list[Instruction] = []
-        for key in keys:
+        keys = list(keys)
+        causes = [stimulus_id] * len(keys) if stimulus_ids is None else stimulus_ids
+        for key, cause in zip(keys, causes, strict=True):
             ts = self.tasks.get(key)
             if ts is None:
                 continue
@@ -439,7 +445,7 @@ class WorkerState:
                 continue
             if ts.dependents and ts.state == "memory":
                 continue  # still an input of a task here; dropped when that one is done
-            self._release(ts, stimulus_id, instructions, told=True)
+            self._release(ts, cause, instructions, told=True)
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
 

@@ -248,3 +248,15 @@ def test_execute_says_whether_a_client_waits_for_the_result(state):
     """The worker pickles only such a result as it is made (to send it with task-finished)."""
     instructions = state.compute_task("w", "f-inc", b"args of w", 0, {}, "compute", True)
     assert instructions == [Execute("w", "f-inc", b"args of w", wanted=True)]
+
+
+def test_free_keys_merged_from_several_stimuli_records_each_keys_own(state, recorder):
+    for key in ("a", "b"):
+        compute(state, key)
+        succeed(state, key)
+    instructions = state.free_keys(["a", "b"], "finished-x", ["finished-x", "finished-y"])
+    assert forgotten(instructions) == ["a", "b"]
+    assert [(t[0], t[4]) for t in recorder.transitions if t[2] == "released"] == [
+        ("a", "finished-x"),
+        ("b", "finished-y"),
+    ]
