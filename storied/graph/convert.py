@@ -258,7 +258,9 @@ class _Placement:
         }
         self._defaults = defaults
         self._shared: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._common = None if self._annotations else self._resolve(None)
+        # a callable is asked per key, as Dask asks it: never with None for the whole graph
+        per_task = self._annotations or any(callable(value) for value in defaults.values())
+        self._common = None if per_task else self._resolve(None)
 
     def of(self, key: Any) -> tuple[int, list[str] | None, dict[str, Any] | None]:
         return self._common if self._common is not None else self._resolve(key)

@@ -174,6 +174,26 @@ def test_annotated_workers_place_every_task(client: Client) -> None:
     assert set(client.gather(client.compute(tasks, workers=address))) == {pids[address]}
 
 
+def test_a_callable_annotation_is_asked_per_key_never_with_none(client: Client) -> None:
+    """Dask calls a callable annotation with each task's key; storied once asked it for the
+    whole graph with ``None``, which such a callable need not take."""
+    pids = client.run(os.getpid)
+    address = sorted(pids)[0]
+    asked: list[Any] = []
+
+    def place(key: Any) -> list[str]:
+        asked.append(key)
+        if key is None:
+            raise TypeError("a key is needed")
+        return [address]
+
+    graph = {"pid-a": (os.getpid,), "pid-b": (os.getpid,)}
+    with dask.annotate(workers=place):
+        found = client.get(graph, ["pid-a", "pid-b"])
+    assert set(found) == {pids[address]}
+    assert sorted(asked) == ["pid-a", "pid-b"]
+
+
 def test_without_dask_storied_runs_and_says_what_needs_it(tmp_path: Path) -> None:
     """A ``dask`` that cannot be imported stands for one that is not installed."""
     fake = tmp_path / "dask"
