@@ -1,0 +1,736 @@
+"""More examples of the dask.distributed documentation pages (futures, locality, priority,
+managing computation, task launching, coordination primitives, publish, actors, plugins,
+diagnostics, logging, the API reference), written as there; see ``snippets.py`` for the rules."""
+
+from __future__ import annotations
+
+from .snippets import Snippet
+
+SNIPPETS = [
+    Snippet(
+        "futures-submit-kwargs",
+        "docs: Futures, Submit Tasks (keyword arguments)",
+        """
+def add(x, y=0):
+    return x + y
+
+future = client.submit(add, 1, y=2)
+result = future.result()
+""",
+    ),
+    Snippet(
+        "futures-map-several-iterables",
+        "API: Client.map (several iterables, zipped)",
+        """
+def add(x, y):
+    return x + y
+
+futures = client.map(add, range(5), range(10, 15))
+result = client.gather(futures)
+""",
+    ),
+    Snippet(
+        "futures-map-keys",
+        "API: Client.map(key=[...])",
+        """
+def inc(x):
+    return x + 1
+
+futures = client.map(inc, range(3), key=["corpus-map-a", "corpus-map-b", "corpus-map-c"])
+result = ([f.key for f in futures], client.gather(futures))
+""",
+    ),
+    Snippet(
+        "futures-wait-first-completed",
+        "API: wait(return_when='FIRST_COMPLETED')",
+        """
+import time
+from dask.distributed import wait
+
+def slow(x):
+    time.sleep(x)
+    return x
+
+fast = client.submit(slow, 0)
+later = client.submit(slow, 1)
+done, not_done = wait([fast, later], return_when="FIRST_COMPLETED")
+result = ([f.result() for f in done], len(not_done))
+""",
+    ),
+    Snippet(
+        "futures-wait-timeout",
+        "API: wait(timeout=) raises TimeoutError",
+        """
+import time
+from dask.distributed import wait
+
+def slow():
+    time.sleep(0.5)
+    return "late"
+
+future = client.submit(slow, pure=False)
+try:
+    wait([future], timeout=0.05)
+    caught = None
+except TimeoutError:
+    caught = "TimeoutError"
+result = (caught, future.result())
+""",
+    ),
+    Snippet(
+        "futures-result-timeout",
+        "API: Future.result(timeout=)",
+        """
+import time
+
+def slow():
+    time.sleep(0.5)
+    return "late"
+
+future = client.submit(slow, pure=False)
+try:
+    future.result(timeout=0.05)
+    caught = None
+except TimeoutError:
+    caught = "TimeoutError"
+result = (caught, future.result(timeout=10))
+""",
+    ),
+    Snippet(
+        "futures-traceback",
+        "docs: Futures, Exceptions (traceback)",
+        """
+import traceback
+
+def div(x, y):
+    return x / y
+
+a = client.submit(div, 1, 0)
+lines = traceback.format_tb(a.traceback())
+result = (any("return x / y" in line for line in lines), type(a.exception()).__name__)
+""",
+    ),
+    Snippet(
+        "futures-retry",
+        "API: Future.retry and Client.retry",
+        """
+import os, tempfile
+
+marker = tempfile.mktemp()
+
+def flaky(path):
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise OSError("first try fails")
+    return "second try"
+
+future = client.submit(flaky, marker)
+first = (future.status, type(future.exception()).__name__)
+future.retry()
+second = future.result()
+os.unlink(marker)
+other = client.submit(flaky, marker, pure=False)
+other.exception()
+client.retry([other])
+result = (first, second, other.result())
+os.unlink(marker)
+""",
+    ),
+    Snippet(
+        "futures-client-cancel",
+        "API: Client.cancel",
+        """
+import time
+
+def slow(x):
+    time.sleep(0.2)
+    return x
+
+futures = client.map(slow, range(4), pure=False)
+client.cancel(futures)
+result = [(f.status, f.cancelled()) for f in futures]
+""",
+    ),
+    Snippet(
+        "futures-scatter-broadcast",
+        "API: Client.scatter(broadcast=True)",
+        """
+[future] = client.scatter([list(range(10))], broadcast=True)
+result = (len(client.who_has([future])[future.key]), client.submit(sum, future).result())
+""",
+    ),
+    Snippet(
+        "futures-scatter-one-object-hash",
+        "API: Client.scatter of one object, hash=",
+        """
+a = client.scatter(123)
+b = client.scatter(123)
+c = client.scatter(123, hash=False)
+result = (a.key == b.key, a.key == c.key, a.result(), c.result())
+""",
+    ),
+    Snippet(
+        "futures-release",
+        "API: Future.release",
+        """
+def inc(x):
+    return x + 1
+
+future = client.submit(inc, 1000)
+future.result()
+future.release()
+result = client.submit(inc, 1000).result()
+""",
+    ),
+    Snippet(
+        "locality-submit-workers",
+        "docs: Data Locality, User Control (submit(workers=))",
+        """
+from dask.distributed import get_worker
+
+def where():
+    return get_worker().address
+
+workers = sorted(client.scheduler_info()["workers"])
+futures = [client.submit(where, workers=[w], pure=False) for w in workers for _ in range(3)]
+result = client.gather(futures) == [w for w in workers for _ in range(3)]
+""",
+    ),
+    Snippet(
+        "locality-map-workers",
+        "docs: Data Locality, User Control (map(workers=) with one address)",
+        """
+from dask.distributed import get_worker
+
+def where(i):
+    return get_worker().address
+
+worker = sorted(client.scheduler_info()["workers"])[-1]
+result = set(client.gather(client.map(where, range(4), workers=worker))) == {worker}
+""",
+    ),
+    Snippet(
+        "locality-allow-other-workers",
+        "docs: Data Locality, allow_other_workers=True",
+        """
+def inc(x):
+    return x + 1
+
+worker = sorted(client.scheduler_info()["workers"])[0]
+futures = client.map(inc, range(4), workers=[worker], allow_other_workers=True)
+result = client.gather(futures)
+""",
+    ),
+    Snippet(
+        "locality-scatter-workers",
+        "docs: Data Locality, scatter(workers=)",
+        """
+worker = sorted(client.scheduler_info()["workers"])[0]
+[future] = client.scatter([list(range(5))], workers=[worker])
+result = (list(client.who_has([future])[future.key]) == [worker], future.result())
+""",
+    ),
+    Snippet(
+        "priority-annotate",
+        "docs: Prioritizing Work (dask.annotate(priority=))",
+        """
+import dask
+from dask import delayed
+
+def inc(x):
+    return x + 1
+
+with dask.annotate(priority=10):
+    x = delayed(inc)(1)
+y = delayed(inc)(x)
+result = (y.compute(), client.compute(y, priority=-5).result())
+""",
+    ),
+    Snippet(
+        "manage-compute-returns-future",
+        "docs: Managing Computation, Client.compute (a future; sync=True)",
+        """
+from dask import delayed
+
+x = delayed(sum)([1, 2, 3])
+future = client.compute(x)
+result = (type(future).__name__, future.result(), client.compute(x, sync=True))
+""",
+    ),
+    Snippet(
+        "manage-compute-list-gather",
+        "docs: Managing Computation, compute a list, gather",
+        """
+import dask.array as da
+
+x = da.arange(100, chunks=10)
+futures = client.compute([x.sum(), x.max(), x.min()])
+result = [int(v) for v in client.gather(futures)]
+""",
+    ),
+    Snippet(
+        "manage-dask-persist",
+        "docs: Managing Computation, dask.persist with a default client",
+        """
+import dask
+import dask.array as da
+
+x = da.arange(100, chunks=10)
+y, z = dask.persist(x + 1, x * 2)
+result = (int(y.sum().compute()), int(z.max().compute()))
+""",
+    ),
+    Snippet(
+        "manage-persist-delayed",
+        "docs: Managing Computation, persist a delayed value",
+        """
+from dask import delayed
+
+def inc(x):
+    return x + 1
+
+x = client.persist(delayed(inc)(41))
+result = (x.compute(), (x + 1).compute())
+""",
+    ),
+    Snippet(
+        "task-launch-queue-feed",
+        "docs: Launch Tasks from Tasks, coordinating with a Queue",
+        """
+from dask.distributed import Queue
+
+def consume(n):
+    queue = Queue("corpus-feed")
+    return sum(queue.get(timeout=10) for _ in range(n))
+
+queue = Queue("corpus-feed")
+for i in range(5):
+    queue.put(i)
+result = client.submit(consume, 5).result()
+""",
+    ),
+    Snippet(
+        "task-launch-variable-stop-flag",
+        "docs: Launch Tasks from Tasks, a Variable to stop a long-running task",
+        """
+from dask.distributed import Variable
+
+def run_until_stopped():
+    stop = Variable("corpus-stop")
+    while not stop.get(timeout=10):
+        pass
+    return "stopped"
+
+stop = Variable("corpus-stop")
+stop.set(False)
+future = client.submit(run_until_stopped, pure=False)
+stop.set(True)
+result = future.result()
+""",
+    ),
+    Snippet(
+        "task-launch-map-inside-task",
+        "docs: Launch Tasks from Tasks (map and gather inside a task)",
+        """
+from dask.distributed import get_client
+
+def inc(x):
+    return x + 1
+
+def process(n):
+    client = get_client()
+    futures = client.map(inc, range(n))
+    return sum(client.gather(futures))
+
+result = client.submit(process, 10).result()
+""",
+    ),
+    Snippet(
+        "coordination-queue-batch",
+        "API: Queue.get(batch=)",
+        """
+from dask.distributed import Queue
+
+queue = Queue("corpus-batch")
+for i in range(5):
+    queue.put(i)
+result = (queue.get(batch=2), queue.get(batch=True), queue.qsize())
+""",
+    ),
+    Snippet(
+        "coordination-variable-timeout",
+        "API: Variable.get(timeout=) on a variable never set",
+        """
+from dask.distributed import Variable
+
+try:
+    Variable("corpus-never-set").get(timeout=0.1)
+    result = None
+except TimeoutError:
+    result = "TimeoutError"
+""",
+    ),
+    Snippet(
+        "coordination-lock-held-elsewhere",
+        "API: Lock.acquire(blocking=False, timeout=), locked()",
+        """
+from dask.distributed import Lock
+
+def try_take(name):
+    return Lock(name).acquire(blocking=False)
+
+lock = Lock("corpus-held")
+lock.acquire()
+inside = (lock.locked(), client.submit(try_take, "corpus-held", pure=False).result())
+timed_out = Lock("corpus-held").acquire(timeout=0.1)
+lock.release()
+result = (inside, timed_out, lock.locked())
+""",
+    ),
+    Snippet(
+        "coordination-semaphore-timeout",
+        "API: Semaphore.acquire(timeout=), get_value, release",
+        """
+from dask.distributed import Semaphore
+
+sem = Semaphore(max_leases=1, name="corpus-one-lease")
+first = sem.acquire()
+second = sem.acquire(timeout=0.1)
+value = sem.get_value()
+sem.release()
+result = (first, second, value, sem.get_value())
+""",
+    ),
+    Snippet(
+        "coordination-event-wait-timeout",
+        "API: Event.wait(timeout=) on an event never set",
+        """
+from dask.distributed import Event
+
+event = Event("corpus-never-set-event")
+result = (event.wait(timeout=0.1), event.is_set())
+""",
+    ),
+    Snippet(
+        "coordination-multilock",
+        "API: MultiLock (several locks taken together)",
+        """
+from dask.distributed import MultiLock
+
+def use(names):
+    with MultiLock(names=names):
+        return "held"
+
+lock = MultiLock(names=["corpus-ml-a", "corpus-ml-b"])
+lock.acquire()
+blocked = MultiLock(names=["corpus-ml-b"]).acquire(timeout=0.1)
+lock.release()
+result = (blocked, client.submit(use, ["corpus-ml-a", "corpus-ml-b"]).result())
+""",
+        differs="MultiLock is not supported yet",
+    ),
+    Snippet(
+        "publish-datasets-mapping",
+        "docs: Publish Datasets (client.datasets as a mapping)",
+        """
+def inc(x):
+    return x + 1
+
+client.datasets["corpus_y"] = client.submit(inc, 41)
+present = "corpus_y" in client.datasets
+value = client.datasets["corpus_y"].result()
+del client.datasets["corpus_y"]
+result = (present, value, "corpus_y" in client.datasets)
+""",
+    ),
+    Snippet(
+        "publish-persisted-collection",
+        "docs: Publish Datasets (a persisted collection, got back and computed)",
+        """
+import dask.array as da
+
+x = client.persist(da.arange(100, chunks=10))
+client.publish_dataset(corpus_arr=x)
+y = client.get_dataset("corpus_arr")
+result = (int(y.sum().compute()), y.shape)
+client.unpublish_dataset("corpus_arr")
+""",
+    ),
+    Snippet(
+        "publish-override-default",
+        "API: publish_dataset(override=), get_dataset(default=)",
+        """
+client.publish_dataset(corpus_z=1)
+try:
+    client.publish_dataset(corpus_z=2)
+    refused = None
+except KeyError:
+    refused = "KeyError"
+client.publish_dataset(corpus_z=3, override=True)
+value = client.get_dataset("corpus_z")
+client.unpublish_dataset("corpus_z")
+result = (refused, value, client.get_dataset("corpus_z", default="gone"))
+""",
+    ),
+    Snippet(
+        "actor-add",
+        "docs: Actors (calling add(10))",
+        """
+class Counter:
+    n = 0
+
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
+
+    def add(self, x):
+        self.n += x
+        return self.n
+
+future = client.submit(Counter, actor=True)
+counter = future.result()
+counter.increment().result()
+result = (counter.add(10).result(), counter.n)
+""",
+    ),
+    Snippet(
+        "actor-passed-to-tasks",
+        "docs: Actors (an actor given to tasks)",
+        """
+class Counter:
+    n = 0
+
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n
+
+def bump(counter):
+    return counter.increment().result()
+
+future = client.submit(Counter, actor=True)
+counter = future.result()
+client.gather([client.submit(bump, counter, pure=False) for _ in range(4)])
+result = counter.n
+""",
+    ),
+    Snippet(
+        "plugins-worker-plugin",
+        "docs: Plugins, a WorkerPlugin counting finished tasks",
+        """
+from dask.distributed import WorkerPlugin
+
+class CountFinished(WorkerPlugin):
+    name = "corpus-count-finished"
+
+    def setup(self, worker):
+        self.finished = 0
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "memory":
+            self.finished += 1
+
+def count(dask_worker):
+    return dask_worker.plugins["corpus-count-finished"].finished
+
+def inc(x):
+    return x + 1
+
+client.register_plugin(CountFinished())
+client.gather(client.map(inc, range(6), pure=False))
+counts = client.run(count)
+client.unregister_worker_plugin("corpus-count-finished")
+result = sum(counts.values())
+""",
+    ),
+    Snippet(
+        "plugins-scheduler-plugin",
+        "docs: Plugins, a SchedulerPlugin seeing transitions",
+        """
+from dask.distributed import SchedulerPlugin
+
+class CountMemory(SchedulerPlugin):
+    name = "corpus-count-memory"
+
+    def __init__(self):
+        self.keys = set()
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "memory" and str(key).startswith("corpus-plug"):
+            self.keys.add(key)
+
+def seen(dask_scheduler):
+    return sorted(dask_scheduler.plugins["corpus-count-memory"].keys)
+
+def inc(x):
+    return x + 1
+
+client.register_plugin(CountMemory())
+client.gather(client.map(inc, range(3), key=["corpus-plug-0", "corpus-plug-1", "corpus-plug-2"]))
+result = client.run_on_scheduler(seen)
+client.unregister_scheduler_plugin("corpus-count-memory")
+""",
+    ),
+    Snippet(
+        "plugins-upload-file",
+        "docs: Plugins, UploadFile",
+        """
+import os, tempfile
+from dask.distributed import UploadFile
+
+directory = tempfile.mkdtemp()
+path = os.path.join(directory, "corpus_uploaded_module.py")
+with open(path, "w") as f:
+    f.write("def answer():\\n    return 42\\n")
+
+def use_module():
+    import corpus_uploaded_module
+    return corpus_uploaded_module.answer()
+
+client.register_plugin(UploadFile(path))
+result = client.submit(use_module, pure=False).result()
+""",
+        differs="the UploadFile plugin is not supported yet: use client.upload_file",
+    ),
+    Snippet(
+        "client-run-dask-worker",
+        "API: Client.run (dask_worker= argument, workers=)",
+        """
+def address_of(dask_worker):
+    return dask_worker.address
+
+workers = sorted(client.scheduler_info()["workers"])
+everywhere = client.run(address_of)
+one = client.run(address_of, workers=[workers[0]])
+result = (all(k == v for k, v in everywhere.items()), list(one) == [workers[0]])
+""",
+    ),
+    Snippet(
+        "client-current",
+        "API: Client.current, default_client inside as_current",
+        """
+from dask.distributed import Client, default_client
+
+with client.as_current():
+    result = (Client.current() is client, default_client() is client)
+""",
+    ),
+    Snippet(
+        "logging-worker-log-event",
+        "docs: Logging, structured events from a task (get_worker().log_event)",
+        """
+import time
+from dask.distributed import get_worker
+
+def work(x):
+    get_worker().log_event("corpus-worker-topic", {"x": x})
+    return x
+
+client.gather(client.map(work, range(3)))
+deadline = time.monotonic() + 5
+while len(client.get_events("corpus-worker-topic")) < 3 and time.monotonic() < deadline:
+    time.sleep(0.01)
+result = sorted(msg["x"] for _, msg in client.get_events("corpus-worker-topic"))
+""",
+    ),
+    Snippet(
+        "logging-subscribe-topic",
+        "API: Client.subscribe_topic",
+        """
+import threading
+
+received = []
+arrived = threading.Event()
+
+def handler(event):
+    timestamp, msg = event
+    received.append(msg)
+    arrived.set()
+
+client.subscribe_topic("corpus-subscribed", handler)
+for _ in range(100):  # the subscription may reach the scheduler after the first event
+    client.log_event("corpus-subscribed", {"hello": "world"})
+    if arrived.wait(0.05):
+        break
+client.unsubscribe_topic("corpus-subscribed")
+result = received[0]
+""",
+    ),
+    Snippet(
+        "diagnostics-get-task-stream",
+        "docs: Diagnosing Performance, get_task_stream",
+        """
+from dask.distributed import get_task_stream
+
+def inc(x):
+    return x + 1
+
+with get_task_stream() as ts:
+    client.gather(client.map(inc, range(5), pure=False))
+result = (len(ts.data), all({"key", "worker", "startstops"} <= set(d) for d in ts.data))
+""",
+    ),
+    Snippet(
+        "efficiency-scatter-then-map",
+        "docs: Efficiency, scatter large data once and pass the future",
+        """
+import numpy as np
+
+data = np.arange(100_000)
+[big] = client.scatter([data])
+
+def nth_sum(array, n):
+    return int(array[::n].sum())
+
+result = client.gather(client.map(nth_sum, [big] * 4, [1, 2, 3, 4]))
+""",
+    ),
+    Snippet(
+        "async-await-client",
+        "dask-examples: applications/async-await.ipynb (an asynchronous Client)",
+        """
+import asyncio
+from dask.distributed import Client
+
+address = client.scheduler_info()["address"]
+
+def inc(x):
+    return x + 1
+
+async def main():
+    async with Client(address, security=client.security, asynchronous=True) as aclient:
+        future = aclient.submit(inc, 1)
+        one = await future
+        futures = aclient.map(inc, range(3))
+        many = await aclient.gather(futures)
+        return one, many
+
+result = asyncio.run(main())
+""",
+    ),
+    Snippet(
+        "async-as-completed",
+        "dask-examples: applications/async-await.ipynb (async for over as_completed)",
+        """
+import asyncio
+from dask.distributed import Client, as_completed
+
+address = client.scheduler_info()["address"]
+
+def inc(x):
+    return x + 1
+
+async def main():
+    async with Client(address, security=client.security, asynchronous=True) as aclient:
+        futures = aclient.map(inc, range(5))
+        return sorted([await future async for future in as_completed(futures)])
+
+result = asyncio.run(main())
+""",
+    ),
+]
