@@ -19,6 +19,7 @@ from storied.plugin import SchedulerPlugin, WorkerPlugin
 from storied.scheduler.server import Scheduler
 from storied.worker.secede import rejoin, secede
 from storied.worker.server import Worker, get_worker
+from storied.worker_plugins import Environ, UploadFile
 
 #: as in dask.distributed (the built-in one on Python 3.11+), and Dask's old name of worker_client
 TimeoutError = TimeoutError
@@ -29,6 +30,7 @@ __all__ = [
     "ActorFuture",
     "CancelledError",
     "Client",
+    "Environ",
     "Event",
     "Future",
     "KilledWorker",
@@ -40,6 +42,7 @@ __all__ = [
     "Security",
     "Semaphore",
     "TimeoutError",
+    "UploadFile",
     "Variable",
     "Worker",
     "WorkerPlugin",

@@ -595,7 +595,6 @@ def use_module():
 client.register_plugin(UploadFile(path))
 result = client.submit(use_module, pure=False).result()
 """,
-        differs="the UploadFile plugin is not supported yet: use client.upload_file",
     ),
     Snippet(
         "client-run-dask-worker",
