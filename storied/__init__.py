@@ -11,7 +11,16 @@ from storied.client.futures_of import fire_and_forget, futures_of
 from storied.client.worker_client import get_client, worker_client
 from storied.comm import Security
 from storied.compat import missing
-from storied.coordination import Actor, ActorFuture, Event, Lock, Queue, Semaphore, Variable
+from storied.coordination import (
+    Actor,
+    ActorFuture,
+    Event,
+    Lock,
+    MultiLock,
+    Queue,
+    Semaphore,
+    Variable,
+)
 from storied.deploy.local import LocalCluster
 from storied.diagnostics import get_task_stream, performance_report, progress
 from storied.exceptions import CancelledError, KilledWorker
@@ -36,6 +45,7 @@ __all__ = [
     "KilledWorker",
     "LocalCluster",
     "Lock",
+    "MultiLock",
     "Queue",
     "Scheduler",
     "SchedulerPlugin",

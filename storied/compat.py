@@ -18,7 +18,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "CompatibleExecutor": "use `client.get_executor()`",
         "CondaInstall": "no package-installing worker plugins: install the environment on every host",
         "InstallPlugin": "no package-installing worker plugins: install the environment on every host",
-        "MultiLock": "take several `Lock`s in a fixed order instead",
         "Nanny": "storied's nanny is started by `storied worker` and `LocalCluster`, not as a Python class",
         "NannyPlugin": "no nanny plugins",
         "PipInstall": "no package-installing worker plugins: install the environment on every host",

@@ -427,7 +427,6 @@ blocked = MultiLock(names=["corpus-ml-b"]).acquire(timeout=0.1)
 lock.release()
 result = (blocked, client.submit(use, ["corpus-ml-a", "corpus-ml-b"]).result())
 """,
-        differs="MultiLock is not supported yet",
     ),
     Snippet(
         "publish-datasets-mapping",
