@@ -731,4 +731,313 @@ async def main():
 result = asyncio.run(main())
 """,
     ),
+    Snippet(
+        "futures-done-callback-after-done",
+        "API: Future.add_done_callback on a future already done",
+        """
+import threading
+
+def inc(x):
+    return x + 1
+
+future = client.submit(inc, 1)
+future.result()
+called = threading.Event()
+seen = []
+
+def callback(f):
+    seen.append((f.status, f.result()))
+    called.set()
+
+future.add_done_callback(callback)
+called.wait(10)
+result = seen
+""",
+    ),
+    Snippet(
+        "futures-done-callback-on-error",
+        "API: Future.add_done_callback when the task fails",
+        """
+import threading
+
+def fail():
+    raise ValueError("no")
+
+future = client.submit(fail, pure=False)
+called = threading.Event()
+seen = []
+
+def callback(f):
+    seen.append((f.status, type(f.exception()).__name__))
+    called.set()
+
+future.add_done_callback(callback)
+called.wait(10)
+result = seen
+""",
+    ),
+    Snippet(
+        "futures-gather-errors-skip",
+        "API: Client.gather(errors='skip')",
+        """
+def maybe_fail(x):
+    if x == 2:
+        raise ValueError(x)
+    return x
+
+futures = client.map(maybe_fail, range(5))
+result = client.gather(futures, errors="skip")
+""",
+    ),
+    Snippet(
+        "futures-as-completed-raise-errors",
+        "API: as_completed(raise_errors=False, with_results=True)",
+        """
+from dask.distributed import as_completed
+
+def maybe_fail(x):
+    if x == 1:
+        raise ValueError(x)
+    return x
+
+futures = client.map(maybe_fail, range(3))
+outcomes = []
+for future, value in as_completed(futures, with_results=True, raise_errors=False):
+    outcomes.append(value[0].__name__ if future.status == "error" else value)
+result = sorted(outcomes, key=str)
+""",
+    ),
+    Snippet(
+        "futures-as-completed-update-count",
+        "API: as_completed.update, count, is_empty",
+        """
+from dask.distributed import as_completed
+
+def inc(x):
+    return x + 1
+
+ac = as_completed()
+empty_before = ac.is_empty()
+ac.update(client.map(inc, range(4)))
+counted = ac.count()
+values = sorted(f.result() for f in ac)
+result = (empty_before, counted, values, ac.is_empty(), ac.count())
+""",
+    ),
+    Snippet(
+        "futures-type",
+        "API: Future.type once the result is known",
+        """
+def inc(x):
+    return x + 1
+
+future = client.submit(inc, 1)
+future.result()
+result = future.type.__name__
+""",
+    ),
+    Snippet(
+        "futures-fire-and-forget-side-effect",
+        "docs: Futures, fire_and_forget (the work happens with no future kept)",
+        """
+from dask.distributed import Queue, fire_and_forget
+
+def report(x):
+    Queue("corpus-fire").put(x * 10)
+
+fire_and_forget(client.submit(report, 4, pure=False))
+result = Queue("corpus-fire").get(timeout=10)
+""",
+    ),
+    Snippet(
+        "worker-current-task",
+        "API: Worker.get_current_task, inside a task",
+        """
+from dask.distributed import get_worker
+
+def whoami():
+    return get_worker().get_current_task()
+
+future = client.submit(whoami, key="corpus-whoami")
+result = future.result()
+""",
+    ),
+    Snippet(
+        "client-nthreads",
+        "API: Client.nthreads / ncores",
+        """
+result = (sorted(client.nthreads().values()), sorted(client.ncores().values()))
+""",
+    ),
+    Snippet(
+        "client-scheduler-info-workers",
+        "API: Client.scheduler_info (each worker's nthreads)",
+        """
+info = client.scheduler_info()
+result = (len(info["workers"]), sorted(w["nthreads"] for w in info["workers"].values()))
+""",
+    ),
+    Snippet(
+        "client-run-coroutine",
+        "API: Client.run of an async function (awaited on each worker)",
+        """
+import asyncio
+
+async def answer():
+    await asyncio.sleep(0.01)
+    return 42
+
+result = sorted(client.run(answer).values())
+""",
+    ),
+    Snippet(
+        "client-run-on-scheduler-coroutine",
+        "API: Client.run_on_scheduler of an async function",
+        """
+import asyncio
+
+async def answer(dask_scheduler=None):
+    await asyncio.sleep(0.01)
+    return dask_scheduler is not None
+
+result = client.run_on_scheduler(answer)
+""",
+    ),
+    Snippet(
+        "logging-events-many-topics",
+        "API: Client.log_event to several topics, get_events of all",
+        """
+import time
+
+client.log_event(["corpus-many-a", "corpus-many-b"], {"n": 1})
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline and not client.get_events("corpus-many-b"):
+    time.sleep(0.01)
+everything = client.get_events()
+result = (
+    [m for _, m in client.get_events("corpus-many-a")],
+    [m for _, m in client.get_events("corpus-many-b")],
+    {"corpus-many-a", "corpus-many-b"} <= set(everything),
+)
+""",
+    ),
+    Snippet(
+        "coordination-queue-get-timeout",
+        "API: Queue.get(timeout=) on an empty queue",
+        """
+from dask.distributed import Queue
+
+try:
+    Queue("corpus-empty").get(timeout=0.1)
+    result = None
+except TimeoutError:
+    result = "TimeoutError"
+""",
+    ),
+    Snippet(
+        "coordination-variable-future-in-task",
+        "docs: Coordination Primitives, a Variable holding a future read by a task",
+        """
+from dask.distributed import Variable
+
+def inc(x):
+    return x + 1
+
+def read_and_add(name):
+    return Variable(name).get().result() + 100
+
+var = Variable("corpus-var-future")
+var.set(client.submit(inc, 1))
+result = client.submit(read_and_add, "corpus-var-future", pure=False).result()
+var.delete()
+""",
+    ),
+    Snippet(
+        "coordination-lock-async",
+        "API: Lock as an async context manager on an asynchronous client",
+        """
+import asyncio
+from dask.distributed import Client, Lock
+
+address = client.scheduler_info()["address"]
+
+async def main():
+    async with Client(address, security=client.security, asynchronous=True) as aclient:
+        lock = Lock("corpus-async-lock")
+        async with lock:
+            held = await lock.locked()
+        return held, await lock.locked()
+
+result = asyncio.run(main())
+""",
+    ),
+    Snippet(
+        "actor-method-error",
+        "docs: Actors (an exception in a method reaches the caller)",
+        """
+class Account:
+    def __init__(self):
+        self.balance = 0
+
+    def withdraw(self, amount):
+        if amount > self.balance:
+            raise ValueError("insufficient funds")
+        self.balance -= amount
+        return self.balance
+
+future = client.submit(Account, actor=True)
+account = future.result()
+try:
+    account.withdraw(10).result()
+except ValueError as e:
+    result = str(e)
+""",
+    ),
+    Snippet(
+        "delayed-on-futures-key-name",
+        "API: Client.compute of delayed with dask_key_name, optimize_graph=False",
+        """
+from dask import delayed
+
+def inc(x):
+    return x + 1
+
+x = delayed(inc)(1, dask_key_name="corpus-named")
+future = client.compute(x, optimize_graph=False)
+result = (future.key, future.result())
+""",
+    ),
+    Snippet(
+        "compute-as-completed-delayed",
+        "docs: Futures, as_completed over computed collections",
+        """
+from dask import delayed
+from dask.distributed import as_completed
+
+def square(x):
+    return x * x
+
+futures = client.compute([delayed(square)(i) for i in range(5)])
+result = sorted(f.result() for f in as_completed(futures))
+""",
+    ),
+    Snippet(
+        "compute-retries",
+        "API: Client.compute(retries=)",
+        """
+import os, tempfile
+from dask import delayed
+
+marker = tempfile.mktemp()
+
+def flaky(path):
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise OSError("first try fails")
+    return "second try"
+
+result = client.compute(delayed(flaky)(marker), retries=1).result()
+os.unlink(marker)
+""",
+    ),
 ]

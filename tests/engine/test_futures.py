@@ -109,6 +109,28 @@ def test_inputs_travel_between_workers_directly(cluster, client):
     ), "x ran only on the first worker"
 
 
+class Local:
+    """A class the workers can unpickle (by value) but that no module here names."""
+
+
+def make_local() -> Local:
+    return Local()
+
+
+def test_type_is_the_result_class_or_its_name_as_in_dask(client):
+    import numpy as np
+
+    pending = never_runs(client)
+    assert pending.type is None  # not known until the result is
+    pending.cancel()
+    numbers = client.submit(inc, 1)
+    array = client.submit(np.arange, 3)
+    local = client.submit(make_local)
+    wait([numbers, array, local], timeout=10)
+    assert numbers.type is int and array.type is np.ndarray
+    assert local.type in (Local, f"{__name__}.Local")  # named by a module this process may lack
+
+
 def test_reprs_match_the_seed(client):
     finished = client.submit(inc, 122)
     finished.result(timeout=10)
