@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
-from storied.client import replicas
+from storied.client import replicas, run_errors
 from storied.client.as_completed import as_completed as as_completed
 from storied.client.current import (
     current_client,
@@ -643,8 +643,10 @@ class Client(ClusterManagement):
 
     # ------------------------------------------------------------------ results
 
-    def gather(self, futures: Any, errors: str = "raise") -> Any:
-        """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values."""
+    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None) -> Any:
+        """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values
+        (always straight from the workers: ``direct`` is accepted, as Dask's, and changes
+        nothing)."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
         return self._sync_waiting(futures, self._gather_structure, futures, errors)
@@ -749,11 +751,18 @@ class Client(ClusterManagement):
         return api.persist(self, collections, **kwargs)
 
     def scatter(
-        self, data: Any, workers: Any = None, broadcast: bool = False, hash: bool = True
+        self,
+        data: Any,
+        workers: Any = None,
+        broadcast: bool = False,
+        hash: bool = True,
+        direct: bool | None = None,
     ) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``.
 
-        Keys are the data's hash, so equal data is one key; ``hash=False``: random keys.
+        Keys are the data's hash, so equal data is one key; ``hash=False``: random keys. The
+        data always goes straight to the workers: ``direct`` is accepted, as Dask's, and
+        changes nothing.
         """
         return self._sync(self._scatter, data, workers, broadcast, hash)
 
@@ -930,20 +939,37 @@ class Client(ClusterManagement):
 
     # ------------------------------------------------------------------ cluster
 
-    def run(self, func: Callable[..., Any], *args: Any, workers: Any = None, **kwargs: Any) -> Any:
-        """Run ``func`` on every worker (or ``workers``); returns ``{address: result}``."""
-        return self._sync(self._run, func, args, kwargs, workers)
+    def run(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        workers: Any = None,
+        wait: bool = True,
+        nanny: bool = False,
+        on_error: str = "raise",
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``func`` on every worker (or ``workers``); returns ``{address: result}``.
+        ``on_error``: ``"raise"`` the first failure, ``"return"`` or ``"ignore"`` them."""
+        run_errors.check_options(wait, nanny, on_error)
+        return self._sync(self._run, func, args, kwargs, workers, on_error)
 
     async def _run(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], workers: Any
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workers: Any,
+        on_error: str = "raise",
     ) -> dict[str, Any]:
         replies = await self._request(
             "broadcast",
-            function=pickle_dumps(func),
+            function=pickle_dumps(func if on_error == "raise" else run_errors.CatchErrors(func)),
             args=pickle_dumps((args, kwargs)),
             workers=worker_restrictions(workers),
         )
-        return {address: pickle_loads(payload) for address, payload in replies.items()}
+        results = {address: pickle_loads(payload) for address, payload in replies.items()}
+        return run_errors.outcome(results, on_error)
 
     def run_on_scheduler(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``func`` in the scheduler's process (it may take ``dask_scheduler``)."""

@@ -286,4 +286,104 @@ while ac.count() > 1:
 result = next(ac).result()
 """,
     ),
+    Snippet(
+        "dataframe-csv-round-trip",
+        "dask-examples: dataframe.ipynb (to_csv, read_csv of many files)",
+        """
+import os, tempfile
+import pandas as pd
+import dask.dataframe as dd
+
+directory = tempfile.mkdtemp()
+pdf = pd.DataFrame({"a": range(100), "b": [i % 3 for i in range(100)]})
+dd.from_pandas(pdf, npartitions=4).to_csv(os.path.join(directory, "part-*.csv"), index=False)
+df = dd.read_csv(os.path.join(directory, "*.csv"))
+result = (sorted(os.listdir(directory)), df.groupby("b").a.sum().compute().to_dict())
+""",
+    ),
+    Snippet(
+        "dataframe-parquet-round-trip",
+        "dask-examples: dataframe.ipynb (to_parquet, read_parquet with a filter)",
+        """
+import os, tempfile
+import pandas as pd
+import dask.dataframe as dd
+
+path = os.path.join(tempfile.mkdtemp(), "table.parquet")
+pdf = pd.DataFrame({"a": range(100), "b": [i % 5 for i in range(100)]})
+dd.from_pandas(pdf, npartitions=4).to_parquet(path)
+df = dd.read_parquet(path, filters=[("b", "==", 2)])
+result = (df.npartitions, sorted(df.a.compute().tolist())[:5], int(df.a.sum().compute()))
+""",
+    ),
+    Snippet(
+        "dataframe-compute-future",
+        "docs: Managing Computation (client.compute of a dataframe, persist then head)",
+        """
+import pandas as pd
+import dask.dataframe as dd
+
+df = dd.from_pandas(pd.DataFrame({"x": range(20), "y": range(20, 40)}), npartitions=4)
+df = client.persist(df[df.x % 2 == 0])
+future = client.compute(df.y.sum())
+result = (future.result(), df.head(3).to_dict("list"), len(df))
+""",
+    ),
+    Snippet(
+        "bag-read-text-json",
+        "dask-examples: bag.ipynb (read_text of json lines, to_textfiles)",
+        """
+import json, os, tempfile
+import dask.bag as db
+
+directory = tempfile.mkdtemp()
+for i in range(3):
+    with open(os.path.join(directory, f"{i}.json"), "w") as f:
+        for j in range(5):
+            f.write(json.dumps({"id": i * 5 + j, "even": (i * 5 + j) % 2 == 0}) + "\\n")
+records = db.read_text(os.path.join(directory, "*.json")).map(json.loads)
+evens = records.filter(lambda r: r["even"]).pluck("id")
+out = os.path.join(directory, "out")
+evens.map(str).to_textfiles(os.path.join(out, "*.txt"))
+result = (sorted(evens.compute()), records.npartitions, sorted(os.listdir(out)))
+""",
+    ),
+    Snippet(
+        "array-from-delayed-stack",
+        "docs (dask): Array, from_delayed and stack",
+        """
+import numpy as np
+import dask
+import dask.array as da
+
+@dask.delayed
+def load(i):
+    return np.full((3, 3), i)
+
+blocks = [da.from_delayed(load(i), shape=(3, 3), dtype=int) for i in range(4)]
+stacked = da.stack(blocks)
+result = (stacked.shape, stacked.sum(axis=(1, 2)).compute().tolist())
+""",
+    ),
+    Snippet(
+        "array-persist-method",
+        "dask-examples: array.ipynb (x.persist() keeps chunks on the cluster)",
+        """
+import dask.array as da
+
+x = da.arange(10_000, chunks=1000).persist()
+result = (int(x.sum().compute()), x[::1000].compute().tolist())
+""",
+    ),
+    Snippet(
+        "local-cluster-client",
+        "docs: Quickstart (LocalCluster and Client in a with block)",
+        """
+from dask.distributed import Client, LocalCluster
+
+cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0")
+with cluster, Client(cluster) as local:
+    result = (local.submit(sum, [1, 2, 3]).result(), sum(local.nthreads().values()))
+""",
+    ),
 ]

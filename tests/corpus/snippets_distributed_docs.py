@@ -1040,4 +1040,107 @@ result = client.compute(delayed(flaky)(marker), retries=1).result()
 os.unlink(marker)
 """,
     ),
+    Snippet(
+        "futures-scatter-direct",
+        "API: Client.scatter(direct=True), gather(direct=True)",
+        """
+[future] = client.scatter([list(range(10))], direct=True)
+result = (client.gather([future], direct=True), client.submit(sum, future).result())
+""",
+    ),
+    Snippet(
+        "futures-map-batch-size-fifo",
+        "API: Client.map(batch_size=), submit(fifo_timeout=)",
+        """
+def inc(x):
+    return x + 1
+
+futures = client.map(inc, range(20), batch_size=5)
+one = client.submit(inc, 100, fifo_timeout="100ms")
+result = (client.gather(futures), one.result())
+""",
+    ),
+    Snippet(
+        "publish-positional-name",
+        "API: Client.publish_dataset(value, name=)",
+        """
+def inc(x):
+    return x + 1
+
+client.publish_dataset(client.submit(inc, 9), name="corpus_named")
+value = client.get_dataset("corpus_named").result()
+client.unpublish_dataset("corpus_named")
+result = value
+""",
+    ),
+    Snippet(
+        "manage-persist-workers-priority",
+        "API: Client.persist(workers=, allow_other_workers=, priority=)",
+        """
+import dask.array as da
+
+worker = sorted(client.scheduler_info()["workers"])[0]
+x = client.persist(da.ones(40, chunks=10), workers=[worker], priority=5)
+holders = {w for ws in client.who_has(x).values() for w in ws}
+result = (holders == {worker}, int(x.sum().compute()))
+""",
+    ),
+    Snippet(
+        "client-run-on-error-return",
+        "API: Client.run(on_error='return')",
+        """
+def fail():
+    raise ValueError("from a worker")
+
+answers = client.run(fail, on_error="return")
+result = sorted(type(a).__name__ for a in answers.values())
+""",
+    ),
+    Snippet(
+        "logging-worker-and-scheduler-logs",
+        "docs: Logging, get_worker_logs / get_scheduler_logs",
+        """
+worker_logs = client.get_worker_logs()
+scheduler_logs = client.get_scheduler_logs()
+result = (
+    len(worker_logs),
+    all(isinstance(level, str) and isinstance(line, str) for level, line in scheduler_logs),
+)
+""",
+    ),
+    Snippet(
+        "client-get-task-stream-method",
+        "API: Client.get_task_stream(start=)",
+        """
+import time
+
+def inc(x):
+    return x + 1
+
+start = time.time()
+client.gather(client.map(inc, range(4), pure=False))
+records = client.get_task_stream(start=start)
+result = (len(records), {r["status"] for r in records})
+""",
+    ),
+    Snippet(
+        "task-launch-secede-long-running",
+        "docs: Launch Tasks from Tasks (a long-running task secedes, then submits)",
+        """
+from dask.distributed import get_client, secede
+
+def inc(x):
+    return x + 1
+
+def long_running(n):
+    client = get_client()
+    secede()
+    total = 0
+    for i in range(n):
+        total += client.submit(inc, i).result()
+    return total
+
+result = client.gather(client.map(long_running, [3, 4]))
+""",
+    ),
 ]

@@ -109,6 +109,12 @@ def test_inputs_travel_between_workers_directly(cluster, client):
     ), "x ran only on the first worker"
 
 
+def test_scatter_and_gather_take_dasks_direct_flag(client):
+    [future] = client.scatter([[1, 2]], direct=True)
+    assert client.gather([future], direct=True) == [[1, 2]]
+    assert client.gather(future, direct=False) == [1, 2]
+
+
 class Local:
     """A class the workers can unpickle (by value) but that no module here names."""
 
