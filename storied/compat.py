@@ -65,7 +65,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
     "LocalCluster": {
         "called_from_running_loop": "internal to Dask",
         "from_name": "clusters are not looked up by name",
-        "get_client": "make a `Client(cluster)`",
         "get_logs": "`client.get_scheduler_logs()` and `client.get_worker_logs()`; the ledger keeps them",
         "name": "clusters have no name",
         "new_worker_spec": "no worker specs: `scale(n)` starts workers of the cluster's shape",
@@ -74,7 +73,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "requested": "internal to Dask's adaptive scaling",
         "start_worker": "use `scale(n)`",
         "sync": "internal to Dask",
-        "wait_for_workers": "use `client.wait_for_workers(n)`",
     },
 }
 

@@ -386,4 +386,26 @@ with cluster, Client(cluster) as local:
     result = (local.submit(sum, [1, 2, 3]).result(), sum(local.nthreads().values()))
 """,
     ),
+    Snippet(
+        "local-cluster-resources",
+        "docs: Worker Resources (workers that lend resources, tasks that need them)",
+        """
+from dask.distributed import LocalCluster, get_worker
+
+def where(x):
+    return get_worker().name
+
+cluster = LocalCluster(
+    n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0",
+    resources={"GPU": 1},
+)
+with cluster:
+    local = cluster.get_client()
+    cluster.wait_for_workers(1, timeout=10)
+    gpu = [local.submit(where, i, resources={"GPU": 1}) for i in range(3)]
+    plain = local.submit(where, 10)
+    result = (len(local.gather(gpu)), plain.result() == gpu[0].result())
+    local.close()
+""",
+    ),
 ]
