@@ -643,12 +643,21 @@ class Client(ClusterManagement):
 
     # ------------------------------------------------------------------ results
 
-    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None) -> Any:
+    def gather(
+        self,
+        futures: Any,
+        errors: str = "raise",
+        direct: bool | None = None,
+        asynchronous: bool | None = None,
+    ) -> Any:
         """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values
         (always straight from the workers: ``direct`` is accepted, as Dask's, and changes
-        nothing)."""
+        nothing). ``asynchronous=True``: an awaitable, for coroutines a blocking client runs
+        on its loop (``client.sync``), as in Dask."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        if asynchronous:
+            return self._gather_structure(futures, errors)
         return self._sync_waiting(futures, self._gather_structure, futures, errors)
 
     async def _gather_structure(self, structure: Any, errors: str) -> Any:

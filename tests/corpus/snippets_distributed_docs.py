@@ -1143,4 +1143,56 @@ def long_running(n):
 result = client.gather(client.map(long_running, [3, 4]))
 """,
     ),
+    Snippet(
+        "asynchronous-sync-client-awaits",
+        "docs: Asynchronous Operation (a blocking client, asynchronous=True per call, client.sync)",
+        """
+async def f():
+    future = client.submit(lambda x: x + 1, 10)
+    result = await client.gather(future, asynchronous=True)
+    return result
+
+result = client.sync(f)
+""",
+    ),
+    Snippet(
+        "asynchronous-compute-collection",
+        "docs: Asynchronous Operation (await client.compute of a dask array)",
+        """
+import asyncio
+import dask.array as da
+from dask.distributed import Client
+
+address = client.scheduler_info()["address"]
+
+async def main():
+    async with Client(address, security=client.security, asynchronous=True) as aclient:
+        arr = da.ones((100, 100), chunks=(100, 10))
+        mean = await aclient.compute(arr.mean())
+        persisted = aclient.persist(arr.sum(axis=0))
+        total = await aclient.compute(persisted.sum())
+        return float(mean), float(total)
+
+result = asyncio.run(main())
+""",
+    ),
+    Snippet(
+        "asynchronous-await-client",
+        "docs: Asynchronous Operation (client = await Client(...), await future, close)",
+        """
+import asyncio
+from dask.distributed import Client
+
+address = client.scheduler_info()["address"]
+
+async def f():
+    aclient = await Client(address, security=client.security, asynchronous=True)
+    future = aclient.submit(lambda x: x + 1, 10)
+    result = await future
+    await aclient.close()
+    return result
+
+result = asyncio.run(f())
+""",
+    ),
 ]

@@ -115,6 +115,16 @@ def test_scatter_and_gather_take_dasks_direct_flag(client):
     assert client.gather(future, direct=False) == [1, 2]
 
 
+def test_gather_asynchronous_on_a_blocking_client_inside_client_sync(client):
+    """Dask's asynchronous.rst example: a coroutine run by client.sync awaits gather."""
+
+    async def add_one_remotely() -> int:
+        future = client.submit(inc, 10)
+        return await client.gather(future, asynchronous=True)
+
+    assert client.sync(add_one_remotely) == 11
+
+
 class Local:
     """A class the workers can unpickle (by value) but that no module here names."""
 
