@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
-from storied.client import replicas, run_errors
+from storied.client import replicas, run_errors, scatter_shape
 from storied.client.as_completed import as_completed as as_completed
 from storied.client.current import (
     current_client,
@@ -777,11 +777,12 @@ class Client(ClusterManagement):
 
     async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash: bool = True) -> Any:
         assert self._pool is not None
+        data, whole = scatter_shape.as_scattered(data)
         # each value is pickled once: its key is the token of its pickle
-        if isinstance(data, dict):
+        if type(data) is dict:
             items = [(key, dumps_data(value)) for key, value in data.items()]
         else:
-            values = data if isinstance(data, (list, tuple, set, frozenset)) else [data]
+            values = [data] if whole else data
             items = []
             for value in values:
                 payload = dumps_data(value)
@@ -816,12 +817,10 @@ class Client(ClusterManagement):
             types.update(reply["types"])
         futures = {key: Future(key, self) for key, _ in items}
         await self._request("update-data", who_has=dict(who_has), nbytes=nbytes, types=types)
-        if isinstance(data, dict):
+        if type(data) is dict:
             return futures
         ordered = [futures[key] for key, _ in items]
-        if isinstance(data, (list, tuple, set, frozenset)):
-            return type(data)(ordered) if not isinstance(data, (set, frozenset)) else ordered
-        return ordered[0]
+        return ordered[0] if whole else scatter_shape.shaped_like(data, ordered)
 
     def cancel(self, futures: Any, force: bool = False, **kwargs: Any) -> Any:
         """Stop computing these futures; they are ``cancelled`` when this returns, as in Dask
@@ -1281,7 +1280,9 @@ def _rebuild(structure: Any, values: dict[str, Any], errors: str) -> Any:
             for item in structure
             if not (isinstance(item, Future) and item.key not in values)
         ]
-        return type(structure)(items) if isinstance(structure, tuple) else items
+        if isinstance(structure, tuple):
+            return scatter_shape.shaped_like(structure, items)
+        return items
     if isinstance(structure, (set, frozenset)):
         return type(structure)(_rebuild(item, values, errors) for item in structure)
     if isinstance(structure, dict):

@@ -1195,4 +1195,70 @@ async def f():
 result = asyncio.run(f())
 """,
     ),
+    Snippet(
+        "locality-scatter-range",
+        "docs: Data Locality (futures = client.scatter(range(10)))",
+        """
+futures = client.scatter(range(10))
+result = (type(futures).__name__, len(futures), client.gather(futures))
+""",
+    ),
+    Snippet(
+        "efficiency-leave-data-on-cluster",
+        "docs: Efficiency (submit on a future rather than pulling its result)",
+        """
+import numpy as np
+
+x = client.submit(np.random.random, (1000, 1000))
+result = (type(x).__name__, client.submit(lambda a: a.shape, x).result())
+""",
+    ),
+    Snippet(
+        "efficiency-larger-tasks",
+        "docs: Efficiency, Use larger tasks (partition_all into chunks)",
+        """
+from tlz import partition_all
+
+def f(x):
+    return x * 2
+
+def f_many(chunk):
+    return [f(x) for x in chunk]
+
+chunks = list(partition_all(100, range(1000)))  # dask's map refuses iterators now
+futures = client.map(f_many, chunks)
+result = (len(futures), sum(sum(part) for part in client.gather(futures)))
+""",
+    ),
+    Snippet(
+        "resources-annotate-submit",
+        "docs: Worker Resources / Data Locality (dask.annotate around submit)",
+        """
+import dask
+from dask.distributed import get_worker
+
+def where():
+    return get_worker().address
+
+worker = sorted(client.scheduler_info()["workers"])[-1]
+with dask.annotate(workers=[worker]):
+    futures = [client.submit(where, pure=False) for _ in range(3)]
+result = set(client.gather(futures)) == {worker}
+""",
+    ),
+    Snippet(
+        "priority-persist-options",
+        "docs: Prioritizing Work (x.persist(priority=), persist(fifo_timeout=))",
+        """
+import dask
+import dask.array as da
+
+x = da.arange(100, chunks=10)
+y = x.persist(priority=10)
+z = (x + 1).persist(fifo_timeout="10 minutes")
+with dask.annotate(priority=-10):
+    w = (x * 2).persist()
+result = (int(y.sum().compute()), int(z.sum().compute()), int(w.sum().compute()))
+""",
+    ),
 ]
