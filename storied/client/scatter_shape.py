@@ -1,5 +1,5 @@
 """Which data ``client.scatter`` sends item by item, and the shape of the futures it gives back,
-as Dask decides: a ``range`` or an iterator is a list; a ``list``, ``tuple``, ``set``,
+as Dask decides: a ``range`` is a list, an iterator is refused; a ``list``, ``tuple``, ``set``,
 ``frozenset``, ``dict`` or namedtuple is unpacked (futures come back in the same type); any
 other object, subclasses of those included, is scattered whole as one value."""
 
@@ -17,7 +17,12 @@ def _is_namedtuple(data: Any) -> bool:
 
 def as_scattered(data: Any) -> tuple[Any, bool]:
     """``(data, whole)``: the data as it is scattered, and whether it goes as one value."""
-    if isinstance(data, range | Iterator):
+    if isinstance(data, Iterator):
+        raise TypeError(
+            "scatter takes a list, tuple, set, dict or one object, not an iterator: "
+            "pass list(...) of it"
+        )
+    if isinstance(data, range):
         data = list(data)
     return data, not (type(data) in UNPACKED or _is_namedtuple(data))
 

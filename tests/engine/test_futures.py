@@ -151,6 +151,9 @@ def test_scatter_unpacks_and_shapes_as_dask_does(client, dask_client):
     assert ours[0] == ("list", [0, 1, 2], "list")
     assert ours[3] == ("Point", Point(1, 2), "Point")
     assert ours[5][0] == "Future" and ours[5][2] == "Settings"
+    for system in (client, dask_client):
+        with pytest.raises(TypeError, match=r"[Ii]terator"):
+            system.scatter(iter([1, 2]))
 
 
 class Local:
