@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storied import config
-from storied.coordination.client import current_client, who
+from storied.coordination.client import HeldInWith, current_client, who
 
 if TYPE_CHECKING:
     from storied.client.client import Client
@@ -113,7 +113,7 @@ class MultiLockState:
         ]
 
 
-class MultiLock:
+class MultiLock(HeldInWith):
     """Take several cluster-wide locks together, as Dask's ``MultiLock``.
 
     >>> lock = MultiLock(names=["x", "y"])  # doctest: +SKIP
@@ -182,20 +182,6 @@ class MultiLock:
     def locked(self) -> bool:
         """Whether this object holds its locks (asked of this object, not the scheduler)."""
         return self._request_id is not None
-
-    def __enter__(self) -> MultiLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    async def __aenter__(self) -> MultiLock:
-        await self.acquire()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.release()
 
     def __reduce__(self) -> Any:
         return (type(self), (self.names,))
