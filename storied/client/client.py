@@ -483,7 +483,8 @@ class Client(ClusterManagement):
         with self._ref_lock:
             for key in keys:
                 state = states.get(key)
-                if state is None:
+                # a cancelled key whose Futures are all gone is submitted afresh, as in Dask
+                if state is None or (state.status == "cancelled" and not refcount.get(key)):
                     state = states[key] = FutureState()
                 refcount[key] = refcount.get(key, 0) + 1
                 acquired.append(state)
@@ -1239,7 +1240,9 @@ def _key_strings(method: str, keys: Iterable[Any]) -> list[str]:
 
 
 def _cancel_state(state: FutureState) -> None:
-    if not state.done:
+    """Finished and failed futures are cancelled too, as in Dask: the scheduler lets go of
+    their results for this client, so they are no longer to be had."""
+    if state.status != "cancelled":
         state.cancel()
 
 

@@ -1261,4 +1261,126 @@ with dask.annotate(priority=-10):
 result = (int(y.sum().compute()), int(z.sum().compute()), int(w.sum().compute()))
 """,
     ),
+    Snippet(
+        "diagnostics-progress",
+        "docs: Diagnosing Performance, progress outside a notebook",
+        """
+import contextlib, io
+from dask.distributed import progress, wait
+
+def inc(x):
+    return x + 1
+
+futures = client.map(inc, range(5))
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    shown = progress(futures)
+wait(futures)
+result = (shown, client.gather(futures))
+""",
+    ),
+    Snippet(
+        "futures-replicate",
+        "API: Client.replicate(n=)",
+        """
+[future] = client.scatter([list(range(10))])
+client.replicate([future], n=2)
+result = len(client.who_has([future])[future.key])
+""",
+    ),
+    Snippet(
+        "futures-cancelled-result-raises",
+        "docs: Futures, Cancel (result() of a cancelled future raises CancelledError)",
+        """
+import time
+from dask.distributed import CancelledError
+
+def slow():
+    time.sleep(0.3)
+    return 1
+
+future = client.submit(slow, pure=False)
+future.cancel()
+try:
+    future.result(timeout=10)
+    result = None
+except CancelledError:
+    result = ("CancelledError", future.cancelled())
+""",
+    ),
+    Snippet(
+        "futures-cancel-finished",
+        "API: Client.cancel of a finished future",
+        """
+def inc(x):
+    return x + 1
+
+future = client.submit(inc, 5000)
+future.result()
+client.cancel([future])
+result = (future.status, future.cancelled())
+""",
+    ),
+    Snippet(
+        "futures-wait-with-errors",
+        "API: wait does not raise for failed futures",
+        """
+from dask.distributed import wait
+
+def maybe_fail(x):
+    if x:
+        raise ValueError(x)
+    return x
+
+futures = client.map(maybe_fail, [0, 1])
+done, not_done = wait(futures)
+result = (len(done), len(not_done), [f.status for f in futures])
+""",
+    ),
+    Snippet(
+        "futures-as-completed-timeout",
+        "API: as_completed(timeout=) raises TimeoutError",
+        """
+import time
+from dask.distributed import as_completed
+
+def slow():
+    time.sleep(0.5)
+    return 1
+
+futures = [client.submit(slow, pure=False)]
+try:
+    for future in as_completed(futures, timeout=0.05):
+        pass
+    result = None
+except TimeoutError:
+    result = "TimeoutError"
+client.gather(futures)
+""",
+    ),
+    Snippet(
+        "client-get-many-keys",
+        "API: Client.get with nested keys and sync=False",
+        """
+from operator import add
+
+def inc(x):
+    return x + 1
+
+dsk = {"x": 1, "y": (inc, "x"), "z": (add, "y", 10)}
+nested = client.get(dsk, [["x", "y"], "z"])
+futures = client.get(dsk, ["y", "z"], sync=False)
+result = (nested, [type(f).__name__ for f in futures], client.gather(futures))
+""",
+    ),
+    Snippet(
+        "futures-map-key-prefix",
+        "API: Client.map(key='prefix')",
+        """
+def inc(x):
+    return x + 1
+
+futures = client.map(inc, range(3), key="corpus-prefix")
+result = ([f.key.startswith("corpus-prefix-") for f in futures], client.gather(futures))
+""",
+    ),
 ]

@@ -110,6 +110,22 @@ def test_inputs_travel_between_workers_directly(cluster, client):
     ), "x ran only on the first worker"
 
 
+def test_cancelling_a_finished_future_lets_its_result_go_as_in_dask(client):
+    future = client.submit(inc, 7000)
+    assert future.result(timeout=10) == 7001
+    client.cancel([future])
+    assert future.status == "cancelled" and future.cancelled()
+    with pytest.raises(CancelledError):
+        future.result(timeout=10)
+    erred = client.submit(fail, "cancel me")
+    wait([erred], timeout=10)
+    erred.cancel()
+    assert erred.status == "cancelled"
+    future.release()  # while a Future of the key lives, a new one shares its state, as in Dask
+    again = client.submit(inc, 7000)
+    assert again.result(timeout=10) == 7001 and again.status == "finished"
+
+
 def test_scatter_and_gather_take_dasks_direct_flag(client):
     [future] = client.scatter([[1, 2]], direct=True)
     assert client.gather([future], direct=True) == [[1, 2]]
