@@ -45,7 +45,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "forward_logging": "worker logs are captured on the record: `client.get_worker_logs()`, `storied logs --ledger`",
         "futures_of": "use `storied.futures_of`",
         "get_metadata": "use a `Variable` or a published dataset",
-        "get_versions": "storied runs one version everywhere: `storied.__version__`",
         "loop": "the client's event loop is internal",
         "nbytes": "not yet",
         "normalize_collection": "persist collections with `client.persist` instead",

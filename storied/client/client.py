@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
-from storied.client import replicas, run_errors, scatter_shape
+from storied.client import replicas, run_errors, scatter_shape, versions
 from storied.client.as_completed import as_completed as as_completed
 from storied.client.current import (
     current_client,
@@ -979,6 +979,11 @@ class Client(ClusterManagement):
         )
         results = {address: pickle_loads(payload) for address, payload in replies.items()}
         return run_errors.outcome(results, on_error)
+
+    def get_versions(self, check: bool = False, packages: list[str] | None = None) -> Any:
+        """Python and package versions of this client, the scheduler and each worker, as
+        Dask's; ``check=True`` raises ``ValueError`` where needed ones differ."""
+        return self._sync(versions.get_versions, self, check, packages)
 
     def run_on_scheduler(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``func`` in the scheduler's process (it may take ``dask_scheduler``)."""

@@ -1383,4 +1383,12 @@ futures = client.map(inc, range(3), key="corpus-prefix")
 result = ([f.key.startswith("corpus-prefix-") for f in futures], client.gather(futures))
 """,
     ),
+    Snippet(
+        "client-get-versions",
+        "API: Client.get_versions(check=True)",
+        """
+versions = client.get_versions(check=True)
+result = (sorted(versions), len(versions["workers"]), sorted(versions["client"]["host"]))
+""",
+    ),
 ]
