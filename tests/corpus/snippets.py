@@ -193,7 +193,7 @@ result = sorted(value for future, value in as_completed(futures, with_results=Tr
 import time
 
 def slow(x):
-    time.sleep(5)
+    time.sleep(0.5)
     return x
 
 future = client.submit(slow, 1, pure=False)
