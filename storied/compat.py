@@ -43,7 +43,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "call_stack": "no call-stack sampling of running tasks",
         "dump_cluster_state": "the ledger (`LocalCluster(ledger=...)`, `storied scheduler --ledger`) keeps the whole history for after the fact",
         "forward_logging": "worker logs are captured on the record: `client.get_worker_logs()`, `storied logs --ledger`",
-        "futures_of": "use `storied.futures_of`",
         "get_metadata": "use a `Variable` or a published dataset",
         "loop": "the client's event loop is internal",
         "nbytes": "not yet",

@@ -45,6 +45,7 @@ from storied.comm.stream import Stream
 from storied.compat import missing
 from storied.coordination import datasets
 from storied.coordination.actor import submit_actor
+from storied.exceptions import CancelledError
 from storied.graph import defaults as graph_defaults
 from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
@@ -753,6 +754,15 @@ class Client(ClusterManagement):
         from storied.graph import api
 
         return api.compute(self, collections, sync=sync, **kwargs)
+
+    def futures_of(self, futures: Any) -> list[Future]:
+        """The futures in a structure or collection, as ``storied.futures_of``; raises
+        ``CancelledError`` naming the cancelled ones if any was cancelled, as Dask's does."""
+        found = futures_of(futures)
+        cancelled = [future.key for future in found if future.cancelled()]
+        if cancelled:
+            raise CancelledError(f"these futures were cancelled: {cancelled}")
+        return found
 
     def persist(self, collections: Any, **kwargs: Any) -> Any:
         """The same dask collections, backed by futures computing on the cluster."""

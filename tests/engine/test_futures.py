@@ -126,6 +126,15 @@ def test_cancelling_a_finished_future_lets_its_result_go_as_in_dask(client):
     assert again.result(timeout=10) == 7001 and again.status == "finished"
 
 
+def test_client_futures_of_finds_futures_and_refuses_cancelled_ones(client):
+    first, second = client.submit(inc, 8000), client.submit(inc, 8001)
+    found = client.futures_of({"a": [first], "b": ({second}, 1)})
+    assert {f.key for f in found} == {first.key, second.key}
+    second.cancel()
+    with pytest.raises(CancelledError, match=second.key):
+        client.futures_of([first, second])
+
+
 def test_scatter_and_gather_take_dasks_direct_flag(client):
     [future] = client.scatter([[1, 2]], direct=True)
     assert client.gather([future], direct=True) == [[1, 2]]
