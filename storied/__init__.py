@@ -11,7 +11,16 @@ from storied.client.futures_of import fire_and_forget, futures_of
 from storied.client.worker_client import get_client, worker_client
 from storied.comm import Security
 from storied.compat import missing
-from storied.coordination import Actor, ActorFuture, Event, Lock, Queue, Semaphore, Variable
+from storied.coordination import (
+    Actor,
+    ActorFuture,
+    Event,
+    Lock,
+    MultiLock,
+    Queue,
+    Semaphore,
+    Variable,
+)
 from storied.deploy.local import LocalCluster
 from storied.diagnostics import get_task_stream, performance_report, progress
 from storied.exceptions import CancelledError, KilledWorker
@@ -19,6 +28,7 @@ from storied.plugin import SchedulerPlugin, WorkerPlugin
 from storied.scheduler.server import Scheduler
 from storied.worker.secede import rejoin, secede
 from storied.worker.server import Worker, get_worker
+from storied.worker_plugins import Environ, UploadFile
 
 #: as in dask.distributed (the built-in one on Python 3.11+), and Dask's old name of worker_client
 TimeoutError = TimeoutError
@@ -29,17 +39,20 @@ __all__ = [
     "ActorFuture",
     "CancelledError",
     "Client",
+    "Environ",
     "Event",
     "Future",
     "KilledWorker",
     "LocalCluster",
     "Lock",
+    "MultiLock",
     "Queue",
     "Scheduler",
     "SchedulerPlugin",
     "Security",
     "Semaphore",
     "TimeoutError",
+    "UploadFile",
     "Variable",
     "Worker",
     "WorkerPlugin",

@@ -17,9 +17,7 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "BaseActorFuture": "use `ActorFuture`",
         "CompatibleExecutor": "use `client.get_executor()`",
         "CondaInstall": "no package-installing worker plugins: install the environment on every host",
-        "Environ": "no environment worker plugin: set variables before starting workers",
         "InstallPlugin": "no package-installing worker plugins: install the environment on every host",
-        "MultiLock": "take several `Lock`s in a fixed order instead",
         "Nanny": "storied's nanny is started by `storied worker` and `LocalCluster`, not as a Python class",
         "NannyPlugin": "no nanny plugins",
         "PipInstall": "no package-installing worker plugins: install the environment on every host",
@@ -29,7 +27,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "Status": "status is a plain string (`client.status`, `worker.status`)",
         "SubprocessCluster": "`LocalCluster(processes=True)` runs workers in subprocesses",
         "UploadDirectory": "upload single files with `client.upload_file`",
-        "UploadFile": "use `client.upload_file`",
         "connect": "internal to Dask's comm layer; storied's wire protocol is its own",
         "dask": "not a name of storied: `import dask` itself (the `storied[dask]` extra)",
         "get_task_metadata": "not yet: see issue 'See the record'",
@@ -46,9 +43,7 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "call_stack": "no call-stack sampling of running tasks",
         "dump_cluster_state": "the ledger (`LocalCluster(ledger=...)`, `storied scheduler --ledger`) keeps the whole history for after the fact",
         "forward_logging": "worker logs are captured on the record: `client.get_worker_logs()`, `storied logs --ledger`",
-        "futures_of": "use `storied.futures_of`",
         "get_metadata": "use a `Variable` or a published dataset",
-        "get_versions": "storied runs one version everywhere: `storied.__version__`",
         "loop": "the client's event loop is internal",
         "nbytes": "not yet",
         "normalize_collection": "persist collections with `client.persist` instead",
@@ -68,7 +63,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
     "LocalCluster": {
         "called_from_running_loop": "internal to Dask",
         "from_name": "clusters are not looked up by name",
-        "get_client": "make a `Client(cluster)`",
         "get_logs": "`client.get_scheduler_logs()` and `client.get_worker_logs()`; the ledger keeps them",
         "name": "clusters have no name",
         "new_worker_spec": "no worker specs: `scale(n)` starts workers of the cluster's shape",
@@ -77,7 +71,6 @@ NOT_SUPPORTED: dict[str, dict[str, str]] = {
         "requested": "internal to Dask's adaptive scaling",
         "start_worker": "use `scale(n)`",
         "sync": "internal to Dask",
-        "wait_for_workers": "use `client.wait_for_workers(n)`",
     },
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from storied import config
-from storied.client import replicas
+from storied.client import replicas, run_errors, scatter_shape, versions
 from storied.client.as_completed import as_completed as as_completed
 from storied.client.current import (
     current_client,
@@ -45,6 +45,7 @@ from storied.comm.stream import Stream
 from storied.compat import missing
 from storied.coordination import datasets
 from storied.coordination.actor import submit_actor
+from storied.exceptions import CancelledError
 from storied.graph import defaults as graph_defaults
 from storied.graph.keys import stringify
 from storied.loop import LoopThread, Outbox
@@ -483,7 +484,8 @@ class Client(ClusterManagement):
         with self._ref_lock:
             for key in keys:
                 state = states.get(key)
-                if state is None:
+                # a cancelled key whose Futures are all gone is submitted afresh, as in Dask
+                if state is None or (state.status == "cancelled" and not refcount.get(key)):
                     state = states[key] = FutureState()
                 refcount[key] = refcount.get(key, 0) + 1
                 acquired.append(state)
@@ -643,10 +645,21 @@ class Client(ClusterManagement):
 
     # ------------------------------------------------------------------ results
 
-    def gather(self, futures: Any, errors: str = "raise") -> Any:
-        """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values."""
+    def gather(
+        self,
+        futures: Any,
+        errors: str = "raise",
+        direct: bool | None = None,
+        asynchronous: bool | None = None,
+    ) -> Any:
+        """Wait for futures (in any nesting of lists, tuples and dicts) and fetch their values
+        (always straight from the workers: ``direct`` is accepted, as Dask's, and changes
+        nothing). ``asynchronous=True``: an awaitable, for coroutines a blocking client runs
+        on its loop (``client.sync``), as in Dask."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        if asynchronous:
+            return self._gather_structure(futures, errors)
         return self._sync_waiting(futures, self._gather_structure, futures, errors)
 
     async def _gather_structure(self, structure: Any, errors: str) -> Any:
@@ -742,6 +755,15 @@ class Client(ClusterManagement):
 
         return api.compute(self, collections, sync=sync, **kwargs)
 
+    def futures_of(self, futures: Any) -> list[Future]:
+        """The futures in a structure or collection, as ``storied.futures_of``; raises
+        ``CancelledError`` naming the cancelled ones if any was cancelled, as Dask's does."""
+        found = futures_of(futures)
+        cancelled = [future.key for future in found if future.cancelled()]
+        if cancelled:
+            raise CancelledError(f"these futures were cancelled: {cancelled}")
+        return found
+
     def persist(self, collections: Any, **kwargs: Any) -> Any:
         """The same dask collections, backed by futures computing on the cluster."""
         from storied.graph import api
@@ -749,21 +771,29 @@ class Client(ClusterManagement):
         return api.persist(self, collections, **kwargs)
 
     def scatter(
-        self, data: Any, workers: Any = None, broadcast: bool = False, hash: bool = True
+        self,
+        data: Any,
+        workers: Any = None,
+        broadcast: bool = False,
+        hash: bool = True,
+        direct: bool | None = None,
     ) -> Any:
         """Send local data to workers; returns futures in the same shape as ``data``.
 
-        Keys are the data's hash, so equal data is one key; ``hash=False``: random keys.
+        Keys are the data's hash, so equal data is one key; ``hash=False``: random keys. The
+        data always goes straight to the workers: ``direct`` is accepted, as Dask's, and
+        changes nothing.
         """
         return self._sync(self._scatter, data, workers, broadcast, hash)
 
     async def _scatter(self, data: Any, workers: Any, broadcast: bool, hash: bool = True) -> Any:
         assert self._pool is not None
+        data, whole = scatter_shape.as_scattered(data)
         # each value is pickled once: its key is the token of its pickle
-        if isinstance(data, dict):
+        if type(data) is dict:
             items = [(key, dumps_data(value)) for key, value in data.items()]
         else:
-            values = data if isinstance(data, (list, tuple, set, frozenset)) else [data]
+            values = [data] if whole else data
             items = []
             for value in values:
                 payload = dumps_data(value)
@@ -798,12 +828,10 @@ class Client(ClusterManagement):
             types.update(reply["types"])
         futures = {key: Future(key, self) for key, _ in items}
         await self._request("update-data", who_has=dict(who_has), nbytes=nbytes, types=types)
-        if isinstance(data, dict):
+        if type(data) is dict:
             return futures
         ordered = [futures[key] for key, _ in items]
-        if isinstance(data, (list, tuple, set, frozenset)):
-            return type(data)(ordered) if not isinstance(data, (set, frozenset)) else ordered
-        return ordered[0]
+        return ordered[0] if whole else scatter_shape.shaped_like(data, ordered)
 
     def cancel(self, futures: Any, force: bool = False, **kwargs: Any) -> Any:
         """Stop computing these futures; they are ``cancelled`` when this returns, as in Dask
@@ -930,20 +958,42 @@ class Client(ClusterManagement):
 
     # ------------------------------------------------------------------ cluster
 
-    def run(self, func: Callable[..., Any], *args: Any, workers: Any = None, **kwargs: Any) -> Any:
-        """Run ``func`` on every worker (or ``workers``); returns ``{address: result}``."""
-        return self._sync(self._run, func, args, kwargs, workers)
+    def run(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        workers: Any = None,
+        wait: bool = True,
+        nanny: bool = False,
+        on_error: str = "raise",
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``func`` on every worker (or ``workers``); returns ``{address: result}``.
+        ``on_error``: ``"raise"`` the first failure, ``"return"`` or ``"ignore"`` them."""
+        run_errors.check_options(wait, nanny, on_error)
+        return self._sync(self._run, func, args, kwargs, workers, on_error)
 
     async def _run(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], workers: Any
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workers: Any,
+        on_error: str = "raise",
     ) -> dict[str, Any]:
         replies = await self._request(
             "broadcast",
-            function=pickle_dumps(func),
+            function=pickle_dumps(func if on_error == "raise" else run_errors.CatchErrors(func)),
             args=pickle_dumps((args, kwargs)),
             workers=worker_restrictions(workers),
         )
-        return {address: pickle_loads(payload) for address, payload in replies.items()}
+        results = {address: pickle_loads(payload) for address, payload in replies.items()}
+        return run_errors.outcome(results, on_error)
+
+    def get_versions(self, check: bool = False, packages: list[str] | None = None) -> Any:
+        """Python and package versions of this client, the scheduler and each worker, as
+        Dask's; ``check=True`` raises ``ValueError`` where needed ones differ."""
+        return self._sync(versions.get_versions, self, check, packages)
 
     def run_on_scheduler(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``func`` in the scheduler's process (it may take ``dask_scheduler``)."""
@@ -1205,7 +1255,9 @@ def _key_strings(method: str, keys: Iterable[Any]) -> list[str]:
 
 
 def _cancel_state(state: FutureState) -> None:
-    if not state.done:
+    """Finished and failed futures are cancelled too, as in Dask: the scheduler lets go of
+    their results for this client, so they are no longer to be had."""
+    if state.status != "cancelled":
         state.cancel()
 
 
@@ -1246,7 +1298,9 @@ def _rebuild(structure: Any, values: dict[str, Any], errors: str) -> Any:
             for item in structure
             if not (isinstance(item, Future) and item.key not in values)
         ]
-        return type(structure)(items) if isinstance(structure, tuple) else items
+        if isinstance(structure, tuple):
+            return scatter_shape.shaped_like(structure, items)
+        return items
     if isinstance(structure, (set, frozenset)):
         return type(structure)(_rebuild(item, values, errors) for item in structure)
     if isinstance(structure, dict):

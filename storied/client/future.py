@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -203,8 +204,10 @@ class Future:
         return self._state.status
 
     @property
-    def type(self) -> str | None:
-        return self._state.type
+    def type(self) -> type | str | None:
+        """The result's type once known, as Dask's; its ``module.qualname`` when that module
+        is not imported here (Dask likewise falls back to a name it cannot unpickle)."""
+        return _resolve_type(self._state.type)
 
     def done(self) -> bool:
         return self._state.done
@@ -293,3 +296,18 @@ def await_state_on(loop: asyncio.AbstractEventLoop, state: FutureState) -> threa
     event = threading.Event()
     loop.call_soon_threadsafe(state.on_done, event.set)
     return event
+
+
+def _resolve_type(name: str | None) -> type | str | None:
+    """The class a worker named ``module.qualname``, looked up in modules already imported
+    (never importing one just to answer); the name itself if it is not found."""
+    if not name:
+        return None
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):  # the longest module name first
+        found: Any = sys.modules.get(".".join(parts[:split]))
+        for attribute in parts[split:] if found is not None else ():
+            found = getattr(found, attribute, None)
+        if isinstance(found, type):
+            return found
+    return name

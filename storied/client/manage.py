@@ -13,6 +13,7 @@ from typing import Any
 
 from storied import config
 from storied.client.future import Future
+from storied.client.futures_of import futures_of
 from storied.client.options import worker_restrictions
 from storied.worker.upload import check_upload_name
 
@@ -158,16 +159,21 @@ class ClusterManagement:
 
 
 def _keys(futures: Any) -> list[str]:
-    if isinstance(futures, Future | str):
-        futures = [futures]
+    """The keys of futures, keys, and collections backed by futures (as Dask's who_has)."""
+    items = futures if isinstance(futures, list | tuple | set | frozenset) else [futures]
     keys = []
-    for future in futures:
-        if isinstance(future, Future):
-            keys.append(future.key)
-        elif isinstance(future, str):
-            keys.append(future)
+    for item in items:
+        if isinstance(item, Future):
+            keys.append(item.key)
+        elif isinstance(item, str):
+            keys.append(item)
+        elif held := futures_of(item):
+            keys.extend(future.key for future in held)
         else:
-            raise TypeError(f"who_has takes futures or keys, not {type(future).__name__}")
+            raise TypeError(
+                f"who_has takes futures, keys or collections persisted on the cluster, "
+                f"not {type(item).__name__}"
+            )
     return keys
 
 

@@ -1,12 +1,15 @@
 """Dask's submit options (``workers``, ``resources``, ``priority``, ...), checked at the caller.
 
-What passes becomes the task entry's ``retries``, ``restrictions`` and ``options`` on the wire
+Options a ``dask.annotate(...)`` block around the call sets apply too, as in Dask: an option
+given to the call itself (and not empty) wins. What passes becomes the task entry's
+``retries``, ``restrictions`` and ``options`` on the wire
 (``[key, function_id, payload, deps, retries, restrictions, options]``); ``options`` is None
 unless an option is given, else one dict shared by every task of the call.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -36,6 +39,13 @@ def task_options(
     Raises ``TypeError`` for a value of the wrong type and ``ValueError`` for a wrong value
     (such as ``allow_other_workers`` without ``workers``), as Dask does.
     """
+    annotated = _dask_annotations()
+    if annotated:
+        workers = workers or annotated.get("workers")
+        resources = resources or annotated.get("resources")
+        retries = retries or annotated.get("retries")
+        priority = priority or annotated.get("priority", 0)
+        allow_other_workers = allow_other_workers or annotated.get("allow_other_workers", False)
     if retries is None:
         retries = 0
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -75,3 +85,11 @@ def worker_restrictions(workers: Any) -> list[str] | None:
         names = [str(w) for w in workers]
         return names or None
     raise TypeError(f"workers must be an address, a name or a list of them, not {workers!r}")
+
+
+def _dask_annotations() -> dict[str, Any]:
+    """The annotations of the ``dask.annotate`` blocks around the caller (none if dask was
+    never imported: nobody can have opened one)."""
+    dask = sys.modules.get("dask")
+    get_annotations = getattr(dask, "get_annotations", None)
+    return get_annotations() if get_annotations is not None else {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from storied.client.current import global_client
 
@@ -79,3 +79,28 @@ class Coordinated:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.name}>"
+
+
+class HeldInWith:
+    """``with x:`` and ``async with x:`` acquire on entry and release on exit (Lock,
+    Semaphore, MultiLock); ``acquire``/``release`` are awaitables with an asynchronous client."""
+
+    def acquire(self) -> Any:
+        raise NotImplementedError
+
+    def release(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Self:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()

@@ -20,6 +20,7 @@ from storied import config
 from storied.coordination.datasets import DatasetsState
 from storied.coordination.event import EventState
 from storied.coordination.holds import KeyHolds
+from storied.coordination.multilock import MultiLockState
 from storied.coordination.queue import QueueState
 from storied.coordination.semaphore import Lease, SemaphoreState
 from storied.coordination.variable import VariableState
@@ -87,6 +88,7 @@ class CoordinationExtension:
         self.variables = VariableState()
         self.queues: dict[str, QueueState] = {}
         self.semaphores: dict[str, SemaphoreState] = {}
+        self.multilocks = MultiLockState()
         self.events = EventState()
         self.datasets = DatasetsState()
         self.waiters = Waiters()
@@ -110,6 +112,8 @@ class CoordinationExtension:
             "semaphore-refresh": self.semaphore_refresh,
             "semaphore-value": self.semaphore_value,
             "semaphore-close": self.semaphore_close,
+            "multilock-acquire": self.multilock_acquire,
+            "multilock-release": self.multilock_release,
             "event-set": self.event_set,
             "event-clear": self.event_clear,
             "event-wait": self.event_wait,
@@ -125,10 +129,14 @@ class CoordinationExtension:
     def remove_client(self, client: str) -> None:
         for semaphore in self.semaphores.values():
             self._freed(semaphore, semaphore.release_held_by(client=client), "client left")
+        for request_id in self.multilocks.requests_of(client=client):
+            self._multilock_withdraw(request_id, None, "client left")
 
     def remove_worker(self, address: str) -> None:
         for semaphore in self.semaphores.values():
             self._freed(semaphore, semaphore.release_held_by(worker=address), "worker removed")
+        for request_id in self.multilocks.requests_of(worker=address):
+            self._multilock_withdraw(request_id, None, "worker removed")
 
     # ------------------------------------------------------------------ the record
 
@@ -397,6 +405,87 @@ class CoordinationExtension:
             for semaphore in self.semaphores.values():
                 stale = semaphore.expire(now, self.lease_timeout)
                 self._freed(semaphore, stale, f"not refreshed for {self.lease_timeout}s")
+
+    # ------------------------------------------------------------------ multilocks
+
+    async def multilock_acquire(
+        self,
+        client: str,
+        who: Caller,
+        names: list[str],
+        num_locks: int,
+        request_id: str,
+        wait: float | None = None,
+    ) -> bool:
+        start = time.monotonic()
+        worker, task = who.get("worker"), who.get("task")
+        granted = self.multilocks.request(request_id, names, num_locks, client, worker, task, start)
+        if not granted:
+            try:
+                granted = await self.waiters.until(
+                    ("multilock", request_id), lambda: self.multilocks.granted(request_id), wait
+                )
+            except asyncio.CancelledError:
+                self._multilock_withdraw(request_id, None, "request cancelled")
+                raise
+            if not granted:
+                self._multilock_withdraw(request_id, None, "timed out")
+        self._record(
+            "multilock",
+            "acquire" if granted else "acquire-timeout",
+            ",".join(sorted(set(names))),
+            client,
+            who,
+            names=sorted(set(names)),
+            num_locks=num_locks,
+            request_id=request_id,
+            waited=time.monotonic() - start,
+        )
+        return granted
+
+    def multilock_release(self, client: str, who: Caller, request_id: str) -> bool:
+        if self._multilock_withdraw(request_id, who, None) is None:
+            logger.warning(
+                "Release of MultiLock request %s by %s: it is not held (it was already freed)",
+                request_id,
+                client,
+            )
+            return False
+        return True
+
+    def _multilock_withdraw(
+        self, request_id: str, caller: Caller | None, reason: str | None
+    ) -> str | None:
+        """Free a request's locks (its holder released them, left, or gave up waiting) and
+        wake the requests that now hold theirs; recorded as a release if it held them."""
+        request, granted = self.multilocks.withdraw(request_id, time.monotonic())
+        if request is None:
+            return None
+        for other in granted:
+            self.waiters.notify(("multilock", other))
+        if request.granted is not None and reason != "timed out":
+            details = {} if reason is None else {"reason": reason}
+            self._record(
+                "multilock",
+                "release",
+                ",".join(sorted(request.names)),
+                request.client,
+                caller or {"worker": request.worker, "task": request.task},
+                names=sorted(request.names),
+                request_id=request_id,
+                held_for=time.monotonic() - request.granted,
+                **details,
+            )
+            if reason is not None:
+                logger.warning(
+                    "MultiLock %s of %s (worker %s, task %s) freed: %s",
+                    sorted(request.names),
+                    request.client,
+                    request.worker,
+                    request.task,
+                    reason,
+                )
+        return request_id
 
     # ------------------------------------------------------------------ events
 

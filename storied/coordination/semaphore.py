@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storied import config
-from storied.coordination.client import Coordinated, who
+from storied.coordination.client import Coordinated, HeldInWith, who
 
 if TYPE_CHECKING:
     from storied.client.client import Client
@@ -97,7 +97,7 @@ class SemaphoreState:
         return gone
 
 
-class Semaphore(Coordinated):
+class Semaphore(HeldInWith, Coordinated):
     """At most ``max_leases`` holders at once, across the cluster, as Dask's Semaphore.
 
     >>> sem = Semaphore(max_leases=2, name="database")  # doctest: +SKIP
@@ -185,20 +185,6 @@ class Semaphore(Coordinated):
         """Remove the semaphore from the scheduler, leases and all (as Dask's ``close``)."""
         self._leases.clear()
         return self._call(self._ask, "semaphore-close")
-
-    def __enter__(self) -> Semaphore:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    async def __aenter__(self) -> Semaphore:
-        await self.acquire()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.release()
 
     def __reduce__(self) -> Any:
         return (type(self), (self.max_leases, self.name))

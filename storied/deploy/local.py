@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storied import config
 from storied.comm import Security
@@ -23,6 +23,9 @@ from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
 from storied.worker.memory import parse_memory_limit
 from storied.worker.server import Worker
+
+if TYPE_CHECKING:
+    from storied.client.client import Client
 
 logger = logging.getLogger("storied.deploy")
 
@@ -269,6 +272,39 @@ class LocalCluster:
                     )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers {missing} did not join within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    def get_client(self) -> Client:
+        """The current client if it is this cluster's, else a new ``Client(self)``, as Dask's."""
+        from storied.client.client import Client
+
+        try:
+            current = Client.current()
+        except ValueError:
+            current = None
+        if current is not None and current.cluster is self:
+            return current
+        return Client(self)
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
+        """Until at least ``n_workers`` workers have joined the scheduler (any worker, not only
+        this cluster's), as Dask's; ``TimeoutError`` after ``timeout`` seconds."""
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive int, not {n_workers!r}")
+        joined = self._until_joined(n_workers, config.parse_timedelta(timeout))
+        if self.asynchronous:
+            return joined
+        assert self._loop_thread is not None
+        return self._loop_thread.run(joined)
+
+    async def _until_joined(self, n_workers: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler.workers) < n_workers:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {len(self.scheduler.workers)} of {n_workers} workers joined "
+                    f"within {timeout}s"
+                )
             await asyncio.sleep(0.01)
 
     def adapt(

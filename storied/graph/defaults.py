@@ -3,6 +3,11 @@
 As dask.distributed's Client does, a default client sets dask's ``scheduler`` setting (here to
 ``get_on_default_client``); when the last default client closes, the setting it replaced comes
 back.
+
+dask.dataframe shuffles with the task-based shuffle on storied: left unset, dask picks its
+single-machine ``disk`` shuffle (partd files that other hosts cannot see), or ``p2p`` when a
+dask.distributed client is also open (which needs dask.distributed's workers). A shuffle method
+the user set is kept.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from typing import Any
 
 _NOT_SAVED = object()
 _replaced: Any = _NOT_SAVED
+#: whether storied set ``dataframe.shuffle.method`` (and so takes it back)
+_set_shuffle_method = False
+SHUFFLE_METHOD = "tasks"
 
 
 def _dask_config() -> Any:
@@ -26,10 +34,13 @@ def _dask_config() -> Any:
 
 def client_became_default() -> None:
     """Point dask's scheduler setting at the default storied client (if dask is installed)."""
-    global _replaced
+    global _replaced, _set_shuffle_method
     dask_config = _dask_config()
     if dask_config is None:
         return
+    if dask_config.get("dataframe.shuffle.method", None) is None:
+        dask_config.set({"dataframe.shuffle.method": SHUFFLE_METHOD})
+        _set_shuffle_method = True
     current = dask_config.get("scheduler", None)
     if current is get_on_default_client:
         return
@@ -38,11 +49,15 @@ def client_became_default() -> None:
 
 
 def no_default_client() -> None:
-    """Give dask back the scheduler setting storied replaced."""
-    global _replaced
+    """Give dask back the scheduler (and shuffle method) setting storied replaced."""
+    global _replaced, _set_shuffle_method
+    dask_config = _dask_config()
+    if _set_shuffle_method and dask_config is not None:
+        if dask_config.get("dataframe.shuffle.method", None) == SHUFFLE_METHOD:
+            dask_config.set({"dataframe.shuffle.method": None})
+        _set_shuffle_method = False
     if _replaced is _NOT_SAVED:
         return
-    dask_config = _dask_config()
     if dask_config is not None and dask_config.get("scheduler", None) is get_on_default_client:
         dask_config.set(scheduler=_replaced)
     _replaced = _NOT_SAVED

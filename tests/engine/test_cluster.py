@@ -78,6 +78,38 @@ def test_in_process_workers_run_tasks_and_leave_no_threads():
     poll(lambda: storied_threads() <= before)
 
 
+def cluster_client_steps(local_cluster_class, client_class):
+    """get_client and wait_for_workers: the same steps for storied and Dask."""
+    seen = []
+    with local_cluster_class(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as local:
+        made = local.get_client()
+        seen.append(isinstance(made, client_class) and made.cluster is local)
+        with made.as_current():
+            seen.append(local.get_client() is made)  # the current client, if it is ours
+        local.wait_for_workers(1, timeout=10)
+        try:
+            local.wait_for_workers(2, timeout=0.1)
+        except TimeoutError:
+            seen.append("TimeoutError")
+        try:
+            local.wait_for_workers(0)
+        except ValueError:
+            seen.append("ValueError")
+        seen.append(made.submit(inc, 1).result())
+        made.close()
+    return seen
+
+
+def test_local_cluster_get_client_and_wait_for_workers_as_dask():
+    import distributed
+
+    ours = cluster_client_steps(LocalCluster, Client)
+    assert ours == cluster_client_steps(distributed.LocalCluster, distributed.Client)
+    assert ours == [True, True, "TimeoutError", "ValueError", 2]
+
+
 def test_scale_up_and_down(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
         cluster.scale(2)

@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import uuid
+from typing import NamedTuple
 
 import pytest
 
@@ -107,6 +108,99 @@ def test_inputs_travel_between_workers_directly(cluster, client):
     assert not any(
         e["where"] == second and e["finish"] == "executing" for e in client.story(x.key)
     ), "x ran only on the first worker"
+
+
+def test_cancelling_a_finished_future_lets_its_result_go_as_in_dask(client):
+    future = client.submit(inc, 7000)
+    assert future.result(timeout=10) == 7001
+    client.cancel([future])
+    assert future.status == "cancelled" and future.cancelled()
+    with pytest.raises(CancelledError):
+        future.result(timeout=10)
+    erred = client.submit(fail, "cancel me")
+    wait([erred], timeout=10)
+    erred.cancel()
+    assert erred.status == "cancelled"
+    future.release()  # while a Future of the key lives, a new one shares its state, as in Dask
+    again = client.submit(inc, 7000)
+    assert again.result(timeout=10) == 7001 and again.status == "finished"
+
+
+def test_client_futures_of_finds_futures_and_refuses_cancelled_ones(client):
+    first, second = client.submit(inc, 8000), client.submit(inc, 8001)
+    found = client.futures_of({"a": [first], "b": ({second}, 1)})
+    assert {f.key for f in found} == {first.key, second.key}
+    second.cancel()
+    with pytest.raises(CancelledError, match=second.key):
+        client.futures_of([first, second])
+
+
+def test_scatter_and_gather_take_dasks_direct_flag(client):
+    [future] = client.scatter([[1, 2]], direct=True)
+    assert client.gather([future], direct=True) == [[1, 2]]
+    assert client.gather(future, direct=False) == [1, 2]
+
+
+def test_gather_asynchronous_on_a_blocking_client_inside_client_sync(client):
+    """Dask's asynchronous.rst example: a coroutine run by client.sync awaits gather."""
+
+    async def add_one_remotely() -> int:
+        future = client.submit(inc, 10)
+        return await client.gather(future, asynchronous=True)
+
+    assert client.sync(add_one_remotely) == 11
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+class Settings(dict):
+    """A dict subclass: scattered whole, as Dask does, so it keeps its type on the workers."""
+
+
+def scattered_shapes(client) -> list[object]:
+    """What scatter gives back for each kind of data: the same steps on storied and Dask."""
+    seen: list[object] = []
+    for data in (range(3), {4, 5}, frozenset({6}), Point(1, 2), (7, 8), Settings(a=1), "text"):
+        futures = client.scatter(data)
+        values = client.gather(futures)
+        seen.append((type(futures).__name__, values, type(values).__name__))
+    return seen
+
+
+def test_scatter_unpacks_and_shapes_as_dask_does(client, dask_client):
+    ours = scattered_shapes(client)
+    assert ours == scattered_shapes(dask_client)
+    assert ours[0] == ("list", [0, 1, 2], "list")
+    assert ours[3] == ("Point", Point(1, 2), "Point")
+    assert ours[5][0] == "Future" and ours[5][2] == "Settings"
+    for system in (client, dask_client):
+        with pytest.raises(TypeError, match=r"[Ii]terator"):
+            system.scatter(iter([1, 2]))
+
+
+class Local:
+    """A class the workers can unpickle (by value) but that no module here names."""
+
+
+def make_local() -> Local:
+    return Local()
+
+
+def test_type_is_the_result_class_or_its_name_as_in_dask(client):
+    import numpy as np
+
+    pending = never_runs(client)
+    assert pending.type is None  # not known until the result is
+    pending.cancel()
+    numbers = client.submit(inc, 1)
+    array = client.submit(np.arange, 3)
+    local = client.submit(make_local)
+    wait([numbers, array, local], timeout=10)
+    assert numbers.type is int and array.type is np.ndarray
+    assert local.type in (Local, f"{__name__}.Local")  # named by a module this process may lack
 
 
 def test_reprs_match_the_seed(client):

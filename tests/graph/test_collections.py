@@ -146,6 +146,23 @@ def test_closing_the_last_client_gives_dask_its_scheduler_back(cluster: LocalClu
         assert dask.delayed(os.getpid)().compute() == os.getpid()
 
 
+def test_dataframes_shuffle_with_tasks_on_storied(cluster: LocalCluster, dask_client: Any) -> None:
+    """Unset, dask would pick P2P with a dask.distributed client about (storied's workers
+    cannot run it) or its single-machine disk shuffle; a method the user set is kept."""
+    import dask.utils
+
+    frame = dd.from_pandas(pd.DataFrame({"k": [i % 7 for i in range(700)]}), npartitions=7)
+    with dask_client.as_current():
+        assert dask.utils.get_default_shuffle_method() == "p2p"
+        with Client(cluster):
+            assert dask.utils.get_default_shuffle_method() == "tasks"
+            shuffled = frame.shuffle("k")
+            assert int(shuffled.map_partitions(lambda df: df.k.nunique()).compute().sum()) == 7
+        assert dask.utils.get_default_shuffle_method() == "p2p"
+        with dask.config.set({"dataframe.shuffle.method": "disk"}), Client(cluster):
+            assert dask.utils.get_default_shuffle_method() == "disk"
+
+
 def test_annotated_retries_rerun_a_flaky_task(client: Client, tmp_path: Path) -> None:
     attempts = tmp_path / "attempts"
 

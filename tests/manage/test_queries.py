@@ -68,8 +68,22 @@ def test_unknown_workers_and_bad_arguments_are_clear_errors(client):
         client.has_what(["tcp://127.0.0.1:1"])
     with pytest.raises(ValueError, match="no worker"):
         client.nthreads("nobody")
-    with pytest.raises(TypeError, match="futures or keys"):
+    with pytest.raises(TypeError, match="futures, keys or collections"):
         client.who_has([object()])
     with pytest.raises(TypeError, match="workers must be"):
         client.has_what({"a": 1})
     assert client.submit(inc, 1).result() == 2  # the scheduler carries on
+
+
+def test_who_has_of_a_persisted_collection_covers_its_chunks(client):
+    import dask.array as da
+
+    from storied import futures_of
+
+    x = client.persist(da.ones(40, chunks=10))
+    client.gather(futures_of(x))
+    held = client.who_has(x)
+    assert set(held) == {f.key for f in futures_of(x)} and len(held) == 4
+    assert all(held.values())
+    with pytest.raises(TypeError, match="collections persisted"):
+        client.who_has(da.ones(10, chunks=5))  # not persisted: no futures behind it

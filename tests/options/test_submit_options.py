@@ -104,6 +104,25 @@ def test_workers_restricts_and_allow_other_workers_only_prefers(start_worker, ba
     client.cancel(strict)
 
 
+def test_dask_annotate_around_submit_and_map_sets_their_options(
+    start_worker, bare_client, tmp_path
+):
+    """As in Dask: the annotations apply, and an option given to the call wins."""
+    import dask
+
+    start_worker("a", 1)
+    start_worker("b", 1)
+    client = bare_client
+    with dask.annotate(workers=["b"], retries=1):
+        mapped = client.map(where, range(4), pure=False)
+        assert client.submit(where, workers=["a"], pure=False).result(timeout=30) == "a"
+        flaky_once = client.submit(flaky, str(tmp_path / "calls"), 1)
+    assert set(client.gather(mapped)) == {"b"}
+    assert flaky_once.result(timeout=30) == 2
+    with dask.annotate(workers=["nobody"], allow_other_workers=True):
+        assert client.submit(where, pure=False).result(timeout=30) in {"a", "b"}
+
+
 def test_allow_other_workers_needs_workers(client):
     with pytest.raises(ValueError, match="allow_other_workers"):
         client.submit(where, allow_other_workers=True)
