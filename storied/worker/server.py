@@ -728,9 +728,6 @@ class Worker:
             else:
                 args, kwargs = pickle_loads(instruction.args)
             _thread_state.key = key
-            # the run alone, as Dask's "compute" span: a function's first unpickling on this
-            # worker (its import) is no part of its duration, which sizes queuing's backlog
-            start = time.time()
             with (
                 tasklogs.task_logs(self._log_handler, key)
                 if self.capture_task_logs
