@@ -295,13 +295,23 @@ def worker(
             memory_limit=memory_bytes,
             local_directory=local_directory,
         )
-        if supervisor is not None:
-            on_started = partial(lifeline.report_joined, supervisor)
+        on_started = partial(_worker_started, supervisor)
     try:
         _serve(server, on_started)
     except (OSError, TimeoutError, ConnectionError, WorkerStartError) as exc:
         click.echo(f"storied worker: {exc}", err=True)
         sys.exit(1)
+
+
+def _worker_started(supervisor: dict[str, Any] | None, server: Any) -> None:
+    """A worker process has started and joined: its nanny, if any, hears so, and its
+    start-up objects leave garbage collection."""
+    from storied.nanny import lifeline
+    from storied.worker.collection import freeze_startup_objects
+
+    if supervisor is not None:
+        lifeline.report_joined(supervisor, server)
+    freeze_startup_objects()
 
 
 def _checked_resources(value: str | None) -> str | None:

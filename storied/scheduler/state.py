@@ -1031,6 +1031,10 @@ class SchedulerState:
             ws = placement.beside(ts, self.running, ws) or ws
             if self._slots_to_fill(ws) <= 0:
                 return self._enqueue(ts)  # it waits here rather than behind a worker's backlog
+            # its backlog is a share of the queue, empty until the roots after this one queue:
+            # filled at the end of this stimulus, it goes out with these first tasks rather
+            # than a round trip later, after the worker has run them and idled
+            self._slots_opened.add(ws)
         self._assign(ts, ws, stimulus_id, effects)
         return {}
 

@@ -282,10 +282,40 @@ def test_once_a_root_queues_the_later_ones_of_its_graph_queue_behind_it(recorder
     submit(state, spec("warm-up"))
     state.task_finished(W1, "warm-up", 8, "int", "done", startstops=(1.0, 1.001))
     effects = submit(state, *(spec(f"r-{i}") for i in range(30)), stimulus_id="update-graph-2")
-    assert computed_keys(effects, W1) == ["r-0", "r-1"]
-    effects = finish(state, "r-0", W1)
     # saturation's 2 and the backlog: 1 thread x 10 ms / 1 ms = 10, in priority order
-    assert computed_keys(effects, W1) == [f"r-{i}" for i in range(2, 13)]
+    assert computed_keys(effects, W1) == [f"r-{i}" for i in range(12)]
+    for i in range(4):
+        assert computed_keys(finish(state, f"r-{i}", W1), W1) == [], "more than half left"
+    effects = finish(state, "r-4", W1)
+    assert computed_keys(effects, W1) == [f"r-{i}" for i in range(12, 17)]
+
+
+def test_a_graph_of_roots_sends_each_worker_its_backlog_at_once(recorder):
+    """The backlog is a share of the queue, which is empty when a graph's first roots go out:
+    the workers that took them are filled at the end of the same stimulus, not a round trip
+    later, when they have run their first tasks and wait (a fresh map idled ~20 ms so)."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.01)
+    state.add_worker(W1, "w1", 1, "add-w1")
+    state.add_worker(W2, "w2", 1, "add-w2")
+    submit(state, spec("warm-up"))
+    state.task_finished(W1, "warm-up", 8, "int", "done", startstops=(1.0, 1.001))
+    effects = submit(state, *(spec(f"r-{i}") for i in range(100)), stimulus_id="update-graph-2")
+    # each: saturation's 2 and a backlog of 1 thread x 10 ms / 1 ms = 10
+    assert len(computed_keys(effects, W1)) == len(computed_keys(effects, W2)) == 12
+    assert len(state.queued) == 100 - 24
+    sent = sorted(computed_keys(effects, W1) + computed_keys(effects, W2), key=lambda k: int(k[2:]))
+    assert sent == [f"r-{i}" for i in range(24)], "the queue's first, in priority order"
+
+
+def test_without_a_backlog_a_graph_of_roots_fills_only_the_slots(recorder):
+    """Dask's limit: saturation x threads at once, however many roots queue behind."""
+    state = SchedulerState(recorder, worker_saturation=1.1, worker_backlog=0.0)
+    state.add_worker(W1, "w1", 1, "add-w1")
+    submit(state, spec("warm-up"))
+    state.task_finished(W1, "warm-up", 8, "int", "done", startstops=(1.0, 1.001))
+    effects = submit(state, *(spec(f"r-{i}") for i in range(100)), stimulus_id="update-graph-2")
+    assert computed_keys(effects, W1) == ["r-0", "r-1"]
+    assert len(state.queued) == 98
 
 
 def test_a_root_that_had_no_worker_joins_the_back_of_the_queue_when_one_runs(state, recorder):
