@@ -843,6 +843,12 @@ class Client(ClusterManagement):
     async def _cancel(self, found: list[Future]) -> None:
         for future in found:
             _cancel_state(future._state)
+            # as Dask drops a cancelled future's state: a result or error of the cancelled
+            # submission still on its way cannot undo the cancel, and a new submission of
+            # the key starts afresh
+            with self._ref_lock:
+                if self._states.get(future.key) is future._state:
+                    del self._states[future.key]
         self._send({"op": "cancel", "keys": list(dict.fromkeys(f.key for f in found))})
 
     # ------------------------------------------------------------------ published datasets

@@ -135,6 +135,24 @@ def test_client_futures_of_finds_futures_and_refuses_cancelled_ones(client):
         client.futures_of([first, second])
 
 
+def test_a_result_arriving_after_cancel_leaves_the_future_cancelled(client):
+    """The scheduler may report a key in memory just before it hears of the cancel (the CI
+    failure of the futures_of test above): the future stays cancelled, as in Dask."""
+    future = client.submit(inc, 8100)
+    future.cancel()
+    handlers = client._stream_handlers()
+    client._sync(_deliver_late, handlers["key-in-memory"], future.key)
+    assert future.cancelled()
+    with pytest.raises(CancelledError):
+        future.result(timeout=5)
+    again = client.submit(inc, 8100)  # the same key, submitted afresh
+    assert again.result(timeout=10) == 8101 and not again.cancelled()
+
+
+async def _deliver_late(key_in_memory, key):
+    key_in_memory(key, "builtins.int", [])
+
+
 def test_scatter_and_gather_take_dasks_direct_flag(client):
     [future] = client.scatter([[1, 2]], direct=True)
     assert client.gather([future], direct=True) == [[1, 2]]
