@@ -17,18 +17,16 @@ from engine.helpers import poll
 from storied import Client, LocalCluster, config
 from storied.shm import segments
 from tests.engine.helpers import write_segment
+from tests.wire.shm_helpers import (
+    MB,
+    checksum,
+    make_array,
+    segments_of,
+    two_worker_cluster,
+    two_workers,
+)
 
 pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm here")
-
-MB = 10**6
-
-
-def make_array(n: int) -> np.ndarray:
-    return np.arange(n, dtype="u1")
-
-
-def checksum(array: np.ndarray) -> int:
-    return int(array.sum(dtype="u8"))
 
 
 def scribble_then_checksum(array: np.ndarray) -> int:
@@ -43,10 +41,6 @@ def transfer_counters(dask_worker: Any) -> dict[str, int]:
         "shared_incoming_bytes": counters.shared_incoming_bytes,
         "shared_outgoing_bytes": counters.shared_outgoing_bytes,
     }
-
-
-def segments_of(pid: int) -> list[str]:
-    return [n for n in os.listdir(segments.DIRECTORY) if n.startswith(f"{segments.PREFIX}{pid}-")]
 
 
 def in_segments(client: Client, worker: str, key: str) -> bool:
@@ -68,10 +62,7 @@ def transfer_events(client: Client, key: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def shm_cluster() -> Iterator[LocalCluster]:
-    with (
-        config.set({"worker.shared-memory": True}),
-        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
-    ):
+    with two_worker_cluster(shared_memory=True) as cluster:
         yield cluster
 
 
@@ -81,14 +72,8 @@ def shm_client(shm_cluster: LocalCluster) -> Iterator[Client]:
         yield client
 
 
-def _workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
-    info = client.scheduler_info()["workers"]
-    first, second = sorted(info)[:2]
-    return (first, info[first]["pid"]), (second, info[second]["pid"])
-
-
 def test_an_array_moves_worker_to_worker_through_shared_memory(shm_client):
-    (first, first_pid), (second, _) = _workers(shm_client)
+    (first, first_pid), (second, _) = two_workers(shm_client)
     before = shm_client.run(transfer_counters)
     made = shm_client.submit(make_array, 20 * MB, workers=[first], pure=False)
     made.result(timeout=30)  # gathered through shared memory: written by then at the latest
@@ -110,7 +95,7 @@ def test_an_array_moves_worker_to_worker_through_shared_memory(shm_client):
 
 
 def test_a_dependent_that_modifies_its_input_gets_its_own_copy(shm_client):
-    (first, _), (second, _) = _workers(shm_client)
+    (first, _), (second, _) = two_workers(shm_client)
     made = shm_client.submit(make_array, 5 * MB, workers=[first], pure=False)
     expected = checksum(make_array(5 * MB))
     gathered = made.result(timeout=30)
@@ -126,7 +111,7 @@ def test_a_dependent_that_modifies_its_input_gets_its_own_copy(shm_client):
 
 
 def test_a_gather_to_the_client_maps_the_result(shm_client):
-    (first, _), _ = _workers(shm_client)
+    (first, _), _ = two_workers(shm_client)
     made = shm_client.submit(make_array, 10 * MB, workers=[first], pure=False)
     made.result(timeout=30)
     before = shm_client.run(transfer_counters, workers=[first])[first]
@@ -139,7 +124,7 @@ def test_a_gather_to_the_client_maps_the_result(shm_client):
 
 
 def test_released_keys_free_their_segments(shm_client):
-    (first, first_pid), _ = _workers(shm_client)
+    (first, first_pid), _ = two_workers(shm_client)
     before = set(segments_of(first_pid))
     made = shm_client.submit(make_array, 3 * MB, workers=[first], pure=False)
     made.result(timeout=30)
@@ -151,7 +136,7 @@ def test_released_keys_free_their_segments(shm_client):
 
 
 def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):
-    (first, first_pid), (second, _) = _workers(shm_client)
+    (first, first_pid), (second, _) = two_workers(shm_client)
     before = set(segments_of(first_pid))
     made = shm_client.submit(make_array, 4 * MB, workers=[first], pure=False)
     shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
@@ -166,7 +151,7 @@ def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):
 
 
 def test_a_worker_killed_by_sigkill_leaves_no_segments(shm_client):
-    (first, first_pid), _ = _workers(shm_client)
+    (first, first_pid), _ = two_workers(shm_client)
     made = shm_client.submit(make_array, 2 * MB, workers=[first], pure=False)
     shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
     wait_in_segments(shm_client, first, made.key)
@@ -200,16 +185,12 @@ def test_a_starting_worker_removes_segments_of_dead_processes(shm_cluster):
 
 @pytest.fixture(scope="module")
 def tcp_client() -> Iterator[Client]:
-    with (
-        config.set({"worker.shared-memory": False}),
-        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
-        Client(cluster) as client,
-    ):
+    with two_worker_cluster(shared_memory=False) as cluster, Client(cluster) as client:
         yield client
 
 
 def test_switched_off_by_config_results_move_over_tcp(tcp_client):
-    (first, first_pid), (second, _) = _workers(tcp_client)
+    (first, first_pid), (second, _) = two_workers(tcp_client)
     made = tcp_client.submit(make_array, 2 * MB, workers=[first], pure=False)
     moved = tcp_client.submit(checksum, made, workers=[second], pure=False)
 
@@ -222,7 +203,7 @@ def test_switched_off_by_config_results_move_over_tcp(tcp_client):
 
 def test_the_nanny_removes_the_segments_of_its_dead_worker(tcp_client):
     """With shared memory off the next worker removes nothing: this is the nanny's doing."""
-    (_, pid), _ = _workers(tcp_client)
+    (_, pid), _ = two_workers(tcp_client)
     planted = f"{segments.PREFIX}{pid}-0-planted"
     write_segment(planted, memoryview(b"as if the worker had made it"))
 
@@ -260,7 +241,7 @@ def frame_total(frame: Any) -> float:
 
 
 def test_a_pandas_frame_moves_through_shared_memory(shm_client):
-    (first, _), (second, _) = _workers(shm_client)
+    (first, _), (second, _) = two_workers(shm_client)
     made = shm_client.submit(make_frame, 1_000_000, workers=[first], pure=False)
 
     moved = shm_client.submit(frame_total, made, workers=[second], pure=False)

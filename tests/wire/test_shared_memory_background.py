@@ -17,22 +17,16 @@ from storied import Client, LocalCluster, config, wait
 from storied.protocol.serialize import dumps_data
 from storied.shm import segments
 from storied.shm.writer import CHUNK, SegmentWrite
+from tests.wire.shm_helpers import (
+    MB,
+    checksum,
+    make_array,
+    segments_of,
+    two_worker_cluster,
+    two_workers,
+)
 
 pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm here")
-
-MB = 10**6
-
-
-def make_array(n: int) -> np.ndarray:
-    return np.arange(n, dtype="u1")
-
-
-def checksum(array: np.ndarray) -> int:
-    return int(array.sum(dtype="u8"))
-
-
-def segments_of(pid: int) -> list[str]:
-    return [n for n in os.listdir(segments.DIRECTORY) if n.startswith(f"{segments.PREFIX}{pid}-")]
 
 
 def shared_state(dask_worker: Any) -> dict[str, Any]:
@@ -48,24 +42,14 @@ def transfer_events(client: Client, action: str, key: str) -> list[tuple[float, 
     ]
 
 
-def _workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
-    info = client.scheduler_info()["workers"]
-    first, second = sorted(info)[:2]
-    return (first, info[first]["pid"]), (second, info[second]["pid"])
-
-
 @pytest.fixture(scope="module")
 def shm_client() -> Iterator[Client]:
-    with (
-        config.set({"worker.shared-memory": True}),
-        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
-        Client(cluster) as client,
-    ):
+    with two_worker_cluster(shared_memory=True) as cluster, Client(cluster) as client:
         yield client
 
 
 def test_a_large_result_is_done_before_its_background_write_then_mapped_by_a_reader(shm_client):
-    (first, first_pid), (second, _) = _workers(shm_client)
+    (first, first_pid), (second, _) = two_workers(shm_client)
     made = shm_client.submit(make_array, 100 * MB, workers=[first], pure=False)
     wait(made, timeout=60)
 
@@ -92,7 +76,7 @@ def test_a_large_result_is_done_before_its_background_write_then_mapped_by_a_rea
 
 
 def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
-    (first, _), _ = _workers(shm_client)
+    (first, _), _ = two_workers(shm_client)
     made = shm_client.submit(make_array, 50 * MB, workers=[first], pure=False)
     wait(made, timeout=60)
     poll(
@@ -117,7 +101,7 @@ def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
 
 
 def test_releasing_results_while_they_are_written_leaves_no_segment(shm_client):
-    (first, first_pid), _ = _workers(shm_client)
+    (first, first_pid), _ = two_workers(shm_client)
     before = set(segments_of(first_pid))
     # three in a row: the background writer takes them one at a time, so the later ones are
     # queued or under way when they are released
@@ -137,7 +121,7 @@ def test_releasing_results_while_they_are_written_leaves_no_segment(shm_client):
 def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(shm_client):
     """Scattered data does not go through a task: its first same-host reader has it written
     (one copy), and later readers map the same segments."""
-    (first, first_pid), (second, _) = _workers(shm_client)
+    (first, first_pid), (second, _) = two_workers(shm_client)
     before = set(segments_of(first_pid))
     [scattered] = shm_client.scatter([make_array(20 * MB)], workers=[first])
     assert set(segments_of(first_pid)) == before, "nothing is written before anyone asks"
@@ -165,7 +149,7 @@ def test_a_result_over_the_shared_memory_limit_stays_private_with_one_warning():
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
         Client(cluster) as client,
     ):
-        (first, first_pid), (second, _) = _workers(client)
+        (first, first_pid), (second, _) = two_workers(client)
         fits = client.submit(make_array, 20 * MB, workers=[first], pure=False)
         too_big = [
             client.submit(make_array, 40 * MB + i, workers=[first], pure=False) for i in range(2)
