@@ -572,7 +572,7 @@ class SchedulerState:
         """How many more tasks ``ws`` may hold now (see ``worker_saturation``)."""
         if self.worker_saturation == math.inf:
             return math.inf
-        return self._free_slots_beside(ws, self._backlog(ws))
+        return ws.free_slots(self._saturation_slots(ws) + self._backlog(ws))
 
     def _slots_to_fill(self, ws: WorkerInfo) -> float:
         """How many root tasks to send ``ws`` now: none while it still holds more than half
@@ -586,16 +586,17 @@ class SchedulerState:
         # Filled when it holds at most its slots and half its backlog. This runs for every
         # finished task: while it holds more than that with the largest backlog it may have,
         # the queue's share (a sum over all workers) need not be worked out.
-        slots = max(math.ceil(self.worker_saturation * ws.nthreads), 1)
-        held = len(ws.processing) - len(ws.long_running)
-        if 2 * held > 2 * slots + self._backlog_bound(ws):
+        slots = self._saturation_slots(ws)
+        if ws.free_slots(slots + self._backlog_bound(ws) / 2) < 0:
             return 0
         backlog = self._backlog(ws)
-        free = slots + backlog - held
+        free = ws.free_slots(slots + backlog)
         return free if free * 2 >= backlog else 0
 
-    def _free_slots_beside(self, ws: WorkerInfo, backlog: int) -> float:
-        return ws.free_slots(max(math.ceil(self.worker_saturation * ws.nthreads), 1) + backlog)
+    def _saturation_slots(self, ws: WorkerInfo) -> int:
+        """The tasks ``ws`` may hold beyond its backlog: ``worker_saturation`` x its threads,
+        at least one."""
+        return max(math.ceil(self.worker_saturation * ws.nthreads), 1)
 
     def _backlog_bound(self, ws: WorkerInfo) -> int:
         """As many tasks as ``ws``'s threads run in ``worker_backlog``: the most its backlog
