@@ -20,10 +20,12 @@ import logging
 import sys
 import time
 
+from storied.graph.packages import COLLECTION_PACKAGES
+
 logger = logging.getLogger("storied.worker")
 
 #: what a client may ask workers to import ahead of its tasks
-PRELOADABLE = frozenset({"dask.array", "dask.bag", "dask.dataframe"})
+PRELOADABLE = frozenset(COLLECTION_PACKAGES)
 
 
 def missing(modules: object) -> list[str]:
