@@ -20,6 +20,7 @@ from itertools import compress, repeat
 from operator import eq, itemgetter, not_, sub
 from typing import Any
 
+from storied.record.blocks import tables_named
 from storied.record.executions import execution_rows
 from storied.record.keys import key_prefix
 
@@ -178,10 +179,7 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[Sequence[Any]]:
 
 def has_summary_tables(conn: sqlite3.Connection) -> bool:
     """Whether the file has the summary tables (a ledger of schema version 4 has not)."""
-    found = conn.execute(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'run_counts'"
-    ).fetchone()
-    return bool(found[0])
+    return bool(tables_named(conn, "run_counts"))
 
 
 def read_counts(conn: sqlite3.Connection, run_id: int) -> list[tuple[str, str, str, int]] | None:
