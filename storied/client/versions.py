@@ -83,8 +83,8 @@ def _mismatches(versions: dict[str, Any]) -> tuple[str, str]:
         if len(set(seen.values())) > 1:
             line = f"{package}: " + ", ".join(f"{name} {v}" for name, v in seen.items())
             (optional if package in OPTIONAL else required).append(line)
-    return _report("Mismatched versions", required), _report("Mismatched versions", optional)
+    return _report(required), _report(optional)
 
 
-def _report(title: str, lines: list[str]) -> str:
-    return f"{title}:\n" + "\n".join(lines) if lines else ""
+def _report(lines: list[str]) -> str:
+    return "Mismatched versions:\n" + "\n".join(lines) if lines else ""

@@ -430,13 +430,14 @@ class CoordinationExtension:
                 raise
             if not granted:
                 self._multilock_withdraw(request_id, None, "timed out")
+        locked = sorted(set(names))
         self._record(
             "multilock",
             "acquire" if granted else "acquire-timeout",
-            ",".join(sorted(set(names))),
+            ",".join(locked),
             client,
             who,
-            names=sorted(set(names)),
+            names=locked,
             num_locks=num_locks,
             request_id=request_id,
             waited=time.monotonic() - start,
@@ -465,13 +466,14 @@ class CoordinationExtension:
             self.waiters.notify(("multilock", other))
         if request.granted is not None and reason != "timed out":
             details = {} if reason is None else {"reason": reason}
+            locked = sorted(request.names)
             self._record(
                 "multilock",
                 "release",
-                ",".join(sorted(request.names)),
+                ",".join(locked),
                 request.client,
                 caller or {"worker": request.worker, "task": request.task},
-                names=sorted(request.names),
+                names=locked,
                 request_id=request_id,
                 held_for=time.monotonic() - request.granted,
                 **details,
@@ -479,7 +481,7 @@ class CoordinationExtension:
             if reason is not None:
                 logger.warning(
                     "MultiLock %s of %s (worker %s, task %s) freed: %s",
-                    sorted(request.names),
+                    locked,
                     request.client,
                     request.worker,
                     request.task,

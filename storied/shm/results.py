@@ -217,7 +217,7 @@ class SharedResults:
         self._record(
             action="shared",
             key=write.key,
-            nbytes=sum(write.sizes.values()),
+            nbytes=write.nbytes,
             seconds=time.monotonic() - write.started,
             by=write.started_by,
         )
