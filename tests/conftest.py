@@ -111,10 +111,19 @@ def dask_cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def dask_client(dask_cluster: Any) -> Iterator[Any]:
-    """A client of ``dask_cluster`` that leaves dask's default scheduler alone."""
+    """A client of ``dask_cluster`` that leaves dask's default scheduler alone.
+
+    Its periodic scheduler-info refresh is pushed back an hour: that refresh asks for no
+    workers, and when it lands between ``scheduler_info()``'s own refresh and its return,
+    dask.distributed 2026.8 answers with no workers at all (a corpus snippet taking the first
+    worker failed so on CI)."""
+    import dask
     import distributed
 
-    with distributed.Client(dask_cluster, set_as_default=False) as connected:
+    with (
+        dask.config.set({"distributed.client.scheduler-info-interval": "1h"}),
+        distributed.Client(dask_cluster, set_as_default=False) as connected,
+    ):
         yield connected
 
 
