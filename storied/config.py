@@ -98,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
         "shared-memory-threshold": "1MiB",
         # ... and at most this many bytes of segments per worker (None: what /dev/shm has free)
         "shared-memory-limit": None,
+        # ... of which up to this many bytes of released results' segments are kept for the
+        # next results (faulted in already: copied into at memcpy speed)
+        "shared-memory-pool": "512MiB",
         "memory": {
             "target": 0.6,
             "spill": 0.7,

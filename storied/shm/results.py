@@ -10,8 +10,9 @@ written, the worker holds the result as views of its segments (``on_written``): 
 held once again. A fetch from the same host (``request_data``, for peers and clients alike)
 gets the segments' names instead of their bytes and maps them copy-on-write, so a task
 changing its input changes only its own pages, as with a copy over TCP. A segment the reader
-cannot map (unlinked meanwhile, another user's) is fetched again over TCP. The producer
-unlinks a key's segments when it releases the key; mappings live on with their holders.
+cannot map (unlinked meanwhile, another user's) is fetched again over TCP. When the producer
+releases a key, its segments go to the worker's pool (``storied.shm.pool``), to take the next
+results at memcpy speed, or are unlinked; mappings live on with their holders.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from storied import config
 from storied.comm import ConnectionPool
 from storied.protocol.serialize import Pickled, dumps_data, pickle_loads
 from storied.shm import segments
+from storied.shm.pool import SegmentPool
 from storied.shm.writer import BackgroundWriter, SegmentWrite
 
 logger = logging.getLogger("storied.worker")
@@ -37,21 +40,21 @@ logger = logging.getLogger("storied.worker")
 Segment = tuple[int, str, int]
 
 
-def configured() -> tuple[bool, int, int | None]:
-    """``worker.shared-memory``, ``worker.shared-memory-threshold`` and
-    ``worker.shared-memory-limit`` (bytes, or None), checked."""
+def configured() -> tuple[bool, int, int | None, int]:
+    """``worker.shared-memory``, ``worker.shared-memory-threshold``,
+    ``worker.shared-memory-limit`` (bytes, or None) and ``worker.shared-memory-pool``, checked."""
     enabled = config.get("worker.shared-memory")
     if not isinstance(enabled, bool):
         raise ValueError(f"config worker.shared-memory must be true or false, not {enabled!r}")
     sizes = []
-    for name in ("threshold", "limit"):
+    for name in ("threshold", "limit", "pool"):
         value = config.get(f"worker.shared-memory-{name}")
         try:
             sizes.append(None if value is None else config.parse_bytes(value))
         except ValueError as exc:
             raise ValueError(f"config worker.shared-memory-{name}: {exc}") from None
-    threshold, limit = sizes
-    return enabled, threshold or 0, limit
+    threshold, limit, pool = sizes
+    return enabled, threshold or 0, limit, pool or 0
 
 
 class NoRoom(OSError):
@@ -72,9 +75,11 @@ class SharedResults:
         on_written: Callable[[str, Any, Any], None] | None = None,
         record: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        enabled, self.threshold, self.limit = configured()
+        enabled, self.threshold, self.limit, pool_bound = configured()
         #: this host's id, or None: shared memory is off here (by config, or unavailable)
         self.host = segments.host_id() if enabled else None
+        #: segments of released results, kept for the next ones
+        self.pool = SegmentPool(pool_bound if self.host is not None else 0)
         #: whether a process on this host may read our results (then they go to segments)
         self.peers_on_host = peers_on_host
         self.on_written = on_written
@@ -84,7 +89,7 @@ class SharedResults:
         #: keys whose results stay in private memory (nothing to share, no room)
         self._private: set[str] = set()
         self._lock = threading.Lock()
-        self._writer = BackgroundWriter(self._work)
+        self._writer = BackgroundWriter()
         self._warned = False
 
     @property
@@ -100,11 +105,13 @@ class SharedResults:
 
     @property
     def held_bytes(self) -> int:
-        """The bytes of the segments held or being written now (memory that the worker's RSS
-        may not show; during a write the private copy is in RSS too: both count)."""
+        """The bytes of the segments held, pooled or being written now (memory that the
+        worker's RSS may not show; during a write the private copy is in RSS too: both
+        count)."""
         with self._lock:
             held = sum(size for _, segs in self._held.values() for _, _, size in segs)
-            return held + sum(write.nbytes for write in self._writing.values())
+            writing = sum(write.nbytes for write in self._writing.values())
+        return held + writing + self.pool.nbytes
 
     def same_host(self, host: Any) -> bool:
         """Whether a requester naming ``host`` shares our memory; seeing one, we know we have
@@ -121,13 +128,17 @@ class SharedResults:
     def schedule(self, key: str, value: Any) -> None:
         """Move ``key``'s finished result into segments in the background: the task that made
         it does not wait."""
-        write = SegmentWrite(key, value)
+        write = SegmentWrite(key, value, self.pool)
         with self._lock:
             self._private.discard(key)
             replaced = self._writing.pop(key, None), self._held.pop(key, None)
             self._writing[key] = write
         self._drop(*replaced)
-        self._writer.put(write)
+        self._writer.put(partial(self._in_background, write))
+
+    def _in_background(self, write: SegmentWrite) -> None:
+        if not write.finished.is_set():
+            self._work(write, False)
 
     async def ready(self, values: dict[str, Any], timeout: float) -> None:
         """Before answering a reader of this host: the segments of these results (large ones,
@@ -141,7 +152,7 @@ class SharedResults:
                     continue
                 write = self._writing.get(key)
                 if write is None:
-                    write = self._writing[key] = SegmentWrite(key, value)
+                    write = self._writing[key] = SegmentWrite(key, value, self.pool)
                 writes.append(write)
         if not writes:
             return
@@ -186,10 +197,14 @@ class SharedResults:
             return None
         size = sum(view.nbytes for view in large.values())
         if self.limit is not None and self.held_bytes + size > self.limit:
-            raise NoRoom(f"{size} bytes would pass worker.shared-memory-limit ({self.limit})")
-        free = segments.free_bytes()
-        if size > free:
-            raise NoRoom(f"{size} bytes do not fit in {segments.DIRECTORY} ({free} free)")
+            self.pool.trim(self.held_bytes + size - self.limit)
+            if self.held_bytes + size > self.limit:
+                raise NoRoom(f"{size} bytes would pass worker.shared-memory-limit ({self.limit})")
+        if size > segments.free_bytes():
+            self.pool.trim(size - segments.free_bytes())
+            free = segments.free_bytes()
+            if size > free:
+                raise NoRoom(f"{size} bytes do not fit in {segments.DIRECTORY} ({free} free)")
         return pickled, large
 
     def _finish(self, write: SegmentWrite) -> None:
@@ -218,6 +233,7 @@ class SharedResults:
             action="shared",
             key=write.key,
             nbytes=write.nbytes,
+            reused=write.reused_bytes,
             seconds=time.monotonic() - write.started,
             by=write.started_by,
         )
@@ -253,7 +269,8 @@ class SharedResults:
             segments.unlink(write.cancel())
             write.done_with_value()
         if held is not None:
-            segments.unlink([name for _, name, _ in held[1]])
+            for segment in self.pool.give([(name, size) for _, name, size in held[1]]):
+                self._writer.put(partial(self.pool.map, segment))
 
     def release(self, keys: Iterable[str]) -> None:
         """Unlink the segments of ``keys`` (released, spilled or lost), stopping their writes."""
@@ -270,8 +287,9 @@ class SharedResults:
             self._private.clear()
 
     def close(self) -> None:
-        """Unlink every segment and let the background writer end."""
+        """Unlink every segment, pooled ones too, and let the background writer end."""
         self.release_all()
+        self.pool.drain()
         self._writer.stop()
 
     def handover(self, key: str) -> list[Any] | None:

@@ -3,11 +3,13 @@
 A finished task's result is held in the worker's private memory as with shared memory off; a
 ``SegmentWrite`` then copies its large out-of-band buffers into segments, in chunks, done by
 the worker's ``BackgroundWriter`` (a thread of its own) and by any thread serving a same-host
-reader that needs the result now (``urgent``). Chunks go to fixed offsets (``pwrite``), so a
-helper may write a chunk the background thread is still writing (the same bytes): a reader
-never waits for a thread the kernel keeps off the CPU. Each thread opens the segments for
-itself and never creates one after the write was cancelled, so a late chunk lands in an
-unlinked file, not a leak.
+reader that needs the result now (``urgent``). Chunks go to fixed offsets, so a helper may
+write a chunk the background thread is still writing (the same bytes): a reader never waits
+for a thread the kernel keeps off the CPU. A buffer that gets a pooled segment
+(``storied.shm.pool``) is copied into that segment's mapping, faulted in already; one that gets
+a fresh segment is written with ``pwrite``, each thread opening the segments for itself. No
+thread creates a segment after the write was cancelled, so a late chunk lands in an unlinked
+file, not a leak.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storied.protocol.serialize import Pickled
-from storied.shm import segments
+from storied.shm import pool, segments
 
 #: bytes one thread writes before looking again at what is left (and whether it was cancelled)
 CHUNK = 4 * 2**20
@@ -31,8 +33,11 @@ class SegmentWrite:
     segment of its own. ``finished`` is set once they are all written, or the write ended
     without segments (nothing to share, no room, cancelled)."""
 
-    def __init__(self, key: str, value: Any) -> None:
+    def __init__(self, key: str, value: Any, segment_pool: pool.SegmentPool | None = None) -> None:
         self.key = key
+        self.pool = segment_pool
+        #: index of a large buffer -> the pooled segment it is copied into
+        self.reused: dict[int, pool.PooledSegment] = {}
         #: the result as the worker holds it (private memory), until the write is over
         self.value: Any = value
         self.pickled: Pickled | None = None
@@ -98,14 +103,31 @@ class SegmentWrite:
             if not self._created:
                 created: list[str] = []
                 try:
-                    for name in self.names.values():
-                        segments.create_segment(name)
+                    for index, name in self.names.items():
+                        reused = self.pool and self.pool.take(self.sizes[index], name)
+                        if reused:
+                            self.reused[index] = reused
+                        else:
+                            segments.create_segment(name)
                         created.append(name)
                 except BaseException:
+                    self._close_reused()
+                    self.reused = {}
                     segments.unlink(created)
                     raise
                 self._created = True
             return True
+
+    @property
+    def reused_bytes(self) -> int:
+        """The bytes of this write that went into pooled segments."""
+        return sum(self.sizes[index] for index in self.reused)
+
+    def _close_reused(self) -> None:
+        """Drop the pooled segments' descriptors and mappings (``reused`` still says which
+        buffers went into pooled segments)."""
+        for segment in self.reused.values():
+            segment.close()
 
     def cancel(self) -> list[str]:
         """Stop the write; the segments to unlink (created so far)."""
@@ -149,10 +171,14 @@ class SegmentWrite:
         try:
             while (chunk := self._claim(urgent)) is not None:
                 index, offset, length = self._chunks[chunk]
-                fd = fds.get(index)
-                if fd is None:
-                    fd = fds[index] = segments.open_for_writing(self.names[index])
-                segments.write_at(fd, views[index][offset : offset + length], offset)
+                part = views[index][offset : offset + length]
+                reused = self.reused.get(index)
+                mapping = reused and reused.mapping
+                if not mapping or not pool.copy_into(mapping, part, offset):
+                    fd = fds.get(index)
+                    if fd is None:
+                        fd = fds[index] = segments.open_for_writing(self.names[index])
+                    segments.write_at(fd, part, offset)
                 last = self._complete(chunk) or last
         except OSError:
             if self.cancelled:
@@ -167,36 +193,35 @@ class SegmentWrite:
         """Drop this write's hold on the private copy (the worker holds it, or no longer)."""
         with self._lock:
             self.value = self.pickled = self._views = None
+            self._close_reused()
 
 
 class BackgroundWriter:
-    """A daemon thread working through ``SegmentWrite`` s in turn, started on the first one;
-    ``work(write, urgent)`` is what it (and any helper) runs. It keeps the process's CPU
-    priority: at nice 19 it held the GIL while the kernel kept it off the CPU on a busy host,
-    and the worker's event loop and tasks waited for it (making a 100 MB array took 33-93 ms
-    instead of 27-69, measured)."""
+    """A daemon thread doing jobs in turn (writes of ``SegmentWrite`` s, mapping pooled
+    segments), started on the first one. It keeps the process's CPU priority: at nice 19 it
+    held the GIL while the kernel kept it off the CPU on a busy host, and the worker's event
+    loop and tasks waited for it (making a 100 MB array took 33-93 ms instead of 27-69,
+    measured)."""
 
-    def __init__(self, work: Callable[[SegmentWrite, bool], None]) -> None:
-        self._work = work
-        self._queue: queue.SimpleQueue[SegmentWrite | None] = queue.SimpleQueue()
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def put(self, write: SegmentWrite) -> None:
+    def put(self, job: Callable[[], None]) -> None:
         with self._start_lock:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="storied-shm-writer", daemon=True
                 )
                 self._thread.start()
-        self._queue.put(write)
+        self._queue.put(job)
 
     def stop(self) -> None:
-        """Let the thread end after the write under way (the rest were cancelled)."""
+        """Let the thread end after the job under way (the writes queued were cancelled)."""
         if self._thread is not None:
             self._queue.put(None)
 
     def _run(self) -> None:
-        while (write := self._queue.get()) is not None:
-            if not write.finished.is_set():
-                self._work(write, False)
+        while (job := self._queue.get()) is not None:
+            job()

@@ -272,17 +272,22 @@ class MemoryManager:
             self.check()
 
     def check(self) -> None:
-        """Spill past ``spill``, pause past ``pause``, unpause below it; report spills."""
+        """Spill past ``spill``, pause past ``pause``, unpause below it; report spills. Past
+        either, the pooled shared-memory segments are given up first."""
         assert self.limit is not None
         usage = self.usage()
         memory = usage.total
         spill, target = self.fractions["spill"], self.fractions["target"]
+        pause = self.fractions["pause"]
+        pressure = min((f for f in (spill, pause) if f), default=None)
+        if pressure and memory > pressure * self.limit and self.worker.shared.pool.drain():
+            usage = self.usage()  # pooled segments go before any result is spilled
+            memory = usage.total
         if spill and memory > spill * self.limit and isinstance(self.data, SpillBuffer):
             goal = (target or spill) * self.limit
             freed = self.data.evict_bytes(memory - goal)
             if freed < memory - goal:
                 self._warn_unmanaged(memory)
-        pause = self.fractions["pause"]
         if pause:
             if not self.paused and memory > pause * self.limit:
                 self._set_paused(True, usage)

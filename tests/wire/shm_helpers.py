@@ -31,6 +31,15 @@ def segments_of(pid: int) -> list[str]:
     return [n for n in os.listdir(segments.DIRECTORY) if n.startswith(f"{segments.PREFIX}{pid}-")]
 
 
+def held_segments_of(pid: int) -> list[str]:
+    """The segments of ``pid`` that hold results (not kept in its pool for the next ones)."""
+    return [name for name in segments_of(pid) if not name.endswith("-pool")]
+
+
+def pooled_segments_of(pid: int) -> list[str]:
+    return [name for name in segments_of(pid) if name.endswith("-pool")]
+
+
 def two_workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
     """``(address, pid)`` of the cluster's first two workers, by address."""
     info = client.scheduler_info()["workers"]

@@ -20,6 +20,7 @@ from tests.engine.helpers import write_segment
 from tests.wire.shm_helpers import (
     MB,
     checksum,
+    held_segments_of,
     make_array,
     segments_of,
     two_worker_cluster,
@@ -124,15 +125,19 @@ def test_a_gather_to_the_client_maps_the_result(shm_client):
 
 
 def test_released_keys_free_their_segments(shm_client):
+    """Freed for the key: renamed into the worker's pool (tests/wire/test_shared_memory_pool.py
+    has it unlinked with the pool off)."""
     (first, first_pid), _ = two_workers(shm_client)
-    before = set(segments_of(first_pid))
+    before = set(held_segments_of(first_pid))
     made = shm_client.submit(make_array, 3 * MB, workers=[first], pure=False)
     made.result(timeout=30)
-    assert set(segments_of(first_pid)) - before
+    wait_in_segments(shm_client, first, made.key)
+    [name] = set(held_segments_of(first_pid)) - before
 
     del made
 
-    poll(lambda: set(segments_of(first_pid)) <= before, timeout=10, what="segments unlinked")
+    poll(lambda: name not in segments_of(first_pid), timeout=10, what="segment freed")
+    assert set(held_segments_of(first_pid)) <= before
 
 
 def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):

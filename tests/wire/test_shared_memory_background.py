@@ -20,6 +20,7 @@ from storied.shm.writer import CHUNK, SegmentWrite
 from tests.wire.shm_helpers import (
     MB,
     checksum,
+    held_segments_of,
     make_array,
     segments_of,
     two_worker_cluster,
@@ -31,7 +32,12 @@ pytestmark = pytest.mark.skipif(segments.host_id() is None, reason="no /dev/shm 
 
 def shared_state(dask_worker: Any) -> dict[str, Any]:
     shared = dask_worker.shared
-    return {"held": shared.held_bytes, "writing": shared.writing, "keys": shared.keys}
+    return {
+        "held": shared.held_bytes,
+        "writing": shared.writing,
+        "keys": shared.keys,
+        "pooled": shared.pool.nbytes,
+    }
 
 
 def transfer_events(client: Client, action: str, key: str) -> list[tuple[float, dict[str, Any]]]:
@@ -102,7 +108,7 @@ def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
 
 def test_releasing_results_while_they_are_written_leaves_no_segment(shm_client):
     (first, first_pid), _ = two_workers(shm_client)
-    before = set(segments_of(first_pid))
+    before = set(held_segments_of(first_pid))
     # three in a row: the background writer takes them one at a time, so the later ones are
     # queued or under way when they are released
     made = [
@@ -112,19 +118,20 @@ def test_releasing_results_while_they_are_written_leaves_no_segment(shm_client):
     keys = {future.key for future in made}
     del made
 
-    poll(lambda: set(segments_of(first_pid)) <= before, timeout=20, what="segments unlinked")
+    poll(lambda: set(held_segments_of(first_pid)) <= before, timeout=20, what="segments freed")
     state = shm_client.run(shared_state, workers=[first])[first]
     assert not keys & set(state["keys"]) and not keys & set(state["writing"])
-    assert set(segments_of(first_pid)) <= before
+    assert set(held_segments_of(first_pid)) <= before
+    assert state["pooled"] <= config.parse_bytes(config.get("worker.shared-memory-pool"))
 
 
 def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(shm_client):
     """Scattered data does not go through a task: its first same-host reader has it written
     (one copy), and later readers map the same segments."""
     (first, first_pid), (second, _) = two_workers(shm_client)
-    before = set(segments_of(first_pid))
+    before = set(held_segments_of(first_pid))
     [scattered] = shm_client.scatter([make_array(20 * MB)], workers=[first])
-    assert set(segments_of(first_pid)) == before, "nothing is written before anyone asks"
+    assert set(held_segments_of(first_pid)) == before, "nothing is written before anyone asks"
 
     moved = shm_client.submit(checksum, scattered, workers=[second], pure=False)
 
@@ -135,10 +142,10 @@ def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(
         lambda: transfer_events(shm_client, "fetched", scattered.key), what="transfer event"
     )
     assert fetched["path"] == "shm"
-    written = set(segments_of(first_pid)) - before
+    written = set(held_segments_of(first_pid)) - before
     assert written
     assert checksum(scattered.result(timeout=30)) == checksum(make_array(20 * MB))
-    assert set(segments_of(first_pid)) - before == written, "the gather mapped the same ones"
+    assert set(held_segments_of(first_pid)) - before == written, "the gather mapped the same ones"
 
 
 def test_a_result_over_the_shared_memory_limit_stays_private_with_one_warning():

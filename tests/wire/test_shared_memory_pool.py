@@ -1,0 +1,283 @@
+"""The pool of segments a worker keeps from released results: the next result is copied into
+one (the same file, its pages in memory already), never while another process still maps
+it; the pool stays within ``worker.shared-memory-pool``; close, a crash and memory pressure
+leave nothing of it in /dev/shm."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import mmap
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from engine.helpers import poll
+
+from storied import Client, LocalCluster, config
+from storied.shm import pool, segments
+from tests.wire.shm_helpers import (
+    MB,
+    checksum,
+    held_segments_of,
+    make_array,
+    pooled_segments_of,
+    segments_of,
+    two_workers,
+)
+
+pytestmark = pytest.mark.skipif(
+    segments.host_id() is None or not pool.leases_work(), reason="no /dev/shm or leases here"
+)
+
+POOL_BOUND = 30 * MB
+
+
+def scribble_then_checksum(array: np.ndarray) -> int:
+    array[:] = 7
+    return checksum(array)
+
+
+def pool_state(dask_worker: Any) -> dict[str, int]:
+    return {"bytes": dask_worker.shared.pool.nbytes, "segments": len(dask_worker.shared.pool)}
+
+
+def inodes(names: list[str]) -> set[int]:
+    found = set()
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            found.add(os.stat(os.path.join(segments.DIRECTORY, name)).st_ino)
+    return found
+
+
+def shared_events(client: Client, key: str) -> list[dict[str, Any]]:
+    return [
+        msg
+        for _, msg in client.get_events("transfer")
+        if msg.get("action") == "shared" and msg.get("key") == key
+    ]
+
+
+def make_and_share(client: Client, worker: str, nbytes: int) -> Any:
+    """A result made on ``worker`` and written into its segments (the ``shared`` event)."""
+    future = client.submit(make_array, nbytes, workers=[worker], pure=False)
+    future.result(timeout=30)
+    poll(lambda: shared_events(client, future.key), timeout=30, what="written into segments")
+    return future
+
+
+def wait_pooled(client: Client, worker: str, count: int) -> None:
+    poll(
+        lambda: client.run(pool_state, workers=[worker])[worker]["segments"] >= count,
+        timeout=15,
+        what=f"{count} segments pooled",
+    )
+
+
+@pytest.fixture(scope="module")
+def pool_cluster() -> Iterator[LocalCluster]:
+    settings = {"worker.shared-memory": True, "worker.shared-memory-pool": POOL_BOUND}
+    with (
+        config.set(settings),
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
+    ):
+        yield cluster
+
+
+@pytest.fixture
+def client(pool_cluster: LocalCluster) -> Iterator[Client]:
+    with Client(pool_cluster) as client:
+        yield client
+        # each test starts with nothing held or pooled
+        poll(
+            lambda: not any(client.run(lambda dask_worker: dask_worker.shared.keys).values()),
+            timeout=15,
+            what="every result released",
+        )
+        client.run(lambda dask_worker: dask_worker.shared.pool.drain())
+
+
+def test_a_released_results_segment_is_reused_by_the_next_result(client):
+    (first, first_pid), (second, _) = two_workers(client)
+    made = make_and_share(client, first, 8 * MB)
+    [name] = held_segments_of(first_pid)
+    inode = inodes([name])
+
+    del made
+    wait_pooled(client, first, 1)
+    assert not held_segments_of(first_pid) and len(pooled_segments_of(first_pid)) == 1
+
+    again = make_and_share(client, first, 8 * MB - 3)  # a little smaller: cut to size
+
+    [reused] = held_segments_of(first_pid)
+    assert inodes([reused]) == inode, "the same file"
+    assert os.stat(os.path.join(segments.DIRECTORY, reused)).st_size == 8 * MB - 3
+    assert not pooled_segments_of(first_pid)
+    [event] = shared_events(client, again.key)
+    assert event["reused"] == event["nbytes"] == 8 * MB - 3
+    moved = client.submit(checksum, again, workers=[second], pure=False)
+    assert moved.result(timeout=30) == checksum(make_array(8 * MB - 3))
+
+
+def test_a_segment_a_reader_still_maps_is_not_written_again(client):
+    """The client holds a gathered result (mapped copy-on-write): its segment, released by
+    the worker, must not take the next result, whose bytes the client would see."""
+    (first, first_pid), _ = two_workers(client)
+    made = make_and_share(client, first, 6 * MB)
+    held = made.result(timeout=30)
+    inode = inodes(held_segments_of(first_pid))
+    del made
+    wait_pooled(client, first, 1)
+
+    other = client.submit(np.full, 6 * MB, 9, dtype="u1", workers=[first], pure=False)
+    other.result(timeout=30)
+    other_key = other.key
+    poll(lambda: shared_events(client, other_key), timeout=30, what="written into segments")
+
+    assert inodes(held_segments_of(first_pid)).isdisjoint(inode)
+    [event] = shared_events(client, other_key)
+    assert event["reused"] == 0
+    assert checksum(held) == checksum(make_array(6 * MB)), "what the client holds is unchanged"
+
+    del held, other
+    gc.collect()
+    wait_pooled(client, first, 2)
+    third = make_and_share(client, first, 6 * MB)
+    [event] = shared_events(client, third.key)
+    assert event["reused"] == 6 * MB, "once the client let go, its segment is reused"
+
+
+def test_a_reader_changing_a_reused_segment_changes_only_its_own_copy(client):
+    (first, _), (second, _) = two_workers(client)
+    del_me = make_and_share(client, first, 5 * MB)
+    del del_me
+    wait_pooled(client, first, 1)
+    made = make_and_share(client, first, 5 * MB)
+    assert shared_events(client, made.key)[0]["reused"] == 5 * MB
+
+    scribbled = client.submit(scribble_then_checksum, made, workers=[second], pure=False)
+
+    assert scribbled.result(timeout=30) == 7 * 5 * MB
+    again = client.submit(checksum, made, workers=[second], pure=False)
+    assert again.result(timeout=30) == checksum(make_array(5 * MB))
+    assert checksum(made.result(timeout=30)) == checksum(make_array(5 * MB))
+
+
+def test_the_pool_stays_within_its_bound(client):
+    (first, first_pid), _ = two_workers(client)
+    made = [make_and_share(client, first, 9 * MB + i) for i in range(5)]
+    del made
+    wait_pooled(client, first, 3)
+    poll(lambda: not held_segments_of(first_pid), timeout=15, what="all released")
+
+    state = client.run(pool_state, workers=[first])[first]
+    assert state["segments"] == 3, "three of 9 MB fit in 30 MB, the others were unlinked"
+    on_disk = sum(
+        os.stat(os.path.join(segments.DIRECTORY, name)).st_size
+        for name in pooled_segments_of(first_pid)
+    )
+    assert on_disk == state["bytes"] <= POOL_BOUND
+    assert len(pooled_segments_of(first_pid)) == state["segments"] == 3
+
+
+def test_the_pool_counts_in_the_workers_shared_memory_and_goes_first_under_pressure(client):
+    (first, first_pid), _ = two_workers(client)
+    made = make_and_share(client, first, 10 * MB)
+    del made
+    wait_pooled(client, first, 1)
+    assert client.run(lambda dask_worker: dask_worker.shared.held_bytes, workers=[first]) == {
+        first: 10 * MB
+    }
+
+    def under_pressure(dask_worker: Any) -> int:
+        memory = dask_worker.memory
+        limit, fractions = memory.limit, memory.fractions
+        memory.limit, memory.fractions = 1, {"spill": None, "target": None, "pause": 0.5}
+        try:
+            memory.check()
+        finally:
+            memory.limit, memory.fractions = limit, fractions
+            memory._set_paused(False, memory.usage())
+        return dask_worker.shared.pool.nbytes
+
+    assert client.run(under_pressure, workers=[first]) == {first: 0}
+    assert not segments_of(first_pid)
+
+
+def test_a_worker_killed_with_pooled_segments_leaves_none(client):
+    (first, first_pid), _ = two_workers(client)
+    made = make_and_share(client, first, 4 * MB)
+    del made
+    wait_pooled(client, first, 1)
+    assert pooled_segments_of(first_pid)
+
+    os.kill(first_pid, signal.SIGKILL)
+
+    poll(lambda: not segments_of(first_pid), timeout=15, what="the nanny removed the segments")
+    poll(lambda: len(client.scheduler_info()["workers"]) == 2, timeout=30, what="restarted")
+
+
+def test_a_closed_worker_leaves_no_pooled_segment():
+    settings = {"worker.shared-memory": True, "worker.shared-memory-pool": POOL_BOUND}
+    with (
+        config.set(settings),
+        LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        [(address, info)] = client.scheduler_info()["workers"].items()
+        made = make_and_share(client, address, 4 * MB)
+        del made
+        wait_pooled(client, address, 1)
+        assert pooled_segments_of(info["pid"])
+    assert not segments_of(info["pid"])
+
+
+def test_with_no_pool_a_released_result_is_unlinked():
+    settings = {"worker.shared-memory": True, "worker.shared-memory-pool": 0}
+    with (
+        config.set(settings),
+        LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        [(address, info)] = client.scheduler_info()["workers"].items()
+        made = make_and_share(client, address, 4 * MB)
+        assert held_segments_of(info["pid"])
+
+        del made
+
+        poll(lambda: not segments_of(info["pid"]), timeout=10, what="segments unlinked")
+
+
+def test_a_pooled_segment_is_taken_only_by_its_sole_holder(tmp_path):
+    """The pool on its own: it takes a segment under a pool name, refuses it to a writer while
+    another open file maps it, and gives it back whole once that mapping is gone."""
+    name = segments.segment_name("pool-unit")
+    segments.create_segment(name)
+    path = os.path.join(segments.DIRECTORY, name)
+    with open(path, "r+b") as file:
+        file.write(b"a" * 3 * mmap.PAGESIZE)
+    reader_fd = os.open(path, os.O_RDONLY)
+    reader = mmap.mmap(reader_fd, 3 * mmap.PAGESIZE, access=mmap.ACCESS_COPY)
+    os.close(reader_fd)
+    segment_pool = pool.SegmentPool(10 * MB)
+    try:
+        [pooled] = segment_pool.give([(name, 3 * mmap.PAGESIZE)])
+        assert not os.path.exists(path) and pooled.name.endswith("-pool")
+        segment_pool.map(pooled)
+
+        assert segment_pool.take(mmap.PAGESIZE, segments.segment_name("next")) is None
+        assert segment_pool.take(4 * mmap.PAGESIZE, segments.segment_name("next")) is None
+
+        reader.close()
+        taken = segment_pool.take(mmap.PAGESIZE, segments.segment_name("next"))
+        assert taken is not None and taken.mapping is not None
+        assert os.stat(os.path.join(segments.DIRECTORY, taken.name)).st_size == mmap.PAGESIZE
+        assert len(segment_pool) == 0 and segment_pool.nbytes == 0
+        taken.close()
+        segments.unlink([taken.name])
+    finally:
+        segment_pool.drain()
+        segments.unlink([name])
