@@ -665,7 +665,9 @@ def run_transfer(backend: Backend, megabytes: int) -> dict[str, float]:
     Each figure is the best of a few moves, timed from request to arrival."""
     nbytes = megabytes * MB
     if isinstance(backend, FuturesBackend):
-        return _transfer_with_futures(backend.client, nbytes)
+        return _transfer(FuturesMover(backend.client), nbytes)
+    if isinstance(backend, RayBackend):
+        return _transfer(RayMover(backend), nbytes)
     copies = [_raw_tcp_copy(nbytes) for _ in range(TRANSFER_REPEATS)]
     rate = max(rate for rate, _ in copies)
     cpu_ms = min(cpu for _, cpu in copies) * 1000 / (nbytes / (100 * MB))
@@ -675,35 +677,88 @@ def run_transfer(backend: Backend, megabytes: int) -> dict[str, float]:
     }
 
 
-def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
-    first, second = sorted(client.scheduler_info()["workers"])[:2]
+class FuturesMover:
+    """Where the transfer workload's tasks run with a futures API: the producer on the first
+    worker, the reader on the second."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.first, self.second = sorted(client.scheduler_info()["workers"])[:2]
+
+    def on_first(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, workers=[self.first], pure=False)
+
+    def on_second(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.client.submit(fn, *args, workers=[self.second], pure=False)
+
+    def result(self, handle: Any) -> Any:
+        return handle.result()
+
+    def scatter(self, value: Any) -> Any:
+        return self.client.scatter(value, workers=[self.second])
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return self.client.gather(handles)
+
+    def map(self, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return self.client.map(fn, items, pure=False)
+
+
+class RayMover:
+    """The same with Ray: tasks go where Ray puts them (every worker reads a large object
+    from the node's shared-memory object store, read-only, whichever process made it), the
+    driver gets results with ``ray.get`` and scatters with ``ray.put``."""
+
+    def __init__(self, backend: RayBackend) -> None:
+        self.backend = backend
+        self.ray = backend.ray
+
+    def on_first(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.backend.submit(fn, *args)
+
+    on_second = on_first
+
+    def result(self, handle: Any) -> Any:
+        return self.ray.get(handle)
+
+    def scatter(self, value: Any) -> Any:
+        return self.ray.put(value)
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return self.ray.get(handles)
+
+    def map(self, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return self.backend.map(fn, items)
+
+
+def _transfer(mover: FuturesMover | RayMover, nbytes: int) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for kind, make in (("array", make_array), ("bytes", make_bytes)):
         w2w, gather, scatter, w2w_cpu, gather_cpu, produce, touched = [], [], [], [], [], [], []
         for _ in range(TRANSFER_REPEATS):
             started = time.perf_counter()
-            made = client.submit(make, nbytes, workers=[first], pure=False)
-            client.gather(client.submit(nbytes_of, made, workers=[first]))
+            made = mover.on_first(make, nbytes)
+            mover.result(mover.on_first(nbytes_of, made))
             produce.append(time.perf_counter() - started)
             started, started_cpu = time.perf_counter(), cpu_seconds()
             # nbytes_of costs nothing next to the move, so this times the transfer
-            client.submit(nbytes_of, made, workers=[second], pure=False).result()
+            mover.result(mover.on_second(nbytes_of, made))
             w2w.append(time.perf_counter() - started)
             w2w_cpu.append(cpu_seconds() - started_cpu)
             if kind == "array":
-                again = client.submit(make, nbytes, workers=[first], pure=False)
-                client.gather(client.submit(nbytes_of, again, workers=[first]))
+                again = mover.on_first(make, nbytes)
+                mover.result(mover.on_first(nbytes_of, again))
                 started = time.perf_counter()
-                client.submit(touch_pages, again, workers=[second], pure=False).result()
+                mover.result(mover.on_second(touch_pages, again))
                 touched.append(time.perf_counter() - started)
                 del again
             started, started_cpu = time.perf_counter(), cpu_seconds()
-            value = made.result()
+            value = mover.result(made)
             gather.append(time.perf_counter() - started)
             gather_cpu.append(cpu_seconds() - started_cpu)
             del made
             started = time.perf_counter()
-            scattered = client.scatter(value, workers=[second])
+            scattered = mover.scatter(value)
             scatter.append(time.perf_counter() - started)
             del scattered, value
         metrics[f"w2w_{kind}_mb_s"] = nbytes / MB / min(w2w)
@@ -715,10 +770,10 @@ def _transfer_with_futures(client: Any, nbytes: int) -> dict[str, float]:
         per_100mb = 1000 / (nbytes / (100 * MB))
         metrics[f"w2w_{kind}_cpu_ms"] = min(w2w_cpu) * per_100mb
         metrics[f"gather_{kind}_cpu_ms"] = min(gather_cpu) * per_100mb
-    many = client.map(make_array, [MB] * MANY_RESULTS, pure=False)
-    client.gather(client.map(nbytes_of, many))
+    many = mover.map(make_array, [MB] * MANY_RESULTS)
+    mover.gather(mover.map(nbytes_of, many))
     started = time.perf_counter()
-    client.gather(many)
+    mover.gather(many)
     metrics["gather_1000x1mb_mb_s"] = MANY_RESULTS / (time.perf_counter() - started)
     return metrics
 
@@ -984,7 +1039,7 @@ WORKLOADS: dict[str, Workload] = {
             100,
             "MB",
             TRANSFER_MB_S + TRANSFER_CPU + TRANSFER_PRODUCE,
-            frozenset({"storied", WITH_SHM, "dask", RAW_TCP}),
+            frozenset({"storied", WITH_SHM, "dask", RAW_TCP, "ray"}),
             run_transfer,
         ),
         Workload(
