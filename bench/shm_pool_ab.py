@@ -6,8 +6,9 @@ processes with shared memory on; each round makes a ``megabytes`` array on the f
 (timed from submit to result: ``w2w``, the reader waiting for the write into segments), then
 releases it. Rounds alternate pool on and off in ABBA order (the pool is switched on the
 workers between rounds; off, it is emptied), so drift on a busy machine hits both sides alike.
-Prints each side's median and range, the median of paired ratios, and how long the writes into
-segments took (the ``shared`` events' ``seconds``), with how many went into pooled segments.
+Prints each side's median and range, the median of paired ratios, how long the writes into
+segments took (the ``shared`` events' ``seconds``) with how many went into pooled segments, and
+the CPU of all processes per round (steadier than wall time on a busy machine).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 import numpy
+import psutil
 
 from storied import Client, LocalCluster, config
 
@@ -45,6 +47,18 @@ def shared_events(client: Client, key: str) -> list[dict[str, Any]]:
         for _, msg in client.get_events("transfer")
         if msg.get("action") == "shared" and msg.get("key") == key
     ]
+
+
+def cluster_cpu_seconds() -> float:
+    """CPU seconds of this process (client, scheduler) and its descendants (workers)."""
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def one_round(client: Client, first: str, second: str, nbytes: int) -> tuple[float, float, dict]:
@@ -87,6 +101,7 @@ def main() -> None:
     ):
         first, second = sorted(client.scheduler_info()["workers"])[:2]
         results: dict[bool, list[tuple[float, float, dict]]] = {True: [], False: []}
+        cpu = {True: 0.0, False: 0.0}
         for side in (True, False):  # warm-up, one round each, not counted
             client.run(set_pool, bound if side else 0)
             one_round(client, first, second, nbytes)
@@ -95,7 +110,9 @@ def main() -> None:
             client.run(set_pool, bound if side else 0)
             if side:  # the pool's steady state: a segment released by the previous round
                 one_round(client, first, second, nbytes)
+            started_cpu = cluster_cpu_seconds()
             results[side].append(one_round(client, first, second, nbytes))
+            cpu[side] += cluster_cpu_seconds() - started_cpu
         names = {True: "pool on ", False: "pool off"}
         for title, pick, unit, scale in (
             ("produce (submit to done), ms", 0, "ms", 1000.0),
@@ -115,6 +132,9 @@ def main() -> None:
             seconds = [event["seconds"] * 1000 for event in events]
             reused = sum(1 for event in events if event.get("reused"))
             print(describe(names[side], seconds, "ms") + f", {reused}/{len(events)} reused")
+        print("CPU of all processes per round (make, move, release), ms")
+        for side in (True, False):
+            print(f"  {names[side]}: {cpu[side] / args.rounds * 1000:,.1f}")
 
 
 if __name__ == "__main__":

@@ -196,11 +196,13 @@ class SegmentPool:
         with self._lock:
             if segment not in self._segments:
                 return  # taken or given up meanwhile
-            fd = segment.fd
+            fd = os.dup(segment.fd)  # its own: ``trim`` may close the segment's meanwhile
         try:
             mapping = mmap.mmap(fd, segment.size)
         except (OSError, ValueError):
             return
+        finally:
+            os.close(fd)
         fault_in(mapping)
         with self._lock:
             if segment in self._segments and segment.mapping is None:

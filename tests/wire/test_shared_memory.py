@@ -355,6 +355,7 @@ def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_
         ({"worker.shared-memory": "yes"}, "worker.shared-memory must be true or false"),
         ({"worker.shared-memory-threshold": "lots"}, "worker.shared-memory-threshold: cannot"),
         ({"worker.shared-memory-limit": "lots"}, "worker.shared-memory-limit: cannot"),
+        ({"worker.shared-memory-pool": "lots"}, "worker.shared-memory-pool: cannot"),
     ],
 )
 def test_a_bad_setting_is_refused_when_the_worker_is_made(settings, message):
