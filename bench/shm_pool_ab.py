@@ -4,8 +4,10 @@ Run: ``.venv/bin/python bench/shm_pool_ab.py [--rounds 8] [--megabytes 100]``. T
 processes with shared memory on; each round makes a ``megabytes`` array on the first worker
 (timed from submit to done, as ``bench/run``'s ``produce``), then has the second worker read it
 (timed from submit to result: ``w2w``, the reader waiting for the write into segments), then
-releases it. Rounds alternate pool on and off in ABBA order (the pool is switched on the
-workers between rounds; off, it is emptied), so drift on a busy machine hits both sides alike.
+releases it; then a raw two-process TCP copy of as many bytes (``bench/workloads.py``'s), so
+each round's handover is also a multiple of the raw copy at that moment. Rounds alternate pool
+on and off in ABBA order (the pool is switched on the workers between rounds; off, it is
+emptied), so drift on a busy machine hits both sides alike.
 Prints each side's median and range, the median of paired ratios, how long the writes into
 segments took (the ``shared`` events' ``seconds``) with how many went into pooled segments, and
 the CPU of all processes per round (steadier than wall time on a busy machine).
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy
 import psutil
+from workloads import raw_tcp_copy
 
 from storied import Client, LocalCluster, config
 
@@ -102,6 +105,8 @@ def main() -> None:
         first, second = sorted(client.scheduler_info()["workers"])[:2]
         results: dict[bool, list[tuple[float, float, dict]]] = {True: [], False: []}
         cpu = {True: 0.0, False: 0.0}
+        #: each round's worker->worker rate over a raw TCP copy made right after it
+        over_raw: dict[bool, list[float]] = {True: [], False: []}
         for side in (True, False):  # warm-up, one round each, not counted
             client.run(set_pool, bound if side else 0)
             one_round(client, first, second, nbytes)
@@ -113,6 +118,9 @@ def main() -> None:
             started_cpu = cluster_cpu_seconds()
             results[side].append(one_round(client, first, second, nbytes))
             cpu[side] += cluster_cpu_seconds() - started_cpu
+            raw_rate, _ = raw_tcp_copy(nbytes)
+            moved_rate = nbytes / MB / results[side][-1][1]
+            over_raw[side].append(moved_rate / raw_rate)
         names = {True: "pool on ", False: "pool off"}
         for title, pick, unit, scale in (
             ("produce (submit to done), ms", 0, "ms", 1000.0),
@@ -126,6 +134,9 @@ def main() -> None:
                 print(describe(names[side], values, unit))
             ratios = [on[pick] / off[pick] for on, off in zip(*results.values(), strict=True)]
             print(f"  on / off time, median of paired ratios: {statistics.median(ratios):.3f}")
+        print("worker->worker over the raw TCP copy of the same moment (x)")
+        for side in (True, False):
+            print(describe(names[side], over_raw[side], "x"))
         print("writes into segments (the 'shared' events), ms")
         for side in (True, False):
             events = [r[2] for r in results[side] if r[2]]

@@ -668,7 +668,7 @@ def run_transfer(backend: Backend, megabytes: int) -> dict[str, float]:
         return _transfer(FuturesMover(backend.client), nbytes)
     if isinstance(backend, RayBackend):
         return _transfer(RayMover(backend), nbytes)
-    copies = [_raw_tcp_copy(nbytes) for _ in range(TRANSFER_REPEATS)]
+    copies = [raw_tcp_copy(nbytes) for _ in range(TRANSFER_REPEATS)]
     rate = max(rate for rate, _ in copies)
     cpu_ms = min(cpu for _, cpu in copies) * 1000 / (nbytes / (100 * MB))
     # the same copy stands for every column: each is one process handing bytes to another
@@ -778,7 +778,7 @@ def _transfer(mover: FuturesMover | RayMover, nbytes: int) -> dict[str, float]:
     return metrics
 
 
-def _raw_tcp_copy(nbytes: int) -> tuple[float, float]:
+def raw_tcp_copy(nbytes: int) -> tuple[float, float]:
     """MB/s of a child process sending ``nbytes`` over loopback into fresh memory here, as
     any transfer of a new object must land (``recv_into`` a new buffer, no framing), and the
     CPU seconds both processes spent on it."""
