@@ -273,7 +273,8 @@ class SharedResults:
                 self._writer.put(partial(self.pool.map, segment))
 
     def release(self, keys: Iterable[str]) -> None:
-        """Unlink the segments of ``keys`` (released, spilled or lost), stopping their writes."""
+        """Free the segments of ``keys`` (released, spilled or lost: pooled or unlinked),
+        stopping their writes."""
         keys = list(keys)
         with self._lock:
             dropped = [(self._writing.pop(key, None), self._held.pop(key, None)) for key in keys]
