@@ -29,6 +29,7 @@ import itertools
 import logging
 import mmap
 import os
+import signal
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -65,15 +66,25 @@ def _path(name: str) -> str:
     return os.path.join(segments.DIRECTORY, name)
 
 
-def sole_holder(fd: int) -> bool:
-    """Whether no other open file (in any process) and no mapping but those made from ``fd``
-    refer to its file: whether Linux grants ``fd`` a write lease."""
+def take_write_lease(fd: int) -> bool:
+    """Take a write lease on ``fd``'s file; False if another open file or mapping refers to
+    it. Were the file opened while we hold the lease, Linux would signal us: SIGURG, which is
+    ignored by default, rather than SIGIO, which would kill the worker."""
+    fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
     try:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EBUSY):
             return False
         raise
+    return True
+
+
+def sole_holder(fd: int) -> bool:
+    """Whether no other open file (in any process) and no mapping but those made from ``fd``
+    refer to its file: whether Linux grants ``fd`` a write lease (given back at once)."""
+    if not take_write_lease(fd):
+        return False
     fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
     return True
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import mmap
+import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -281,3 +283,38 @@ def test_a_pooled_segment_is_taken_only_by_its_sole_holder(tmp_path):
     finally:
         segment_pool.drain()
         segments.unlink([name])
+
+
+def hold_a_write_lease(path: str, seconds: float) -> None:
+    fd = os.open(path, os.O_RDWR)
+    assert pool.take_write_lease(fd)
+    time.sleep(seconds)
+
+
+def test_a_process_opening_a_segment_under_lease_does_not_kill_its_holder():
+    """Linux signals a lease holder when another process opens its file: SIGIO by default,
+    which would kill a worker checking a pooled segment at that moment."""
+    name = segments.segment_name("lease-holder")
+    segments.create_segment(name)
+    path = os.path.join(segments.DIRECTORY, name)
+    holder = multiprocessing.get_context("spawn").Process(
+        target=hold_a_write_lease, args=(path, 1.0)
+    )
+    try:
+        holder.start()
+        poll(lambda: leased(path), timeout=30, what="the lease taken")
+
+        holder.join(timeout=30)
+
+        assert holder.exitcode == 0
+    finally:
+        segments.unlink([name])
+
+
+def leased(path: str) -> bool:
+    """Whether opening ``path`` meets a lease (and so breaks it, signalling its holder)."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except BlockingIOError:
+        return True
+    return False
