@@ -66,17 +66,20 @@ def test_an_alias_nobody_asked_for_is_no_task_its_dependents_read_its_target():
         "d": Alias("d", "c"),
         "e": Task("e", operator.mul, TaskRef("d"), TaskRef("c")),
     }
-    tasks = {entry[0]: entry for entry in to_tasks(graph, ["e"], {}).tasks}
+    converted_graph = to_tasks(graph, ["e"], {})
+    tasks = {entry[0]: entry for entry in converted_graph.tasks}
     assert sorted(tasks) == ["a", "b", "e"]
     assert tasks["e"][3] == ["b"]
-    assert run(to_tasks(graph, ["e"], {}))["e"] == 36
+    assert run(converted_graph)["e"] == 36
 
 
 def test_an_alias_asked_for_stays_a_task():
     graph = {"a": DataNode("a", 5), "c": Alias("c", "a"), "d": Alias("d", "c")}
-    tasks = {entry[0]: entry for entry in to_tasks(graph, ["d"], {}).tasks}
+    converted_graph = to_tasks(graph, ["d"], {})
+    tasks = {entry[0]: entry for entry in converted_graph.tasks}
     assert sorted(tasks) == ["a", "d"]
     assert tasks["d"][3] == ["a"]  # through the chain: c is no task
+    assert run(converted_graph)["d"] == 5
 
 
 def test_a_bags_reduction_reads_the_fused_partitions_directly():
