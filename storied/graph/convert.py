@@ -6,7 +6,8 @@ replaced by indices into the runner's table (a function defined in ``__main__`` 
 per graph, not once per task), and ``values`` mapping each dependency's dask key to a reference
 that the worker replaces with that dependency's result while unpickling (as it does for futures
 passed to ``submit``). Tasks are sent in ``dask.order`` order, so the scheduler's priorities
-follow dask's memory-friendly order.
+follow dask's memory-friendly order. An ``Alias`` node nobody asked for is no task: its
+dependents read its target's result (``alias_targets``).
 """
 
 from __future__ import annotations
@@ -222,12 +223,16 @@ def to_tasks(
     reducer = _NodeReducer()
     arguments = _ArgumentsPickler()
     placement = _Placement(annotations, defaults)
+    aliases = alias_targets(nodes)
+    asked = set(keys)
     for key in sorted(nodes, key=lambda k: priorities.get(k, 0)):
         node = nodes[key]
         storied_key = stringify(key)
-        if type(node) is Alias and stringify(node.target) == storied_key:
-            continue  # a future that already holds this key: nothing to compute
-        values: dict[Any, Any] = {dep: _Dependency(stringify(dep)) for dep in node.dependencies}
+        if type(node) is Alias and (key not in asked or stringify(node.target) == storied_key):
+            continue  # its dependents read its target; or a future already holds this key
+        values: dict[Any, Any] = {
+            dep: _Dependency(stringify(aliases.get(dep, dep))) for dep in node.dependencies
+        }
         pickled = reducer.dumps(node)
         for future_key in reducer.futures:
             values[future_key] = _Dependency(future_key)
@@ -243,6 +248,28 @@ def to_tasks(
     for entry in result.tasks:
         entry[1] = result.function_id
     return result
+
+
+def alias_targets(nodes: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The key each ``Alias`` node of ``nodes`` stands for, followed through chains of aliases.
+
+    An alias only hands its target's result on (dask's fusion makes one per fused chain, so a
+    bag's reduction has as many aliases as partitions): its dependents read the target's result
+    directly, and an alias nobody asked for costs no task, no scheduler round trip, and no
+    transfer to the worker running it.
+    """
+    from dask._task_spec import Alias
+
+    targets: dict[Any, Any] = {}
+    for key, node in nodes.items():
+        if type(node) is not Alias:
+            continue
+        target, seen = node.target, {key}
+        while type(nodes.get(target)) is Alias and target not in seen:
+            seen.add(target)
+            target = nodes[target].target
+        targets[key] = target
+    return targets
 
 
 class _Placement:

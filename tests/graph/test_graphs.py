@@ -51,6 +51,20 @@ def test_get_runs_task_spec_graphs(client: Client, dask_client: Any) -> None:
     assert client.get(graph, [("d", 0), "c"]) == dask_client.get(graph, [("d", 0), "c"])
 
 
+def test_an_alias_nobody_asked_for_runs_no_task(client: Client, dask_client: Any) -> None:
+    """Its dependents read its target's result: the same answer as Dask's, one task fewer."""
+    graph = {
+        "a2": DataNode("a2", 5),
+        "b2": Task("b2", inc, TaskRef("a2")),
+        "c2": Alias("c2", "b2"),
+        "d2": Task("d2", operator.mul, TaskRef("c2"), TaskRef("b2")),
+    }
+    assert client.get(graph, "d2") == dask_client.get(graph, "d2") == 36
+    keys = {entry.key for entry in client.story("b2", "c2", "d2")}
+    assert {"b2", "d2"} <= keys
+    assert "c2" not in keys
+
+
 def test_get_runs_a_high_level_graph(client: Client) -> None:
     graph = HighLevelGraph.from_collections("layer", {"p": (inc, 41)}, dependencies=())
     assert client.get(graph, "p") == 42
