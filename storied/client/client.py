@@ -60,7 +60,7 @@ from storied.protocol.serialize import (
     token,
     typename,
 )
-from storied.record import pack_event
+from storied.record import LogRecordEntry, pack_event
 from storied.record.trace import chrome_trace
 from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT
 from storied.shm.results import request_data
@@ -1180,7 +1180,7 @@ class Client(ClusterManagement):
         (with ``worker.capture-task-logs``; the ledger keeps it after them: ``storied logs
         --key``)."""
         reply = self._sync(self._request, "log-entries", keys=_key_strings("get_task_logs", keys))
-        return [dict(zip(_LOG_ENTRY_FIELDS, entry, strict=True)) for entry in reply]
+        return [LogRecordEntry(*entry).as_dict() for entry in reply]
 
     def get_worker_metrics(self, workers: Any = None, since: float | None = None) -> Any:
         """Each worker's resource samples (one a heartbeat: CPU, memory, spilled bytes,
@@ -1250,8 +1250,6 @@ class _GraphPart(NamedTuple):
 
 
 _SKIPPED = object()
-#: the fields of a log record as the scheduler's "log-entries" answers it
-_LOG_ENTRY_FIELDS = ("timestamp", "level", "levelno", "logger", "message", "where", "key")
 
 
 def _key_strings(method: str, keys: Iterable[Any]) -> list[str]:
