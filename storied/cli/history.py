@@ -519,16 +519,9 @@ _LOG_HEADERS = ("RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE")
 
 
 def _log_dict(pair: tuple[int | str, LogRecordEntry]) -> dict[str, Any]:
+    """The live API's shape (``LogRecordEntry.as_dict``), with the run it belongs to."""
     run_id, entry = pair
-    return {
-        "run_id": run_id,
-        "timestamp": entry.timestamp,
-        "level": entry.level,
-        "logger": entry.logger,
-        "where": entry.where,
-        "key": entry.key,
-        "message": entry.message,
-    }
+    return {"run_id": run_id, **entry.as_dict()}
 
 
 def _log_row(pair: tuple[int | str, LogRecordEntry], names: dict[str, str]) -> Sequence[str]:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from storied import config
 from storied.client import replicas, run_errors, scatter_shape, versions
 from storied.client.as_completed import as_completed as as_completed
+from storied.client.cancel_fence import CancelFence
 from storied.client.current import (
     current_client,
     global_client,
@@ -59,7 +60,7 @@ from storied.protocol.serialize import (
     token,
     typename,
 )
-from storied.record import pack_event
+from storied.record import LogRecordEntry, pack_event
 from storied.record.trace import chrome_trace
 from storied.scheduler.state import DEFAULT_FIFO_TIMEOUT
 from storied.shm.results import request_data
@@ -134,6 +135,7 @@ class Client(ClusterManagement):
         self._refcount: dict[str, int] = {}
         self._ref_lock = threading.Lock()
         self._unsent: list[dict[str, Any]] = []
+        self._cancel_fence = CancelFence()
         self._silence_timeout: float | None = None
         self._function_cache: dict[Any, tuple[str, bytes]] = {}
         self._handlers: dict[str, Callable[[Any], Any]] = {}
@@ -211,6 +213,7 @@ class Client(ClusterManagement):
         self.scheduler_id = reply.get("id")
         #: the scheduler's heartbeat contract: silence this long means the link is gone
         self._silence_timeout = reply.get("silence_timeout")
+        self._cancel_fence.clear()
         self._stream = Stream(comm, self._stream_handlers(), "client stream")
         self.status = "running"
         self._connected.set()
@@ -408,6 +411,9 @@ class Client(ClusterManagement):
 
     def _stream_handlers(self) -> dict[str, Callable[..., Any]]:
         states = self._states
+        # messages about a key whose cancel the scheduler has not answered yet are about the
+        # cancelled submission: they must not touch a resubmission of the key
+        stale = self._cancel_fence.pending
 
         def key_in_memory(
             key: str,
@@ -415,34 +421,32 @@ class Client(ClusterManagement):
             workers: list[str] | None = None,
             data: bytes | None = None,
         ) -> None:
-            state = states.get(key)
+            state = None if key in stale else states.get(key)
             if state is not None:
                 state.finish(type, workers or [], data)
 
         def task_erred(key: str, **error: Any) -> None:
-            state = states.get(key)
+            state = None if key in stale else states.get(key)
             if state is not None:
                 state.fail(error)
 
         def lost_data(key: str) -> None:
-            state = states.get(key)
+            state = None if key in stale else states.get(key)
             if state is not None:
                 state.reset()
 
         def lost_key(key: str) -> None:
-            state = states.get(key)
+            state = None if key in stale else states.get(key)
             if state is not None:
                 state.lose()
 
-        def cancelled_keys(keys: list[str]) -> None:
-            for key in keys:
-                state = states.get(key)
-                if state is not None and not state.done:
-                    state.cancel()
+        def cancelled_keys(keys: list[str], stimulus_id: str) -> None:
+            # the answer to this client's cancel, whose futures it cancelled when it sent it
+            self._cancel_fence.lift(stimulus_id)
 
         def graph_rejected(keys: list[str], text: str) -> None:
             for key in keys:
-                state = states.get(key)
+                state = None if key in stale else states.get(key)
                 if state is not None:
                     state.fail({"exception": pickle_dumps(ValueError(text)), "text": text})
 
@@ -849,7 +853,9 @@ class Client(ClusterManagement):
             with self._ref_lock:
                 if self._states.get(future.key) is future._state:
                     del self._states[future.key]
-        self._send({"op": "cancel", "keys": list(dict.fromkeys(f.key for f in found))})
+        keys = list(dict.fromkeys(f.key for f in found))
+        stimulus_id = self._cancel_fence.raise_for(keys)
+        self._send({"op": "cancel", "keys": keys, "stimulus_id": stimulus_id})
 
     # ------------------------------------------------------------------ published datasets
 
@@ -1174,7 +1180,7 @@ class Client(ClusterManagement):
         (with ``worker.capture-task-logs``; the ledger keeps it after them: ``storied logs
         --key``)."""
         reply = self._sync(self._request, "log-entries", keys=_key_strings("get_task_logs", keys))
-        return [dict(zip(_LOG_ENTRY_FIELDS, entry, strict=True)) for entry in reply]
+        return [LogRecordEntry(*entry).as_dict() for entry in reply]
 
     def get_worker_metrics(self, workers: Any = None, since: float | None = None) -> Any:
         """Each worker's resource samples (one a heartbeat: CPU, memory, spilled bytes,
@@ -1244,8 +1250,6 @@ class _GraphPart(NamedTuple):
 
 
 _SKIPPED = object()
-#: the fields of a log record as the scheduler's "log-entries" answers it
-_LOG_ENTRY_FIELDS = ("timestamp", "level", "levelno", "logger", "message", "where", "key")
 
 
 def _key_strings(method: str, keys: Iterable[Any]) -> list[str]:

@@ -14,7 +14,6 @@ from aiohttp import web
 from storied.dashboard import views
 from storied.dashboard.history import Catalog, LogFilter, RunHistory
 from storied.loglevels import BadLevel, parse_level
-from storied.record.logcapture import LogRecordEntry
 from storied.record.window import BadTime, parse_window, within
 
 API_PREFIX = "/api/v1"
@@ -173,18 +172,7 @@ async def _logs(run: RunHistory, request: web.Request) -> Any:
     since, until = _window_params(request)
     wanted = LogFilter(_level_param(request), request.query.get("logger") or None, since, until)
     found = await run.logs(wanted, limit, offset)
-    return [_log_dict(entry) for entry in reversed(found)]
-
-
-def _log_dict(entry: LogRecordEntry) -> dict[str, Any]:
-    return {
-        "timestamp": entry.timestamp,
-        "level": entry.level,
-        "levelno": entry.levelno,
-        "logger": entry.logger,
-        "message": entry.message,
-        "where": entry.where,
-    }
+    return [entry.as_dict() for entry in reversed(found)]
 
 
 async def _push(
@@ -313,7 +301,7 @@ async def logs_tail(request: web.Request) -> web.StreamResponse:
         nonlocal cursor
         assert feed is not None
         found, cursor = await feed.new(cursor)
-        return [f"data: {_dumps(_log_dict(entry))}\n\n" for entry in found if wanted.admits(entry)]
+        return [f"data: {_dumps(entry.as_dict())}\n\n" for entry in found if wanted.admits(entry)]
 
     try:
         await feed.watch()

@@ -33,6 +33,19 @@ class LogRecordEntry:
     where: str  # "scheduler" or a worker address
     key: str | None = None  # the task that logged or printed it (``worker.capture-task-logs``)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON shows it, one shape everywhere: ``storied logs --json`` (which
+        adds the ``run_id``), the dashboard's ``/api/v1/logs`` and ``Client.get_task_logs``."""
+        return {
+            "timestamp": self.timestamp,
+            "level": self.level,
+            "levelno": self.levelno,
+            "logger": self.logger,
+            "message": self.message,
+            "where": self.where,
+            "key": self.key,
+        }
+
     def as_list(self) -> list[Any]:
         """The fields in order, as the wire and the ledger's ``logs`` table carry them."""
         return [

@@ -749,10 +749,16 @@ class SchedulerState:
         return effects
 
     def cancel(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
-        """Stop wanting ``keys`` for this client; computations nobody else wants are dropped."""
+        """Stop wanting ``keys`` for this client; computations nobody else wants are dropped.
+
+        The answer carries ``stimulus_id``: until it arrives, the client knows that what it
+        hears of these keys is about the cancelled submission (``storied.client.cancel_fence``).
+        """
         keys = list(keys)
         effects = self.client_releases_keys(client, keys, stimulus_id)
-        effects.clients[client].append({"op": "cancelled-keys", "keys": keys})
+        effects.clients[client].append(
+            {"op": "cancelled-keys", "keys": keys, "stimulus_id": stimulus_id}
+        )
         return effects
 
     def fire_and_forget(self, keys: Iterable[str], stimulus_id: str) -> Effects:

@@ -163,7 +163,9 @@ class WorkerState:
             ts = self.tasks[key] = WorkerTask(key)
         ts.wanted = wanted
         if ts.state in RUNNING and ts.cancelled:
-            ts.cancelled = False
+            # sent again while the cancelled run goes on: that run is this assignment's (and a
+            # steal request must hear "executing", as Dask's worker answers)
+            ts.cancelled, ts.assigned = False, True
             return instructions
         if ts.state == "memory":
             if not ts.assigned:

@@ -59,13 +59,17 @@ def test_variable_stop_flag_read_by_running_tasks(client: Client) -> None:
         return rounds
 
     futures = [client.submit(long_running, stop, pure=False) for _ in range(2)]
-    poll(lambda: len(events(client, "variable", action="get", name=stop.name)) >= 4)
+
+    def getters() -> set[object]:
+        return {msg["task"] for msg in events(client, "variable", action="get", name=stop.name)}
+
+    # each task has read the flag (not just four reads: one task alone made them while the
+    # other's worker was still connecting its client, and that one then read True at once)
+    poll(lambda: {f.key for f in futures} <= getters(), timeout=30, what="both tasks read it")
     assert not any(f.done() for f in futures)
     stop.set(True)
     rounds = client.gather(futures)
     assert all(r >= 1 for r in rounds)
-    getters = {msg["task"] for msg in events(client, "variable", action="get", name=stop.name)}
-    assert {f.key for f in futures} <= getters
     stop.delete()
 
 

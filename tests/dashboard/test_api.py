@@ -3,6 +3,7 @@ API (client, scheduler, ledger) says about the same record."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -14,7 +15,7 @@ import pytest
 
 from storied import Client, LocalCluster
 from storied.dashboard.views import key_prefix
-from storied.record import Ledger
+from storied.record import Ledger, LogRecordEntry
 from tests.dashboard.conftest import Workload, get, get_json, root
 from tests.engine.helpers import inc, poll
 
@@ -128,6 +129,8 @@ def test_topics_and_events_match_get_events(workload: Workload) -> None:
 def test_logs_by_level_include_the_scheduler_and_workers(workload: Workload) -> None:
     rows = get_json(f"{workload.base}/api/v1/logs?level=WARNING")
     assert rows and all(r["levelno"] >= logging.WARNING for r in rows)
+    shape = [field.name for field in dataclasses.fields(LogRecordEntry)]
+    assert all(list(r) == shape for r in rows), "LogRecordEntry.as_dict, as the CLI prints it"
     wheres = {r["where"] for r in rows}
     assert "scheduler" in wheres and set(workload.client.scheduler_info()["workers"]) & wheres
     scheduler_logs = [m for level, m in workload.client.get_scheduler_logs() if level == "WARNING"]

@@ -1,10 +1,14 @@
 """An in-process cluster for the launch tests (the session's process cluster is in
-``tests/conftest.py``): 2 workers of one thread, the shape that deadlocks without secede."""
+``tests/conftest.py``): 2 workers of one thread, the shape that deadlocks without secede.
+
+The Dask comparisons use the session's ``dask_client`` (``tests/conftest.py``), never a
+default client of their own: dask.distributed's in-process workers keep the default client
+they find for a task's ``get_client()``, and keep it after it is closed, so a client closed
+here made later Dask-side snippets fail with "Client is closed"."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -21,15 +25,3 @@ def threads_cluster() -> Iterator[LocalCluster]:
 def threads_client(threads_cluster: LocalCluster) -> Iterator[Client]:
     with Client(threads_cluster) as client:
         yield client
-
-
-@pytest.fixture
-def dask_client(dask_cluster: Any) -> Iterator[Any]:
-    """A default dask client of the session's ``dask_cluster`` (tests/conftest.py), per test."""
-    import distributed
-
-    client = distributed.Client(dask_cluster)
-    try:
-        yield client
-    finally:
-        client.close()

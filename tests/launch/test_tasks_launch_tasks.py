@@ -161,6 +161,19 @@ def test_in_process_workers_use_the_client_in_charge_for_their_scheduler(threads
     assert client_id == threads_client.id
 
 
+def test_in_process_workers_never_keep_a_client_the_user_closed(threads_cluster):
+    """Each ``get_client()`` looks for the client in charge anew, so a task never gets one
+    that was closed since. (dask.distributed's in-process workers keep the default client
+    they found and hand it out closed: what made the corpus fail after this file.)"""
+    with Client(threads_cluster) as first:
+        assert first.submit(client_identity, 1).result(timeout=30)[1] == first.id
+    with Client(threads_cluster, set_as_default=False) as second:
+        future = second.submit(sum_of_incremented, 3, pure=False)
+        assert future.result(timeout=30) == 6
+        _, task_client_id, _ = second.submit(client_identity, 2).result(timeout=30)
+        assert task_client_id != first.id
+
+
 def test_a_seceded_task_is_on_the_record(threads_cluster, threads_client):
     future = threads_client.submit(fib_worker_client, 3)
     assert future.result(timeout=30) == 2

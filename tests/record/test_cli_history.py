@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -205,6 +206,10 @@ def test_logs_window_logger_and_task_filters(tmp_path):
         "a child of storied.comm",
     ]
     assert messages("--key", "inc-1", "--key", "inc-2") == ["inc-1 printed", "inc-2 logged"]
+    printed = LogRecordEntry(4_000.0, "INFO", 20, "stdout", "inc-1 printed", "tcp://w:1", "inc-1")
+    [row] = json_lines(invoke("logs", "--ledger", str(path), "--json", "--key", "inc-1").output)
+    assert row == {"run_id": 1, **printed.as_dict()}, "the live API's shape, with the run"
+    assert list(printed.as_dict()) == [f.name for f in dataclasses.fields(LogRecordEntry)]
     assert messages("--since", "1970-01-01T00:50:00+00:00", "--limit", "1") == ["inc-2 logged"]
     table = invoke("logs", "--ledger", str(path), "--key", "inc-1").output.splitlines()
     assert table[0].split() == ["RUN", "TIME", "LEVEL", "WHERE", "LOGGER", "KEY", "MESSAGE"]

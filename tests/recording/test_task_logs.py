@@ -4,6 +4,7 @@ ledger, and ``storied story KEY`` shows it. Off by default."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -99,6 +100,14 @@ def test_task_logs_reach_worker_logs_the_ledger_and_the_story(tmp_path):
     assert ledger.logs(keys=[first.key], logger="user") == ledger.logs(
         keys=[first.key], logger="user.chatty"
     )
+    # one shape: the CLI's JSON is the live API's records, with the run they belong to
+    shown = CliRunner().invoke(
+        cli, ["logs", "--key", first.key, "--ledger", str(ledger_path), "--json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    rows = [json.loads(line) for line in shown.output.splitlines()]
+    assert [row.pop("run_id") for row in rows] == [1] * len(live)
+    assert rows == live
     story = CliRunner().invoke(cli, ["story", first.key, "--ledger", str(ledger_path)])
     assert story.exit_code == 0, story.output
     assert "What the task logged and printed" in story.output

@@ -9,7 +9,7 @@ import pytest
 from storied.scheduler.state import Effects, SchedulerState, TaskSpec
 from storied.scheduler.stealing import LATENCY, STEALING_TOPIC, UNKNOWN_DURATION, WorkStealing
 from storied.worker.state import SendMessage, WorkerState
-from tests.scheduler.test_state import computed_keys, finish, spec, submit
+from tests.scheduler.test_state import CLIENT, computed_keys, finish, spec, submit
 
 W1, W2, W3 = "tcp://w1", "tcp://w2", "tcp://w3"
 
@@ -260,3 +260,43 @@ def test_a_worker_that_joins_paused_gets_nothing_until_it_runs(state):
     assert state.workers[W2].status == "paused" and W2 not in state.running
     effects = state.set_worker_status(W2, "running", "unpause-w2")
     assert computed_keys(effects, W2) == ["t"]
+
+
+def test_a_task_cancelled_then_resent_while_it_runs_is_not_stolen(state, stealing, recorder):
+    """The client cancels a running task and at once submits it again: the scheduler sends it
+    to the same worker, which carries on with the run it has. That worker must answer a steal
+    request with "executing" (as Dask's does), or the scheduler takes the task for one it
+    has not started and runs it a second time elsewhere while the first run goes on."""
+    worker = WorkerState(1, recorder)
+
+    def deliver(effects: Effects) -> list:
+        instructions = []
+        for msg in effects.workers.pop(W1, []):
+            if msg["op"] == "compute-task":
+                instructions += worker.compute_task(
+                    msg["key"], msg["function_id"], msg["args"], msg["priority"], {}, "s"
+                )
+            elif msg["op"] == "free-keys":
+                instructions += worker.free_keys(msg["keys"], msg["stimulus_id"])
+        return instructions
+
+    keys = [f"t-{i}" for i in range(4)]
+    deliver(submit(state, *(spec(k) for k in keys)))
+    state.task_started(W1, "t-0")
+    assert worker.tasks["t-0"].state == "executing"
+    deliver(state.cancel(CLIENT, ["t-0"], "cancel-t-0"))
+    assert worker.tasks["t-0"].state == "executing", "a running thread cannot be stopped"
+    deliver(submit(state, spec("t-0"), stimulus_id="update-graph-2"))
+    assert state.tasks["t-0"].processing_on == W1 and not state.tasks["t-0"].started
+    state.add_worker(W2, "w2", 1, "add-w2")
+    outcome = stealing.balance()
+    assert "t-0" in requests(outcome, W1), "the scheduler cannot know the run carried on"
+    [request] = [m for m in outcome.workers[W1] if m["key"] == "t-0"]
+    msg = answer(worker.steal_request("t-0", request["stimulus_id"]))
+    assert msg["state"] == "executing"
+    outcome = stealing.steal_response(W1, "t-0", msg["state"], msg["stimulus_id"])
+    assert events(outcome)[0]["action"] == "steal-declined"
+    assert not outcome.workers and state.tasks["t-0"].processing_on == W1
+    finished = worker.execute_success("t-0", 8, "int", 0.0, 1.0, "done-t-0")
+    reports = [i.msg for i in finished if isinstance(i, SendMessage)]
+    assert [m["key"] for m in reports if m["op"] == "task-finished"] == ["t-0"]
