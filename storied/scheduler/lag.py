@@ -9,8 +9,11 @@ came, while with every task sent at once they ran on. ``SchedulerState`` stretch
 backlog to cover twice the longest recent delay (see ``worker_backlog``).
 
 Each worker's clock may be offset from the scheduler's: a delay counts from the quickest
-report seen from that worker, so a constant offset (and the fastest delivery) drops out.
-Pure: the caller gives the times.
+report seen from that worker, so a constant offset (and the fastest delivery) drops out; if a
+worker's first reports all come late, its delays are undercounted, and the backlog is only
+``worker-backlog``'s, as before. The figure moves only with reports: after a quiet spell the
+next graph's first fill still uses the last one (bounded by ``MAX_LAG``). Pure: the caller
+gives the times.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import math
 #: seconds over which the longest delay is remembered (this window and the one before)
 WINDOW = 1.0
 #: the longest delay counted (seconds): the backlog it buys stays bounded
-MAX_LAG = 0.5
+MAX_LAG = 0.1
 
 
 class ReportLag:

@@ -17,8 +17,8 @@ def test_a_delay_counts_from_the_quickest_report_of_its_worker():
     lag = ReportLag()
     lag.note(W1, finished=100.0, now=100.001)
     assert lag.seconds == 0.0, "the first report is the quickest so far"
-    lag.note(W1, finished=100.010, now=100.211)
-    assert lag.seconds == pytest.approx(0.2)
+    lag.note(W1, finished=100.010, now=100.071)
+    assert lag.seconds == pytest.approx(0.06)
 
 
 def test_a_workers_clock_offset_drops_out():
@@ -36,10 +36,10 @@ def test_a_workers_clock_offset_drops_out():
 def test_the_longest_delay_is_remembered_for_a_window_or_two_then_forgotten():
     lag = ReportLag()
     lag.note(W1, finished=10.0, now=10.0)
-    lag.note(W1, finished=10.0, now=10.3)
-    assert lag.seconds == pytest.approx(0.3)
+    lag.note(W1, finished=10.0, now=10.08)
+    assert lag.seconds == pytest.approx(0.08)
     lag.note(W1, finished=10.0 + WINDOW, now=10.0 + WINDOW + 0.01)  # a new window
-    assert lag.seconds == pytest.approx(0.3), "the window before still counts"
+    assert lag.seconds == pytest.approx(0.08), "the window before still counts"
     lag.note(W1, finished=10.0 + 2 * WINDOW, now=10.0 + 2 * WINDOW + 0.02)
     assert lag.seconds == pytest.approx(0.02)
     lag.note(W1, finished=10.0 + 5 * WINDOW, now=10.0 + 5 * WINDOW + 0.005)
