@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 
 def report_pairs(title: str, rates: dict[bool, list[float]], names: dict[bool, str]) -> float:
@@ -21,3 +22,16 @@ def report_pairs(title: str, rates: dict[bool, list[float]], names: dict[bool, s
         f"  {names[True].strip()} / {names[False].strip()}, median of paired ratios: {median:.3f}"
     )
     return median
+
+
+def report_cpu_pairs(cpu: dict[bool, list[tuple[float, ...]]], parts: Sequence[str]) -> None:
+    """For each of ``parts`` (a process or thread, by its index in each round's figures of CPU
+    us a task), print each side's median and the median of the pairs' ratios."""
+    for part, name in enumerate(parts):
+        on = [figures[part] for figures in cpu[True]]
+        off = [figures[part] for figures in cpu[False]]
+        ratio = statistics.median(a / b for a, b in zip(on, off, strict=True))
+        print(
+            f"  CPU us/task, {name}: queuing {statistics.median(on):.1f}, without "
+            f"{statistics.median(off):.1f}; median of paired ratios {ratio:.3f}"
+        )

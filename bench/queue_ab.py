@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
-from pairs import report_pairs
+from pairs import report_cpu_pairs, report_pairs
 from workloads import FuturesBackend, cpu_seconds_apart, submit_tree
 
 from storied import Client, LocalCluster
@@ -81,14 +80,7 @@ def main() -> None:
         rates,
         {True: f"worker-saturation {configured}", False: "worker-saturation inf"},
     )
-    for part, name in enumerate(("client and scheduler", "workers")):
-        on = [figures[part] for figures in cpu[True]]
-        off = [figures[part] for figures in cpu[False]]
-        ratio = statistics.median(a / b for a, b in zip(on, off, strict=True))
-        print(
-            f"  CPU us/task, {name}: queuing {statistics.median(on):.0f}, without "
-            f"{statistics.median(off):.0f}; median of paired ratios {ratio:.3f}"
-        )
+    report_cpu_pairs(cpu, ("client and scheduler", "workers"))
 
 
 if __name__ == "__main__":

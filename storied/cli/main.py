@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -194,7 +195,7 @@ def scheduler(
     from storied.record.errors import LedgerError
 
     try:
-        _serve(server)
+        _serve(server, _scheduler_started)
     except LedgerError as exc:  # held by another scheduler, damaged, or cannot be written
         raise click.ClickException(str(exc)) from None
 
@@ -303,15 +304,23 @@ def worker(
         sys.exit(1)
 
 
+def _scheduler_started(server: Any) -> None:
+    """A scheduler process has started: its start-up objects (its record's rings among them)
+    leave garbage collection."""
+    from storied.collection import freeze_startup_objects
+
+    freeze_startup_objects(logging.getLogger("storied.scheduler"))
+
+
 def _worker_started(supervisor: dict[str, Any] | None, server: Any) -> None:
     """A worker process has started and joined: its nanny, if any, hears so, and its
     start-up objects leave garbage collection."""
+    from storied.collection import freeze_startup_objects
     from storied.nanny import lifeline
-    from storied.worker.collection import freeze_startup_objects
 
     if supervisor is not None:
         lifeline.report_joined(supervisor, server)
-    freeze_startup_objects()
+    freeze_startup_objects(logging.getLogger("storied.worker"))
 
 
 def _checked_resources(value: str | None) -> str | None:

@@ -471,7 +471,14 @@ class Scheduler:
                 )
             self._apply(
                 state.task_finished(
-                    address, key, nbytes, type, stimulus_id, _startstop(startstops), data
+                    address,
+                    key,
+                    nbytes,
+                    type,
+                    stimulus_id,
+                    _startstop(startstops),
+                    data,
+                    now=time.time(),
                 )
             )
 

@@ -21,6 +21,7 @@ from storied.exceptions import FutureLostError, KilledWorker
 from storied.protocol.serialize import pickle_dumps
 from storied.resources import Resources, check_resources, suffices
 from storied.scheduler import placement, safeguard
+from storied.scheduler.lag import ReportLag
 
 logger = logging.getLogger("storied.scheduler")
 
@@ -217,9 +218,11 @@ class SchedulerState:
         so whichever worker frees a slot (a new one too) takes the next. ``inf``: send all.
         ``worker_backlog``: seconds; a thread is also sent as many tasks as it runs in that
         time (by the recent average duration), so short tasks do not each wait for a round
-        trip to the scheduler. 0: exactly Dask's limit. ``safeguard_lineage``: seconds; an
-        awaited result that would take this much compute to rebuild gets a second copy on
-        another worker (``storied.scheduler.safeguard``; ``inf``: never, as Dask)."""
+        trip to the scheduler, stretched to twice the longest recent delay in hearing of
+        finished tasks (``storied.scheduler.lag``). 0: exactly Dask's limit.
+        ``safeguard_lineage``: seconds; an awaited result that would take this much compute to
+        rebuild gets a second copy on another worker (``storied.scheduler.safeguard``;
+        ``inf``: never, as Dask)."""
         if not worker_saturation > 0:
             raise ValueError(
                 f"worker_saturation must be a number above 0 (or inf), not {worker_saturation!r}"
@@ -237,6 +240,8 @@ class SchedulerState:
         #: the same per function (work stealing weighs a task by its function's)
         self.task_duration: float | None = None
         self.function_durations: dict[str, float] = {}
+        #: how far behind the workers' reports this state runs (``task_finished``'s ``now``)
+        self.report_lag = ReportLag()
         #: queued tasks, and a heap of (-user priority, priority, arrival, key) of them (stale
         #: entries are skipped): ties, such as separate submits in one generation, go by arrival
         self.queued: set[TaskState] = set()
@@ -461,6 +466,7 @@ class SchedulerState:
             return effects
         self.running.pop(address, None)
         self._slots_opened.discard(ws)
+        self.report_lag.forget(address)
         recommendations: list[tuple[str, str]] = []
         running = _believed_running(ws) if not expected else set()
         for ts in sorted(ws.processing, key=_rank):
@@ -509,12 +515,17 @@ class SchedulerState:
         stimulus_id: str,
         startstops: tuple[float, float] | None = None,
         data: bytes | None = None,
+        now: float | None = None,
     ) -> Effects:
-        """``data``: a small result's pickled bytes, passed on to the clients that want it."""
+        """``data``: a small result's pickled bytes, passed on to the clients that want it;
+        ``now``: when this report is handled (the clock ``startstops`` was read from on the
+        scheduler's side), so the backlog can cover how late reports come."""
         effects = Effects()
         ts = self.tasks.get(key)
         if startstops is not None:
             self._note_duration(startstops[1] - startstops[0], ts)
+            if now is not None:
+                self.report_lag.note(worker, startstops[1], now)
         if ts is None or ts.state != "processing" or ts.processing_on != worker:
             if ts is not None and ts.state == "memory" and worker in self.workers:
                 ts.who_has.add(worker)
@@ -599,22 +610,30 @@ class SchedulerState:
         return max(math.ceil(self.worker_saturation * ws.nthreads), 1)
 
     def _backlog_bound(self, ws: WorkerInfo) -> int:
-        """As many tasks as ``ws``'s threads run in ``worker_backlog``: the most its backlog
+        """As many tasks as ``ws``'s threads run in ``worker_backlog``, or in twice the longest
+        recent delay in hearing of finished tasks if longer (a worker is topped up at half
+        its backlog, which must last until the scheduler catches up): the most its backlog
         may be."""
         if not self.worker_backlog or self.task_duration is None:
             return 0
-        return math.floor(ws.nthreads * self.worker_backlog / max(self.task_duration, 1e-6))
+        seconds = max(self.worker_backlog, 2 * self.report_lag.seconds)
+        return math.floor(ws.nthreads * seconds / max(self.task_duration, 1e-6))
 
     def _backlog(self, ws: WorkerInfo) -> int:
         """How many tasks ``ws`` may hold beyond its saturation slots (see ``worker_backlog``)."""
         bound = self._backlog_bound(ws)
         if not bound:
             return 0
-        # at most its threads' share of the queue: the first worker to free a slot must
-        # not take what the others would run (with tasks of microseconds, all of it)
-        threads = sum(running.nthreads for running in self.running.values())
-        share = math.ceil(len(self.queued) * ws.nthreads / max(threads, 1))
-        return min(bound, share)
+        # at most its threads' share of the work queued and held: the first worker to free a
+        # slot must not take what the others would run (with tasks of microseconds, all of
+        # it), nor the next one only half of what is left (then a quarter, ... in ever
+        # smaller top-ups, each a round trip late)
+        threads = held = 0
+        for running in self.running.values():
+            threads += running.nthreads
+            held += len(running.processing) - len(running.long_running)
+        share = math.ceil((len(self.queued) + held) * ws.nthreads / max(threads, 1))
+        return max(0, min(bound, share - self._saturation_slots(ws)))
 
     def task_started(self, worker: str, key: str) -> None:
         """``worker`` began executing ``key``: if it dies now, the task shares the blame."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -102,6 +103,8 @@ def test_a_cluster_across_processes_shuts_down_cleanly_on_ctrl_c(tmp_path, start
         assert info["name"] == "cli-worker"
         assert info["nthreads"] == 2
         assert client.gather(client.map(inc, range(5))) == [1, 2, 3, 4, 5]
+        # its start-up objects (the record's rings among them) are out of garbage collection
+        assert client.run_on_scheduler(gc.get_freeze_count) > 10_000
 
         assert worker.interrupt() == 0, worker.stderr()
         poll(lambda: not client.scheduler_info()["workers"])
