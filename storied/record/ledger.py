@@ -63,7 +63,13 @@ from storied.record.integrity import (
     ledger_error,
     open_for_reading,
 )
-from storied.record.journal import JournalWriter, Position, journal_files, stored_position
+from storied.record.journal import (
+    JournalWriter,
+    Position,
+    journal_files,
+    pending_bytes,
+    stored_position,
+)
 from storied.record.logcapture import LogRecordEntry
 from storied.record.summary import (
     LET_GO,
@@ -679,13 +685,15 @@ class Ledger:
         or the indexer's, whichever was the last."""
         return self._journal_errors.latest or self._indexer_error
 
-    def flush(self, timeout: float = 10) -> None:
+    def flush(self, timeout: float = 10, *, indexed: bool = True) -> None:
         """Wait until everything queued or logged so far is committed to the file: in the
-        journal, and indexed (the indexer is woken, and may have a backlog to catch up on)."""
+        journal, and indexed (the indexer is woken, and may have a backlog to catch up on).
+        With ``indexed=False``, only until it is in the journal: safe from a crash of this
+        process, not yet readable."""
         if self._writer is None or not self._writer.is_alive():
             return
         committed = threading.Event()
-        self._pending.append((_FLUSH, committed))
+        self._pending.append((_FLUSH, committed, indexed))
         self._wake.set()
         if not committed.wait(timeout):
             raise TimeoutError(f"ledger {self.path} did not flush within {timeout} s")
@@ -740,11 +748,12 @@ class Ledger:
         indexed the frame. Returns True while the queue holds another full batch."""
         batch: list[tuple[Any, ...]] = []
         flushed: list[threading.Event] = []
+        journaled: list[threading.Event] = []
         pending = self._pending
         while pending and len(batch) < self.batch_size:
             item = pending.popleft()
             if item[0] == _FLUSH:
-                flushed.append(item[1])
+                (flushed if item[2] else journaled).append(item[1])
             else:
                 batch.append(item)
         # read after taking the flush markers: what was logged before a flush is in this batch
@@ -758,6 +767,8 @@ class Ledger:
                 lost = record_count(batch)
                 self._count_dropped(lost)
                 self._journal_errors.report(journal.path, error, lost)
+        for event in journaled:
+            event.set()
         if flushed:
             self._release_when_indexed(journal.position, flushed)
         return len(pending) >= self.batch_size
@@ -878,6 +889,15 @@ class Ledger:
                 conn.close()
         except sqlite3.DatabaseError as error:
             raise ledger_error(self.path, error, "cannot read the ledger") from error
+
+    def unindexed_bytes(self) -> int:
+        """Bytes of journal beside the file that its indexer has not committed yet: its
+        scheduler is running (the indexer lags under load), or died and the indexer with it
+        (the next scheduler start on the file indexes them)."""
+        if not journal_files(self.path):
+            return 0
+        with self._reading() as conn:
+            return pending_bytes(self.path, stored_position(conn))
 
     def runs(self) -> list[dict[str, Any]]:
         with self._reading() as conn:
