@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -204,6 +205,23 @@ def _set_nice(value: int) -> None:
         os.setpriority(os.PRIO_PROCESS, 0, value)
 
 
+def _one_indexer_at_a_time(ledger: Path) -> Path:
+    """Wait for the indexer of a scheduler that died to finish before reading where to start
+    (two would index the same frames twice): an ``flock`` on ``LEDGER.indexer.lock``, held
+    until this process ends. Returns the lock file, for the holder to remove when it is done
+    (a waiter that locked the removed file sees it is gone and locks the new one)."""
+    path = ledger.with_name(ledger.name + ".indexer.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return path
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ledger", type=Path)
@@ -213,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     _set_nice(_NICE)
+    lock = _one_indexer_at_a_time(args.ledger)
     forwarded = _Forwarded()
     logger.addHandler(forwarded)
     logger.setLevel(logging.INFO)
@@ -238,9 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         indexer.prune_when_due()
         if indexed or waited_for:
             _report(out, indexer, forwarded)
-        if waited_for:
+        if waited_for and writer_alive:
             _set_nice(_NICE)
     indexer.finish()
+    lock.unlink()
     _report(out, indexer, forwarded)
 
 

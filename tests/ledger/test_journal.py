@@ -28,12 +28,16 @@ def indexer_of(pid: int, ledger: Path) -> psutil.Process:
         found[:] = [
             child
             for child in psutil.Process(pid).children()
-            if "storied.record.indexer" in child.cmdline() and str(ledger) in child.cmdline()
+            if _is_indexer(child) and str(ledger) in child.cmdline()
         ]
         return bool(found)
 
     wait_for(started, f"the indexer of {ledger}")
     return found[0]
+
+
+def _is_indexer(process: psutil.Process) -> bool:
+    return any("storied.record.indexer" in part for part in process.cmdline())
 
 
 def journaled(path: Path, text: str) -> bool:
