@@ -105,11 +105,15 @@ class Indexer:
         conn = self.conn
         try:
             conn.execute("BEGIN")
-            insert_batch(conn, batch, followed, self.tallies)
+            ends = [item for item in batch if item[0] == END_RUN]
+            insert_batch(
+                conn, [item for item in batch if item[0] != END_RUN], followed, self.tallies
+            )
+            self._forget_large_tallies()  # before a run's end stores its summary
+            insert_batch(conn, ends, (), self.tallies)
             store_position(conn, self.reader.position)
             conn.execute("COMMIT")
             self.written += count
-            self._forget_large_tallies()
         except Exception as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
