@@ -27,6 +27,7 @@ import select
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,9 @@ class Indexer:
         self.errors = WriteErrorLog(logger)
         self._next_prune = time.monotonic()
 
-    def index(self) -> bool:
-        """Commit whatever whole frames the journal holds; True if there were any."""
+    def index(self, between: Callable[[], object] = lambda: None) -> bool:
+        """Commit whatever whole frames the journal holds, calling ``between`` after each
+        transaction; True if there were any."""
         found = False
         while True:
             items = self.reader.read(_BATCH_BYTES)
@@ -90,6 +92,7 @@ class Indexer:
                 return found
             found = True
             self._commit(items)
+            between()
 
     def _commit(self, items: list[list[Any]]) -> None:
         batch, followed = [], []
@@ -201,6 +204,38 @@ def _report(out: int, indexer: Indexer, forwarded: _Forwarded) -> None:
             data = data[os.write(out, data) :]
 
 
+class _Wake:
+    """What the writer says on the indexer's stdin: a new frame, a flush that waits (then the
+    indexer runs at nice 0 until the pass is done, where allowed), or EOF (the writer is gone:
+    the last pass, at nice 0 too, for a ``close`` waits for it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.writer_alive = True
+        self.waited_for = False
+
+    def wait(self, timeout: float) -> None:
+        if select.select([self.fd], [], [], timeout)[0]:
+            self._read()
+
+    def poll(self) -> None:
+        """Between transactions: a flush that came meanwhile speeds up the rest of the pass."""
+        if self.writer_alive and select.select([self.fd], [], [], 0)[0]:
+            self._read()
+
+    def _read(self) -> None:
+        told = os.read(self.fd, 65536)
+        self.writer_alive = bool(told)
+        if not told or FLUSH_WAITS in told:
+            self.waited_for = True
+            _set_nice(0)
+
+    def served(self) -> None:
+        if self.waited_for:
+            self.waited_for = False
+            _set_nice(_NICE)
+
+
 def _set_nice(value: int) -> None:
     """Run at nice ``value``: 19 (on what the cluster leaves of the CPU) is always allowed; back
     to 0 while a flush waits only with the privilege to (root, or ``RLIMIT_NICE``), else the
@@ -248,21 +283,15 @@ def main(argv: list[str] | None = None) -> None:
         summary_max_tasks=settings.get("summary_max_tasks", SUMMARY_MAX_TASKS),
     )
     out = sys.stdout.fileno()
-    wake = sys.stdin.fileno()
-    writer_alive = True
-    while writer_alive:
-        woken, _, _ = select.select([wake], [], [], prune_every)
-        told = os.read(wake, 65536) if woken else b"n"
-        writer_alive = bool(told)
-        waited_for = not told or FLUSH_WAITS in told  # a flush, or the writer's close
-        if waited_for:
-            _set_nice(0)
-        indexed = indexer.index()
+    wake = _Wake(sys.stdin.fileno())
+    while wake.writer_alive:
+        wake.wait(prune_every)
+        indexed = indexer.index(between=wake.poll)
         indexer.prune_when_due()
-        if indexed or waited_for:
+        if indexed or wake.waited_for:
             _report(out, indexer, forwarded)
-        if waited_for and writer_alive:
-            _set_nice(_NICE)
+        if wake.writer_alive:
+            wake.served()
     indexer.finish()
     lock.unlink()
     _report(out, indexer, forwarded)

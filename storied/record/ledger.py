@@ -1,21 +1,23 @@
-"""Durable history in one SQLite file, written from a background thread.
+"""Durable history in one SQLite file, journaled by a background thread, indexed by a process.
 
 Nothing on the scheduler's hot path waits for the disk. Transitions, several per task, are not
 queued one by one: the writer thread reads the scheduler's own straight out of the in-memory
 ``TransitionLog`` ring it follows, so recording one costs the scheduler the same with a ledger
 as without, and those its workers ship arrive in bulk, one queue item per shipment. Events,
-executions and log records are appended to an in-memory queue. The writer commits what
-is new in one transaction per batch, a batch every ``flush_interval`` (sooner when woken).
-Transitions, events and executions go in as blocks (many msgpack-packed records to a row,
-with the names a transition block mentions in a full-text index), so a batch costs a few row
-inserts rather than one per record, and the writer handles transitions in bulk, with no
-Python code run per record. When a ring wraps past what the writer has read,
-or the queue is full, the records are dropped and counted (``Ledger.dropped``, plus a
-rate-limited WARNING on ``storied.record``): recording must never slow the scheduler down, and
-must never lose anything silently.
+executions and log records are appended to an in-memory queue. Every ``flush_interval``
+(sooner when woken) the writer packs what is new into one frame of the journal beside the file
+(``storied.record.journal``): a few microseconds a task, all the ledger costs the scheduler's
+process. The indexer, a process of its own at low priority (``storied.record.indexer``), turns
+the journal into the SQLite file: transitions, events and executions go in as blocks (many
+msgpack-packed records to a row, with the names a transition block mentions in a full-text
+index), so a batch costs a few row inserts rather than one per record. When a ring wraps past
+what the writer has read, or the queue is full, the records are dropped and counted
+(``Ledger.dropped``, plus a rate-limited WARNING on ``storied.record``): recording must never
+slow the scheduler down, and must never lose anything silently.
 
-Crash bound: a crash loses at most what was logged but not yet committed, i.e. about
-``flush_interval`` seconds of records.
+Crash bound: a crash loses at most what was logged but not yet in the journal, i.e. about
+``flush_interval`` seconds of records; the journal is indexed by the indexer before it exits,
+or at the next ``start_run`` on the file. ``flush`` waits for the indexer.
 See docs/ledger.md for the schema and the guarantees.
 """
 
