@@ -16,6 +16,7 @@ changed.
 from __future__ import annotations
 
 import argparse
+import gc
 import pickle
 import statistics
 import tempfile
@@ -184,7 +185,11 @@ def _write_all(frames: list[list[Any]], stages: _Stages) -> tuple[float, float, 
 
         started = time.thread_time()
         indexer.conn = _Timed(indexer.conn, timed)
-        indexer.finish()
+        gc.disable()  # as in the indexer's process
+        try:
+            indexer.finish()
+        finally:
+            gc.enable()
         total = time.thread_time() - started
         size = sum(p.stat().st_size for p in Path(directory).iterdir())
         return journaled, total, size
