@@ -34,7 +34,7 @@ from storied.client.current import (
 )
 from storied.client.events import check_window, read_events
 from storied.client.executor import ClientExecutor
-from storied.client.future import Future, FutureState, wait_states
+from storied.client.future import Future, FutureState, births, wait_states
 from storied.client.futures_of import futures_of
 from storied.client.manage import ClusterManagement
 from storied.client.options import TaskOptions, task_options, worker_restrictions
@@ -498,6 +498,10 @@ class Client(ClusterManagement):
                 # a cancelled key whose Futures are all gone is submitted afresh, as in Dask
                 if state is None or (state.status == "cancelled" and not refcount.get(key)):
                     state = states[key] = FutureState()
+                elif not refcount.get(key):
+                    # its Futures were gone (their release not sent yet): a new submission, as
+                    # far as a cancel sent meanwhile is concerned (``CancelFence.lift``)
+                    state.born = next(births)
                 refcount[key] = refcount.get(key, 0) + 1
                 acquired.append(state)
         return acquired

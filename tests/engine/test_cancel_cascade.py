@@ -128,13 +128,28 @@ def test_force_decides_for_keys_another_client_wants(
 
 
 def test_a_dependent_submitted_again_after_the_cancel_survives(client):
-    """The answer to ``cancel(x)`` names ``y``; a ``y`` made after the cancel keeps going."""
-    for round_ in range(20):
+    """The answer to ``cancel(x)`` names ``y``; a ``y`` made after the cancel keeps going
+    (whether or not the release of the first ``y`` went out before it)."""
+    for round_ in range(40):
         x = client.submit(inc, 40_000 + round_)
         y = client.submit(inc, x)
-        client.cancel([x, y])
+        client.cancel([x, y] if round_ % 2 else x)
         del y
         x_again = client.submit(inc, 40_000 + round_)
         y_again = client.submit(inc, x_again)
         assert y_again.result(timeout=10) == 40_002 + round_
         assert y_again.status == "finished"
+
+
+def test_the_fence_tells_which_futures_a_cancel_answer_concerns() -> None:
+    """A cancel's answer cancels the dependents' futures made before the cancel was sent."""
+    from storied.client.cancel_fence import CancelFence
+    from storied.client.future import FutureState
+
+    fence = CancelFence()
+    before = FutureState()
+    stimulus_id = fence.raise_for(["x"])
+    after = FutureState()
+    cancel_born = fence.lift(stimulus_id)
+    assert cancel_born is not None and before.born < cancel_born < after.born
+    assert fence.lift("another-clients-forced-cancel") is None
