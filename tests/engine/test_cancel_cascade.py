@@ -153,3 +153,17 @@ def test_the_fence_tells_which_futures_a_cancel_answer_concerns() -> None:
     cancel_born = fence.lift(stimulus_id)
     assert cancel_born is not None and before.born < cancel_born < after.born
     assert fence.lift("another-clients-forced-cancel") is None
+
+
+def test_a_graph_on_a_cancelled_future_is_cancelled_through_its_intermediates(cluster, client):
+    """``z = inc(inc(x))`` computed from a future ``x``: the middle task is nobody's future.
+    (dask.distributed 2026.8 fails an assertion in its scheduler's cancel here.)"""
+    dask = pytest.importorskip("dask")
+    tasks = cluster.scheduler.state.tasks
+    known_before = set(tasks)
+    x = client.submit(inc, 1, workers=["no-such-worker"], pure=False)
+    z = client.compute(dask.delayed(inc)(dask.delayed(inc)(x)))
+    poll(lambda: len(set(tasks) - known_before) == 3, what="x, the middle task and z are there")
+    client.cancel(x)
+    poll(lambda: all_cancelled(x, z), what="z is cancelled")
+    poll(lambda: not set(tasks) - known_before, what="the whole graph is forgotten")
