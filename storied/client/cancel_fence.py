@@ -16,6 +16,8 @@ from __future__ import annotations
 import itertools
 import time
 
+from storied.client.future import births
+
 
 class CancelFence:
     """Cancels in flight, by stimulus id, and how many of them cover each key (used on the
@@ -24,7 +26,8 @@ class CancelFence:
     __slots__ = ("_by_stimulus", "_numbers", "pending")
 
     def __init__(self) -> None:
-        self._by_stimulus: dict[str, list[str]] = {}
+        #: stimulus id -> (the keys cancelled, the birth number of the cancel)
+        self._by_stimulus: dict[str, tuple[list[str], int]] = {}
         self._numbers = itertools.count()
         #: key -> number of unanswered cancels covering it; messages about these keys are stale
         self.pending: dict[str, int] = {}
@@ -33,22 +36,26 @@ class CancelFence:
         """The client is sending the scheduler ``cancel(keys)``: the stimulus id to send it
         under (unique, so that two cancels in one clock tick are answered apart)."""
         stimulus_id = f"client-cancels-{time.time()}-{next(self._numbers)}"
-        self._by_stimulus[stimulus_id] = keys
+        self._by_stimulus[stimulus_id] = (keys, next(births))
         pending = self.pending
         for key in keys:
             pending[key] = pending.get(key, 0) + 1
         return stimulus_id
 
-    def lift(self, stimulus_id: str) -> None:
-        """The scheduler answered the cancel sent under ``stimulus_id`` (one it no longer
-        knows of, sent before a reconnect, changes nothing)."""
+    def lift(self, stimulus_id: str) -> int | None:
+        """The scheduler answered the cancel sent under ``stimulus_id``: the birth number of
+        that cancel, as the dependents it cancelled too are those of the futures made before
+        it (a resubmission made since survives). None for a cancel the client did not send
+        on this link (another client's ``force``, or one sent before a reconnect)."""
+        keys, born = self._by_stimulus.pop(stimulus_id, ((), None))
         pending = self.pending
-        for key in self._by_stimulus.pop(stimulus_id, ()):
+        for key in keys:
             count = pending[key] - 1
             if count:
                 pending[key] = count
             else:
                 del pending[key]
+        return born
 
     def clear(self) -> None:
         """A new link to the scheduler: no answer to a cancel sent on the old one will come."""

@@ -34,7 +34,7 @@ from storied.client.current import (
 )
 from storied.client.events import check_window, read_events
 from storied.client.executor import ClientExecutor
-from storied.client.future import Future, FutureState, wait_states
+from storied.client.future import Future, FutureState, births, wait_states
 from storied.client.futures_of import futures_of
 from storied.client.manage import ClusterManagement
 from storied.client.options import TaskOptions, task_options, worker_restrictions
@@ -440,9 +440,16 @@ class Client(ClusterManagement):
             if state is not None:
                 state.lose()
 
-        def cancelled_keys(keys: list[str], stimulus_id: str) -> None:
-            # the answer to this client's cancel, whose futures it cancelled when it sent it
-            self._cancel_fence.lift(stimulus_id)
+        def cancelled_keys(
+            keys: list[str], stimulus_id: str, dependents: list[str] | None = None
+        ) -> None:
+            # the answer to this client's cancel (whose own futures it cancelled when it sent
+            # it), naming the dependents cancelled with them; or another client's forced cancel
+            cancel_born = self._cancel_fence.lift(stimulus_id)
+            for key in (*keys, *(dependents or ())):
+                state = states.get(key)
+                if state is not None and (cancel_born is None or state.born < cancel_born):
+                    _cancel_state(state)
 
         def graph_rejected(keys: list[str], text: str) -> None:
             for key in keys:
@@ -491,6 +498,10 @@ class Client(ClusterManagement):
                 # a cancelled key whose Futures are all gone is submitted afresh, as in Dask
                 if state is None or (state.status == "cancelled" and not refcount.get(key)):
                     state = states[key] = FutureState()
+                elif not refcount.get(key):
+                    # its Futures were gone (their release not sent yet): a new submission, as
+                    # far as a cancel sent meanwhile is concerned (``CancelFence.lift``)
+                    state.born = next(births)
                 refcount[key] = refcount.get(key, 0) + 1
                 acquired.append(state)
         return acquired
@@ -838,13 +849,15 @@ class Client(ClusterManagement):
         return ordered[0] if whole else scatter_shape.shaped_like(data, ordered)
 
     def cancel(self, futures: Any, force: bool = False, **kwargs: Any) -> Any:
-        """Stop computing these futures; they are ``cancelled`` when this returns, as in Dask
-        (``force``, ``reason`` and ``msg`` are accepted for compatibility)."""
+        """Stop computing these futures and their dependents; they are ``cancelled`` when
+        this returns, their dependents once the scheduler answers, as in Dask. Keys another
+        client wants stay computed for it unless ``force`` (``reason`` and ``msg`` are
+        accepted for compatibility)."""
         found: list[Future] = []
         _collect_futures(futures, found)
-        return self._sync(self._cancel, found)
+        return self._sync(self._cancel, found, force)
 
-    async def _cancel(self, found: list[Future]) -> None:
+    async def _cancel(self, found: list[Future], force: bool = False) -> None:
         for future in found:
             _cancel_state(future._state)
             # as Dask drops a cancelled future's state: a result or error of the cancelled
@@ -855,7 +868,7 @@ class Client(ClusterManagement):
                     del self._states[future.key]
         keys = list(dict.fromkeys(f.key for f in found))
         stimulus_id = self._cancel_fence.raise_for(keys)
-        self._send({"op": "cancel", "keys": keys, "stimulus_id": stimulus_id})
+        self._send({"op": "cancel", "keys": keys, "stimulus_id": stimulus_id, "force": force})
 
     # ------------------------------------------------------------------ published datasets
 

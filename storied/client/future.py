@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
 import threading
@@ -20,16 +21,22 @@ logger = logging.getLogger("storied.client")
 if TYPE_CHECKING:
     from storied.client.client import Client
 
+#: numbers the client's FutureStates and cancels in the order they were made: a cancel's
+#: answer concerns only the states made before the cancel was sent
+births = itertools.count()
+
 
 class FutureState:
     """What the client knows of one key; shared by every Future of that key."""
 
     __slots__ = (
-        "_callbacks", "_event", "blame", "data", "exception", "status", "type", "workers",
+        "_callbacks", "_event", "blame", "born", "data", "exception", "status", "type",
+        "workers",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.status = "pending"
+        self.born = next(births)
         self.type: str | None = None
         self.workers: list[str] = []
         self.exception: BaseException | None = None
@@ -236,9 +243,10 @@ class Future:
         await asyncio.wait_for(self._state.wait(), timeout)
         return self._state.traceback_object()
 
-    def cancel(self) -> Any:
-        """Stop computing this future (an awaitable with an asynchronous client)."""
-        return self._client.cancel([self])
+    def cancel(self, force: bool = False, **kwargs: Any) -> Any:
+        """Stop computing this future and its dependents (an awaitable with an asynchronous
+        client); ``force`` cancels them for every client that wants them, as in Dask."""
+        return self._client.cancel([self], force=force, **kwargs)
 
     def cancelled(self) -> bool:
         return self._state.status == "cancelled"

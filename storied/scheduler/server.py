@@ -707,8 +707,9 @@ class Scheduler:
         def desires(keys: list[str]) -> None:
             self._apply(state.client_desires_keys(client, keys, _stimulus("client-desires")))
 
-        def cancel(keys: list[str], stimulus_id: str | None = None) -> None:
-            self._apply(state.cancel(client, keys, stimulus_id or _stimulus("client-cancels")))
+        def cancel(keys: list[str], stimulus_id: str | None = None, force: bool = False) -> None:
+            stimulus_id = stimulus_id or _stimulus("client-cancels")
+            self._apply(state.cancel(client, keys, stimulus_id, force=bool(force)))
 
         def log_event(topic: list[str], packed: bytes) -> None:
             self._log_remote_event([topic, packed], client)

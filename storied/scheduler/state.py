@@ -767,18 +767,91 @@ class SchedulerState:
         self._transitions(recommendations, stimulus_id, effects)
         return effects
 
-    def cancel(self, client: str, keys: Iterable[str], stimulus_id: str) -> Effects:
-        """Stop wanting ``keys`` for this client; computations nobody else wants are dropped.
+    def cancel(
+        self, client: str, keys: Iterable[str], stimulus_id: str, force: bool = False
+    ) -> Effects:
+        """Stop wanting ``keys`` for this client, and cancel their dependents as Dask does:
+        transitively, each one nobody else wants (with ``force``, whoever wants it; their
+        clients are told). Computations nobody wants any more are dropped.
 
         The answer carries ``stimulus_id``: until it arrives, the client knows that what it
         hears of these keys is about the cancelled submission (``storied.client.cancel_fence``).
         """
         keys = list(keys)
-        effects = self.client_releases_keys(client, keys, stimulus_id)
+        dependents = self._cancelled_dependents(client, keys, force)
+        logger.info(
+            "Client %s cancels %d keys (force=%s) and %d dependents %s%s (%s)",
+            client,
+            len(keys),
+            force,
+            len(dependents),
+            dependents[:10],
+            "..." if len(dependents) > 10 else "",
+            stimulus_id,
+        )
+        effects = Effects()
+        recommendations: list[tuple[str, str]] = []
+        told: collections.defaultdict[str, list[str]] = collections.defaultdict(list)
+        for key in (*keys, *dependents):
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            letting_go = set(ts.who_wants) if force else ts.who_wants & {client}
+            if not letting_go:
+                continue
+            ts.who_wants -= letting_go
+            for other in letting_go - {client, FIRE_AND_FORGET}:
+                told[other].append(key)
+            if not ts.who_wants and not ts.waiters:
+                recommendations.append((key, "forgotten" if ts.state != "memory" else "released"))
+        self._transitions(recommendations, stimulus_id, effects)
         effects.clients[client].append(
-            {"op": "cancelled-keys", "keys": keys, "stimulus_id": stimulus_id}
+            {
+                "op": "cancelled-keys",
+                "keys": keys,
+                "dependents": dependents,
+                "stimulus_id": stimulus_id,
+            }
+        )
+        for other, their_keys in told.items():
+            effects.clients[other].append(
+                {"op": "cancelled-keys", "keys": their_keys, "stimulus_id": stimulus_id}
+            )
+        effects.events.append(
+            (
+                client,
+                {
+                    "action": "cancel",
+                    "client": client,
+                    "keys": keys,
+                    "dependents": dependents,
+                    "force": force,
+                    "stimulus_id": stimulus_id,
+                },
+            )
         )
         return effects
+
+    def _cancelled_dependents(self, client: str, keys: list[str], force: bool) -> list[str]:
+        """The dependents a cancel of ``keys`` cancels too, as Dask's: those of each cancelled
+        task that nobody but ``client`` wants (all of them with ``force``), and theirs in
+        turn. A key another client wants is not cancelled, nor are the tasks beyond it."""
+        cancelled = set(keys)
+        stack = [
+            ts
+            for key in keys
+            if (ts := self.tasks.get(key)) is not None and (force or ts.who_wants <= {client})
+        ]
+        found: list[str] = []
+        while stack:
+            for dependent in stack.pop().dependents:
+                if dependent.key in cancelled:
+                    continue
+                if force or dependent.who_wants <= {client}:
+                    cancelled.add(dependent.key)
+                    found.append(dependent.key)
+                    stack.append(dependent)
+        return found
 
     def fire_and_forget(self, keys: Iterable[str], stimulus_id: str) -> Effects:
         """Compute ``keys`` even when no client wants them any more; once each is done (in

@@ -265,6 +265,8 @@ class WorkerState:
             self._transition(ts, finish, stimulus_id)
             instructions.append(SendMessage(msg))
             self._release_inputs(ts, instructions)
+            if finish == "memory":
+                self._wake_dependents(ts, stimulus_id)
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
 
@@ -278,10 +280,7 @@ class WorkerState:
             if dep is None or dep.state != "flight":
                 continue
             self._transition(dep, "memory", stimulus_id)
-            for dependent in list(dep.dependents):
-                dependent.waiting_for.discard(dep)
-                if not dependent.waiting_for and dependent.state == "waiting":
-                    self._make_ready(dependent, stimulus_id)
+            self._wake_dependents(dep, stimulus_id)
             if not dep.dependents and not dep.assigned:
                 self._forget(dep, instructions)
                 instructions.append(ForgetData((key,)))
@@ -293,6 +292,15 @@ class WorkerState:
             )
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
+
+    def _wake_dependents(self, dep: WorkerTask, stimulus_id: str) -> None:
+        """``dep`` is in memory here: the tasks that waited only for it are ready. (A task can
+        wait for one this worker runs: the scheduler took a cancelled run's result for the
+        next run's and assigned a dependent while the task ran here again.)"""
+        for dependent in list(dep.dependents):
+            dependent.waiting_for.discard(dep)
+            if not dependent.waiting_for and dependent.state == "waiting":
+                self._make_ready(dependent, stimulus_id)
 
     def acquire_replicas(
         self, who_has: Mapping[str, Iterable[str]], stimulus_id: str

@@ -371,7 +371,7 @@ def test_cancel_stops_the_computation(one_worker):
     effects = one_worker.cancel(CLIENT, ["a"], "cancel")
     assert freed_keys(effects, "tcp://w1") == ["a"]
     assert effects.clients[CLIENT] == [
-        {"op": "cancelled-keys", "keys": ["a"], "stimulus_id": "cancel"}
+        {"op": "cancelled-keys", "keys": ["a"], "dependents": [], "stimulus_id": "cancel"}
     ]
     assert "a" not in one_worker.tasks
     assert not one_worker.workers["tcp://w1"].processing

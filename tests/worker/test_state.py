@@ -220,6 +220,20 @@ def test_a_task_freed_then_assigned_again_while_running_reports_its_result(state
     assert [m["key"] for m in sent(succeed(state, "a"), "task-finished")] == ["a"]
 
 
+def test_a_dependent_assigned_while_its_input_runs_here_again_runs_after_it(state):
+    """Cancel then resubmit of ``a`` and ``b = f(a)``: the scheduler took the cancelled run's
+    result for the new run's and assigned ``b`` here while ``a`` ran again. Before, ``b``
+    waited forever for ``a``."""
+    compute(state, "a")
+    succeed(state, "a")
+    state.free_keys(["a"], "cancel")
+    compute(state, "a", stimulus_id="again")
+    assert state.tasks["a"].state == "executing"
+    compute(state, "b", who_has={"a": ["tcp://here"]})
+    assert state.tasks["b"].state == "waiting"
+    assert executed(succeed(state, "a")) == ["b"]
+
+
 def test_free_keys_drops_held_data(state):
     compute(state, "a")
     succeed(state, "a")
