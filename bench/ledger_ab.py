@@ -4,14 +4,11 @@
 busy machine's slow spells land on one system or the other. Here both clusters stay up and run
 the same workload alternately (ABBA order), so drift hits both alike, and the figure is the
 median of each pair's throughput ratio (ledger on / off). The idle cluster only sends
-heartbeats; a round with the ledger ends once the ledger's journal holds all of it (safe from a
-crash of the scheduler), while its indexer process goes on at low priority; with ``--indexed``,
-once the indexer has committed all of it too. Each round's CPU is split three ways: this
-process's event loops and client (the ledger's writer thread taken out), the writer thread,
-and the worker processes; the indexer's CPU and how long it took to catch up after the last
-round are printed after.
+heartbeats; a round with the ledger ends once the ledger has committed all of it. Each round's
+CPU is split three ways: this process's event loops and client (the ledger's writer thread
+taken out), the writer thread, and the worker processes.
 
-    .venv/bin/python bench/ledger_ab.py --workload tree --size 4096 --pairs 8 [--indexed]
+    .venv/bin/python bench/ledger_ab.py --workload tree --size 4096 --pairs 8
 """
 
 from __future__ import annotations
@@ -67,9 +64,6 @@ def main() -> None:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="tree")
     parser.add_argument("--size", type=int, default=4_096, help="leaves (tree) or tasks (map)")
     parser.add_argument("--pairs", type=int, default=8, help="rounds with and without")
-    parser.add_argument(
-        "--indexed", action="store_true", help="a round ends once the indexer has committed it"
-    )
     args = parser.parse_args()
     run = WORKLOADS[args.workload]
     rates: dict[bool, list[float]] = {True: [], False: []}
@@ -93,47 +87,40 @@ def main() -> None:
             tasks_on = run(on, 64)  # warm up
             run(off, 64)
             on_cluster.scheduler.record.flush()
-            writer_before = ledger.journal_cpu_seconds
-            indexer_before = ledger.indexer_cpu_seconds
+            writer_before = ledger.writer_cpu_seconds
             for pair in range(args.pairs):
                 for with_ledger in (True, False) if pair % 2 == 0 else (False, True):
                     started = time.perf_counter()
                     process, workers = cpu_seconds_apart()
-                    writer = ledger.journal_cpu_seconds
+                    writer = ledger.writer_cpu_seconds
                     tasks = run(on if with_ledger else off, args.size)
                     tasks_on += tasks if with_ledger else 0
-                    if with_ledger:  # on the clock: all of it in the journal (or indexed)
-                        ledger.flush(timeout=600, indexed=args.indexed)
+                    if with_ledger:  # on the clock: its backlog must not slow the next round
+                        on_cluster.scheduler.record.flush()
                     rates[with_ledger].append(tasks / (time.perf_counter() - started))
                     process_after, workers_after = cpu_seconds_apart()
-                    writer = ledger.journal_cpu_seconds - writer
+                    writer = ledger.writer_cpu_seconds - writer
                     spent[with_ledger].append(
                         (process_after - process - writer, writer, workers_after - workers, tasks)
                     )
-            caught_up = time.perf_counter()
-            ledger.flush(timeout=600)
-            caught_up = time.perf_counter() - caught_up
             on_disk = sum(p.stat().st_size for p in Path(directory).iterdir())
-            writer_cpu, written = ledger.journal_cpu_seconds - writer_before, ledger.written
-            indexer_cpu = ledger.indexer_cpu_seconds - indexer_before
+            writer_cpu, written = ledger.writer_cpu_seconds - writer_before, ledger.written
     report_pairs(
         f"{args.pairs} pairs of {args.workload}({args.size:,}), two warm clusters in turn",
         rates,
         {True: "ledger on ", False: "ledger off"},
     )
     print("  CPU us/task, median of rounds (on / off):")
-    for index, part in enumerate(("client and scheduler loops", "ledger writer thread", "workers")):
+    for index, part in enumerate(("client and scheduler loops", "ledger writer", "workers")):
         on_off = [
             statistics.median(cpu[index] / cpu[3] * 1e6 for cpu in spent[side])
             for side in (True, False)
         ]
         print(f"    {part}: {on_off[0]:.1f} / {on_off[1]:.1f}")
     print(
-        f"  ledger writer thread (journal): {writer_cpu / tasks_on * 1e6:.1f} CPU us/task; "
-        f"indexer process (nice 19): {indexer_cpu / tasks_on * 1e6:.1f} CPU us/task "
+        f"  ledger writer thread: {writer_cpu / tasks_on * 1e6:.1f} CPU us/task "
         f"({written / tasks_on:.1f} records/task); file and WAL: {on_disk / tasks_on:,.0f} B/task"
     )
-    print(f"  the indexer caught up {caught_up:.2f} s after the last round")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""What the ledger costs, per stage, replayed from a captured run on one thread.
+"""What the ledger's writer spends, per stage, replayed from a captured run on one thread.
 
 A cluster measurement of the ledger's cost swings with whatever else the machine runs. This
-captures every frame the writer thread appended to the journal while a workload ran, then
-replays them into a fresh file on one thread: first appending them to a journal, as the
-writer thread does in the scheduler's process, then indexing that journal, as the indexer
-process does (``storied.record.indexer``), and prints the CPU per task of each, the indexer's
-split by stage: building blocks (packing and compressing), each table's inserts, the run's
-tally and summary, and commits. Replays of one capture compare versions with nothing else
-changed.
+captures what the writer was handed while a workload ran (every batch: queued items and the
+transitions read from the scheduler's log), then writes the same batches into a fresh file,
+on one thread, as the writer does, and prints the writer's CPU per task split by stage:
+building blocks (packing and compressing), each table's inserts, the run's tally and summary,
+and commits. Replays of one capture compare versions of the writer with nothing else changed.
 
     .venv/bin/python bench/ledger_replay.py --capture /tmp/tree.pickle --size 4096 --rounds 4
     .venv/bin/python bench/ledger_replay.py --replay /tmp/tree.pickle --repeats 5
@@ -16,8 +14,8 @@ changed.
 from __future__ import annotations
 
 import argparse
-import gc
 import pickle
+import sqlite3
 import statistics
 import tempfile
 import threading
@@ -33,24 +31,22 @@ import ledger_ab
 from ledger_ab import WORKLOADS
 
 from storied import Client, LocalCluster
-from storied.record import indexer as indexer_module
-from storied.record import journal as journal_module
 from storied.record import ledger as ledger_module
 
 cloudpickle.register_pickle_by_value(ledger_ab)  # workers cannot import bench/
 
 
 def capture(path: Path, workload: str, size: int, rounds: int) -> None:
-    """Run ``workload`` ``rounds`` times on a cluster with a ledger, keeping every frame the
-    writer appended to the journal (pickled as it was handed over) and the tasks run."""
-    frames: list[bytes] = []
-    append = journal_module.JournalWriter.append
+    """Run ``workload`` ``rounds`` times on a cluster with a ledger, keeping every batch the
+    writer inserted (pickled as it was handed over) and the tasks run."""
+    batches: list[bytes] = []
+    insert = ledger_module._insert
 
-    def keeping(journal: journal_module.JournalWriter, items: list[Any]) -> None:
-        frames.append(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
-        append(journal, items)
+    def keeping(conn: sqlite3.Connection, batch: Any, followed: Any = (), tallies: Any = None):
+        batches.append(pickle.dumps((batch, followed), protocol=pickle.HIGHEST_PROTOCOL))
+        return insert(conn, batch, followed, tallies)
 
-    journal_module.JournalWriter.append = keeping  # type: ignore[method-assign]
+    ledger_module._insert = keeping
     try:
         with (
             tempfile.TemporaryDirectory() as directory,
@@ -65,9 +61,9 @@ def capture(path: Path, workload: str, size: int, rounds: int) -> None:
             tasks = sum(WORKLOADS[workload](client, size) for _ in range(rounds))
             cluster.scheduler.record.flush()
     finally:
-        journal_module.JournalWriter.append = append  # type: ignore[method-assign]
-    path.write_bytes(pickle.dumps({"tasks": tasks, "frames": frames}))
-    print(f"captured {len(frames)} frames of {tasks:,} tasks into {path}")
+        ledger_module._insert = insert
+    path.write_bytes(pickle.dumps({"tasks": tasks, "batches": batches}))
+    print(f"captured {len(batches)} batches of {tasks:,} tasks into {path}")
 
 
 class _Stages:
@@ -94,37 +90,33 @@ class _Stages:
 
 def replay(path: Path, repeats: int) -> None:
     captured = pickle.loads(path.read_bytes())
-    tasks, frames = captured["tasks"], [pickle.loads(blob) for blob in captured["frames"]]
-    records = sum(map(ledger_module.record_count, frames))
-    print(f"{len(frames)} frames, {tasks:,} tasks, {records / tasks:.1f} records a task")
-    journals: list[float] = []
+    tasks, batches = captured["tasks"], [pickle.loads(blob) for blob in captured["batches"]]
+    records = sum(
+        ledger_module._record_count(batch) + sum(len(entries) for _, entries, _ in followed)
+        for batch, followed in batches
+    )
+    print(f"{len(batches)} batches, {tasks:,} tasks, {records / tasks:.1f} records a task")
     totals: list[float] = []
     stage_runs: list[Counter[str]] = []
     sizes: list[int] = []
     for _ in range(repeats):
-        journal, total, stages, size = _replay_once(frames)
-        journals.append(journal)
+        total, stages, size = _replay_once(batches)
         totals.append(total)
         stage_runs.append(stages)
         sizes.append(size)
-
-    def per_task(values: list[float]) -> str:
-        return (
-            f"median {statistics.median(values) / tasks * 1e6:.1f} us/task "
-            f"({min(values) / tasks * 1e6:.1f}-{max(values) / tasks * 1e6:.1f}, {repeats} replays)"
-        )
-
-    print(f"writer thread (journal, in the scheduler's process): {per_task(journals)}")
-    print(f"indexer: {per_task(totals)}; file {statistics.median(sizes) / tasks:,.0f} B/task")
+    print(
+        f"writer CPU: median {statistics.median(totals) / tasks * 1e6:.1f} us/task "
+        f"({min(totals) / tasks * 1e6:.1f}-{max(totals) / tasks * 1e6:.1f}, {repeats} replays); "
+        f"file {statistics.median(sizes) / tasks:,.0f} B/task"
+    )
     for stage in sorted(stage_runs[0], key=stage_runs[0].__getitem__, reverse=True):
         values = [run[stage] for run in stage_runs]
         print(f"  {statistics.median(values) / tasks * 1e6:6.2f} us/task  {stage}")
 
 
-def _replay_once(frames: list[list[Any]]) -> tuple[float, float, Counter[str], int]:
-    """Append every frame to a fresh journal and index it into a fresh file, each as the
-    writer thread and the indexer would; CPU seconds of each, the indexer's per stage, and
-    the file's size."""
+def _replay_once(batches: list[tuple[Any, Any]]) -> tuple[float, Counter[str], int]:
+    """Write every batch into a fresh file as the writer would; CPU seconds in all, per
+    stage, and the file's size."""
     stages = _Stages()
     patched = {
         "_insert_rows": stages.wrap(
@@ -144,7 +136,7 @@ def _replay_once(frames: list[list[Any]]) -> tuple[float, float, Counter[str], i
     for name, function in patched.items():
         setattr(ledger_module, name, function)
     result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(_write_all(frames, stages)))
+    thread = threading.Thread(target=lambda: result.append(_write_all(batches, stages)))
     try:
         thread.start()
         thread.join()
@@ -153,57 +145,45 @@ def _replay_once(frames: list[list[Any]]) -> tuple[float, float, Counter[str], i
             setattr(ledger_module, name, function)
         ledger_module.RunTally.add_scheduler_transitions = tally_add  # type: ignore[method-assign]
         ledger_module.RunTally.write = tally_write  # type: ignore[method-assign]
-    journal, total, size = result[0]
-    stages.seconds["rest (reading the journal, grouping, Python)"] = total - sum(
-        stages.seconds.values()
-    )
-    return journal, total, stages.seconds, size
+    total, size = result[0]
+    stages.seconds["rest (grouping, reading, Python)"] = total - sum(stages.seconds.values())
+    return total, stages.seconds, size
 
 
-def _write_all(frames: list[list[Any]], stages: _Stages) -> tuple[float, float, int]:
+def _write_all(batches: list[tuple[Any, Any]], stages: _Stages) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ledger.db"
         ledger = ledger_module.Ledger(path)
         run_id = ledger.start_run({"where": "replay"})
-        ledger.close()  # the file, its schema and a run, and no journal left
-        with ledger._reading() as conn:
-            generation = journal_module.stored_position(conn)[0] + 1
-        journal = journal_module.JournalWriter(path, generation)
+        ledger._capacity = 0
+        ledger._stopping = True
+        ledger._wake.set()
+        assert ledger._writer is not None
+        ledger._writer.join()  # the replay writes on this thread, as the writer would
+        ledger._writer = None
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        for pragma in ledger_module.WRITER_PRAGMAS:
+            conn.execute(pragma)
+        tallies = {run_id: ledger_module.RunTally()}
         started = time.thread_time()
-        for items in frames:
-            journal.append([(item[0], run_id, *item[2:]) for item in items])
-        journaled = time.thread_time() - started
-        journal.close()
-        indexer = indexer_module.Indexer(path)
-        commit = indexer.conn.execute
-
-        def timed(sql: str, *args: Any) -> Any:
-            if sql in ("BEGIN", "COMMIT"):
-                with stages.timing(sql.lower()):
-                    return commit(sql, *args)
-            return commit(sql, *args)
-
-        started = time.thread_time()
-        indexer.conn = _Timed(indexer.conn, timed)
-        gc.disable()  # as in the indexer's process
-        try:
-            indexer.finish()
-        finally:
-            gc.enable()
+        for batch, followed in batches:
+            batch = [_with_run(item, run_id) for item in batch]
+            followed = [(run_id, entries, recs) for _, entries, recs in followed]
+            with stages.timing("begin"):
+                conn.execute("BEGIN")
+            ledger_module._insert(conn, batch, followed, tallies)
+            with stages.timing("commit"):
+                conn.execute("COMMIT")
         total = time.thread_time() - started
+        conn.close()
+        ledger._writer_lock.release()
         size = sum(p.stat().st_size for p in Path(directory).iterdir())
-        return journaled, total, size
+        return total, size
 
 
-class _Timed:
-    """A connection whose ``execute`` goes through ``execute`` (to time BEGIN and COMMIT)."""
-
-    def __init__(self, conn: Any, execute: Callable[..., Any]) -> None:
-        self._conn = conn
-        self.execute = execute
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+def _with_run(item: tuple[Any, ...], run_id: int) -> tuple[Any, ...]:
+    """A queued item, moved to the replay's run."""
+    return (item[0], run_id, *item[2:])
 
 
 def main() -> None:

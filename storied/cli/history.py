@@ -143,23 +143,6 @@ _LEDGER_HELP = "SQLite ledger file written by a scheduler, or a directory of the
 History = Ledger | LedgerSet | LiveHistory
 
 
-def _note_unindexed(history: Ledger | LedgerSet) -> None:
-    """Say on stderr when a ledger has journal its indexer has not committed: what the
-    command prints leaves those records out."""
-    ledgers = history.ledgers.values() if isinstance(history, LedgerSet) else [history]
-    for ledger in ledgers:
-        if not ledger.path.exists():
-            continue
-        pending = ledger.unindexed_bytes()
-        if pending:
-            click.echo(
-                f"note: {pending:,} bytes of records beside {ledger.path} are not indexed yet "
-                "(its scheduler is running and its indexer behind, or it died: the next "
-                "scheduler started on this file indexes them)",
-                err=True,
-            )
-
-
 @contextlib.contextmanager
 def open_history(
     ledger_path: str | None, scheduler_address: str | None = None, auth_token: str | None = None
@@ -171,13 +154,11 @@ def open_history(
         raise click.UsageError("pass exactly one of --ledger PATH or --scheduler ADDRESS")
     if ledger_path is not None:
         try:
-            history = (
+            yield (
                 LedgerSet(ledger_files(ledger_path))
                 if Path(ledger_path).is_dir()
                 else Ledger(ledger_path)
             )
-            _note_unindexed(history)
-            yield history
         except (LedgerError, FileNotFoundError) as error:
             raise click.ClickException(str(error)) from None
         except KeyError as error:

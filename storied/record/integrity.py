@@ -6,9 +6,7 @@ database", "database disk image is malformed"); ``ledger_error`` adds both.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import time
 from pathlib import Path
 
 from storied.record.errors import LedgerCorruptError, LedgerError
@@ -84,35 +82,3 @@ def open_for_reading(path: Path) -> sqlite3.Connection:
             raise
         conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
     return conn
-
-
-class WriteErrorLog:
-    """Says which file a failed write was for and why: with the traceback the first time, then
-    at most once a second (a full disk fails every batch). ``latest`` keeps the latest cause
-    for the scheduler's ``ledger`` events."""
-
-    INTERVAL = 1.0
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.logger = logger
-        self.latest: str | None = None
-        self._last_logged: float | None = None
-
-    def report(self, path: Path, error: Exception, lost: int) -> None:
-        described = (
-            ledger_error(path, error, "cannot write the ledger")
-            if isinstance(error, sqlite3.Error)
-            else f"cannot write the ledger {path}: {error}"
-        )
-        self.latest = f"{type(error).__name__}: {described}"
-        now = time.monotonic()
-        first = self._last_logged is None
-        if not first and now - self._last_logged < self.INTERVAL:  # type: ignore[operator]
-            return
-        self._last_logged = now
-        self.logger.error(
-            "%s; %d records dropped (history stays in memory; the scheduler goes on)",
-            described,
-            lost,
-            exc_info=error if first else None,
-        )

@@ -1,35 +1,31 @@
-"""Durable history in one SQLite file, journaled by a background thread, indexed by a process.
+"""Durable history in one SQLite file, written from a background thread.
 
 Nothing on the scheduler's hot path waits for the disk. Transitions, several per task, are not
 queued one by one: the writer thread reads the scheduler's own straight out of the in-memory
 ``TransitionLog`` ring it follows, so recording one costs the scheduler the same with a ledger
 as without, and those its workers ship arrive in bulk, one queue item per shipment. Events,
-executions and log records are appended to an in-memory queue. Every ``flush_interval``
-(sooner when woken) the writer packs what is new into one frame of the journal beside the file
-(``storied.record.journal``): a few microseconds a task, all the ledger costs the scheduler's
-process. The indexer, a process of its own at low priority (``storied.record.indexer``), turns
-the journal into the SQLite file: transitions, events and executions go in as blocks (many
-msgpack-packed records to a row, with the names a transition block mentions in a full-text
-index), so a batch costs a few row inserts rather than one per record. When a ring wraps past
-what the writer has read, or the queue is full, the records are dropped and counted
-(``Ledger.dropped``, plus a rate-limited WARNING on ``storied.record``): recording must never
-slow the scheduler down, and must never lose anything silently.
+executions and log records are appended to an in-memory queue. The writer commits what
+is new in one transaction per batch, a batch every ``flush_interval`` (sooner when woken).
+Transitions, events and executions go in as blocks (many msgpack-packed records to a row,
+with the names a transition block mentions in a full-text index), so a batch costs a few row
+inserts rather than one per record, and the writer handles transitions in bulk, with no
+Python code run per record. When a ring wraps past what the writer has read,
+or the queue is full, the records are dropped and counted (``Ledger.dropped``, plus a
+rate-limited WARNING on ``storied.record``): recording must never slow the scheduler down, and
+must never lose anything silently.
 
-Crash bound: a crash loses at most what was logged but not yet in the journal, i.e. about
-``flush_interval`` seconds of records; the journal is indexed by the indexer before it exits,
-or at the next ``start_run`` on the file. ``flush`` waits for the indexer.
+Crash bound: a crash loses at most what was logged but not yet committed, i.e. about
+``flush_interval`` seconds of records.
 See docs/ledger.md for the schema and the guarantees.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -59,19 +55,7 @@ from storied.record.executions import (
     execution_counts,
     execution_rows,
 )
-from storied.record.integrity import (
-    WriteErrorLog,
-    check_quickly,
-    ledger_error,
-    open_for_reading,
-)
-from storied.record.journal import (
-    JournalWriter,
-    Position,
-    journal_files,
-    pending_bytes,
-    stored_position,
-)
+from storied.record.integrity import check_quickly, ledger_error, open_for_reading
 from storied.record.logcapture import LogRecordEntry
 from storied.record.summary import (
     LET_GO,
@@ -241,29 +225,8 @@ WRITER_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-32768")
 _PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
-# Queue item kinds; items are tuples whose first element is one of these. The journal carries
-# all but flushes, and FOLLOWED (the new entries of a followed log) and RUN_START (a run's
-# tally starts) from the writer thread.
-_TRANSITIONS, _EVENT, _EXECUTION, _LOG, END_RUN, _FLUSH, _FAILURE, FOLLOWED, RUN_START = range(9)
-
-#: Runs ``storied.record.indexer`` with the packages ``storied`` and ``storied.record`` as bare
-#: namespaces: their ``__init__`` bring in the client, the scheduler and more (0.7 s of CPU,
-#: several seconds on a loaded machine, that the first flush waited for), where the indexer
-#: needs a few modules of ``storied.record`` (0.13 s).
-_RECORD_PACKAGE = Path(__file__).parent
-_INDEXER_MAIN = f"""
-import sys, types
-packages = {[("storied", str(_RECORD_PACKAGE.parent)), ("storied.record", str(_RECORD_PACKAGE))]!r}
-for name, path in packages:
-    package = types.ModuleType(name)
-    package.__path__ = [path]
-    sys.modules[name] = package
-from storied.record.indexer import main
-main(sys.argv[1:])
-"""
-
-#: What the writer tells the indexer (``storied.record.indexer``) on its stdin
-NEW_FRAME, FLUSH_WAITS = b"n", b"f"
+# Queue item kinds; items are tuples whose first element is one of these.
+_TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_and_finish = itemgetter(1, 3)
 _STOP = EXECUTION_FIELDS.index("stop")
@@ -408,7 +371,6 @@ def _add_time_filters(filters: _Filters, since: float | None, until: float | Non
 
 
 _R = TypeVar("_R", TransitionRecord, EventRecord)
-_T = TypeVar("_T")
 
 
 def _newest_first(
@@ -470,34 +432,29 @@ class Ledger:
         self._wake = threading.Event()
         self._stopping = False
         self._writer: threading.Thread | None = None
-        self._indexer: subprocess.Popen[bytes] | None = None
-        self._indexer_reports: threading.Thread | None = None
         self._open_runs: list[int] = []
         self._followed: list[_Followed] = []
         self._first_seqs: dict[int, int] = {}
+        #: what the writer sums up of each open run, stored when it ends (written by the
+        #: writer thread alone, once the run has started)
+        self._tallies: dict[int, RunTally] = {}
         self._writer_lock = WriterLock(self.path)
         self._drop_lock = threading.Lock()
         self._dropped = 0
-        #: how far the indexer has committed the journal, and flushes waiting for a position
-        self._indexed: Position = (0, 0)
-        self._flushes: list[tuple[Position, threading.Event]] = []
-        self._flushes_lock = threading.Lock()
-        #: what the indexer process reported last: records committed, dropped, its CPU
-        self._indexer_written = 0
-        self._indexer_dropped = 0
-        self.indexer_cpu_seconds = 0.0
-        #: CPU time the writer thread (packing the journal, in the scheduler's process) used
-        self.journal_cpu_seconds = 0.0
+        #: records committed to the file (written by the writer thread alone)
+        self.written = 0
+        #: CPU time the writer thread has used, SQLite included: what the ledger costs
+        self.writer_cpu_seconds = 0.0
         self._dropped_reported = 0
         self._last_drop_warning = 0.0
-        self._journal_errors = WriteErrorLog(logger)
-        self._indexer_error: str | None = None
+        #: why the writer's latest batch failed, if one did ("OperationalError: ...")
+        self.write_error: str | None = None
+        self._last_write_error_log = -_DROP_WARNING_INTERVAL
 
     # ------------------------------------------------------------------ writing
 
     def start_run(self, info: dict[str, Any]) -> int:
-        """Record the start of a run (one scheduler start) and start the writer thread and the
-        indexer process. A journal left by a writer that died is indexed first.
+        """Record the start of a run (one scheduler start) and start the writer thread.
 
         Raises ``LedgerLockedError`` while another process writes the file,
         ``LedgerCorruptError`` if SQLite finds it damaged, and ``LedgerError`` naming the file
@@ -506,10 +463,6 @@ class Ledger:
         locked_here = not self._writer_lock.held
         self._writer_lock.acquire()
         try:
-            if self._writer is None:
-                self._index_leftover_journal()
-            else:
-                self.flush()  # the seqs of this object's runs so far are all on file
             run_id, first_seq = self._insert_run(info)
         except BaseException:
             if locked_here:
@@ -517,74 +470,15 @@ class Ledger:
             raise
         self._first_seqs[run_id] = first_seq
         self._open_runs.append(run_id)
-        self._pending.append((RUN_START, run_id))
+        self._tallies[run_id] = RunTally()
         if self._writer is None:
-            self._start_writing()
-        return run_id
-
-    def _index_leftover_journal(self) -> None:
-        """Index what a writer that died left in the journal (its seqs count for the next
-        run's), with the indexer run to its end here and now."""
-        if not journal_files(self.path) or not self.path.exists():
-            return
-        with _writing_connection(self.path) as conn:
-            check_quickly(conn, self.path)
-        indexer = self._spawn_indexer(stdin=subprocess.DEVNULL)
-        self._indexer = indexer
-        self._take_reports(indexer)
-        self._indexer = None
-        if indexer.returncode:
-            raise LedgerError(
-                f"cannot index the journal left beside the ledger {self.path}: the indexer "
-                f"exited with {indexer.returncode}; {self._indexer_error or 'see its output'}"
+            self._capacity = self.queue_size
+            self._stopping = False
+            self._writer = threading.Thread(
+                target=self._write_forever, name=f"storied-ledger-{self.path.name}", daemon=True
             )
-
-    def _spawn_indexer(self, stdin: int) -> subprocess.Popen[bytes]:
-        settings = {
-            "retain": self.retain,
-            "prune_every": self.prune_every,
-            "summary_max_tasks": SUMMARY_MAX_TASKS,
-        }
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _INDEXER_MAIN,
-                str(self.path),
-                "--settings",
-                json.dumps(settings),
-            ],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
-
-    def _start_writing(self) -> None:
-        """The writer thread, appending to a new journal file, and the indexer following it."""
-        with self._reading() as conn:
-            indexed = stored_position(conn)
-        generation = max([indexed[0], *journal_files(self.path)]) + 1
-        self._indexed = indexed
-        journal = JournalWriter(self.path, generation)
-        self._indexer = self._spawn_indexer(stdin=subprocess.PIPE)
-        assert self._indexer.stdin is not None
-        os.set_blocking(self._indexer.stdin.fileno(), False)  # a wake-up never blocks
-        self._indexer_reports = threading.Thread(
-            target=self._take_reports,
-            args=(self._indexer,),
-            name=f"storied-ledger-indexer-{self.path.name}",
-            daemon=True,
-        )
-        self._indexer_reports.start()
-        self._capacity = self.queue_size
-        self._stopping = False
-        self._writer = threading.Thread(
-            target=self._write_forever,
-            args=(journal,),
-            name=f"storied-ledger-{self.path.name}",
-            daemon=True,
-        )
-        self._writer.start()
+            self._writer.start()
+        return run_id
 
     def _insert_run(self, info: dict[str, Any]) -> tuple[int, int]:
         """Check the file (a new one gets the schema), then add a run: its id and first seq."""
@@ -664,7 +558,7 @@ class Ledger:
         self._put((_EXECUTION, run_id, key, worker, thread, start, stop, outcome))
 
     def put_log(self, run_id: int, entry: LogRecordEntry) -> None:
-        self._put((_LOG, run_id, entry.as_list()))
+        self._put((_LOG, run_id, entry))
 
     def put_failure(self, run_id: int, failure: dict[str, Any]) -> None:
         """Queue one failure (a dict with the keys of ``FAILURE_FIELDS``)."""
@@ -683,167 +577,94 @@ class Ledger:
 
     @property
     def dropped(self) -> int:
-        """Records lost: a full queue, a wrapped ring, a failed journal write or a batch SQLite
-        refused."""
-        return self._dropped + self._indexer_dropped
+        return self._dropped
 
-    @property
-    def written(self) -> int:
-        """Records the indexer has committed to the file."""
-        return self._indexer_written
-
-    @property
-    def writer_cpu_seconds(self) -> float:
-        """CPU the ledger has used: the writer thread (journal) and the indexer, SQLite included."""
-        return self.journal_cpu_seconds + self.indexer_cpu_seconds
-
-    @property
-    def write_error(self) -> str | None:
-        """Why the latest write failed, if one did ("OperationalError: ..."): the journal's
-        or the indexer's, whichever was the last."""
-        return self._journal_errors.latest or self._indexer_error
-
-    def flush(self, timeout: float = 10, *, indexed: bool = True) -> None:
-        """Wait until everything queued or logged so far is committed to the file: in the
-        journal, and indexed (the indexer is woken, and may have a backlog to catch up on).
-        With ``indexed=False``, only until it is in the journal: safe from a crash of this
-        process, not yet readable."""
+    def flush(self, timeout: float = 10) -> None:
+        """Wait until everything queued so far is committed to disk."""
         if self._writer is None or not self._writer.is_alive():
             return
         committed = threading.Event()
-        self._pending.append((_FLUSH, committed, indexed))
+        self._pending.append((_FLUSH, committed))
         self._wake.set()
         if not committed.wait(timeout):
             raise TimeoutError(f"ledger {self.path} did not flush within {timeout} s")
 
     def close(self) -> None:
-        """Flush, mark this object's runs ended, stop and join the writer thread, and wait
-        for the indexer to index the journal to its end and exit."""
+        """Flush, mark this object's runs ended, stop and join the writer thread."""
         if self._writer is None:
             return
         ended = time.time()
         for run_id in self._open_runs:
-            self._pending.append((END_RUN, run_id, ended))
+            self._pending.append((_END_RUN, run_id, ended))
         self._open_runs.clear()
         self._capacity = 0  # later puts are counted as dropped, not silently lost
         self._stopping = True
         self._wake.set()
         self._writer.join()
         self._writer = None
-        indexer, reports = self._indexer, self._indexer_reports
-        assert indexer is not None and indexer.stdin is not None and reports is not None
-        indexer.stdin.close()  # the indexer indexes what is left, then exits
-        reports.join()
-        self._indexer = self._indexer_reports = None
         for followed in self._followed:
             followed.log.reader_wake_at, followed.log.wake_reader = sys.maxsize, None
         self._followed.clear()
         self._writer_lock.release()
         self._warn_about_drops(force=True)
 
-    def _write_forever(self, journal: JournalWriter) -> None:
-        next_write = time.monotonic()
+    def _write_forever(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        for pragma in WRITER_PRAGMAS:
+            conn.execute(pragma)
+        next_prune = next_write = time.monotonic()
         try:
             while True:
                 # a batch every flush interval, or sooner when woken (a flush, a backlog, a
-                # ring half full): fewer, larger frames for the indexer
+                # ring half full): not one after another as fast as records come in, which
+                # made many small transactions that each cost a commit and an index segment
                 self._wake.wait(max(next_write - time.monotonic(), 0))
                 self._wake.clear()
                 next_write = time.monotonic() + self.flush_interval
                 stopping = self._stopping
-                while self._write_batch(journal) or (stopping and self._pending):
+                while self._write_batch(conn) or (stopping and self._pending):
                     pass
-                self.journal_cpu_seconds = time.thread_time()
+                self.writer_cpu_seconds = time.thread_time()
+                if self.retain is not None and time.monotonic() >= next_prune:
+                    more = self._prune_safely(conn)
+                    next_prune = time.monotonic() + (0 if more else self.prune_every)
                 self._warn_about_drops()
                 if stopping and not self._pending:
                     return
         finally:
-            journal.close()
+            conn.close()
 
-    def _write_batch(self, journal: JournalWriter) -> bool:
-        """Append up to ``batch_size`` queued items and whatever is new in the followed logs to
-        the journal, in one frame, then have the indexer release the flushers once it has
-        indexed the frame. Returns True while the queue holds another full batch."""
+    def _write_batch(self, conn: sqlite3.Connection) -> bool:
+        """Commit up to ``batch_size`` queued items and whatever is new in the followed logs, in
+        one transaction, then release flushers. Returns True while the queue holds another
+        full batch (a backlog to catch up on)."""
         batch: list[tuple[Any, ...]] = []
         flushed: list[threading.Event] = []
-        journaled: list[threading.Event] = []
         pending = self._pending
         while pending and len(batch) < self.batch_size:
             item = pending.popleft()
             if item[0] == _FLUSH:
-                (flushed if item[2] else journaled).append(item[1])
+                flushed.append(item[1])
             else:
                 batch.append(item)
         # read after taking the flush markers: what was logged before a flush is in this batch
-        for followed in self._read_followed():
-            batch.append((FOLLOWED, *followed))
-        if batch:
+        transitions = self._read_followed()
+        if batch or transitions:
             try:
-                journal.append(batch)
-                self._wake_indexer(NEW_FRAME)
-            except OSError as error:
-                lost = record_count(batch)
+                conn.execute("BEGIN")
+                _insert(conn, batch, transitions, self._tallies)
+                conn.execute("COMMIT")
+                self._forget_large_tallies()
+                self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
+            except Exception as error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                lost = _record_count(batch) + sum(len(e) for _, e, _ in transitions)
                 self._count_dropped(lost)
-                self._journal_errors.report(journal.path, error, lost)
-        for event in journaled:
+                self._report_write_error(error, lost)
+        for event in flushed:
             event.set()
-        if flushed:
-            self._release_when_indexed(journal.position, flushed)
         return len(pending) >= self.batch_size
-
-    def _release_when_indexed(self, position: Position, flushed: list[threading.Event]) -> None:
-        """Set ``flushed`` once the indexer has committed the journal up to ``position``."""
-        with self._flushes_lock:
-            if self._indexed >= position or self._indexer is None:
-                for event in flushed:
-                    event.set()
-                return
-            self._flushes += [(position, event) for event in flushed]
-        self._wake_indexer(FLUSH_WAITS)
-
-    def _wake_indexer(self, why: bytes) -> None:
-        """Tell the indexer there is a new frame, or that a flush waits for it."""
-        assert self._indexer is not None and self._indexer.stdin is not None
-        # woken already when the pipe is full; gone when it is broken (the reports say why)
-        with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(self._indexer.stdin.fileno(), why)
-
-    def _take_reports(self, indexer: subprocess.Popen[bytes]) -> None:
-        """Read the indexer's reports until it exits: how far it got (flushes waiting for that
-        are released), its counts and CPU, and its log records, logged here again."""
-        assert indexer.stdout is not None
-        reports = msgpack.Unpacker()
-        while data := os.read(indexer.stdout.fileno(), 65536):
-            reports.feed(data)
-            for report in reports:
-                self._indexer_written = report["written"]
-                self._indexer_dropped = report["dropped"]
-                self.indexer_cpu_seconds = report["cpu"]
-                self._indexer_error = report["error"]
-                for levelno, message in report["logs"]:
-                    logger.log(levelno, "%s", message)
-                self._indexed_up_to(tuple(report["position"]))
-        indexer.stdout.close()
-        code = indexer.wait()
-        if code or self._writer is not None:
-            logger.error(
-                "the indexer of ledger %s exited (code %s) while the ledger was open; its "
-                "journal keeps what it did not index, and the next writer of the file indexes it",
-                self.path,
-                code,
-            )
-        self._indexed_up_to((sys.maxsize, 0))  # nobody is coming to index: release flushers
-
-    def _indexed_up_to(self, position: Position) -> None:
-        with self._flushes_lock:
-            self._indexed = max(self._indexed, position)
-            waiting = []
-            for target, event in self._flushes:
-                if target <= self._indexed:
-                    event.set()
-                else:
-                    waiting.append((target, event))
-            self._flushes = waiting
 
     def _read_followed(
         self,
@@ -862,19 +683,136 @@ class Ledger:
                 found.append((followed.run_id, entries, recommendations))
         return found
 
+    def _forget_large_tallies(self) -> None:
+        """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally
+        would hold too much memory; readers count them from the records."""
+        for run_id, tally in list(self._tallies.items()):
+            if len(tally) > SUMMARY_MAX_TASKS:
+                del self._tallies[run_id]
+                logger.info(
+                    "ledger %s: run %d has more than %d tasks; it ends without a summary "
+                    "(readers count its tasks from its records)",
+                    self.path,
+                    run_id,
+                    SUMMARY_MAX_TASKS,
+                )
+
+    def _report_write_error(self, error: Exception, lost: int) -> None:
+        """Say which file failed and why: with the traceback the first time, then at most once
+        a second (a full disk fails every batch). The scheduler goes on, its history in
+        memory; ``write_error`` keeps the latest cause for its ``ledger`` events."""
+        described = (
+            ledger_error(self.path, error, "cannot write the ledger")
+            if isinstance(error, sqlite3.Error)
+            else error
+        )
+        self.write_error = f"{type(error).__name__}: {described}"
+        now = time.monotonic()
+        if now - self._last_write_error_log < _DROP_WARNING_INTERVAL:
+            return
+        first = self._last_write_error_log == -_DROP_WARNING_INTERVAL
+        self._last_write_error_log = now
+        logger.error(
+            "%s; %d records dropped (history stays in memory; the scheduler goes on)",
+            described,
+            lost,
+            exc_info=error if first else None,
+        )
+
     def _count_dropped(self, count: int) -> None:
         with self._drop_lock:
             self._dropped += count
 
+    def _prune_safely(self, conn: sqlite3.Connection) -> bool:
+        """Apply retention to one chunk; a failure is logged and retried at the next period."""
+        assert self.retain is not None
+        try:
+            return self._prune(conn, time.time() - self.retain)
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            logger.exception(
+                "ledger %s could not delete records older than %s s", self.path, self.retain
+            )
+            return False
+
+    def _prune(self, conn: sqlite3.Connection, cutoff: float) -> bool:
+        """Delete one chunk of records older than ``cutoff``; return True if more remain.
+
+        A block whose records are all older goes whole; one that straddles the cutoff is
+        rewritten with its newer records only.
+        """
+        conn.execute("BEGIN")
+        more = False
+        blocks = conn.execute(
+            "SELECT block_id, run_id, last_time, entries FROM transition_blocks "
+            "WHERE first_time < ? LIMIT ?",
+            (cutoff, _PRUNE_BLOCKS),
+        ).fetchall()
+        more = len(blocks) == _PRUNE_BLOCKS
+        legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
+        for block_id, run_id, last_time, blob in blocks:
+            conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
+            logged_block = transition_block(blob)
+            _unindex_transition_block(conn, block_id, logged_block, legacy_index)
+            if last_time >= cutoff:
+                kept = [logged for logged in logged_block if logged[0][5] >= cutoff]
+                _insert_transition_block(
+                    conn,
+                    run_id,
+                    [entry for entry, _ in kept],
+                    [recommendations for _, recommendations in kept],
+                    block_id,
+                )
+        events_left = _prune_blocks(
+            conn,
+            "event_blocks",
+            ("first_time", "last_time"),
+            cutoff,
+            lambda row: _event_block_row(
+                row[1], row[2], [stored for stored in unpack_block(row[-1]) if stored[1] >= cutoff]
+            ),
+        )
+        executions_left = _prune_blocks(
+            conn,
+            "execution_blocks",
+            ("first_stop", "last_stop"),
+            cutoff,
+            lambda row: execution_block_row(
+                row[1], [kept for kept in block_executions(row[-1]) if kept[_STOP] >= cutoff]
+            ),
+        )
+        more = more or events_left or executions_left
+        for table, time_column in (
+            ("logs", "timestamp"),
+            ("executions", "stop"),  # rows written before version 7
+            ("failures", "timestamp"),
+        ):
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE id IN "
+                f"(SELECT id FROM {table} WHERE {time_column} < ? LIMIT ?)",
+                (cutoff, _PRUNE_CHUNK),
+            ).rowcount
+            more = more or deleted == _PRUNE_CHUNK
+        for table in SUMMARY_TABLES:  # the summaries of runs that ended before
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
+                "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
+                (cutoff, _PRUNE_CHUNK),
+            ).rowcount
+            more = more or deleted == _PRUNE_CHUNK
+        conn.execute("COMMIT")
+        return more
+
     def _warn_about_drops(self, force: bool = False) -> None:
         """At most once a second, say how many records were dropped since the last warning."""
         now = time.monotonic()
-        if self.dropped == self._dropped_reported:
+        if self._dropped == self._dropped_reported:
             return
         if not force and now - self._last_drop_warning < _DROP_WARNING_INTERVAL:
             return
-        newly = self.dropped - self._dropped_reported
-        self._dropped_reported = self.dropped
+        newly = self._dropped - self._dropped_reported
+        self._dropped_reported = self._dropped
         self._last_drop_warning = now
         logger.warning(
             "ledger %s dropped %d records: its write queue (%d items) was full, or a transition "
@@ -907,15 +845,6 @@ class Ledger:
                 conn.close()
         except sqlite3.DatabaseError as error:
             raise ledger_error(self.path, error, "cannot read the ledger") from error
-
-    def unindexed_bytes(self) -> int:
-        """Bytes of journal beside the file that its indexer has not committed yet: its
-        scheduler is running (the indexer lags under load), or died and the indexer with it
-        (the next scheduler start on the file indexes them)."""
-        if not journal_files(self.path):
-            return 0
-        with self._reading() as conn:
-            return pending_bytes(self.path, stored_position(conn))
 
     def runs(self) -> list[dict[str, Any]]:
         with self._reading() as conn:
@@ -1416,22 +1345,12 @@ class Ledger:
 _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback")
 
 
-def record_count(batch: Sequence[Sequence[Any]]) -> int:
-    """Records in queued or journaled items: a worker's shipment or what is new in a followed
-    log holds many transitions, a run's start or end none, others one."""
-    return sum(map(_records_in, batch))
+def _record_count(batch: list[tuple[Any, ...]]) -> int:
+    """Records in queued items: a worker's shipment holds many transitions, others one."""
+    return sum(len(item[3]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
 
 
-def _records_in(item: Sequence[Any]) -> int:
-    kind = item[0]
-    if kind == _TRANSITIONS:
-        return len(item[3])
-    if kind == FOLLOWED:
-        return len(item[2])
-    return kind not in (END_RUN, RUN_START)
-
-
-def insert_batch(
+def _insert(
     conn: sqlite3.Connection,
     batch: list[tuple[Any, ...]],
     followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
@@ -1473,8 +1392,8 @@ def insert_batch(
             _, run_id, fields = item
             failures.append((run_id, *fields))
         elif kind == _LOG:
-            _, run_id, fields = item
-            logs.append((run_id, *fields))
+            _, run_id, entry = item
+            logs.append((run_id, *entry.as_list()))
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
@@ -1493,20 +1412,15 @@ def insert_batch(
         "event_blocks",
         _EVENT_BLOCK_COLUMNS,
         [
-            _event_block_row(run_id, topic, chunk)
+            _event_block_row(run_id, topic, stored_events)
             for (run_id, topic), stored_events in events.items()
-            for chunk in _chunks(stored_events)
         ],
     )
     _insert_rows(
         conn,
         "execution_blocks",
         EXECUTION_BLOCK_COLUMNS,
-        [
-            execution_block_row(run_id, chunk)
-            for run_id, entries in executions.items()
-            for chunk in _chunks(entries)
-        ],
+        [execution_block_row(run_id, entries) for run_id, entries in executions.items()],
     )
     _insert_rows(conn, "logs", _LOG_ROW_COLUMNS, logs)
     _insert_rows(conn, "failures", ("run_id", *FAILURE_FIELDS), failures)
@@ -1515,16 +1429,6 @@ def insert_batch(
         tally = tallies.pop(run_id, None)
         if tally is not None:
             tally.write(conn, run_id)
-
-
-#: Events or executions per block at most: the indexer commits everything the journal holds in
-#: one transaction, and a block read (or lost to a damaged page) stays small.
-_RECORDS_PER_BLOCK = 2_000
-
-
-def _chunks(records: list[_T]) -> Iterator[list[_T]]:
-    for low in range(0, len(records), _RECORDS_PER_BLOCK):
-        yield records[low : low + _RECORDS_PER_BLOCK]
 
 
 _LOG_ROW_COLUMNS = (
@@ -1810,72 +1714,3 @@ def _next_free_seq(conn: sqlite3.Connection) -> int:
         "coalesce((SELECT max(first_seq) - 1 FROM runs), 0))"
     ).fetchone()
     return highest + 1
-
-
-def prune_chunk(conn: sqlite3.Connection, cutoff: float) -> bool:
-    """Delete one chunk of records older than ``cutoff``; return True if more remain.
-
-    A block whose records are all older goes whole; one that straddles the cutoff is
-    rewritten with its newer records only.
-    """
-    conn.execute("BEGIN")
-    more = False
-    blocks = conn.execute(
-        "SELECT block_id, run_id, last_time, entries FROM transition_blocks "
-        "WHERE first_time < ? LIMIT ?",
-        (cutoff, _PRUNE_BLOCKS),
-    ).fetchall()
-    more = len(blocks) == _PRUNE_BLOCKS
-    legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
-    for block_id, run_id, last_time, blob in blocks:
-        conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
-        logged_block = transition_block(blob)
-        _unindex_transition_block(conn, block_id, logged_block, legacy_index)
-        if last_time >= cutoff:
-            kept = [logged for logged in logged_block if logged[0][5] >= cutoff]
-            _insert_transition_block(
-                conn,
-                run_id,
-                [entry for entry, _ in kept],
-                [recommendations for _, recommendations in kept],
-                block_id,
-            )
-    events_left = _prune_blocks(
-        conn,
-        "event_blocks",
-        ("first_time", "last_time"),
-        cutoff,
-        lambda row: _event_block_row(
-            row[1], row[2], [stored for stored in unpack_block(row[-1]) if stored[1] >= cutoff]
-        ),
-    )
-    executions_left = _prune_blocks(
-        conn,
-        "execution_blocks",
-        ("first_stop", "last_stop"),
-        cutoff,
-        lambda row: execution_block_row(
-            row[1], [kept for kept in block_executions(row[-1]) if kept[_STOP] >= cutoff]
-        ),
-    )
-    more = more or events_left or executions_left
-    for table, time_column in (
-        ("logs", "timestamp"),
-        ("executions", "stop"),  # rows written before version 7
-        ("failures", "timestamp"),
-    ):
-        deleted = conn.execute(
-            f"DELETE FROM {table} WHERE id IN "
-            f"(SELECT id FROM {table} WHERE {time_column} < ? LIMIT ?)",
-            (cutoff, _PRUNE_CHUNK),
-        ).rowcount
-        more = more or deleted == _PRUNE_CHUNK
-    for table in SUMMARY_TABLES:  # the summaries of runs that ended before
-        deleted = conn.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
-            "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
-            (cutoff, _PRUNE_CHUNK),
-        ).rowcount
-        more = more or deleted == _PRUNE_CHUNK
-    conn.execute("COMMIT")
-    return more

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import storied.config
@@ -111,8 +110,7 @@ def test_cli_reads_a_ledger_with_no_cluster(tmp_path: Path) -> None:
 
 
 def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
-    """Everything finished more than a flush interval (0.2 s) before a SIGKILL is on disk (in
-    the journal, which the indexer indexes before it exits)."""
+    """Everything finished more than a flush interval (0.2 s) before a SIGKILL is on disk."""
     path = tmp_path / "ledger.db"
     address = f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "STORIED_AUTH_TOKEN": ""}
@@ -145,19 +143,9 @@ def test_sigkill_loses_at_most_the_last_batch(tmp_path: Path) -> None:
             future.result(timeout=10)
             finished.append((future.key, time.time()))
             i += 1
-        indexers = [
-            child
-            for child in psutil.Process(scheduler.pid).children()
-            if any("storied.record.indexer" in part for part in child.cmdline())
-        ]
-        assert len(indexers) == 1
         scheduler.send_signal(signal.SIGKILL)
         killed_at = time.time()
         scheduler.wait(10)
-        # the indexer indexes what the journal holds, then exits: it outlives its scheduler
-        # only by that
-        _, alive = psutil.wait_procs(indexers, timeout=60)
-        assert alive == []
     finally:
         for process in (scheduler, worker):
             if process.poll() is None:
