@@ -133,7 +133,7 @@ class SharedResults:
             self._private.discard(key)
             replaced = self._writing.pop(key, None), self._held.pop(key, None)
             self._writing[key] = write
-        self._drop(*replaced)
+        self._drop(*replaced, reuse=True)
         self._writer.put(partial(self._in_background, write))
 
     def _in_background(self, write: SegmentWrite) -> None:
@@ -264,23 +264,33 @@ class SharedResults:
         if self.record is not None:
             self.record(msg)
 
-    def _drop(self, write: SegmentWrite | None, held: tuple[Pickled, list[Segment]] | None) -> None:
+    def _drop(
+        self,
+        write: SegmentWrite | None,
+        held: tuple[Pickled, list[Segment]] | None,
+        reuse: bool,
+    ) -> None:
         if write is not None:
             segments.unlink(write.cancel())
             write.done_with_value()
-        if held is not None:
-            for segment in self.pool.give([(name, size) for _, name, size in held[1]]):
-                self._writer.put(partial(self.pool.map, segment))
+        if held is None:
+            return
+        if not reuse:
+            segments.unlink([name for _, name, _ in held[1]])
+            return
+        for segment in self.pool.give([(name, size) for _, name, size in held[1]]):
+            self._writer.put(partial(self.pool.map, segment))
 
-    def release(self, keys: Iterable[str]) -> None:
-        """Free the segments of ``keys`` (released, spilled or lost: pooled or unlinked),
-        stopping their writes."""
+    def release(self, keys: Iterable[str], reuse: bool = True) -> None:
+        """Free the segments of ``keys`` (released or lost: pooled or unlinked), stopping
+        their writes. ``reuse=False`` (a spill, which must free memory) unlinks them: pooled,
+        they would keep the memory the spill was for."""
         keys = list(keys)
         with self._lock:
             dropped = [(self._writing.pop(key, None), self._held.pop(key, None)) for key in keys]
             self._private.difference_update(keys)
         for write, held in dropped:
-            self._drop(write, held)
+            self._drop(write, held, reuse)
 
     def release_all(self) -> None:
         self.release(self.keys)

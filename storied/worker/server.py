@@ -366,7 +366,7 @@ class Worker:
         self.memory = MemoryManager(self, memory_limit, local_directory)
         #: results by key; with a memory limit, a ``SpillBuffer`` that spills them to disk
         self.data: MutableMapping[str, Any] = self.memory.data
-        self.memory.on_spill(lambda key, value: self.shared.release([key]))
+        self.memory.on_spill(lambda key, value: self.shared.release([key], reuse=False))
         #: bytes of task data fetched from peers and served to peers and clients
         self.transfers = TransferCounters()
         #: samples resource use for each heartbeat (None: ``worker.telemetry`` is off)

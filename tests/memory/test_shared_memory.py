@@ -31,7 +31,12 @@ def make_array(seed: int) -> np.ndarray:
 
 def held_in_segments(dask_worker: Worker) -> dict[str, int]:
     usage = dask_worker.memory.usage()
-    return {"held": dask_worker.shared.held_bytes, "rss": usage.rss, "shm": usage.shm}
+    return {
+        "held": dask_worker.shared.held_bytes,
+        "pooled": dask_worker.shared.pool.nbytes,
+        "rss": usage.rss,
+        "shm": usage.shm,
+    }
 
 
 def writes_under_way(dask_worker: Worker) -> int:
@@ -111,6 +116,9 @@ def test_results_in_shared_memory_make_the_worker_spill():
         assert held["spilled"] >= 1
         [shared] = client.run(held_in_segments).values()
         assert shared["held"] <= 200 * MB, "a spilled result's segments are let go"
+        # not into the pool, which would keep the memory the spill was for (it did, now and
+        # then, when the spill came after the pool was drained for it)
+        assert shared["pooled"] == 0
         assert [int(f.result(timeout=30)[0]) for f in futures] == [0, 1, 2]
 
 
