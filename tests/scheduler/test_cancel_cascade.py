@@ -3,26 +3,11 @@ nobody else wants, or with ``force`` all of them, for every client (pure state m
 
 from __future__ import annotations
 
-import pytest
-
 from storied.scheduler.state import FIRE_AND_FORGET, Effects, SchedulerState
 
 from .test_state import CLIENT, finish, freed_keys, spec, submit
 
 OTHER = "client-2"
-
-
-@pytest.fixture
-def one_worker(recorder) -> SchedulerState:
-    state = SchedulerState(recorder, allowed_failures=1)
-    state.add_worker("tcp://w1", "w1", 1, "add-w1")
-    return state
-
-
-@pytest.fixture
-def two_workers(one_worker: SchedulerState) -> SchedulerState:
-    one_worker.add_worker("tcp://w2", "w2", 1, "add-w2")
-    return one_worker
 
 
 def cancelled_keys_sent(effects: Effects, client: str) -> list[dict]:

@@ -60,23 +60,6 @@ def error_of(text: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def state(recorder) -> SchedulerState:
-    return SchedulerState(recorder, allowed_failures=1)
-
-
-@pytest.fixture
-def one_worker(state: SchedulerState) -> SchedulerState:
-    state.add_worker("tcp://w1", "w1", 1, "add-w1")
-    return state
-
-
-@pytest.fixture
-def two_workers(one_worker: SchedulerState) -> SchedulerState:
-    one_worker.add_worker("tcp://w2", "w2", 1, "add-w2")
-    return one_worker
-
-
 def test_one_task_tells_the_seed_story(one_worker, recorder):
     effects = submit(one_worker, spec("inc-1"), stimulus_id="graph")
     [msg] = effects.workers["tcp://w1"]
