@@ -222,14 +222,22 @@ def test_a_worker_killed_with_pooled_segments_leaves_none(client):
     poll(lambda: len(client.scheduler_info()["workers"]) == 2, timeout=30, what="restarted")
 
 
-def test_a_closed_worker_leaves_no_pooled_segment():
-    settings = {"worker.shared-memory": True, "worker.shared-memory-pool": POOL_BOUND}
+@contextlib.contextmanager
+def one_worker_pooling(pool_bound: int) -> Iterator[tuple[Client, str, dict[str, Any]]]:
+    """A client of a fresh one-worker cluster with shared memory on and this pool bound: the
+    client, the worker's address and its info."""
+    settings = {"worker.shared-memory": True, "worker.shared-memory-pool": pool_bound}
     with (
         config.set(settings),
         LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1") as cluster,
         Client(cluster) as client,
     ):
         [(address, info)] = client.scheduler_info()["workers"].items()
+        yield client, address, info
+
+
+def test_a_closed_worker_leaves_no_pooled_segment():
+    with one_worker_pooling(POOL_BOUND) as (client, address, info):
         made = make_and_share(client, address, 4 * MB)
         del made
         wait_pooled(client, address, 1)
@@ -238,13 +246,7 @@ def test_a_closed_worker_leaves_no_pooled_segment():
 
 
 def test_with_no_pool_a_released_result_is_unlinked():
-    settings = {"worker.shared-memory": True, "worker.shared-memory-pool": 0}
-    with (
-        config.set(settings),
-        LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1") as cluster,
-        Client(cluster) as client,
-    ):
-        [(address, info)] = client.scheduler_info()["workers"].items()
+    with one_worker_pooling(0) as (client, address, info):
         made = make_and_share(client, address, 4 * MB)
         assert held_segments_of(info["pid"])
 
