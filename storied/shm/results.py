@@ -31,7 +31,7 @@ from storied import config
 from storied.comm import ConnectionPool
 from storied.protocol.serialize import Pickled, dumps_data, pickle_loads
 from storied.shm import segments
-from storied.shm.pool import SegmentPool
+from storied.shm.pool import PooledSegment, SegmentPool
 from storied.shm.writer import BackgroundWriter, SegmentWrite
 
 logger = logging.getLogger("storied.worker")
@@ -85,6 +85,8 @@ class SharedResults:
         self.on_written = on_written
         self.record = record
         self._held: dict[str, tuple[Pickled, list[Segment]]] = {}
+        #: name -> the pooled segment a held result was copied into, with its write mapping
+        self._written: dict[str, PooledSegment] = {}
         self._writing: dict[str, SegmentWrite] = {}
         #: keys whose results stay in private memory (nothing to share, no room)
         self._private: set[str] = set()
@@ -221,10 +223,12 @@ class SharedResults:
             if current:
                 del self._writing[write.key]
                 self._held[write.key] = (shared, held)
+                self._written.update({write.names[i]: s for i, s in write.reused.items()})
         private = write.value
         write.done_with_value()
         write.finished.set()
         if not current:  # released meanwhile
+            write.close_reused()
             segments.unlink(list(write.names.values()))
             return
         if self.on_written is not None:
@@ -249,6 +253,7 @@ class SharedResults:
             return  # finished by another thread, or released (its segments unlinked then)
         segments.unlink(write.cancel())
         write.done_with_value()
+        write.close_reused()
         if exc is not None:
             # once at WARNING: a full /dev/shm (64 MiB in a container, say) would repeat it
             logger.log(
@@ -273,12 +278,18 @@ class SharedResults:
         if write is not None:
             segments.unlink(write.cancel())
             write.done_with_value()
+            write.close_reused()
         if held is None:
             return
+        with self._lock:
+            written = {name: s for _, name, _ in held[1] if (s := self._written.pop(name, None))}
         if not reuse:
+            for segment in written.values():
+                segment.close()
             segments.unlink([name for _, name, _ in held[1]])
             return
-        for segment in self.pool.give([(name, size) for _, name, size in held[1]]):
+        names_and_sizes = [(name, size) for _, name, size in held[1]]
+        for segment in self.pool.give(names_and_sizes, written):
             self._writer.put(partial(self.pool.map, segment))
 
     def release(self, keys: Iterable[str], reuse: bool = True) -> None:

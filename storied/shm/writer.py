@@ -111,8 +111,7 @@ class SegmentWrite:
                             segments.create_segment(name)
                         created.append(name)
                 except BaseException:
-                    self._close_reused()
-                    self.reused = {}
+                    self.close_reused()
                     segments.unlink(created)
                     raise
                 self._created = True
@@ -123,11 +122,12 @@ class SegmentWrite:
         """The bytes of this write that went into pooled segments."""
         return sum(self.sizes[index] for index in self.reused)
 
-    def _close_reused(self) -> None:
-        """Drop the pooled segments' descriptors and mappings (``reused`` still says which
-        buffers went into pooled segments)."""
+    def close_reused(self) -> None:
+        """Drop the pooled segments' descriptors and mappings: the write is over without
+        segments to hold."""
         for segment in self.reused.values():
             segment.close()
+        self.reused = {}
 
     def cancel(self) -> list[str]:
         """Stop the write; the segments to unlink (created so far)."""
@@ -190,10 +190,11 @@ class SegmentWrite:
         return last
 
     def done_with_value(self) -> None:
-        """Drop this write's hold on the private copy (the worker holds it, or no longer)."""
+        """Drop this write's hold on the private copy (the worker holds it, or no longer);
+        the pooled segments' mappings stay in ``reused``, for the result's holder to give back
+        to the pool (or ``close_reused``)."""
         with self._lock:
             self.value = self.pickled = self._views = None
-            self._close_reused()
 
 
 class BackgroundWriter:
