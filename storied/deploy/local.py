@@ -21,6 +21,7 @@ from storied.loop import LoopThread
 from storied.nanny import lifeline
 from storied.resources import parse_resources
 from storied.scheduler.server import Scheduler
+from storied.shm import nontemporal
 from storied.worker.memory import parse_memory_limit
 from storied.worker.server import Worker
 
@@ -71,7 +72,9 @@ class WorkerProcess:
             command.append("--insecure")
         if resources:
             command += ["--resources", ",".join(f"{k}={v!r}" for k, v in resources.items())]
-        env = lifeline.environ_with_parent(config.environ_for_subprocess())
+        env = nontemporal.worker_environ(
+            lifeline.environ_with_parent(config.environ_for_subprocess())
+        )
         if log_level is not None:
             env[SILENCE_ENV_VAR] = str(log_level)
         if security.token:

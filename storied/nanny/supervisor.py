@@ -25,7 +25,7 @@ from storied.comm.stream import Stream
 from storied.nanny import lifeline
 from storied.nanny.memory import MEMORY_RESTART_TOPICS, MemoryWatch
 from storied.record import pack_event
-from storied.shm import segments
+from storied.shm import nontemporal, segments
 
 logger = logging.getLogger("storied.nanny")
 
@@ -78,7 +78,7 @@ class Nanny:
         self.worker_command = worker_command
         self.name = name
         self.security = security or Security()
-        self.env = dict(os.environ if env is None else env)
+        self.env = nontemporal.worker_environ(dict(os.environ if env is None else env))
         self.id = f"Nanny-{uuid.uuid4()}"
         nanny_config = config.get("nanny")
         self.restart_backoff = config.parse_timedelta(nanny_config["restart-backoff"]) or 0.0

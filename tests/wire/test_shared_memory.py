@@ -15,7 +15,8 @@ import pytest
 from engine.helpers import poll
 
 from storied import Client, LocalCluster, config
-from storied.shm import segments
+from storied.shm import nontemporal, segments
+from storied.shm.writer import CHUNK
 from tests.engine.helpers import write_segment
 from tests.wire.shm_helpers import (
     MB,
@@ -216,6 +217,35 @@ def test_the_nanny_removes_the_segments_of_its_dead_worker(tcp_client):
 
     poll(lambda: not segments_of(pid), timeout=15, what="the nanny removed the segment")
     poll(lambda: len(tcp_client.scheduler_info()["workers"]) == 2, timeout=30, what="restarted")
+
+
+def start_environ(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` started with (what glibc read its tunables from)."""
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        pairs = [entry.split(b"=", 1) for entry in file.read().split(b"\0") if b"=" in entry]
+    return {name.decode(): value.decode() for name, value in pairs}
+
+
+def test_workers_with_shared_memory_start_with_non_temporal_copies(shm_client, tcp_client):
+    (_, shm_pid), _ = two_workers(shm_client)
+    (_, tcp_pid), _ = two_workers(tcp_client)
+
+    setting = f"{nontemporal.THRESHOLD_TUNABLE}={CHUNK:#x}"
+    assert setting in start_environ(shm_pid).get(nontemporal.TUNABLES_ENV_VAR, "")
+    assert nontemporal.THRESHOLD_TUNABLE not in start_environ(tcp_pid).get(
+        nontemporal.TUNABLES_ENV_VAR, ""
+    )
+
+
+def test_a_glibc_tunable_set_already_is_kept_and_others_are_added_to():
+    tunables = nontemporal.TUNABLES_ENV_VAR
+    with config.set({"worker.shared-memory": True}):
+        mine = {tunables: f"{nontemporal.THRESHOLD_TUNABLE}=0x10000000"}
+        assert nontemporal.worker_environ(mine) == mine
+        other = nontemporal.worker_environ({tunables: "glibc.malloc.arena_max=2"})
+        assert other[tunables] == (
+            f"glibc.malloc.arena_max=2:{nontemporal.THRESHOLD_TUNABLE}={CHUNK:#x}"
+        )
 
 
 def test_a_segment_maps_copy_on_write(tmp_path):
