@@ -277,6 +277,12 @@ def test_a_closed_worker_leaves_no_pooled_segment():
         del made
         wait_pooled(client, address, 1)
         assert pooled_segments_of(info["pid"])
+        # and one held in a segment taken from the pool, with its write mapping
+        again = make_and_share(client, address, 4 * MB)
+        fresh = make_and_share(client, address, 4 * MB)
+        assert [e["reused"] for e in shared_events(client, again.key)] == [4 * MB]
+        assert [e["reused"] for e in shared_events(client, fresh.key)] == [0]
+        assert len(held_segments_of(info["pid"])) == 2
     assert not segments_of(info["pid"])
 
 
@@ -288,6 +294,61 @@ def test_with_no_pool_a_released_result_is_unlinked():
         del made
 
         poll(lambda: not segments_of(info["pid"]), timeout=10, what="segments unlinked")
+
+
+def segments_in_use_by(pid: int) -> set[str]:
+    """The segments process ``pid`` has open or mapped, unlinked ones too."""
+    used = set()
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                used.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/maps") as maps:
+        used.update(line.split(None, 5)[-1].strip() for line in maps if segments.PREFIX in line)
+    return {
+        os.path.basename(path.removesuffix(" (deleted)"))
+        for path in used
+        if os.path.basename(path).startswith(segments.PREFIX)
+    }
+
+
+def test_a_spilled_result_in_a_reused_segment_lets_go_of_its_write_mapping():
+    """A result copied into a pooled segment keeps that segment's descriptor and mapping; a
+    spill unlinks the segment and must close them too, or the worker would hold the memory."""
+    settings = {
+        "worker.shared-memory": True,
+        "worker.shared-memory-pool": POOL_BOUND,
+        "worker.memory.spill": False,
+        "worker.memory.pause": False,
+        "worker.memory.terminate": False,
+    }
+    with (
+        config.set(settings),
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", memory_limit="50MB"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        [(address, info)] = client.scheduler_info()["workers"].items()
+        made = make_and_share(client, address, 20 * MB)
+        del made
+        wait_pooled(client, address, 1)
+        again = make_and_share(client, address, 20 * MB)
+        [event] = shared_events(client, again.key)
+        assert event["reused"] == 20 * MB
+        [segment] = held_segments_of(info["pid"])
+        assert segment in segments_in_use_by(info["pid"])
+
+        # past the target (60% of 50 MB), the least recently used result goes to disk
+        later = client.map(make_array, [20 * MB, 20 * MB], pure=False)
+        client.gather(client.map(checksum, later))
+
+        poll(
+            lambda: segment not in segments_in_use_by(info["pid"]),
+            what="the spilled segment closed and unmapped",
+        )
+        assert segment not in segments_of(info["pid"])
+        assert client.submit(checksum, again).result(timeout=30) == checksum(make_array(20 * MB))
 
 
 def test_a_pooled_segment_is_taken_only_by_its_sole_holder(tmp_path):
