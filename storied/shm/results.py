@@ -31,7 +31,7 @@ from storied import config
 from storied.comm import ConnectionPool
 from storied.protocol.serialize import Pickled, dumps_data, pickle_loads
 from storied.shm import segments
-from storied.shm.pool import PooledSegment, SegmentPool
+from storied.shm.pool import MAX_SEGMENTS, PooledSegment, SegmentPool
 from storied.shm.writer import BackgroundWriter, SegmentWrite
 
 logger = logging.getLogger("storied.worker")
@@ -218,17 +218,22 @@ class SharedResults:
         shared = Pickled(write.pickled.header, buffers)
         rebuilt = pickle_loads(shared)
         held = [(index, name, write.sizes[index]) for index, name in write.names.items()]
+        reused = write.reused_bytes
         with self._lock:
             current = self._writing.get(write.key) is write
+            # each kept mapping holds a descriptor: as many as the pool may hold, no more
+            keep = len(self._written) + len(write.reused) <= MAX_SEGMENTS
             if current:
                 del self._writing[write.key]
                 self._held[write.key] = (shared, held)
-                self._written.update({write.names[i]: s for i, s in write.reused.items()})
+                if keep:
+                    self._written.update({write.names[i]: s for i, s in write.reused.items()})
         private = write.value
         write.done_with_value()
         write.finished.set()
-        if not current:  # released meanwhile
+        if not (current and keep):
             write.close_reused()
+        if not current:  # released meanwhile
             segments.unlink(list(write.names.values()))
             return
         if self.on_written is not None:
@@ -237,7 +242,7 @@ class SharedResults:
             action="shared",
             key=write.key,
             nbytes=write.nbytes,
-            reused=write.reused_bytes,
+            reused=reused,
             seconds=time.monotonic() - write.started,
             by=write.started_by,
         )

@@ -159,6 +159,41 @@ def test_a_reused_segment_goes_back_to_the_pool_with_its_write_mapping(client):
     assert client.run(pooled_mapping_is_the_remembered_one, workers=[first])[first]
 
 
+def keep_write_mappings(most: int, dask_worker: Any) -> int:
+    """Set how many write mappings the worker keeps; the number it held before."""
+    from storied.shm import results
+
+    before, results.MAX_SEGMENTS = results.MAX_SEGMENTS, most
+    return before
+
+
+def test_the_write_mappings_kept_are_bounded_as_the_pool_is(client):
+    """Each kept mapping holds a descriptor: past the pool's number of segments, a result
+    copied into a pooled segment lets its mapping go, as before, and the pool maps the segment
+    again when it comes back."""
+    (first, _), (second, _) = two_workers(client)
+    made = [make_and_share(client, first, 4 * MB) for _ in range(2)]
+    del made
+    wait_pooled(client, first, 2)
+    before = client.run(keep_write_mappings, 1, workers=[first])[first]
+    try:
+        again = [make_and_share(client, first, 4 * MB) for _ in range(2)]
+        assert [e["reused"] for f in again for e in shared_events(client, f.key)] == [4 * MB] * 2
+        kept = client.run(lambda dask_worker: len(dask_worker.shared._written), workers=[first])
+        assert kept == {first: 1}
+        checks = client.map(checksum, again, workers=[second], pure=False)
+        assert client.gather(checks) == [checksum(make_array(4 * MB))] * 2
+        del again, checks
+        wait_pooled(client, first, 2)
+    finally:
+        client.run(keep_write_mappings, before, workers=[first])
+
+    def mapped(dask_worker: Any) -> list[bool]:
+        return [segment.mapping is not None for segment in dask_worker.shared.pool._segments]
+
+    poll(lambda: client.run(mapped, workers=[first])[first] == [True, True], what="both mapped")
+
+
 def test_a_segment_a_reader_still_maps_is_not_written_again(client):
     """The client holds a gathered result (mapped copy-on-write): its segment, released by
     the worker, must not take the next result, whose bytes the client would see."""
