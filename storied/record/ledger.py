@@ -1423,6 +1423,7 @@ def _insert(
         tally = tallies.get(run_id)
         if tally is not None and entries[0][6] == "scheduler":
             tally.add_scheduler_transitions(columns[1], columns[3])
+        _let_the_loop_run()
     blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1508,6 +1509,7 @@ class _TransitionBlocks:
             block = [column[low:high] for column in columns]
             self.rows.append(_transition_block_row(run_id, block, recommendations[low:high]))
             self.names.append(_names_of(block, recommendations[low:high]))
+            _let_the_loop_run()
 
     def add_shipment(self, run_id: int, where: str, first_seq: int, shipment: Shipment) -> None:
         """A block of a worker's shipment, its bytes and names as the worker packed them."""
@@ -1523,6 +1525,19 @@ class _TransitionBlocks:
         _insert_rows(
             conn, "block_names", ("rowid", "names"), list(zip(ids, self.names, strict=True))
         )
+
+
+def _let_the_loop_run() -> None:
+    """Hand the GIL to a thread waiting for it (the scheduler's event loop), between steps
+    of a batch that run Python code.
+
+    Without it, the loop waits for the writer to release the GIL on its own: up to the
+    interpreter's switch interval (5 ms) each time, while the writer packs a batch's
+    blocks. A handover costs the writer a wait for the GIL to come back, on a thread that
+    has the whole flush interval to write its batch; a loop that answers workers later costs
+    the whole cluster throughput.
+    """
+    time.sleep(0)
 
 
 def _transition_block_row(
