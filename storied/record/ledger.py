@@ -655,7 +655,9 @@ class Ledger:
         if batch or transitions:
             try:
                 conn.execute("BEGIN")
-                _insert(conn, batch, transitions, self._tallies)
+                # a flush waits for this batch: write it without handing the GIL over
+                hand_over = not flushed and not self._stopping
+                _insert(conn, batch, transitions, self._tallies, hand_over)
                 conn.execute("COMMIT")
                 self._forget_large_tallies()
                 self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
@@ -1370,11 +1372,13 @@ def _insert(
     batch: list[tuple[Any, ...]],
     followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
     tallies: dict[int, RunTally] | None = None,
+    hand_over: bool = True,
 ) -> None:
     """Encode queued items and the ``(run_id, entries, recommendations)`` read from followed
     logs, and insert them: transitions and events as blocks, the rest as rows. The scheduler's
     transitions are added to their run's tally in ``tallies``, and a run that ends has its
-    summary stored.
+    summary stored. With ``hand_over``, the GIL is handed to a waiting thread between the
+    blocks packed (``_let_the_loop_run``); not while someone waits for a flush.
 
     Every table gets one multi-row INSERT per batch (a few for thousands of rows), not a
     statement per row: SQLite runs each step without the GIL, and a thread that gives the GIL
@@ -1388,7 +1392,7 @@ def _insert(
     logs: list[tuple[Any, ...]] = []
     failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
-    blocks = _TransitionBlocks()
+    blocks = _TransitionBlocks(hand_over)
     for item in batch:
         kind = item[0]
         if kind == _SHIPMENT:
@@ -1423,7 +1427,8 @@ def _insert(
         tally = tallies.get(run_id)
         if tally is not None and entries[0][6] == "scheduler":
             tally.add_scheduler_transitions(columns[1], columns[3])
-        _let_the_loop_run()
+        if hand_over:
+            _let_the_loop_run()
     blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1495,9 +1500,10 @@ def _insert_rows(
 class _TransitionBlocks:
     """The transition blocks of one batch, and their name index rows, inserted together."""
 
-    def __init__(self) -> None:
+    def __init__(self, hand_over: bool = True) -> None:
         self.rows: list[tuple[Any, ...]] = []
         self.names: list[str] = []
+        self.hand_over = hand_over
 
     def add(
         self, run_id: int, columns: Sequence[Sequence[Any]], recommendations: list[dict[str, str]]
@@ -1509,7 +1515,8 @@ class _TransitionBlocks:
             block = [column[low:high] for column in columns]
             self.rows.append(_transition_block_row(run_id, block, recommendations[low:high]))
             self.names.append(_names_of(block, recommendations[low:high]))
-            _let_the_loop_run()
+            if self.hand_over:
+                _let_the_loop_run()
 
     def add_shipment(self, run_id: int, where: str, first_seq: int, shipment: Shipment) -> None:
         """A block of a worker's shipment, its bytes and names as the worker packed them."""
@@ -1534,8 +1541,8 @@ def _let_the_loop_run() -> None:
     Without it, the loop waits for the writer to release the GIL on its own: up to the
     interpreter's switch interval (5 ms) each time, while the writer packs a batch's
     blocks. A handover costs the writer a wait for the GIL to come back, on a thread that
-    has the whole flush interval to write its batch; a loop that answers workers later costs
-    the whole cluster throughput.
+    has the whole flush interval to write its batch (not when a flush is waiting for it: then
+    it keeps the GIL); a loop that answers workers later costs the whole cluster throughput.
     """
     time.sleep(0)
 

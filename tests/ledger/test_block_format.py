@@ -237,7 +237,8 @@ def test_retention_rewrites_a_shipped_block_and_keeps_the_name_index_sound(tmp_p
 
 def test_the_writer_hands_the_gil_over_between_the_blocks_it_packs(tmp_path, monkeypatch):
     """Packing blocks is Python holding the GIL: between blocks the writer lets a waiting
-    thread (the scheduler's loop) run, rather than making it wait out the switch interval."""
+    thread (the scheduler's loop) run, rather than making it wait out the switch interval;
+    not for a batch a flush waits for."""
     handovers = []
     monkeypatch.setattr(ledger_module, "_let_the_loop_run", lambda: handovers.append(1))
     log = TransitionLog(10_000)
@@ -248,4 +249,8 @@ def test_the_writer_hands_the_gil_over_between_the_blocks_it_packs(tmp_path, mon
         create_or_check_schema(conn)
         ledger_module._insert(conn, [], [(1, entries, recommendations)])
         assert conn.execute("SELECT count(*) FROM transition_blocks").fetchone() == (4,)
-    assert len(handovers) >= 4
+        assert len(handovers) >= 4
+        handovers.clear()  # a flush waits for this batch: it keeps the GIL
+        ledger_module._insert(conn, [], [(1, entries, recommendations)], hand_over=False)
+        assert conn.execute("SELECT count(*) FROM transition_blocks").fetchone() == (8,)
+    assert handovers == []
