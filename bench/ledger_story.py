@@ -3,13 +3,16 @@
 Builds a ledger of ``--n`` transitions in /tmp through the normal write path (Ledger's queue and
 writer thread), then times ``Ledger.story`` for random keys and stimulus ids, each call opening
 its own read connection as the CLI does. Building 10,000,000 transitions takes several minutes.
+With ``--shipped N``, a worker also ships N transitions of each task, packed as workers ship
+them (``storied.record.shipments``), so lookups read shipped blocks beside the scheduler's.
 
-    .venv/bin/python bench/ledger_story.py --n 10000000
+    .venv/bin/python bench/ledger_story.py --n 10000000 [--shipped 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import tempfile
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 from storied.record.ledger import Ledger
+from storied.record.shipments import checked_shipment, pack_shipment
 from storied.record.transitions import TransitionLog
 
 # The life of one task: (start, finish, recommends the next task?)
@@ -29,11 +33,18 @@ LIFE = [
 ]
 
 
-def build(path: Path, n: int) -> float:
+#: What a worker ships of one task, at most: (start, finish) of its transitions
+WORKER_LIFE = [("waiting", "ready"), ("ready", "executing"), ("executing", "memory")]
+SHIPMENT_ROWS = 500
+
+
+def build(path: Path, n: int, shipped: int) -> float:
     ledger = Ledger(path)
     run_id = ledger.start_run({"bench": "ledger_story", "n": n})
-    log = TransitionLog(100_000, seq=iter(range(ledger.first_seq(run_id), 2**62)))
+    seqs = itertools.count(ledger.first_seq(run_id))
+    log = TransitionLog(100_000, seq=seqs)
     ledger.follow(run_id, log)
+    rows: list[tuple[str, str, str, dict[str, str], str, float]] = []
     started = time.perf_counter()
     timestamp = time.time()
     for number in range(n):
@@ -42,6 +53,20 @@ def build(path: Path, n: int) -> float:
         key = f"task-{task:09d}"
         recommendations = {f"task-{task + 1:09d}": "waiting"} if recommends else {}
         log.append(key, start, finish, recommendations, f"stim-{task}-{step}", timestamp=timestamp)
+        if step == 2:  # the worker's part of the task, shipped in bulk as a worker does
+            rows += [
+                (key, before, after, {}, f"stim-{task}-2", timestamp)
+                for before, after in WORKER_LIFE[:shipped]
+            ]
+            if len(rows) >= SHIPMENT_ROWS:
+                shipment = checked_shipment(
+                    pack_shipment([list(c) for c in zip(*rows, strict=True)])
+                )
+                first_seq = next(seqs)
+                for _ in range(shipment.count - 1):
+                    next(seqs)
+                ledger.put_shipment(run_id, "tcp://w:1", first_seq, shipment)
+                rows = []
         if number % 50_000 == 49_999:  # this loop logs far faster than a scheduler would
             ledger.flush(timeout=600)
         if number % 1_000_000 == 999_999:
@@ -65,12 +90,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="transitions to write")
     parser.add_argument("--lookups", type=int, default=200)
+    parser.add_argument(
+        "--shipped",
+        type=int,
+        default=0,
+        choices=range(len(WORKER_LIFE) + 1),
+        help="transitions a worker ships per task",
+    )
     parser.add_argument("--path", type=Path, help="ledger file (default: a new one in /tmp)")
     args = parser.parse_args()
     path = args.path or Path(tempfile.mkdtemp(prefix="storied-bench-")) / "ledger.db"
     if not path.exists():
         print(f"building {args.n:,} transitions in {path}")
-        seconds = build(path, args.n)
+        seconds = build(path, args.n, args.shipped)
         print(f"built in {seconds:.1f} s ({args.n / seconds:,.0f} transitions/s)")
     size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
     print(f"file size: {size:,.0f} MiB")

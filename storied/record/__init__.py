@@ -14,9 +14,9 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
-from itertools import chain, islice, repeat
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -35,6 +35,7 @@ from storied.record.failures import explain_story
 from storied.record.ledger import Ledger, LedgerError
 from storied.record.ledgerset import LedgerSet
 from storied.record.logcapture import LogCapture, LogRecordEntry, newer_than
+from storied.record.shipments import Shipment, checked_shipment
 from storied.record.trace import chrome_trace
 from storied.record.transitions import (
     TransitionEntry,
@@ -83,35 +84,6 @@ def _merge(disk: Iterable[_R], memory: Iterable[_R]) -> list[_R]:
     return [unique[seq] for seq in sorted(unique)]
 
 
-#: What a worker ships its transitions as: one list per field, in this order.
-SHIPPED_COLUMNS = ("keys", "starts", "finishes", "recommendations", "stimulus_ids", "timestamps")
-
-
-def _checked_columns(columns: Any) -> list[list[Any]]:
-    """Shipped transition columns, checked in bulk (no Python code per transition).
-
-    Raises ``ValueError`` saying what is wrong: the columns come from another process.
-    """
-    if not isinstance(columns, list | tuple) or len(columns) != len(SHIPPED_COLUMNS):
-        raise ValueError(f"expected the {len(SHIPPED_COLUMNS)} columns {SHIPPED_COLUMNS}")
-    if not all(isinstance(column, list) for column in columns):
-        raise ValueError("every column must be a list")
-    keys, starts, finishes, recommendations, stimulus_ids, timestamps = columns
-    if len(set(map(len, columns))) > 1:
-        raise ValueError("the columns differ in length")
-    if not set(map(type, chain(keys, starts, finishes, stimulus_ids))) <= {str}:
-        raise ValueError("keys, states and stimulus ids must be str")
-    if not set(map(type, timestamps)) <= {float, int}:
-        raise ValueError("timestamps must be numbers")
-    if not set(map(type, recommendations)) <= {dict}:
-        raise ValueError("recommendations must be dicts")
-    named = chain.from_iterable(recommendations)
-    recommended = chain.from_iterable(map(dict.values, recommendations))
-    if not set(map(type, chain(named, recommended))) <= {str}:
-        raise ValueError("recommendations must map str to str")
-    return list(columns)
-
-
 class NoRecord:
     """A recorder that keeps nothing: for measuring what recording transitions costs."""
 
@@ -152,7 +124,7 @@ class Record:
         self.run_id: int | None = None
         self._ledger = ledger
         first_seq = 1
-        self._put_shipment: Callable[[str, int, list[list[Any]]], None] | None = None
+        self._put_shipment: Callable[[str, int, Shipment], None] | None = None
         self._put_event: Callable[[str, StoredEvent], None] | None = None
         self._put_execution: Callable[..., None] | None = None
         self._put_failure: Callable[[dict[str, Any]], None] | None = None
@@ -196,22 +168,24 @@ class Record:
 
     # ------------------------------------------------------------------ write side
 
-    def worker_transitions(self, where: str, columns: Sequence[list[Any]]) -> int:
-        """Keep transitions that worker ``where`` shipped, as ``SHIPPED_COLUMNS``; return how many.
+    def worker_transitions(self, where: str, shipped: Any) -> int:
+        """Keep transitions that worker ``where`` shipped, packed as
+        ``storied.record.shipments.pack_shipment`` packs them; return how many.
 
         Workers ship only to a scheduler with a ledger, so their history outlives them; it goes
-        to the ledger alone (stories read it back from there), in bulk, with no Python code
-        run per transition. A malformed shipment raises ``ValueError`` and nothing of it is
-        kept. Without a ledger this keeps nothing.
+        to the ledger alone (stories read it back from there) as it came: the transitions are
+        not unpacked here, only the message's fields are checked (a malformed one raises
+        ``ValueError`` and nothing of it is kept; malformed transitions inside are found and
+        skipped where they are read). Without a ledger this keeps nothing.
         """
-        checked = _checked_columns(columns)
-        keys = checked[0]
-        if self._put_shipment is None or not keys:
+        shipment = checked_shipment(shipped)
+        count = shipment.count
+        if self._put_shipment is None or not count:
             return 0
         first_seq = next(self._seq)
-        deque(islice(self._seq, len(keys) - 1), maxlen=0)  # the shipment's seqs, taken in C
-        self._put_shipment(where, first_seq, checked)
-        return len(keys)
+        deque(islice(self._seq, count - 1), maxlen=0)  # the shipment's seqs, taken in C
+        self._put_shipment(where, first_seq, shipment)
+        return count
 
     def event(
         self, topics: list[str], msg: Any, source: str, timestamp: float | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import Any
 
 import lz4.block
@@ -33,6 +35,22 @@ def block_bytes(blob: bytes) -> bytes:
 #: the first byte of a compressed block; a plain msgpack block (an array) never starts with
 #: one in 0x00-0x7f (a positive fixint)
 _LZ4_TAG = b"L"
+
+
+#: What separates the names of a block in its ``block_names`` row (see ``storied.record.ledger``).
+NAME_SEPARATOR = "\x1f"
+
+
+def names_text(
+    keys: Iterable[str], stimulus_ids: Iterable[str], recommendations: Iterable[Mapping[str, str]]
+) -> str:
+    """The ``block_names`` text of a block's transitions: every key and stimulus id they name,
+    once. A key recurs several times in a block (its own entries, recommendations, stimulus
+    ids shared by many): a set drops the repeats in C for less than the index's tokenizer
+    spent on them, and faster than joining them all. The order does not matter, not even to
+    take the block out of the index again (which indexes its names once more, as a deletion):
+    the index keeps no positions (``detail=none``)."""
+    return NAME_SEPARATOR.join(set(chain(keys, stimulus_ids, chain.from_iterable(recommendations))))
 
 
 def tables_named(conn: sqlite3.Connection, *names: str) -> set[str]:

@@ -43,7 +43,14 @@ from zlib import crc32
 import msgpack
 
 from storied.loglevels import parse_level
-from storied.record.blocks import block_bytes, pack_block, tables_named, unpack_block
+from storied.record.blocks import (
+    NAME_SEPARATOR,
+    block_bytes,
+    names_text,
+    pack_block,
+    tables_named,
+    unpack_block,
+)
 from storied.record.errors import LedgerError
 from storied.record.events import EventRecord, StoredEvent, record_of
 from storied.record.executions import (
@@ -57,6 +64,12 @@ from storied.record.executions import (
 )
 from storied.record.integrity import check_quickly, ledger_error, open_for_reading
 from storied.record.logcapture import LogRecordEntry
+from storied.record.shipments import (
+    MalformedShipmentError,
+    Shipment,
+    shipped_block,
+    shipped_columns,
+)
 from storied.record.summary import (
     LET_GO,
     SUMMARY_MAX_TASKS,
@@ -72,21 +85,19 @@ from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: Versions this storied reads: 4 is 5 without the run summaries (``storied.record.summary``);
 #: 5 is 6 with blocks indexed by CRC-32 tokens of their names (``transition_names``) instead of
 #: the names themselves (``block_names``); 6 is 7 with executions as rows only, no
-#: ``execution_blocks`` (``storied.record.executions``). Writing to any adds what it lacks
-#: (what it holds stays where it is) and makes it version 7.
-READABLE_SCHEMA_VERSIONS = (4, 5, 6, 7)
+#: ``execution_blocks`` (``storied.record.executions``); 7 is 8 without blocks that hold a
+#: worker's shipment as it came (``storied.record.shipments``). Writing to any adds what it
+#: lacks (what it holds stays where it is) and makes it version 8.
+READABLE_SCHEMA_VERSIONS = (4, 5, 6, 7, 8)
 
-#: What separates the names of a block in its ``block_names`` row. Every other ASCII
-#: character but NUL is part of a name's token (non-ASCII ones are, by the ascii tokenizer's
-#: default), so a name is one token, case folded, unless it holds NUL or this separator.
-_NAME_SEPARATOR = "\x1f"
-_NAME_CHARS = "".join(
-    c for c in map(chr, range(1, 128)) if not c.isalnum() and c != _NAME_SEPARATOR
-)
+#: Every ASCII character but NUL and ``NAME_SEPARATOR`` is part of a name's token (non-ASCII
+#: ones are, by the ascii tokenizer's default), so a name is one token, case folded, unless it
+#: holds NUL or the separator.
+_NAME_CHARS = "".join(c for c in map(chr, range(1, 128)) if not c.isalnum() and c != NAME_SEPARATOR)
 
 
 def _sql_quoted(text: str) -> str:
@@ -95,7 +106,7 @@ def _sql_quoted(text: str) -> str:
 
 
 _NAME_TOKENIZER = (
-    f"ascii separators {_sql_quoted(_NAME_SEPARATOR)} tokenchars {_sql_quoted(_NAME_CHARS)}"
+    f"ascii separators {_sql_quoted(NAME_SEPARATOR)} tokenchars {_sql_quoted(_NAME_CHARS)}"
 )
 #: The name index: SQLite's own tokenizer splits a block's names, with the GIL released,
 #: where hashing them in Python held it (the writer's largest share of the scheduler's GIL).
@@ -226,7 +237,7 @@ _PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
 # Queue item kinds; items are tuples whose first element is one of these.
-_TRANSITIONS, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
+_TRANSITIONS, _SHIPMENT, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(8)
 
 _key_and_finish = itemgetter(1, 3)
 _STOP = EXECUTION_FIELDS.index("stop")
@@ -242,7 +253,7 @@ def name_tokens(names: Iterable[str]) -> list[str]:
     return list(map(_token_of, map(crc32, map(str.encode, names))))
 
 
-_UNTOKENIZED = re.compile(f"[\\x00{_NAME_SEPARATOR}]")
+_UNTOKENIZED = re.compile(f"[\\x00{NAME_SEPARATOR}]")
 
 
 def names_query(names: Iterable[str]) -> str | None:
@@ -529,18 +540,10 @@ class Ledger:
         columns = _columns_of(entries)
         self._put((_TRANSITIONS, run_id, columns, recommendations), records=len(entries))
 
-    def put_shipment(
-        self, run_id: int, where: str, first_seq: int, shipped: Sequence[list[Any]]
-    ) -> None:
-        """Queue a worker's shipment, its columns (``storied.record.SHIPPED_COLUMNS``, checked)
-        as they came, numbered from ``first_seq`` on: the loop makes no object per transition
-        (a tuple per transition made the collector run on the loop)."""
-        keys, starts, finishes, recommendations, stimulus_ids, timestamps = shipped
-        count = len(keys)
-        seqs = range(first_seq, first_seq + count)
-        columns = [seqs, keys, starts, finishes, stimulus_ids, timestamps, [where] * count]
-        columns.append([None] * count)
-        self._put((_TRANSITIONS, run_id, columns, recommendations), records=count)
+    def put_shipment(self, run_id: int, where: str, first_seq: int, shipment: Shipment) -> None:
+        """Queue a worker's shipment, numbered from ``first_seq`` on: stored as it came, packed
+        (``storied.record.shipments``), so neither the loop nor the writer unpacks it."""
+        self._put((_SHIPMENT, run_id, where, first_seq, shipment), records=shipment.count)
 
     def put_event(self, run_id: int, topic: str, stored: StoredEvent) -> None:
         self._put((_EVENT, run_id, topic, stored))
@@ -652,7 +655,9 @@ class Ledger:
         if batch or transitions:
             try:
                 conn.execute("BEGIN")
-                _insert(conn, batch, transitions, self._tallies)
+                # a flush waits for this batch: write it without handing the GIL over
+                hand_over = not flushed and not self._stopping
+                _insert(conn, batch, transitions, self._tallies, hand_over)
                 conn.execute("COMMIT")
                 self._forget_large_tallies()
                 self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
@@ -753,7 +758,12 @@ class Ledger:
         legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
         for block_id, run_id, last_time, blob in blocks:
             conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
-            logged_block = transition_block(blob)
+            try:
+                logged_block = transition_block(blob, strict=True)
+            except MalformedShipmentError:
+                # what a worker indexed it under is unknown: its names stay in the index,
+                # pointing at no block (a lookup finds nothing there), rather than a guess
+                continue
             _unindex_transition_block(conn, block_id, logged_block, legacy_index)
             if last_time >= cutoff:
                 kept = [logged for logged in logged_block if logged[0][5] >= cutoff]
@@ -1347,7 +1357,14 @@ _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback"
 
 def _record_count(batch: list[tuple[Any, ...]]) -> int:
     """Records in queued items: a worker's shipment holds many transitions, others one."""
-    return sum(len(item[3]) if item[0] == _TRANSITIONS else item[0] != _END_RUN for item in batch)
+    return sum(map(_records_in, batch))
+
+
+def _records_in(item: tuple[Any, ...]) -> int:
+    kind = item[0]
+    if kind == _SHIPMENT:
+        return item[4].count
+    return len(item[3]) if kind == _TRANSITIONS else kind != _END_RUN
 
 
 def _insert(
@@ -1355,11 +1372,13 @@ def _insert(
     batch: list[tuple[Any, ...]],
     followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
     tallies: dict[int, RunTally] | None = None,
+    hand_over: bool = True,
 ) -> None:
     """Encode queued items and the ``(run_id, entries, recommendations)`` read from followed
     logs, and insert them: transitions and events as blocks, the rest as rows. The scheduler's
     transitions are added to their run's tally in ``tallies``, and a run that ends has its
-    summary stored.
+    summary stored. With ``hand_over``, the GIL is handed to a waiting thread between the
+    blocks packed (``_let_the_loop_run``); not while someone waits for a flush.
 
     Every table gets one multi-row INSERT per batch (a few for thousands of rows), not a
     statement per row: SQLite runs each step without the GIL, and a thread that gives the GIL
@@ -1373,9 +1392,12 @@ def _insert(
     logs: list[tuple[Any, ...]] = []
     failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
+    blocks = _TransitionBlocks(hand_over)
     for item in batch:
         kind = item[0]
-        if kind == _TRANSITIONS:
+        if kind == _SHIPMENT:
+            blocks.add_shipment(*item[1:])
+        elif kind == _TRANSITIONS:
             _, run_id, columns, recommendations = item
             run_columns, run_recommendations = transitions.setdefault(
                 run_id, ([[] for _ in _ENTRY_FIELDS], [])
@@ -1397,7 +1419,6 @@ def _insert(
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
-    blocks = _TransitionBlocks()
     for run_id, (columns, recommendations) in transitions.items():
         blocks.add(run_id, columns, recommendations)
     for run_id, entries, recommendations in followed:
@@ -1406,6 +1427,8 @@ def _insert(
         tally = tallies.get(run_id)
         if tally is not None and entries[0][6] == "scheduler":
             tally.add_scheduler_transitions(columns[1], columns[3])
+        if hand_over:
+            _let_the_loop_run()
     blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1477,9 +1500,10 @@ def _insert_rows(
 class _TransitionBlocks:
     """The transition blocks of one batch, and their name index rows, inserted together."""
 
-    def __init__(self) -> None:
+    def __init__(self, hand_over: bool = True) -> None:
         self.rows: list[tuple[Any, ...]] = []
         self.names: list[str] = []
+        self.hand_over = hand_over
 
     def add(
         self, run_id: int, columns: Sequence[Sequence[Any]], recommendations: list[dict[str, str]]
@@ -1491,12 +1515,36 @@ class _TransitionBlocks:
             block = [column[low:high] for column in columns]
             self.rows.append(_transition_block_row(run_id, block, recommendations[low:high]))
             self.names.append(_names_of(block, recommendations[low:high]))
+            if self.hand_over:
+                _let_the_loop_run()
+
+    def add_shipment(self, run_id: int, where: str, first_seq: int, shipment: Shipment) -> None:
+        """A block of a worker's shipment, its bytes and names as the worker packed them."""
+        last_seq = first_seq + shipment.count - 1
+        block = shipped_block(where, first_seq, shipment)
+        self.rows.append(
+            (run_id, first_seq, last_seq, shipment.first_time, shipment.last_time, block)
+        )
+        self.names.append(shipment.names)
 
     def insert(self, conn: sqlite3.Connection) -> None:
         ids = _insert_rows(conn, "transition_blocks", _TRANSITION_BLOCK_COLUMNS, self.rows)
         _insert_rows(
             conn, "block_names", ("rowid", "names"), list(zip(ids, self.names, strict=True))
         )
+
+
+def _let_the_loop_run() -> None:
+    """Hand the GIL to a thread waiting for it (the scheduler's event loop), between steps
+    of a batch that run Python code.
+
+    Without it, the loop waits for the writer to release the GIL on its own: up to the
+    interpreter's switch interval (5 ms) each time, while the writer packs a batch's
+    blocks. A handover costs the writer a wait for the GIL to come back, on a thread that
+    has the whole flush interval to write its batch (not when a flush is waiting for it: then
+    it keeps the GIL); a loop that answers workers later costs the whole cluster throughput.
+    """
+    time.sleep(0)
 
 
 def _transition_block_row(
@@ -1532,15 +1580,8 @@ _FIELD_GETTERS = [itemgetter(index) for index in range(len(_ENTRY_FIELDS))]
 
 
 def _names_of(columns: Sequence[Sequence[Any]], recommendations: Sequence[dict[str, str]]) -> str:
-    """The ``block_names`` text of a block (its columns): every key and stimulus id it names,
-    once. A key recurs several times in a block (its own entries, recommendations, stimulus
-    ids shared by many): a set drops the repeats in C for less than the index's tokenizer
-    spent on them, and faster than joining them all. The order does not matter, not even to
-    take the block out of the index again (which indexes its names once more, as a deletion):
-    the index keeps no positions (``detail=none``)."""
-    return _NAME_SEPARATOR.join(
-        set(chain(columns[1], columns[4], chain.from_iterable(recommendations)))
-    )
+    """The ``block_names`` text of a block, given as its columns."""
+    return names_text(columns[1], columns[4], recommendations)
 
 
 def _insert_transition_block(
@@ -1633,14 +1674,28 @@ def _event_block_row(
     )
 
 
-def transition_block(blob: bytes, use_list: bool = True) -> list[Any]:
+def transition_block(blob: bytes, use_list: bool = True, strict: bool = False) -> list[Any]:
     """A transition block's ``(entry, recommendations)`` pairs, in seq order, whether it holds
-    its entries as columns (a map, as written from version 6 on) or as an array of pairs."""
+    its entries as columns (a map, as written from version 6 on), as a worker shipped them
+    (version 8), or as an array of pairs.
+
+    A shipment whose transitions are malformed raises ``MalformedShipmentError`` if
+    ``strict``; else it is skipped with a WARNING (what a worker sent must not stop a read).
+    """
     logged = msgpack.unpackb(block_bytes(blob), strict_map_key=False, use_list=use_list)
-    if isinstance(logged, dict):
-        entries = zip(*logged["columns"], strict=True)
-        return list(zip(entries, logged["recommendations"], strict=True))
-    return list(logged)
+    if not isinstance(logged, dict):
+        return list(logged)
+    if "shipped" in logged:
+        try:
+            columns, recommendations = shipped_columns(logged)
+        except MalformedShipmentError as error:
+            if strict:
+                raise
+            logger.warning("Skipping a block of the ledger: %s", error)
+            return []
+    else:
+        columns, recommendations = logged["columns"], logged["recommendations"]
+    return list(zip(zip(*columns, strict=True), recommendations, strict=True))
 
 
 def _transition_record(logged: list[Any]) -> TransitionRecord:
@@ -1685,7 +1740,8 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         _execute_script(conn, _SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif version in (4, 5, 6):  # 5 adds the summaries, 6 the names index, 7 execution blocks
+    elif version in (4, 5, 6, 7):  # 5 adds the summaries, 6 the names index, 7 execution
+        # blocks, 8 shipped blocks (no table: a version 7 reader would misread them)
         _execute_script(conn, SUMMARY_SCHEMA + EXECUTION_BLOCKS_SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +273,7 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
                 if table != "transition_blocks":
                     _DECODERS[table](blob)
                 else:
-                    logged = transition_block(blob)
+                    logged = transition_block(blob, strict=True)
                     index_transition_names(
                         dst,
                         block_id,
@@ -295,7 +296,7 @@ def _check_blocks(dst: sqlite3.Connection, recovery: Recovery) -> None:
 #: tables of schema version 7 that older versions lack
 _SINCE_7 = ("execution_blocks",)
 _DECODERS = {
-    "transition_blocks": transition_block,
+    "transition_blocks": partial(transition_block, strict=True),
     "event_blocks": unpack_block,
     "execution_blocks": block_executions,
 }

@@ -52,6 +52,7 @@ from storied.protocol.serialize import (
     typename,
 )
 from storied.record import LogRecordEntry, NoRecord, Record, pack_event
+from storied.record.shipments import pack_shipment
 from storied.resources import parse_resources
 from storied.shm import segments as shm_segments
 from storied.shm.results import Fetched, SharedResults, request_data
@@ -193,13 +194,13 @@ class _ShippingRecorder:
             self._batched.flush_soon()
 
     def _shipment(self) -> list[dict[str, Any]]:
-        """The message for what is due to be shipped, in the columns the scheduler takes
-        (``storied.record.SHIPPED_COLUMNS``)."""
+        """The message for what is due to be shipped, packed as the ledger block it becomes
+        (``storied.record.shipments``): the scheduler stores it without unpacking it."""
         if not self._rows or time.monotonic() < self._ship_at:
             return []
         rows, self._rows = self._rows, []
         columns = [list(column) for column in zip(*rows, strict=True)]
-        return [{"op": "worker-records", "transitions": columns, "logs": []}]
+        return [{"op": "worker-records", "transitions": pack_shipment(columns), "logs": []}]
 
 
 class _Executor:

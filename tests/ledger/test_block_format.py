@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import closing
 
-from storied.record import Ledger, Record
+import storied.record.ledger as ledger_module
+from storied.record import Ledger, Record, TransitionLog
 from storied.record.events import pack_msg
 from storied.record.ledger import (
     NAMES_INDEX_OPTIONS,
     NAMES_INDEX_SCHEMA,
+    SCHEMA_VERSION,
     _insert_rows,
     _names_of,
+    create_or_check_schema,
     names_query,
     pack_block,
     unpack_block,
 )
+from storied.record.recovery import check
+from storied.record.shipments import pack_shipment
 
 
 def test_blocks_are_compressed_and_plain_msgpack_blocks_still_read(tmp_path):
@@ -69,7 +75,8 @@ def test_transition_blocks_hold_columns_and_blocks_of_pairs_still_read(tmp_path)
         record.transition(f"inc-{i}", "released", "waiting", {f"sum-{i}": "waiting"}, "graph")
         record.transition(f"inc-{i}", "waiting", "memory", {}, f"task-finished-{i}")
     record.worker_transitions(
-        "tcp://w:1", [["inc-7"], ["ready"], ["executing"], [{}], ["compute-7"], [5.0]]
+        "tcp://w:1",
+        pack_shipment([["inc-7"], ["ready"], ["executing"], [{}], ["compute-7"], [5.0]]),
     )
     record.close()
     ledger = Ledger(path)
@@ -82,7 +89,11 @@ def test_transition_blocks_hold_columns_and_blocks_of_pairs_still_read(tmp_path)
     assert outcomes["inc-3"] == "memory" and "sum-7" not in outcomes
     with closing(sqlite3.connect(path)) as conn:
         blocks = conn.execute("SELECT block_id, entries FROM transition_blocks").fetchall()
-        written = [unpack_block(blob) for _, blob in blocks]
+        unpacked = [(unpack_block(blob), block_id) for block_id, blob in blocks]
+        shipped = [block for block, _ in unpacked if "shipped" in block]
+        assert [(block["where"], block["count"]) for block in shipped] == [("tcp://w:1", 1)]
+        written = [block for block, _ in unpacked if "shipped" not in block]
+        block_ids = [block_id for block, block_id in unpacked if "shipped" not in block]
         assert all(sorted(block) == ["columns", "recommendations"] for block in written)
         assert all(len(block["columns"]) == 8 for block in written)
         pairs = [  # as version 5 and before wrote them: [entry, recommendations] a transition
@@ -99,7 +110,7 @@ def test_transition_blocks_hold_columns_and_blocks_of_pairs_still_read(tmp_path)
                 ),
                 block_id,
             )
-            for block, (block_id, _) in zip(written, blocks, strict=True)
+            for block, block_id in zip(written, block_ids, strict=True)
         ]
         conn.executemany("UPDATE transition_blocks SET entries = ? WHERE block_id = ?", pairs)
         conn.commit()
@@ -155,3 +166,91 @@ def test_every_file_a_writer_opens_merges_its_name_index_sixteen_segments_at_a_t
     record.close()
     assert options() == dict(NAMES_INDEX_OPTIONS)
     assert [rec.finish for rec in Ledger(path).story("x")] == ["waiting"]
+
+
+def test_a_version_7_file_reads_and_takes_packed_shipments_once_upgraded(tmp_path):
+    """Version 7 stored a worker's transitions as columns the writer packed; version 8 stores
+    the shipment as the worker packed it. Both read alike, and writing upgrades the file."""
+    path = tmp_path / "ledger.db"
+    old = Ledger(path)
+    old_run = old.start_run({})
+    shipped_then = [(10**9, "inc-1", "ready", "executing", "compute-1", 5.0, "tcp://w:1", None)]
+    old.put_transitions(old_run, shipped_then, [{}])
+    old.close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE meta SET value = '7' WHERE name = 'schema_version'")
+    assert [(r.where, r.finish) for r in Ledger(path).story("inc-1")] == [
+        ("tcp://w:1", "executing")
+    ]
+
+    record = Record(ledger=Ledger(path))
+    columns = [["inc-1"], ["executing"], ["memory"], [{"inc-2": "waiting"}], ["done-1"], [6.0]]
+    assert record.worker_transitions("tcp://w:2", pack_shipment(columns)) == 1
+    record.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+    story = Ledger(path).story("inc-1")
+    assert [(r.where, r.start, r.finish, r.timestamp) for r in story] == [
+        ("tcp://w:1", "ready", "executing", 5.0),
+        ("tcp://w:2", "executing", "memory", 6.0),
+    ]
+    assert Ledger(path).story("inc-2") == story[1:]  # named in a recommendation
+    assert Ledger(path).story("done-1") == story[1:]  # by stimulus id
+    assert check(path) == []
+
+
+def test_retention_rewrites_a_shipped_block_and_keeps_the_name_index_sound(tmp_path):
+    """A shipped block that straddles the cutoff leaves the name index under the names the
+    worker listed (recomputed from its transitions) and comes back as a block of its newer
+    transitions, as the writer's own blocks do."""
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(path, retain=3600, prune_every=0.05, flush_interval=0.02)
+    record = Record(ledger=ledger)
+    now = time.time()
+    columns = [
+        ["old", "new"],
+        ["ready", "ready"],
+        ["executing", "executing"],
+        [{"old-dependent": "waiting"}, {}],
+        ["compute-old", "compute-new"],
+        [now - 7200, now],
+    ]
+    record.worker_transitions("tcp://w:1", pack_shipment(columns))
+    deadline = time.monotonic() + 10
+    while ledger.story("compute-old"):
+        assert time.monotonic() < deadline, "retention never pruned the old transition"
+        time.sleep(0.02)
+    record.close()
+    reader = Ledger(path)
+    assert [(r.key, r.where) for r in reader.story("new")] == [("new", "tcp://w:1")]
+    assert reader.story("old") == reader.story("old-dependent") == []
+    with closing(sqlite3.connect(path)) as conn:
+        # the block keeps its id: names left in the index would still point at it
+        for name in ("old", "old-dependent", "compute-old"):
+            found = "SELECT rowid FROM block_names WHERE block_names MATCH ?"
+            assert conn.execute(found, (f'"{name}"',)).fetchall() == []
+        assert conn.execute(found, ('"compute-new"',)).fetchall() != []
+        (entries,) = conn.execute("SELECT entries FROM transition_blocks").fetchone()
+    assert "shipped" not in unpack_block(entries)
+    assert check(path) == []
+
+
+def test_the_writer_hands_the_gil_over_between_the_blocks_it_packs(tmp_path, monkeypatch):
+    """Packing blocks is Python holding the GIL: between blocks the writer lets a waiting
+    thread (the scheduler's loop) run, rather than making it wait out the switch interval;
+    not for a batch a flush waits for."""
+    handovers = []
+    monkeypatch.setattr(ledger_module, "_let_the_loop_run", lambda: handovers.append(1))
+    log = TransitionLog(10_000)
+    for n in range(3_500):  # four blocks of at most 1,000
+        log.append(f"k-{n}", "released", "waiting", {}, f"s-{n}")
+    _, _, entries, recommendations = log.entries_after(0)
+    with closing(sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)) as conn:
+        create_or_check_schema(conn)
+        ledger_module._insert(conn, [], [(1, entries, recommendations)])
+        assert conn.execute("SELECT count(*) FROM transition_blocks").fetchone() == (4,)
+        assert len(handovers) >= 4
+        handovers.clear()  # a flush waits for this batch: it keeps the GIL
+        ledger_module._insert(conn, [], [(1, entries, recommendations)], hand_over=False)
+        assert conn.execute("SELECT count(*) FROM transition_blocks").fetchone() == (8,)
+    assert handovers == []

@@ -22,6 +22,7 @@ import storied.config
 from storied import Client, LocalCluster
 from storied.comm import connect
 from storied.record.ledger import Ledger
+from storied.record.shipments import pack_shipment
 
 
 def inc(x: int) -> int:
@@ -170,8 +171,10 @@ def test_cli_scheduler_rejects_a_bad_retention(tmp_path: Path) -> None:
 
 
 def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path, caplog) -> None:
-    """A (fake) worker on real TCP ships junk, then a good shipment: the junk is logged and
-    dropped whole, the good one reaches the story, and the scheduler carries on serving. The
+    """A (fake) worker on real TCP ships junk, then a good shipment: a message that is no
+    shipment is logged and dropped as it comes, a shipment of malformed transitions is skipped
+    with a WARNING where it is read, the good one reaches the story, and the scheduler carries
+    on serving. The
     fake never answers the scheduler's questions: a story waits for it only so long."""
     address = "tcp://127.0.0.1:1"  # never dialled: nothing is placed on this worker
 
@@ -183,9 +186,9 @@ def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path
         bad = [["shipped"], ["executing"], ["memory"], [{"x": 1}], ["junk"], [1.0]]
         await comm.send(
             [
-                {"op": "worker-records", "transitions": bad, "logs": []},
-                {"op": "worker-records", "transitions": "not columns", "logs": []},
-                {"op": "worker-records", "transitions": good, "logs": []},
+                {"op": "worker-records", "transitions": pack_shipment(bad), "logs": []},
+                {"op": "worker-records", "transitions": "not a shipment", "logs": []},
+                {"op": "worker-records", "transitions": pack_shipment(good), "logs": []},
             ]
         )
         return comm, reply
@@ -211,10 +214,13 @@ def test_a_worker_shipping_malformed_transitions_loses_only_those(tmp_path: Path
             "from-the-fake",
             1.5,
         )
-        warnings = [
-            r.getMessage() for r in caplog.records if "malformed transitions" in r.getMessage()
-        ]
-        assert len(warnings) == 2 and "str to str" in warnings[0]
+        # the message that is no shipment is refused as it comes; the shipment whose
+        # transitions are malformed is stored as it came, and skipped where it is read
+        messages = [r.getMessage() for r in caplog.records]
+        refused = [m for m in messages if "Dropping malformed transitions" in m]
+        skipped = [m for m in messages if "Skipping a block" in m]
+        assert len(refused) == 1 and "packed shipment" in refused[0]
+        assert skipped and all(address in m and "str to str" in m for m in skipped)
         assert client.submit(inc, 41).result() == 42
         on_loop(comm.close(), cluster.loop).result(20)
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from storied.cli import history
 from storied.record import Ledger, Record
+from storied.record.shipments import pack_shipment
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def ledger_file(tmp_path_factory):
     # shipped after the scheduler logged the above (a higher seq), though it happened between
     record.worker_transitions(
         "tcp://w:1",
-        [["inc-1"], ["executing"], ["memory"], [{}], ["done-1"], [1_700_000_000.7]],
+        pack_shipment([["inc-1"], ["executing"], ["memory"], [{}], ["done-1"], [1_700_000_000.7]]),
     )
     record.transition("other", "released", "waiting", {}, "graph-2", timestamp=1_700_000_002.0)
     record.event(["runtimes"], {"start": 1.0}, "tcp://w:1", timestamp=1_700_000_000.0)

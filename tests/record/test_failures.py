@@ -13,6 +13,7 @@ from storied.cli import history
 from storied.record import Ledger, Record
 from storied.record.failures import explain_story, failure_text
 from storied.record.ledger import FAILURE_FIELDS
+from storied.record.shipments import pack_shipment
 
 
 def a_failure(key: str, stimulus_id: str, **fields) -> dict:
@@ -47,7 +48,8 @@ def record_run(path, n: int) -> None:
     record.transition("k", "processing", "erred", {"d": "erred"}, f"err2-{n}", timestamp=base + 2)
     record.transition("d", "waiting", "erred", {}, f"err2-{n}", timestamp=base + 2)
     record.worker_transitions(
-        "tcp://w:1", [["k"], ["executing"], ["error"], [{}], [f"err2-{n}"], [base + 2]]
+        "tcp://w:1",
+        pack_shipment([["k"], ["executing"], ["error"], [{}], [f"err2-{n}"], [base + 2]]),
     )
     record.failure(a_failure("k", f"err1-{n}", outcome="retried", timestamp=base + 1))
     record.failure(

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
 from storied.record import Ledger, Record
+from storied.record.blocks import pack_block
+from storied.record.recovery import check
+from storied.record.shipments import pack_shipment
 
 
 @pytest.fixture
@@ -18,8 +22,13 @@ def run_task(record: Record, key: str) -> None:
     record.transition(key, "processing", "memory", {}, f"done-{key}")
 
 
-def shipment(key: str, count: int, first_time: float = 1.0) -> list[list]:
-    """``count`` transitions of ``key`` on a worker, as the worker ships them."""
+def shipment(key: str, count: int, first_time: float = 1.0) -> list[Any]:
+    """``count`` transitions of ``key`` on a worker, packed as the worker ships them."""
+    return pack_shipment(shipped_columns(key, count, first_time))
+
+
+def shipped_columns(key: str, count: int, first_time: float = 1.0) -> list[list[Any]]:
+    """The columns of ``count`` transitions of ``key`` on a worker, as it packs them."""
     return [
         [key] * count,
         ["executing"] * count,
@@ -65,26 +74,68 @@ def test_shipped_worker_transitions_go_to_the_ledger_beside_the_scheduler_story(
 
 
 @pytest.mark.parametrize(
-    ("columns", "complaint"),
+    ("shipped", "complaint"),
     [
-        ("not columns", "columns"),
-        (shipment("a", 2)[:5], "columns"),
-        ([*shipment("a", 2)[:5], (1.0, 2.0)], "list"),
-        ([["a"], *shipment("a", 2)[1:]], "length"),
-        ([[1, 2], *shipment("a", 2)[1:]], "str"),
-        ([*shipment("a", 2)[:5], ["late", "later"]], "numbers"),
-        ([*shipment("a", 2)[:3], [{}, None], *shipment("a", 2)[4:]], "dicts"),
-        ([*shipment("a", 2)[:3], [{}, {"b": 1}], *shipment("a", 2)[4:]], "str to str"),
-        ([*shipment("a", 2)[:3], [{}, {2: "x"}], *shipment("a", 2)[4:]], "str to str"),
+        ("not a shipment", "packed shipment"),
+        (shipment("a", 2)[:4], "packed shipment"),
+        ([shipped_columns("a", 2), *shipment("a", 2)[1:]], "bytes"),
+        ([*shipment("a", 2)[:2], None, *shipment("a", 2)[3:]], "bytes"),
+        ([shipment("a", 2)[0], -1, *shipment("a", 2)[2:]], "int"),
+        ([shipment("a", 2)[0], 2.0, *shipment("a", 2)[2:]], "int"),
+        ([*shipment("a", 2)[:3], "late", 2.0], "numbers"),
     ],
 )
-def test_a_malformed_shipment_is_refused_whole(ledger_path, columns, complaint):
+def test_a_malformed_shipment_message_is_refused_whole(ledger_path, shipped, complaint):
+    """The scheduler checks the fields of a shipment's message as it takes it."""
     record = Record(ledger=Ledger(ledger_path))
     with pytest.raises(ValueError, match=complaint):
-        record.worker_transitions("tcp://w:1", columns)
+        record.worker_transitions("tcp://w:1", shipped)
     assert record.worker_transitions("tcp://w:1", shipment("a", 2)) == 2
     assert [r.stimulus_id for r in record.story_records("a")] == ["w0", "w1"]
     record.close()
+
+
+@pytest.mark.parametrize(
+    ("columns", "count", "complaint"),
+    [
+        ("not columns", 2, "columns"),
+        (shipped_columns("a", 2)[:5], 2, "columns"),
+        ([["a"], *shipped_columns("a", 2)[1:]], 2, "length"),
+        ([[1, 2], *shipped_columns("a", 2)[1:]], 2, "str"),
+        ([*shipped_columns("a", 2)[:5], ["late", "later"]], 2, "numbers"),
+        ([*shipped_columns("a", 2)[:3], [{}, None], *shipped_columns("a", 2)[4:]], 2, "dicts"),
+        (
+            [*shipped_columns("a", 2)[:3], [{}, {"b": 1}], *shipped_columns("a", 2)[4:]],
+            2,
+            "str to str",
+        ),
+        (
+            [*shipped_columns("a", 2)[:3], [{}, {2: "x"}], *shipped_columns("a", 2)[4:]],
+            2,
+            "str to str",
+        ),
+        (shipped_columns("a", 2), 3, "not 3 as announced"),
+    ],
+)
+def test_malformed_shipped_transitions_are_skipped_where_they_are_read(
+    ledger_path, columns, count, complaint, caplog
+):
+    """The scheduler stores a shipment without unpacking it: transitions that are not as they
+    should be are found where the block is read, skipped with a WARNING naming the worker,
+    and reported by ``storied ledger check``; the shipments around them read as ever."""
+    record = Record(ledger=Ledger(ledger_path))
+    assert record.worker_transitions("tcp://w:1", shipment("a", 2)) == 2
+    bad = [pack_block(columns), count, "a", 1.0, 2.0]
+    assert record.worker_transitions("tcp://bad:1", bad) == count
+    assert record.worker_transitions("tcp://w:1", shipment("a", 1, first_time=3.0)) == 1
+    with caplog.at_level(logging.WARNING, logger="storied.record"):
+        story = record.story_records("a")
+    assert [(r.where, r.stimulus_id) for r in story] == [("tcp://w:1", f"w{n}") for n in (0, 1, 0)]
+    assert any("'tcp://bad:1'" in m and complaint in m for m in caplog.messages)
+    record.close()
+    assert any(
+        "does not decode" in problem and complaint in problem for problem in check(ledger_path)
+    )
 
 
 def test_without_a_ledger_shipped_transitions_are_checked_but_not_kept():
@@ -92,7 +143,7 @@ def test_without_a_ledger_shipped_transitions_are_checked_but_not_kept():
     assert record.worker_transitions("tcp://w:1", shipment("a", 2)) == 0
     assert record.story_records("a") == []
     with pytest.raises(ValueError):
-        record.worker_transitions("tcp://w:1", "not columns")
+        record.worker_transitions("tcp://w:1", "not a shipment")
 
 
 def test_events_logs_and_executions_in_memory():
