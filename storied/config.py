@@ -92,7 +92,8 @@ DEFAULTS: dict[str, Any] = {
         "telemetry": True,
         "resources": None,
         "local-directory": None,
-        # hand large results to processes of this host through /dev/shm (docs/wire.md)
+        # hand large results to processes of this host through /dev/shm (docs/wire.md): true,
+        # false or "auto" (where /dev/shm is a tmpfs with room for the pool and results)
         "shared-memory": False,
         # ... each out-of-band buffer of at least this size
         "shared-memory-threshold": "1MiB",

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from storied import config
 from storied.comm import ConnectionPool
 from storied.protocol.serialize import Pickled, dumps_data, pickle_loads
-from storied.shm import segments
+from storied.shm import segments, setting
 from storied.shm.pool import MAX_SEGMENTS, PooledSegment, SegmentPool
 from storied.shm.writer import BackgroundWriter, SegmentWrite
 
@@ -38,23 +37,6 @@ logger = logging.getLogger("storied.worker")
 
 #: a segment of a result: the index of its buffer among the pickle's buffers, name, size
 Segment = tuple[int, str, int]
-
-
-def configured() -> tuple[bool, int, int | None, int]:
-    """``worker.shared-memory``, ``worker.shared-memory-threshold``,
-    ``worker.shared-memory-limit`` (bytes, or None) and ``worker.shared-memory-pool``, checked."""
-    enabled = config.get("worker.shared-memory")
-    if not isinstance(enabled, bool):
-        raise ValueError(f"config worker.shared-memory must be true or false, not {enabled!r}")
-    sizes = []
-    for name in ("threshold", "limit", "pool"):
-        value = config.get(f"worker.shared-memory-{name}")
-        try:
-            sizes.append(None if value is None else config.parse_bytes(value))
-        except ValueError as exc:
-            raise ValueError(f"config worker.shared-memory-{name}: {exc}") from None
-    threshold, limit, pool = sizes
-    return enabled, threshold or 0, limit, pool or 0
 
 
 class NoRoom(OSError):
@@ -75,11 +57,15 @@ class SharedResults:
         on_written: Callable[[str, Any, Any], None] | None = None,
         record: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        enabled, self.threshold, self.limit, pool_bound = configured()
+        settings = setting.configured()
+        self.threshold, self.limit = settings.threshold, settings.limit
+        #: why ``"auto"`` left shared memory off on this host (``announce``), or None
+        self.off_reason = settings.off_reason()
+        enabled = settings.mode is not False and self.off_reason is None
         #: this host's id, or None: shared memory is off here (by config, or unavailable)
         self.host = segments.host_id() if enabled else None
         #: segments of released results, kept for the next ones
-        self.pool = SegmentPool(pool_bound if self.host is not None else 0)
+        self.pool = SegmentPool(settings.pool if self.host is not None else 0)
         #: whether a process on this host may read our results (then they go to segments)
         self.peers_on_host = peers_on_host
         self.on_written = on_written
@@ -93,6 +79,16 @@ class SharedResults:
         self._lock = threading.Lock()
         self._writer = BackgroundWriter()
         self._warned = False
+
+    def announce(self, worker: str) -> None:
+        """(``worker``, once started) Say why ``"auto"`` left shared memory off, if it did:
+        once, at INFO, and as a ``transfer`` event (``tcp-only``)."""
+        if self.off_reason is None:
+            return
+        logger.info(
+            'Large results go over TCP: worker.shared-memory is "auto" and %s', self.off_reason
+        )
+        self._record(action="tcp-only", worker=worker, reason=self.off_reason)
 
     @property
     def keys(self) -> list[str]:

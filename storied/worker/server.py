@@ -449,6 +449,7 @@ class Worker:
             self.nthreads,
             self.resources or "none",
         )
+        self.shared.announce(self.address)
         return self
 
     async def _register(self, timeout: float) -> None:

@@ -40,6 +40,13 @@ def pooled_segments_of(pid: int) -> list[str]:
     return [name for name in segments_of(pid) if name.endswith("-pool")]
 
 
+def start_environ(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` started with (what glibc read its tunables from)."""
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        pairs = [entry.split(b"=", 1) for entry in file.read().split(b"\0") if b"=" in entry]
+    return {name.decode(): value.decode() for name, value in pairs}
+
+
 def two_workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
     """``(address, pid)`` of the cluster's first two workers, by address."""
     info = client.scheduler_info()["workers"]
@@ -48,8 +55,9 @@ def two_workers(client: Client) -> tuple[tuple[str, int], tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def two_worker_cluster(shared_memory: bool) -> Iterator[LocalCluster]:
-    """Two worker processes of one thread each, on loopback, shared memory on or off."""
+def two_worker_cluster(shared_memory: bool | str) -> Iterator[LocalCluster]:
+    """Two worker processes of one thread each, on loopback, ``worker.shared-memory`` true,
+    false or ``"auto"``."""
     with (
         config.set({"worker.shared-memory": shared_memory}),
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,

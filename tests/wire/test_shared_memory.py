@@ -24,6 +24,7 @@ from tests.wire.shm_helpers import (
     held_segments_of,
     make_array,
     segments_of,
+    start_environ,
     two_worker_cluster,
     two_workers,
 )
@@ -219,13 +220,6 @@ def test_the_nanny_removes_the_segments_of_its_dead_worker(tcp_client):
     poll(lambda: len(tcp_client.scheduler_info()["workers"]) == 2, timeout=30, what="restarted")
 
 
-def start_environ(pid: int) -> dict[str, str]:
-    """The environment process ``pid`` started with (what glibc read its tunables from)."""
-    with open(f"/proc/{pid}/environ", "rb") as file:
-        pairs = [entry.split(b"=", 1) for entry in file.read().split(b"\0") if b"=" in entry]
-    return {name.decode(): value.decode() for name, value in pairs}
-
-
 def test_workers_with_shared_memory_start_with_non_temporal_copies(shm_client, tcp_client):
     (_, shm_pid), _ = two_workers(shm_client)
     (_, tcp_pid), _ = two_workers(tcp_client)
@@ -382,7 +376,7 @@ def test_dasks_futures_example_with_arrays_gives_dasks_results(shm_client, dask_
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"worker.shared-memory": "yes"}, "worker.shared-memory must be true or false"),
+        ({"worker.shared-memory": "yes"}, 'worker.shared-memory must be true, false or "auto"'),
         ({"worker.shared-memory-threshold": "lots"}, "worker.shared-memory-threshold: cannot"),
         ({"worker.shared-memory-limit": "lots"}, "worker.shared-memory-limit: cannot"),
         ({"worker.shared-memory-pool": "lots"}, "worker.shared-memory-pool: cannot"),

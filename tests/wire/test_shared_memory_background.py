@@ -148,9 +148,10 @@ def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(
     assert set(held_segments_of(first_pid)) - before == written, "the gather mapped the same ones"
 
 
-def test_a_result_over_the_shared_memory_limit_stays_private_with_one_warning():
+@pytest.mark.parametrize("mode", [True, "auto"])
+def test_a_result_over_the_shared_memory_limit_stays_private_with_one_warning(mode):
     """As a small /dev/shm (64 MiB in Docker) would: the configured cap stands in for it."""
-    settings = {"worker.shared-memory": True, "worker.shared-memory-limit": "30MB"}
+    settings = {"worker.shared-memory": mode, "worker.shared-memory-limit": "30MB"}
     with (
         config.set(settings),
         LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1") as cluster,
