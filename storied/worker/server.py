@@ -245,6 +245,11 @@ class _Executor:
             instruction = self._queue.get()
             if instruction is None:
                 return
+            if instruction.queued:
+                # it waited for this thread: its start goes out now (with the outcome just put,
+                # in one wake-up of the loop), for the scheduler to blame it, and only it, if
+                # the worker dies while it runs
+                self._done.put(_Started(instruction.key))
             self._done.put((*self._worker._execute(instruction), index))
             if _thread_state.replaced:
                 return  # this thread left the pool; its replacement serves the queue
@@ -289,7 +294,10 @@ class _Executor:
 
     def _finished(self, outcomes: list[tuple[Any, ...]]) -> None:
         for outcome in outcomes:
-            self._worker._task_done(*outcome)
+            if type(outcome) is _Started:
+                self._worker._task_started(outcome.key)
+            else:
+                self._worker._task_done(*outcome)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the threads, giving running tasks ``timeout`` seconds to finish. The wait
@@ -303,6 +311,12 @@ class _Executor:
         for _ in range(self._nthreads):
             self._queue.put(None)
         await asyncio.to_thread(_join_all, threads, timeout)
+
+
+class _Started(NamedTuple):
+    """A task handed to the executor beyond its threads (``Execute.queued``) has a thread."""
+
+    key: str
 
 
 def _join_all(threads: list[threading.Thread], timeout: float) -> None:
@@ -339,6 +353,8 @@ class Worker:
         #: the id of the nanny supervising this worker's process, if any
         self.nanny = nanny
         self.nthreads = nthreads
+        #: ready tasks handed to the executor beyond its threads (``WorkerState.lookahead``)
+        self.executor_lookahead = _lookahead(config.get("worker.executor-lookahead"))
         #: what tasks may claim here (``{"GPU": 2}``); default: config ``worker.resources``
         self.resources = parse_resources(
             resources if resources is not None else config.get("worker.resources"),
@@ -706,7 +722,8 @@ class Worker:
             if isinstance(instruction, SendMessage):
                 self.stream.send(instruction.msg)
             elif isinstance(instruction, Execute):
-                self.stream.send({"op": "task-started", "key": instruction.key})
+                if not instruction.queued:  # a thread is free for it: it starts now
+                    self.stream.send({"op": "task-started", "key": instruction.key})
                 self.executor.submit(instruction)
             elif isinstance(instruction, GatherDep):
                 self._queue_gather(instruction.worker, instruction.keys)
@@ -756,6 +773,12 @@ class Worker:
         stop = time.time()
         size = sizeof(result)
         return (key, True, result, start, stop, size, _small_pickle(result, size, instruction))
+
+    def _task_started(self, key: str) -> None:
+        """A task that waited in the executor for a thread (``Execute.queued``) started."""
+        ts = self.state.tasks.get(key)
+        if ts is not None and ts.state in RUNNING:
+            self.stream.send({"op": "task-started", "key": key})
 
     def _task_done(
         self,
@@ -1063,7 +1086,9 @@ class Worker:
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
         hook = self._plugin_transition if self.plugins else None
-        state = WorkerState(self.nthreads, self._recorder, hook, self.resources)
+        state = WorkerState(
+            self.nthreads, self._recorder, hook, self.resources, self.executor_lookahead
+        )
         state.paused = self.memory.paused
         return state
 
@@ -1075,6 +1100,15 @@ class Worker:
             )
             if awaitable is not None:
                 self._spawn(finish_plugin_hook(self.plugin_errors, name, hook, awaitable))
+
+
+def _lookahead(value: Any) -> int:
+    """``worker.executor-lookahead``, checked: a count of tasks."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"worker.executor-lookahead must be a whole number of tasks, 0 or more, not {value!r}"
+        )
+    return value
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:

@@ -78,6 +78,9 @@ class Execute:
     #: a client waits for the result (a small one is pickled in the task's thread, to travel
     #: with the task-finished message)
     wanted: bool = False
+    #: handed over beyond the threads (``WorkerState.lookahead``): it waits for a thread to
+    #: finish its current task, and that thread reports its start
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +123,13 @@ class WorkerState:
         recorder: Recorder,
         on_transition: TransitionHook | None = None,
         resources: Mapping[str, float] | None = None,
+        lookahead: int = 0,
     ) -> None:
+        """``lookahead``: ready tasks handed to the executor beyond its threads, so a thread
+        that finishes a task starts the next one at once instead of waiting a round trip
+        through the event loop for it (see ``_start_ready``)."""
         self.nthreads = nthreads
+        self.lookahead = lookahead
         self.record = recorder
         self.on_transition = on_transition
         self.tasks: dict[str, WorkerTask] = {}
@@ -130,6 +138,8 @@ class WorkerState:
         self.long_running: set[WorkerTask] = set()
         #: seceded tasks waiting in ``rejoin()`` for a slot, first come first served
         self._rejoining: collections.deque[WorkerTask] = collections.deque()
+        #: seceded tasks that have a slot again: they run outside the executor's own threads
+        self._rejoined: set[WorkerTask] = set()
         self.total_resources: Resources = dict(resources or {})
         #: what running tasks have not claimed
         self.available_resources: Resources = dict(self.total_resources)
@@ -252,6 +262,7 @@ class WorkerState:
             return instructions
         self.executing.discard(ts)
         self.long_running.discard(ts)
+        self._rejoined.discard(ts)
         if ts.resources is not None:
             available = self.available_resources
             for name, amount in ts.resources.items():
@@ -367,6 +378,7 @@ class WorkerState:
         if ts is None or ts.state != "executing":
             return []
         self.executing.discard(ts)
+        self._rejoined.discard(ts)
         self.long_running.add(ts)
         self._transition(ts, "long-running", stimulus_id)
         return self._start_ready(stimulus_id)
@@ -508,9 +520,18 @@ class WorkerState:
                 continue
             self.long_running.discard(ts)
             self.executing.add(ts)
+            self._rejoined.add(ts)
             self._transition(ts, "executing", stimulus_id)
             instructions.append(Rejoin(ts.key))
-        while not self.paused and len(self.executing) < self.nthreads:
+        # Beyond the threads, ``lookahead`` more go to the executor, which counts them as
+        # executing (as Dask's "handed to the executor"). Not while a seceded task waits for a
+        # slot (it would wait behind every task handed meanwhile) or runs in one again (it
+        # runs outside the executor's threads, which would start a queued task beside it), nor
+        # for tasks that claim resources (they would claim them while waiting).
+        handed = self.nthreads
+        if not (rejoining or self._rejoined or self._constrained):
+            handed += self.lookahead
+        while not self.paused and len(self.executing) < handed:
             ts = self._next_ready() if self._constrained else self._pop_live(self._ready, "ready")
             if ts is None:
                 break
@@ -527,6 +548,7 @@ class WorkerState:
                     ts.args,  # type: ignore[arg-type]
                     bool(ts.dependencies),
                     ts.wanted,
+                    len(self.executing) > self.nthreads,
                 )
             )
         return instructions
