@@ -89,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
         "capture-task-logs": False,
         # ready tasks handed to the executor beyond its threads: a thread that finishes a task
         # starts the next without waiting for the event loop to hand it over
-        "executor-lookahead": 1,
+        "executor-lookahead": 2,
         "heartbeat-interval": "1s",
         # sample CPU, memory, connections and bytes moved with every heartbeat (``storied top``)
         "telemetry": True,
