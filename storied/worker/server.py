@@ -13,7 +13,6 @@ import inspect
 import itertools
 import logging
 import os
-import queue
 import threading
 import time
 import traceback
@@ -65,6 +64,7 @@ from storied.worker.state import (
     Instruction,
     Rejoin,
     SendMessage,
+    Withdraw,
     WorkerState,
 )
 from storied.worker.telemetry import ResourceSampler, TransferCounters
@@ -213,7 +213,10 @@ class _Executor:
     def __init__(self, worker: Worker, nthreads: int) -> None:
         self._worker = worker
         self._nthreads = nthreads
-        self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
+        #: tasks handed over and not taken by a thread yet (None: a thread is to end); the
+        #: loop may withdraw one (``withdraw``)
+        self._queue: collections.deque[Execute | None] = collections.deque()
+        self._handed = threading.Condition(threading.Lock())
         self._done = Outbox(asyncio.get_running_loop(), self._finished)
         self._indexes = itertools.count()
         self._threads: list[threading.Thread] = []
@@ -235,14 +238,31 @@ class _Executor:
             self._threads.append(thread)
         thread.start()
 
-    def submit(self, instruction: Execute) -> None:
-        self._queue.put(instruction)
+    def submit(self, instruction: Execute | None) -> None:
+        with self._handed:
+            self._queue.append(instruction)
+            self._handed.notify()
+
+    def withdraw(self, key: str) -> bool:
+        """Take the task ``key`` back if no thread has taken it yet."""
+        with self._handed:
+            for instruction in self._queue:
+                if instruction is not None and instruction.key == key:
+                    self._queue.remove(instruction)
+                    return True
+        return False
+
+    def _next(self) -> Execute | None:
+        with self._handed:
+            while not self._queue:
+                self._handed.wait()
+            return self._queue.popleft()
 
     def _run(self, index: int) -> None:
         _thread_state.worker = self._worker
         _thread_state.seceded = _thread_state.replaced = False
         while True:
-            instruction = self._queue.get()
+            instruction = self._next()
             if instruction is None:
                 return
             if instruction.queued:
@@ -309,7 +329,7 @@ class _Executor:
             threads = list(self._threads)
         self.release_rejoining()
         for _ in range(self._nthreads):
-            self._queue.put(None)
+            self.submit(None)
         await asyncio.to_thread(_join_all, threads, timeout)
 
 
@@ -735,6 +755,19 @@ class Worker:
                 self.coordination.forget(instruction.keys)
             elif isinstance(instruction, Rejoin):
                 self.executor.rejoined(instruction.key)
+            elif isinstance(instruction, Withdraw):
+                self._withdraw(instruction)
+
+    def _withdraw(self, instruction: Withdraw) -> None:
+        """Take a task back from the executor, or learn that a thread has it already."""
+        key, stimulus_id = instruction.key, instruction.stimulus_id
+        if self.executor.withdraw(key):
+            self._handle(self.state.execute_withdrawn(key, stimulus_id, instruction.steal))
+            return
+        instructions = self.state.execute_started(key)
+        if instruction.steal:  # it runs here: the steal request hears "executing"
+            instructions += self.state.steal_request(key, stimulus_id)
+        self._handle(instructions)
 
     def _function(self, function_id: str) -> Callable[..., Any]:
         with self._functions_lock:
@@ -776,9 +809,7 @@ class Worker:
 
     def _task_started(self, key: str) -> None:
         """A task that waited in the executor for a thread (``Execute.queued``) started."""
-        ts = self.state.tasks.get(key)
-        if ts is not None and ts.state in RUNNING:
-            self.stream.send({"op": "task-started", "key": key})
+        self._handle(self.state.execute_started(key))
 
     def _task_done(
         self,

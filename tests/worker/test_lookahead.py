@@ -8,7 +8,7 @@ from engine.helpers import inc, poll, wait_for_file
 
 from storied import Client, LocalCluster, config
 from storied.worker.server import Worker
-from storied.worker.state import Execute, Rejoin, WorkerState
+from storied.worker.state import Execute, Rejoin, SendMessage, Withdraw, WorkerState
 
 from .test_state import compute, executed, succeed
 
@@ -77,12 +77,76 @@ def test_tasks_that_claim_resources_are_not_handed_ahead(recorder):
     assert handed(succeed(state, "a")) == [("b", False)]
 
 
-def test_a_steal_request_for_a_task_handed_over_is_refused(state):
+def test_a_steal_request_takes_a_task_back_from_the_executor_if_no_thread_has_it(state):
     compute(state, "a")
     compute(state, "b")
+    compute(state, "c")
+    assert state.steal_request("b", "steal") == [Withdraw("b", "steal", steal=True)]
+    instructions = state.execute_withdrawn("b", "steal", steal=True)
+    assert [i.msg for i in instructions if isinstance(i, SendMessage)] == [
+        {"op": "steal-response", "key": "b", "state": "ready", "stimulus_id": "steal"}
+    ]
+    assert "b" not in state.tasks
+    assert handed(instructions) == [("c", True)]
+
+
+def test_a_steal_request_for_a_task_a_thread_took_is_refused(state):
+    compute(state, "a")
+    compute(state, "b")
+    assert state.steal_request("b", "steal") == [Withdraw("b", "steal", steal=True)]
+    # the executor had no "b" left: a thread runs it
+    state.execute_started("b")
     [reply] = state.steal_request("b", "steal")
     assert reply.msg["state"] == "executing"
     assert state.tasks["b"].assigned
+
+
+def withdrawn(instructions: list) -> list[str]:
+    return [i.key for i in instructions if isinstance(i, Withdraw)]
+
+
+def test_a_task_that_outranks_one_waiting_in_the_executor_takes_its_place(state):
+    compute(state, "running", priority=0)
+    compute(state, "low", priority=5)
+    instructions = compute(state, "urgent", priority=1)
+    assert handed(instructions) == [] and withdrawn(instructions) == ["low"]
+    # the executor gave it back: it is ready again, behind the urgent one now handed over
+    instructions = state.execute_withdrawn("low", "withdrawn")
+    assert handed(instructions) == [("urgent", True)] and withdrawn(instructions) == []
+    assert state.tasks["low"].state == "ready"
+    assert handed(succeed(state, "running")) == [("low", True)]
+
+
+def test_a_task_a_thread_took_already_is_not_withdrawn(state):
+    compute(state, "running", priority=0)
+    compute(state, "low", priority=5)
+    assert withdrawn(compute(state, "urgent", priority=1)) == ["low"]
+    # too late: a thread had taken it; its start is reported, and the withdrawal is moot
+    assert [i.msg for i in state.execute_started("low") if isinstance(i, SendMessage)] == [
+        {"op": "task-started", "key": "low"}
+    ]
+    assert state.execute_withdrawn("low", "withdrawn") == []
+    assert state.tasks["low"].state == "executing"
+    assert withdrawn(compute(state, "urgent-2", priority=1)) == []
+
+
+def test_only_a_task_handed_ahead_reports_its_start_from_its_thread(state):
+    compute(state, "a")
+    compute(state, "b")
+    assert state.execute_started("a") == []
+    assert len(state.execute_started("b")) == 1
+    assert state.execute_started("b") == []
+
+
+def test_a_released_task_withdrawn_from_the_executor_never_runs(state, recorder):
+    compute(state, "running", priority=0)
+    compute(state, "low", priority=5)
+    state.free_keys(["low"], "free")
+    assert state.tasks["low"].cancelled
+    assert withdrawn(compute(state, "urgent", priority=1)) == ["low"]
+    assert handed(state.execute_withdrawn("low", "withdrawn")) == [("urgent", True)]
+    assert "low" not in state.tasks
+    assert recorder.path("low")[-2:] == ["executing", "released"]
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, "two", True])
