@@ -105,10 +105,24 @@ def withdrawn(instructions: list) -> list[str]:
     return [i.key for i in instructions if isinstance(i, Withdraw)]
 
 
-def test_a_task_that_outranks_one_waiting_in_the_executor_takes_its_place(state):
+def urgent(state: WorkerState, key: str) -> list:
+    """A task of a higher user priority (``dask.annotate(priority=...)``, ``submit``'s)."""
+    return state.compute_task(key, "f", b"", 9, {}, f"compute-{key}", user_priority=10)
+
+
+def test_a_task_earlier_in_the_scheduler_s_order_passes_no_task_handed_ahead(state):
     compute(state, "running", priority=0)
-    compute(state, "low", priority=5)
-    instructions = compute(state, "urgent", priority=1)
+    compute(state, "later", priority=5)
+    instructions = compute(state, "earlier", priority=1)
+    assert handed(instructions) == [] and withdrawn(instructions) == []
+    # "later" runs next (its thread took it at once); "earlier" follows it
+    assert handed(succeed(state, "running")) == [("earlier", True)]
+
+
+def test_a_task_that_outranks_one_waiting_in_the_executor_takes_its_place(state):
+    compute(state, "running")
+    compute(state, "low")
+    instructions = urgent(state, "urgent")
     assert handed(instructions) == [] and withdrawn(instructions) == ["low"]
     # the executor gave it back: it is ready again, behind the urgent one now handed over
     instructions = state.execute_withdrawn("low", "withdrawn")
@@ -118,16 +132,16 @@ def test_a_task_that_outranks_one_waiting_in_the_executor_takes_its_place(state)
 
 
 def test_a_task_a_thread_took_already_is_not_withdrawn(state):
-    compute(state, "running", priority=0)
-    compute(state, "low", priority=5)
-    assert withdrawn(compute(state, "urgent", priority=1)) == ["low"]
+    compute(state, "running")
+    compute(state, "low")
+    assert withdrawn(urgent(state, "urgent")) == ["low"]
     # too late: a thread had taken it; its start is reported, and the withdrawal is moot
     assert [i.msg for i in state.execute_started("low") if isinstance(i, SendMessage)] == [
         {"op": "task-started", "key": "low"}
     ]
     assert state.execute_withdrawn("low", "withdrawn") == []
     assert state.tasks["low"].state == "executing"
-    assert withdrawn(compute(state, "urgent-2", priority=1)) == []
+    assert withdrawn(urgent(state, "urgent-2")) == []
 
 
 def test_only_a_task_handed_ahead_reports_its_start_from_its_thread(state):
@@ -139,11 +153,11 @@ def test_only_a_task_handed_ahead_reports_its_start_from_its_thread(state):
 
 
 def test_a_released_task_withdrawn_from_the_executor_never_runs(state, recorder):
-    compute(state, "running", priority=0)
-    compute(state, "low", priority=5)
+    compute(state, "running")
+    compute(state, "low")
     state.free_keys(["low"], "free")
     assert state.tasks["low"].cancelled
-    assert withdrawn(compute(state, "urgent", priority=1)) == ["low"]
+    assert withdrawn(urgent(state, "urgent")) == ["low"]
     assert handed(state.execute_withdrawn("low", "withdrawn")) == [("urgent", True)]
     assert "low" not in state.tasks
     assert recorder.path("low")[-2:] == ["executing", "released"]
