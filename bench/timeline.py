@@ -6,7 +6,9 @@ bench/run's ``dask_bag`` (or ``dask_array``, ``delayed``) ``--runs`` times, and 
 compute, in ms from the moment ``compute()`` was called: the client's graph conversion, when the
 scheduler took the graph in and started and finished its tasks (the scheduler's story), each
 worker's first and last task, how long its task thread was busy and idle between tasks (the
-task stream), its transfers (the workers' stories), and when the result was back.
+task stream), how much of that idle time came before a task that was ready on the worker already
+(the worker's own hand-over from one task to the next), its transfers (the workers' stories),
+and when the result was back.
 
     .venv/bin/python bench/timeline.py [--workload dask_bag] [--runs 3]
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -104,18 +107,30 @@ def report(
     transfers = collections.Counter(
         e.where for e in entries if e.where != "scheduler" and e.finish == "flight"
     )
-    spans: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    spans: dict[str, list[tuple[float, float, str]]] = collections.defaultdict(list)
     for record in client.get_task_stream(start=began):
         for span in record["startstops"]:
-            spans[record["worker"]].append((span["start"], span["stop"]))
+            spans[record["worker"]].append((span["start"], span["stop"], record["key"]))
+    ready = {(e.where, e.key): e.timestamp for e in entries if e.finish == "ready"}
     for worker, runs in sorted(spans.items()):
         runs.sort()
-        busy = sum(stop - start for start, stop in runs)
+        busy = sum(stop - start for start, stop, _ in runs)
         gaps = [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)] or [0.0]
         print(
             f"  {worker[-6:]:>7s}  {len(runs)} tasks {ms(runs[0][0])} .. {ms(runs[-1][1])}: "
             f"busy {1000 * busy:.1f} ms, between tasks median {1e6 * statistics.median(gaps):.0f}"
             f" us (sum {1000 * sum(gaps):.1f} ms), {transfers[worker]} inputs fetched"
+        )
+        # a gap before a task that was ready here before the previous one ended is the
+        # worker's own hand-over; the others waited for the scheduler or an input
+        handover = [
+            start - previous_stop
+            for (_, previous_stop, _), (start, _, key) in itertools.pairwise(runs)
+            if ready.get((worker, key), start) <= previous_stop
+        ]
+        print(
+            f"           of which {len(handover)} gaps (sum {1000 * sum(handover):.1f} ms) "
+            "before a task ready here already"
         )
     print(f"  client   result by {ms(ended)}")
 

@@ -87,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
         "log-length": 10_000,
         # keep what tasks log (any logger) and print, tagged with the task's key
         "capture-task-logs": False,
+        # ready tasks handed to the executor beyond its threads: a thread that finishes a task
+        # starts the next without waiting for the event loop to hand it over
+        "executor-lookahead": 2,
         "heartbeat-interval": "1s",
         # sample CPU, memory, connections and bytes moved with every heartbeat (``storied top``)
         "telemetry": True,

@@ -31,9 +31,17 @@ def is_plain_literal(value: Any, keys: set[Any]) -> bool:
 
 
 def convert_graph(dsk: Mapping[Any, Any]) -> dict[Any, Any]:
-    """``dask._task_spec.convert_legacy_graph(dsk)``, its plain literal values done here."""
-    from dask._task_spec import DataNode, convert_legacy_graph
+    """``dask._task_spec.convert_legacy_graph(dsk)``, its plain literal values done here; a
+    graph dask's optimizers have converted already (every value a node) only loses the aliases
+    of keys to themselves, as dask's conversion would drop them."""
+    from dask._task_spec import Alias, DataNode, GraphNode, convert_legacy_graph
 
+    if all(isinstance(value, GraphNode) for value in dsk.values()):
+        return {
+            key: node
+            for key, node in dsk.items()
+            if not (isinstance(node, Alias) and node.target == key)
+        }
     keys = set(dsk)
     return convert_legacy_graph(
         {

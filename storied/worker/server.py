@@ -13,7 +13,6 @@ import inspect
 import itertools
 import logging
 import os
-import queue
 import threading
 import time
 import traceback
@@ -66,6 +65,7 @@ from storied.worker.state import (
     Instruction,
     Rejoin,
     SendMessage,
+    Withdraw,
     WorkerState,
 )
 from storied.worker.telemetry import ResourceSampler, TransferCounters
@@ -214,7 +214,10 @@ class _Executor:
     def __init__(self, worker: Worker, nthreads: int) -> None:
         self._worker = worker
         self._nthreads = nthreads
-        self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
+        #: tasks handed over and not taken by a thread yet (None: a thread is to end); the
+        #: loop may withdraw one (``withdraw``)
+        self._queue: collections.deque[Execute | None] = collections.deque()
+        self._handed = threading.Condition(threading.Lock())
         self._done = Outbox(asyncio.get_running_loop(), self._finished)
         self._indexes = itertools.count()
         self._threads: list[threading.Thread] = []
@@ -236,16 +239,38 @@ class _Executor:
             self._threads.append(thread)
         thread.start()
 
-    def submit(self, instruction: Execute) -> None:
-        self._queue.put(instruction)
+    def submit(self, instruction: Execute | None) -> None:
+        with self._handed:
+            self._queue.append(instruction)
+            self._handed.notify()
+
+    def withdraw(self, key: str) -> bool:
+        """Take the task ``key`` back if no thread has taken it yet."""
+        with self._handed:
+            for instruction in self._queue:
+                if instruction is not None and instruction.key == key:
+                    self._queue.remove(instruction)
+                    return True
+        return False
+
+    def _next(self) -> Execute | None:
+        with self._handed:
+            while not self._queue:
+                self._handed.wait()
+            return self._queue.popleft()
 
     def _run(self, index: int) -> None:
         _thread_state.worker = self._worker
         _thread_state.seceded = _thread_state.replaced = False
         while True:
-            instruction = self._queue.get()
+            instruction = self._next()
             if instruction is None:
                 return
+            if instruction.queued:
+                # it waited for this thread: its start goes out now (with the outcome just put,
+                # in one wake-up of the loop), for the scheduler to blame it, and only it, if
+                # the worker dies while it runs
+                self._done.put(_Started(instruction.key))
             self._done.put((*self._worker._execute(instruction), index))
             if _thread_state.replaced:
                 return  # this thread left the pool; its replacement serves the queue
@@ -290,7 +315,10 @@ class _Executor:
 
     def _finished(self, outcomes: list[tuple[Any, ...]]) -> None:
         for outcome in outcomes:
-            self._worker._task_done(*outcome)
+            if type(outcome) is _Started:
+                self._worker._task_started(outcome.key)
+            else:
+                self._worker._task_done(*outcome)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the threads, giving running tasks ``timeout`` seconds to finish. The wait
@@ -302,8 +330,14 @@ class _Executor:
             threads = list(self._threads)
         self.release_rejoining()
         for _ in range(self._nthreads):
-            self._queue.put(None)
+            self.submit(None)
         await asyncio.to_thread(_join_all, threads, timeout)
+
+
+class _Started(NamedTuple):
+    """A task handed to the executor beyond its threads (``Execute.queued``) has a thread."""
+
+    key: str
 
 
 def _join_all(threads: list[threading.Thread], timeout: float) -> None:
@@ -340,6 +374,8 @@ class Worker:
         #: the id of the nanny supervising this worker's process, if any
         self.nanny = nanny
         self.nthreads = nthreads
+        #: ready tasks handed to the executor beyond its threads (``WorkerState.lookahead``)
+        self.executor_lookahead = _lookahead(config.get("worker.executor-lookahead"))
         #: what tasks may claim here (``{"GPU": 2}``); default: config ``worker.resources``
         self.resources = parse_resources(
             resources if resources is not None else config.get("worker.resources"),
@@ -708,7 +744,8 @@ class Worker:
             if isinstance(instruction, SendMessage):
                 self.stream.send(instruction.msg)
             elif isinstance(instruction, Execute):
-                self.stream.send({"op": "task-started", "key": instruction.key})
+                if not instruction.queued:  # a thread is free for it: it starts now
+                    self.stream.send({"op": "task-started", "key": instruction.key})
                 self.executor.submit(instruction)
             elif isinstance(instruction, GatherDep):
                 self._queue_gather(instruction.worker, instruction.keys)
@@ -720,6 +757,19 @@ class Worker:
                 self.coordination.forget(instruction.keys)
             elif isinstance(instruction, Rejoin):
                 self.executor.rejoined(instruction.key)
+            elif isinstance(instruction, Withdraw):
+                self._withdraw(instruction)
+
+    def _withdraw(self, instruction: Withdraw) -> None:
+        """Take a task back from the executor, or learn that a thread has it already."""
+        key, stimulus_id = instruction.key, instruction.stimulus_id
+        if self.executor.withdraw(key):
+            self._handle(self.state.execute_withdrawn(key, stimulus_id, instruction.steal))
+            return
+        instructions = self.state.execute_started(key)
+        if instruction.steal:  # it runs here: the steal request hears "executing"
+            instructions += self.state.steal_request(key, stimulus_id)
+        self._handle(instructions)
 
     def _function(self, function_id: str) -> Callable[..., Any]:
         with self._functions_lock:
@@ -758,6 +808,10 @@ class Worker:
         stop = time.time()
         size = sizeof(result)
         return (key, True, result, start, stop, size, _small_pickle(result, size, instruction))
+
+    def _task_started(self, key: str) -> None:
+        """A task that waited in the executor for a thread (``Execute.queued``) started."""
+        self._handle(self.state.execute_started(key))
 
     def _task_done(
         self,
@@ -1065,7 +1119,9 @@ class Worker:
     def _new_state(self) -> WorkerState:
         """The state machine calls out to plugins only while there are any."""
         hook = self._plugin_transition if self.plugins else None
-        state = WorkerState(self.nthreads, self._recorder, hook, self.resources)
+        state = WorkerState(
+            self.nthreads, self._recorder, hook, self.resources, self.executor_lookahead
+        )
         state.paused = self.memory.paused
         return state
 
@@ -1077,6 +1133,15 @@ class Worker:
             )
             if awaitable is not None:
                 self._spawn(finish_plugin_hook(self.plugin_errors, name, hook, awaitable))
+
+
+def _lookahead(value: Any) -> int:
+    """``worker.executor-lookahead``, checked: a count of tasks."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"worker.executor-lookahead must be a whole number of tasks, 0 or more, not {value!r}"
+        )
+    return value
 
 
 def _parameters(func: Callable[..., Any]) -> set[str]:

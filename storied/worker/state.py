@@ -78,6 +78,9 @@ class Execute:
     #: a client waits for the result (a small one is pickled in the task's thread, to travel
     #: with the task-finished message)
     wanted: bool = False
+    #: handed over beyond the threads (``WorkerState.lookahead``): it waits for a thread to
+    #: finish its current task, and that thread reports its start
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +101,25 @@ class ForgetData:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Take ``key`` back from the executor's queue if no thread has taken it yet (a task that
+    outranks it is ready, or the scheduler would steal it): ``execute_withdrawn`` if that
+    worked, else ``execute_started`` (a thread has it)."""
+
+    key: str
+    stimulus_id: str
+    #: a steal request waits for the outcome (``execute_withdrawn`` and ``steal_request``)
+    steal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Rejoin:
     """The seceded task ``key`` has a thread slot again: its thread may go on."""
 
     key: str
 
 
-Instruction = Execute | GatherDep | SendMessage | ForgetData | Rejoin
+Instruction = Execute | GatherDep | SendMessage | ForgetData | Rejoin | Withdraw
 TransitionHook = Callable[[str, str, str, str], None]
 #: A worker's transitions recommend nothing; the record keeps what it is handed, so they all
 #: share one empty dict that nobody changes rather than keeping a new one each.
@@ -120,8 +135,13 @@ class WorkerState:
         recorder: Recorder,
         on_transition: TransitionHook | None = None,
         resources: Mapping[str, float] | None = None,
+        lookahead: int = 0,
     ) -> None:
+        """``lookahead``: ready tasks handed to the executor beyond its threads, so a thread
+        that finishes a task starts the next one at once instead of waiting a round trip
+        through the event loop for it (see ``_start_ready``)."""
         self.nthreads = nthreads
+        self.lookahead = lookahead
         self.record = recorder
         self.on_transition = on_transition
         self.tasks: dict[str, WorkerTask] = {}
@@ -130,6 +150,11 @@ class WorkerState:
         self.long_running: set[WorkerTask] = set()
         #: seceded tasks waiting in ``rejoin()`` for a slot, first come first served
         self._rejoining: collections.deque[WorkerTask] = collections.deque()
+        #: seceded tasks that have a slot again: they run outside the executor's own threads
+        self._rejoined: set[WorkerTask] = set()
+        #: tasks handed to the executor beyond its threads whose start we have not heard of,
+        #: with their -user priority: a task of a higher one that comes takes over
+        self._queued: dict[WorkerTask, float] = {}
         self.total_resources: Resources = dict(resources or {})
         #: what running tasks have not claimed
         self.available_resources: Resources = dict(self.total_resources)
@@ -252,6 +277,8 @@ class WorkerState:
             return instructions
         self.executing.discard(ts)
         self.long_running.discard(ts)
+        self._rejoined.discard(ts)
+        self._queued.pop(ts, None)
         if ts.resources is not None:
             available = self.available_resources
             for name, amount in ts.resources.items():
@@ -267,6 +294,35 @@ class WorkerState:
             self._release_inputs(ts, instructions)
             if finish == "memory":
                 self._wake_dependents(ts, stimulus_id)
+        instructions.extend(self._start_ready(stimulus_id))
+        return instructions
+
+    def execute_started(self, key: str) -> list[Instruction]:
+        """A thread took ``key``, handed over beyond the threads (``Execute.queued``): the
+        scheduler hears that it runs (it is blamed if the worker dies now), and it can no
+        longer be withdrawn."""
+        ts = self.tasks.get(key)
+        if ts is None or self._queued.pop(ts, None) is None:
+            return []
+        return [SendMessage({"op": "task-started", "key": key})]
+
+    def execute_withdrawn(
+        self, key: str, stimulus_id: str, steal: bool = False
+    ) -> list[Instruction]:
+        """``key`` was taken back from the executor before any thread took it (``Withdraw``):
+        it is ready again, behind the task that outranks it, or given back to a ``steal``."""
+        instructions: list[Instruction] = []
+        ts = self.tasks.get(key)
+        if ts is None or self._queued.pop(ts, None) is None:
+            return instructions
+        self.executing.discard(ts)
+        if ts.cancelled:  # released by the scheduler while it waited: it need not run at all
+            ts.cancelled = False
+            self._release(ts, stimulus_id, instructions, told=True)
+        else:
+            self._make_ready(ts, stimulus_id)
+        if steal:
+            instructions.extend(self.steal_request(key, stimulus_id))
         instructions.extend(self._start_ready(stimulus_id))
         return instructions
 
@@ -367,6 +423,7 @@ class WorkerState:
         if ts is None or ts.state != "executing":
             return []
         self.executing.discard(ts)
+        self._rejoined.discard(ts)
         self.long_running.add(ts)
         self._transition(ts, "long-running", stimulus_id)
         return self._start_ready(stimulus_id)
@@ -425,6 +482,9 @@ class WorkerState:
         started here (waiting for inputs or a thread), else keep it. Either way the answer
         says the state it was in, which is how the scheduler knows whether the steal holds."""
         ts = self.tasks.get(key)
+        if ts is not None and ts in self._queued:
+            # handed to the executor, perhaps not started: the executor is asked first
+            return [Withdraw(key, stimulus_id, steal=True)]
         state = ts.state if ts is not None and ts.assigned else None
         instructions: list[Instruction] = [
             SendMessage(
@@ -508,9 +568,18 @@ class WorkerState:
                 continue
             self.long_running.discard(ts)
             self.executing.add(ts)
+            self._rejoined.add(ts)
             self._transition(ts, "executing", stimulus_id)
             instructions.append(Rejoin(ts.key))
-        while not self.paused and len(self.executing) < self.nthreads:
+        # Beyond the threads, ``lookahead`` more go to the executor, which counts them as
+        # executing (as Dask's "handed to the executor"). Not while a seceded task waits for a
+        # slot (it would wait behind every task handed meanwhile) or runs in one again (it
+        # runs outside the executor's threads, which would start a queued task beside it), nor
+        # for tasks that claim resources (they would claim them while waiting).
+        handed = self.nthreads
+        if not (rejoining or self._rejoined or self._constrained):
+            handed += self.lookahead
+        while not self.paused and len(self.executing) < handed:
             ts = self._next_ready() if self._constrained else self._pop_live(self._ready, "ready")
             if ts is None:
                 break
@@ -520,6 +589,9 @@ class WorkerState:
                     available[name] = available.get(name, 0.0) - amount
             self._transition(ts, "executing", stimulus_id)
             self.executing.add(ts)
+            queued = len(self.executing) > self.nthreads
+            if queued:
+                self._queued[ts] = -ts.user_priority
             instructions.append(
                 Execute(
                     ts.key,
@@ -527,9 +599,28 @@ class WorkerState:
                     ts.args,  # type: ignore[arg-type]
                     bool(ts.dependencies),
                     ts.wanted,
+                    queued,
                 )
             )
+        if self._queued:
+            instructions.extend(self._outranked(stimulus_id))
         return instructions
+
+    def _outranked(self, stimulus_id: str) -> list[Instruction]:
+        """Withdraw the task of lowest user priority waiting in the executor if a ready task
+        has a higher one, so that handing tasks ahead never lets a later, more urgent task
+        wait behind them (one at a time: each withdrawal hands the best ready task over in
+        its place). Within one user priority, the scheduler's order (dask's, for a graph)
+        may be passed by at most the tasks handed ahead: taking them back for each task of
+        the graph that comes earlier in it cost a dask.array graph a withdrawal every third
+        task."""
+        self._drop_stale(self._ready, "ready")
+        if not self._ready:
+            return []
+        worst = max(self._queued, key=self._queued.__getitem__)
+        if self._ready[0][0] < self._queued[worst]:
+            return [Withdraw(worst.key, stimulus_id)]
+        return []
 
     def _next_ready(self) -> WorkerTask | None:
         """The first ready task, or the first constrained one if it ranks higher and fits."""

@@ -66,6 +66,23 @@ def test_a_legacy_dict_converts_as_dask_converts_it():
     assert convert_graph(LEGACY) == task_spec.convert_legacy_graph(LEGACY)
 
 
+def test_a_converted_graph_comes_back_as_dask_would_convert_it_again(monkeypatch):
+    """Nodes (what dask's optimizers hand over) are not walked again; an alias of a key to
+    itself goes, as in dask's conversion."""
+    nodes = task_spec.convert_legacy_graph(LEGACY)
+    nodes["self"] = task_spec.Alias("self", target="self")
+    nodes["to-x"] = task_spec.Alias("to-x", target="x")
+    expected = task_spec.convert_legacy_graph(nodes)
+
+    def walked(*args: Any) -> None:
+        raise AssertionError("a graph of nodes was converted again")
+
+    monkeypatch.setattr(task_spec, "convert_legacy_graph", walked)
+    converted = convert_graph(nodes)
+    assert converted == expected
+    assert "self" not in converted and converted["to-x"] is nodes["to-x"]
+
+
 def bag_total() -> Any:
     return db.from_sequence(range(10_000), npartitions=10).map(inc).filter(is_even).sum()
 

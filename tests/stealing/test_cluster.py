@@ -76,7 +76,12 @@ def test_stealing_shortens_the_makespan_of_uneven_tasks(eager_two_workers):
         given_back = [
             e for e in story if e.where == steal["victim"] and e.stimulus_id == steal["stimulus_id"]
         ]
-        assert [(e.start, e.finish) for e in given_back] == [("ready", "released")]
+        # a task handed to the executor ahead of a thread (worker.executor-lookahead) is
+        # taken back from it first
+        assert [(e.start, e.finish) for e in given_back] in (
+            [("ready", "released")],
+            [("executing", "ready"), ("ready", "released")],
+        )
 
 
 def test_loose_restrictions_let_an_idle_worker_steal(eager_two_workers):
