@@ -7,15 +7,16 @@ false, one true; rounds alternate between them in ABBA order, so drift on a busy
 both alike. Each round, on one worker:
 
 - ``make``: a ``megabytes`` array is made and not moved (timed from submit to done); the round
-  ends once the worker has moved it into segments (its ``shared`` event), so the CPU counted
-  includes that write, then it is released;
+  ends once the worker has no write into segments under way (shared memory is written when a
+  reader of the host asks, so none should start), so the CPU counted would include one, then
+  it is released;
 - ``chain``: 20 tasks, each consuming its predecessor's array and making one of 10-50 MB
   (timed from the first submit to the last result done; the client holds only the last).
 
 Per round: the time, the CPU of this process (client, scheduler) and of the cluster's worker
 processes, the worker's peak RSS (``VmHWM``, reset before the round through
 ``/proc/<pid>/clear_refs``, which needs the right to write there) and, for ``make`` once the
-write is over, what the worker holds: private memory (``RssAnon``) and its segments in
+round is over, what the worker holds: private memory (``RssAnon``) and its segments in
 ``/dev/shm`` (pooled ones included), to check that a result in segments is not held twice.
 Prints medians with ranges and the median of paired on/off ratios.
 """
@@ -90,16 +91,16 @@ class Side:
     def add(self, name: str, value: float) -> None:
         self.figures.setdefault(name, []).append(value)
 
-    def wait_written(self, key: str) -> None:
-        """With shared memory on, until the worker holds ``key``'s result in segments."""
-        if not self.shared_memory:
-            return
+    def wait_settled(self) -> None:
+        """Until the worker has no write into segments under way (none starts before a reader
+        of the host asks: results are written lazily), so the CPU counted includes any."""
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(m.get("key") == key for _, m in self.client.get_events("transfer")):
-                return
+        while self.client.run(
+            lambda dask_worker: dask_worker.shared.writing, workers=[self.worker]
+        )[self.worker]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker still writes into segments after 30 s")
             time.sleep(0.005)
-        raise TimeoutError(f"{key} was not moved into segments in 30 s")
 
     def wait_released(self) -> None:
         deadline = time.monotonic() + 30
@@ -117,7 +118,7 @@ class Side:
         made = self.client.submit(make_array, nbytes, workers=[self.worker], pure=False)
         wait([made])
         self.add("make: submit to done, ms", (time.perf_counter() - started) * 1000)
-        self.wait_written(made.key)
+        self.wait_settled()
         status = status_fields(self.pid)
         self.add("make: CPU of all processes per 100 MB, ms", self.per_100mb(cpu, nbytes))
         self.add("make: worker peak RSS, MB", status["VmHWM"] / MB)
@@ -140,7 +141,7 @@ class Side:
             )
         wait([current])
         self.add("chain: submit to last done, ms", (time.perf_counter() - started) * 1000)
-        self.wait_written(current.key)
+        self.wait_settled()
         self.add("chain: CPU of all processes per task, ms", self.per_task(cpu))
         self.add("chain: worker peak RSS, MB", status_fields(self.pid)["VmHWM"] / MB)
         del current

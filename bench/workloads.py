@@ -62,14 +62,18 @@ WITH_LEDGER = "storied-ledger"
 #: storied with resource telemetry (a sample with every heartbeat) off, to show what it costs
 NO_TELEMETRY = "storied-notelemetry"
 NO_TELEMETRY_ENVIRONMENT = {"STORIED_WORKER__TELEMETRY": "false"}
-#: storied with results handed over through shared memory between processes of one host
+#: storied with shared memory forced on (``storied`` has it on too where ``/dev/shm`` allows:
+#: ``worker.shared-memory: auto``)
 WITH_SHM = "storied-shm"
 WITH_SHM_ENVIRONMENT = {"STORIED_WORKER__SHARED_MEMORY": "true"}
+#: storied with shared memory forced off: every large result over TCP (issue 14's TCP goals)
+TCP_ONLY = "storied-tcp"
+TCP_ONLY_ENVIRONMENT = {"STORIED_WORKER__SHARED_MEMORY": "false"}
 #: storied without scheduler-side queuing (``worker-saturation: inf``), to show what it costs
 NO_QUEUE = "storied-noqueue"
 NO_QUEUE_ENVIRONMENT = {"STORIED_SCHEDULER__WORKER_SATURATION": "inf"}
 FUTURES_SYSTEMS = frozenset(
-    {"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, NO_QUEUE, WITH_SHM, "dask"}
+    {"storied", NO_RECORD, WITH_LEDGER, NO_TELEMETRY, NO_QUEUE, WITH_SHM, TCP_ONLY, "dask"}
 )
 TASK_SYSTEMS = FUTURES_SYSTEMS | {"ray"}
 #: not a scheduler: two plain Python processes copying bytes over loopback TCP, the reference
@@ -83,6 +87,7 @@ SYSTEM_MODULES = {
     WITH_LEDGER: "storied",
     NO_TELEMETRY: "storied",
     WITH_SHM: "storied",
+    TCP_ONLY: "storied",
     "dask": "distributed",
 }
 
@@ -1039,7 +1044,7 @@ WORKLOADS: dict[str, Workload] = {
             100,
             "MB",
             TRANSFER_MB_S + TRANSFER_CPU + TRANSFER_PRODUCE,
-            frozenset({"storied", WITH_SHM, "dask", RAW_TCP, "ray"}),
+            frozenset({"storied", WITH_SHM, TCP_ONLY, "dask", RAW_TCP, "ray"}),
             run_transfer,
         ),
         Workload(
@@ -1127,6 +1132,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(NO_QUEUE_ENVIRONMENT)
     if args.system == WITH_SHM:
         os.environ.update(WITH_SHM_ENVIRONMENT)
+    if args.system == TCP_ONLY:
+        os.environ.update(TCP_ONLY_ENVIRONMENT)
     ledger_dir = tempfile.TemporaryDirectory() if args.system == WITH_LEDGER else None
     if ledger_dir is not None:
         os.environ["STORIED_SCHEDULER__LEDGER"] = os.path.join(ledger_dir.name, "ledger.db")

@@ -97,7 +97,7 @@ DEFAULTS: dict[str, Any] = {
         "local-directory": None,
         # hand large results to processes of this host through /dev/shm (docs/wire.md): true,
         # false or "auto" (where /dev/shm is a tmpfs with room for the pool and results)
-        "shared-memory": False,
+        "shared-memory": "auto",
         # ... each out-of-band buffer of at least this size
         "shared-memory-threshold": "1MiB",
         # ... and at most this many bytes of segments per worker (None: what /dev/shm has free)

@@ -340,7 +340,7 @@ def test_worker_events_on_dask_keeps_what_fits(monkeypatch: pytest.MonkeyPatch) 
     assert run.versions["distributed"]
 
 
-@pytest.mark.parametrize("system", ["raw-tcp", "storied", "storied-shm"])
+@pytest.mark.parametrize("system", ["raw-tcp", "storied", "storied-shm", "storied-tcp"])
 def test_the_transfer_workload_reports_every_rate_and_cpu_cost(system: str) -> None:
     run = driver.measure(system, "transfer", 2, 1, timeout=120)
     assert run.error is None, run.error

@@ -1,18 +1,17 @@
 """Results handed over through shared memory between processes of one host.
 
 A worker holds a finished task's result in its private memory, as with shared memory off, and
-reports it done at once. With peers on its host (``worker.shared-memory``) it then copies the
-result's large out-of-band buffers into segments of their own, off the task's critical path:
-in a background thread (``storied.shm.writer``), or, when a process of the host asks for the
-result first, right then in the thread that answers it (a result finished before
-the worker knew of its peers, or brought back from disk, is written then: lazily). Once
-written, the worker holds the result as views of its segments (``on_written``): the memory is
-held once again. A fetch from the same host (``request_data``, for peers and clients alike)
-gets the segments' names instead of their bytes and maps them copy-on-write, so a task
-changing its input changes only its own pages, as with a copy over TCP. A segment the reader
-cannot map (unlinked meanwhile, another user's) is fetched again over TCP. When the producer
-releases a key, its segments go to the worker's pool (``storied.shm.pool``), to take the next
-results at memcpy speed, or are unlinked; mappings live on with their holders.
+reports it done at once. A result that never moves costs nothing more. When a process of the
+host (a peer's fetch or a client's gather, ``request_data``) first asks for a large result,
+the worker copies its large out-of-band buffers into segments of their own right then, in the
+thread that answers it (``ready``; a second reader meanwhile helps with the same write), and
+holds the result as views of its segments from then on (``on_written``): the memory is held
+once again. That first reader, and every later one, gets the segments' names instead of their
+bytes and maps them copy-on-write, so a task changing its input changes only its own pages, as
+with a copy over TCP. A segment the reader cannot map (unlinked meanwhile, another user's) is
+fetched again over TCP. When the producer releases a key, its segments go to the worker's pool
+(``storied.shm.pool``), to take the next results at memcpy speed, or are unlinked; mappings
+live on with their holders.
 """
 
 from __future__ import annotations
@@ -123,26 +122,11 @@ class SharedResults:
         """Whether a result of ``size`` bytes may have buffers worth putting in segments."""
         return self.host is not None and self.peers_on_host and size >= self.threshold
 
-    def schedule(self, key: str, value: Any) -> None:
-        """Move ``key``'s finished result into segments in the background: the task that made
-        it does not wait."""
-        write = SegmentWrite(key, value, self.pool)
-        with self._lock:
-            self._private.discard(key)
-            replaced = self._writing.pop(key, None), self._held.pop(key, None)
-            self._writing[key] = write
-        self._drop(*replaced, reuse=True)
-        self._writer.put(partial(self._in_background, write))
-
-    def _in_background(self, write: SegmentWrite) -> None:
-        if not write.finished.is_set():
-            self._work(write, False)
-
     async def ready(self, values: dict[str, Any], timeout: float) -> None:
         """Before answering a reader of this host: the segments of these results (large ones,
-        in memory), written now at normal priority where the background writer has not
-        finished them or never had them; at most ``timeout`` seconds (then what is not
-        ready goes over TCP)."""
+        in memory), written now where no reader had them written yet (helping a write another
+        reader started); at most ``timeout`` seconds (then what is not ready goes over
+        TCP)."""
         writes = []
         with self._lock:
             for key, value in values.items():
@@ -160,16 +144,15 @@ class SharedResults:
 
     def _help(self, writes: list[SegmentWrite]) -> None:
         for write in writes:
-            self._work(write, True)
+            self._work(write)
             write.finished.wait()
 
-    def _work(self, write: SegmentWrite, urgent: bool) -> None:
-        """Write what is left of ``write`` (the background writer: chunks nobody took;
-        ``urgent``: every chunk not written yet); the last to write finishes it."""
+    def _work(self, write: SegmentWrite) -> None:
+        """Write every chunk of ``write`` not written yet; the last to write finishes it."""
         try:
-            if not write.prepare(self._plan, urgent):
+            if not write.prepare(self._plan):
                 self._settle(write)
-            elif write.run(urgent):
+            elif write.run():
                 self._finish(write)
         except Exception as exc:  # no room left in /dev/shm, say: the result stays private
             self._settle(write, exc)
@@ -240,7 +223,6 @@ class SharedResults:
             nbytes=write.nbytes,
             reused=reused,
             seconds=time.monotonic() - write.started,
-            by=write.started_by,
         )
 
     def _settle(self, write: SegmentWrite, exc: BaseException | None = None) -> None:

@@ -1,10 +1,9 @@
-"""Moving a result into shared-memory segments off the task's critical path.
+"""Moving a result into shared-memory segments when a reader of the host first asks for it.
 
 A finished task's result is held in the worker's private memory as with shared memory off; a
-``SegmentWrite`` then copies its large out-of-band buffers into segments, in chunks, done by
-the worker's ``BackgroundWriter`` (a thread of its own) and by any thread serving a same-host
-reader that needs the result now (``urgent``). Chunks go to fixed offsets, so a helper may
-write a chunk the background thread is still writing (the same bytes): a reader never waits
+``SegmentWrite`` copies its large out-of-band buffers into segments, in chunks, done by the
+threads serving the same-host readers that need the result now. Chunks go to fixed offsets, so
+a thread may write a chunk another is still writing (the same bytes): a reader never waits
 for a thread the kernel keeps off the CPU. A buffer that gets a pooled segment
 (``storied.shm.pool``) is copied into that segment's mapping, faulted in already; one that gets
 a fresh segment is written with ``pwrite``, each thread opening the segments for itself. No
@@ -50,25 +49,21 @@ class SegmentWrite:
         self._remaining = 0
         self._next = 0
         self._planned = False
-        #: when and by whom (``"background"`` or ``"reader"``) the write was started
+        #: when the write was started
         self.started = 0.0
-        self.started_by = ""
         self._created = False
         self._prepare_lock = threading.Lock()
         self._lock = threading.Lock()
         self.cancelled = False
         self.finished = threading.Event()
 
-    def prepare(
-        self, plan: Callable[[Any], tuple[Pickled, dict[int, memoryview]] | None], urgent: bool
-    ) -> bool:
+    def prepare(self, plan: Callable[[Any], tuple[Pickled, dict[int, memoryview]] | None]) -> bool:
         """Pickle the result and choose its buffers (``plan``), once, in the first thread to
         get here; whether there is anything to write."""
         with self._prepare_lock:
             if not self._planned:
                 self._planned = True
                 self.started = time.monotonic()
-                self.started_by = "reader" if urgent else "background"
                 planned = plan(self.value) if self.value is not None else None
                 if planned is not None:
                     self._plan(*planned)
@@ -137,18 +132,16 @@ class SegmentWrite:
         self.finished.set()
         return list(self.names.values()) if created else []
 
-    def _claim(self, urgent: bool) -> int | None:
-        """The next chunk to write: one nobody has taken; for an ``urgent`` writer, once all
-        are taken, one not written yet (it may be in flight in a slower thread)."""
+    def _claim(self) -> int | None:
+        """The next chunk to write: one nobody has taken; once all are taken, one not written
+        yet (it may be in flight in a slower thread)."""
         with self._lock:
             if self.cancelled or self._views is None:
                 return None
             if self._next < len(self._chunks):
                 self._next += 1
                 return self._next - 1
-            if urgent:
-                return next((i for i, done in enumerate(self._done) if not done), None)
-            return None
+            return next((i for i, done in enumerate(self._done) if not done), None)
 
     def _complete(self, chunk: int) -> bool:
         """Mark ``chunk`` written; True for the one call that completes the write."""
@@ -159,7 +152,7 @@ class SegmentWrite:
             self._remaining -= 1
             return self._remaining == 0
 
-    def run(self, urgent: bool) -> bool:
+    def run(self) -> bool:
         """Write chunks until none is left for this thread; True if this call wrote the last
         one (the caller then finishes the write). ``OSError`` (no room left, say) unless the
         write was cancelled meanwhile."""
@@ -169,7 +162,7 @@ class SegmentWrite:
         fds: dict[int, int] = {}
         last = False
         try:
-            while (chunk := self._claim(urgent)) is not None:
+            while (chunk := self._claim()) is not None:
                 index, offset, length = self._chunks[chunk]
                 part = views[index][offset : offset + length]
                 reused = self.reused.get(index)
@@ -198,8 +191,8 @@ class SegmentWrite:
 
 
 class BackgroundWriter:
-    """A daemon thread doing jobs in turn (writes of ``SegmentWrite`` s, mapping pooled
-    segments), started on the first one. It keeps the process's CPU priority: at nice 19 it
+    """A daemon thread doing jobs in turn (mapping and faulting in pooled segments, off the
+    event loop), started on the first one. It keeps the process's CPU priority: at nice 19 it
     held the GIL while the kernel kept it off the CPU on a busy host, and the worker's event
     loop and tasks waited for it (making a 100 MB array took 33-93 ms instead of 27-69,
     measured)."""
@@ -219,7 +212,7 @@ class BackgroundWriter:
         self._queue.put(job)
 
     def stop(self) -> None:
-        """Let the thread end after the job under way (the writes queued were cancelled)."""
+        """Let the thread end after the jobs queued."""
         if self._thread is not None:
             self._queue.put(None)
 

@@ -849,8 +849,6 @@ class Worker:
                 key, value, start, stop, _stimulus("task-erred"), thread
             )
         self._handle(instructions)
-        if ok and self.shared.wants(size) and self.memory.in_memory.get(key) is value:
-            self.shared.schedule(key, value)  # after the task is reported done: in the background
 
     def _queue_gather(self, worker: str, keys: Iterable[str]) -> None:
         """One transfer in flight per peer; keys asked for meanwhile go in the next one."""
@@ -962,7 +960,8 @@ class Worker:
 
     async def _share(self, keys: list[Any]) -> None:
         """Before a reader of this host gets ``keys``: the large ones held in memory (not
-        spilled) put in shared memory, if their background write has not done it yet."""
+        spilled) put in shared memory, if no reader had them put there yet (results are
+        written lazily: one that never moves costs no copy)."""
         in_memory = self.memory.in_memory
         values = {
             key: value

@@ -46,17 +46,20 @@ def writes_under_way(dask_worker: Worker) -> int:
 def make_one_at_a_time(
     client: Client, count: int, stop: Callable[[], Any] = lambda: False
 ) -> list[Future]:
-    """Results made one after the other, each waited for until its background write into
-    shared memory is over (or ``stop()``): what the worker holds is then segments, not private
-    copies waiting for the writer."""
+    """Results made one after the other, each gathered (or until ``stop()``): the client is on
+    the worker's host, so its first read has the result written into shared memory, and what
+    the worker holds is then segments, not private copies."""
     futures = []
     for seed in range(count):
         futures.append(client.submit(make_array, seed, pure=False))
         wait(futures[-1], timeout=60)
+        if stop():
+            break
+        futures[-1].result(timeout=60)
         poll(
             lambda: stop() or not sum(client.run(writes_under_way).values()),
             timeout=60,
-            what="the background write done",
+            what="the write done",
         )
         if stop():
             break

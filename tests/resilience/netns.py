@@ -63,7 +63,14 @@ class PrivateNetwork:
         ip("-n", self.worker_ns[worker], "link", "set", "eth0", "up")
 
     def spawn(self, ns: str, args: list[str], env: dict[str, str], **kwargs: Any) -> Any:
-        environ = {**os.environ, **env, "STORIED_AUTH_TOKEN": self.token}
+        """Run ``args`` in namespace ``ns``. Its "hosts" share this host's ``/dev/shm``, so
+        shared memory is off unless ``env`` turns it on: data crosses the network."""
+        environ = {
+            **os.environ,
+            "STORIED_WORKER__SHARED_MEMORY": "false",
+            **env,
+            "STORIED_AUTH_TOKEN": self.token,
+        }
         command = ["ip", "netns", "exec", ns, sys.executable, *args]
         process = subprocess.Popen(command, env=environ, cwd=TESTS_DIR, text=True, **kwargs)
         self.processes.append(process)

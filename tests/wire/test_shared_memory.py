@@ -47,7 +47,7 @@ def transfer_counters(dask_worker: Any) -> dict[str, int]:
 
 
 def in_segments(client: Client, worker: str, key: str) -> bool:
-    """Whether ``worker`` holds ``key`` in shared memory (its background write is over)."""
+    """Whether ``worker`` holds ``key`` in shared memory (a same-host reader had it written)."""
 
     def held(dask_worker: Any) -> bool:
         return dask_worker.shared.handover(key) is not None
@@ -146,7 +146,7 @@ def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):
     (first, first_pid), (second, _) = two_workers(shm_client)
     before = set(segments_of(first_pid))
     made = shm_client.submit(make_array, 4 * MB, workers=[first], pure=False)
-    shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
+    made.result(timeout=30)  # a reader on the host: written into shared memory now
     wait_in_segments(shm_client, first, made.key)
     segments.unlink(sorted(set(segments_of(first_pid)) - before))  # as if released meanwhile
 
@@ -160,7 +160,7 @@ def test_a_segment_gone_meanwhile_falls_back_to_tcp(shm_client):
 def test_a_worker_killed_by_sigkill_leaves_no_segments(shm_client):
     (first, first_pid), _ = two_workers(shm_client)
     made = shm_client.submit(make_array, 2 * MB, workers=[first], pure=False)
-    shm_client.submit(checksum, made, workers=[first]).result(timeout=30)
+    made.result(timeout=30)  # a reader on the host: written into shared memory now
     wait_in_segments(shm_client, first, made.key)
     assert segments_of(first_pid)
 

@@ -1,7 +1,8 @@
-"""Shared memory off the task's critical path: a result is reported done while held in the
-worker's private memory, then moved into segments by a low-priority background writer, or by
-the first same-host reader to ask for it; releases cancel writes; a worker whose segments
-would not fit keeps its results private."""
+"""Shared memory written lazily: a result is reported done while held in the worker's private
+memory and moved into segments only when the first same-host reader asks for it (a result
+that never moves costs no copy); later readers map the same segments; a result released
+before any read never gets one; a worker whose segments would not fit keeps its results
+private."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.wire.shm_helpers import (
     checksum,
     held_segments_of,
     make_array,
+    pooled_segments_of,
     segments_of,
     two_worker_cluster,
     two_workers,
@@ -40,6 +42,10 @@ def shared_state(dask_worker: Any) -> dict[str, Any]:
     }
 
 
+def held_keys(dask_worker: Any) -> list[str]:
+    return list(dask_worker.data)
+
+
 def transfer_events(client: Client, action: str, key: str) -> list[tuple[float, dict[str, Any]]]:
     return [
         (time, msg)
@@ -54,41 +60,44 @@ def shm_client() -> Iterator[Client]:
         yield client
 
 
-def test_a_large_result_is_done_before_its_background_write_then_mapped_by_a_reader(shm_client):
+def test_a_finished_result_gets_a_segment_only_when_a_same_host_reader_asks(shm_client):
+    """Made and not moved: no copy. The first reader (a peer) has it written and maps it; the
+    second (the client's gather) maps the same segment."""
     (first, first_pid), (second, _) = two_workers(shm_client)
-    made = shm_client.submit(make_array, 100 * MB, workers=[first], pure=False)
+    before = set(held_segments_of(first_pid))
+    made = shm_client.submit(make_array, 50 * MB, workers=[first], pure=False)
     wait(made, timeout=60)
+    # the worker's event loop answers in order: after this, any write would have begun
+    assert made.key not in shm_client.run(shared_state, workers=[first])[first]["keys"]
+    assert set(held_segments_of(first_pid)) == before, "nothing is written before anyone asks"
+    assert not transfer_events(shm_client, "shared", made.key)
 
-    [(written_at, shared)] = poll(
-        lambda: transfer_events(shm_client, "shared", made.key), what="the background write"
+    moved = shm_client.submit(checksum, made, workers=[second], pure=False)
+
+    assert moved.result(timeout=60) == checksum(make_array(50 * MB))
+    [(_, fetched)] = poll(
+        lambda: transfer_events(shm_client, "fetched", made.key), what="the transfer event"
     )
-    assert shared["by"] == "background" and shared["nbytes"] == 100 * MB
+    assert fetched["path"] == "shm" and fetched["from"] == first
+    [(written_at, shared)] = transfer_events(shm_client, "shared", made.key)
+    assert shared["nbytes"] == 50 * MB
     [done] = [
         entry
         for entry in shm_client.story(made.key)
         if entry.where == first and entry.finish == "memory"
     ]
-    # the write began after the worker had reported the task done
-    assert written_at - shared["seconds"] >= done.timestamp
-    assert segments_of(first_pid)
+    assert written_at >= done.timestamp
+    [segment] = set(held_segments_of(first_pid)) - before
 
-    moved = shm_client.submit(checksum, made, workers=[second], pure=False)
-
-    assert moved.result(timeout=60) == checksum(make_array(100 * MB))
-    [(_, fetched)] = poll(
-        lambda: transfer_events(shm_client, "fetched", made.key), what="the transfer event"
-    )
-    assert fetched["path"] == "shm" and fetched["from"] == first
+    assert checksum(made.result(timeout=60)) == checksum(make_array(50 * MB))
+    assert set(held_segments_of(first_pid)) - before == {segment}, "the gather mapped it"
+    assert len(transfer_events(shm_client, "shared", made.key)) == 1, "written once"
 
 
 def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
     (first, _), _ = two_workers(shm_client)
     made = shm_client.submit(make_array, 50 * MB, workers=[first], pure=False)
-    wait(made, timeout=60)
-    poll(
-        lambda: not shm_client.run(shared_state, workers=[first])[first]["writing"],
-        what="the background write",
-    )
+    made.result(timeout=60)  # the client's gather on this host has it written
 
     def backed_by_a_segment(key: str, dask_worker: Any) -> bool:
         """The array held is a view of a mapping, not the task's private array."""
@@ -106,23 +115,24 @@ def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
     )
 
 
-def test_releasing_results_while_they_are_written_leaves_no_segment(shm_client):
+def test_results_released_before_any_read_never_get_a_segment(shm_client):
     (first, first_pid), _ = two_workers(shm_client)
-    before = set(held_segments_of(first_pid))
-    # three in a row: the background writer takes them one at a time, so the later ones are
-    # queued or under way when they are released
+    before = set(held_segments_of(first_pid)) | set(pooled_segments_of(first_pid))
     made = [
-        shm_client.submit(make_array, 60 * MB + i, workers=[first], pure=False) for i in range(3)
+        shm_client.submit(make_array, 30 * MB + i, workers=[first], pure=False) for i in range(3)
     ]
     wait(made, timeout=60)
     keys = {future.key for future in made}
     del made
 
-    poll(lambda: set(held_segments_of(first_pid)) <= before, timeout=20, what="segments freed")
-    state = shm_client.run(shared_state, workers=[first])[first]
-    assert not keys & set(state["keys"]) and not keys & set(state["writing"])
-    assert set(held_segments_of(first_pid)) <= before
-    assert state["pooled"] <= config.parse_bytes(config.get("worker.shared-memory-pool"))
+    poll(
+        lambda: not keys & set(shm_client.run(held_keys, workers=[first])[first]),
+        what="the keys released",
+    )
+    assert set(segments_of(first_pid)) <= before, "no segment made, none pooled"
+    assert not [msg for _, msg in shm_client.get_events("transfer") if msg.get("key") in keys], (
+        "nothing written, nothing on the record"
+    )
 
 
 def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(shm_client):
@@ -136,8 +146,7 @@ def test_a_result_that_was_never_written_is_shared_when_a_same_host_reader_asks(
     moved = shm_client.submit(checksum, scattered, workers=[second], pure=False)
 
     assert moved.result(timeout=30) == checksum(make_array(20 * MB))
-    [(_, shared)] = transfer_events(shm_client, "shared", scattered.key)
-    assert shared["by"] == "reader"
+    assert transfer_events(shm_client, "shared", scattered.key)
     [(_, fetched)] = poll(
         lambda: transfer_events(shm_client, "fetched", scattered.key), what="transfer event"
     )
@@ -190,19 +199,19 @@ def _planned_write(value: np.ndarray) -> SegmentWrite:
     pickled = dumps_data(value)
     write = SegmentWrite("some-key", value)
     large = {index: memoryview(buffer) for index, buffer in enumerate(pickled.buffers)}
-    assert write.prepare(lambda _: (pickled, large), urgent=False)
+    assert write.prepare(lambda _: (pickled, large))
     return write
 
 
-def test_a_reader_finishes_a_write_whose_chunk_a_stalled_thread_holds():
-    """The background thread took a chunk and the kernel keeps it off the CPU: the reader
+def test_a_reader_finishes_a_write_whose_chunk_a_stalled_reader_holds():
+    """Another reader's thread took a chunk and the kernel keeps it off the CPU: this reader
     writes that chunk too (the same bytes) instead of waiting for it."""
     value = np.arange(3 * CHUNK + 5, dtype="u1")
     write = _planned_write(value)
     try:
-        assert write._claim(urgent=False) == 0  # taken by the stalled thread, never written
+        assert write._claim() == 0  # taken by the stalled thread, never written
 
-        assert write.run(urgent=True), "the reader wrote the last chunk"
+        assert write.run(), "the reader wrote the last chunk"
         [(index, name)] = write.names.items()
         mapped = segments.map_segment(name, write.sizes[index])
         assert bytes(mapped) == value.tobytes()
@@ -216,5 +225,5 @@ def test_a_write_cancelled_before_it_starts_creates_no_segment():
 
     assert write.cancel() == [], "nothing was created"
 
-    assert not write.run(urgent=True) and write.finished.is_set()
+    assert not write.run() and write.finished.is_set()
     assert not set(names) & set(os.listdir(segments.DIRECTORY))
