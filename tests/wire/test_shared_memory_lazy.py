@@ -117,6 +117,14 @@ def test_the_worker_then_holds_the_result_in_its_segments_only(shm_client):
 
 def test_results_released_before_any_read_never_get_a_segment(shm_client):
     (first, first_pid), _ = two_workers(shm_client)
+    # Earlier tests' results may still be going back to the pool: start once they are.
+    poll(
+        lambda: (
+            not shm_client.run(held_keys, workers=[first])[first]
+            and not shm_client.run(shared_state, workers=[first])[first]["keys"]
+        ),
+        what="the earlier results released",
+    )
     before = set(held_segments_of(first_pid)) | set(pooled_segments_of(first_pid))
     made = [
         shm_client.submit(make_array, 30 * MB + i, workers=[first], pure=False) for i in range(3)
