@@ -34,6 +34,10 @@ from storied.shm.writer import BackgroundWriter, SegmentWrite
 
 logger = logging.getLogger("storied.worker")
 
+#: threads copying a result into segments while a reader waits: one memcpy stream does not
+#: fill the memory bus, so two finish the copy sooner (the waiting reader idles meanwhile)
+COPY_THREADS = 2
+
 #: a segment of a result: the index of its buffer among the pickle's buffers, name, size
 Segment = tuple[int, str, int]
 
@@ -138,7 +142,10 @@ class SharedResults:
                 writes.append(write)
         if not writes:
             return
-        helping = asyncio.get_running_loop().run_in_executor(None, self._help, writes)
+        loop = asyncio.get_running_loop()
+        helping = asyncio.gather(
+            *(loop.run_in_executor(None, self._help, writes) for _ in range(COPY_THREADS))
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(helping, timeout)
 
