@@ -21,7 +21,7 @@ import cloudpickle
 import pytest
 
 from storied import Client, LocalCluster, get_worker
-from tests.engine.helpers import inc, poll
+from tests.engine.helpers import inc, interruptible, poll
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -140,6 +140,7 @@ def serving(ledger: Path) -> Iterator[str]:
         [sys.executable, "-m", "storied", "dashboard", "--ledger", str(ledger), "--port=0"],
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         assert process.stderr is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,13 @@ from storied.shm import segments
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 KEY_HEX = "[0-9a-f]{32}"
+
+
+def interruptible() -> None:
+    """``Popen(preexec_fn=interruptible)``: the child takes Ctrl-C (SIGINT) as a script run
+    from a terminal does, even when the tests run as a background job, whose shell starts it
+    with SIGINT ignored (Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def poll(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from storied import Client
 from storied.cli.main import cli
 
-from .helpers import inc, poll
+from .helpers import inc, interruptible, poll
 
 STORIED = str(Path(sys.executable).with_name("storied"))
 
@@ -45,6 +45,7 @@ class Started:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env={**clean_environ(), **(env or {})},
+                preexec_fn=interruptible,
             )
 
     def stderr(self) -> str:

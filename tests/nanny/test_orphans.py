@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from engine.helpers import poll
+from engine.helpers import interruptible, poll
 
 from .helpers import alive
 
@@ -37,6 +37,7 @@ def run_script(nanny: bool, wait: bool) -> tuple[subprocess.Popen[str], list[int
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     assert script.stdout is not None
     pids = [pid for pid in json.loads(script.stdout.readline()) if pid is not None]
