@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,17 @@ def capture(path: Path, workload: str, size: int, rounds: int) -> None:
     batches: list[bytes] = []
     insert = ledger_module._insert
 
-    def keeping(conn: sqlite3.Connection, batch: Any, followed: Any = (), tallies: Any = None):
-        batches.append(pickle.dumps((batch, followed), protocol=pickle.HIGHEST_PROTOCOL))
-        return insert(conn, batch, followed, tallies)
+    def keeping(
+        conn: sqlite3.Connection,
+        batch: Any,
+        followed: Any = (),
+        tallies: Any = None,
+        hand_over: bool = True,
+        executions: Any = None,
+    ) -> list[tuple[int, str]]:
+        kept = (batch, followed, executions or {})
+        batches.append(pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
+        return insert(conn, batch, followed, tallies, hand_over, executions)
 
     ledger_module._insert = keeping
     try:
@@ -92,8 +101,10 @@ def replay(path: Path, repeats: int) -> None:
     captured = pickle.loads(path.read_bytes())
     tasks, batches = captured["tasks"], [pickle.loads(blob) for blob in captured["batches"]]
     records = sum(
-        ledger_module._record_count(batch) + sum(len(entries) for _, entries, _ in followed)
-        for batch, followed in batches
+        ledger_module._record_count(batch)
+        + sum(len(entries) for _, entries, _ in followed)
+        + sum(map(len, executions.values()))
+        for batch, followed, executions in batches
     )
     print(f"{len(batches)} batches, {tasks:,} tasks, {records / tasks:.1f} records a task")
     totals: list[float] = []
@@ -114,7 +125,7 @@ def replay(path: Path, repeats: int) -> None:
         print(f"  {statistics.median(values) / tasks * 1e6:6.2f} us/task  {stage}")
 
 
-def _replay_once(batches: list[tuple[Any, Any]]) -> tuple[float, Counter[str], int]:
+def _replay_once(batches: list[tuple[Any, Any, Any]]) -> tuple[float, Counter[str], int]:
     """Write every batch into a fresh file as the writer would; CPU seconds in all, per
     stage, and the file's size."""
     stages = _Stages()
@@ -150,7 +161,7 @@ def _replay_once(batches: list[tuple[Any, Any]]) -> tuple[float, Counter[str], i
     return total, stages.seconds, size
 
 
-def _write_all(batches: list[tuple[Any, Any]], stages: _Stages) -> tuple[float, int]:
+def _write_all(batches: list[tuple[Any, Any, Any]], stages: _Stages) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ledger.db"
         ledger = ledger_module.Ledger(path)
@@ -165,15 +176,24 @@ def _write_all(batches: list[tuple[Any, Any]], stages: _Stages) -> tuple[float, 
         for pragma in ledger_module.WRITER_PRAGMAS:
             conn.execute(pragma)
         tallies = {run_id: ledger_module.RunTally()}
+        # the writer indexes names every index_interval: every that many flush intervals here
+        names = ledger_module._PendingNames(float("inf"))
+        every = max(round(ledger.index_interval / ledger.flush_interval), 1)
         started = time.thread_time()
-        for batch, followed in batches:
+        for number, (batch, followed, executions) in enumerate(batches, 1):
             batch = [_with_run(item, run_id) for item in batch]
             followed = [(run_id, entries, recs) for _, entries, recs in followed]
+            executions = {run_id: [*chain.from_iterable(executions.values())]} if executions else {}
             with stages.timing("begin"):
                 conn.execute("BEGIN")
-            ledger_module._insert(conn, batch, followed, tallies)
+            named = ledger_module._insert(
+                conn, batch, followed, tallies, hand_over=False, executions=executions
+            )
+            due = number % every == 0 or number == len(batches)
+            indexed = names.write(conn, named, force=due)
             with stages.timing("commit"):
                 conn.execute("COMMIT")
+            names.settle(named, indexed)
         total = time.thread_time() - started
         conn.close()
         ledger._writer_lock.release()

@@ -144,6 +144,7 @@ DEFAULTS: dict[str, Any] = {
         "queue-size": 100_000,
         "batch-size": 2_000,
         "flush-interval": "200ms",
+        "index-interval": "1s",
     },
 }
 

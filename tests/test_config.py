@@ -127,7 +127,12 @@ def test_env_overrides_file_and_nests(tmp_path: Path) -> None:
     assert loaded["scheduler"]["ledger"] is None
     assert loaded["comm"]["tls"]["ca-file"] == "/etc/ca.pem"
     assert loaded["comm"]["tls"]["cert"] is None
-    assert loaded["ledger"] == {"queue-size": 100_000, "batch-size": 2_000, "flush-interval": "1s"}
+    assert loaded["ledger"] == {
+        "queue-size": 100_000,
+        "batch-size": 2_000,
+        "flush-interval": "1s",
+        "index-interval": "1s",
+    }
     assert loaded.keys() == cfg.DEFAULTS.keys()
 
 

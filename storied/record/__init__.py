@@ -126,7 +126,10 @@ class Record:
         first_seq = 1
         self._put_shipment: Callable[[str, int, Shipment], None] | None = None
         self._put_event: Callable[[str, StoredEvent], None] | None = None
-        self._put_execution: Callable[..., None] | None = None
+        #: the ledger's list of this run's executions (``Ledger.execution_rows``)
+        self._ledger_executions: list[tuple[Any, ...]] | None = None
+        #: how long that list may grow before executions are dropped (and counted)
+        self._ledger_capacity = 0 if ledger is None else ledger.queue_size
         self._put_failure: Callable[[dict[str, Any]], None] | None = None
         put_log: Callable[[LogRecordEntry], None] | None = None
         if ledger is not None:
@@ -135,7 +138,7 @@ class Record:
             first_seq = ledger.first_seq(run_id)
             self._put_shipment = partial(ledger.put_shipment, run_id)
             self._put_event = partial(ledger.put_event, run_id)
-            self._put_execution = partial(ledger.put_execution, run_id)
+            self._ledger_executions = ledger.execution_rows(run_id)
             self._put_failure = partial(ledger.put_failure, run_id)
             put_log = partial(ledger.put_log, run_id)
         #: every record of this run has a seq from here on (earlier ones: earlier runs on file)
@@ -219,8 +222,12 @@ class Record:
                 "outcome": outcome,
             }
         )
-        if self._put_execution is not None:
-            self._put_execution(key, worker, thread, start, stop, outcome)
+        rows = self._ledger_executions
+        if rows is not None:
+            if len(rows) < self._ledger_capacity:
+                rows.append((key, worker, thread, start, stop, outcome))
+            elif self._ledger is not None:
+                self._ledger.count_dropped(1)
 
     def failure(self, failure: dict[str, Any]) -> None:
         """Record why a task failed: one failed attempt, or a dependent erring because of one
@@ -571,4 +578,5 @@ class Record:
         """Nothing more goes to the ledger (on the recording thread: it reads these)."""
         self._log_capture.on_record = None
         self._put_shipment = None
-        self._put_event = self._put_execution = self._put_log = self._put_failure = None
+        self._put_event = self._put_log = self._put_failure = None
+        self._ledger_executions = None

@@ -4,7 +4,8 @@ Nothing on the scheduler's hot path waits for the disk. Transitions, several per
 queued one by one: the writer thread reads the scheduler's own straight out of the in-memory
 ``TransitionLog`` ring it follows, so recording one costs the scheduler the same with a ledger
 as without, and those its workers ship arrive in bulk, one queue item per shipment. Events,
-executions and log records are appended to an in-memory queue. The writer commits what
+log records are appended to an in-memory queue, executions (one a task) to a list of their
+run's (``execution_rows``). The writer commits what
 is new in one transaction per batch, a batch every ``flush_interval`` (sooner when woken).
 Transitions, events and executions go in as blocks (many msgpack-packed records to a row,
 with the names a transition block mentions in a full-text index), so a batch costs a few row
@@ -13,6 +14,10 @@ Python code run per record. When a ring wraps past what the writer has read,
 or the queue is full, the records are dropped and counted (``Ledger.dropped``, plus a
 rate-limited WARNING on ``storied.record``): recording must never slow the scheduler down, and
 must never lose anything silently.
+
+The name index that finds a key's blocks is written every ``index_interval`` seconds (and at
+close), not with every batch (``_PendingNames``); readers take the blocks it does not cover yet
+as candidates, so a lookup misses nothing committed.
 
 Crash bound: a crash loses at most what was logged but not yet committed, i.e. about
 ``flush_interval`` seconds of records.
@@ -85,14 +90,18 @@ from storied.record.writelock import WriterLock
 
 logger = logging.getLogger("storied.record")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: Versions this storied reads: 4 is 5 without the run summaries (``storied.record.summary``);
 #: 5 is 6 with blocks indexed by CRC-32 tokens of their names (``transition_names``) instead of
 #: the names themselves (``block_names``); 6 is 7 with executions as rows only, no
 #: ``execution_blocks`` (``storied.record.executions``); 7 is 8 without blocks that hold a
-#: worker's shipment as it came (``storied.record.shipments``). Writing to any adds what it
-#: lacks (what it holds stays where it is) and makes it version 8.
-READABLE_SCHEMA_VERSIONS = (4, 5, 6, 7, 8)
+#: worker's shipment as it came (``storied.record.shipments``); 8 is 9 with every block in the
+#: name index as soon as it is committed (9 keeps ``INDEXED_THROUGH`` in ``meta``: blocks after it
+#: are not in the index yet). Writing to any adds what it lacks (what it holds stays where it is)
+#: and makes it version 9.
+READABLE_SCHEMA_VERSIONS = (4, 5, 6, 7, 8, 9)
+#: The ``meta`` row naming the highest block id the name index covers (version 9 on)
+INDEXED_THROUGH = "names_indexed_through"
 
 #: Every ASCII character but NUL and ``NAME_SEPARATOR`` is part of a name's token (non-ASCII
 #: ones are, by the ascii tokenizer's default), so a name is one token, case folded, unless it
@@ -230,6 +239,9 @@ LOG_PAGE_SIZE = 10_000
 #: Transitions per block: a story reads whole blocks, so smaller blocks answer faster; larger
 #: ones index each name fewer times.
 _TRANSITIONS_PER_BLOCK = 1_000
+#: Executions per block, as many as a batch held when they were queued one by one: a block
+#: lost to damage loses no more
+_EXECUTIONS_PER_BLOCK = 2_000
 _PRUNE_CHUNK = 5_000
 #: The writer's connection: durable at every checkpoint, not every commit (docs/ledger.md)
 WRITER_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-32768")
@@ -237,7 +249,7 @@ _PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
 # Queue item kinds; items are tuples whose first element is one of these.
-_TRANSITIONS, _SHIPMENT, _EVENT, _EXECUTION, _LOG, _END_RUN, _FLUSH, _FAILURE = range(8)
+_TRANSITIONS, _SHIPMENT, _EVENT, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
 
 _key_and_finish = itemgetter(1, 3)
 _STOP = EXECUTION_FIELDS.index("stop")
@@ -274,23 +286,31 @@ def names_query(names: Iterable[str]) -> str | None:
     return " OR ".join(terms)
 
 
-def _named_blocks(conn: sqlite3.Connection, names: Iterable[str]) -> tuple[str, list[str]] | None:
+def _named_blocks(
+    conn: sqlite3.Connection, names: Iterable[str]
+) -> tuple[str, list[str | int]] | None:
     """A filter on ``transition_blocks`` keeping those that the name index has under one of
     ``names`` (in ``block_names``, and in ``transition_names`` for blocks written at version 5
-    or before); None when the index cannot tell (see ``names_query``)."""
+    or before), and those it does not cover yet (``indexed_through``); None when the index
+    cannot tell (see ``names_query``)."""
     names = list(names)
     query = names_query(names)
     if query is None:
         return None
     tables = tables_named(conn, "block_names", "transition_names")
-    lookups, params = [], []
+    lookups: list[str] = []
+    params: list[str | int] = []
     if "block_names" in tables:
         lookups.append("SELECT rowid FROM block_names WHERE block_names MATCH ?")
         params.append(query)
     if "transition_names" in tables:
         lookups.append("SELECT rowid FROM transition_names WHERE transition_names MATCH ?")
         params.append(" OR ".join(f'"{token}"' for token in name_tokens(names)))
-    return f"block_id IN ({' UNION '.join(lookups) or 'SELECT NULL'})", params
+    found = f"block_id IN ({' UNION '.join(lookups) or 'SELECT NULL'})"
+    through = indexed_through(conn)
+    if through is None:
+        return found, params
+    return f"({found} OR block_id > ?)", [*params, through]
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -430,12 +450,16 @@ class Ledger:
         flush_interval: float = 0.2,
         retain: float | None = None,
         prune_every: float = 60.0,
+        index_interval: float = 1.0,
     ) -> None:
         """Nothing touches the file until ``start_run`` (writing) or a query (reading)."""
         self.path = Path(path)
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.index_interval = index_interval
+        #: names of committed blocks waiting for the name index (the writer's alone)
+        self._names = _PendingNames(index_interval)
         self.retain = retain
         self.prune_every = prune_every
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -444,6 +468,8 @@ class Ledger:
         self._stopping = False
         self._writer: threading.Thread | None = None
         self._open_runs: list[int] = []
+        #: each open run's executions not written yet (``execution_rows``)
+        self._executions: dict[int, list[tuple[Any, ...]]] = {}
         self._followed: list[_Followed] = []
         self._first_seqs: dict[int, int] = {}
         #: what the writer sums up of each open run, stored when it ends (written by the
@@ -481,6 +507,7 @@ class Ledger:
             raise
         self._first_seqs[run_id] = first_seq
         self._open_runs.append(run_id)
+        self._executions[run_id] = []
         self._tallies[run_id] = RunTally()
         if self._writer is None:
             self._capacity = self.queue_size
@@ -505,6 +532,7 @@ class Ledger:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("BEGIN IMMEDIATE")
                 create_or_check_schema(conn)
+                index_unindexed_blocks(conn)
                 first_seq = _next_free_seq(conn)
                 run_id = conn.execute(
                     "INSERT INTO runs (started, first_seq, info) VALUES (?, ?, ?) RETURNING run_id",
@@ -548,6 +576,14 @@ class Ledger:
     def put_event(self, run_id: int, topic: str, stored: StoredEvent) -> None:
         self._put((_EVENT, run_id, topic, stored))
 
+    def execution_rows(self, run_id: int) -> list[tuple[Any, ...]]:
+        """The list the recording thread appends the executions of open run ``run_id`` to, as
+        tuples of ``EXECUTION_FIELDS``: one per task, so a list append rather than a queued
+        item each, which the writer then took apart one by one. The writer takes what is there
+        with every batch. Whoever appends keeps it under ``queue_size`` long and counts what
+        it leaves out with ``count_dropped``."""
+        return self._executions[run_id]
+
     def put_execution(
         self,
         run_id: int,
@@ -558,7 +594,12 @@ class Ledger:
         stop: float,
         outcome: str,
     ) -> None:
-        self._put((_EXECUTION, run_id, key, worker, thread, start, stop, outcome))
+        """Append one execution to ``execution_rows(run_id)`` (dropped once the run ended)."""
+        rows = self._executions.get(run_id)
+        if rows is None or len(rows) >= self._capacity:
+            self.count_dropped(1)
+            return
+        rows.append((key, worker, thread, start, stop, outcome))
 
     def put_log(self, run_id: int, entry: LogRecordEntry) -> None:
         self._put((_LOG, run_id, entry))
@@ -572,7 +613,7 @@ class Ledger:
         queue is full."""
         pending = self._pending
         if len(pending) >= self._capacity:
-            self._count_dropped(records)
+            self.count_dropped(records)
             return
         pending.append(item)
         if len(pending) == self.batch_size:
@@ -582,12 +623,13 @@ class Ledger:
     def dropped(self) -> int:
         return self._dropped
 
-    def flush(self, timeout: float = 10) -> None:
-        """Wait until everything queued so far is committed to disk."""
+    def flush(self, timeout: float = 10, indexed: bool = False) -> None:
+        """Wait until everything queued so far is committed to disk; with ``indexed``, until
+        the name index covers it too (lookups find it either way: ``_PendingNames``)."""
         if self._writer is None or not self._writer.is_alive():
             return
         committed = threading.Event()
-        self._pending.append((_FLUSH, committed))
+        self._pending.append((_FLUSH, committed, indexed))
         self._wake.set()
         if not committed.wait(timeout):
             raise TimeoutError(f"ledger {self.path} did not flush within {timeout} s")
@@ -643,33 +685,54 @@ class Ledger:
         full batch (a backlog to catch up on)."""
         batch: list[tuple[Any, ...]] = []
         flushed: list[threading.Event] = []
+        index_now = self._stopping  # a close leaves nothing out of the name index
         pending = self._pending
         while pending and len(batch) < self.batch_size:
             item = pending.popleft()
             if item[0] == _FLUSH:
                 flushed.append(item[1])
+                index_now = index_now or item[2]
             else:
                 batch.append(item)
         # read after taking the flush markers: what was logged before a flush is in this batch
         transitions = self._read_followed()
-        if batch or transitions:
+        executions = self._take_executions()
+        if batch or transitions or executions or self._names.due(index_now):
+            records = (
+                _record_count(batch)
+                + sum(len(e) for _, e, _ in transitions)
+                + sum(map(len, executions.values()))
+            )
             try:
                 conn.execute("BEGIN")
                 # a flush waits for this batch: write it without handing the GIL over
                 hand_over = not flushed and not self._stopping
-                _insert(conn, batch, transitions, self._tallies, hand_over)
+                named = _insert(conn, batch, transitions, self._tallies, hand_over, executions)
+                indexed = self._names.write(conn, named, index_now)
                 conn.execute("COMMIT")
+                self._names.settle(named, indexed)
                 self._forget_large_tallies()
-                self.written += _record_count(batch) + sum(len(e) for _, e, _ in transitions)
+                self.written += records
             except Exception as error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                lost = _record_count(batch) + sum(len(e) for _, e, _ in transitions)
-                self._count_dropped(lost)
-                self._report_write_error(error, lost)
+                self.count_dropped(records)
+                self._report_write_error(error, records)
         for event in flushed:
             event.set()
         return len(pending) >= self.batch_size
+
+    def _take_executions(self) -> dict[int, list[tuple[Any, ...]]]:
+        """Each run's executions appended since the last batch (a copy, then a deletion of as
+        many: the recording thread may append in between)."""
+        taken = {}
+        for run_id, rows in list(self._executions.items()):
+            if rows:
+                taken[run_id] = rows[:]
+                del rows[: len(taken[run_id])]
+            elif run_id not in self._open_runs:
+                del self._executions[run_id]  # ended, and all written
+        return taken
 
     def _read_followed(
         self,
@@ -683,7 +746,7 @@ class Ledger:
             followed.read_through = newest
             followed.log.reader_wake_at = newest + max(followed.log.maxlen // 2, 1)
             if lost:
-                self._count_dropped(lost)
+                self.count_dropped(lost)
             if entries:
                 found.append((followed.run_id, entries, recommendations))
         return found
@@ -692,15 +755,8 @@ class Ledger:
         """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally
         would hold too much memory; readers count them from the records."""
         for run_id, tally in list(self._tallies.items()):
-            if len(tally) > SUMMARY_MAX_TASKS:
+            if _too_large_to_sum_up(tally, run_id):
                 del self._tallies[run_id]
-                logger.info(
-                    "ledger %s: run %d has more than %d tasks; it ends without a summary "
-                    "(readers count its tasks from its records)",
-                    self.path,
-                    run_id,
-                    SUMMARY_MAX_TASKS,
-                )
 
     def _report_write_error(self, error: Exception, lost: int) -> None:
         """Say which file failed and why: with the traceback the first time, then at most once
@@ -724,7 +780,8 @@ class Ledger:
             exc_info=error if first else None,
         )
 
-    def _count_dropped(self, count: int) -> None:
+    def count_dropped(self, count: int) -> None:
+        """Count ``count`` records as dropped (warned about once a second)."""
         with self._drop_lock:
             self._dropped += count
 
@@ -748,6 +805,8 @@ class Ledger:
         rewritten with its newer records only.
         """
         conn.execute("BEGIN")
+        # a block leaves the index as it went in: every block to prune must be in it first
+        indexed = self._names.write(conn, [], force=True)
         more = False
         blocks = conn.execute(
             "SELECT block_id, run_id, last_time, entries FROM transition_blocks "
@@ -812,6 +871,7 @@ class Ledger:
             ).rowcount
             more = more or deleted == _PRUNE_CHUNK
         conn.execute("COMMIT")
+        self._names.settle([], indexed)
         return more
 
     def _warn_about_drops(self, force: bool = False) -> None:
@@ -1373,9 +1433,12 @@ def _insert(
     followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
     tallies: dict[int, RunTally] | None = None,
     hand_over: bool = True,
-) -> None:
-    """Encode queued items and the ``(run_id, entries, recommendations)`` read from followed
-    logs, and insert them: transitions and events as blocks, the rest as rows. The scheduler's
+    executions: dict[int, list[tuple[Any, ...]]] | None = None,
+) -> list[tuple[int, str]]:
+    """Encode queued items, the ``(run_id, entries, recommendations)`` read from followed
+    logs and each run's ``executions``, and insert them: transitions, events and executions
+    as blocks, the rest as rows; return the
+    ``block_names`` rows of the transition blocks, for ``_PendingNames``. The scheduler's
     transitions are added to their run's tally in ``tallies``, and a run that ends has its
     summary stored. With ``hand_over``, the GIL is handed to a waiting thread between the
     blocks packed (``_let_the_loop_run``); not while someone waits for a flush.
@@ -1388,7 +1451,7 @@ def _insert(
     tallies = {} if tallies is None else tallies
     transitions: dict[int, tuple[list[list[Any]], list[dict[str, str]]]] = {}
     events: dict[tuple[int, str], list[StoredEvent]] = {}
-    executions: dict[int, list[tuple[Any, ...]]] = {}
+    executions = {} if executions is None else executions
     logs: list[tuple[Any, ...]] = []
     failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
@@ -1408,8 +1471,6 @@ def _insert(
         elif kind == _EVENT:
             _, run_id, topic, stored = item
             events.setdefault((run_id, topic), []).append(stored)
-        elif kind == _EXECUTION:
-            executions.setdefault(item[1], []).append(item[2:])
         elif kind == _FAILURE:
             _, run_id, fields = item
             failures.append((run_id, *fields))
@@ -1429,7 +1490,7 @@ def _insert(
             tally.add_scheduler_transitions(columns[1], columns[3])
         if hand_over:
             _let_the_loop_run()
-    blocks.insert(conn)
+    named = blocks.insert(conn)
     _insert_rows(
         conn,
         "event_blocks",
@@ -1443,15 +1504,34 @@ def _insert(
         conn,
         "execution_blocks",
         EXECUTION_BLOCK_COLUMNS,
-        [execution_block_row(run_id, entries) for run_id, entries in executions.items()],
+        [
+            execution_block_row(run_id, rows[low : low + _EXECUTIONS_PER_BLOCK])
+            for run_id, rows in executions.items()
+            for low in range(0, len(rows), _EXECUTIONS_PER_BLOCK)
+        ],
     )
     _insert_rows(conn, "logs", _LOG_ROW_COLUMNS, logs)
     _insert_rows(conn, "failures", ("run_id", *FAILURE_FIELDS), failures)
     conn.executemany("UPDATE runs SET ended = ? WHERE run_id = ?", ended_runs)
     for _, run_id in ended_runs:
         tally = tallies.pop(run_id, None)
-        if tally is not None:
+        if tally is not None and not _too_large_to_sum_up(tally, run_id):
             tally.write(conn, run_id)
+    return named
+
+
+def _too_large_to_sum_up(tally: RunTally, run_id: int) -> bool:
+    """Whether run ``run_id`` has more than ``SUMMARY_MAX_TASKS`` tasks (said at INFO): its
+    tally would hold too much memory, and it ends without a summary."""
+    if len(tally) <= SUMMARY_MAX_TASKS:
+        return False
+    logger.info(
+        "ledger run %d has more than %d tasks; it ends without a summary (readers count its "
+        "tasks from its records)",
+        run_id,
+        SUMMARY_MAX_TASKS,
+    )
+    return True
 
 
 _LOG_ROW_COLUMNS = (
@@ -1498,7 +1578,7 @@ def _insert_rows(
 
 
 class _TransitionBlocks:
-    """The transition blocks of one batch, and their name index rows, inserted together."""
+    """The transition blocks of one batch, and the names each mentions."""
 
     def __init__(self, hand_over: bool = True) -> None:
         self.rows: list[tuple[Any, ...]] = []
@@ -1527,11 +1607,87 @@ class _TransitionBlocks:
         )
         self.names.append(shipment.names)
 
-    def insert(self, conn: sqlite3.Connection) -> None:
+    def insert(self, conn: sqlite3.Connection) -> list[tuple[int, str]]:
+        """Insert the blocks; return their ``block_names`` rows (id, names)."""
         ids = _insert_rows(conn, "transition_blocks", _TRANSITION_BLOCK_COLUMNS, self.rows)
-        _insert_rows(
-            conn, "block_names", ("rowid", "names"), list(zip(ids, self.names, strict=True))
+        return list(zip(ids, self.names, strict=True))
+
+
+class _PendingNames:
+    """The ``block_names`` rows of committed blocks not in the name index yet (the writer's).
+
+    The index takes them every ``interval`` seconds rather than with each batch: each commit
+    made FTS5 a segment of every name in it, merged again later, and a busy key, named in the
+    blocks of several batches, went into several segments; written a few batches at once,
+    the index cost the writer about half (a replayed tree). ``write`` inserts them in the
+    caller's transaction when they are due (or ``force``), with the highest block id the index
+    now covers (``INDEXED_THROUGH``); readers take the blocks after it as candidates.
+    ``settle`` keeps the new rows, or forgets the written ones, once the transaction commits:
+    a batch that rolls back leaves nothing pending behind.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.rows: list[tuple[int, str]] = []
+        self._due = float("inf")
+
+    def due(self, force: bool = False) -> bool:
+        """Whether rows wait that are due for the index (any, with ``force``)."""
+        return bool(self.rows) and (force or time.monotonic() >= self._due)
+
+    def write(self, conn: sqlite3.Connection, new: list[tuple[int, str]], force: bool) -> bool:
+        """Insert the pending rows and ``new`` if they are due; True if they were."""
+        rows = self.rows + new
+        if not rows or not (force or time.monotonic() >= self._due):
+            return False
+        _insert_rows(conn, "block_names", ("rowid", "names"), rows)
+        set_indexed_through(conn, rows[-1][0])
+        return True
+
+    def settle(self, new: list[tuple[int, str]], written: bool) -> None:
+        """After the commit: nothing is pending if ``write`` wrote it, else ``new`` waits too."""
+        if written:
+            self.rows = []
+            self._due = float("inf")
+        elif new:
+            if not self.rows:
+                self._due = time.monotonic() + self.interval
+            self.rows += new
+
+
+def indexed_through(conn: sqlite3.Connection) -> int | None:
+    """The highest block id the name index covers (later blocks are not in it yet); None for
+    a file written before version 9, whose blocks all are."""
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (INDEXED_THROUGH,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def set_indexed_through(conn: sqlite3.Connection, block_id: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (INDEXED_THROUGH, str(block_id)))
+
+
+def highest_block_id(conn: sqlite3.Connection) -> int:
+    (highest,) = conn.execute("SELECT coalesce(max(block_id), 0) FROM transition_blocks").fetchone()
+    return int(highest)
+
+
+def index_unindexed_blocks(conn: sqlite3.Connection) -> None:
+    """Put the blocks the name index does not cover yet into it (those a writer committed
+    before it stopped without closing), in the caller's transaction."""
+    through = indexed_through(conn) or 0
+    unindexed = conn.execute(
+        "SELECT block_id, entries FROM transition_blocks WHERE block_id > ? ORDER BY block_id",
+        (through,),
+    )
+    for block_id, blob in unindexed.fetchall():
+        try:
+            logged = transition_block(blob, strict=True)
+        except MalformedShipmentError:
+            continue  # what its worker named is unknown; readers skip it too
+        index_transition_names(
+            conn, block_id, [entry for entry, _ in logged], [recs for _, recs in logged]
         )
+    set_indexed_through(conn, max(highest_block_id(conn), through))
 
 
 def _let_the_loop_run() -> None:
@@ -1740,13 +1896,16 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         _execute_script(conn, _SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-    elif version in (4, 5, 6, 7):  # 5 adds the summaries, 6 the names index, 7 execution
-        # blocks, 8 shipped blocks (no table: a version 7 reader would misread them)
+        set_indexed_through(conn, 0)
+    elif version in (4, 5, 6, 7, 8):  # 5 adds the summaries, 6 the names index, 7 execution
+        # blocks, 8 shipped blocks (no table: a version 7 reader would misread them), 9 the
+        # name index's lag
         _execute_script(conn, SUMMARY_SCHEMA + EXECUTION_BLOCKS_SCHEMA)
         conn.execute(NAMES_INDEX_SCHEMA)
         conn.execute(
             "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
         )
+        set_indexed_through(conn, highest_block_id(conn))  # older writers indexed every one
     elif version != SCHEMA_VERSION:
         raise LedgerError(
             f"ledger schema version {version} is not {SCHEMA_VERSION}; use a new ledger file"

@@ -28,7 +28,9 @@ from storied.record.ledger import (
     SCHEMA_VERSION,
     _schema_version,
     create_or_check_schema,
+    highest_block_id,
     index_transition_names,
+    set_indexed_through,
     transition_block,
     unpack_block,
 )
@@ -170,6 +172,7 @@ def recover(source: Path, target: Path) -> Recovery:
                 if table not in missing:
                     _copy_table(src, dst, table, recovery)
             _check_blocks(dst, recovery)
+            set_indexed_through(dst, highest_block_id(dst))  # every block is indexed now
             # the copied meta says what the source was; the copy is of this storied's version
             dst.execute(
                 "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)

@@ -17,7 +17,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from itertools import compress, repeat
-from operator import eq, itemgetter, not_, sub
+from operator import eq, itemgetter, sub
 from typing import Any
 
 from storied.record.blocks import tables_named
@@ -97,22 +97,22 @@ class RunTally:
     sums them up, so a run costs the writer no Python code per execution while it runs."""
 
     def __init__(self) -> None:
-        #: each key's last state on the scheduler that is not let go, and the last let-go
-        #: state of keys that have none other: a transition updates one of the two
+        #: each key's last state on the scheduler that is not let go, and each key's last
+        #: state (let go or not): the outcome is the first if there is one, else the second
         self._kept: dict[str, str] = {}
-        self._let_go: dict[str, str] = {}
+        self._last: dict[str, str] = {}
 
     def __len__(self) -> int:
-        """The tasks tallied, a task with both kinds of state counted twice: what the tally's
-        memory grows with."""
-        return len(self._kept) + len(self._let_go)
+        """The tasks tallied, counted in both dicts: what the tally's memory grows with."""
+        return len(self._kept) + len(self._last)
 
     def add_scheduler_transitions(self, keys: Sequence[str], finishes: Sequence[str]) -> None:
         """The keys and finish states of transitions of the scheduler's log, in seq order;
-        every step runs in C."""
-        held = list(map(_HELD.__getitem__, finishes))
+        every step runs in C, two passes over them (a third, for the let-go states apart,
+        cost a third more)."""
+        self._last.update(zip(keys, finishes, strict=True))
+        held = map(_HELD.__getitem__, finishes)
         self._kept.update(compress(zip(keys, finishes, strict=True), held))
-        self._let_go.update(compress(zip(keys, finishes, strict=True), map(not_, held)))
 
     def write(self, conn: sqlite3.Connection, run_id: int) -> None:
         """Store the summary of ``run_id`` (in the caller's transaction, once its executions
@@ -161,7 +161,7 @@ class RunTally:
         """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and from the
         run's executions (columns, in the order recorded) its runs and failures, and the worker
         and duration of the one recorded last."""
-        states = {**self._let_go, **self._kept}
+        states = {**self._last, **self._kept}
         executed = Counter(compress(keys, map(eq, outcomes, repeat("memory"))))
         erred = Counter(compress(keys, map(eq, outcomes, repeat("erred"))))
         last = dict(zip(keys, zip(workers, map(sub, stops, starts), strict=True), strict=True))

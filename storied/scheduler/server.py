@@ -230,6 +230,7 @@ class Scheduler:
             queue_size=ledger_config["queue-size"],
             batch_size=ledger_config["batch-size"],
             flush_interval=config.parse_timedelta(ledger_config["flush-interval"]) or 0.2,
+            index_interval=config.parse_timedelta(ledger_config["index-interval"]) or 0.0,
             retain=self._retain,
         )
 

@@ -450,8 +450,11 @@ def test_a_ledger_of_an_unknown_version_is_not_recovered(tmp_path):
     path = tmp_path / "future.db"
     write_ledger(path, 10)
     with closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("UPDATE meta SET value = '9' WHERE name = 'schema_version'")
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
     result = CliRunner().invoke(cli, ["ledger", "recover", str(path)])
     assert result.exit_code != 0
-    assert "schema version 9" in result.output and "use the storied that wrote it" in result.output
+    assert f"schema version {SCHEMA_VERSION + 1}" in result.output
+    assert "use the storied that wrote it" in result.output
     assert not (tmp_path / "future.recovered.db").exists()

@@ -467,16 +467,16 @@ def test_a_steady_stream_is_written_a_batch_per_flush_interval(path):
     run_id = ledger.start_run({})
     started = time.monotonic()
     sent = 0
-    while time.monotonic() - started < 1.0:
-        ledger.put_execution(run_id, f"t-{sent}", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    while time.monotonic() - started < 1.0:  # a batch's events of a topic are one block
+        put_event(ledger, run_id, EventRecord(run_id + sent, "t", 1.0, sent, "scheduler"))
         sent += 1
         if sent % 20 == 0:
             time.sleep(0.001)
     ledger.flush()
     with sqlite3.connect(path) as conn:
-        (batches,) = conn.execute("SELECT count(*) FROM execution_blocks").fetchone()
+        (batches,) = conn.execute("SELECT count(*) FROM event_blocks").fetchone()
     assert 2 <= batches <= 10
-    assert len(ledger.executions()) == sent
+    assert len(ledger.events("t")) == sent
     ledger.close()
 
 
@@ -491,3 +491,18 @@ def test_a_flush_or_close_does_not_wait_for_the_flush_interval(path):
     ledger.close()
     assert time.monotonic() - started < 5
     assert [e["key"] for e in Ledger(path).executions()] == ["x", "y"]
+
+
+def test_executions_past_the_queue_size_are_dropped_and_counted(path):
+    """Executions go to a list of their run's, bounded like the queue, not one item each."""
+    ledger = Ledger(path, queue_size=3, flush_interval=3600)
+    run_id = ledger.start_run({})
+    ledger.flush()  # the writer now sleeps until woken
+    for n in range(5):
+        ledger.put_execution(run_id, f"t-{n}", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    assert ledger.dropped == 2
+    ledger.flush()
+    assert [e["key"] for e in ledger.executions()] == ["t-0", "t-1", "t-2"]
+    ledger.close()
+    ledger.put_execution(run_id, "late", "tcp://w:1", 1, 1.0, 2.0, "memory")
+    assert ledger.dropped == 3
