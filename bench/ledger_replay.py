@@ -1,11 +1,12 @@
 """What the ledger's writer spends, per stage, replayed from a captured run on one thread.
 
 A cluster measurement of the ledger's cost swings with whatever else the machine runs. This
-captures what the writer was handed while a workload ran (every batch: queued items and the
-transitions read from the scheduler's log), then writes the same batches into a fresh file,
-on one thread, as the writer does, and prints the writer's CPU per task split by stage:
-building blocks (packing and compressing), each table's inserts, the run's tally and summary,
-and commits. Replays of one capture compare versions of the writer with nothing else changed.
+captures what the writer process was handed while a workload ran (every batch: queued items,
+the transitions read from the scheduler's log, executions), then writes the same batches into
+a fresh file, on one thread, with the writer process's code, and prints its CPU per task split
+by stage: building blocks (packing and compressing), each table's inserts, the run's tally and
+summary, and the rest (commits among it). Replays of one capture compare versions of the
+writer with nothing else changed.
 
     .venv/bin/python bench/ledger_replay.py --capture /tmp/tree.pickle --size 4096 --rounds 4
     .venv/bin/python bench/ledger_replay.py --replay /tmp/tree.pickle --repeats 5
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sqlite3
 import statistics
 import tempfile
 import threading
@@ -33,29 +33,25 @@ from ledger_ab import WORKLOADS
 
 from storied import Client, LocalCluster
 from storied.record import ledger as ledger_module
+from storied.record.writer import WriterProcess, _BatchWriter, _LogKeeper
 
 cloudpickle.register_pickle_by_value(ledger_ab)  # workers cannot import bench/
 
 
 def capture(path: Path, workload: str, size: int, rounds: int) -> None:
-    """Run ``workload`` ``rounds`` times on a cluster with a ledger, keeping every batch the
-    writer inserted (pickled as it was handed over) and the tasks run."""
+    """Run ``workload`` ``rounds`` times on a cluster with a ledger, keeping every batch handed
+    to the writer process (pickled as it was handed over) and the tasks run."""
     batches: list[bytes] = []
-    insert = ledger_module._insert
+    write = WriterProcess.write
 
     def keeping(
-        conn: sqlite3.Connection,
-        batch: Any,
-        followed: Any = (),
-        tallies: Any = None,
-        hand_over: bool = True,
-        executions: Any = None,
-    ) -> list[tuple[int, str]]:
-        kept = (batch, followed, executions or {})
+        writer: WriterProcess, batch: Any, transitions: Any, executions: Any, index_now: bool
+    ) -> Any:
+        kept = (batch, transitions, executions, index_now)
         batches.append(pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
-        return insert(conn, batch, followed, tallies, hand_over, executions)
+        return write(writer, batch, transitions, executions, index_now)
 
-    ledger_module._insert = keeping
+    WriterProcess.write = keeping  # type: ignore[method-assign]
     try:
         with (
             tempfile.TemporaryDirectory() as directory,
@@ -70,7 +66,7 @@ def capture(path: Path, workload: str, size: int, rounds: int) -> None:
             tasks = sum(WORKLOADS[workload](client, size) for _ in range(rounds))
             cluster.scheduler.record.flush()
     finally:
-        ledger_module._insert = insert
+        WriterProcess.write = write  # type: ignore[method-assign]
     path.write_bytes(pickle.dumps({"tasks": tasks, "batches": batches}))
     print(f"captured {len(batches)} batches of {tasks:,} tasks into {path}")
 
@@ -104,7 +100,7 @@ def replay(path: Path, repeats: int) -> None:
         ledger_module._record_count(batch)
         + sum(len(entries) for _, entries, _ in followed)
         + sum(map(len, executions.values()))
-        for batch, followed, executions in batches
+        for batch, followed, executions, _ in batches
     )
     print(f"{len(batches)} batches, {tasks:,} tasks, {records / tasks:.1f} records a task")
     totals: list[float] = []
@@ -157,46 +153,31 @@ def _replay_once(batches: list[tuple[Any, Any, Any]]) -> tuple[float, Counter[st
         ledger_module.RunTally.add_scheduler_transitions = tally_add  # type: ignore[method-assign]
         ledger_module.RunTally.write = tally_write  # type: ignore[method-assign]
     total, size = result[0]
-    stages.seconds["rest (grouping, reading, Python)"] = total - sum(stages.seconds.values())
+    stages.seconds["rest (grouping, Python, commits)"] = total - sum(stages.seconds.values())
     return total, stages.seconds, size
 
 
-def _write_all(batches: list[tuple[Any, Any, Any]], stages: _Stages) -> tuple[float, int]:
+def _write_all(batches: list[tuple[Any, Any, Any, bool]], stages: _Stages) -> tuple[float, int]:
+    """Hand every batch to the writer process's code on this thread, into a fresh file."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ledger.db"
         ledger = ledger_module.Ledger(path)
         run_id = ledger.start_run({"where": "replay"})
-        ledger._capacity = 0
-        ledger._stopping = True
-        ledger._wake.set()
-        assert ledger._writer is not None
-        ledger._writer.join()  # the replay writes on this thread, as the writer would
-        ledger._writer = None
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        for pragma in ledger_module.WRITER_PRAGMAS:
-            conn.execute(pragma)
-        tallies = {run_id: ledger_module.RunTally()}
-        # the writer indexes names every index_interval: every that many flush intervals here
-        names = ledger_module._PendingNames(float("inf"))
+        ledger.close()  # the file and its run, written the usual way
+        writer = _BatchWriter(path, ledger.index_interval, None, 60.0)
+        logs = _LogKeeper()
+        # the writer process indexes names every index_interval: every that many flush
+        # intervals here, as the batches came
         every = max(round(ledger.index_interval / ledger.flush_interval), 1)
         started = time.thread_time()
-        for number, (batch, followed, executions) in enumerate(batches, 1):
+        for number, (batch, followed, executions, _) in enumerate(batches, 1):
             batch = [_with_run(item, run_id) for item in batch]
             followed = [(run_id, entries, recs) for _, entries, recs in followed]
             executions = {run_id: [*chain.from_iterable(executions.values())]} if executions else {}
-            with stages.timing("begin"):
-                conn.execute("BEGIN")
-            named = ledger_module._insert(
-                conn, batch, followed, tallies, hand_over=False, executions=executions
-            )
             due = number % every == 0 or number == len(batches)
-            indexed = names.write(conn, named, force=due)
-            with stages.timing("commit"):
-                conn.execute("COMMIT")
-            names.settle(named, indexed)
+            writer.write(batch, followed, executions, due, logs)
         total = time.thread_time() - started
-        conn.close()
-        ledger._writer_lock.release()
+        writer.conn.close()
         size = sum(p.stat().st_size for p in Path(directory).iterdir())
         return total, size
 

@@ -143,8 +143,8 @@ DEFAULTS: dict[str, Any] = {
     "ledger": {
         "queue-size": 100_000,
         "batch-size": 2_000,
-        "flush-interval": "200ms",
-        "index-interval": "1s",
+        "flush-interval": "50ms",
+        "index-interval": "200ms",
     },
 }
 

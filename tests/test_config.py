@@ -131,7 +131,7 @@ def test_env_overrides_file_and_nests(tmp_path: Path) -> None:
         "queue-size": 100_000,
         "batch-size": 2_000,
         "flush-interval": "1s",
-        "index-interval": "1s",
+        "index-interval": "200ms",
     }
     assert loaded.keys() == cfg.DEFAULTS.keys()
 
@@ -302,7 +302,7 @@ def test_parse_bytes_errors(value: object, message: str) -> None:
 
 def test_defaults_parse() -> None:
     assert cfg.parse_timedelta(cfg.DEFAULTS["scheduler"]["worker-ttl"]) == 30.0
-    assert cfg.parse_timedelta(cfg.DEFAULTS["ledger"]["flush-interval"]) == pytest.approx(0.2)
+    assert cfg.parse_timedelta(cfg.DEFAULTS["ledger"]["flush-interval"]) == pytest.approx(0.05)
     assert cfg.parse_bytes(cfg.DEFAULTS["comm"]["max-frame-size"]) == 256 * 2**20
 
 

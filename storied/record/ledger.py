@@ -1,26 +1,28 @@
-"""Durable history in one SQLite file, written from a background thread.
+"""Durable history in one SQLite file, written by a process of its own.
 
-Nothing on the scheduler's hot path waits for the disk. Transitions, several per task, are not
-queued one by one: the writer thread reads the scheduler's own straight out of the in-memory
-``TransitionLog`` ring it follows, so recording one costs the scheduler the same with a ledger
-as without, and those its workers ship arrive in bulk, one queue item per shipment. Events,
-log records are appended to an in-memory queue, executions (one a task) to a list of their
-run's (``execution_rows``). The writer commits what
-is new in one transaction per batch, a batch every ``flush_interval`` (sooner when woken).
-Transitions, events and executions go in as blocks (many msgpack-packed records to a row,
-with the names a transition block mentions in a full-text index), so a batch costs a few row
-inserts rather than one per record, and the writer handles transitions in bulk, with no
-Python code run per record. When a ring wraps past what the writer has read,
-or the queue is full, the records are dropped and counted (``Ledger.dropped``, plus a
-rate-limited WARNING on ``storied.record``): recording must never slow the scheduler down, and
-must never lose anything silently.
+Nothing on the scheduler's hot path waits for the disk, and the SQLite work does not share the
+scheduler's GIL: the scheduler's process spends a few microseconds a task on the ledger, the
+writer process (``storied.record.writer``) the rest. In the scheduler's process, a background
+thread gathers what is new every ``flush_interval`` (sooner when woken) and hands it over,
+pickled: transitions, several per task, are not queued one by one (the thread reads the
+scheduler's own straight out of the in-memory ``TransitionLog`` ring it follows, so recording
+one costs the scheduler the same with a ledger as without, and those its workers ship arrive
+in bulk, one queue item per shipment); events and log records are appended to an in-memory
+queue, executions (one a task) to a list of their run's (``execution_rows``). The writer
+process commits each batch in one transaction: transitions, events and executions as blocks
+(many msgpack-packed records to a row, with the names a transition block mentions in a
+full-text index), so a batch costs a few row inserts rather than one per record, with no
+Python code run per record. When a ring wraps past what the thread has read, or the queue is
+full, the records are dropped and counted (``Ledger.dropped``, plus a rate-limited WARNING on
+``storied.record``): recording must never slow the scheduler down, and must never lose
+anything silently.
 
 The name index that finds a key's blocks is written every ``index_interval`` seconds (and at
 close), not with every batch (``_PendingNames``); readers take the blocks it does not cover yet
 as candidates, so a lookup misses nothing committed.
 
-Crash bound: a crash loses at most what was logged but not yet committed, i.e. about
-``flush_interval`` seconds of records.
+Crash bound: a crash of the scheduler loses at most what was logged but not yet handed over,
+i.e. about ``flush_interval`` seconds of records; what the writer process was given it commits.
 See docs/ledger.md for the schema and the guarantees.
 """
 
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zlib import crc32
 
 import msgpack
@@ -87,6 +89,9 @@ from storied.record.summary import (
 )
 from storied.record.transitions import TransitionEntry, TransitionLog, TransitionRecord, new_record
 from storied.record.writelock import WriterLock
+
+if TYPE_CHECKING:
+    from storied.record.writer import WriterProcess
 
 logger = logging.getLogger("storied.record")
 
@@ -249,7 +254,7 @@ _PRUNE_BLOCKS = 50
 _DROP_WARNING_INTERVAL = 1.0
 
 # Queue item kinds; items are tuples whose first element is one of these.
-_TRANSITIONS, _SHIPMENT, _EVENT, _LOG, _END_RUN, _FLUSH, _FAILURE = range(7)
+_TRANSITIONS, _SHIPMENT, _EVENT, _LOG, _OPEN_RUN, _END_RUN, _FLUSH, _FAILURE = range(8)
 
 _key_and_finish = itemgetter(1, 3)
 _STOP = EXECUTION_FIELDS.index("stop")
@@ -447,10 +452,10 @@ class Ledger:
         *,
         queue_size: int = 100_000,
         batch_size: int = 2_000,
-        flush_interval: float = 0.2,
+        flush_interval: float = 0.05,
         retain: float | None = None,
         prune_every: float = 60.0,
-        index_interval: float = 1.0,
+        index_interval: float = 0.2,
     ) -> None:
         """Nothing touches the file until ``start_run`` (writing) or a query (reading)."""
         self.path = Path(path)
@@ -458,8 +463,8 @@ class Ledger:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.index_interval = index_interval
-        #: names of committed blocks waiting for the name index (the writer's alone)
-        self._names = _PendingNames(index_interval)
+        #: when names the writer process holds back from the index are due (it said so)
+        self._index_due_at = float("inf")
         self.retain = retain
         self.prune_every = prune_every
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -468,20 +473,22 @@ class Ledger:
         self._stopping = False
         self._writer: threading.Thread | None = None
         self._open_runs: list[int] = []
+        #: runs started since the writer thread last handed a batch over
+        self._opened: list[int] = []
         #: each open run's executions not written yet (``execution_rows``)
         self._executions: dict[int, list[tuple[Any, ...]]] = {}
         self._followed: list[_Followed] = []
         self._first_seqs: dict[int, int] = {}
-        #: what the writer sums up of each open run, stored when it ends (written by the
-        #: writer thread alone, once the run has started)
-        self._tallies: dict[int, RunTally] = {}
         self._writer_lock = WriterLock(self.path)
         self._drop_lock = threading.Lock()
         self._dropped = 0
         #: records committed to the file (written by the writer thread alone)
         self.written = 0
-        #: CPU time the writer thread has used, SQLite included: what the ledger costs
+        #: CPU time the writer thread and the writer process have used: what the ledger costs
         self.writer_cpu_seconds = 0.0
+        #: the writer process's part of it, and its pid while it runs
+        self.writer_process_cpu_seconds = 0.0
+        self.writer_pid: int | None = None
         self._dropped_reported = 0
         self._last_drop_warning = 0.0
         #: why the writer's latest batch failed, if one did ("OperationalError: ...")
@@ -508,7 +515,7 @@ class Ledger:
         self._first_seqs[run_id] = first_seq
         self._open_runs.append(run_id)
         self._executions[run_id] = []
-        self._tallies[run_id] = RunTally()
+        self._opened.append(run_id)  # for the writer process to sum it up
         if self._writer is None:
             self._capacity = self.queue_size
             self._stopping = False
@@ -654,40 +661,43 @@ class Ledger:
         self._warn_about_drops(force=True)
 
     def _write_forever(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        for pragma in WRITER_PRAGMAS:
-            conn.execute(pragma)
-        next_prune = next_write = time.monotonic()
-        try:
-            while True:
-                # a batch every flush interval, or sooner when woken (a flush, a backlog, a
-                # ring half full): not one after another as fast as records come in, which
-                # made many small transactions that each cost a commit and an index segment
-                self._wake.wait(max(next_write - time.monotonic(), 0))
-                self._wake.clear()
-                next_write = time.monotonic() + self.flush_interval
-                stopping = self._stopping
-                while self._write_batch(conn) or (stopping and self._pending):
-                    pass
-                self.writer_cpu_seconds = time.thread_time()
-                if self.retain is not None and time.monotonic() >= next_prune:
-                    more = self._prune_safely(conn)
-                    next_prune = time.monotonic() + (0 if more else self.prune_every)
-                self._warn_about_drops()
-                if stopping and not self._pending:
-                    return
-        finally:
-            conn.close()
+        from storied.record.writer import WriterProcess  # it imports this module
 
-    def _write_batch(self, conn: sqlite3.Connection) -> bool:
-        """Commit up to ``batch_size`` queued items and whatever is new in the followed logs, in
-        one transaction, then release flushers. Returns True while the queue holds another
-        full batch (a backlog to catch up on)."""
-        batch: list[tuple[Any, ...]] = []
+        try:
+            with WriterProcess(
+                self.path, self.index_interval, self.retain, self.prune_every
+            ) as writer:
+                self.writer_pid = writer.pid
+                self._write_until_closed(writer)
+        finally:
+            self.writer_pid = None
+
+    def _write_until_closed(self, writer: WriterProcess) -> None:
+        next_write = time.monotonic()
+        while True:
+            # a batch every flush interval, or sooner when woken (a flush, a backlog, a ring
+            # half full): not one after another as fast as records come in, which made many
+            # small transactions that each cost a commit
+            self._wake.wait(max(next_write - time.monotonic(), 0))
+            self._wake.clear()
+            next_write = time.monotonic() + self.flush_interval
+            stopping = self._stopping
+            while self._write_batch(writer) or (stopping and self._pending):
+                pass
+            self._warn_about_drops()
+            if stopping and not self._pending:
+                return
+
+    def _write_batch(self, writer: WriterProcess) -> bool:
+        """Have the writer process commit up to ``batch_size`` queued items and whatever is
+        new in the followed logs, in one transaction, then release flushers. Returns True
+        while the queue holds another full batch (a backlog to catch up on)."""
+        opened, self._opened = self._opened, []
+        batch: list[tuple[Any, ...]] = [(_OPEN_RUN, run_id) for run_id in opened]
         flushed: list[threading.Event] = []
         index_now = self._stopping  # a close leaves nothing out of the name index
         pending = self._pending
-        while pending and len(batch) < self.batch_size:
+        while pending and len(batch) < self.batch_size + len(opened):
             item = pending.popleft()
             if item[0] == _FLUSH:
                 flushed.append(item[1])
@@ -697,30 +707,39 @@ class Ledger:
         # read after taking the flush markers: what was logged before a flush is in this batch
         transitions = self._read_followed()
         executions = self._take_executions()
-        if batch or transitions or executions or self._names.due(index_now):
-            records = (
-                _record_count(batch)
-                + sum(len(e) for _, e, _ in transitions)
-                + sum(map(len, executions.values()))
-            )
-            try:
-                conn.execute("BEGIN")
-                # a flush waits for this batch: write it without handing the GIL over
-                hand_over = not flushed and not self._stopping
-                named = _insert(conn, batch, transitions, self._tallies, hand_over, executions)
-                indexed = self._names.write(conn, named, index_now)
-                conn.execute("COMMIT")
-                self._names.settle(named, indexed)
-                self._forget_large_tallies()
-                self.written += records
-            except Exception as error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self.count_dropped(records)
-                self._report_write_error(error, records)
+        if batch or transitions or executions or index_now or self._index_due():
+            self._write(writer, batch, transitions, executions, index_now)
         for event in flushed:
             event.set()
         return len(pending) >= self.batch_size
+
+    def _index_due(self) -> bool:
+        """Whether names wait for the index past ``index_interval`` (with nothing new to write,
+        the writer process hears of nothing else that would have it index them)."""
+        return time.monotonic() >= self._index_due_at
+
+    def _write(
+        self,
+        writer: WriterProcess,
+        batch: list[tuple[Any, ...]],
+        transitions: list[tuple[int, list[TransitionEntry], list[dict[str, str]]]],
+        executions: dict[int, list[tuple[Any, ...]]],
+        index_now: bool,
+    ) -> None:
+        """Hand a batch to the writer process, and take in what became of it."""
+        done = writer.write(batch, transitions, executions, index_now)
+        if not done.names_pending:
+            self._index_due_at = float("inf")
+        elif self._index_due_at == float("inf"):
+            self._index_due_at = time.monotonic() + self.index_interval
+        self.written += done.written
+        self.writer_process_cpu_seconds = done.cpu_seconds
+        self.writer_cpu_seconds = time.thread_time() + done.cpu_seconds
+        for levelno, message in done.logs:
+            logger.log(levelno, "%s", message)
+        if done.lost:
+            self.count_dropped(done.lost)
+            self._report_write_error(done.error_type, done.error, done.traceback, done.lost)
 
     def _take_executions(self) -> dict[int, list[tuple[Any, ...]]]:
         """Each run's executions appended since the last batch (a copy, then a deletion of as
@@ -751,128 +770,28 @@ class Ledger:
                 found.append((followed.run_id, entries, recommendations))
         return found
 
-    def _forget_large_tallies(self) -> None:
-        """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally
-        would hold too much memory; readers count them from the records."""
-        for run_id, tally in list(self._tallies.items()):
-            if _too_large_to_sum_up(tally, run_id):
-                del self._tallies[run_id]
-
-    def _report_write_error(self, error: Exception, lost: int) -> None:
-        """Say which file failed and why: with the traceback the first time, then at most once
-        a second (a full disk fails every batch). The scheduler goes on, its history in
-        memory; ``write_error`` keeps the latest cause for its ``ledger`` events."""
-        described = (
-            ledger_error(self.path, error, "cannot write the ledger")
-            if isinstance(error, sqlite3.Error)
-            else error
-        )
-        self.write_error = f"{type(error).__name__}: {described}"
+    def _report_write_error(self, error_type: str, error: str, traceback: str, lost: int) -> None:
+        """Say which file failed and why: with the writer process's ``traceback`` the first
+        time, then at most once a second (a full disk fails every batch). The scheduler goes
+        on, its history in memory; ``write_error`` keeps the latest cause for its ``ledger``
+        events."""
+        self.write_error = f"{error_type}: {error}"
         now = time.monotonic()
         if now - self._last_write_error_log < _DROP_WARNING_INTERVAL:
             return
         first = self._last_write_error_log == -_DROP_WARNING_INTERVAL
         self._last_write_error_log = now
         logger.error(
-            "%s; %d records dropped (history stays in memory; the scheduler goes on)",
-            described,
+            "%s; %d records dropped (history stays in memory; the scheduler goes on)%s",
+            error,
             lost,
-            exc_info=error if first else None,
+            f"\n{traceback.rstrip()}" if first and traceback else "",
         )
 
     def count_dropped(self, count: int) -> None:
         """Count ``count`` records as dropped (warned about once a second)."""
         with self._drop_lock:
             self._dropped += count
-
-    def _prune_safely(self, conn: sqlite3.Connection) -> bool:
-        """Apply retention to one chunk; a failure is logged and retried at the next period."""
-        assert self.retain is not None
-        try:
-            return self._prune(conn, time.time() - self.retain)
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            logger.exception(
-                "ledger %s could not delete records older than %s s", self.path, self.retain
-            )
-            return False
-
-    def _prune(self, conn: sqlite3.Connection, cutoff: float) -> bool:
-        """Delete one chunk of records older than ``cutoff``; return True if more remain.
-
-        A block whose records are all older goes whole; one that straddles the cutoff is
-        rewritten with its newer records only.
-        """
-        conn.execute("BEGIN")
-        # a block leaves the index as it went in: every block to prune must be in it first
-        indexed = self._names.write(conn, [], force=True)
-        more = False
-        blocks = conn.execute(
-            "SELECT block_id, run_id, last_time, entries FROM transition_blocks "
-            "WHERE first_time < ? LIMIT ?",
-            (cutoff, _PRUNE_BLOCKS),
-        ).fetchall()
-        more = len(blocks) == _PRUNE_BLOCKS
-        legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
-        for block_id, run_id, last_time, blob in blocks:
-            conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
-            try:
-                logged_block = transition_block(blob, strict=True)
-            except MalformedShipmentError:
-                # what a worker indexed it under is unknown: its names stay in the index,
-                # pointing at no block (a lookup finds nothing there), rather than a guess
-                continue
-            _unindex_transition_block(conn, block_id, logged_block, legacy_index)
-            if last_time >= cutoff:
-                kept = [logged for logged in logged_block if logged[0][5] >= cutoff]
-                _insert_transition_block(
-                    conn,
-                    run_id,
-                    [entry for entry, _ in kept],
-                    [recommendations for _, recommendations in kept],
-                    block_id,
-                )
-        events_left = _prune_blocks(
-            conn,
-            "event_blocks",
-            ("first_time", "last_time"),
-            cutoff,
-            lambda row: _event_block_row(
-                row[1], row[2], [stored for stored in unpack_block(row[-1]) if stored[1] >= cutoff]
-            ),
-        )
-        executions_left = _prune_blocks(
-            conn,
-            "execution_blocks",
-            ("first_stop", "last_stop"),
-            cutoff,
-            lambda row: execution_block_row(
-                row[1], [kept for kept in block_executions(row[-1]) if kept[_STOP] >= cutoff]
-            ),
-        )
-        more = more or events_left or executions_left
-        for table, time_column in (
-            ("logs", "timestamp"),
-            ("executions", "stop"),  # rows written before version 7
-            ("failures", "timestamp"),
-        ):
-            deleted = conn.execute(
-                f"DELETE FROM {table} WHERE id IN "
-                f"(SELECT id FROM {table} WHERE {time_column} < ? LIMIT ?)",
-                (cutoff, _PRUNE_CHUNK),
-            ).rowcount
-            more = more or deleted == _PRUNE_CHUNK
-        for table in SUMMARY_TABLES:  # the summaries of runs that ended before
-            deleted = conn.execute(
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
-                "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
-                (cutoff, _PRUNE_CHUNK),
-            ).rowcount
-            more = more or deleted == _PRUNE_CHUNK
-        conn.execute("COMMIT")
-        self._names.settle([], indexed)
-        return more
 
     def _warn_about_drops(self, force: bool = False) -> None:
         """At most once a second, say how many records were dropped since the last warning."""
@@ -1424,7 +1343,7 @@ def _records_in(item: tuple[Any, ...]) -> int:
     kind = item[0]
     if kind == _SHIPMENT:
         return item[4].count
-    return len(item[3]) if kind == _TRANSITIONS else kind != _END_RUN
+    return len(item[3]) if kind == _TRANSITIONS else kind not in (_OPEN_RUN, _END_RUN)
 
 
 def _insert(
@@ -1432,21 +1351,17 @@ def _insert(
     batch: list[tuple[Any, ...]],
     followed: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]] = (),
     tallies: dict[int, RunTally] | None = None,
-    hand_over: bool = True,
     executions: dict[int, list[tuple[Any, ...]]] | None = None,
 ) -> list[tuple[int, str]]:
     """Encode queued items, the ``(run_id, entries, recommendations)`` read from followed
     logs and each run's ``executions``, and insert them: transitions, events and executions
-    as blocks, the rest as rows; return the
-    ``block_names`` rows of the transition blocks, for ``_PendingNames``. The scheduler's
-    transitions are added to their run's tally in ``tallies``, and a run that ends has its
-    summary stored. With ``hand_over``, the GIL is handed to a waiting thread between the
-    blocks packed (``_let_the_loop_run``); not while someone waits for a flush.
+    as blocks, the rest as rows; return the ``block_names`` rows of the transition blocks,
+    for ``_PendingNames``. The scheduler's transitions are added to their run's tally in
+    ``tallies`` (a run's ``_OPEN_RUN`` item starts one), and a run that ends has its summary
+    stored.
 
     Every table gets one multi-row INSERT per batch (a few for thousands of rows), not a
-    statement per row: SQLite runs each step without the GIL, and a thread that gives the GIL
-    up and takes it back for every row makes the scheduler's event loop hand it over every
-    time (the cost of the ledger was mostly that).
+    statement per row: a statement costs Python work and a step of SQLite's each.
     """
     tallies = {} if tallies is None else tallies
     transitions: dict[int, tuple[list[list[Any]], list[dict[str, str]]]] = {}
@@ -1455,7 +1370,7 @@ def _insert(
     logs: list[tuple[Any, ...]] = []
     failures: list[tuple[Any, ...]] = []
     ended_runs: list[tuple[float, int]] = []
-    blocks = _TransitionBlocks(hand_over)
+    blocks = _TransitionBlocks()
     for item in batch:
         kind = item[0]
         if kind == _SHIPMENT:
@@ -1477,6 +1392,8 @@ def _insert(
         elif kind == _LOG:
             _, run_id, entry = item
             logs.append((run_id, *entry.as_list()))
+        elif kind == _OPEN_RUN:
+            tallies.setdefault(item[1], RunTally())
         else:
             _, run_id, ended = item
             ended_runs.append((ended, run_id))
@@ -1488,8 +1405,6 @@ def _insert(
         tally = tallies.get(run_id)
         if tally is not None and entries[0][6] == "scheduler":
             tally.add_scheduler_transitions(columns[1], columns[3])
-        if hand_over:
-            _let_the_loop_run()
     named = blocks.insert(conn)
     _insert_rows(
         conn,
@@ -1580,10 +1495,9 @@ def _insert_rows(
 class _TransitionBlocks:
     """The transition blocks of one batch, and the names each mentions."""
 
-    def __init__(self, hand_over: bool = True) -> None:
+    def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
         self.names: list[str] = []
-        self.hand_over = hand_over
 
     def add(
         self, run_id: int, columns: Sequence[Sequence[Any]], recommendations: list[dict[str, str]]
@@ -1595,8 +1509,6 @@ class _TransitionBlocks:
             block = [column[low:high] for column in columns]
             self.rows.append(_transition_block_row(run_id, block, recommendations[low:high]))
             self.names.append(_names_of(block, recommendations[low:high]))
-            if self.hand_over:
-                _let_the_loop_run()
 
     def add_shipment(self, run_id: int, where: str, first_seq: int, shipment: Shipment) -> None:
         """A block of a worker's shipment, its bytes and names as the worker packed them."""
@@ -1688,19 +1600,6 @@ def index_unindexed_blocks(conn: sqlite3.Connection) -> None:
             conn, block_id, [entry for entry, _ in logged], [recs for _, recs in logged]
         )
     set_indexed_through(conn, max(highest_block_id(conn), through))
-
-
-def _let_the_loop_run() -> None:
-    """Hand the GIL to a thread waiting for it (the scheduler's event loop), between steps
-    of a batch that run Python code.
-
-    Without it, the loop waits for the writer to release the GIL on its own: up to the
-    interpreter's switch interval (5 ms) each time, while the writer packs a batch's
-    blocks. A handover costs the writer a wait for the GIL to come back, on a thread that
-    has the whole flush interval to write its batch (not when a flush is waiting for it: then
-    it keeps the GIL); a loop that answers workers later costs the whole cluster throughput.
-    """
-    time.sleep(0)
 
 
 def _transition_block_row(
@@ -1929,3 +1828,80 @@ def _next_free_seq(conn: sqlite3.Connection) -> int:
         "coalesce((SELECT max(first_seq) - 1 FROM runs), 0))"
     ).fetchone()
     return highest + 1
+
+
+def prune_chunk(conn: sqlite3.Connection, cutoff: float, names: _PendingNames) -> bool:
+    """Delete one chunk of records older than ``cutoff``; return True if more remain.
+
+    A block whose records are all older goes whole; one that straddles the cutoff is
+    rewritten with its newer records only. ``names`` waiting for the index go in first.
+    """
+    conn.execute("BEGIN")
+    # a block leaves the index as it went in: every block to prune must be in it first
+    indexed = names.write(conn, [], force=True)
+    more = False
+    blocks = conn.execute(
+        "SELECT block_id, run_id, last_time, entries FROM transition_blocks "
+        "WHERE first_time < ? LIMIT ?",
+        (cutoff, _PRUNE_BLOCKS),
+    ).fetchall()
+    more = len(blocks) == _PRUNE_BLOCKS
+    legacy_index = bool(blocks) and bool(tables_named(conn, "transition_names"))
+    for block_id, run_id, last_time, blob in blocks:
+        conn.execute("DELETE FROM transition_blocks WHERE block_id = ?", (block_id,))
+        try:
+            logged_block = transition_block(blob, strict=True)
+        except MalformedShipmentError:
+            # what a worker indexed it under is unknown: its names stay in the index,
+            # pointing at no block (a lookup finds nothing there), rather than a guess
+            continue
+        _unindex_transition_block(conn, block_id, logged_block, legacy_index)
+        if last_time >= cutoff:
+            kept = [logged for logged in logged_block if logged[0][5] >= cutoff]
+            _insert_transition_block(
+                conn,
+                run_id,
+                [entry for entry, _ in kept],
+                [recommendations for _, recommendations in kept],
+                block_id,
+            )
+    events_left = _prune_blocks(
+        conn,
+        "event_blocks",
+        ("first_time", "last_time"),
+        cutoff,
+        lambda row: _event_block_row(
+            row[1], row[2], [stored for stored in unpack_block(row[-1]) if stored[1] >= cutoff]
+        ),
+    )
+    executions_left = _prune_blocks(
+        conn,
+        "execution_blocks",
+        ("first_stop", "last_stop"),
+        cutoff,
+        lambda row: execution_block_row(
+            row[1], [kept for kept in block_executions(row[-1]) if kept[_STOP] >= cutoff]
+        ),
+    )
+    more = more or events_left or executions_left
+    for table, time_column in (
+        ("logs", "timestamp"),
+        ("executions", "stop"),  # rows written before version 7
+        ("failures", "timestamp"),
+    ):
+        deleted = conn.execute(
+            f"DELETE FROM {table} WHERE id IN "
+            f"(SELECT id FROM {table} WHERE {time_column} < ? LIMIT ?)",
+            (cutoff, _PRUNE_CHUNK),
+        ).rowcount
+        more = more or deleted == _PRUNE_CHUNK
+    for table in SUMMARY_TABLES:  # the summaries of runs that ended before
+        deleted = conn.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE run_id IN "
+            "(SELECT run_id FROM runs WHERE ended < ?) LIMIT ?)",
+            (cutoff, _PRUNE_CHUNK),
+        ).rowcount
+        more = more or deleted == _PRUNE_CHUNK
+    conn.execute("COMMIT")
+    names.settle([], indexed)
+    return more

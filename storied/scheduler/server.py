@@ -229,7 +229,7 @@ class Scheduler:
             Path(path).expanduser(),
             queue_size=ledger_config["queue-size"],
             batch_size=ledger_config["batch-size"],
-            flush_interval=config.parse_timedelta(ledger_config["flush-interval"]) or 0.2,
+            flush_interval=config.parse_timedelta(ledger_config["flush-interval"]) or 0.05,
             index_interval=config.parse_timedelta(ledger_config["index-interval"]) or 0.0,
             retain=self._retain,
         )

@@ -6,8 +6,7 @@ import sqlite3
 import time
 from contextlib import closing
 
-import storied.record.ledger as ledger_module
-from storied.record import Ledger, Record, TransitionLog
+from storied.record import Ledger, Record
 from storied.record.events import pack_msg
 from storied.record.ledger import (
     NAMES_INDEX_OPTIONS,
@@ -15,7 +14,6 @@ from storied.record.ledger import (
     SCHEMA_VERSION,
     _insert_rows,
     _names_of,
-    create_or_check_schema,
     names_query,
     pack_block,
     unpack_block,
@@ -233,24 +231,3 @@ def test_retention_rewrites_a_shipped_block_and_keeps_the_name_index_sound(tmp_p
         (entries,) = conn.execute("SELECT entries FROM transition_blocks").fetchone()
     assert "shipped" not in unpack_block(entries)
     assert check(path) == []
-
-
-def test_the_writer_hands_the_gil_over_between_the_blocks_it_packs(tmp_path, monkeypatch):
-    """Packing blocks is Python holding the GIL: between blocks the writer lets a waiting
-    thread (the scheduler's loop) run, rather than making it wait out the switch interval;
-    not for a batch a flush waits for."""
-    handovers = []
-    monkeypatch.setattr(ledger_module, "_let_the_loop_run", lambda: handovers.append(1))
-    log = TransitionLog(10_000)
-    for n in range(3_500):  # four blocks of at most 1,000
-        log.append(f"k-{n}", "released", "waiting", {}, f"s-{n}")
-    _, _, entries, recommendations = log.entries_after(0)
-    with closing(sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)) as conn:
-        create_or_check_schema(conn)
-        ledger_module._insert(conn, [], [(1, entries, recommendations)])
-        assert conn.execute("SELECT count(*) FROM transition_blocks").fetchone() == (4,)
-        assert len(handovers) >= 4
-        handovers.clear()  # a flush waits for this batch: it keeps the GIL
-        ledger_module._insert(conn, [], [(1, entries, recommendations)], hand_over=False)
-        assert conn.execute("SELECT count(*) FROM transition_blocks").fetchone() == (8,)
-    assert handovers == []

@@ -86,6 +86,8 @@ def write_ledger(path: Path, tasks: int, address: str = "tcp://s:1") -> None:
         record.execution(key, "tcp://w:1", 1, 1_700_000_000.0 + i, 1_700_000_000.5 + i, "memory")
         if i % 100 == 0:
             record.event(["runtimes"], {"i": i}, "tcp://w:1")
+        if i % 1_000 == 999:
+            record.flush()  # a batch at a time, as a running scheduler writes them
     record.close()
 
 

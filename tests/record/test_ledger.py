@@ -315,9 +315,8 @@ def test_names_sharing_a_token_do_not_leak_into_each_others_stories(path):
     assert ledger.story("nothing-logged") == []
 
 
-def test_limit_keeps_the_newest_across_blocks(path, monkeypatch):
-    monkeypatch.setattr("storied.record.ledger._TRANSITIONS_PER_BLOCK", 3)
-    ledger = Ledger(path)
+def test_limit_keeps_the_newest_across_blocks(path):
+    ledger = Ledger(path)  # each followed log's transitions make blocks of their own
     run_id = ledger.start_run({})
     records = [
         *write_story(ledger, run_id, 1),
@@ -463,7 +462,7 @@ def test_retention_keeps_the_newer_executions_of_a_block_that_straddles_the_cuto
 def test_a_steady_stream_is_written_a_batch_per_flush_interval(path):
     """Records that keep coming are committed every flush interval, not one small transaction
     after another as fast as they come (each costs a commit and an index segment)."""
-    ledger = Ledger(path, flush_interval=0.2)
+    ledger = Ledger(path, flush_interval=0.2, batch_size=1_000_000)
     run_id = ledger.start_run({})
     started = time.monotonic()
     sent = 0
