@@ -463,8 +463,8 @@ class Ledger:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.index_interval = index_interval
-        #: when names the writer process holds back from the index are due (it said so)
-        self._index_due_at = float("inf")
+        #: when the writer process has work of its own due (it says so with each reply)
+        self._writer_due_at = float("inf")
         self.retain = retain
         self.prune_every = prune_every
         self._pending: deque[tuple[Any, ...]] = deque()
@@ -707,16 +707,16 @@ class Ledger:
         # read after taking the flush markers: what was logged before a flush is in this batch
         transitions = self._read_followed()
         executions = self._take_executions()
-        if batch or transitions or executions or index_now or self._index_due():
+        if batch or transitions or executions or index_now or self._writer_due():
             self._write(writer, batch, transitions, executions, index_now)
         for event in flushed:
             event.set()
         return len(pending) >= self.batch_size
 
-    def _index_due(self) -> bool:
-        """Whether names wait for the index past ``index_interval`` (with nothing new to write,
-        the writer process hears of nothing else that would have it index them)."""
-        return time.monotonic() >= self._index_due_at
+    def _writer_due(self) -> bool:
+        """Whether the writer process has work of its own due (names for the index, retention)
+        that it needs a message for, there being nothing new to write."""
+        return time.monotonic() >= self._writer_due_at
 
     def _write(
         self,
@@ -728,10 +728,7 @@ class Ledger:
     ) -> None:
         """Hand a batch to the writer process, and take in what became of it."""
         done = writer.write(batch, transitions, executions, index_now)
-        if not done.names_pending:
-            self._index_due_at = float("inf")
-        elif self._index_due_at == float("inf"):
-            self._index_due_at = time.monotonic() + self.index_interval
+        self._writer_due_at = time.monotonic() + done.due_in
         self.written += done.written
         self.writer_process_cpu_seconds = done.cpu_seconds
         self.writer_cpu_seconds = time.thread_time() + done.cpu_seconds
@@ -1541,16 +1538,17 @@ class _PendingNames:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.rows: list[tuple[int, str]] = []
-        self._due = float("inf")
+        #: when the rows waiting are due for the index (``time.monotonic``)
+        self.due_at = float("inf")
 
     def due(self, force: bool = False) -> bool:
         """Whether rows wait that are due for the index (any, with ``force``)."""
-        return bool(self.rows) and (force or time.monotonic() >= self._due)
+        return bool(self.rows) and (force or time.monotonic() >= self.due_at)
 
     def write(self, conn: sqlite3.Connection, new: list[tuple[int, str]], force: bool) -> bool:
         """Insert the pending rows and ``new`` if they are due; True if they were."""
         rows = self.rows + new
-        if not rows or not (force or time.monotonic() >= self._due):
+        if not rows or not (force or time.monotonic() >= self.due_at):
             return False
         _insert_rows(conn, "block_names", ("rowid", "names"), rows)
         set_indexed_through(conn, rows[-1][0])
@@ -1560,10 +1558,10 @@ class _PendingNames:
         """After the commit: nothing is pending if ``write`` wrote it, else ``new`` waits too."""
         if written:
             self.rows = []
-            self._due = float("inf")
+            self.due_at = float("inf")
         elif new:
             if not self.rows:
-                self._due = time.monotonic() + self.interval
+                self.due_at = time.monotonic() + self.interval
             self.rows += new
 
 

@@ -60,8 +60,9 @@ class Written(NamedTuple):
     traceback: str
     #: the writer process's CPU time so far
     cpu_seconds: float
-    #: whether names of committed blocks wait for the name index
-    names_pending: bool
+    #: seconds until the process has work of its own due (names for the index, retention),
+    #: for which it needs a message even with nothing new to write
+    due_in: float
     #: its log records since the last reply: (level number, message)
     logs: list[tuple[int, str]]
 
@@ -111,7 +112,7 @@ class WriterProcess:
                 + sum(map(len, executions.values()))
             )
             gone = f"the ledger's writer process (pid {self.pid}) is gone ({error!r})"
-            return Written(0, records, "WriterProcessError", gone, "", 0.0, False, [])
+            return Written(0, records, "WriterProcessError", gone, "", 0.0, float("inf"), [])
 
     def close(self) -> None:
         """End the process once it has committed what it was given, and reap it."""
@@ -158,10 +159,13 @@ def serve(arguments: list[str]) -> None:
         while True:
             try:
                 message = connection.recv_bytes()
-            except EOFError:
-                return
+            except (EOFError, OSError):
+                return  # the scheduler closed the ledger, or died
             written = writer.write(*pickle.loads(message), logs)
-            connection.send_bytes(pickle.dumps(written, protocol=pickle.HIGHEST_PROTOCOL))
+            try:
+                connection.send_bytes(pickle.dumps(written, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                return  # the scheduler died waiting: what it handed over is committed
     finally:
         writer.conn.close()
 
@@ -251,9 +255,17 @@ class _BatchWriter:
             error,
             trace,
             time.process_time(),
-            bool(self.names.rows),
+            self._due_in(),
             logs.take(),
         )
+
+    def _due_in(self) -> float:
+        """Seconds until names are due for the index or retention is, whichever comes first."""
+        now = time.monotonic()
+        due = self.names.due_at if self.names.rows else float("inf")
+        if self.retain is not None:
+            due = min(due, self.next_prune)
+        return max(due - now, 0.0)
 
     def _forget_large_tallies(self) -> None:
         """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally

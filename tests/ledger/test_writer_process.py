@@ -73,3 +73,16 @@ def test_a_killed_schedulers_writer_process_ends_and_what_it_committed_stays(pat
     next_writer.start_run({})
     next_writer.close()
     wait_until(lambda: len(Ledger(path).runs()) == 2)
+
+
+def test_retention_goes_on_while_nothing_new_is_written(path):
+    """Pruning takes 50 blocks at a time; the writer process hears from the scheduler's side
+    when its next chunk is due even while there is nothing new to write."""
+    ledger = Ledger(path, retain=3600, prune_every=0.05, flush_interval=0.02)
+    run_id = ledger.start_run({})
+    old = time.time() - 7200
+    for number in range(60):  # a log each: sixty blocks, older than the retention
+        write_story(ledger, run_id, ledger.first_seq(run_id) + number * 100, timestamp=old)
+    ledger.flush()
+    wait_until(lambda: Ledger(path).story("x") == [], timeout=10)
+    ledger.close()
