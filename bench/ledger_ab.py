@@ -5,9 +5,10 @@ busy machine's slow spells land on one system or the other. Here both clusters s
 the same workload alternately (ABBA order), so drift hits both alike, and the figure is the
 median of each pair's throughput ratio (ledger on / off). The idle cluster only sends
 heartbeats; a round with the ledger ends once the ledger has committed all of it and its name
-index covers it (the writer indexes names a second at a time, so the round's last second of
-names is written after its tasks: with ``--runs`` above 1, a round runs the workload that many
-times in a row, as a busy cluster would, and that tail weighs less). Each round's
+index covers it (the writer process indexes names every ``ledger.index-interval``, so the last
+of a round's names are written after its tasks: with ``--runs`` above 1, a round runs the
+workload that many times in a row, as a busy cluster would, and that tail weighs less). Each
+round's
 CPU is split three ways: this process's event loops and client (the ledger's thread taken
 out), the ledger's thread and writer process, and the worker processes.
 

@@ -121,7 +121,7 @@ def replay(path: Path, repeats: int) -> None:
         print(f"  {statistics.median(values) / tasks * 1e6:6.2f} us/task  {stage}")
 
 
-def _replay_once(batches: list[tuple[Any, Any, Any]]) -> tuple[float, Counter[str], int]:
+def _replay_once(batches: list[tuple[Any, Any, Any, bool]]) -> tuple[float, Counter[str], int]:
     """Write every batch into a fresh file as the writer would; CPU seconds in all, per
     stage, and the file's size."""
     stages = _Stages()
