@@ -97,9 +97,7 @@ def replay(path: Path, repeats: int) -> None:
     captured = pickle.loads(path.read_bytes())
     tasks, batches = captured["tasks"], [pickle.loads(blob) for blob in captured["batches"]]
     records = sum(
-        ledger_module._record_count(batch)
-        + sum(len(entries) for _, entries, _ in followed)
-        + sum(map(len, executions.values()))
+        ledger_module.batch_records(batch, followed, executions)
         for batch, followed, executions, _ in batches
     )
     print(f"{len(batches)} batches, {tasks:,} tasks, {records / tasks:.1f} records a task")

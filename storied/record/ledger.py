@@ -1331,9 +1331,18 @@ class Ledger:
 _EXECUTION_FAILURE_FIELDS = ("attempt", "exception_type", "message", "traceback")
 
 
-def _record_count(batch: list[tuple[Any, ...]]) -> int:
-    """Records in queued items: a worker's shipment holds many transitions, others one."""
-    return sum(map(_records_in, batch))
+def batch_records(
+    batch: list[tuple[Any, ...]],
+    transitions: Sequence[tuple[int, list[TransitionEntry], list[dict[str, str]]]],
+    executions: dict[int, list[tuple[Any, ...]]],
+) -> int:
+    """Records in a batch for the writer process: its queued items (a worker's shipment holds
+    many transitions, others one), the transitions read from followed logs, the executions."""
+    return (
+        sum(map(_records_in, batch))
+        + sum(len(entries) for _, entries, _ in transitions)
+        + sum(map(len, executions.values()))
+    )
 
 
 def _records_in(item: tuple[Any, ...]) -> int:
@@ -1528,9 +1537,11 @@ class _PendingNames:
     The index takes them every ``interval`` seconds rather than with each batch: each commit
     made FTS5 a segment of every name in it, merged again later, and a busy key, named in the
     blocks of several batches, went into several segments; written a few batches at once,
-    the index cost the writer about half (a replayed tree). ``write`` inserts them in the
-    caller's transaction when they are due (or ``force``), with the highest block id the index
-    now covers (``INDEXED_THROUGH``); readers take the blocks after it as candidates.
+    the index's inserts cost the writer a sixth less (a replayed tree: 4.8-5.5 µs a task
+    against 5.8-6.1; measured on its own, the index's work up to a third less). ``write``
+    inserts them in the caller's transaction when they are due (or ``force``), with the
+    highest block id the index now covers (``INDEXED_THROUGH``); readers take the blocks after
+    it as candidates.
     ``settle`` keeps the new rows, or forgets the written ones, once the transaction commits:
     a batch that rolls back leaves nothing pending behind.
     """

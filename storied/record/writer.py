@@ -39,8 +39,8 @@ from storied.record.ledger import (
     WRITER_PRAGMAS,
     _insert,
     _PendingNames,
-    _record_count,
     _too_large_to_sum_up,
+    batch_records,
     prune_chunk,
 )
 from storied.record.summary import RunTally
@@ -106,11 +106,7 @@ class WriterProcess:
             written: Written = pickle.loads(self._connection.recv_bytes())
             return written
         except (EOFError, OSError) as error:
-            records = (
-                _record_count(batch)
-                + sum(len(entries) for _, entries, _ in transitions)
-                + sum(map(len, executions.values()))
-            )
+            records = batch_records(batch, transitions, executions)
             gone = f"the ledger's writer process (pid {self.pid}) is gone ({error!r})"
             return Written(0, records, "WriterProcessError", gone, "", 0.0, float("inf"), [])
 
@@ -220,11 +216,7 @@ class _BatchWriter:
         written = lost = 0
         error_type = error = trace = ""
         if batch or transitions or executions or self.names.due(index_now):
-            records = (
-                _record_count(batch)
-                + sum(len(entries) for _, entries, _ in transitions)
-                + sum(map(len, executions.values()))
-            )
+            records = batch_records(batch, transitions, executions)
             conn = self.conn
             try:
                 conn.execute("BEGIN")
