@@ -12,6 +12,7 @@ import itertools
 import operator
 import os
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -265,6 +266,29 @@ class Record:
     def transitions_recorded(self) -> int:
         """Transitions this process recorded since it started, counting those fallen out."""
         return self._log.total
+
+    @property
+    def transitions_kept(self) -> int:
+        """How many of the latest transitions the log holds (``transition_log_length``)."""
+        return self._log.maxlen
+
+    def transitions_after(
+        self, recorded: int
+    ) -> tuple[int, int, list[TransitionEntry], list[dict[str, str]]]:
+        """The transitions recorded after the first ``recorded``, for a reader that passes
+        them on (a worker ships them to a durable scheduler): ``(recorded now, how many fell
+        out unread, entries, their recommendations)``."""
+        return self._log.entries_after(recorded)
+
+    def call_when_recorded(self, recorded: int, callback: Callable[[], object] | None) -> None:
+        """Have the recording thread call ``callback`` once, as it records transition number
+        ``recorded`` (counting from 1; None: no call). One callback at a time: the reader of
+        ``transitions_after`` learns of new ones without a check on every transition. Not for a
+        durable Record: its ledger reads the transitions that way."""
+        if self._ledger is not None:
+            raise RuntimeError("a durable Record's transitions are read by its ledger")
+        self._log.reader_wake_at = sys.maxsize if callback is None else recorded
+        self._log.wake_reader = callback
 
     @property
     def ledger_written(self) -> int:

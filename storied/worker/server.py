@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -50,7 +51,7 @@ from storied.protocol.serialize import (
     pickle_loads,
     typename,
 )
-from storied.record import LogRecordEntry, NoRecord, Record, pack_event
+from storied.record import LogRecordEntry, NoRecord, Record, TransitionEntry, pack_event
 from storied.record.shipments import pack_shipment
 from storied.resources import parse_resources
 from storied.shm import segments as shm_segments
@@ -120,9 +121,11 @@ class _ShippingRecorder:
     per message, and a message per task would double the messages it reads. ``ship_now``
     sends what waits with the next frame (the scheduler asks before it tells a story).
 
-    ``transition`` runs several times per task, so it is whichever of three paths applies,
-    chosen when ``keep`` or the shipping changes, rather than one path asking every time: the
-    record's own append (not shipping), ``_keep_and_ship``, or a call that keeps nothing.
+    What is shipped is read from the record's own log (``Record.transitions_after``), so a
+    transition costs the same shipped or not: the record calls back on the first transition
+    after a shipment (which sets the timer) and on every ``SHIP_ROWS``-th after it, or half the
+    log if that is less, which takes them out of the log before it overwrites them and ships
+    at once. ``transition`` is the record's own append, or a call that keeps nothing.
     """
 
     SHIP_INTERVAL = 0.05
@@ -132,8 +135,12 @@ class _ShippingRecorder:
         self.record = record
         self._keep = bool(config.get("worker.record-transitions"))
         self._batched: BatchedSend | None = None
-        self._rows: list[tuple[str, str, str, Mapping[str, str], str, float]] = []
+        #: transitions recorded (counting from 1) through which they were read from the log
+        self._read_through = 0
+        #: those read but not shipped yet: (entries, recommendations)
+        self._read: list[tuple[list[TransitionEntry], list[dict[str, str]]]] = []
         self._ship_at = 0.0
+        self._ship_rows = max(min(self.SHIP_ROWS, record.transitions_kept // 2), 1)
         self.transition: Callable[..., None]
         self._choose_path()
 
@@ -148,59 +155,82 @@ class _ShippingRecorder:
         self._choose_path()
 
     def ship_with(self, batched: BatchedSend | None) -> None:
-        """Ship with the batches ``batched`` writes from now on; None: keep, but do not ship."""
+        """Ship what is recorded from now on with the batches ``batched`` writes; None: keep,
+        but do not ship."""
         self._batched = batched
-        if batched is not None:
+        self._read_through = self.record.transitions_recorded
+        self._read = []
+        if batched is None:
+            self.record.call_when_recorded(0, None)
+        else:
             batched.on_flush = self._shipment
-        self._choose_path()
+            self._await_first()
 
     def _choose_path(self) -> None:
-        if not self._keep:
-            self.transition = NoRecord().transition
-        elif self._batched is None:
-            self.transition = self.record.transition
-        else:
-            self.transition = self._keep_and_ship
+        self.transition = self.record.transition if self._keep else NoRecord().transition
+
+    def _unshipped(self) -> bool:
+        return bool(self._read) or self.record.transitions_recorded > self._read_through
 
     def ship_now(self) -> None:
         """Ship what waits with the next frame, which leaves at the end of this burst of work."""
-        if self._batched is not None and self._rows:
+        if self._batched is not None and self._unshipped():
             self._ship_at = 0.0
             self._batched.flush_soon()
 
-    def _keep_and_ship(
-        self,
-        key: str,
-        start: str,
-        finish: str,
-        recommendations: Mapping[str, str],
-        stimulus_id: str,
-        worker: str | None = None,
-    ) -> None:
-        timestamp = time.time()
-        self.record.transition(
-            key, start, finish, recommendations, stimulus_id, timestamp=timestamp
-        )
-        rows = self._rows
-        rows.append((key, start, finish, recommendations, stimulus_id, timestamp))
-        if len(rows) == 1:
-            self._ship_at = time.monotonic() + self.SHIP_INTERVAL
-            asyncio.get_running_loop().call_later(self.SHIP_INTERVAL, self._flush_due)
-        elif len(rows) >= self.SHIP_ROWS:
-            self.ship_now()
+    def _await_first(self) -> None:
+        self.record.call_when_recorded(self._read_through + 1, self._first_unshipped)
+
+    def _first_unshipped(self) -> None:
+        """The first transition since the last shipment: ship within ``SHIP_INTERVAL``."""
+        self._ship_at = time.monotonic() + self.SHIP_INTERVAL
+        asyncio.get_running_loop().call_later(self.SHIP_INTERVAL, self._flush_due)
+        self._await_many()
+
+    def _await_many(self) -> None:
+        self.record.call_when_recorded(self._read_through + self._ship_rows, self._read_and_ship)
+
+    def _read_and_ship(self) -> None:
+        """Many wait: out of the log with them before it overwrites them, and off."""
+        self._read_log()
+        self._await_many()
+        self.ship_now()
+
+    def _read_log(self) -> None:
+        recorded, lost, entries, recommendations = self.record.transitions_after(self._read_through)
+        self._read_through = recorded
+        if entries:
+            self._read.append((entries, recommendations))
+        if lost:
+            logger.warning(
+                "%d transitions fell out of this worker's log (worker.transition-log-length) "
+                "before they could be shipped to the scheduler's ledger",
+                lost,
+            )
 
     def _flush_due(self) -> None:
-        if self._batched is not None and self._rows and time.monotonic() >= self._ship_at:
+        if self._batched is not None and self._unshipped() and time.monotonic() >= self._ship_at:
             self._batched.flush_soon()
 
     def _shipment(self) -> list[dict[str, Any]]:
         """The message for what is due to be shipped, packed as the ledger block it becomes
         (``storied.record.shipments``): the scheduler stores it without unpacking it."""
-        if not self._rows or time.monotonic() < self._ship_at:
+        if not self._unshipped() or time.monotonic() < self._ship_at:
             return []
-        rows, self._rows = self._rows, []
-        columns = [list(column) for column in zip(*rows, strict=True)]
+        self._read_log()
+        read, self._read = self._read, []
+        self._await_first()
+        entries = list(itertools.chain.from_iterable(part for part, _ in read))
+        if not entries:
+            return []
+        columns = [list(map(field, entries)) for field in _SHIPPED_FIELDS]
+        columns.insert(3, list(itertools.chain.from_iterable(part for _, part in read)))
         return [{"op": "worker-records", "transitions": pack_shipment(columns), "logs": []}]
+
+
+#: ``SHIPPED_COLUMNS`` but the recommendations, from a transition entry: key, start, finish,
+#: stimulus id, timestamp
+_SHIPPED_FIELDS = [operator.itemgetter(index) for index in (1, 2, 3, 4, 5)]
 
 
 class _Executor:

@@ -80,6 +80,29 @@ def test_restart_reads_back_earlier_run(tmp_path: Path) -> None:
     assert len(runs) == 2 and all(run["ended"] for run in runs)
 
 
+def test_a_worker_with_a_short_log_ships_every_transition_before_it_falls_out(
+    tmp_path: Path, caplog
+) -> None:
+    """A worker ships from its own log, which keeps only the latest transitions: it ships
+    once half of it waits, not just every 50 ms, and the ledger misses none."""
+    path = tmp_path / "ledger.db"
+    with (
+        caplog.at_level(logging.WARNING, logger="storied.worker"),
+        storied.config.set({"worker.transition-log-length": 64}),
+        LocalCluster(n_workers=1, processes=False, ledger=path) as cluster,
+        Client(cluster) as client,
+    ):
+        futures = client.map(inc, range(500))
+        assert client.gather(futures) == list(range(1, 501))
+        [worker] = [w.address for w in cluster.workers.values()]
+    computed = {
+        record.key
+        for record in Ledger(path).transitions(start="executing", finish="memory", where=worker)
+    }
+    assert computed == {future.key for future in futures}
+    assert "fell out" not in caplog.text
+
+
 def test_cli_reads_a_ledger_with_no_cluster(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     with (

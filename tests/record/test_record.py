@@ -54,6 +54,46 @@ def test_memory_story_has_the_seed_format():
     assert record.run_id is None
 
 
+def test_a_reader_of_recorded_transitions_is_called_once_at_the_one_it_asked_for():
+    """What a worker ships comes from its record's own log, with one callback per shipment."""
+    record = Record("tcp://w:1")
+    calls: list[int] = []
+    record.call_when_recorded(2, lambda: calls.append(record.transitions_recorded))
+    run_task(record, "inc-1")
+    run_task(record, "inc-2")
+    assert calls == [2]  # once, as the second was recorded, not again after
+    recorded, lost, entries, recommendations = record.transitions_after(4)
+    assert (recorded, lost) == (6, 0)
+    assert [(entry[1], entry[2], entry[3]) for entry in entries] == [
+        ("inc-2", "waiting", "processing"),
+        ("inc-2", "processing", "memory"),
+    ]
+    assert recommendations == [{}, {}]
+    record.call_when_recorded(7, lambda: calls.append(-1))
+    record.call_when_recorded(0, None)
+    run_task(record, "inc-3")
+    assert calls == [2]
+
+
+def test_a_small_log_says_how_many_transitions_fell_out_before_they_were_read():
+    record = Record("tcp://w:1", transition_log_length=4)
+    for number in range(3):
+        run_task(record, f"inc-{number}")
+    recorded, lost, entries, _ = record.transitions_after(0)
+    # the oldest slot is left out too: the recording thread may be overwriting it
+    assert (recorded, lost, len(entries)) == (9, 6, 3)
+    assert [entry[1] for entry in entries] == ["inc-2"] * 3
+
+
+def test_a_durable_records_transitions_are_for_its_ledger_alone(ledger_path):
+    record = Record(ledger=Ledger(ledger_path))
+    try:
+        with pytest.raises(RuntimeError, match="read by its ledger"):
+            record.call_when_recorded(1, lambda: None)
+    finally:
+        record.close()
+
+
 def test_shipped_worker_transitions_go_to_the_ledger_beside_the_scheduler_story(ledger_path):
     record = Record(ledger=Ledger(ledger_path))
     run_task(record, "a")
