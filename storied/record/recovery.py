@@ -24,6 +24,7 @@ from storied.record.errors import LedgerError
 from storied.record.executions import block_executions
 from storied.record.integrity import open_for_reading, sqlite_problems
 from storied.record.ledger import (
+    PAGE_SIZE,
     READABLE_SCHEMA_VERSIONS,
     SCHEMA_VERSION,
     _schema_version,
@@ -163,7 +164,7 @@ def recover(source: Path, target: Path) -> Recovery:
         missing = {4: (*SUMMARY_TABLES, *_SINCE_7), 5: _SINCE_7, 6: _SINCE_7}.get(version or 0, ())
         dst = sqlite3.connect(target, isolation_level=None)
         try:
-            dst.execute("PRAGMA page_size=65536")
+            dst.execute(f"PRAGMA page_size={PAGE_SIZE}")
             dst.execute("PRAGMA journal_mode=WAL")
             dst.execute("BEGIN")
             create_or_check_schema(dst)

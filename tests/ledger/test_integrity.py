@@ -27,13 +27,11 @@ from storied import Client, LocalCluster
 from storied.cli.main import cli
 from storied.record import Ledger, LedgerCorruptError, LedgerError, LedgerLockedError, Record
 from storied.record.executions import block_executions
-from storied.record.ledger import SCHEMA_VERSION
+from storied.record.ledger import PAGE_SIZE, SCHEMA_VERSION
 from storied.record.recovery import check
 from storied.record.writelock import lock_path_of
 from tests.ledger.test_durable import free_port, inc, storied_command
 from tests.record.old_versions import make_version_6
-
-PAGE = 65_536
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -175,7 +173,7 @@ def page_of_execution(path: Path, key: str) -> int:
             if key in {execution[0] for execution in block_executions(blob)}
         )
     content = path.read_bytes()
-    found = [m.start() // PAGE for m in re.finditer(re.escape(blob[:64]), content)]
+    found = [m.start() // PAGE_SIZE for m in re.finditer(re.escape(blob[:64]), content)]
     return next(page for page in found if page in pages)
 
 
@@ -189,10 +187,10 @@ def test_a_ledger_damaged_in_the_middle_is_refused_at_open_and_recovered(tmp_pat
     # garbage over three pages in the middle, from the one where the block that holds
     # inc-6000's execution starts
     page = page_of_execution(path, "inc-6000")
-    assert 0 < page < path.stat().st_size // PAGE - 3
+    assert 0 < page < path.stat().st_size // PAGE_SIZE - 3
     with open(path, "r+b") as stream:
-        stream.seek(page * PAGE)
-        stream.write(random.Random(1).randbytes(3 * PAGE))
+        stream.seek(page * PAGE_SIZE)
+        stream.write(random.Random(1).randbytes(3 * PAGE_SIZE))
 
     with pytest.raises(LedgerCorruptError, match="the file is damaged"):
         Ledger(path).start_run({})

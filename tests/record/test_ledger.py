@@ -9,6 +9,7 @@ import pytest
 
 from storied.record.events import EventRecord, pack_msg
 from storied.record.ledger import (
+    PAGE_SIZE,
     SCHEMA_VERSION,
     Ledger,
     LedgerError,
@@ -266,7 +267,7 @@ def test_new_files_take_large_pages_and_older_files_keep_theirs(path, tmp_path):
     ledger.start_run({})
     ledger.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA page_size").fetchone() == (65536,)
+        assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,) == (32_768,)
     older = tmp_path / "older.db"
     with sqlite3.connect(older) as conn:
         conn.execute("PRAGMA page_size=4096")
