@@ -4,7 +4,7 @@ A cluster measurement of the ledger's cost swings with whatever else the machine
 captures what the writer process was handed while a workload ran (every batch: queued items,
 the transitions read from the scheduler's log, executions), then writes the same batches into
 a fresh file, on one thread, with the writer process's code, and prints its CPU per task split
-by stage: building blocks (packing and compressing), each table's inserts, the run's tally and
+by stage: building blocks (packing and compressing), each table's inserts, the run's
 summary, and the rest (commits among it). Replays of one capture compare versions of the
 writer with nothing else changed.
 
@@ -128,16 +128,9 @@ def _replay_once(batches: list[tuple[Any, Any, Any, bool]]) -> tuple[float, Coun
             lambda conn, table, *rest: f"insert {table}", ledger_module._insert_rows
         ),
         "pack_block": stages.wrap(lambda *_: "pack and compress blocks", ledger_module.pack_block),
+        "_sum_up": stages.wrap(lambda *_: "summary at run end", ledger_module._sum_up),
     }
     originals = {name: getattr(ledger_module, name) for name in patched}
-    tally_add = ledger_module.RunTally.add_scheduler_transitions
-    tally_write = ledger_module.RunTally.write
-    ledger_module.RunTally.add_scheduler_transitions = stages.wrap(  # type: ignore[method-assign]
-        lambda *_: "tally", tally_add
-    )
-    ledger_module.RunTally.write = stages.wrap(  # type: ignore[method-assign]
-        lambda *_: "summary at run end", tally_write
-    )
     for name, function in patched.items():
         setattr(ledger_module, name, function)
     result: list[Any] = []
@@ -148,8 +141,6 @@ def _replay_once(batches: list[tuple[Any, Any, Any, bool]]) -> tuple[float, Coun
     finally:
         for name, function in originals.items():
             setattr(ledger_module, name, function)
-        ledger_module.RunTally.add_scheduler_transitions = tally_add  # type: ignore[method-assign]
-        ledger_module.RunTally.write = tally_write  # type: ignore[method-assign]
     total, size = result[0]
     stages.seconds["rest (grouping, Python, commits)"] = total - sum(stages.seconds.values())
     return total, stages.seconds, size

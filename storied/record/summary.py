@@ -1,14 +1,14 @@
-"""A run's tasks summed up as the ledger writes them, stored when the run ends.
+"""A run's tasks summed up when it ends, and stored.
 
 Counting a finished run of a million tasks from its records takes a pass over three million
-transitions and a million executions (a minute or two). The writer already holds every record
-it writes, so it keeps, per open run, each task's outcome on the scheduler (dictionary updates
-that run in C), and when the run ends it sums up the run's executions (read back from its
-blocks, in passes in C) and writes out one ``run_tasks`` row per task, with ids in key order,
-and the run's counts in ``run_counts``. A reader then answers pages, counts and key searches
-with indexed SQL. Runs that ended without a summary (a crash, a ledger of schema version 4, a
-run of more than ``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the
-records.
+transitions and a million executions (a minute or two). When a run ends, the writer process
+reads back its scheduler's transitions and its executions from their blocks and sums them up
+in passes in C (each task's outcome on the scheduler, its runs and failures), and writes out
+one ``run_tasks`` row per task, with ids in key order, and the run's counts in ``run_counts``.
+A reader then answers pages, counts and key searches with indexed SQL. Runs that ended
+without a summary (a crash, a ledger of schema version 4, a run of more than
+``SUMMARY_MAX_TASKS`` tasks) have none, and readers count them from the records. A run that
+outlived ``ledger.retain`` is summed up from what is still on file.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from storied.record.blocks import tables_named
 from storied.record.executions import execution_rows
 from storied.record.keys import key_prefix
 
-#: Tasks a run may have and still be summed up as it is written: 60 to 100 bytes each stay in
-#: the writer's memory until the run ends (a few hundred megabytes at this bound).
+#: Tasks a run may have and still be summed up: 60 to 100 bytes each are in the writer's
+#: memory while it does (a few hundred megabytes at this bound).
 SUMMARY_MAX_TASKS = 4_000_000
 
 #: States a task is let go to after it is done with (or when the cluster closes): a task's
@@ -91,10 +91,10 @@ _HELD = _Held()
 
 
 class RunTally:
-    """One open run's tasks' outcomes on the scheduler, as the writer has written them.
+    """One run's tasks' outcomes on the scheduler, from its transitions in seq order.
 
-    Executions are not tallied as they come: when the run ends, ``write`` reads them back and
-    sums them up, so a run costs the writer no Python code per execution while it runs."""
+    Made when the run ends (``storied.record.ledger``), as ``write`` sums up its executions:
+    a run costs the writer no Python code per transition or execution while it runs."""
 
     def __init__(self) -> None:
         #: each key's last state on the scheduler that is not let go, and each key's last

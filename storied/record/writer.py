@@ -39,11 +39,9 @@ from storied.record.ledger import (
     WRITER_PRAGMAS,
     _insert,
     _PendingNames,
-    _too_large_to_sum_up,
     batch_records,
     prune_chunk,
 )
-from storied.record.summary import RunTally
 
 logger = logging.getLogger("storied.record")
 
@@ -185,7 +183,7 @@ class _LogKeeper(logging.Handler):
 
 
 class _BatchWriter:
-    """The SQLite side: the connection, each open run's tally, the names waiting for the
+    """The SQLite side: the connection, the open runs it sums up, the names waiting for the
     index, and retention."""
 
     def __init__(
@@ -195,8 +193,8 @@ class _BatchWriter:
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         for pragma in WRITER_PRAGMAS:
             self.conn.execute(pragma)
-        #: what is summed up of each open run, stored when it ends
-        self.tallies: dict[int, RunTally] = {}
+        #: the open runs whose summary it stores when they end (those it was told opened)
+        self.summed_up: set[int] = set()
         #: names of committed blocks waiting for the name index
         self.names = _PendingNames(index_interval)
         self.retain = retain
@@ -220,11 +218,10 @@ class _BatchWriter:
             conn = self.conn
             try:
                 conn.execute("BEGIN")
-                named = _insert(conn, batch, transitions, self.tallies, executions)
+                named = _insert(conn, batch, transitions, self.summed_up, executions)
                 indexed = self.names.write(conn, named, index_now)
                 conn.execute("COMMIT")
                 self.names.settle(named, indexed)
-                self._forget_large_tallies()
                 written = records
             except Exception as failure:
                 if conn.in_transaction:
@@ -258,13 +255,6 @@ class _BatchWriter:
         if self.retain is not None:
             due = min(due, self.next_prune)
         return max(due - now, 0.0)
-
-    def _forget_large_tallies(self) -> None:
-        """Stop summing up runs of more than ``SUMMARY_MAX_TASKS`` tasks: their tally
-        would hold too much memory; readers count them from the records."""
-        for run_id, tally in list(self.tallies.items()):
-            if _too_large_to_sum_up(tally, run_id):
-                del self.tallies[run_id]
 
     def _prune_safely(self, retain: float) -> bool:
         """Apply retention to one chunk; a failure is logged and retried at the next period."""
