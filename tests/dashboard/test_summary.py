@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,29 @@ def test_a_run_too_large_to_sum_up_ends_without_a_summary(
     assert ledger.task_counts(run_id) is None
     info = {run["run_id"]: run for run in ledger.runs()}[run_id]
     assert len(LedgerRun(ledger, run_id, info).task_table()) == 41  # counted instead
+
+
+def test_a_run_that_outlived_retention_is_summed_up_from_what_is_still_on_file(
+    tmp_path: Path,
+) -> None:
+    """The summary is read back from the run's blocks when it ends: tasks whose records
+    retention deleted while the run went on are not in it, as their executions never were."""
+    path = tmp_path / "run.db"
+    ledger = Ledger(path, retain=3600, prune_every=0.05, flush_interval=0.02)
+    run_id = ledger.start_run({"where": "scheduler"})
+    log = TransitionLog(1_000, seq=iter(range(ledger.first_seq(run_id), 2**62)))
+    ledger.follow(run_id, log)
+    now = time.time()
+    for task, when in (("inc-old", now - 7_200), ("inc-new", now)):
+        log.append(task, "released", "waiting", {}, f"graph-{task}", timestamp=when)
+        log.append(task, "waiting", "memory", {}, f"done-{task}", WORKERS[0], when)
+        ledger.put_execution(run_id, task, WORKERS[0], 0, when, when + 0.5, "memory")
+    ledger.flush()
+    deadline = time.monotonic() + 10
+    while ledger.story("inc-old"):
+        assert time.monotonic() < deadline, "retention did not prune the old task"
+        time.sleep(0.02)
+    ledger.close()
+    reader = Ledger(path)
+    assert ("tasks", "", "", 1) in (reader.task_counts(run_id) or [])
+    assert [task["key"] for task in reader.task_page(run_id, 0, 10)[1]] == ["inc-new"]
