@@ -155,16 +155,21 @@ class _ShippingRecorder:
         self._choose_path()
 
     def ship_with(self, batched: BatchedSend | None) -> None:
-        """Ship what is recorded from now on with the batches ``batched`` writes; None: keep,
-        but do not ship."""
-        self._batched = batched
-        self._read_through = self.record.transitions_recorded
-        self._read = []
+        """Ship with the batches ``batched`` writes from now on; None: keep, but do not ship.
+
+        Shipping starts with what is recorded from then on; a new stream (the worker
+        registered again after losing its scheduler) also takes what the last one left
+        unshipped, so a reconnection loses none."""
         if batched is None:
+            self._read = []
             self.record.call_when_recorded(0, None)
-        else:
-            batched.on_flush = self._shipment
+        elif self._batched is None:
+            self._read_through = self.record.transitions_recorded
             self._await_first()
+        self._batched = batched
+        if batched is not None:
+            batched.on_flush = self._shipment
+            self.ship_now()
 
     def _choose_path(self) -> None:
         self.transition = self.record.transition if self._keep else NoRecord().transition
