@@ -111,7 +111,7 @@ def main() -> None:
                     tasks = run(on if with_ledger else off, args.size)
                     answered = time.perf_counter()
                     tasks_on += tasks if with_ledger else 0
-                    if with_ledger:  # on the clock: its backlog must not slow the next round
+                    if with_ledger:  # its backlog must not slow the next round
                         ledger.flush(indexed=True)
                     recorded = time.perf_counter()
                     rates[with_ledger].append(tasks / (recorded - started))
