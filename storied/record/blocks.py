@@ -27,11 +27,6 @@ def unpack_block(blob: bytes) -> Any:
     return unpack_msg(block_bytes(blob))
 
 
-def is_compressed(blob: bytes) -> bool:
-    """Whether ``pack_block`` made the block: a worker's shipment, stored as it came, is not."""
-    return blob[:1] == _LZ4_TAG
-
-
 def block_bytes(blob: bytes) -> bytes:
     """A block's msgpack bytes, decompressed if it was written compressed."""
     return lz4.block.decompress(blob[1:]) if blob[:1] == _LZ4_TAG else blob

@@ -41,8 +41,8 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, compress, repeat
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zlib import crc32
@@ -53,7 +53,6 @@ from storied.loglevels import parse_level
 from storied.record.blocks import (
     NAME_SEPARATOR,
     block_bytes,
-    is_compressed,
     names_text,
     pack_block,
     tables_named,
@@ -263,7 +262,6 @@ _DROP_WARNING_INTERVAL = 1.0
 # Queue item kinds; items are tuples whose first element is one of these.
 _TRANSITIONS, _SHIPMENT, _EVENT, _LOG, _OPEN_RUN, _END_RUN, _FLUSH, _FAILURE = range(8)
 
-_key_and_finish = itemgetter(1, 3)
 _STOP = EXECUTION_FIELDS.index("stop")
 _token_of = "%08x".__mod__  # a third of the cost of "{:08x}".format
 
@@ -1112,20 +1110,11 @@ class Ledger:
         """Each key's outcome on the scheduler in ``run_id``, as ``tasks`` gives its ``state``
         (the last state other than released or forgotten; that one if it had no other), in
         one pass over the run's blocks that makes no record objects."""
-        last: dict[str, str] = {}
-        kept: dict[str, str] = {}
+        tally = RunTally()
         with self._reading() as conn:
-            blocks = conn.execute(
-                "SELECT entries FROM transition_blocks WHERE run_id = ? ORDER BY first_seq",
-                (run_id,),
-            )
-            for (blob,) in blocks:
-                # tuples, not lists: a third less time unpacking, which is most of the pass
-                logged = transition_block(blob, use_list=False)
-                ours = [entry for entry, _ in logged if entry[6] == "scheduler"]
-                last.update(map(_key_and_finish, ours))
-                kept.update(map(_key_and_finish, [e for e in ours if e[3] not in LET_GO]))
-        return {**last, **kept}
+            for keys, finishes in scheduler_transitions(conn, run_id):
+                tally.add_scheduler_transitions(keys, finishes)
+        return tally.outcomes()
 
     def task_counts(self, run_id: int) -> list[tuple[str, str, str, int]] | None:
         """The counts the writer stored when ``run_id`` ended (``storied.record.summary``), as
@@ -1453,26 +1442,42 @@ def _sum_up(conn: sqlite3.Connection, run_id: int) -> None:
     its tally would hold too much memory; readers count its tasks from its records.
     """
     tally = RunTally()
+    for keys, finishes in scheduler_transitions(conn, run_id):
+        tally.add_scheduler_transitions(keys, finishes)
+        if len(tally) > SUMMARY_MAX_TASKS:
+            logger.info(
+                "ledger run %d has more than %d tasks; it ends without a summary (readers "
+                "count its tasks from its records)",
+                run_id,
+                SUMMARY_MAX_TASKS,
+            )
+            return
+    tally.write(conn, run_id)
+
+
+def scheduler_transitions(
+    conn: sqlite3.Connection, run_id: int
+) -> Iterator[tuple[Sequence[str], Sequence[str]]]:
+    """The keys and finish states of the scheduler's transitions in run ``run_id``, a block
+    at a time in seq order, whatever version wrote the blocks; a worker's shipment (a map of
+    its bytes as they came) is not unpacked. Tuples, not lists: a third less time unpacking,
+    which is most of a pass."""
     blobs = conn.execute(
-        "SELECT entries FROM transition_blocks WHERE run_id = ? ORDER BY block_id", (run_id,)
+        "SELECT entries FROM transition_blocks WHERE run_id = ? ORDER BY first_seq", (run_id,)
     )
     for (blob,) in blobs:
-        if not is_compressed(blob):
-            continue  # a worker's shipment, stored as it came
-        block = unpack_block(blob)
-        if isinstance(block, dict):  # columns (schema 6 on), as this writer packs them
-            columns = block["columns"]
-            if columns[6][:1] == ["scheduler"]:
-                tally.add_scheduler_transitions(columns[1], columns[3])
-                if len(tally) > SUMMARY_MAX_TASKS:
-                    logger.info(
-                        "ledger run %d has more than %d tasks; it ends without a summary "
-                        "(readers count its tasks from its records)",
-                        run_id,
-                        SUMMARY_MAX_TASKS,
-                    )
-                    return
-    tally.write(conn, run_id)
+        block = msgpack.unpackb(block_bytes(blob), strict_map_key=False, use_list=False)
+        if not isinstance(block, dict):  # [entry, recommendations] pairs, before version 6
+            ours = [entry for entry, _ in block if entry[6] == "scheduler"]
+            yield [entry[1] for entry in ours], [entry[3] for entry in ours]
+        elif "columns" in block:
+            _, keys, _, finishes, _, _, where, _ = block["columns"]
+            scheduler = where.count("scheduler")
+            if scheduler == len(where):
+                yield keys, finishes
+            elif scheduler:  # a block retention rewrote from a worker's shipment has none
+                mine = list(map(eq, where, repeat("scheduler")))
+                yield list(compress(keys, mine)), list(compress(finishes, mine))
 
 
 _LOG_ROW_COLUMNS = (

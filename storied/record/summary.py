@@ -106,6 +106,10 @@ class RunTally:
         """The tasks tallied, counted in both dicts: what the tally's memory grows with."""
         return len(self._kept) + len(self._last)
 
+    def outcomes(self) -> dict[str, str]:
+        """Each key's outcome: its last state not let go, else its last."""
+        return {**self._last, **self._kept}
+
     def add_scheduler_transitions(self, keys: Sequence[str], finishes: Sequence[str]) -> None:
         """The keys and finish states of transitions of the scheduler's log, in seq order;
         every step runs in C, two passes over them (a third, for the let-go states apart,
@@ -161,7 +165,7 @@ class RunTally:
         """``TASK_FIELDS`` of every task, in key order: its outcome tallied here, and from the
         run's executions (columns, in the order recorded) its runs and failures, and the worker
         and duration of the one recorded last."""
-        states = {**self._last, **self._kept}
+        states = self.outcomes()
         executed = Counter(compress(keys, map(eq, outcomes, repeat("memory"))))
         erred = Counter(compress(keys, map(eq, outcomes, repeat("erred"))))
         last = dict(zip(keys, zip(workers, map(sub, stops, starts), strict=True), strict=True))
